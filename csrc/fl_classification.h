@@ -1,0 +1,58 @@
+/* Classification kernels for fastloss/_classification.pyx: every (dtype, SIMD
+ * level) variant, and the function pointers the module calls through. */
+#ifndef FL_CLASSIFICATION_H
+#define FL_CLASSIFICATION_H
+#include "fl_common.h"
+
+/* Rows longer than this many bytes are not expected to stay in cache between
+ * passes: they use the online softmax and recompute exp in the gradient pass. */
+#define FL_ROW_CACHE_BYTES (768 * 1024)
+
+typedef struct {
+    int64_t C;                 /* classes per row */
+    int64_t ignore_index;      /* label rows to skip (integer labels only) */
+    const void *class_weight;  /* C weights of the row dtype, or NULL */
+    double weight_sum;         /* sum of class weights (C when none) */
+    double smoothing;          /* label smoothing eps in [0, 1] */
+    double z_loss;             /* coefficient of lse^2 */
+    double softcap;            /* > 0: logits -> softcap * tanh(x / softcap) */
+    double gscale;             /* the gradient is scaled by this (1 / denominator for mean) */
+} fl_xent_params;
+
+#define FL_BODY "fl_classification_impl.h"
+#include "fl_instantiate.h"
+#undef FL_BODY
+
+#define FL_DECLARE(dt, T)                                                                  \
+    static void (*fl_xent_label_rows_##dt)(const T *, T *, int64_t, const int64_t *,         \
+                                           const fl_xent_params *, double *, T *);           \
+    static void (*fl_xent_prob_rows_##dt)(const T *, const T *, T *, int64_t,                \
+                                          const fl_xent_params *, double *, T *);            \
+    static void (*fl_softmax_rows_##dt)(const T *, T *, int64_t, int64_t, int, double *);    \
+    static double (*fl_bce_block_##dt)(const T *, const T *, const T *, const T *, T *, T *, \
+                                       int64_t, T);                                          \
+    static double (*fl_focal_block_##dt)(const T *, const T *, T *, T *, int64_t, T, T, T);  \
+    static void (*fl_exp_array_##dt)(const T *, T *, int64_t);                               \
+    static void (*fl_log_array_##dt)(const T *, T *, int64_t);                               \
+    static void (*fl_log1p_array_##dt)(const T *, T *, int64_t);
+FL_DECLARE(f32, float)
+FL_DECLARE(f64, double)
+
+#define FL_ASSIGN(dt, level)                                                  \
+    fl_xent_label_rows_##dt = FL_LEVEL_FN(xent_label_rows, dt, level);        \
+    fl_xent_prob_rows_##dt = FL_LEVEL_FN(xent_prob_rows, dt, level);          \
+    fl_softmax_rows_##dt = FL_LEVEL_FN(softmax_rows, dt, level);              \
+    fl_bce_block_##dt = FL_LEVEL_FN(bce_block, dt, level);                    \
+    fl_focal_block_##dt = FL_LEVEL_FN(focal_block, dt, level);                \
+    fl_exp_array_##dt = FL_LEVEL_FN(exp_array, dt, level);                    \
+    fl_log_array_##dt = FL_LEVEL_FN(log_array, dt, level);                    \
+    fl_log1p_array_##dt = FL_LEVEL_FN(log1p_array, dt, level);
+
+/* Points every kernel at the variants of one SIMD level (the caller checks the
+ * CPU supports it). */
+static void fl_classification_set_level(int level) {
+    FL_ASSIGN(f32, level)
+    FL_ASSIGN(f64, level)
+}
+
+#endif

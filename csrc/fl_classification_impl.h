@@ -1,0 +1,303 @@
+/* Template body (see fl_instantiate.h): softmax rows and elementwise sigmoid
+ * losses. Rows are C-contiguous, C elements each. The gradient `g` may alias
+ * the logits `x`: every loop reads an element before it writes the same one,
+ * and a row's label logit is read before the row is overwritten. */
+
+/* Elements per block of a float64 partial sum: fixed, so results do not depend
+ * on how rows or blocks are split between threads. */
+#define FL_SUM_BLOCK 256
+
+/* Max of a row; NaN anywhere makes it NaN. */
+static T N_(row_max)(const T *x, int64_t C) {
+    V vm = N_(vset1)(-(T)INFINITY);
+    int64_t k = 0;
+    for (; k + W <= C; k += W) vm = N_(vmax_nan)(vm, N_(vload)(x + k));
+    if (k < C) vm = N_(vmax_nan)(vm, N_(vload_part)(x + k, C - k, -(T)INFINITY));
+    return N_(vhmax_nan)(vm);
+}
+
+/* sum_k exp(x_k - m), optionally storing the exponentials in e (may alias x). */
+static double N_(row_sumexp)(const T *x, T *e, int64_t C, T m) {
+    double s = 0.0;
+    for (int64_t b = 0; b < C; b += FL_SUM_BLOCK) {
+        int64_t end = b + FL_SUM_BLOCK < C ? b + FL_SUM_BLOCK : C;
+        V acc = N_(vset1)(0);
+        int64_t k = b;
+        for (; k + W <= end; k += W) {
+            V ek = N_(vexp)(N_(vload)(x + k) - m);
+            if (e) N_(vstore)(e + k, ek);
+            acc += ek;
+        }
+        if (k < end) {
+            V ek = N_(vexp)(N_(vload_part)(x + k, end - k, -(T)INFINITY) - m);
+            if (e) N_(vstore_part)(e + k, ek, end - k);
+            acc += ek;
+        }
+        s += N_(vhsum)(acc);
+    }
+    return s;
+}
+
+/* Online (streaming) max and sum of exponentials: one read of the row, for
+ * rows too long to stay in cache between passes. Returns s = sum exp(x - m). */
+#define FL_ONLINE_CHUNK 2048
+static double N_(row_online)(const T *x, int64_t C, T *m_out) {
+    T m = -(T)INFINITY;
+    double s = 0.0;
+    for (int64_t b = 0; b < C; b += FL_ONLINE_CHUNK) {
+        int64_t n = C - b < FL_ONLINE_CHUNK ? C - b : FL_ONLINE_CHUNK;
+        T mc = N_(row_max)(x + b, n);
+        if (mc != mc) { *m_out = mc; return NAN; }
+        if (mc > m) { s *= exp((double)m - (double)mc); m = mc; }
+        /* while m is -inf every element so far is -inf: they add exactly 0 */
+        if (m != -(T)INFINITY) s += N_(row_sumexp)(x + b, NULL, n, m);
+    }
+    *m_out = m;
+    return s;
+}
+
+/* sum_k w_k x_k (w == NULL: plain sum), blockwise in float64. */
+static double N_(row_dot)(const T *x, const T *w, int64_t C) {
+    double s = 0.0;
+    for (int64_t b = 0; b < C; b += FL_SUM_BLOCK) {
+        int64_t end = b + FL_SUM_BLOCK < C ? b + FL_SUM_BLOCK : C;
+        V acc = N_(vset1)(0);
+        int64_t k = b;
+        for (; k + W <= end; k += W)
+            acc += w ? N_(vload)(x + k) * N_(vload)(w + k) : N_(vload)(x + k);
+        if (k < end)
+            acc += w ? N_(vload_part)(x + k, end - k, 0) * N_(vload_part)(w + k, end - k, 0)
+                     : N_(vload_part)(x + k, end - k, 0);
+        s += N_(vhsum)(acc);
+    }
+    return s;
+}
+
+/* g_k = e_k * scale - bconst * (w ? w_k : 1), where e_k is g_k itself (in_place,
+ * the exponentials are already there) or exp(x_k - m). */
+static void N_(row_grad)(const T *x, T *g, int64_t C, T m, T scale, int in_place,
+                         const T *w, T bconst) {
+    int64_t k = 0;
+    for (; k + W <= C; k += W) {
+        V e = in_place ? N_(vload)(g + k) : N_(vexp)(N_(vload)(x + k) - m);
+        V b = w ? N_(vload)(w + k) * bconst : N_(vset1)(bconst);
+        N_(vstore)(g + k, e * scale - b);
+    }
+    if (k < C) {
+        int64_t n = C - k;
+        V e = in_place ? N_(vload_part)(g + k, n, 0) : N_(vexp)(N_(vload_part)(x + k, n, 0) - m);
+        V b = w ? N_(vload_part)(w + k, n, 0) * bconst : N_(vset1)(bconst);
+        N_(vstore_part)(g + k, e * scale - b, n);
+    }
+}
+
+/* Gemma-2 soft capping: x -> cap * tanh(x / cap), into xs. Scalar libm tanh:
+ * an option, not the hot path. */
+static void N_(softcap_row)(const T *x, T *xs, int64_t C, T cap) {
+    for (int64_t k = 0; k < C; k++) xs[k] = (T)((double)cap * tanh((double)x[k] / (double)cap));
+}
+/* Chain rule through the cap: d xs / dx = 1 - (xs / cap)^2. */
+static void N_(softcap_grad)(T *g, const T *xs, int64_t C, T cap) {
+    T inv = (T)1 / cap;
+    for (int64_t k = 0; k < C; k++) { T u = xs[k] * inv; g[k] *= (T)1 - u * u; }
+}
+
+/* Softmax cross-entropy with integer labels, rows [0, n). Writes each row's loss
+ * (already weighted) into loss[r]; with g, the gradient of sum_r loss[r] * gscale.
+ * scratch: C elements of per-thread memory, used only with softcap. */
+static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
+                                const fl_xent_params *p, double *loss, T *scratch) {
+    const int64_t C = p->C;
+    const T *cw = (const T *)p->class_weight;
+    const double eps = p->smoothing, zl = p->z_loss, gs = p->gscale;
+    const T cap = (T)p->softcap;
+    const int in_cache = C * (int64_t)sizeof(T) <= FL_ROW_CACHE_BYTES;
+    for (int64_t r = 0; r < n; r++) {
+        const T *xr = x + r * C;
+        T *gr = g ? g + r * C : NULL;
+        const int64_t yr = y[r];
+        if (yr == p->ignore_index) {
+            loss[r] = 0.0;
+            if (gr) memset(gr, 0, (size_t)C * sizeof(T));
+            continue;
+        }
+        if (cap > 0) { N_(softcap_row)(xr, scratch, C, cap); xr = scratch; }
+        const double wy = cw ? (double)cw[yr] : 1.0;
+        const double xy = xr[yr];
+        const double sx = eps > 0 ? N_(row_dot)(xr, cw, C) : 0.0;
+        T m;
+        double s;
+        int have_e = gr && in_cache;
+        if (have_e) { m = N_(row_max)(xr, C); s = N_(row_sumexp)(xr, gr, C, m); }
+        else s = N_(row_online)(xr, C, &m);
+        const double lse = (double)m + log(s);
+        double l = (1.0 - eps) * wy * (lse - xy);
+        if (eps > 0) l += eps / (double)C * (p->weight_sum * lse - sx);
+        if (zl > 0) l += zl * wy * lse * lse;
+        loss[r] = l;
+        if (gr) {
+            double a = (1.0 - eps) * wy + eps * p->weight_sum / (double)C;
+            if (zl > 0) a += 2.0 * zl * wy * lse;
+            N_(row_grad)(xr, gr, C, m, (T)(gs * a / s), have_e, cw, (T)(gs * eps / (double)C));
+            gr[yr] -= (T)(gs * (1.0 - eps) * wy);
+            if (cap > 0) N_(softcap_grad)(gr, scratch, C, cap);
+        }
+    }
+}
+
+/* Softmax cross-entropy with probability targets t (same layout as x). With
+ * smoothing eps the target is (1 - eps) t + eps / C. A term whose target is 0
+ * contributes exactly 0, even where the logit is -inf. */
+static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
+                               const fl_xent_params *p, double *loss, T *scratch) {
+    const int64_t C = p->C;
+    const T *cw = (const T *)p->class_weight;
+    const double zl = p->z_loss, gs = p->gscale;
+    const T keep = (T)(1.0 - p->smoothing), add = (T)(p->smoothing / (double)C);
+    const T cap = (T)p->softcap;
+    const int in_cache = C * (int64_t)sizeof(T) <= FL_ROW_CACHE_BYTES;
+    for (int64_t r = 0; r < n; r++) {
+        const T *xr = x + r * C, *tr = t + r * C;
+        T *gr = g ? g + r * C : NULL;
+        if (cap > 0) { N_(softcap_row)(xr, scratch, C, cap); xr = scratch; }
+        /* st = sum_k w_k t'_k, stx = sum_{t'_k != 0} w_k t'_k x_k */
+        double st = 0.0, stx = 0.0;
+        for (int64_t b = 0; b < C; b += FL_SUM_BLOCK) {
+            int64_t end = b + FL_SUM_BLOCK < C ? b + FL_SUM_BLOCK : C;
+            V a1 = N_(vset1)(0), a2 = N_(vset1)(0);
+            for (int64_t k = b; k < end; k += W) {
+                int64_t nk = end - k;
+                V tk = N_(vload_n)(tr + k, nk, 0) * keep + add;
+                if (nk < W) tk = N_(vsel)(N_(vfirst)(nk), tk, N_(vset1)(0));
+                if (cw) tk *= N_(vload_n)(cw + k, nk, 0);
+                V xk = N_(vload_n)(xr + k, nk, 0);
+                a1 += tk;
+                a2 += N_(vsel)(tk != (T)0, tk * xk, N_(vset1)(0));
+            }
+            st += N_(vhsum)(a1);
+            stx += N_(vhsum)(a2);
+        }
+        T m;
+        double s;
+        int have_e = gr && in_cache;
+        if (have_e) { m = N_(row_max)(xr, C); s = N_(row_sumexp)(xr, gr, C, m); }
+        else s = N_(row_online)(xr, C, &m);
+        const double lse = (double)m + log(s);
+        double l = st * lse - stx;
+        if (zl > 0) l += zl * lse * lse;
+        loss[r] = l;
+        if (gr) {
+            const T scale = (T)(gs * (st + (zl > 0 ? 2.0 * zl * lse : 0.0)) / s);
+            const T gsT = (T)gs;
+            for (int64_t k = 0; k < C; k += W) {
+                int64_t nk = C - k;
+                V e = have_e ? N_(vload_n)(gr + k, nk, 0) : N_(vexp)(N_(vload_n)(xr + k, nk, 0) - m);
+                V tk = N_(vload_n)(tr + k, nk, 0) * keep + add;
+                if (cw) tk *= N_(vload_n)(cw + k, nk, 0);
+                N_(vstore_n)(gr + k, e * scale - tk * gsT, nk);
+            }
+            if (cap > 0) N_(softcap_grad)(gr, scratch, C, cap);
+        }
+    }
+}
+
+/* Per row: lse[r] = log sum exp(x_r); with out, also softmax (log_out == 0) or
+ * log-softmax (log_out == 1) into out (may alias x). */
+static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_out, double *lse) {
+    const int in_cache = C * (int64_t)sizeof(T) <= FL_ROW_CACHE_BYTES;
+    for (int64_t r = 0; r < n; r++) {
+        const T *xr = x + r * C;
+        T *orow = out ? out + r * C : NULL;
+        T m;
+        double s;
+        int have_e = orow && !log_out && in_cache;
+        if (have_e) { m = N_(row_max)(xr, C); s = N_(row_sumexp)(xr, orow, C, m); }
+        else s = N_(row_online)(xr, C, &m);
+        const double l = (double)m + log(s);
+        lse[r] = l;
+        if (!orow) continue;
+        if (log_out) {
+            const T lt = (T)l;
+            for (int64_t k = 0; k < C; k++) orow[k] = xr[k] - lt;
+        } else {
+            N_(row_grad)(xr, orow, C, m, (T)(1.0 / s), have_e, NULL, 0);
+        }
+    }
+}
+
+/* Binary cross-entropy with logits over n elements (PyTorch's formula):
+ *   l = w * [(1 - t) x + (1 + (pw - 1) t) * softplus(-x)]
+ *   dl/dx = w * [(1 - t) - (1 + (pw - 1) t) * sigmoid(-x)]
+ * w, pw: NULL or n weights aligned with x. Returns sum l (float64 blocks);
+ * lout (per-element loss) and g (gradient times gscale) are optional. */
+static double N_(bce_block)(const T *x, const T *t, const T *w, const T *pw, T *lout,
+                            T *g, int64_t n, T gscale) {
+    double total = 0.0;
+    for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
+        int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
+        V acc = N_(vset1)(0);
+        for (int64_t k = b; k < end; k += W) {
+            int64_t nk = end - k;
+            V xk = N_(vload_n)(x + k, nk, 0);
+            V tk = N_(vload_n)(t + k, nk, 0);
+            V ax = N_(vsel)(xk < (T)0, -xk, xk);
+            V e = N_(vexp)(-ax);                       /* exp(-|x|) in (0, 1] */
+            V negpart = N_(vsel)(xk < (T)0, -xk, N_(vset1)(0));
+            V sp_neg = N_(vlog1p)(e) + negpart;        /* softplus(-x) */
+            V lw = N_(vset1)(1);
+            if (pw) lw += (N_(vload_n)(pw + k, nk, 1) - (T)1) * tk;
+            V l = ((T)1 - tk) * xk + lw * sp_neg;
+            V d = (T)1 / ((T)1 + e);
+            V sig_neg = N_(vsel)(xk < (T)0, d, e * d);  /* sigmoid(-x) */
+            V gk = ((T)1 - tk) - lw * sig_neg;
+            if (w) {
+                V wk = N_(vload_n)(w + k, nk, 0);
+                l *= wk;
+                gk *= wk;
+            }
+            acc += nk < W ? N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0)) : l;
+            if (lout) N_(vstore_n)(lout + k, l, nk);
+            if (g) N_(vstore_n)(g + k, gk * gscale, nk);
+        }
+        total += N_(vhsum)(acc);
+    }
+    return total;
+}
+
+/* torchvision's sigmoid focal loss over n elements:
+ *   l = alpha_t * bce(x, t) * (1 - p_t)^gamma,  p_t = p t + (1 - p)(1 - t),
+ *   alpha_t = alpha t + (1 - alpha)(1 - t) (alpha < 0: alpha_t = 1).
+ * 1 - p_t is formed as p (1 - t) + (1 - p) t from both sigmoids, so it keeps its
+ * relative accuracy when p_t is close to 1. */
+static double N_(focal_block)(const T *x, const T *t, T *lout, T *g, int64_t n,
+                              T alpha, T gamma, T gscale) {
+    double total = 0.0;
+    for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
+        int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
+        V acc = N_(vset1)(0);
+        for (int64_t k = b; k < end; k += W) {
+            int64_t nk = end - k;
+            V xk = N_(vload_n)(x + k, nk, 0);
+            V tk = N_(vload_n)(t + k, nk, 0);
+            V ax = N_(vsel)(xk < (T)0, -xk, xk);
+            V e = N_(vexp)(-ax);
+            V d = (T)1 / ((T)1 + e);
+            V p = N_(vsel)(xk < (T)0, e * d, d);     /* sigmoid(x) */
+            V q = N_(vsel)(xk < (T)0, d, e * d);     /* sigmoid(-x) */
+            V ce = N_(vlog1p)(e) + N_(vsel)(xk > (T)0, xk, N_(vset1)(0)) - xk * tk;
+            V omp = p * ((T)1 - tk) + q * tk;        /* 1 - p_t */
+            V f = gamma == (T)0 ? N_(vset1)(1) : N_(vexp)(gamma * N_(vlog)(omp));
+            V at = alpha < (T)0 ? N_(vset1)(1) : alpha * tk + ((T)1 - alpha) * ((T)1 - tk);
+            V l = at * ce * f;
+            acc += nk < W ? N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0)) : l;
+            if (lout) N_(vstore_n)(lout + k, l, nk);
+            if (g) {
+                /* d(1-p_t)/dx = -p q (2t - 1); df/dx = gamma f / (1-p_t) * that */
+                V df = N_(vsel)(omp == (T)0, N_(vset1)(0), gamma * f / omp * (-(p * q) * ((T)2 * tk - (T)1)));
+                N_(vstore_n)(g + k, at * ((p - tk) * f + ce * df) * gscale, nk);
+            }
+        }
+        total += N_(vhsum)(acc);
+    }
+    return total;
+}

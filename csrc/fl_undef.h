@@ -1,0 +1,21 @@
+/* Ends one instantiation of fl_vec.h and a family body (see fl_instantiate.h). */
+#undef FL_DOUBLE
+#undef FL_SFX
+#undef N_
+#undef MANT_BITS
+#undef EXP_BIAS
+#undef W
+#undef EXP_DEG
+#undef LOG_TERMS
+#undef X_EXP_MIN
+#undef X_EXP_MAX
+#undef X_EXP_HALF
+#undef SUBNORMAL_MIN
+#undef SUBNORMAL_SCALE
+#undef SUBNORMAL_LOG2
+#undef T
+#undef TI
+#undef V
+#undef VI
+#undef VU
+#undef FL_INL

@@ -1,0 +1,19 @@
+"""fastloss: fast, exact CPU loss functions and their gradients for NumPy arrays.
+
+    loss = fastloss.cross_entropy(logits, labels)
+    loss, grad = fastloss.cross_entropy(logits, labels, return_grad=True)
+
+Conventions (dtypes, reductions, gradients, threads): see the README.
+"""
+from ._version import __version__
+from ._config import get_num_threads, set_num_threads, threads, get_simd, set_simd, available_levels
+from .classification import (binary_cross_entropy_with_logits, cross_entropy, log_softmax,
+                             logsumexp, sigmoid_focal_loss, softmax)
+from ._info import show_config
+
+__all__ = [
+    "__version__", "show_config",
+    "get_num_threads", "set_num_threads", "threads", "get_simd", "set_simd", "available_levels",
+    "cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
+    "logsumexp", "softmax", "log_softmax",
+]

@@ -1,0 +1,101 @@
+"""Threads and SIMD level: the run-time settings every kernel call reads."""
+import contextlib
+import os
+import threading
+
+from . import _runtime
+
+# --- threads ------------------------------------------------------------------
+
+_user_threads = None  # set_num_threads(); None: follow OpenMP (OMP_NUM_THREADS, threadpoolctl)
+_lock = threading.Lock()
+
+# Below this many elements a kernel runs on one thread: the OpenMP fork/join
+# (a few microseconds) costs more than it saves. Measured with
+# bench/threshold.py on a 2-core AMD EPYC (Zen 4): cross-entropy and BCE
+# break even around 20-40k elements.
+SERIAL_BELOW = 32768
+
+
+def get_num_threads():
+    """Threads a large kernel call will use."""
+    if _user_threads is not None:
+        return _user_threads
+    return max(1, _runtime.omp_max_threads())
+
+
+def set_num_threads(n):
+    """Use n threads from now on; None goes back to OpenMP's own setting."""
+    global _user_threads
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int or None, got {n!r}")
+    with _lock:
+        _user_threads = n
+
+
+@contextlib.contextmanager
+def threads(n):
+    """with fastloss.threads(n): ... -- n threads inside the block, the old setting after."""
+    old = _user_threads
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(old)
+
+
+def threads_for(work):
+    """Thread count for a call that touches `work` elements."""
+    return 1 if work < SERIAL_BELOW else get_num_threads()
+
+
+# --- SIMD level -----------------------------------------------------------------
+
+LEVELS = ("baseline", "avx2", "avx512")
+_kernel_modules = []          # modules exposing set_level(int)
+_level = None
+
+
+def available_levels():
+    """SIMD levels this CPU (and this build) can run, lowest first."""
+    best = _runtime.cpu_best_level() if _runtime.has_x86_dispatch() else 0
+    return LEVELS[: best + 1]
+
+
+def get_simd():
+    return LEVELS[_level]
+
+
+def set_simd(name):
+    """Run every kernel with the variants of one SIMD level ("baseline", "avx2", "avx512")."""
+    global _level
+    if name not in LEVELS:
+        raise ValueError(f"SIMD level must be one of {LEVELS}, got {name!r}")
+    if name not in available_levels():
+        raise ValueError(f"SIMD level {name!r} is not supported by this CPU/build "
+                         f"(available: {available_levels()})")
+    _level = LEVELS.index(name)
+    for mod in _kernel_modules:
+        mod.set_level(_level)
+
+
+def register_kernels(module):
+    """Called once per kernel module at import: it gets the current level."""
+    _kernel_modules.append(module)
+    module.set_level(_level)
+
+
+def _initial_level():
+    forced = os.environ.get("FASTLOSS_SIMD")
+    if forced:
+        if forced not in LEVELS:
+            raise ImportError(f"FASTLOSS_SIMD must be one of {LEVELS}, got {forced!r}")
+        if forced not in available_levels():
+            raise ImportError(f"FASTLOSS_SIMD={forced} is not supported by this CPU "
+                              f"(available: {available_levels()})")
+        return LEVELS.index(forced)
+    return len(available_levels()) - 1
+
+
+_level = _initial_level()

@@ -1,0 +1,90 @@
+"""Build: one Cython extension per kernel module (fastloss/_*.pyx), each
+including the C helpers in csrc/. OpenMP flags come from a compile-and-run
+probe; SIMD variants are chosen at run time (csrc/fl_instantiate.h), so the
+build itself targets the compiler's baseline (no -march=native)."""
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# (compile flags, link flags) to try in order; FASTLOSS_OPENMP_FLAGS overrides.
+OPENMP_CANDIDATES = {
+    "unix": [(["-fopenmp"], ["-fopenmp"]),
+             (["-Xpreprocessor", "-fopenmp"], ["-lomp"])],   # macOS clang + libomp
+    "msvc": [(["/openmp"], [])],
+}
+
+PROBE = r"""
+#include <omp.h>
+#include <stdio.h>
+int main(void) {
+    int n = 0;
+    #pragma omp parallel reduction(+:n)
+    n += 1;
+    printf("%d\n", n > 0);
+    return 0;
+}
+"""
+
+
+def probe_openmp(compiler):
+    """First candidate whose probe program compiles, links and runs, or None."""
+    env = os.environ.get("FASTLOSS_OPENMP_FLAGS")
+    candidates = ([(env.split(), env.split())] if env
+                  else OPENMP_CANDIDATES.get(compiler.compiler_type, []))
+    for cflags, lflags in candidates:
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "probe.c")
+            with open(src, "w") as f:
+                f.write(PROBE)
+            try:
+                objs = compiler.compile([src], output_dir=tmp, extra_postargs=cflags)
+                exe = os.path.join(tmp, "probe")
+                compiler.link_executable(objs, exe, extra_postargs=lflags)
+                out = subprocess.run([exe], capture_output=True, text=True, timeout=30)
+                if out.returncode == 0 and out.stdout.strip() == "1":
+                    return cflags, lflags
+            except Exception:  # any failure means: not this candidate
+                continue
+    return None
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        found = probe_openmp(self.compiler)
+        if found is None:
+            msg = ("fastloss: no working OpenMP flag found for this compiler; building a SERIAL "
+                   "version (fastloss.show_config() reports openmp: no). Set FASTLOSS_OPENMP_FLAGS "
+                   "to override.")
+            warnings.warn(msg)
+            print("*" * 78 + "\n" + msg + "\n" + "*" * 78, file=sys.stderr)
+            cflags, lflags = [], []
+        else:
+            cflags, lflags = found
+        base = ["/O2"] if self.compiler.compiler_type == "msvc" else ["-O3", "-std=c99", "-Wno-psabi"]
+        for ext in self.extensions:
+            ext.extra_compile_args = base + cflags + ext.extra_compile_args
+            ext.extra_link_args = lflags + ext.extra_link_args
+        super().build_extensions()
+
+
+def extensions():
+    exts = []
+    for pyx in sorted(glob.glob(os.path.join("fastloss", "_*.pyx"))):
+        name = "fastloss." + os.path.splitext(os.path.basename(pyx))[0]
+        exts.append(Extension(name, [pyx], include_dirs=["csrc", numpy.get_include()],
+                              depends=glob.glob(os.path.join("csrc", "*.h")),
+                              define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]))
+    return cythonize(exts, compiler_directives={"language_level": 3})
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
