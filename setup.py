@@ -78,9 +78,14 @@ class BuildExt(build_ext):
 
 
 def extensions():
+    # FASTLOSS_BUILD_ONLY=_regression,_runtime builds just those modules (development).
+    only = [m for m in os.environ.get("FASTLOSS_BUILD_ONLY", "").split(",") if m]
     exts = []
     for pyx in sorted(glob.glob(os.path.join("fastloss", "_*.pyx"))):
-        name = "fastloss." + os.path.splitext(os.path.basename(pyx))[0]
+        mod = os.path.splitext(os.path.basename(pyx))[0]
+        if only and mod not in only:
+            continue
+        name = "fastloss." + mod
         exts.append(Extension(name, [pyx], include_dirs=["csrc", numpy.get_include()],
                               depends=glob.glob(os.path.join("csrc", "*.h")),
                               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]))

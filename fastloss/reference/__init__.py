@@ -1,0 +1,5 @@
+"""NumPy float64 reference implementations ("oracles"), one per public function,
+with the same signatures (less the performance-only arguments such as grad_out).
+Plain, obviously-correct formulas: the tests hold the kernels to them."""
+from .classification import (binary_cross_entropy_with_logits, cross_entropy, log_softmax,
+                             logsumexp, sigmoid_focal_loss, softmax)

@@ -1,0 +1,103 @@
+"""NumPy float64 oracles for the classification losses: plain formulas, same
+signatures as the fast functions, used by the tests and the benchmark."""
+import numpy as np
+
+from .common import finish, reduce
+
+
+def _log_softmax_last(x):
+    m = np.max(x, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        lse = m + np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
+    return x - lse, lse[..., 0]
+
+
+def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, label_smoothing=0.0,
+                  z_loss=0.0, softcap=None, reduction="mean", return_grad=False):
+    x = np.moveaxis(np.asarray(logits, dtype=np.float64), axis, -1)
+    C = x.shape[-1]
+    xc = softcap * np.tanh(x / softcap) if softcap else x
+    logp, lse = _log_softmax_last(xc)
+    p = np.exp(logp)
+    w = np.ones(C) if weight is None else np.asarray(weight, dtype=np.float64)
+    eps = label_smoothing
+    t = np.asarray(target)
+    with np.errstate(invalid="ignore"):
+        if t.dtype.kind in "iu":
+            valid = t != ignore_index
+            y = np.where(valid, t, 0)
+            wy = np.where(valid, w[y], 0.0)
+            onehot = np.eye(C)[y]
+            nll = -np.sum(onehot * np.where(onehot > 0, logp, 0.0), axis=-1)
+            per = (1 - eps) * wy * nll
+            coef = (1 - eps) * wy
+            if eps > 0:
+                per = per + eps / C * np.where(valid, -np.sum(w * logp, axis=-1), 0.0)
+                coef = coef + np.where(valid, eps / C * w.sum(), 0.0)
+            if z_loss > 0:
+                per = per + z_loss * wy * np.where(valid, lse, 0.0) ** 2
+                coef = coef + 2 * z_loss * wy * np.where(valid, lse, 0.0)
+            grad = coef[..., None] * p - (1 - eps) * wy[..., None] * onehot
+            if eps > 0:
+                grad = grad - eps / C * w * valid[..., None]
+            grad = np.where(valid[..., None], grad, 0.0)
+            per = np.where(valid, per, 0.0)
+            denom = wy.sum()
+        else:
+            tt = (1 - eps) * np.asarray(t, dtype=np.float64) + eps / C
+            wt = w * tt
+            per = -np.sum(np.where(wt != 0, wt * logp, 0.0), axis=-1) + z_loss * lse ** 2
+            grad = (wt.sum(-1) + 2 * z_loss * lse)[..., None] * p - wt
+            denom = per.size
+    if softcap:
+        grad = grad * (1 - (xc / softcap) ** 2)
+    loss, scale = reduce(per, reduction, denom)
+    return finish(loss, np.moveaxis(grad * scale, -1, axis), return_grad)
+
+
+def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
+                                     reduction="mean", return_grad=False):
+    x = np.asarray(logits, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    pw = 1.0 if pos_weight is None else np.asarray(pos_weight, dtype=np.float64)
+    w = 1.0 if weight is None else np.asarray(weight, dtype=np.float64)
+    lw = 1 + (pw - 1) * t
+    softplus_neg = np.logaddexp(0.0, -x)                 # log(1 + exp(-x))
+    per = w * ((1 - t) * x + lw * softplus_neg)
+    grad = w * ((1 - t) - lw / (1 + np.exp(x)))          # sigmoid(-x) = 1 / (1 + e^x)
+    per, grad = np.broadcast_arrays(per, grad)
+    loss, scale = reduce(per, reduction, per.size)
+    return finish(loss, grad * scale, return_grad)
+
+
+def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean",
+                       return_grad=False):
+    x = np.asarray(logits, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    p = 1 / (1 + np.exp(-x))
+    ce = np.logaddexp(0.0, x) - x * t
+    p_t = p * t + (1 - p) * (1 - t)
+    f = (1 - p_t) ** gamma
+    a_t = alpha * t + (1 - alpha) * (1 - t) if alpha >= 0 else 1.0
+    per = a_t * ce * f
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = np.where(1 - p_t == 0, 0.0, -gamma * (1 - p_t) ** (gamma - 1) * p * (1 - p) * (2 * t - 1))
+    grad = a_t * ((p - t) * f + ce * df)
+    loss, scale = reduce(per, reduction, per.size)
+    return finish(loss, grad * scale, return_grad)
+
+
+def logsumexp(x, *, axis=-1, return_grad=False):
+    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+    logp, lse = _log_softmax_last(x)
+    return finish(lse, np.moveaxis(np.exp(logp), -1, axis), return_grad)
+
+
+def softmax(x, *, axis=-1):
+    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+    return np.moveaxis(np.exp(_log_softmax_last(x)[0]), -1, axis)
+
+
+def log_softmax(x, *, axis=-1):
+    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+    return np.moveaxis(_log_softmax_last(x)[0], -1, axis)

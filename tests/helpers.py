@@ -1,0 +1,40 @@
+"""Tolerances and finite differences shared by the tests."""
+import numpy as np
+
+# Tolerances against the float64 oracles.
+TOL = {
+    np.dtype(np.float64): dict(rtol=1e-12, atol=1e-13),
+    np.dtype(np.float32): dict(rtol=1e-5, atol=1e-6),
+}
+# Gradients of float32 kernels: elementwise, relative to the largest entry.
+GRAD_TOL = {
+    np.dtype(np.float64): dict(rtol=1e-11, atol=1e-13),
+    np.dtype(np.float32): dict(rtol=1e-5, atol=1e-6),
+}
+
+
+def assert_close(actual, expected, dtype, grad=False):
+    """Compare a kernel result (any float dtype) against a float64 oracle."""
+    tol = (GRAD_TOL if grad else TOL)[np.dtype(dtype)]
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    scale = np.max(np.abs(expected[np.isfinite(expected)]), initial=0.0) if grad else 0.0
+    np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] + tol["rtol"] * scale)
+
+
+def fd_grad(f, x, h=1e-3):
+    """4th-order central finite differences of the scalar function f at float64 x,
+    one element at a time: (-f(x+2h) + 8 f(x+h) - 8 f(x-h) + f(x-2h)) / 12h."""
+    x = np.array(x, dtype=np.float64)
+    g = np.empty_like(x)
+    flat, gflat = x.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        v = flat[i]
+        vals = []
+        for s in (2, 1, -1, -2):
+            flat[i] = v + s * h
+            vals.append(float(f(x)))
+        flat[i] = v
+        gflat[i] = (-vals[0] + 8 * vals[1] - 8 * vals[2] + vals[3]) / (12 * h)
+    return g
