@@ -9,7 +9,6 @@
 #undef LOG_TERMS
 #undef X_EXP_MIN
 #undef X_EXP_MAX
-#undef X_EXP_HALF
 #undef SUBNORMAL_MIN
 #undef SUBNORMAL_SCALE
 #undef SUBNORMAL_LOG2
