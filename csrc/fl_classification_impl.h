@@ -225,7 +225,7 @@ static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_o
     }
 }
 
-/* Binary cross-entropy with logits over n elements (PyTorch's formula):
+/* Binary cross-entropy with logits over n elements (PyTorch's formula, rearranged below):
  *   l = w * [(1 - t) x + (1 + (pw - 1) t) * softplus(-x)]
  *   dl/dx = w * [(1 - t) - (1 + (pw - 1) t) * sigmoid(-x)]
  * w, pw: NULL or n weights aligned with x. Returns sum l (float64 blocks);
@@ -240,16 +240,17 @@ static double N_(bce_block)(const T *x, const T *t, const T *w, const T *pw, T *
             int64_t nk = end - k;
             V xk = N_(vload_n)(x + k, nk, 0);
             V tk = N_(vload_n)(t + k, nk, 0);
-            V ax = N_(vsel)(xk < (T)0, -xk, xk);
-            V e = N_(vexp)(-ax);                       /* exp(-|x|) in (0, 1] */
-            V negpart = N_(vsel)(xk < (T)0, -xk, N_(vset1)(0));
-            V sp_neg = N_(vlog1p)(e) + negpart;        /* softplus(-x) */
-            V lw = N_(vset1)(1);
-            if (pw) lw += (N_(vload_n)(pw + k, nk, 1) - (T)1) * tk;
-            V l = ((T)1 - tk) * xk + lw * sp_neg;
+            VI neg = xk < (T)0;
+            V e = N_(vexp)(N_(vsel)(neg, xk, -xk));    /* exp(-|x|) in (0, 1] */
+            V pwk = pw ? N_(vload_n)(pw + k, nk, 1) : N_(vset1)(1);
+            V lw = (pwk - (T)1) * tk + (T)1;
+            /* (1 - t) x + lw softplus(-x), rearranged so both terms are >= 0 for
+             * t in [0, 1] (no cancellation): softplus(-x) = log1p(e) + max(-x, 0),
+             * and for x < 0, (1 - t) x - lw x = -pw t x. */
+            V l = N_(vsel)(neg, -(pwk * tk) * xk, ((T)1 - tk) * xk) + lw * N_(vlog1p)(e);
             V d = (T)1 / ((T)1 + e);
-            V sig_neg = N_(vsel)(xk < (T)0, d, e * d);  /* sigmoid(-x) */
-            V gk = ((T)1 - tk) - lw * sig_neg;
+            /* (1 - t) - lw sigmoid(-x), likewise = lw sigmoid(x) - pw t for x < 0 */
+            V gk = N_(vsel)(neg, lw * (e * d) - pwk * tk, ((T)1 - tk) - lw * (e * d));
             if (w) {
                 V wk = N_(vload_n)(w + k, nk, 0);
                 l *= wk;

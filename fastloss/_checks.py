@@ -44,7 +44,7 @@ def as_labels(target, name="target"):
         raise TypeError(f"{name} must hold integer class labels, got dtype {arr.dtype}")
     if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size and arr.max() > np.iinfo(np.int64).max:
         raise IndexError(f"{name} has a label larger than int64 can hold")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return np.asarray(arr, dtype=np.int64, order="C")
 
 
 def check_labels(labels, n_classes, ignore_index, name="target"):

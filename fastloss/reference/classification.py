@@ -27,7 +27,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
             valid = t != ignore_index
             y = np.where(valid, t, 0)
             wy = np.where(valid, w[y], 0.0)
-            onehot = np.eye(C)[y]
+            onehot = (np.arange(C) == y[..., None]).astype(np.float64)
             nll = -np.sum(onehot * np.where(onehot > 0, logp, 0.0), axis=-1)
             per = (1 - eps) * wy * nll
             coef = (1 - eps) * wy
@@ -63,8 +63,9 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     w = 1.0 if weight is None else np.asarray(weight, dtype=np.float64)
     lw = 1 + (pw - 1) * t
     softplus_neg = np.logaddexp(0.0, -x)                 # log(1 + exp(-x))
-    per = w * ((1 - t) * x + lw * softplus_neg)
-    grad = w * ((1 - t) - lw / (1 + np.exp(x)))          # sigmoid(-x) = 1 / (1 + e^x)
+    with np.errstate(invalid="ignore", over="ignore"):   # infinite logits give NaN, as PyTorch
+        per = w * ((1 - t) * x + lw * softplus_neg)
+        grad = w * ((1 - t) - lw / (1 + np.exp(x)))      # sigmoid(-x) = 1 / (1 + e^x)
     per, grad = np.broadcast_arrays(per, grad)
     loss, scale = reduce(per, reduction, per.size)
     return finish(loss, grad * scale, return_grad)
