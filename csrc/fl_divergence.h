@@ -1,0 +1,61 @@
+/* Divergence kernels for fastloss/_divergence.pyx: every (dtype, SIMD level)
+ * variant, and the function pointers the module calls through. */
+#ifndef FL_DIVERGENCE_H
+#define FL_DIVERGENCE_H
+#include "fl_common.h"
+
+/* Rows up to this many bytes (per input) keep their exponentials in per-thread
+ * scratch between passes; the rows, their exponentials and the log-mixture
+ * (JS) then stay in L2. Longer rows recompute exp in the gradient pass. The
+ * limit keeps a float32 GPT-2 vocabulary (50257) on the cached path. */
+#define FL_DIV_ROW_CACHE_BYTES (208 * 1024)
+
+/* Elements per partial sum kept in the row dtype before it is added into a
+ * float64 total: fixed, so sums do not depend on how work is split. */
+#define FL_DIV_SUM_BLOCK 256
+
+typedef struct {
+    int64_t C;                 /* classes per row */
+    double inv_t;              /* 1 / temperature (logits are divided by the temperature) */
+    double beta;               /* JS: weight of p in the mixture m = beta p + (1 - beta) q */
+    double gscale_p;           /* gradient of p's logits is scaled by this */
+    double gscale_q;           /* gradient of q's logits is scaled by this */
+    int accumulate_q;          /* add q's gradient to gq instead of overwriting it */
+    const int64_t *labels;     /* NULL, or per-row labels: rows equal to ignore_index are skipped */
+    int64_t ignore_index;
+} fl_div_params;
+
+#define FL_BODY "fl_divergence_impl.h"
+#include "fl_instantiate.h"
+#undef FL_BODY
+
+#define FL_DIV_DECLARE(dt, T)                                                                 \
+    static void (*fl_entropy_rows_##dt)(const T *, T *, int64_t, int64_t, double, double *, T *); \
+    static void (*fl_kl_rows_##dt)(const T *, const T *, T *, T *, int64_t,                    \
+                                   const fl_div_params *, double *, T *);                      \
+    static void (*fl_js_rows_##dt)(const T *, const T *, T *, T *, int64_t,                    \
+                                   const fl_div_params *, double *, T *);                      \
+    static double (*fl_gauss_kl_block_##dt)(const T *, const T *, const T *, const T *, T *,   \
+                                            T *, T *, T *, T *, int64_t, T);                   \
+    static double (*fl_recon_block_##dt)(const T *, const T *, int, T *, T *, int64_t, T);     \
+    static double (*fl_nll_block_##dt)(const T *, const T *, const T *, T, T *, T *, T *,      \
+                                       int64_t, T, T, T, double *);
+FL_DIV_DECLARE(f32, float)
+FL_DIV_DECLARE(f64, double)
+
+#define FL_DIV_ASSIGN(dt, level)                                              \
+    fl_entropy_rows_##dt = FL_LEVEL_FN(entropy_rows, dt, level);              \
+    fl_kl_rows_##dt = FL_LEVEL_FN(kl_rows, dt, level);                        \
+    fl_js_rows_##dt = FL_LEVEL_FN(js_rows, dt, level);                        \
+    fl_gauss_kl_block_##dt = FL_LEVEL_FN(gauss_kl_block, dt, level);          \
+    fl_recon_block_##dt = FL_LEVEL_FN(recon_block, dt, level);                \
+    fl_nll_block_##dt = FL_LEVEL_FN(nll_block, dt, level);
+
+/* Points every kernel at the variants of one SIMD level (the caller checks the
+ * CPU supports it). */
+static void fl_divergence_set_level(int level) {
+    FL_DIV_ASSIGN(f32, level)
+    FL_DIV_ASSIGN(f64, level)
+}
+
+#endif
