@@ -7,6 +7,8 @@
 /* Rows longer than this many bytes are not expected to stay in cache between
  * passes: they use the online softmax and recompute exp in the gradient pass. */
 #define FL_ROW_CACHE_BYTES (768 * 1024)
+/* Rows of at most this many classes take the transposed (many rows per vector) path. */
+#define FL_SMALL_C 32
 
 typedef struct {
     int64_t C;                 /* classes per row */

@@ -16,20 +16,31 @@ static T N_(row_max)(const T *x, int64_t C) {
     return N_(vhmax_nan)(vm);
 }
 
-/* sum_k exp(x_k - m), optionally storing the exponentials in e (may alias x). */
+/* Fills a row with NaN: the softmax of a row whose max is NaN or infinite. */
+static void N_(row_nan)(T *g, int64_t C) {
+    for (int64_t k = 0; k < C; k++) g[k] = (T)NAN;
+}
+
+/* sum_k exp(x_k - m) for m = max(x), optionally storing the exponentials in e (may
+ * alias x). m NaN or infinite (a NaN in the row, or only infinities) gives NaN, as
+ * x - m would. */
 static double N_(row_sumexp)(const T *x, T *e, int64_t C, T m) {
+    if (!(m > -(T)INFINITY && m < (T)INFINITY)) {
+        if (e) N_(row_nan)(e, C);
+        return NAN;
+    }
     double s = 0.0;
     for (int64_t b = 0; b < C; b += FL_SUM_BLOCK) {
         int64_t end = b + FL_SUM_BLOCK < C ? b + FL_SUM_BLOCK : C;
         V acc = N_(vset1)(0);
         int64_t k = b;
         for (; k + W <= end; k += W) {
-            V ek = N_(vexp)(N_(vload)(x + k) - m);
+            V ek = N_(vexp_le0)(N_(vload)(x + k) - m);
             if (e) N_(vstore)(e + k, ek);
             acc += ek;
         }
         if (k < end) {
-            V ek = N_(vexp)(N_(vload_part)(x + k, end - k, -(T)INFINITY) - m);
+            V ek = N_(vexp_le0)(N_(vload_part)(x + k, end - k, -(T)INFINITY) - m);
             if (e) N_(vstore_part)(e + k, ek, end - k);
             acc += ek;
         }
@@ -77,15 +88,16 @@ static double N_(row_dot)(const T *x, const T *w, int64_t C) {
  * the exponentials are already there) or exp(x_k - m). */
 static void N_(row_grad)(const T *x, T *g, int64_t C, T m, T scale, int in_place,
                          const T *w, T bconst) {
+    if (!(m > -(T)INFINITY && m < (T)INFINITY)) { N_(row_nan)(g, C); return; }
     int64_t k = 0;
     for (; k + W <= C; k += W) {
-        V e = in_place ? N_(vload)(g + k) : N_(vexp)(N_(vload)(x + k) - m);
+        V e = in_place ? N_(vload)(g + k) : N_(vexp_le0)(N_(vload)(x + k) - m);
         V b = w ? N_(vload)(w + k) * bconst : N_(vset1)(bconst);
         N_(vstore)(g + k, e * scale - b);
     }
     if (k < C) {
         int64_t n = C - k;
-        V e = in_place ? N_(vload_part)(g + k, n, 0) : N_(vexp)(N_(vload_part)(x + k, n, 0) - m);
+        V e = in_place ? N_(vload_part)(g + k, n, 0) : N_(vexp_le0)(N_(vload_part)(x + k, n, 0) - m);
         V b = w ? N_(vload_part)(w + k, n, 0) * bconst : N_(vset1)(bconst);
         N_(vstore_part)(g + k, e * scale - b, n);
     }
@@ -102,6 +114,62 @@ static void N_(softcap_grad)(T *g, const T *xs, int64_t C, T cap) {
     for (int64_t k = 0; k < C; k++) { T u = xs[k] * inv; g[k] *= (T)1 - u * u; }
 }
 
+/* xent_label_rows for rows of at most FL_SMALL_C classes: a vector holds one class
+ * of W rows (the block is transposed through registers), so max, exp, sum and log
+ * run across rows instead of wasting most lanes on a short row. */
+static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
+                                 const fl_xent_params *p, double *loss) {
+    const int64_t C = p->C;
+    const T *cw = (const T *)p->class_weight;
+    const double eps = p->smoothing, zl = p->z_loss, gs = p->gscale;
+    V xt[FL_SMALL_C];
+    for (int64_t r0 = 0; r0 < n; r0 += W) {
+        const int64_t nr = n - r0 < W ? n - r0 : W;
+        const T *xb = x + r0 * C;
+        for (int64_t k = 0; k < C; k++) {
+            T col[W];
+            for (int j = 0; j < W; j++) col[j] = j < nr ? xb[j * C + k] : 0;
+            xt[k] = N_(vload)(col);
+        }
+        V m = xt[0], s = N_(vset1)(0), sx = N_(vset1)(0);
+        for (int64_t k = 1; k < C; k++) m = N_(vmax_nan)(m, xt[k]);
+        for (int64_t k = 0; k < C; k++) {
+            if (eps > 0) sx += cw ? xt[k] * cw[k] : xt[k];
+            xt[k] = N_(vexp)(xt[k] - m);
+            s += xt[k];
+        }
+        V logs = N_(vlog)(s);   /* lse = m + log(s), added in double: m can be large */
+        T scale[W];
+        double wys[W];
+        int64_t ys[W];
+        for (int j = 0; j < nr; j++) {
+            const int64_t yr = y[r0 + j];
+            ys[j] = yr;
+            if (yr == p->ignore_index) { loss[r0 + j] = 0.0; scale[j] = 0; wys[j] = 0; continue; }
+            const double wy = cw ? (double)cw[yr] : 1.0, l_se = (double)m[j] + (double)logs[j];
+            double l = (1.0 - eps) * wy * (l_se - (double)xb[j * C + yr]);
+            if (eps > 0) l += eps / (double)C * (p->weight_sum * l_se - (double)sx[j]);
+            double a = (1.0 - eps) * wy + eps * p->weight_sum / (double)C;
+            if (zl > 0) { l += zl * wy * l_se * l_se; a += 2.0 * zl * wy * l_se; }
+            loss[r0 + j] = l;
+            scale[j] = (T)(gs * a / (double)s[j]);
+            wys[j] = wy;
+        }
+        if (!g) continue;
+        T *gb = g + r0 * C;
+        const V vscale = N_(vload)(scale);
+        const T bconst = (T)(gs * eps / (double)C);
+        for (int64_t k = 0; k < C; k++) {
+            V gk = xt[k] * vscale - (cw ? bconst * cw[k] : bconst);
+            for (int j = 0; j < nr; j++) gb[j * C + k] = gk[j];
+        }
+        for (int j = 0; j < nr; j++) {
+            if (ys[j] == p->ignore_index) memset(gb + j * C, 0, (size_t)C * sizeof(T));
+            else gb[j * C + ys[j]] -= (T)(gs * (1.0 - eps) * wys[j]);
+        }
+    }
+}
+
 /* Softmax cross-entropy with integer labels, rows [0, n). Writes each row's loss
  * (already weighted) into loss[r]; with g, the gradient of sum_r loss[r] * gscale.
  * scratch: C elements of per-thread memory, used only with softcap. */
@@ -112,6 +180,10 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
     const double eps = p->smoothing, zl = p->z_loss, gs = p->gscale;
     const T cap = (T)p->softcap;
     const int in_cache = C * (int64_t)sizeof(T) <= FL_ROW_CACHE_BYTES;
+    if (C <= FL_SMALL_C && cap == 0) {
+        N_(xent_label_small)(x, g, n, y, p, loss);
+        return;
+    }
     for (int64_t r = 0; r < n; r++) {
         const T *xr = x + r * C;
         T *gr = g ? g + r * C : NULL;
@@ -189,9 +261,10 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
         if (gr) {
             const T scale = (T)(gs * (st + (zl > 0 ? 2.0 * zl * lse : 0.0)) / s);
             const T gsT = (T)gs;
+            if (!(m > -(T)INFINITY && m < (T)INFINITY)) { N_(row_nan)(gr, C); continue; }
             for (int64_t k = 0; k < C; k += W) {
                 int64_t nk = C - k;
-                V e = have_e ? N_(vload_n)(gr + k, nk, 0) : N_(vexp)(N_(vload_n)(xr + k, nk, 0) - m);
+                V e = have_e ? N_(vload_n)(gr + k, nk, 0) : N_(vexp_le0)(N_(vload_n)(xr + k, nk, 0) - m);
                 V tk = N_(vload_n)(tr + k, nk, 0) * keep + add;
                 if (cw) tk *= N_(vload_n)(cw + k, nk, 0);
                 N_(vstore_n)(gr + k, e * scale - tk * gsT, nk);

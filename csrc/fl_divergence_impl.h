@@ -15,17 +15,13 @@
 /* v, with the lanes where `m` is set replaced by 0. */
 FL_INL V N_(dv_zero_if)(VI m, V v) { return N_(vsel)(m, N_(vset1)((T)0), v); }
 
-/* Max of a row (NaN wins); two accumulators to hide the compare latency. */
+/* Max of a row (NaN wins). */
 static T N_(dv_max)(const T *x, int64_t C) {
-    V m0 = N_(vset1)(-(T)INFINITY), m1 = m0;
+    V vm = N_(vset1)(-(T)INFINITY);
     int64_t k = 0;
-    for (; k + 2 * W <= C; k += 2 * W) {
-        m0 = N_(vmax_nan)(m0, N_(vload)(x + k));
-        m1 = N_(vmax_nan)(m1, N_(vload)(x + k + W));
-    }
-    for (; k + W <= C; k += W) m0 = N_(vmax_nan)(m0, N_(vload)(x + k));
-    if (k < C) m0 = N_(vmax_nan)(m0, N_(vload_part)(x + k, C - k, -(T)INFINITY));
-    return N_(vhmax_nan)(N_(vmax_nan)(m0, m1));
+    for (; k + W <= C; k += W) vm = N_(vmax_nan)(vm, N_(vload)(x + k));
+    if (k < C) vm = N_(vmax_nan)(vm, N_(vload_part)(x + k, C - k, -(T)INFINITY));
+    return N_(vhmax_nan)(vm);
 }
 
 /* Entropy H = -sum p log p of softmax rows, into loss[r]. With z = x - max,

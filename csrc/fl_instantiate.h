@@ -7,11 +7,13 @@
 
 #define FL_DOUBLE 0
 #define FL_SFX f32_baseline
+#define FL_VBYTES 16
 #include "fl_vec.h"
 #include FL_BODY
 #include "fl_undef.h"
 #define FL_DOUBLE 1
 #define FL_SFX f64_baseline
+#define FL_VBYTES 16
 #include "fl_vec.h"
 #include FL_BODY
 #include "fl_undef.h"
@@ -21,11 +23,13 @@
 #pragma GCC target("avx2,fma")
 #define FL_DOUBLE 0
 #define FL_SFX f32_avx2
+#define FL_VBYTES 32
 #include "fl_vec.h"
 #include FL_BODY
 #include "fl_undef.h"
 #define FL_DOUBLE 1
 #define FL_SFX f64_avx2
+#define FL_VBYTES 32
 #include "fl_vec.h"
 #include FL_BODY
 #include "fl_undef.h"
@@ -35,11 +39,13 @@
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma")
 #define FL_DOUBLE 0
 #define FL_SFX f32_avx512
+#define FL_VBYTES 64
 #include "fl_vec.h"
 #include FL_BODY
 #include "fl_undef.h"
 #define FL_DOUBLE 1
 #define FL_SFX f64_avx512
+#define FL_VBYTES 64
 #include "fl_vec.h"
 #include FL_BODY
 #include "fl_undef.h"

@@ -38,34 +38,58 @@ FL_INL V N_(vexpm1_le1)(V z) {
     V em = r + r * r * p;
     VI ni = (VI)k - (VI)N_(vset1)(shifter);        /* n in [-1022, 1] (f64), [-126, 1] (f32) */
     V two_n = (V)((VI)N_(vset1)((T)1.0) + (ni << MANT_BITS));
-    V res = two_n * em + (two_n - (T)1.0);
-    res = N_(vsel)(z < (T)X_EXP_MIN, N_(vset1)((T)-1.0), res);
-    return N_(vsel)(z != z, z, res);
+    /* below X_EXP_MIN this is -1 + 2^-126 (f32) or -1 + 2^-1022 (f64), which rounds to
+     * -1; a NaN z goes through every step as NaN */
+    return two_n * em + (two_n - (T)1.0);
 }
+
+/* |x|, and x with the sign of s (s's sign bit xor-ed in; m >= 0 in every use): bit
+ * operations, one instruction each. */
+FL_INL V N_(vabs)(V x) { return (V)((VI)x & ~(VI)N_(vset1)(-(T)0)); }
+FL_INL V N_(vxorsign)(V x, V s) { return (V)((VI)x ^ ((VI)s & (VI)N_(vset1)(-(T)0))); }
 
 /* sign(r) * m for r != 0, 0 for r == 0, NaN for NaN (r * 0 keeps the NaN). */
 FL_INL V N_(vsignmul)(V r, V m) {
     return N_(vsel)(r > (T)0, m, N_(vsel)(r < (T)0, -m, r * (T)0));
 }
 
-/* log(cosh(r)) and tanh(r) without overflow or cancellation, a = |r|:
- *   a < 1:  with e = expm1(a), cosh(a) - 1 = e^2 / (2 (1 + e)) and
- *           tanh(a) = e (e + 2) / (e (e + 2) + 2): both keep full relative accuracy
- *           for tiny a (where a + log1p(exp(-2a)) - log 2 would cancel);
- *   a >= 1: with u = exp(-2a) = 1 + expm1(-2a), log cosh(a) = a - log 2 + log1p(u)
- *           and tanh(a) = (1 - u) / (1 + u): never overflows.
- * One expm1 and one log1p serve both branches. */
+/* log(cosh(r)) and tanh(r) without overflow or cancellation. With a = |r|,
+ * m = expm1(-a) (accurate for tiny a) and E = 1 + m = exp(-a):
+ *   tanh(a/2) = -m / (2 + m),  tanh(a) = (1 - E^2) / (1 + E^2) = -m (2 + m) / (1 + E^2),
+ *   a < 0.7:  log cosh(a) = 2 atanh(s), s = tanh(a/2)^2 (full relative accuracy for
+ *             tiny a, where a + log1p(exp(-2a)) - log 2 would cancel);
+ *   a >= 0.7: log cosh(a) = a - log 2 + log1p(E^2), log1p(u) = 2 atanh(u / (2 + u)).
+ * The split balances the two arguments of atanh: s <= tanh(0.35)^2 = 0.1132 and
+ * u / (2 + u) <= 0.1098, where the odd series s (1 + s^2/3 + s^4/5 + ...) converges
+ * fast. The three denominators share one division. E enters only where its absolute
+ * (not relative) error matters, so forming it as 1 + m is harmless. */
+#if FL_DOUBLE
+#define FL_ATANH_TERMS 9    /* 0.1132^18 / 19 < 2^-60 */
+#else
+#define FL_ATANH_TERMS 4    /* 0.1132^8 / 9 < 2^-28 */
+#endif
 FL_INL void N_(vlogcosh)(V r, V *l, V *d) {
-    V a = N_(vsel)(r < (T)0, -r, r);
-    VI small = a < (T)1;
-    V em = N_(vexpm1_le1)(N_(vsel)(small, a, a * (T)-2));
-    V e2 = em * (em + (T)2);
-    V q = N_(vsel)(small, em * em / ((T)2 + (T)2 * em), em + (T)1);
-    V th = N_(vsel)(small, e2 / (e2 + (T)2), -em / ((T)2 + em));
-    V lc = N_(vlog1p)(q);
+    V a = N_(vabs)(r);
+    V m = N_(vexpm1_le1)(-a);                  /* in [-1, 0] */
+    V E = m + (T)1;
+    V E2 = E * E;                              /* exp(-2a) */
+    V D1 = m + (T)2, D3 = E2 + (T)1, D2 = D3 + (T)1;
+    V D12 = D1 * D2;
+    V inv = (T)1 / (D12 * D3);
+    V mi = -m * inv;
+    V half = mi * (D2 * D3);                   /* tanh(a/2) */
+    V th = mi * (D1 * D12);                    /* tanh(a) */
+    VI small = a < (T)0.7;
+    V s = N_(vsel)(small, half * half, E2 * (D1 * D3) * inv);
+    V s2 = s * s;
+    V q = N_(vset1)((T)(1.0 / (2 * FL_ATANH_TERMS - 1)));
+    for (int k = FL_ATANH_TERMS - 2; k >= 1; k--) q = q * s2 + (T)(1.0 / (2 * k + 1));
+    V two_s = s + s;
+    V lc = two_s + two_s * s2 * q;             /* 2 atanh(s) */
     *l = N_(vsel)(small, lc, (a - (T)0.69314718055994530942) + lc);
-    *d = N_(vsel)(r < (T)0, -th, th);
+    *d = N_(vxorsign)(th, r);
 }
+#undef FL_ATANH_TERMS
 
 /* Loss l and derivative d = dl/dr of one vector of residuals; p is beta (smooth
  * L1, with ip = 1 / beta, 0 when beta = 0) or delta (Huber). `kind` is a
@@ -77,18 +101,18 @@ FL_INL void N_(reg_point)(const int kind, V r, T p, T ip, V *l, V *d) {
         *d = r + r;
         break;
     case FL_REG_L1:
-        *l = N_(vsel)(r < (T)0, -r, r);
+        *l = N_(vabs)(r);
         *d = N_(vsignmul)(r, N_(vset1)((T)1));
         break;
     case FL_REG_SMOOTH_L1: {
-        V a = N_(vsel)(r < (T)0, -r, r);
+        V a = N_(vabs)(r);
         VI in = a < p;                         /* never true for beta = 0 or NaN */
         *l = N_(vsel)(in, (T)0.5 * r * r * ip, a - (T)0.5 * p);
         *d = N_(vsel)(in, r * ip, N_(vsignmul)(r, N_(vset1)((T)1)));
         break;
     }
     case FL_REG_HUBER: {
-        V a = N_(vsel)(r < (T)0, -r, r);
+        V a = N_(vabs)(r);
         VI in = a <= p;
         *l = N_(vsel)(in, (T)0.5 * r * r, p * (a - (T)0.5 * p));
         /* clamp(r, -delta, delta); a NaN r falls through both tests and stays NaN */

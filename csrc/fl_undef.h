@@ -1,6 +1,7 @@
 /* Ends one instantiation of fl_vec.h and a family body (see fl_instantiate.h). */
 #undef FL_DOUBLE
 #undef FL_SFX
+#undef FL_VBYTES
 #undef N_
 #undef MANT_BITS
 #undef EXP_BIAS

@@ -1,11 +1,13 @@
-/* Template (no include guard): 64-byte vectors of one dtype and the vectorised
- * math on them. fl_instantiate.h includes it once per (dtype, SIMD level) with
+/* Template (no include guard): vectors of one dtype and the vectorised math on
+ * them. fl_instantiate.h includes it once per (dtype, SIMD level) with
  *   FL_DOUBLE  0 (float32) or 1 (float64)
  *   FL_SFX     name suffix, e.g. f32_avx2
+ *   FL_VBYTES  vector size: 16 (SSE2), 32 (AVX2) or 64 (AVX-512), the native width,
+ *              since GCC lowers wider generic vectors, comparisons and selects
+ *              included, to slow piecewise code
  * and defines T (the scalar), TI (same-width integer), V (vector of T), VI (of TI), W (lanes).
  *
- * GCC/Clang vector extensions compile to whatever the enclosing
- * `#pragma GCC target` allows (4 SSE ops, 2 AVX2 ops or 1 AVX-512 op per V).
+ * GCC/Clang vector extensions compile to the enclosing `#pragma GCC target`.
  * No libm call appears in a loop body: a call stops vectorisation.
  *
  * Accuracy (measured over the whole range by tests/test_simd_math.py):
@@ -23,7 +25,7 @@
 #define TI int64_t
 #define MANT_BITS 52
 #define EXP_BIAS 1023
-#define W 8
+#define W (FL_VBYTES / 8)
 #define EXP_DEG 13                       /* Taylor degree: r^14/14! < 2^-53 on |r| <= ln2/2 */
 #define LOG_TERMS 11                     /* atanh series terms: s^23/23 < 2^-53 for s <= 0.1716 */
 #define X_EXP_MIN (-708.39641853226408)  /* log(DBL_MIN) */
@@ -36,7 +38,7 @@
 #define TI int32_t
 #define MANT_BITS 23
 #define EXP_BIAS 127
-#define W 16
+#define W (FL_VBYTES / 4)
 #define EXP_DEG 7
 #define LOG_TERMS 5
 #define X_EXP_MIN (-87.336544750553102f)
@@ -46,10 +48,10 @@
 #define SUBNORMAL_LOG2 24
 #endif
 
-typedef T N_(V) __attribute__((vector_size(64)));
-typedef TI N_(VI) __attribute__((vector_size(64)));
+typedef T N_(V) __attribute__((vector_size(FL_VBYTES)));
+typedef TI N_(VI) __attribute__((vector_size(FL_VBYTES)));
 /* Unaligned, aliasing-safe view of memory as V. */
-typedef T N_(VU) __attribute__((vector_size(64), aligned(sizeof(T)), may_alias));
+typedef T N_(VU) __attribute__((vector_size(FL_VBYTES), aligned(sizeof(T)), may_alias));
 #define V N_(V)
 #define VI N_(VI)
 #define VU N_(VU)
@@ -122,6 +124,30 @@ FL_INL V N_(vexp)(V x) {
     res = N_(vsel)(x < (T)X_EXP_MIN, N_(vset1)((T)0.0), res);
     res = N_(vsel)(x > (T)X_EXP_MAX, N_(vset1)((T)INFINITY), res);
     return N_(vsel)(x != x, x, res);
+}
+
+/* exp(x) for x <= 0 and not NaN (-inf allowed), the softmax case x - max(row):
+ * the same polynomial as vexp without the overflow and NaN lanes. */
+FL_INL V N_(vexp_le0)(V x) {
+#if FL_DOUBLE
+    static const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
+    static const double shifter = 6755399441055744.0;
+#else
+    static const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+    static const float shifter = 12582912.0f;
+#endif
+    VI under = x < (T)X_EXP_MIN;
+    V xs = N_(vsel)(under, N_(vset1)((T)X_EXP_MIN), x);
+    V k = xs * (T)1.44269504088896340736 + shifter;
+    V n = k - shifter;
+    V r = xs - n * ln2_hi - n * ln2_lo;
+    static const double inv_fact[14] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120,
+        1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800,
+        1.0 / 479001600, 1.0 / 6227020800.0};
+    V p = N_(vset1)((T)inv_fact[EXP_DEG]);
+    for (int d = EXP_DEG - 1; d >= 0; d--) p = p * r + (T)inv_fact[d];
+    V res = (V)((VI)p + (((VI)k - (VI)N_(vset1)(shifter)) << MANT_BITS));
+    return (V)(~under & (VI)res);
 }
 
 /* log(x) = e*ln2 + 2*atanh(s), x = m * 2^e, m in [sqrt(1/2), sqrt(2)), s = (m-1)/(m+1). */

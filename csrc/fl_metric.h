@@ -1,0 +1,80 @@
+/* Metric-learning and contrastive-loss kernels for fastloss/_metric.pyx: every
+ * (dtype, SIMD level) variant, and the function pointers the module calls
+ * through. Matrix products are NumPy's (BLAS); these are the epilogues around
+ * them: norms, distances, mining, row/column log-sum-exp and gradients. */
+#ifndef FL_METRIC_H
+#define FL_METRIC_H
+#include "fl_common.h"
+#include <stdlib.h>
+#if FL_X86_DISPATCH
+#include <immintrin.h>   /* hardware sqrt per SIMD level: libm sqrt does not vectorise without -fno-math-errno */
+#endif
+
+/* Kinds of p-norm in the triplet loss. */
+enum { FL_PNORM_1 = 0, FL_PNORM_2 = 1, FL_PNORM_INF = 2, FL_PNORM_GEN = 3 };
+/* Epilogues of pairwise_distances. */
+enum { FL_DIST_SQ = 0, FL_DIST_EUCLID = 1, FL_DIST_COSINE = 2 };
+
+/* Rows per group of the log-sum-exp statistics kernel: a group's column
+ * statistics are one record, merged across groups in group order, so the
+ * result is independent of the thread count. FL_CE_COLS columns of a group
+ * (a 64 KiB float32 tile) stay in L2 between the kernel's two sweeps. */
+#define FL_CE_GROUP 64
+#define FL_CE_COLS 256
+
+#define FL_BODY "fl_metric_impl.h"
+#include "fl_instantiate.h"
+#undef FL_BODY
+
+#define FL_METRIC_DECLARE(dt, T)                                                              \
+    static void (*fl_sq_norms_##dt)(const T *, int64_t, int64_t, double *);                  \
+    static void (*fl_normalize_rows_##dt)(const T *, T *, int64_t, int64_t, double, double);  \
+    static void (*fl_normalize_grad_rows_##dt)(const T *, const T *, T *, int64_t, int64_t,   \
+                                               double, double);                               \
+    static void (*fl_dist_rows_##dt)(T *, int64_t, int64_t, int64_t, const T *, const T *,    \
+                                     int);                                                    \
+    static void (*fl_triplet_rows_##dt)(const T *, const T *, const T *, T *, T *, T *,       \
+                                        int64_t, int64_t, int, double, double, double, int,   \
+                                        int, double, double *);                               \
+    static void (*fl_hard_mine_rows_##dt)(const T *, int64_t, int64_t, int64_t, const T *,    \
+                                          const int32_t *, const T *, int64_t, double, int,   \
+                                          int64_t *, int64_t *, double *, double *, double *);\
+    static void (*fl_hard_scatter_##dt)(const T *, T *, int64_t, int64_t, int64_t, int64_t,   \
+                                        const int64_t *, const int64_t *, const double *,     \
+                                        const double *, double);                              \
+    static void (*fl_all_mine_rows_##dt)(T *, int64_t, int64_t, int64_t, const T *,           \
+                                         const int32_t *, double, int, double *, int64_t *,   \
+                                         void *);                                             \
+    static void (*fl_sym_add_tiles_##dt)(T *, int64_t, int64_t, T);                           \
+    static void (*fl_ce_group_stats_##dt)(const T *, int64_t, int64_t, double *, T *, T *);   \
+    static void (*fl_ce_col_combine_##dt)(const T *, const T *, int64_t, int64_t, int64_t,    \
+                                          int64_t, T *);                                      \
+    static void (*fl_ce_grad_rows_##dt)(T *, int64_t, int64_t, int64_t, const double *, T,    \
+                                        const T *, T, int64_t, int64_t, T);                   \
+    static void (*fl_sqrt_array_##dt)(const T *, T *, int64_t);
+FL_METRIC_DECLARE(f32, float)
+FL_METRIC_DECLARE(f64, double)
+
+#define FL_METRIC_ASSIGN(dt, level)                                         \
+    fl_sq_norms_##dt = FL_LEVEL_FN(sq_norms, dt, level);                    \
+    fl_normalize_rows_##dt = FL_LEVEL_FN(normalize_rows, dt, level);        \
+    fl_normalize_grad_rows_##dt = FL_LEVEL_FN(normalize_grad_rows, dt, level); \
+    fl_dist_rows_##dt = FL_LEVEL_FN(dist_rows, dt, level);                  \
+    fl_triplet_rows_##dt = FL_LEVEL_FN(triplet_rows, dt, level);            \
+    fl_hard_mine_rows_##dt = FL_LEVEL_FN(hard_mine_rows, dt, level);        \
+    fl_hard_scatter_##dt = FL_LEVEL_FN(hard_scatter, dt, level);            \
+    fl_all_mine_rows_##dt = FL_LEVEL_FN(all_mine_rows, dt, level);          \
+    fl_sym_add_tiles_##dt = FL_LEVEL_FN(sym_add_tiles, dt, level);          \
+    fl_ce_group_stats_##dt = FL_LEVEL_FN(ce_group_stats, dt, level);        \
+    fl_ce_col_combine_##dt = FL_LEVEL_FN(ce_col_combine, dt, level);        \
+    fl_ce_grad_rows_##dt = FL_LEVEL_FN(ce_grad_rows, dt, level);            \
+    fl_sqrt_array_##dt = FL_LEVEL_FN(sqrt_array, dt, level);
+
+/* Points every kernel at the variants of one SIMD level (the caller checks the
+ * CPU supports it). */
+static void fl_metric_set_level(int level) {
+    FL_METRIC_ASSIGN(f32, level)
+    FL_METRIC_ASSIGN(f64, level)
+}
+
+#endif

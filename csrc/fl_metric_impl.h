@@ -1,0 +1,642 @@
+/* Template body (see fl_instantiate.h): metric-learning and contrastive-loss
+ * kernels. Matrices are C-contiguous rows. Every function works on a range of
+ * rows (or columns) that the Cython caller hands to one thread; reductions run
+ * in float64 over fixed-size blocks, so results do not depend on the split. */
+
+/* Elements per block of a float64 partial sum (fixed: thread-count independent). */
+#define FL_MSUM 256
+
+/* sqrt of every lane: the hardware instruction of the level being compiled
+ * (libm sqrt does not vectorise without -fno-math-errno). Correctly rounded;
+ * sqrt(-x) = NaN, sqrt(inf) = inf, NaN propagates. */
+FL_INL V N_(vsqrt)(V x) {
+#if defined(__AVX512F__)
+#if FL_DOUBLE
+    return (V)_mm512_sqrt_pd((__m512d)x);
+#else
+    return (V)_mm512_sqrt_ps((__m512)x);
+#endif
+#elif defined(__AVX__)
+    T buf[W];
+    N_(vstore)(buf, x);
+#if FL_DOUBLE
+    for (int j = 0; j < W; j += 4) _mm256_storeu_pd(buf + j, _mm256_sqrt_pd(_mm256_loadu_pd(buf + j)));
+#else
+    for (int j = 0; j < W; j += 8) _mm256_storeu_ps(buf + j, _mm256_sqrt_ps(_mm256_loadu_ps(buf + j)));
+#endif
+    return N_(vload)(buf);
+#elif defined(__SSE2__)
+    T buf[W];
+    N_(vstore)(buf, x);
+#if FL_DOUBLE
+    for (int j = 0; j < W; j += 2) _mm_storeu_pd(buf + j, _mm_sqrt_pd(_mm_loadu_pd(buf + j)));
+#else
+    for (int j = 0; j < W; j += 4) _mm_storeu_ps(buf + j, _mm_sqrt_ps(_mm_loadu_ps(buf + j)));
+#endif
+    return N_(vload)(buf);
+#else
+    V r;
+    for (int j = 0; j < W; j++) r[j] = (T)sqrt((double)x[j]);
+    return r;
+#endif
+}
+
+static void N_(sqrt_array)(const T *x, T *y, int64_t n) {
+    for (int64_t i = 0; i < n; i += W) N_(vstore_n)(y + i, N_(vsqrt)(N_(vload_n)(x + i, n - i, 0)), n - i);
+}
+
+/* sign(v): -1, 0, +1, NaN for NaN. */
+FL_INL V N_(vsign)(V v) {
+    V one = N_(vset1)(1), zero = N_(vset1)(0);
+    V s = N_(vsel)(v > (T)0, one, zero) - N_(vsel)(v < (T)0, one, zero);
+    return N_(vsel)(v != v, v, s);
+}
+
+FL_INL V N_(vabs)(V v) { return N_(vsel)(v < (T)0, -v, v); }
+
+/* Lane index vector {0, 1, ..., W-1} + start. */
+FL_INL VI N_(viota)(int64_t start) {
+    TI buf[W];
+    for (int j = 0; j < W; j++) buf[j] = (TI)(start + j);
+    VI v;
+    memcpy(&v, buf, sizeof v);
+    return v;
+}
+
+FL_INL VI N_(vseli)(VI mask, VI a, VI b) { return (mask & a) | (~mask & b); }
+
+/* W int32 labels widened to the lane integer type; lanes at or past n read `pad`. */
+typedef int32_t N_(VL) __attribute__((vector_size(W * 4), aligned(4), may_alias));
+FL_INL VI N_(vload_lab)(const int32_t *p, int64_t n, int32_t pad) {
+    if (n >= W) return __builtin_convertvector(*(const N_(VL) *)p, VI);
+    int32_t buf[W];
+    for (int j = 0; j < W; j++) buf[j] = j < n ? p[j] : pad;
+    return __builtin_convertvector(*(const N_(VL) *)buf, VI);
+}
+
+/* ----------------------------------------------------------------------------
+ * Norms and normalisation */
+
+/* sum_k x_k^2 (y == NULL) or sum_k x_k y_k, in float64 blocks. */
+static double N_(row_dot)(const T *x, const T *y, int64_t D) {
+    double s = 0.0;
+    for (int64_t b = 0; b < D; b += FL_MSUM) {
+        int64_t end = b + FL_MSUM < D ? b + FL_MSUM : D;
+        V acc = N_(vset1)(0);
+        for (int64_t k = b; k < end; k += W) {
+            V xv = N_(vload_n)(x + k, end - k, 0);
+            acc += xv * (y ? N_(vload_n)(y + k, end - k, 0) : xv);
+        }
+        s += N_(vhsum)(acc);
+    }
+    return s;
+}
+
+/* out[r] = ||x_r||^2 (float64) for n rows of D. */
+static void N_(sq_norms)(const T *x, int64_t n, int64_t D, double *out) {
+    for (int64_t r = 0; r < n; r++) out[r] = N_(row_dot)(x + r * D, NULL, D);
+}
+
+/* out_r = scale * x_r / max(||x_r||, eps) (torch.nn.functional.normalize, then scaled). */
+static void N_(normalize_rows)(const T *x, T *out, int64_t n, int64_t D, double scale, double eps) {
+    for (int64_t r = 0; r < n; r++) {
+        const T *xr = x + r * D;
+        T *orow = out + r * D;
+        double nrm = sqrt(N_(row_dot)(xr, NULL, D));
+        const T f = (T)(scale / (nrm > eps || nrm != nrm ? nrm : eps));
+        for (int64_t k = 0; k < D; k += W) N_(vstore_n)(orow + k, N_(vload_n)(xr + k, D - k, 0) * f, D - k);
+    }
+}
+
+/* Backward of normalize: with y = x / max(||x||, eps) and gh = dL/dy (times gscale),
+ *   ||x|| > eps:  g = gscale * (gh - x (x.gh) / ||x||^2) / ||x||
+ *   otherwise:    g = gscale * gh / eps.
+ * g may alias gh. */
+static void N_(normalize_grad_rows)(const T *x, const T *gh, T *g, int64_t n, int64_t D,
+                                    double eps, double gscale) {
+    for (int64_t r = 0; r < n; r++) {
+        const T *xr = x + r * D, *hr = gh + r * D;
+        T *gr = g + r * D;
+        const double xx = N_(row_dot)(xr, NULL, D), xg = N_(row_dot)(xr, hr, D);
+        const double nrm = sqrt(xx);
+        T a, b;
+        if (nrm > eps || nrm != nrm) { a = (T)(gscale / nrm); b = (T)(gscale * xg / (xx * nrm)); }
+        else { a = (T)(gscale / eps); b = 0; }
+        for (int64_t k = 0; k < D; k += W) {
+            V h = N_(vload_n)(hr + k, D - k, 0), xv = N_(vload_n)(xr + k, D - k, 0);
+            N_(vstore_n)(gr + k, h * a - xv * b, D - k);
+        }
+    }
+}
+
+/* ----------------------------------------------------------------------------
+ * pairwise_distances epilogue, in place over nr rows of G = x y^T (M columns):
+ *   FL_DIST_SQ      max(a_r + b_j - 2 G, 0)     (a, b: squared norms)
+ *   FL_DIST_EUCLID  sqrt of that
+ *   FL_DIST_COSINE  clip(1 - G a_r b_j, 0, 2)   (a, b: inverse norms, 0 for zero rows)
+ * diag0 >= 0 (x is y): entry (r, diag0 + r) is a self-distance, set to exactly 0
+ * unless the row is NaN. */
+static void N_(dist_rows)(T *G, int64_t nr, int64_t M, int64_t diag0, const T *a, const T *b, int mode) {
+    const V zero = N_(vset1)(0), two = N_(vset1)(2);
+    for (int64_t r = 0; r < nr; r++) {
+        T *gr = G + r * M;
+        const T ar = a[r];
+        if (mode == FL_DIST_COSINE) {
+            for (int64_t j = 0; j < M; j += W) {
+                V d = (T)1 - N_(vload_n)(gr + j, M - j, 0) * ar * N_(vload_n)(b + j, M - j, 0);
+                d = N_(vsel)(d < (T)0, zero, N_(vsel)(d > (T)2, two, d));
+                N_(vstore_n)(gr + j, d, M - j);
+            }
+        } else {
+            const int root = mode == FL_DIST_EUCLID;
+            for (int64_t j = 0; j < M; j += W) {
+                V d = (ar + N_(vload_n)(b + j, M - j, 0)) - (T)2 * N_(vload_n)(gr + j, M - j, 0);
+                d = N_(vsel)(d < (T)0, zero, d);
+                if (root) d = N_(vsqrt)(d);
+                N_(vstore_n)(gr + j, d, M - j);
+            }
+        }
+        if (diag0 >= 0 && diag0 + r < M && ar == ar) gr[diag0 + r] = 0;
+    }
+}
+
+/* ----------------------------------------------------------------------------
+ * Triplet margin loss (PyTorch): d(x, y) = ||x - y + eps||_p,
+ *   l = max(d(a, p) - d_neg + margin, 0),  d_neg = d(a, n) or, with swap,
+ *   min(d(a, n), d(p, n)); squared: d(x, y)^2 (p = 2). */
+
+/* sum_k f(x_k - y_k + eps): f = |.| (p=1), (.)^2 (p=2), |.|^p (general); for
+ * p = inf the max of |.| (NaN wins). Float64 blocks. */
+static double N_(pnorm_acc)(const T *x, const T *y, int64_t D, T eps, int kind, T pexp) {
+    if (kind == FL_PNORM_INF) {
+        V m = N_(vset1)(0);
+        for (int64_t k = 0; k < D; k += W) {
+            int64_t nk = D - k;
+            V f = N_(vabs)(N_(vload_n)(x + k, nk, 0) - N_(vload_n)(y + k, nk, 0) + eps);
+            if (nk < W) f = N_(vsel)(N_(vfirst)(nk), f, N_(vset1)(0));
+            m = N_(vmax_nan)(m, f);
+        }
+        return N_(vhmax_nan)(m);
+    }
+    double s = 0.0;
+    for (int64_t b = 0; b < D; b += FL_MSUM) {
+        int64_t end = b + FL_MSUM < D ? b + FL_MSUM : D;
+        V acc = N_(vset1)(0);
+        for (int64_t k = b; k < end; k += W) {
+            int64_t nk = end - k;
+            V v = N_(vload_n)(x + k, nk, 0) - N_(vload_n)(y + k, nk, 0) + eps;
+            V f;
+            if (kind == FL_PNORM_2) f = v * v;
+            else if (kind == FL_PNORM_1) f = N_(vabs)(v);
+            else f = N_(vexp)(pexp * N_(vlog)(N_(vabs)(v)));   /* |v|^p; 0 at v = 0 */
+            if (nk < W) f = N_(vsel)(N_(vfirst)(nk), f, N_(vset1)(0));
+            acc += f;
+        }
+        s += N_(vhsum)(acc);
+    }
+    return s;
+}
+
+/* Distance from the accumulated value, and the scale c of its gradient
+ * dd/dv = c * u(v) (see dnorm). Zero subgradient at d = 0. */
+static double N_(pnorm_finish)(double s, int kind, double pexp, int squared, double *c) {
+    double d;
+    switch (kind) {
+    case FL_PNORM_2:
+        if (squared) { *c = 2.0; return s; }
+        d = sqrt(s);
+        *c = d > 0 ? 1.0 / d : 0.0;
+        return d;
+    case FL_PNORM_1:
+        *c = 1.0;
+        return s;
+    case FL_PNORM_INF:
+        *c = 1.0;  /* divided by the number of maximal entries by the caller */
+        return s;
+    default:
+        d = pow(s, 1.0 / pexp);
+        *c = d > 0 ? 1.0 / pow(d, pexp - 1.0) : 0.0;
+        return d;
+    }
+}
+
+/* dd/dv up to the row scale c: p=2: v; p=1: sign(v); inf: sign(v) where |v| = d;
+ * general: sign(v) |v|^(p-1). */
+FL_INL V N_(dnorm)(V v, int kind, T c, T d, T pm1) {
+    switch (kind) {
+    case FL_PNORM_2: return v * c;
+    case FL_PNORM_1: return N_(vsign)(v) * c;
+    case FL_PNORM_INF: return N_(vsel)(N_(vabs)(v) == d, N_(vsign)(v) * c, N_(vsel)(v != v, v, N_(vset1)(0)));
+    default: {
+        V av = N_(vabs)(v);
+        V m = N_(vsign)(v) * N_(vexp)(pm1 * N_(vlog)(av)) * c;
+        return N_(vsel)(v == (T)0, N_(vset1)(0), m);
+    }
+    }
+}
+
+/* Number of k with |x_k - y_k + eps| == m (the maximal entries of an inf-norm). */
+static int64_t N_(count_max)(const T *x, const T *y, int64_t D, T eps, T m) {
+    int64_t c = 0;
+    for (int64_t k = 0; k < D; k++) {
+        T v = x[k] - y[k] + eps;
+        c += (v < 0 ? -v : v) == m;
+    }
+    return c;
+}
+
+/* Rows [0, nrows) of the three (nrows, D) inputs: loss[r] per row; with ga, the
+ * gradients of gs * sum(loss) (clamp_min's subgradient: active when the hinge
+ * argument is >= 0, as PyTorch). */
+static void N_(triplet_rows)(const T *a, const T *p, const T *n, T *ga, T *gp, T *gn,
+                             int64_t nrows, int64_t D, int kind, double pexp, double eps,
+                             double margin, int swap, int squared, double gs, double *loss) {
+    const T te = (T)eps, tp = (T)pexp, pm1 = (T)(pexp - 1.0);
+    for (int64_t r = 0; r < nrows; r++) {
+        const T *ar = a + r * D, *pr = p + r * D, *nr = n + r * D;
+        double c1, c2, c3 = 0.0, d3 = 0.0;
+        const double d1 = N_(pnorm_finish)(N_(pnorm_acc)(ar, pr, D, te, kind, tp), kind, pexp, squared, &c1);
+        const double d2 = N_(pnorm_finish)(N_(pnorm_acc)(ar, nr, D, te, kind, tp), kind, pexp, squared, &c2);
+        double wa = 1.0, wp = 0.0;   /* shares of d(a, n) and d(p, n) in d_neg */
+        double dneg = d2;
+        if (swap) {
+            d3 = N_(pnorm_finish)(N_(pnorm_acc)(pr, nr, D, te, kind, tp), kind, pexp, squared, &c3);
+            if (d3 < d2) { dneg = d3; wa = 0.0; wp = 1.0; }
+            else if (!(d2 < d3)) { dneg = d2 == d3 ? d2 : NAN; wa = wp = 0.5; }  /* tie or NaN */
+        }
+        const double x = d1 - dneg + margin;
+        loss[r] = x < 0 ? 0.0 : x;
+        if (!ga) continue;
+        T *gar = ga + r * D, *gpr = gp + r * D, *gnr = gn + r * D;
+        if (x < 0) {
+            memset(gar, 0, (size_t)D * sizeof(T));
+            memset(gpr, 0, (size_t)D * sizeof(T));
+            memset(gnr, 0, (size_t)D * sizeof(T));
+            continue;
+        }
+        if (kind == FL_PNORM_INF) {
+            c1 /= (double)N_(count_max)(ar, pr, D, te, (T)d1);
+            if (wa != 0) c2 /= (double)N_(count_max)(ar, nr, D, te, (T)d2);
+            if (wp != 0) c3 /= (double)N_(count_max)(pr, nr, D, te, (T)d3);
+        }
+        const T s1 = (T)(gs * c1), s2 = (T)(gs * wa * c2), s3 = (T)(gs * wp * c3);
+        const T e1 = (T)d1, e2 = (T)d2, e3 = (T)d3;
+        for (int64_t k = 0; k < D; k += W) {
+            int64_t nk = D - k;
+            V av = N_(vload_n)(ar + k, nk, 0), pv = N_(vload_n)(pr + k, nk, 0), nv = N_(vload_n)(nr + k, nk, 0);
+            V u1 = N_(dnorm)(av - pv + te, kind, s1, e1, pm1);
+            V u2 = wa != 0 ? N_(dnorm)(av - nv + te, kind, s2, e2, pm1) : N_(vset1)(0);
+            V u3 = wp != 0 ? N_(dnorm)(pv - nv + te, kind, s3, e3, pm1) : N_(vset1)(0);
+            N_(vstore_n)(gar + k, u1 - u2, nk);
+            N_(vstore_n)(gpr + k, -u1 - u3, nk);
+            N_(vstore_n)(gnr + k, u2 + u3, nk);
+        }
+    }
+}
+
+/* ----------------------------------------------------------------------------
+ * Batch-hard triplet mining. Distances of anchor i = r0 + r come from its row of
+ * dot products G (nr x N): d_ij^2 = sqn_i + sqn_j - 2 G_ij. The hardest positive
+ * (same label, j != i, largest distance) and negative (other label, smallest)
+ * are found on these (ties: first index), then their distances are recomputed
+ * exactly from the embeddings E (N x D) for the loss and its gradient:
+ *   loss[r] = max(d_ap - d_an + margin, 0)    (0 when the anchor has no pair)
+ *   gradient: e_i += cp (e_i - e_p) + cn (e_i - e_n), e_p -= cp (..), e_n -= cn (..)
+ * A NaN anywhere in the row makes the loss and the coefficients NaN. */
+static void N_(hard_mine_rows)(const T *G, int64_t nr, int64_t N, int64_t r0, const T *sqn,
+                               const int32_t *lab, const T *E, int64_t D, double margin,
+                               int squared, int64_t *pos, int64_t *neg, double *loss,
+                               double *cp, double *cn) {
+    const V ninf = N_(vset1)(-(T)INFINITY), pinf = N_(vset1)((T)INFINITY);
+    for (int64_t r = 0; r < nr; r++) {
+        const int64_t i = r0 + r;
+        const T *gr = G + r * N;
+        const T si = sqn[i];
+        const TI li = (TI)lab[i];
+        V bp = ninf, bn = pinf;
+        VI bpi = (VI)N_(vset1)(0) - 1, bni = bpi, isnan = bpi & 0;
+        VI jv = N_(viota)(0);
+        for (int64_t j = 0; j < N; j += W, jv += W) {
+            const int64_t nj = N - j;
+            V d = (si + N_(vload_n)(sqn + j, nj, 0)) - (T)2 * N_(vload_n)(gr + j, nj, 0);
+            VI same = N_(vload_lab)(lab + j, nj, 0) == li;
+            VI in = nj >= W ? ~(jv & 0) : N_(vfirst)(nj);
+            VI pm = same & in & (jv != (TI)i), nm = ~same & in;
+            isnan |= (d != d) & in;
+            V pv = N_(vsel)(pm, d, ninf), nv = N_(vsel)(nm, d, pinf);
+            VI up = pv > bp, un = nv < bn;
+            bp = N_(vsel)(up, pv, bp);
+            bpi = N_(vseli)(up, jv, bpi);
+            bn = N_(vsel)(un, nv, bn);
+            bni = N_(vseli)(un, jv, bni);
+        }
+        int64_t pi = -1, ni = -1, anynan = 0;
+        T pbest = -(T)INFINITY, nbest = (T)INFINITY;
+        for (int k = 0; k < W; k++) {
+            anynan |= isnan[k] != 0;
+            if (bpi[k] >= 0 && (bp[k] > pbest || (bp[k] == pbest && bpi[k] < pi))) { pbest = bp[k]; pi = bpi[k]; }
+            if (bni[k] >= 0 && (bn[k] < nbest || (bn[k] == nbest && bni[k] < ni))) { nbest = bn[k]; ni = bni[k]; }
+        }
+        pos[r] = pi;
+        neg[r] = ni;
+        if (anynan) { loss[r] = NAN; cp[r] = NAN; cn[r] = NAN; continue; }
+        if (pi < 0 || ni < 0) { loss[r] = 0.0; cp[r] = 0.0; cn[r] = 0.0; continue; }
+        const T *ei = E + i * D;
+        double dp = 0.0, dn = 0.0;
+        for (int64_t b = 0; b < D; b += FL_MSUM) {
+            int64_t end = b + FL_MSUM < D ? b + FL_MSUM : D;
+            V ap = N_(vset1)(0), an = N_(vset1)(0);
+            for (int64_t k = b; k < end; k += W) {
+                V e = N_(vload_n)(ei + k, end - k, 0);
+                V u = e - N_(vload_n)(E + pi * D + k, end - k, 0);
+                V v = e - N_(vload_n)(E + ni * D + k, end - k, 0);
+                ap += u * u;
+                an += v * v;
+            }
+            dp += N_(vhsum)(ap);
+            dn += N_(vhsum)(an);
+        }
+        if (!squared) { dp = sqrt(dp); dn = sqrt(dn); }
+        const double x = dp - dn + margin;
+        loss[r] = x > 0 ? x : 0.0;
+        if (x > 0) {
+            cp[r] = squared ? 2.0 : (dp > 0 ? 1.0 / dp : 0.0);
+            cn[r] = squared ? -2.0 : (dn > 0 ? -1.0 / dn : 0.0);
+        } else {
+            cp[r] = 0.0;
+            cn[r] = 0.0;
+        }
+    }
+}
+
+/* Columns [c0, c1) of the batch-hard gradient g (N x D, zeroed by the caller),
+ * anchors in order: every element sees the same sequence of updates for any
+ * split of the columns between threads. */
+static void N_(hard_scatter)(const T *E, T *g, int64_t N, int64_t D, int64_t c0, int64_t c1,
+                             const int64_t *pos, const int64_t *neg, const double *cp,
+                             const double *cn, double gs) {
+    const int64_t w = c1 - c0;
+    for (int64_t i = 0; i < N; i++) {
+        const int64_t idx[2] = {pos[i], neg[i]};
+        const double co[2] = {cp[i], cn[i]};
+        T *gi = g + i * D + c0;
+        const T *ei = E + i * D + c0;
+        for (int s = 0; s < 2; s++) {
+            if (co[s] == 0) continue;
+            const T c = (T)(gs * co[s]);
+            if (idx[s] < 0) {    /* a NaN row without a pair */
+                for (int64_t k = 0; k < w; k++) gi[k] += c;
+                continue;
+            }
+            T *gj = g + idx[s] * D + c0;
+            const T *ej = E + idx[s] * D + c0;
+            for (int64_t k = 0; k < w; k += W) {
+                V u = (N_(vload_n)(ei + k, w - k, 0) - N_(vload_n)(ej + k, w - k, 0)) * c;
+                N_(vstore_n)(gi + k, N_(vload_n)(gi + k, w - k, 0) + u, w - k);
+                N_(vstore_n)(gj + k, N_(vload_n)(gj + k, w - k, 0) - u, w - k);
+            }
+        }
+    }
+}
+
+/* ----------------------------------------------------------------------------
+ * Batch-all triplet mining: for anchor i every (positive p, negative n) pair with
+ * l = d_ap - d_an + margin > 0. Counted without enumerating the triplets: the
+ * smaller of the two distance lists is sorted, each entry of the other is
+ * located in it by binary search, suffix/prefix sums give the loss.
+ * In place: the row of dot products becomes the row of dL/d(d^2) weights
+ * (positives: number of active negatives, negatives: minus the number of active
+ * positives; times 1/(2d) for Euclidean distances), loss[r] = sum of l over the
+ * anchor's active triplets, count[r] = their number. */
+typedef struct { T v; int32_t i; } N_(pair);
+
+static int N_(pair_cmp)(const void *x, const void *y) {
+    const T a = ((const N_(pair) *)x)->v, b = ((const N_(pair) *)y)->v;
+    return (a > b) - (a < b);
+}
+
+/* dL/d(d^2) per unit of dL/dd. */
+FL_INL T N_(dd_factor)(T d, int squared) { return squared ? (T)1 : (d > 0 ? (T)0.5 / d : (T)0); }
+
+static void N_(all_mine_rows)(T *G, int64_t nr, int64_t N, int64_t r0, const T *sqn,
+                              const int32_t *lab, double margin, int squared, double *loss,
+                              int64_t *count, void *scratch) {
+    N_(pair) *arr = (N_(pair) *)scratch;                 /* N pairs */
+    double *acc = (double *)(arr + N);                   /* N + 1 partial sums */
+    int64_t *hist = (int64_t *)(acc + N + 1);            /* N + 1 counts */
+    for (int64_t r = 0; r < nr; r++) {
+        const int64_t i = r0 + r;
+        T *x = G + r * N;
+        const T si = sqn[i];
+        const int32_t li = lab[i];
+        VI isnan = (VI)N_(vset1)(0) & 0;
+        for (int64_t j = 0; j < N; j += W) {
+            V d = (si + N_(vload_n)(sqn + j, N - j, 0)) - (T)2 * N_(vload_n)(x + j, N - j, 0);
+            d = N_(vsel)(d < (T)0, N_(vset1)(0), d);
+            if (!squared) d = N_(vsqrt)(d);
+            if (N - j < W) d = N_(vsel)(N_(vfirst)(N - j), d, N_(vset1)(0));
+            isnan |= d != d;
+            N_(vstore_n)(x + j, d, N - j);
+        }
+        int anynan = 0;
+        for (int k = 0; k < W; k++) anynan |= isnan[k] != 0;
+        if (anynan) {
+            loss[r] = NAN;
+            count[r] = 0;
+            for (int64_t j = 0; j < N; j++) x[j] = (T)NAN;
+            continue;
+        }
+        x[i] = 0;
+        int64_t P = 0, Q = 0;
+        for (int64_t j = 0; j < N; j++) {
+            if (lab[j] != li) Q++;
+            else if (j != i) P++;
+        }
+        if (P == 0 || Q == 0) {
+            loss[r] = 0.0;
+            count[r] = 0;
+            memset(x, 0, (size_t)N * sizeof(T));
+            continue;
+        }
+        double l = 0.0;
+        int64_t cnt = 0;
+        if (P <= Q) {
+            /* sort the positives; each negative n is active with the positives
+             * above d_an - margin: arr[k..P) with k its upper bound. */
+            int64_t m = 0;
+            for (int64_t j = 0; j < N; j++)
+                if (lab[j] == li && j != i) { arr[m].v = x[j]; arr[m].i = (int32_t)j; m++; }
+            qsort(arr, (size_t)P, sizeof(N_(pair)), N_(pair_cmp));
+            acc[P] = 0.0;
+            for (int64_t s = P - 1; s >= 0; s--) acc[s] = acc[s + 1] + (double)arr[s].v;
+            memset(hist, 0, (size_t)(P + 1) * sizeof(int64_t));
+            for (int64_t j = 0; j < N; j++) {
+                if (lab[j] == li) continue;
+                const T dj = x[j];
+                const double t = (double)dj - margin;
+                int64_t lo = 0, hi = P;            /* first s with arr[s].v > t */
+                while (lo < hi) {
+                    int64_t mid = (lo + hi) >> 1;
+                    if ((double)arr[mid].v > t) hi = mid; else lo = mid + 1;
+                }
+                const int64_t c = P - lo;
+                if (c) { l += acc[lo] - (double)c * t; cnt += c; }
+                hist[lo]++;
+                x[j] = -(T)c * N_(dd_factor)(dj, squared);
+            }
+            x[i] = 0;
+            int64_t run = 0;
+            for (int64_t s = 0; s < P; s++) {
+                run += hist[s];
+                x[arr[s].i] = (T)run * N_(dd_factor)(arr[s].v, squared);
+            }
+        } else {
+            /* sort the negatives; each positive p is active with the negatives
+             * below d_ap + margin: arr[0..k) with k its lower bound. */
+            int64_t m = 0;
+            for (int64_t j = 0; j < N; j++)
+                if (lab[j] != li) { arr[m].v = x[j]; arr[m].i = (int32_t)j; m++; }
+            qsort(arr, (size_t)Q, sizeof(N_(pair)), N_(pair_cmp));
+            acc[0] = 0.0;
+            for (int64_t s = 0; s < Q; s++) acc[s + 1] = acc[s] + (double)arr[s].v;
+            memset(hist, 0, (size_t)(Q + 1) * sizeof(int64_t));
+            for (int64_t j = 0; j < N; j++) {
+                if (lab[j] != li || j == i) continue;
+                const T dj = x[j];
+                const double t = (double)dj + margin;
+                int64_t lo = 0, hi = Q;            /* first s with arr[s].v >= t */
+                while (lo < hi) {
+                    int64_t mid = (lo + hi) >> 1;
+                    if ((double)arr[mid].v < t) lo = mid + 1; else hi = mid;
+                }
+                if (lo) { l += (double)lo * t - acc[lo]; cnt += lo; }
+                hist[lo]++;
+                x[j] = (T)lo * N_(dd_factor)(dj, squared);
+            }
+            x[i] = 0;
+            int64_t run = 0;
+            for (int64_t s = Q - 1; s >= 0; s--) {
+                run += hist[s + 1];
+                x[arr[s].i] = -(T)run * N_(dd_factor)(arr[s].v, squared);
+            }
+        }
+        loss[r] = l;
+        count[r] = cnt;
+    }
+}
+
+/* Tile row ti of W (N x N): W_ij = W_ji = scale * (W_ij + W_ji) for the tiles
+ * (ti, tj <= ti); every entry is written by exactly one tile row. */
+#define FL_SYM_TILE 64
+static void N_(sym_add_tiles)(T *Wm, int64_t N, int64_t ti, T scale) {
+    const int64_t i0 = ti * FL_SYM_TILE, i1 = i0 + FL_SYM_TILE < N ? i0 + FL_SYM_TILE : N;
+    for (int64_t j0 = 0; j0 <= i0; j0 += FL_SYM_TILE) {
+        const int64_t j1 = j0 + FL_SYM_TILE < N ? j0 + FL_SYM_TILE : N;
+        for (int64_t i = i0; i < i1; i++) {
+            const int64_t jend = j0 == i0 ? i + 1 : j1;
+            for (int64_t j = j0; j < jend; j++) {
+                const T s = scale * (Wm[i * N + j] + Wm[j * N + i]);
+                Wm[i * N + j] = s;
+                Wm[j * N + i] = s;
+            }
+        }
+    }
+}
+#undef FL_SYM_TILE
+
+/* ----------------------------------------------------------------------------
+ * Softmax cross-entropy over the rows and columns of a similarity matrix.
+ *
+ * ce_group_stats: one group of nr <= FL_CE_GROUP rows of S (nc columns), walked
+ * in tiles of FL_CE_COLS columns; each tile is read twice (max, then sum of
+ * exponentials), the second time from L2. Writes rlse[r] = logsumexp of row r
+ * (online over the tiles) and, with cmax, the group's column statistics:
+ * cmax[j] = max over the group's rows, csum[j] = sum exp(S_rj - cmax[j]). */
+static void N_(ce_group_stats)(const T *S, int64_t nr, int64_t nc, double *rlse, T *cmax, T *csum) {
+    T rm[FL_CE_GROUP];
+    double rs[FL_CE_GROUP];
+    V cm[FL_CE_COLS / W], cs[FL_CE_COLS / W];
+    const V ninf = N_(vset1)(-(T)INFINITY), zero = N_(vset1)(0);
+    const int cols = cmax != NULL;
+    for (int64_t r = 0; r < nr; r++) { rm[r] = -(T)INFINITY; rs[r] = 0.0; }
+    for (int64_t c0 = 0; c0 < nc; c0 += FL_CE_COLS) {
+        const int64_t cw = nc - c0 < FL_CE_COLS ? nc - c0 : FL_CE_COLS;
+        const int64_t nv = (cw + W - 1) / W;
+        if (cols) for (int64_t v = 0; v < nv; v++) { cm[v] = ninf; cs[v] = zero; }
+        for (int64_t r = 0; r < nr; r++) {
+            const T *row = S + r * nc + c0;
+            V vm = ninf;
+            for (int64_t v = 0; v < nv; v++) {
+                V x = N_(vload_n)(row + v * W, cw - v * W, -(T)INFINITY);
+                vm = N_(vmax_nan)(vm, x);
+                if (cols) cm[v] = N_(vmax_nan)(cm[v], x);
+            }
+            const T mc = N_(vhmax_nan)(vm);
+            if (mc != mc) rm[r] = mc;
+            else if (mc > rm[r]) {
+                if (rs[r] > 0) rs[r] *= exp((double)rm[r] - (double)mc);
+                rm[r] = mc;
+            }
+        }
+        for (int64_t r = 0; r < nr; r++) {
+            const T *row = S + r * nc + c0;
+            const T shift = rm[r] == -(T)INFINITY ? 0 : rm[r];
+            V acc = zero;
+            if (cols) {
+                for (int64_t v = 0; v < nv; v++) {
+                    V x = N_(vload_n)(row + v * W, cw - v * W, -(T)INFINITY);
+                    acc += N_(vexp)(x - shift);
+                    V csh = N_(vsel)(cm[v] == -(T)INFINITY, zero, cm[v]);
+                    cs[v] += N_(vexp)(x - csh);
+                }
+            } else {
+                for (int64_t v = 0; v < nv; v++)
+                    acc += N_(vexp)(N_(vload_n)(row + v * W, cw - v * W, -(T)INFINITY) - shift);
+            }
+            rs[r] += N_(vhsum)(acc);
+        }
+        if (cols)
+            for (int64_t v = 0; v < nv; v++) {
+                N_(vstore_n)(cmax + c0 + v * W, cm[v], cw - v * W);
+                N_(vstore_n)(csum + c0 + v * W, cs[v], cw - v * W);
+            }
+    }
+    for (int64_t r = 0; r < nr; r++) rlse[r] = (double)rm[r] + log(rs[r]);
+}
+
+/* Columns [c0, c1): merges the ng group records (rows of cmax/csum, nc wide) in
+ * group order into clse[j] = logsumexp of column j. */
+static void N_(ce_col_combine)(const T *cmax, const T *csum, int64_t ng, int64_t nc, int64_t c0,
+                               int64_t c1, T *clse) {
+    for (int64_t j = c0; j < c1; j += W) {
+        const int64_t nj = c1 - j;
+        V m = N_(vset1)(-(T)INFINITY);
+        for (int64_t g = 0; g < ng; g++) m = N_(vmax_nan)(m, N_(vload_n)(cmax + g * nc + j, nj, 0));
+        V shift = N_(vsel)(m == -(T)INFINITY, N_(vset1)(0), m);
+        V s = N_(vset1)(0);
+        for (int64_t g = 0; g < ng; g++)
+            s += N_(vload_n)(csum + g * nc + j, nj, 0) * N_(vexp)(N_(vload_n)(cmax + g * nc + j, nj, 0) - shift);
+        N_(vstore_n)(clse + j, shift + N_(vlog)(s), nj);
+    }
+}
+
+/* Gradient of the logits, in place over rows [r0, r0 + nr) of S (nc columns):
+ *   S_ij <- ra exp(S_ij - rlse_i) + cb exp(S_ij - clse_j) - dcoef [j == t(i)],
+ * t(i) = (i + pos_off) % period, the positive of row i. rlse is offset to the
+ * block (rlse[r] is row r0 + r); clse covers all nc columns. */
+static void N_(ce_grad_rows)(T *S, int64_t nr, int64_t nc, int64_t r0, const double *rlse, T ra,
+                             const T *clse, T cb, int64_t pos_off, int64_t period, T dcoef) {
+    for (int64_t r = 0; r < nr; r++) {
+        T *row = S + r * nc;
+        const T rl = (T)rlse[r];
+        for (int64_t j = 0; j < nc; j += W) {
+            const int64_t nj = nc - j;
+            V x = N_(vload_n)(row + j, nj, 0);
+            V g = ra * N_(vexp)(x - rl) + cb * N_(vexp)(x - N_(vload_n)(clse + j, nj, 0));
+            N_(vstore_n)(row + j, g, nj);
+        }
+        row[(r0 + r + pos_off) % period] -= dcoef;
+    }
+}
+
+#undef FL_MSUM
