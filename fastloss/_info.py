@@ -19,6 +19,18 @@ def _openmp_library():
     return ", ".join(sorted({i["filepath"] for i in libs})) or None
 
 
+def cpu_model():
+    """The CPU's model name (from /proc/cpuinfo on Linux), or what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def config():
     """The configuration as a dict (what show_config prints)."""
     omp = _runtime.openmp_version()
@@ -27,7 +39,8 @@ def config():
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
         "simd": _config.get_simd(),
         "simd_available": list(_config.available_levels()),
         "simd_forced": os.environ.get("FASTLOSS_SIMD") or None,
