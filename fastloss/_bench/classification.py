@@ -1,0 +1,228 @@
+"""Benchmark cases for fastloss.classification: cross_entropy, binary_cross_entropy_with_logits,
+sigmoid_focal_loss, logsumexp, softmax, log_softmax.
+
+Peers compute the same loss with the same reduction ("mean") in the input dtype:
+NumPy as a careful user writes it (max-shifted, in-place temporaries), SciPy's
+special.logsumexp/softmax/log_softmax, PyTorch's functional ops with autograd,
+JAX's jit(value_and_grad) of the formulas optax uses.
+"""
+import numpy as np
+
+from .. import classification as fl
+from .builders import fastloss_impl, jax_impl, numpy_impl, torch_impl
+from .core import Case, peer, scale_rows
+
+FAMILY = "classification"
+
+
+# --- inputs -------------------------------------------------------------------------
+
+def make_labels(shape, dtype, rng):
+    """Logits ~ N(0, 2^2) of `shape` (classes last) and int64 labels."""
+    n, c = shape
+    x = rng.standard_normal(shape, dtype=np.dtype(dtype)) * np.asarray(2, dtype)
+    return {"x": x, "y": rng.integers(0, c, n)}
+
+
+def make_binary(shape, dtype, rng):
+    """Logits ~ N(0, 2^2) and 0/1 targets of the same shape."""
+    x = rng.standard_normal(shape, dtype=np.dtype(dtype)) * np.asarray(2, dtype)
+    return {"x": x, "t": (rng.random(shape) < 0.3).astype(dtype)}
+
+
+def make_logits(shape, dtype, rng):
+    return {"x": rng.standard_normal(shape, dtype=np.dtype(dtype)) * np.asarray(2, dtype)}
+
+
+# --- NumPy peers: in the input dtype, as few passes as NumPy allows ---------------------
+
+def np_cross_entropy(x, y, grad):
+    n = x.shape[0]
+    m = x.max(axis=1, keepdims=True)
+    e = np.subtract(x, m)
+    np.exp(e, out=e)
+    s = e.sum(axis=1, keepdims=True)
+    rows = np.arange(n)
+    loss = np.mean(m[:, 0] + np.log(s[:, 0]) - x[rows, y])
+    if not grad:
+        return loss
+    e /= s
+    e[rows, y] -= 1
+    e *= e.dtype.type(1.0 / n)
+    return loss, e
+
+
+def _np_softplus_neg(x):
+    """log(1 + exp(-x)), stable."""
+    return np.logaddexp(x.dtype.type(0), -x)
+
+
+def _np_sigmoid(x):
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-x))
+
+
+def np_bce(x, t, grad):
+    loss = np.mean((1 - t) * x + _np_softplus_neg(x))
+    if not grad:
+        return loss
+    g = _np_sigmoid(x)
+    g -= t
+    g *= g.dtype.type(1.0 / x.size)
+    return loss, g
+
+
+def np_focal(x, t, grad, alpha=0.25, gamma=2.0):
+    p = _np_sigmoid(x)
+    ce = _np_softplus_neg(x) + (1 - t) * x
+    q = p + t - 2 * p * t                        # 1 - p_t
+    a = alpha * t + (1 - alpha) * (1 - t)
+    loss = np.mean(a * ce * q ** gamma)
+    if not grad:
+        return loss
+    # d/dx: a * [(p - t) q^g + ce * g q^(g-1) * p (1 - p) (1 - 2t)]
+    g = a * ((p - t) * q ** gamma + ce * (gamma * q ** (gamma - 1)) * p * (1 - p) * (1 - 2 * t))
+    g *= g.dtype.type(1.0 / x.size)
+    return loss, g
+
+
+def np_logsumexp(x):
+    m = x.max(axis=1, keepdims=True)
+    e = np.subtract(x, m)
+    np.exp(e, out=e)
+    return np.log(e.sum(axis=1)) + m[:, 0]
+
+
+def np_softmax(x):
+    e = np.subtract(x, x.max(axis=1, keepdims=True))
+    np.exp(e, out=e)
+    e /= e.sum(axis=1, keepdims=True)
+    return e
+
+
+def np_log_softmax(x):
+    e = np.subtract(x, x.max(axis=1, keepdims=True))
+    z = np.exp(e)
+    e -= np.log(z.sum(axis=1, keepdims=True))
+    return e
+
+
+# --- PyTorch peers (functional ops; autograd for the gradient) ------------------------
+
+def torch_cross_entropy(x, y):
+    return peer("torch").nn.functional.cross_entropy(x, y)
+
+
+def torch_bce(x, t):
+    return peer("torch").nn.functional.binary_cross_entropy_with_logits(x, t)
+
+
+def torch_focal(x, t, alpha=0.25, gamma=2.0):
+    """torchvision.ops.sigmoid_focal_loss, reduction="mean" (the same ops)."""
+    torch = peer("torch")
+    p = torch.sigmoid(x)
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(x, t, reduction="none")
+    p_t = p * t + (1 - p) * (1 - t)
+    loss = ce * ((1 - p_t) ** gamma)
+    return ((alpha * t + (1 - alpha) * (1 - t)) * loss).mean()
+
+
+# --- JAX peers (jit; value_and_grad for the gradient) -----------------------------------
+
+def jax_cross_entropy(x, y):
+    """optax.softmax_cross_entropy_with_integer_labels, mean over rows."""
+    jax = peer("jax")
+    jnp = jax.numpy
+    picked = jnp.take_along_axis(x, y[:, None], axis=-1)[:, 0]
+    return jnp.mean(jax.nn.logsumexp(x, axis=-1) - picked)
+
+
+def _jax_sigmoid_bce(x, t):
+    """optax.sigmoid_binary_cross_entropy, per element."""
+    nn = peer("jax").nn
+    return -t * nn.log_sigmoid(x) - (1 - t) * nn.log_sigmoid(-x)
+
+
+def jax_bce(x, t):
+    return peer("jax").numpy.mean(_jax_sigmoid_bce(x, t))
+
+
+def jax_focal(x, t, alpha=0.25, gamma=2.0):
+    """optax.sigmoid_focal_loss, mean over elements."""
+    jax = peer("jax")
+    p = jax.nn.sigmoid(x)
+    p_t = p * t + (1 - p) * (1 - t)
+    loss = _jax_sigmoid_bce(x, t) * ((1 - p_t) ** gamma)
+    return jax.numpy.mean((alpha * t + (1 - alpha) * (1 - t)) * loss)
+
+
+# --- the cases ------------------------------------------------------------------------
+
+def _label_bytes(shape, s, grad):
+    n, c = shape
+    return n * c * s * (2 if grad else 1) + n * 8
+
+
+def _loss_cases(func, fl_fn, np_fn, torch_fn, jax_fn, args, make, sizes, *, elementwise):
+    """loss, grad and grad_out cases of one loss function at each size in `sizes`:
+    (tag, shape, quick_shape, large, scaling)."""
+    cases = []
+    for tag, shape, quick, large, scaling in sizes:
+        for variant in ("loss", "grad", "grad_out"):
+            grad = variant != "loss"
+            pv = "grad" if grad else "loss"
+            if elementwise:
+                nbytes = (lambda shp, s, g=grad: int(np.prod(shp)) * s * (3 if g else 2))
+                formula = "read x, t (2 n s)" + (" + write grad (n s)" if grad else "")
+            else:
+                nbytes = (lambda shp, s, g=grad: _label_bytes(shp, s, g))
+                formula = ("read logits N C s + labels 8 N" + (" + write grad N C s" if grad else ""))
+            impls = {
+                "fastloss": fastloss_impl(fl_fn, variant, args),
+                "numpy": numpy_impl(lambda *a, g=grad: np_fn(*a, g), args),
+                "torch": torch_impl(torch_fn, pv, args),
+                "jax": jax_impl(jax_fn, pv, args),
+            }
+            cases.append(Case(func=func, family=FAMILY, variant=variant, tag=tag, shape=shape,
+                              quick_shape=quick, make=make, impls=impls, nbytes=nbytes,
+                              bytes_formula=formula, large=large,
+                              scale=scale_rows if scaling else None))
+    return cases
+
+
+def _softmax_cases(func, fl_fn, np_fn, sp_name, torch_name, jax_name, shape, quick):
+    nbytes = ((lambda shp, s: shp[0] * shp[1] * s + shp[0] * s) if func == "logsumexp"
+              else (lambda shp, s: 2 * shp[0] * shp[1] * s))
+    formula = ("read x N C s + write N s" if func == "logsumexp"
+               else "read x N C s + write out N C s")
+    impls = {
+        "fastloss": lambda d: (lambda: fl_fn(d["x"])),
+        "numpy": lambda d: (lambda: np_fn(d["x"])),
+        "scipy": lambda d: (lambda: getattr(peer("scipy"), sp_name)(d["x"], axis=-1)),
+        "torch": lambda d: (lambda: getattr(peer("torch"), torch_name)(d.torch("x"), -1)),
+        "jax": jax_impl(lambda x: getattr(peer("jax").nn, jax_name)(x, axis=-1), "fwd", ("x",)),
+    }
+    return [Case(func=func, family=FAMILY, variant="fwd", shape=shape, quick_shape=quick,
+                 make=make_logits, impls=impls, nbytes=nbytes, bytes_formula=formula)]
+
+
+CASES = (
+    _loss_cases("cross_entropy", fl.cross_entropy, np_cross_entropy, torch_cross_entropy,
+                jax_cross_entropy, ("x", "y"), make_labels,
+                [("v32k", (2048, 32000), (128, 4000), False, True),
+                 ("v128k", (512, 128256), (8, 128256), True, False),
+                 ("c10", (65536, 10), (8192, 10), False, False)],
+                elementwise=False)
+    + _loss_cases("binary_cross_entropy_with_logits", fl.binary_cross_entropy_with_logits, np_bce,
+                  torch_bce, jax_bce, ("x", "t"), make_binary,
+                  [("", (16384, 1024), (512, 1024), False, True)], elementwise=True)
+    + _loss_cases("sigmoid_focal_loss", fl.sigmoid_focal_loss, np_focal, torch_focal, jax_focal,
+                  ("x", "t"), make_binary, [("", (16384, 1024), (512, 1024), False, False)],
+                  elementwise=True)
+    + _softmax_cases("logsumexp", fl.logsumexp, np_logsumexp, "logsumexp", "logsumexp",
+                     "logsumexp", (2048, 8192), (128, 1024))
+    + _softmax_cases("softmax", fl.softmax, np_softmax, "softmax", "softmax", "softmax",
+                     (2048, 8192), (128, 1024))
+    + _softmax_cases("log_softmax", fl.log_softmax, np_log_softmax, "log_softmax", "log_softmax",
+                     "log_softmax", (2048, 8192), (128, 1024))
+)

@@ -1,0 +1,221 @@
+"""Output of a benchmark run: the table (plain text or Markdown), the JSON file, the plot."""
+import json
+import os
+
+import numpy as np
+
+from . import core
+from .core import PEERS, fmt_time, shape_label
+
+
+def _speedup(x):
+    if x is None:
+        return ""
+    return f"{x:.2f}x" if x < 10 else f"{x:.1f}x" if x < 100 else f"{x:.0f}x"
+
+
+def peers_in(results):
+    """Peers that some result has a column for (installed or not), in IMPLS order."""
+    return [p for p in PEERS if any(p in r.status for r in results)]
+
+
+def table_rows(results):
+    """(header, rows) of the table: strings only."""
+    peers = [p for p in peers_in(results)
+             if any(r.status.get(p) not in (None, "not installed") for r in results)]
+    header = (["case", "shape", "dtype", "threads", "fastloss"] + peers
+              + [f"vs {p}" for p in peers] + ["x floor"])
+    rows = []
+    for r in results:
+        cells = [r.case.id, shape_label(r.shape), r.dtype, str(r.threads)]
+        for impl in ["fastloss"] + peers:
+            st = r.status.get(impl)
+            if st is None:
+                cells.append("")
+            elif st.startswith("error"):
+                cells.append("error")
+            else:
+                cells.append(fmt_time(r.median(impl)) + (" !" if st == "differs" else ""))
+        cells += [_speedup(r.speedup(p)) for p in peers]
+        xf = r.x_floor
+        cells.append(f"{xf:.2f}" if xf is not None else "")
+        rows.append(cells)
+    return header, rows
+
+
+def format_table(results, markdown=False):
+    header, rows = table_rows(results)
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |",
+                 "|" + "|".join("---" if i < 4 else "---:" for i in range(len(header))) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i < 4 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    out = [line(header), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def notes(results, bandwidth, copy_nbytes, thread_counts):
+    """The lines under the table: what the columns mean, bytes per case, peers."""
+    lines = [
+        f"copy bandwidth: {bandwidth / 1e9:.1f} GB/s (read + write, np.copyto of "
+        f"{copy_nbytes >> 20} MiB into an already-touched buffer, one thread, same run)",
+        "times: median of several calls after one untimed warm-up call; "
+        "vs PEER: peer time / fastloss time (> 1: fastloss is faster)",
+        "x floor: fastloss time / floor time, the floor being np.copyto (one thread, touched "
+        "buffers) moving the bytes the case must move, timed in the same run (1.00: fastloss "
+        "moves its data as fast as a copy). Bytes (s = bytes per element):",
+    ]
+    seen = []
+    for r in results:
+        f = r.case.bytes_formula
+        key = (r.case.func, r.case.variant)
+        if f and key not in seen:
+            seen.append(key)
+            lines.append(f"  {r.case.func}:{r.case.variant}: {f}")
+    if any(r.case.variant == "grad_out" for r in results):
+        lines.append("grad: the gradient goes into a new array each call; grad_out: into a reused "
+                     "buffer (fastloss's grad_out=). Peers have no such option: their grad_out "
+                     "row repeats their grad time.")
+    for p in peers_in(results):
+        mod = core.peer(p)
+        if mod is None:
+            lines.append(f"{p}: not installed")
+            continue
+        dist = "scipy" if p == "scipy" else p
+        v = core.version(dist) or getattr(mod, "__version__", "?")
+        if p == "torch":
+            lines.append(f"torch {v}: torch.set_num_threads(threads) for each row")
+        elif p == "jax":
+            lines.append(f"jax {v}: jit, block_until_ready, compilation in the warm-up; "
+                         f"{core.JAX_THREADS_NOTE} (XLA_FLAGS={os.environ.get('XLA_FLAGS') or 'unset'})")
+        elif p == "numpy":
+            lines.append(f"numpy {v}: in the input dtype (NumPy ufuncs use one thread)")
+        elif p == "scipy":
+            lines.append(f"scipy {v}: scipy.special (one thread)")
+    bad = [(r, p) for r in results for p, st in r.status.items() if st == "differs"]
+    if bad:
+        lines.append("! the peer's result differs from fastloss's beyond "
+                     f"rtol {core.AGREE_RTOL}: " + ", ".join(f"{r.case.id} {p}" for r, p in bad))
+    errs = [(r, p, st) for r in results for p, st in r.status.items() if st.startswith("error")]
+    for r, p, st in errs:
+        lines.append(f"{r.case.id} {r.dtype} threads={r.threads} {p}: {st}")
+    return lines
+
+
+# --- JSON ----------------------------------------------------------------------------------
+
+def result_dict(r):
+    return {
+        "case": r.case.id, "function": r.case.func, "family": r.case.family,
+        "variant": r.case.variant, "size": r.case.tag or None,
+        "shape": list(r.shape), "elements": r.elements, "dtype": r.dtype, "threads": r.threads,
+        "median_s": {k: t.median for k, t in r.times.items()},
+        "min_s": {k: t.min for k, t in r.times.items()},
+        "repeats": {k: len(t.times) for k, t in r.times.items()},
+        "status": dict(r.status),
+        "speedup": {p: r.speedup(p) for p in r.times if p != "fastloss"},
+        "bytes": r.nbytes, "bytes_formula": r.case.bytes_formula or None,
+        "floor_s": r.floor_s, "x_floor": r.x_floor,
+    }
+
+
+def write_json(path, machine, settings, bandwidth, results, scaling):
+    doc = {
+        "machine": machine,
+        "settings": settings,
+        "copy_bandwidth_bytes_per_s": bandwidth,
+        "notes": {"jax_threads": core.JAX_THREADS_NOTE,
+                  "speedup": "peer median / fastloss median",
+                  "x_floor": "fastloss median / floor_s; floor_s: median time of np.copyto "
+                             "moving `bytes` (half read, half written) into a touched buffer"},
+        "results": [result_dict(r) for r in results],
+        "scaling": [result_dict(r) for r in scaling],
+    }
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+
+
+# --- plot -----------------------------------------------------------------------------------
+
+def plot(path, results, scaling, machine, bandwidth):
+    """Speed-up of fastloss over each peer per case (left) and time against problem size
+    on log-log axes for each scaled function (right)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"fastloss": "C3", "numpy": "C0", "scipy": "C4", "torch": "C1", "jax": "C2",
+              "floor": "0.5"}
+    # one row per case: the largest thread count, the first dtype
+    tmax = max(r.threads for r in results)
+    dt0 = results[0].dtype
+    rows = [r for r in results if r.threads == tmax and r.dtype == dt0]
+    peers = [p for p in PEERS if any(r.speedup(p) for r in rows)]
+    funcs = []
+    for r in scaling:
+        if r.case.func not in funcs:
+            funcs.append(r.case.func)
+    ncols = 1 + len(funcs)
+    fig, axes = plt.subplots(1, ncols, figsize=(7 + 5 * len(funcs), max(4, 0.38 * len(rows) + 2)),
+                             gridspec_kw={"width_ratios": [1.6] + [1] * len(funcs)}, squeeze=False)
+    ax = axes[0][0]
+    y = np.arange(len(rows))
+    h = 0.8 / max(1, len(peers))
+    for k, p in enumerate(peers):
+        vals = [r.speedup(p) or 0 for r in rows]
+        ax.barh(y + (k - (len(peers) - 1) / 2) * h, vals, height=h, color=colors[p], label=f"vs {p}")
+    ax.axvline(1, color="k", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yticks(y)
+    ax.set_yticklabels([f"{r.case.id} {shape_label(r.shape)}" for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("speed-up of fastloss (peer time / fastloss time)")
+    ax.set_title(f"{dt0}, {tmax} thread{'s' if tmax > 1 else ''}", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", which="both", alpha=0.3)
+
+    for i, func in enumerate(funcs):
+        ax = axes[0][1 + i]
+        rs = [r for r in scaling if r.case.func == func]
+        variants = []
+        for r in rs:
+            if r.case.variant not in variants:
+                variants.append(r.case.variant)
+        for v in variants:
+            vr = sorted((r for r in rs if r.case.variant == v), key=lambda r: r.elements)
+            n = [r.elements for r in vr]
+            impls = ["fastloss"] + ([p for p in PEERS if any(p in r.times for r in vr)]
+                                    if v == variants[0] else [])
+            for impl in impls:
+                pts = [(e, r.median(impl)) for e, r in zip(n, vr) if r.median(impl)]
+                if not pts:
+                    continue
+                style = "-o" if impl == "fastloss" and v == variants[0] else "--o" if impl == "fastloss" else "-s"
+                name = f"fastloss ({v})" if impl == "fastloss" else impl
+                ax.plot(*zip(*pts), style, color=colors[impl], label=name, ms=4,
+                        alpha=1 if impl == "fastloss" else 0.8)
+            if v == variants[0] and vr and vr[0].floor_s:
+                ax.plot(n, [r.floor_s for r in vr], ":", color=colors["floor"],
+                        label="copy-bandwidth floor")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("elements")
+        ax.set_ylabel("median time (s)")
+        if rs:
+            ax.set_title(f"{func} ({rs[0].dtype}, {rs[0].threads} threads)", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(which="both", alpha=0.3)
+    fig.suptitle(f"fastloss {machine['versions']['fastloss']} on {machine['cpu']} "
+                 f"({machine['usable_cpus']} CPUs), {machine['date'][:10]}; copy bandwidth "
+                 f"{bandwidth / 1e9:.1f} GB/s", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

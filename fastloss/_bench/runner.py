@@ -1,0 +1,190 @@
+"""Running cases: make each input once, time every implementation at every thread
+count, compare each peer's result with fastloss's, keep the numbers."""
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import core
+from .core import IMPLS, Inputs, peer, time_calls, torch_threads
+
+# The scaling sweep: each scalable case at these fractions of its size (256x span).
+SCALING_FACTORS = (1 / 256, 1 / 64, 1 / 16, 1 / 4, 1.0)
+
+
+@dataclass
+class Result:
+    """One case at one shape, dtype and thread count."""
+    case: core.Case
+    shape: tuple
+    dtype: str
+    threads: int
+    times: dict = field(default_factory=dict)     # impl -> core.Timing
+    status: dict = field(default_factory=dict)    # impl -> "ok" | "not installed" | "differs" | "error: ..."
+    nbytes: int = None
+    floor_s: float = None
+
+    def median(self, impl):
+        t = self.times.get(impl)
+        return t.median if t is not None else None
+
+    def speedup(self, impl):
+        """peer median / fastloss median (> 1: fastloss is faster)."""
+        a, b = self.median("fastloss"), self.median(impl)
+        return b / a if a and b else None
+
+    @property
+    def x_floor(self):
+        """fastloss median / the time np.copyto takes to move the case's bytes."""
+        a = self.median("fastloss")
+        return a / self.floor_s if a and self.floor_s else None
+
+    @property
+    def elements(self):
+        return int(np.prod(self.shape))
+
+
+class Progress:
+    """One line on stderr saying what runs now (rewritten in place on a terminal)."""
+
+    def __init__(self, stream=None, enabled=True):
+        self.stream = sys.stderr if stream is None else stream
+        self.enabled = enabled
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.width = 0
+
+    def __call__(self, text):
+        if not self.enabled:
+            return
+        if self.tty:
+            pad = max(0, self.width - len(text))
+            self.stream.write("\r" + text + " " * pad)
+            self.width = len(text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def done(self):
+        if self.enabled and self.tty and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+        self.width = 0
+
+
+class Runner:
+    """Times cases; measurements of the same implementation, variant, shape, dtype and
+    thread count are made once and shared (a grad_out case's peers are its grad case's,
+    the scaling sweep's largest size is the main run's)."""
+
+    def __init__(self, quick=False, seed=0, progress=None, bandwidth=None):
+        self.quick = quick
+        self.repeats = core.REPEATS["quick" if quick else "default"]
+        self.seed = seed
+        self.progress = progress or Progress(enabled=False)
+        self.bandwidth = bandwidth
+        self._cache = {}
+        self._floors = {}
+
+    def measure_bandwidth(self):
+        self.progress("measuring copy bandwidth (np.copyto)")
+        self.bandwidth = core.copy_bandwidth(core.COPY_BYTES["quick" if self.quick else "default"])
+        return self.bandwidth
+
+    def floor(self, nbytes):
+        """Median time of np.copyto moving nbytes (nbytes / 2 read, nbytes / 2 written)
+        into an already-touched buffer: the time the case's bytes take at copy speed,
+        at the case's own size (so in cache where the case's data is)."""
+        if nbytes not in self._floors:
+            lo, hi, budget = self.repeats
+            _, t = time_calls(core.copy_floor_impl(nbytes)(None), lo, hi, budget)
+            self._floors[nbytes] = t.median
+        return self._floors[nbytes]
+
+    def run(self, jobs, dtypes, threads, label=""):
+        """jobs: list of (case, shape). Returns Results ordered job, dtype, threads.
+        Inputs are made once per (make, shape, dtype) and shared by the jobs using them."""
+        if self.bandwidth is None:
+            self.measure_bandwidth()
+        groups = {}
+        for j, (case, shape) in enumerate(jobs):
+            groups.setdefault((case.make, tuple(shape)), []).append(j)
+        total = len(jobs) * len(dtypes) * len(threads)
+        done = 0
+        out = {}
+        for (make, shape), members in groups.items():
+            for di, dtype in enumerate(dtypes):
+                rng = np.random.default_rng(self.seed)
+                self.progress(f"{label}making inputs {core.shape_label(shape)} {dtype}")
+                inputs = Inputs(make(shape, dtype, rng), dtype)
+                for j in members:
+                    case = jobs[j][0]
+                    for ti, t in enumerate(threads):
+                        done += 1
+                        head = (f"{label}[{done}/{total}] {case.id} {core.shape_label(shape)} "
+                                f"{dtype} threads={t}")
+                        out[(j, di, ti)] = self._one(case, shape, dtype, t, inputs, head)
+                del inputs
+        self.progress.done()
+        return [out[k] for k in sorted(out)]
+
+    def _one(self, case, shape, dtype, t, inputs, head):
+        import fastloss
+        res = Result(case, tuple(shape), dtype, t)
+        if case.nbytes is not None:
+            res.nbytes = int(case.nbytes(shape, np.dtype(dtype).itemsize))
+            self.progress(f"{head}: copy floor")
+            res.floor_s = self.floor(res.nbytes)
+        ref = None
+        with fastloss.threads(t), torch_threads(t):
+            for impl in IMPLS:
+                if impl not in case.impls:
+                    continue
+                if peer(impl) is None:
+                    res.status[impl] = "not installed"
+                    continue
+                variant = case.variant if impl == "fastloss" else case.peer_variant
+                key = (case.func, case.tag, variant, impl, tuple(shape), dtype, t)
+                if key not in self._cache:
+                    self.progress(f"{head}: {impl}")
+                    self._cache[key] = self._time(case, impl, inputs)
+                summary, timing, err = self._cache[key]
+                if err:
+                    res.status[impl] = err
+                    continue
+                res.times[impl] = timing
+                if impl == "fastloss":
+                    ref = summary
+                    res.status[impl] = "ok"
+                elif ref is None:
+                    res.status[impl] = "ok"
+                else:
+                    res.status[impl] = "ok" if core.agree(ref, summary, dtype) else "differs"
+        return res
+
+    def _time(self, case, impl, inputs):
+        lo, hi, budget = self.repeats
+        try:
+            fn = case.impls[impl](inputs)
+            first, timing = time_calls(fn, lo, hi, budget)
+            summary = core.summarize(first)
+            del first, fn
+            return summary, timing, None
+        except Exception as e:     # a peer's failure is reported, not fatal
+            msg = str(e).splitlines()[0] if str(e) else ""
+            return None, None, f"error: {type(e).__name__}: {msg}"[:200]
+
+
+def scaling_jobs(cases, quick):
+    """(case, shape) for every scalable case at each SCALING_FACTORS fraction of its size."""
+    jobs = []
+    for c in cases:
+        if c.scale is None:
+            continue
+        base = c.shape_for(quick)
+        shapes = []
+        for f in SCALING_FACTORS:
+            s = tuple(c.scale(base, f))
+            if s not in shapes:
+                shapes.append(s)
+        jobs.extend((c, s) for s in shapes)
+    return jobs

@@ -1,0 +1,219 @@
+"""The benchmark command line (python -m fastloss bench) and its case registry:
+quick runs of filtered cases, the JSON file, the errors, and that every peer
+computes the same numbers as fastloss (on the --quick shapes)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastloss
+from fastloss import __main__ as cli_main
+from fastloss._bench import UnknownName, all_cases, core, runner, select
+from fastloss._bench.cli import main as bench_main
+
+
+def run_cli(capsys, *args):
+    rc = cli_main.main(["bench", *args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# --- registry -----------------------------------------------------------------------
+
+def test_case_ids_unique_and_complete():
+    cases = all_cases()
+    ids = [c.id for c in cases]
+    assert len(ids) == len(set(ids))
+    for c in cases:
+        assert "fastloss" in c.impls and "numpy" in c.impls, c.id
+        assert c.variant in core.VARIANTS + ("fwd",), c.id
+        assert set(c.impls) <= set(core.IMPLS), c.id
+
+
+def test_every_public_function_has_a_case():
+    """A function exported by fastloss from a loss-family module must be benchmarked."""
+    funcs = {c.func for c in all_cases()}
+    for name in fastloss.__all__:
+        obj = getattr(fastloss, name)
+        mod = getattr(obj, "__module__", "") or ""
+        family = mod.rpartition(".")[2]
+        if callable(obj) and mod.startswith("fastloss.") and not family.startswith("_"):
+            assert name in funcs, f"fastloss.{name} ({mod}) has no benchmark case"
+
+
+def test_select():
+    ce = select(["cross_entropy"])
+    assert ce and all(c.func == "cross_entropy" and not c.large for c in ce)
+    big = select(["cross_entropy:v128k"])
+    assert big and all(c.large for c in big)                # named by size: large runs
+    assert {c.id for c in select(["cross_entropy"], large=True)} >= {c.id for c in big}
+    assert [c.id for c in select(["softmax:fwd"])] == ["softmax:fwd"]
+    assert select(["classification"]) == [c for c in all_cases() if c.family == "classification"
+                                          and not c.large]
+    with pytest.raises(UnknownName, match="'nope'.*valid names: .*cross_entropy"):
+        select(["softmax", "nope"])
+
+
+def test_byte_formulas():
+    ce = {c.variant: c for c in select(["cross_entropy:v32k"])}
+    n, c = 2048, 32000
+    assert ce["loss"].nbytes((n, c), 4) == n * c * 4 + 8 * n
+    assert ce["grad"].nbytes((n, c), 4) == 2 * n * c * 4 + 8 * n
+    bce = {c.variant: c for c in select(["binary_cross_entropy_with_logits"])}
+    assert bce["loss"].nbytes((10, 3), 8) == 2 * 30 * 8
+    assert bce["grad_out"].nbytes((10, 3), 8) == 3 * 30 * 8
+
+
+# --- the runner: measurements and the agreement check -------------------------------
+
+def _fake_case(peer_fn, variant="loss"):
+    def make(shape, dtype, rng):
+        return {"x": np.arange(np.prod(shape), dtype=dtype).reshape(shape)}
+    return core.Case(func="fake", family="test", variant=variant, shape=(4, 8), quick_shape=(4, 8),
+                     make=make, nbytes=lambda shp, s: int(np.prod(shp)) * s,
+                     impls={"fastloss": lambda d: (lambda: np.sum(d["x"])),
+                            "numpy": lambda d: (lambda: peer_fn(d["x"]))})
+
+
+def test_runner_flags_a_peer_that_differs():
+    good = runner.Runner(quick=True, bandwidth=1e9).run(
+        [(_fake_case(np.sum), (4, 8))], ["float64"], [1])[0]
+    assert good.status == {"fastloss": "ok", "numpy": "ok"}
+    assert good.speedup("numpy") > 0 and good.x_floor > 0 and good.nbytes == 32 * 8
+    assert len(good.times["fastloss"].times) >= core.REPEATS["quick"][0]
+
+    bad = runner.Runner(quick=True, bandwidth=1e9).run(
+        [(_fake_case(lambda x: np.sum(x) + 1), (4, 8))], ["float64"], [1])[0]
+    assert bad.status["numpy"] == "differs"
+    from fastloss._bench import report
+    text = report.format_table([bad])
+    assert " !" in text
+
+
+def test_runner_reports_a_failing_peer():
+    def boom(x):
+        raise RuntimeError("peer broke")
+    r = runner.Runner(quick=True, bandwidth=1e9).run([(_fake_case(boom), (4, 8))], ["float32"], [1])[0]
+    assert r.status["numpy"].startswith("error: RuntimeError: peer broke")
+    assert "numpy" not in r.times and r.status["fastloss"] == "ok"
+
+
+def test_peers_agree_with_fastloss():
+    """Every installed peer of every case computes fastloss's numbers (quick shapes)."""
+    run = runner.Runner(quick=True, bandwidth=1e9)
+    run.repeats = (1, 1, 0.0)
+    cases = all_cases()
+    results = run.run([(c, c.shape_for(True)) for c in cases if not c.large],
+                      ["float32", "float64"], [1])
+    bad = [(r.case.id, r.dtype, p, st) for r in results for p, st in r.status.items()
+           if st not in ("ok", "not installed")]
+    assert not bad
+    assert all(r.status["fastloss"] == "ok" for r in results)
+
+
+# --- the command line -----------------------------------------------------------------
+
+def test_quick_filtered_run_and_json(capsys, tmp_path):
+    path = tmp_path / "out.json"
+    rc, out, err = run_cli(capsys, "--quick", "--filter", "softmax,cross_entropy:c10:grad_out",
+                           "--threads", "1,2", "--json", str(path))
+    assert rc == 0, err
+    lines = out.splitlines()
+    head = next(line for line in lines if line.startswith("case"))
+    for col in ("shape", "dtype", "threads", "fastloss", "numpy", "vs numpy", "x floor"):
+        assert col in head
+    rows = [line for line in lines if line.startswith(("softmax:fwd", "cross_entropy:c10"))]
+    assert len(rows) == 4                                   # 2 cases x 2 thread counts
+    assert "copy bandwidth" in out and "x floor" in out
+    assert "[" in err                                       # the progress line
+
+    doc = json.loads(path.read_text())
+    m = doc["machine"]
+    for key in ("cpu", "physical_cores", "usable_cpus", "versions", "date", "fastloss_simd"):
+        assert key in m
+    assert m["versions"]["numpy"] == np.__version__ and m["versions"]["fastloss"] == fastloss.__version__
+    assert doc["settings"]["threads"] == [1, 2] and doc["settings"]["quick"] is True
+    assert doc["copy_bandwidth_bytes_per_s"] > 0
+    res = doc["results"]
+    assert [(r["case"], r["threads"]) for r in res] == [
+        ("cross_entropy:c10:grad_out", 1), ("cross_entropy:c10:grad_out", 2),
+        ("softmax:fwd", 1), ("softmax:fwd", 2)]
+    for r in res:
+        assert r["status"]["fastloss"] == "ok" and r["median_s"]["fastloss"] > 0
+        assert r["median_s"]["numpy"] > 0 and r["speedup"]["numpy"] > 0
+        assert r["bytes"] > 0 and r["floor_s"] > 0 and r["x_floor"] > 0
+        assert r["dtype"] == "float32" and r["shape"] in ([8192, 10], [128, 1024])
+    assert doc["scaling"] == []
+
+
+def test_markdown_and_dtype(capsys):
+    rc, out, _ = run_cli(capsys, "--quick", "--filter", "logsumexp", "--dtype", "float64",
+                         "--markdown")
+    assert rc == 0
+    assert "| case | shape | dtype | threads | fastloss |" in out
+    assert "| logsumexp:fwd | 128x1024 | float64 |" in out
+
+
+def test_list(capsys):
+    rc, out, _ = run_cli(capsys, "--list")
+    assert rc == 0
+    assert "cross_entropy:v32k:grad_out" in out and "2048x32000" in out
+    assert "cross_entropy:v128k:loss" in out and "(--large)" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--filter", "nope"], "unknown --filter name 'nope'; valid names: classification, cross_entropy"),
+    (["--threads", "0"], "thread counts must be positive integers"),
+    (["--threads", "two"], "thread counts must be positive integers"),
+    (["--dtype", "float16"], "dtype must be one of float32, float64"),
+    (["--json", "/nonexistent-dir/x.json"], "--json: the folder"),
+])
+def test_bad_arguments_exit_2(capsys, args, message):
+    rc, out, err = run_cli(capsys, *args)
+    assert rc == 2
+    assert message in err
+    assert "case" not in out                                # nothing ran
+
+
+def test_unknown_command(capsys):
+    assert cli_main.main(["benchmark"]) == 2
+    assert "unknown command 'benchmark'" in capsys.readouterr().err
+    assert cli_main.main([]) == 2
+    assert cli_main.main(["--help"]) == 0
+
+
+def test_plot_without_matplotlib(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)    # import matplotlib -> ImportError
+    rc, out, err = run_cli(capsys, "--quick", "--filter", "softmax", "--plot", "x.png")
+    assert rc == 2
+    assert "--plot needs matplotlib, which is not installed" in err
+
+
+def test_plot(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "bench.png"
+    rc, out, err = run_cli(capsys, "--quick", "--filter",
+                           "binary_cross_entropy_with_logits:grad_out", "--plot", str(path))
+    assert rc == 0, err
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "scaling: time against problem size" in out
+    sizes = [line.split()[1] for line in out.split("scaling:")[1].splitlines()
+             if line.startswith("binary_cross_entropy_with_logits:grad")]
+    elems = sorted({int(np.prod([int(v) for v in s.split("x")])) for s in sizes})
+    assert len(elems) >= 4 and elems[-1] >= 100 * elems[0]
+
+
+def test_python_dash_m_exit_status():
+    p = subprocess.run([sys.executable, "-m", "fastloss", "bench", "--filter", "nope"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert "unknown --filter name 'nope'" in p.stderr
+
+
+def test_bench_main_is_the_console_entry():
+    """pyproject's `fastloss = "fastloss.__main__:main"` reaches the bench command."""
+    assert cli_main.main(["bench", "--list"]) == 0
+    assert bench_main(["--list"]) == 0
