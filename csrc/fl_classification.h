@@ -36,7 +36,8 @@ typedef struct {
     static double (*fl_focal_block_##dt)(const T *, const T *, T *, T *, int64_t, T, T, T);  \
     static void (*fl_exp_array_##dt)(const T *, T *, int64_t);                               \
     static void (*fl_log_array_##dt)(const T *, T *, int64_t);                               \
-    static void (*fl_log1p_array_##dt)(const T *, T *, int64_t);
+    static void (*fl_log1p_array_##dt)(const T *, T *, int64_t);                             \
+    static void (*fl_log1p_unit_array_##dt)(const T *, T *, int64_t);
 FL_DECLARE(f32, float)
 FL_DECLARE(f64, double)
 
@@ -48,7 +49,8 @@ FL_DECLARE(f64, double)
     fl_focal_block_##dt = FL_LEVEL_FN(focal_block, dt, level);                \
     fl_exp_array_##dt = FL_LEVEL_FN(exp_array, dt, level);                    \
     fl_log_array_##dt = FL_LEVEL_FN(log_array, dt, level);                    \
-    fl_log1p_array_##dt = FL_LEVEL_FN(log1p_array, dt, level);
+    fl_log1p_array_##dt = FL_LEVEL_FN(log1p_array, dt, level);                \
+    fl_log1p_unit_array_##dt = FL_LEVEL_FN(log1p_unit_array, dt, level);
 
 /* Points every kernel at the variants of one SIMD level (the caller checks the
  * CPU supports it). */

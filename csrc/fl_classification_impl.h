@@ -320,7 +320,7 @@ static double N_(bce_block)(const T *x, const T *t, const T *w, const T *pw, T *
             /* (1 - t) x + lw softplus(-x), rearranged so both terms are >= 0 for
              * t in [0, 1] (no cancellation): softplus(-x) = log1p(e) + max(-x, 0),
              * and for x < 0, (1 - t) x - lw x = -pw t x. */
-            V l = N_(vsel)(neg, -(pwk * tk) * xk, ((T)1 - tk) * xk) + lw * N_(vlog1p)(e);
+            V l = N_(vsel)(neg, -(pwk * tk) * xk, ((T)1 - tk) * xk) + lw * N_(vlog1p_unit)(e);
             V d = (T)1 / ((T)1 + e);
             /* (1 - t) - lw sigmoid(-x), likewise = lw sigmoid(x) - pw t for x < 0 */
             V gk = N_(vsel)(neg, lw * (e * d) - pwk * tk, ((T)1 - tk) - lw * (e * d));
@@ -358,7 +358,7 @@ static double N_(focal_block)(const T *x, const T *t, T *lout, T *g, int64_t n,
             V d = (T)1 / ((T)1 + e);
             V p = N_(vsel)(xk < (T)0, e * d, d);     /* sigmoid(x) */
             V q = N_(vsel)(xk < (T)0, d, e * d);     /* sigmoid(-x) */
-            V ce = N_(vlog1p)(e) + N_(vsel)(xk > (T)0, xk, N_(vset1)(0)) - xk * tk;
+            V ce = N_(vlog1p_unit)(e) + N_(vsel)(xk > (T)0, xk, N_(vset1)(0)) - xk * tk;
             V omp = p * ((T)1 - tk) + q * tk;        /* 1 - p_t */
             V f = gamma == (T)0 ? N_(vset1)(1) : N_(vexp)(gamma * N_(vlog)(omp));
             V at = alpha < (T)0 ? N_(vset1)(1) : alpha * tk + ((T)1 - alpha) * ((T)1 - tk);

@@ -15,6 +15,7 @@
  *          number are flushed to +0 (x < log(FLT_MIN) ~ -87.34, log(DBL_MIN) ~ -708.4).
  *   vlog   float32 <= 2 ulp, float64 <= 2 ulp, all positive inputs incl. subnormals.
  *   vlog1p float32 <= 3 ulp, float64 <= 3 ulp for x > -1 (log's error plus the correction's).
+ *   vlog1p_unit (x in [0, 1] only) float32 <= 2 ulp, float64 <= 2 ulp.
  * Special values follow C99: exp(-inf)=0, exp(inf)=inf, log(0)=-inf, log(x<0)=NaN,
  * NaN in -> NaN out. */
 
@@ -194,6 +195,24 @@ FL_INL V N_(vlog1p)(V x) {
     return res;
 }
 
+/* log1p(x) for x in [0, 1] (softplus and log-cosh feed it exp(-|z|)): 2 atanh(s) with
+ * s = x / (2 + x) <= 1/3, one division and no exponent handling; <= 2 ulp (tested).
+ * NaN propagates. */
+#if FL_DOUBLE
+#define LOG1P_UNIT_TERMS 15   /* (1/9)^16 / 33 < 2^-53 */
+#else
+#define LOG1P_UNIT_TERMS 7    /* (1/9)^8 / 17 < 2^-24 */
+#endif
+FL_INL V N_(vlog1p_unit)(V x) {
+    V s = x / (x + (T)2.0);
+    V s2 = s * s;
+    V q = N_(vset1)((T)(1.0 / (2 * LOG1P_UNIT_TERMS + 1)));
+    for (int k = LOG1P_UNIT_TERMS - 1; k >= 1; k--) q = q * s2 + (T)(1.0 / (2 * k + 1));
+    V two_s = s + s;
+    return two_s + two_s * s2 * q;
+}
+#undef LOG1P_UNIT_TERMS
+
 /* Elementwise entry points, used by the accuracy tests. */
 static void N_(exp_array)(const T *x, T *y, int64_t n) {
     int64_t i = 0;
@@ -204,6 +223,11 @@ static void N_(log_array)(const T *x, T *y, int64_t n) {
     int64_t i = 0;
     for (; i + W <= n; i += W) N_(vstore)(y + i, N_(vlog)(N_(vload)(x + i)));
     if (i < n) N_(vstore_part)(y + i, N_(vlog)(N_(vload_part)(x + i, n - i, 1)), n - i);
+}
+static void N_(log1p_unit_array)(const T *x, T *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + W <= n; i += W) N_(vstore)(y + i, N_(vlog1p_unit)(N_(vload)(x + i)));
+    if (i < n) N_(vstore_part)(y + i, N_(vlog1p_unit)(N_(vload_part)(x + i, n - i, 0)), n - i);
 }
 static void N_(log1p_array)(const T *x, T *y, int64_t n) {
     int64_t i = 0;

@@ -40,6 +40,8 @@ cdef extern from "fl_classification.h" nogil:
     void fl_log_array_f64(const double*, double*, int64_t)
     void fl_log1p_array_f32(const float*, float*, int64_t)
     void fl_log1p_array_f64(const double*, double*, int64_t)
+    void fl_log1p_unit_array_f32(const float*, float*, int64_t)
+    void fl_log1p_unit_array_f64(const double*, double*, int64_t)
 
 # Elements per parallel work item of the elementwise losses. Fixed (not derived
 # from the thread count) so the float64 partial sums are always the same.
@@ -200,7 +202,7 @@ cdef double _ordered_sum(double[::1] part) noexcept:
 
 
 def vector_math(str fn, const floating[::1] x, floating[::1] y):
-    """y = exp/log/log1p(x) with the kernels' own vectorised functions (for accuracy tests)."""
+    """y = exp/log/log1p/log1p_unit(x) with the kernels' own vectorised functions (accuracy tests)."""
     cdef int64_t n = x.shape[0]
     if n == 0:
         return
@@ -219,5 +221,10 @@ def vector_math(str fn, const floating[::1] x, floating[::1] y):
             fl_log1p_array_f32(&x[0], &y[0], n)
         else:
             fl_log1p_array_f64(&x[0], &y[0], n)
+    elif fn == "log1p_unit":
+        if floating is float:
+            fl_log1p_unit_array_f32(&x[0], &y[0], n)
+        else:
+            fl_log1p_unit_array_f64(&x[0], &y[0], n)
     else:
         raise ValueError(f"unknown function {fn!r}")

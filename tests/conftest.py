@@ -1,11 +1,16 @@
 """Fixtures shared by every test module."""
+import os
+
 import numpy as np
 import pytest
 
 import fastloss
 
+# FASTLOSS_SIMD pins the whole run to one path (e.g. the wheel check's baseline run).
+SIMD_LEVELS = [os.environ["FASTLOSS_SIMD"]] if os.environ.get("FASTLOSS_SIMD") else fastloss.available_levels()
 
-@pytest.fixture(params=fastloss.available_levels())
+
+@pytest.fixture(params=SIMD_LEVELS)
 def simd(request):
     """Runs the test once per SIMD path this CPU supports (baseline, avx2, avx512)."""
     old = fastloss.get_simd()

@@ -5,7 +5,7 @@ import pytest
 
 from fastloss import _classification as _k
 
-ULP_BOUND = {"exp": 2.0, "log": 2.0, "log1p": 3.0}   # as documented in csrc/fl_vec.h
+ULP_BOUND = {"exp": 2.0, "log": 2.0, "log1p": 3.0, "log1p_unit": 2.0}   # as documented in csrc/fl_vec.h
 
 
 def _run(fn, x):
@@ -15,7 +15,7 @@ def _run(fn, x):
 
 
 def _max_ulp(x, y, fn):
-    ref_fn = {"exp": np.exp, "log": np.log, "log1p": np.log1p}[fn]
+    ref_fn = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "log1p_unit": np.log1p}[fn]
     if x.dtype == np.float32:
         ref = ref_fn(x.astype(np.float64))
     else:
@@ -60,6 +60,15 @@ def test_log1p_ulp(simd, dtype):
     x = np.concatenate([tiny, rng.uniform(-0.999, 0, 100_000), np.exp2(rng.uniform(-1, 100, 200_000))])
     x = x.astype(dtype)
     assert _max_ulp(x, _run("log1p", x), "log1p") <= ULP_BOUND["log1p"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_log1p_unit_ulp(simd, dtype):
+    rng = np.random.default_rng(4)
+    x = np.concatenate([np.exp2(rng.uniform(-140, 0, 200_000)), rng.uniform(0, 1, 200_000), [0.0, 1.0]])
+    x = x.astype(dtype)
+    assert _max_ulp(x, _run("log1p_unit", x), "log1p_unit") <= ULP_BOUND["log1p_unit"]
+    assert np.isnan(_run("log1p_unit", np.array([np.nan], dtype=dtype))[0])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
