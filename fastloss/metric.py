@@ -1,0 +1,436 @@
+"""Metric-learning and contrastive losses: pairwise distances, the triplet margin
+loss, batch-hard / batch-all triplet mining, InfoNCE (and CLIP) and NT-Xent (SimCLR).
+
+Thin wrappers: check and coerce the arguments (fastloss/_checks.py), then
+alternate NumPy matrix products (BLAS, with BLAS's own threads) with the fused
+OpenMP epilogues of fastloss/_metric.pyx, never both at once. The similarity
+matrix of the contrastive losses is traversed by two kernels (statistics, then
+the gradient of the logits written in place), and the gradient goes back to the
+embeddings through BLAS again. See ../shared/DESIGN.md for the conventions.
+"""
+import math
+
+import numpy as np
+
+from . import _config
+from . import _metric as _k
+from ._checks import (as_float_array, as_labels, check_grad_out, check_real, check_reduction,
+                      reduce_total, result_dtype)
+from .classification import label_rows
+
+_config.register_kernels(_k)
+
+# torch.nn.functional.normalize's eps: x / max(||x||, eps).
+NORMALIZE_EPS = 1e-12
+# Similarity matrices up to this size are kept whole (two products); larger ones are
+# processed in blocks of rows (about _BLOCK_BYTES each), so memory stays bounded.
+_S_MAX_BYTES = 1 << 30
+_BLOCK_BYTES = 64 << 20
+_METRICS = ("sqeuclidean", "euclidean", "cosine")
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+def _check_grad_request(return_grad, grad_out):
+    if grad_out is not None and not return_grad:
+        raise ValueError("grad_out is only used with return_grad=True")
+
+
+def _matrix(a, name, min_rows=0):
+    x = as_float_array(a, name)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {x.shape}")
+    if x.shape[0] < min_rows:
+        raise ValueError(f"{name} must have at least {min_rows} rows, got {x.shape[0]}")
+    return x
+
+
+def _same_shape(ref, ref_name, other, name):
+    if other.shape != ref.shape:
+        raise ValueError(f"{name} has shape {other.shape}, expected {ref_name}'s shape {ref.shape}")
+
+
+def _grads(grad_out, names, shape, dtype):
+    """Fresh gradient buffers, or the checked ones of grad_out (an array for one gradient,
+    a tuple for several)."""
+    if grad_out is None:
+        return [np.empty(shape, dtype=dtype) for _ in names]
+    outs = (grad_out,) if len(names) == 1 and isinstance(grad_out, np.ndarray) else tuple(grad_out)
+    if len(outs) != len(names):
+        raise ValueError(f"grad_out must hold {len(names)} arrays ({', '.join(names)}), got {len(outs)}")
+    return [check_grad_out(g, shape, dtype, f"grad_out[{i}]") for i, g in enumerate(outs)]
+
+
+def _block_rows(n_rows, row_bytes, multiple=1):
+    """Rows per block of about _BLOCK_BYTES, a multiple of `multiple`."""
+    b = max(multiple, (_BLOCK_BYTES // max(row_bytes, 1)) // multiple * multiple)
+    return min(b, n_rows)
+
+
+def _operand_copy(x):
+    """The right-hand operand of x @ x.T as a separate buffer: NumPy sends x @ x.T to syrk
+    and mirrors the triangle serially, slower here than a plain gemm."""
+    return np.array(x, copy=True)
+
+
+def _finish(rows, denom, reduction, dtype, shape):
+    if reduction == "none":
+        return rows.astype(dtype).reshape(shape)
+    return reduce_total(float(np.sum(rows)), denom, reduction, dtype)
+
+
+# --- pairwise distances -----------------------------------------------------------------
+
+def pairwise_distances(x, y=None, *, metric="sqeuclidean"):
+    """(N, M) distances between the rows of x (N, D) and y (M, D) (y=None: x and itself).
+
+    "sqeuclidean": ||a||^2 + ||b||^2 - 2 a.b clamped at 0 (the GEMM identity: BLAS does
+    the products; nearby points lose precision, about eps * (||a||^2 + ||b||^2));
+    "euclidean": its square root; "cosine": 1 - a.b / (||a|| ||b||) clipped to [0, 2],
+    zero rows have similarity 0 (distance 1). With y=None the diagonal is exactly 0.
+    The result has the inputs' dtype (float64 if either is), computed in row blocks
+    straight into the output: no float64 or second (N, M) temporary.
+    """
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
+    xa = _matrix(x, "x")
+    if y is None:
+        dtype = xa.dtype
+        ya = None
+    else:
+        ya = _matrix(y, "y")
+        if ya.shape[1] != xa.shape[1]:
+            raise ValueError(f"y has {ya.shape[1]} features (columns), x has {xa.shape[1]}")
+        dtype = result_dtype(xa, ya)
+    xa = np.ascontiguousarray(xa, dtype=dtype)
+    yc = _operand_copy(xa) if ya is None else np.ascontiguousarray(ya, dtype=dtype)
+    N, M = xa.shape[0], yc.shape[0]
+    out = np.empty((N, M), dtype=dtype)
+    if N == 0 or M == 0:
+        return out
+    nt = _config.threads_for(N * M)
+    ntn = _config.threads_for(xa.size + yc.size)
+    xn = np.empty(N)
+    _k.sq_norms(xa, xn, ntn)
+    yn = xn if ya is None else np.empty(M)
+    if ya is not None:
+        _k.sq_norms(yc, yn, ntn)
+    if metric == "cosine":
+        with np.errstate(divide="ignore"):
+            a = np.where(xn > 0, 1.0 / np.sqrt(xn), 0.0).astype(dtype)
+            b = a if ya is None else np.where(yn > 0, 1.0 / np.sqrt(yn), 0.0).astype(dtype)
+        mode = _k.DIST_COSINE
+    else:
+        a = xn.astype(dtype)
+        b = a if ya is None else yn.astype(dtype)
+        mode = _k.DIST_SQ if metric == "sqeuclidean" else _k.DIST_EUCLID
+    B = _block_rows(N, M * dtype.itemsize)
+    for r0 in range(0, N, B):
+        r1 = min(N, r0 + B)
+        blk = out[r0:r1]
+        np.matmul(xa[r0:r1], yc.T, out=blk)
+        _k.dist_epilogue(blk, a[r0:r1], b, r0 if ya is None else -1, mode, nt)
+    return out
+
+
+# --- triplet margin loss ----------------------------------------------------------------
+
+def triplet_margin_loss(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e-6, swap=False,
+                        squared=False, reduction="mean", return_grad=False, grad_out=None):
+    """PyTorch's triplet_margin_loss: max(d(a, p) - d(a, n) + margin, 0) per triplet with
+    d(x, y) = ||x - y + eps||_p (p > 0, inf allowed), not squared; swap=True uses
+    min(d(a, n), d(p, n)) as the negative distance (ties split the gradient, as
+    torch.min). squared=True (p=2 only) uses d(x, y)^2, the FaceNet form.
+    Inputs: (N, D) or one triplet (D,). Gradients (anchor, positive, negative); the
+    hinge passes the gradient where its argument is >= 0 (PyTorch's clamp_min), and a
+    distance of 0 has a zero subgradient.
+    """
+    reduction = check_reduction(reduction)
+    _check_grad_request(return_grad, grad_out)
+    a = as_float_array(anchor, "anchor")
+    pos = as_float_array(positive, "positive")
+    neg = as_float_array(negative, "negative")
+    if a.ndim not in (1, 2):
+        raise ValueError(f"anchor must be 1-D (D,) or 2-D (N, D), got shape {a.shape}")
+    _same_shape(a, "anchor", pos, "positive")
+    _same_shape(a, "anchor", neg, "negative")
+    m = check_real(margin, "margin", 0.0)
+    pe = check_real(p, "p", 0.0, low_open=True)
+    e = check_real(eps, "eps", 0.0)
+    if squared and pe != 2.0:
+        raise ValueError(f"squared=True is the squared Euclidean distance: p must be 2, got {pe}")
+    dtype = result_dtype(a, pos, neg)
+    shape = a.shape
+    D = shape[-1]
+    N = 1 if a.ndim == 1 else shape[0]
+    a2, p2, n2 = (np.ascontiguousarray(t, dtype=dtype).reshape(N, D) for t in (a, pos, neg))
+    kind = {1.0: _k.PNORM_1, 2.0: _k.PNORM_2, math.inf: _k.PNORM_INF}.get(pe, _k.PNORM_GEN)
+    gs = 1.0 / N if reduction == "mean" and N else 1.0
+    grads = _grads(grad_out, ("anchor", "positive", "negative"), shape, dtype) if return_grad else None
+    g2 = [g.reshape(N, D) for g in grads] if grads else [None, None, None]
+    rows = np.empty(N)
+    _k.triplet(a2, p2, n2, g2[0], g2[1], g2[2], kind, pe, e, m, bool(swap), bool(squared), gs,
+               rows, _config.threads_for(3 * a2.size))
+    loss = _finish(rows, N, reduction, dtype, shape[:-1])
+    return (loss, tuple(grads)) if return_grad else loss
+
+
+# --- batch-hard / batch-all triplet loss ------------------------------------------------
+
+def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mining="hard",
+                            reduction="mean", return_grad=False, grad_out=None):
+    """Triplet loss with triplets mined inside the batch from integer labels
+    (Hermans et al. 2017), distances Euclidean (or squared with squared=True):
+
+    mining="hard": per anchor its farthest positive (same label, another row) and nearest
+    negative (ties: first row); loss max(d_ap - d_an + margin, 0); anchors without a
+    positive or a negative are skipped. "mean" averages over the anchors that have both
+    (0 when none has). The distances of the chosen pairs are recomputed exactly from the
+    embeddings; the mining uses the GEMM identity in the embeddings' dtype.
+    mining="all": every valid triplet (a, p, n); "mean" is the sum of the positive losses
+    over their number (0 when there is none); "none" gives each anchor's sum.
+    Gradient with respect to the embeddings (zero subgradient at distance 0).
+    """
+    reduction = check_reduction(reduction)
+    _check_grad_request(return_grad, grad_out)
+    if mining not in ("hard", "all"):
+        raise ValueError(f"mining must be 'hard' or 'all', got {mining!r}")
+    E = _matrix(embeddings, "embeddings", min_rows=2)
+    lab = as_labels(labels, "labels")
+    N, D = E.shape
+    if lab.shape != (N,):
+        raise ValueError(f"labels must have shape ({N},) (one per embedding row), got {lab.shape}")
+    m = check_real(margin, "margin", 0.0)
+    dtype = E.dtype
+    E = np.ascontiguousarray(E)
+    lab32 = np.unique(lab, return_inverse=True)[1].reshape(-1).astype(np.int32)
+    sq = np.empty(N)
+    _k.sq_norms(E, sq, _config.threads_for(E.size))
+    sqT = sq.astype(dtype)
+    Ec = _operand_copy(E)
+    nt = _config.threads_for(N * N)
+    grad = _grads(grad_out, ("embeddings",), (N, D), dtype)[0] if return_grad else None
+    rows = np.empty(N)
+    if mining == "hard":
+        pos = np.empty(N, dtype=np.int64)
+        neg = np.empty(N, dtype=np.int64)
+        cp = np.empty(N)
+        cn = np.empty(N)
+        B = _block_rows(N, N * dtype.itemsize)
+        G = np.empty((B, N), dtype=dtype)
+        for r0 in range(0, N, B):
+            r1 = min(N, r0 + B)
+            blk = G[:r1 - r0]
+            np.matmul(E[r0:r1], Ec.T, out=blk)
+            _k.hard_mine(blk, r0, sqT, lab32, E, m, bool(squared), pos, neg, rows, cp, cn, nt)
+        denom = float(np.count_nonzero((pos >= 0) & (neg >= 0)))
+        if grad is not None:
+            gs = (1.0 / denom if denom else 0.0) if reduction == "mean" else 1.0
+            grad[...] = 0
+            _k.hard_scatter(E, grad, pos, neg, cp, cn, gs, _config.threads_for(E.size))
+    else:
+        G = np.empty((N, N), dtype=dtype)
+        np.matmul(E, Ec.T, out=G)
+        count = np.empty(N, dtype=np.int64)
+        _k.all_mine(G, sqT, lab32, m, bool(squared), rows, count, nt)
+        denom = float(np.sum(count))
+        if grad is not None:
+            gs = (1.0 / denom if denom else 0.0) if reduction == "mean" else 1.0
+            # dL/dE = 2 (diag(rowsum Ws) E - Ws E), Ws = gs (W + W^T): one product with a
+            # ones column appended for the row sums.
+            _k.sym_add(G, 2.0 * gs, nt)
+            E1 = np.empty((N, D + 1), dtype=dtype)
+            E1[:, :D] = E
+            E1[:, D] = 1
+            R = G @ E1
+            np.multiply(E, R[:, D:], out=grad)
+            grad -= R[:, :D]
+    if reduction == "mean" and denom == 0:
+        loss = dtype.type(np.sum(rows))      # 0 (or NaN from NaN input)
+    else:
+        loss = _finish(rows, denom, reduction, dtype, (N,))
+    return (loss, grad) if return_grad else loss
+
+
+# --- InfoNCE / CLIP ---------------------------------------------------------------------
+
+def _normalized(x, scale, normalize, nt):
+    """scale * x / max(||x||, eps) row-wise (or scale * x), as a new C-contiguous array."""
+    if normalize:
+        out = np.empty_like(x)
+        _k.normalize(x, out, scale, NORMALIZE_EPS, nt)
+        return out
+    return x * x.dtype.type(scale) if scale != 1.0 else x
+
+
+def _normalized_grad(x, gh, g, scale, normalize, nt):
+    """The gradient with respect to x of <gh, _normalized(x, scale)>, into g."""
+    if normalize:
+        _k.normalize_grad(x, gh, g, NORMALIZE_EPS, scale, nt)
+    else:
+        np.multiply(gh, x.dtype.type(scale), out=g)
+    return g
+
+
+def _sym_ce(qs, kh, gs, want_grad, nt):
+    """Symmetric (CLIP) cross-entropy of S = qs kh^T with positives on the diagonal:
+    per-row losses 0.5 (lse_row_i - S_ii) + 0.5 (lse_col_i - S_ii), and with want_grad
+    (dS kh, dS^T qs) for dS = gs * d(sum of the losses)/dS."""
+    N, dtype = qs.shape[0], qs.dtype
+    G = _k.CE_GROUP
+    ng = -(-N // G)
+    rlse = np.empty(N)
+    diag = np.empty(N)
+    cmax = np.empty((ng, N), dtype=dtype)
+    csum = np.empty((ng, N), dtype=dtype)
+    clse = np.empty(N, dtype=dtype)
+    full = N * N * dtype.itemsize <= _S_MAX_BYTES
+    B = N if full else _block_rows(N, N * dtype.itemsize, G)
+    S = np.empty((B, N), dtype=dtype)
+    idx = np.arange(B)
+    for r0 in range(0, N, B):               # pass 1: statistics
+        r1 = min(N, r0 + B)
+        Sb = S[:r1 - r0]
+        np.matmul(qs[r0:r1], kh.T, out=Sb)
+        diag[r0:r1] = Sb[idx[:r1 - r0], idx[:r1 - r0] + r0]
+        _k.ce_stats(Sb, r0, rlse, cmax, csum, nt)
+    _k.ce_col_lse(cmax, csum, clse, nt)
+    rows = 0.5 * (rlse - diag) + 0.5 * (clse.astype(np.float64) - diag)
+    if not want_grad:
+        return rows, None, None
+    gq = np.empty_like(qs)
+    gk = np.empty_like(kh) if full else np.zeros_like(kh)
+    for r0 in range(0, N, B):               # pass 2: gradient of the logits, back through BLAS
+        r1 = min(N, r0 + B)
+        Sb = S[:r1 - r0]
+        if not full:
+            np.matmul(qs[r0:r1], kh.T, out=Sb)
+        _k.ce_grad(Sb, r0, rlse, 0.5 * gs, clse, 0.5 * gs, 0, N, gs, nt)
+        np.matmul(Sb, kh, out=gq[r0:r1])
+        if full:
+            np.matmul(Sb.T, qs, out=gk)
+        else:
+            gk += Sb.T @ qs[r0:r1]
+    return rows, gq, gk
+
+
+def _row_ce(qs, kh, labels_of, gs, want_grad, mask_self=False):
+    """Row-wise cross-entropy of S = qs kh^T (row i's label labels_of(rows)), through
+    classification.label_rows in place. Returns per-row losses and, with want_grad,
+    (dS kh, dS^T qs). mask_self: S_ii = -inf (self-similarity excluded)."""
+    N, M, dtype = qs.shape[0], kh.shape[0], qs.dtype
+    full = N * M * dtype.itemsize <= _S_MAX_BYTES
+    B = N if full else _block_rows(N, M * dtype.itemsize)
+    S = np.empty((B, M), dtype=dtype)
+    rows = np.empty(N)
+    gq = np.empty_like(qs) if want_grad else None
+    gk = (np.empty_like(kh) if full else np.zeros_like(kh)) if want_grad else None
+    for r0 in range(0, N, B):
+        r1 = min(N, r0 + B)
+        Sb = S[:r1 - r0]
+        np.matmul(qs[r0:r1], kh.T, out=Sb)
+        if mask_self:
+            i = np.arange(r1 - r0)
+            Sb[i, i + r0] = -np.inf
+        rows[r0:r1] = label_rows(Sb, labels_of(r0, r1), gscale=gs, grad=Sb if want_grad else None,
+                                 n_threads=_config.threads_for(Sb.size))
+        if want_grad:
+            np.matmul(Sb, kh, out=gq[r0:r1])
+            if full:
+                np.matmul(Sb.T, qs, out=gk)
+            else:
+                gk += Sb.T @ qs[r0:r1]
+    return rows, gq, gk
+
+
+def info_nce_loss(query, key, *, temperature=0.07, symmetric=False, normalize=True,
+                  reduction="mean", return_grad=False, grad_out=None):
+    """InfoNCE: logits = q k^T / temperature, row i's positive at column i, softmax
+    cross-entropy over each row. symmetric=True averages the row and column
+    cross-entropies (the CLIP loss; "none" gives 0.5 (row_i + col_i)). normalize=True
+    L2-normalises both inputs first (x / max(||x||, 1e-12), as F.normalize), and the
+    gradient goes through the normalisation. query, key: (N, D), N >= 2.
+    Gradients (grad_query, grad_key).
+    """
+    reduction = check_reduction(reduction)
+    _check_grad_request(return_grad, grad_out)
+    q = _matrix(query, "query", min_rows=2)
+    k = _matrix(key, "key")
+    _same_shape(q, "query", k, "key")
+    t = check_real(temperature, "temperature", 0.0, low_open=True)
+    dtype = result_dtype(q, k)
+    q = np.ascontiguousarray(q, dtype=dtype)
+    k = np.ascontiguousarray(k, dtype=dtype)
+    N, D = q.shape
+    grads = _grads(grad_out, ("query", "key"), (N, D), dtype) if return_grad else None
+    ntv = _config.threads_for(q.size)
+    nt = _config.threads_for(N * N)
+    qs = _normalized(q, 1.0 / t, normalize, ntv)      # S = qs kh^T is already divided by t
+    kh = _normalized(k, 1.0, normalize, ntv)
+    gs = 1.0 / N if reduction == "mean" else 1.0
+    if symmetric:
+        rows, gq, gk = _sym_ce(qs, kh, gs, return_grad, nt)
+    else:
+        rows, gq, gk = _row_ce(qs, kh, lambda r0, r1: np.arange(r0, r1, dtype=np.int64), gs,
+                               return_grad)
+    loss = _finish(rows, N, reduction, dtype, (N,))
+    if not return_grad:
+        return loss
+    _normalized_grad(q, gq, grads[0], 1.0 / t, normalize, ntv)
+    _normalized_grad(k, gk, grads[1], 1.0, normalize, ntv)
+    return loss, tuple(grads)
+
+
+# --- NT-Xent (SimCLR) -------------------------------------------------------------------
+
+def nt_xent_loss(z1, z2, *, temperature=0.5, reduction="mean", return_grad=False, grad_out=None):
+    """SimCLR's NT-Xent loss over the 2N views z = [z1; z2] (each (N, D), N >= 2):
+    cosine similarities / temperature, self-similarity excluded, the positive of view i
+    is its pair (i + N mod 2N), softmax cross-entropy per view. "mean" averages the 2N
+    views; "none" gives the 2N per-view losses, z1's rows first. Cosine similarity is
+    that of x / max(||x||, 1e-12). Gradients (grad_z1, grad_z2).
+    """
+    reduction = check_reduction(reduction)
+    _check_grad_request(return_grad, grad_out)
+    a = _matrix(z1, "z1", min_rows=2)
+    b = _matrix(z2, "z2")
+    _same_shape(a, "z1", b, "z2")
+    t = check_real(temperature, "temperature", 0.0, low_open=True)
+    dtype = result_dtype(a, b)
+    a = np.ascontiguousarray(a, dtype=dtype)
+    b = np.ascontiguousarray(b, dtype=dtype)
+    N, D = a.shape
+    n2 = 2 * N
+    grads = _grads(grad_out, ("z1", "z2"), (N, D), dtype) if return_grad else None
+    ntv = _config.threads_for(a.size)
+    nt = _config.threads_for(n2 * n2)
+    scale = 1.0 / math.sqrt(t)                 # S = zs zs^T = cos / t
+    zs = np.empty((n2, D), dtype=dtype)
+    _k.normalize(a, zs[:N], scale, NORMALIZE_EPS, ntv)
+    _k.normalize(b, zs[N:], scale, NORMALIZE_EPS, ntv)
+    gs = 1.0 / n2 if reduction == "mean" else 1.0
+    if n2 * n2 * dtype.itemsize <= _S_MAX_BYTES:
+        # S is symmetric: row statistics suffice, and the gradient of the logits,
+        # symmetrised (dS + dS^T), goes back through one product.
+        S = np.empty((n2, n2), dtype=dtype)
+        np.matmul(zs, _operand_copy(zs).T, out=S)
+        np.fill_diagonal(S, -np.inf)
+        i = np.arange(n2)
+        posv = S[i, (i + N) % n2].astype(np.float64)
+        rlse = np.empty(n2)
+        _k.ce_stats(S, 0, rlse, None, None, nt)
+        rows = rlse - posv
+        if return_grad:
+            _k.ce_grad(S, 0, rlse, gs, rlse.astype(dtype), gs, N, n2, 2.0 * gs, nt)
+            gz = S @ zs
+    else:
+        rows, gz, gz2 = _row_ce(zs, zs, lambda r0, r1: (np.arange(r0, r1, dtype=np.int64) + N) % n2,
+                                gs, return_grad, mask_self=True)
+        if return_grad:
+            gz += gz2
+    loss = _finish(rows, n2, reduction, dtype, (n2,))
+    if not return_grad:
+        return loss
+    _k.normalize_grad(a, np.ascontiguousarray(gz[:N]), grads[0], NORMALIZE_EPS, scale, ntv)
+    _k.normalize_grad(b, np.ascontiguousarray(gz[N:]), grads[1], NORMALIZE_EPS, scale, ntv)
+    return loss, tuple(grads)
