@@ -165,7 +165,8 @@ def _label_bytes(shape, s, grad):
 
 def _loss_cases(func, fl_fn, np_fn, torch_fn, jax_fn, args, make, sizes, *, elementwise):
     """loss, grad and grad_out cases of one loss function at each size in `sizes`:
-    (tag, shape, quick_shape, large, scaling)."""
+    (tag, shape, quick_shape, large, scaling); with scaling, the gradient cases are
+    in the scaling sweep."""
     cases = []
     for tag, shape, quick, large, scaling in sizes:
         for variant in ("loss", "grad", "grad_out"):
@@ -186,7 +187,7 @@ def _loss_cases(func, fl_fn, np_fn, torch_fn, jax_fn, args, make, sizes, *, elem
             cases.append(Case(func=func, family=FAMILY, variant=variant, tag=tag, shape=shape,
                               quick_shape=quick, make=make, impls=impls, nbytes=nbytes,
                               bytes_formula=formula, large=large,
-                              scale=scale_rows if scaling else None))
+                              scale=scale_rows if scaling and grad else None))
     return cases
 
 

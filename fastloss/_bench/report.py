@@ -198,24 +198,25 @@ def plot(path, results, scaling, machine, bandwidth):
                 pts = [(e, r.median(impl)) for e, r in zip(n, vr) if r.median(impl)]
                 if not pts:
                     continue
-                style = "-o" if impl == "fastloss" and v == variants[0] else "--o" if impl == "fastloss" else "-s"
-                name = f"fastloss ({v})" if impl == "fastloss" else impl
-                ax.plot(*zip(*pts), style, color=colors[impl], label=name, ms=4,
+                first = v == variants[0]
+                style = "-s" if impl != "fastloss" else "-o" if first else "--o"
+                ax.plot(*zip(*pts), style, color=colors[impl], label=f"{impl} ({v})", ms=4,
                         alpha=1 if impl == "fastloss" else 0.8)
             if v == variants[0] and vr and vr[0].floor_s:
                 ax.plot(n, [r.floor_s for r in vr], ":", color=colors["floor"],
-                        label="copy-bandwidth floor")
+                        label=f"floor: np.copyto of the bytes ({v})")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("elements")
         ax.set_ylabel("median time (s)")
         if rs:
-            ax.set_title(f"{func} ({rs[0].dtype}, {rs[0].threads} threads)", fontsize=9)
+            nt = rs[0].threads
+            ax.set_title(f"{func} ({rs[0].dtype}, {nt} thread{'s' if nt > 1 else ''})", fontsize=9)
         ax.legend(fontsize=7)
         ax.grid(which="both", alpha=0.3)
     fig.suptitle(f"fastloss {machine['versions']['fastloss']} on {machine['cpu']} "
                  f"({machine['usable_cpus']} CPUs), {machine['date'][:10]}; copy bandwidth "
                  f"{bandwidth / 1e9:.1f} GB/s", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
