@@ -45,8 +45,9 @@ FL_INL V N_(vexpm1_le1)(V z) {
 
 /* |x|, and x with the sign of s (s's sign bit xor-ed in; m >= 0 in every use): bit
  * operations, one instruction each. */
-FL_INL V N_(vabs)(V x) { return (V)((VI)x & ~(VI)N_(vset1)(-(T)0)); }
-FL_INL V N_(vxorsign)(V x, V s) { return (V)((VI)x ^ ((VI)s & (VI)N_(vset1)(-(T)0))); }
+FL_INL VI N_(vsignbit)(void) { return (VI)(-N_(vset1)((T)0)); }   /* -(+0) = -0 (vset1(-0) is +0) */
+FL_INL V N_(vabs)(V x) { return (V)((VI)x & ~N_(vsignbit)()); }
+FL_INL V N_(vxorsign)(V x, V s) { return (V)((VI)x ^ ((VI)s & N_(vsignbit)())); }
 
 /* sign(r) * m for r != 0, 0 for r == 0, NaN for NaN (r * 0 keeps the NaN). */
 FL_INL V N_(vsignmul)(V r, V m) {
@@ -168,14 +169,115 @@ static double N_(reg_block)(int kind, const T *x, const T *t, const T *w, T *lou
     }
 }
 
-/* --- bounding boxes: (x1, y1, x2, y2) per box, 4 contiguous values ------------------ */
+/* --- bounding boxes: (x1, y1, x2, y2) per box, 4 contiguous values ------------------
+ * W box pairs at a time: the coordinates are transposed into one vector per
+ * coordinate (and the gradients back), the math runs on whole vectors. */
 
-/* Share of a in d max(a, b) and d min(a, b): 1, 0 or, on a tie, 1/2 (PyTorch's
- * maximum/minimum split the gradient evenly between equal arguments). */
-FL_INL T N_(share_max)(T a, T b) { return a > b ? (T)1 : a == b ? (T)0.5 : (T)0; }
-FL_INL T N_(share_min)(T a, T b) { return a < b ? (T)1 : a == b ? (T)0.5 : (T)0; }
+FL_INL V N_(vmax2)(V a, V b) { return N_(vsel)(a > b, a, b); }
+FL_INL V N_(vmin2)(V a, V b) { return N_(vsel)(a < b, a, b); }
+/* Share of a in d max(a, b) (or d min(a, b) with `lt`): 1, 0 or, on a tie, 1/2
+ * (PyTorch's maximum/minimum split the gradient evenly between equal arguments). */
+FL_INL V N_(vshare)(VI win, V a, V b) {
+    return N_(vsel)(win, N_(vset1)((T)1), N_(vsel)(a == b, N_(vset1)((T)0.5), N_(vset1)((T)0)));
+}
 
-/* torchvision's loss of one box pair p, q and, with grad, its gradient times gs
+/* Two-source lane shuffles with constant indices, per vector width (GCC >= 12 and
+ * Clang have __builtin_shufflevector; older GCC takes an index vector). */
+#if W == 2
+#define FL_EVEN 0, 2
+#define FL_ODD 1, 3
+#define FL_ZLO 0, 2
+#define FL_ZHI 1, 3
+#elif W == 4
+#define FL_EVEN 0, 2, 4, 6
+#define FL_ODD 1, 3, 5, 7
+#define FL_ZLO 0, 4, 1, 5
+#define FL_ZHI 2, 6, 3, 7
+#elif W == 8
+#define FL_EVEN 0, 2, 4, 6, 8, 10, 12, 14
+#define FL_ODD 1, 3, 5, 7, 9, 11, 13, 15
+#define FL_ZLO 0, 8, 1, 9, 2, 10, 3, 11
+#define FL_ZHI 4, 12, 5, 13, 6, 14, 7, 15
+#elif W == 16
+#define FL_EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define FL_ODD 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#define FL_ZLO 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
+#define FL_ZHI 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+#endif
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define FL_SHUF(a, b, idx) __builtin_shufflevector(a, b, idx)
+#else
+#define FL_SHUF(a, b, idx) __builtin_shuffle(a, b, (VI){idx})
+#endif
+
+/* W boxes (4W contiguous values) from p into c[0..3], one vector per coordinate:
+ * two rounds of even/odd splits. nb < W: the missing boxes read as (0, 0, 0, 0),
+ * which give finite values that the caller drops. */
+FL_INL void N_(box_load)(const T *p, int64_t nb, V *c) {
+    V v0, v1, v2, v3;
+    if (nb >= W) {
+        v0 = N_(vload)(p); v1 = N_(vload)(p + W); v2 = N_(vload)(p + 2 * W); v3 = N_(vload)(p + 3 * W);
+    } else {
+        T buf[4 * W];
+        memset(buf, 0, sizeof buf);
+        memcpy(buf, p, (size_t)(4 * nb) * sizeof(T));
+        v0 = N_(vload)(buf); v1 = N_(vload)(buf + W); v2 = N_(vload)(buf + 2 * W); v3 = N_(vload)(buf + 3 * W);
+    }
+    V a = FL_SHUF(v0, v1, FL_EVEN), b = FL_SHUF(v0, v1, FL_ODD);   /* x1 x2 ..., y1 y2 ... */
+    V e = FL_SHUF(v2, v3, FL_EVEN), f = FL_SHUF(v2, v3, FL_ODD);
+    c[0] = FL_SHUF(a, e, FL_EVEN);
+    c[2] = FL_SHUF(a, e, FL_ODD);
+    c[1] = FL_SHUF(b, f, FL_EVEN);
+    c[3] = FL_SHUF(b, f, FL_ODD);
+}
+/* The inverse: c[0..3] back into nb <= W boxes at p, by two rounds of zips. */
+FL_INL void N_(box_store)(T *p, int64_t nb, const V *c) {
+    V a = FL_SHUF(c[0], c[2], FL_ZLO), e = FL_SHUF(c[0], c[2], FL_ZHI);
+    V b = FL_SHUF(c[1], c[3], FL_ZLO), f = FL_SHUF(c[1], c[3], FL_ZHI);
+    V v0 = FL_SHUF(a, b, FL_ZLO), v1 = FL_SHUF(a, b, FL_ZHI);
+    V v2 = FL_SHUF(e, f, FL_ZLO), v3 = FL_SHUF(e, f, FL_ZHI);
+    if (nb >= W) {
+        N_(vstore)(p, v0); N_(vstore)(p + W, v1); N_(vstore)(p + 2 * W, v2); N_(vstore)(p + 3 * W, v3);
+    } else {
+        T buf[4 * W];
+        N_(vstore)(buf, v0); N_(vstore)(buf + W, v1); N_(vstore)(buf + 2 * W, v2); N_(vstore)(buf + 3 * W, v3);
+        memcpy(p, buf, (size_t)(4 * nb) * sizeof(T));
+    }
+}
+#undef FL_EVEN
+#undef FL_ODD
+#undef FL_ZLO
+#undef FL_ZHI
+#undef FL_SHUF
+
+/* atan2(y, x) for x >= 0 (so the result is in [-pi/2, pi/2]); 0 when x = y = 0.
+ * With a = |y|, lo = min(a, x), hi = max(a, x): atan(lo / hi) in [0, pi/4], reduced
+ * to |z| <= tan(pi/8) by atan(u) = pi/4 + atan((u - 1) / (u + 1)) (one division for
+ * either branch), then the odd Taylor series z - z^3/3 + ..., alternating, so the
+ * error is below the first omitted term; pi/2 - that when a > x; y's sign. */
+#if FL_DOUBLE
+#define FL_ATAN_TERMS 20   /* first omitted term / z: tan(pi/8)^40 / 41 < 2^-56 */
+#else
+#define FL_ATAN_TERMS 9    /* tan(pi/8)^18 / 19 < 2^-27 */
+#endif
+FL_INL V N_(vatan2_xpos)(V y, V x) {
+    const V a = N_(vabs)(y);
+    const VI swap = a > x;
+    const V lo = N_(vsel)(swap, x, a), hi = N_(vsel)(swap, a, x);
+    const VI red = lo > (T)0.41421356237309504880 * hi;
+    V z = N_(vsel)(red, lo - hi, lo) / N_(vsel)(red, lo + hi, hi);
+    z = N_(vsel)(hi > (T)0, z, N_(vset1)((T)0));       /* 0 / 0 */
+    const V z2 = z * z;
+    V q = N_(vset1)((T)((FL_ATAN_TERMS % 2 ? 1.0 : -1.0) / (2 * FL_ATAN_TERMS - 1)));
+    for (int k = FL_ATAN_TERMS - 2; k >= 1; k--) q = q * z2 + (T)((k % 2 ? -1.0 : 1.0) / (2 * k + 1));
+    V r = z + z * z2 * q;
+    r = N_(vsel)(red, r + (T)0.78539816339744830962, r);
+    r = N_(vsel)(swap, (T)1.57079632679489661923 - r, r);
+    return N_(vxorsign)(r, y);
+}
+#undef FL_ATAN_TERMS
+
+/* torchvision's loss of W box pairs p, q and, with grad, its gradient times gs
  * into gp, gq:
  *   I = intersection area (0 unless the overlap has positive width and height),
  *   U = area(p) + area(q) - I, iou = I / (U + eps); enclosing box (cw, ch);
@@ -183,98 +285,115 @@ FL_INL T N_(share_min)(T a, T b) { return a < b ? (T)1 : a == b ? (T)0.5 : (T)0;
  *   DIoU: 1 - iou + |center(p) - center(q)|^2 / (cw^2 + ch^2 + eps)
  *   CIoU: DIoU + alpha v, v = 4/pi^2 (atan(wq/hq) - atan(wp/hp))^2,
  *         alpha = v / (1 - iou + v + eps) held constant in the gradient (torchvision
- *         computes it under no_grad). atan(w/h) is taken as atan2(w, h), equal for
- *         h > 0 and finite for zero-height boxes; its gradient is 0 at w = h = 0. */
-FL_INL T N_(box_pair)(const int kind, const int grad, const T *p, const T *q, T *gp, T *gq,
-                      T eps, T gs) {
-    const T x1 = p[0], y1 = p[1], x2 = p[2], y2 = p[3];
-    const T X1 = q[0], Y1 = q[1], X2 = q[2], Y2 = q[3];
-    const T w1 = x2 - x1, h1 = y2 - y1, w2 = X2 - X1, h2 = Y2 - Y1;
-    const T ix1 = x1 > X1 ? x1 : X1, iy1 = y1 > Y1 ? y1 : Y1;
-    const T ix2 = x2 < X2 ? x2 : X2, iy2 = y2 < Y2 ? y2 : Y2;
-    const T iw = ix2 - ix1, ih = iy2 - iy1;
-    const int ov = (iw > (T)0) & (ih > (T)0);
-    const T I = ov ? iw * ih : (T)0;
-    const T U = w1 * h1 + w2 * h2 - I;
-    const T Ue = U + eps, iou = I / Ue;
-    const T cx1 = x1 < X1 ? x1 : X1, cy1 = y1 < Y1 ? y1 : Y1;
-    const T cx2 = x2 > X2 ? x2 : X2, cy2 = y2 > Y2 ? y2 : Y2;
-    const T cw = cx2 - cx1, ch = cy2 - cy1;
-    T loss, gU, gcw, gch, gdx = 0, gdy = 0, gw1 = 0, gh1 = 0, gw2 = 0, gh2 = 0;
+ *         computes it under no_grad).
+ * The CIoU angle difference is one atan2(wq hp - wp hq, hp hq + wp wq): equal to the
+ * difference of the two atans for positive heights (the second argument is >= 0), accurate
+ * when the aspect ratios are close, and finite for zero-height boxes; its gradient is
+ * taken as 0 where both arguments are 0 (a zero-size box). */
+FL_INL V N_(box_vec)(const int kind, const int grad, const V *p, const V *q, V *gp, V *gq,
+                     T eps, T gs) {
+    const V x1 = p[0], y1 = p[1], x2 = p[2], y2 = p[3];
+    const V X1 = q[0], Y1 = q[1], X2 = q[2], Y2 = q[3];
+    const V zero = N_(vset1)((T)0);
+    const V w1 = x2 - x1, h1 = y2 - y1, w2 = X2 - X1, h2 = Y2 - Y1;
+    const VI sx1 = x1 > X1, sy1 = y1 > Y1, sx2 = x2 < X2, sy2 = y2 < Y2;  /* p wins */
+    const V iw = N_(vsel)(sx2, x2, X2) - N_(vsel)(sx1, x1, X1);
+    const V ih = N_(vsel)(sy2, y2, Y2) - N_(vsel)(sy1, y1, Y1);
+    const VI ov = (iw > (T)0) & (ih > (T)0);
+    const V I = N_(vsel)(ov, iw * ih, zero);
+    const V U = w1 * h1 + w2 * h2 - I;
+    const V Ue = U + eps, iou = I / Ue;
+    const VI ex1 = x1 < X1, ey1 = y1 < Y1, ex2 = x2 > X2, ey2 = y2 > Y2;
+    const V cw = N_(vsel)(ex2, x2, X2) - N_(vsel)(ex1, x1, X1);
+    const V ch = N_(vsel)(ey2, y2, Y2) - N_(vsel)(ey1, y1, Y1);
+    V loss, gU = zero, gcw = zero, gch = zero, gdx = zero, gdy = zero;
+    V gw1 = zero, gh1 = zero, gw2 = zero, gh2 = zero;
     if (kind == FL_BOX_GIOU) {
-        const T C = cw * ch, Ce = C + eps;
+        const V C = cw * ch, Ce = C + eps;
         loss = (T)1 - iou + (C - U) / Ce;
-        gU = gs * (iou / Ue - (T)1 / Ce);        /* d/dU of -I/(U+eps) - U/(C+eps) */
-        const T gC = (gs / Ce) * (Ue / Ce);      /* d/dC of (C - U)/(C + eps) */
-        gcw = gC * ch;
-        gch = gC * cw;
+        if (grad) {
+            const V rCe = (T)1 / Ce;
+            gU = gs * (iou / Ue - rCe);              /* d/dU of -I/(U+eps) - U/(C+eps) */
+            const V gC = (gs * rCe) * (Ue * rCe);    /* d/dC of (C - U)/(C + eps) */
+            gcw = gC * ch;
+            gch = gC * cw;
+        }
     } else {
-        const T dx = (x2 + x1) / (T)2 - (X1 + X2) / (T)2, dy = (y2 + y1) / (T)2 - (Y1 + Y2) / (T)2;
-        const T c2 = dx * dx + dy * dy, d2 = cw * cw + ch * ch + eps;
+        const V dx = (x2 + x1) / (T)2 - (X1 + X2) / (T)2, dy = (y2 + y1) / (T)2 - (Y1 + Y2) / (T)2;
+        const V c2 = dx * dx + dy * dy, d2 = cw * cw + ch * ch + eps;
         loss = (T)1 - iou + c2 / d2;
-        gU = gs * iou / Ue;
-        const T gd2 = -gs * (c2 / d2) / d2;
-        gcw = gd2 * (T)2 * cw;
-        gch = gd2 * (T)2 * ch;
-        gdx = gs * dx / d2;                      /* d/dx1 of c2/d2 (dx/dx1 = 1/2) */
-        gdy = gs * dy / d2;
+        if (grad) {
+            const V rd2 = (T)1 / d2;
+            gU = gs * iou / Ue;
+            const V gd2 = -gs * (c2 * rd2) * rd2;
+            gcw = gd2 * (T)2 * cw;
+            gch = gd2 * (T)2 * ch;
+            gdx = gs * dx * rd2;                     /* d/dx1 of c2/d2 (dx/dx1 = 1/2) */
+            gdy = gs * dy * rd2;
+        }
         if (kind == FL_BOX_CIOU) {
-            const double k4 = 0.40528473456935108578;   /* 4 / pi^2 */
-            const double da = atan2((double)w2, (double)h2) - atan2((double)w1, (double)h1);
-            const T v = (T)(k4 * da * da);
-            const T alpha = v / ((T)1 - iou + v + eps);
+            const V ay = w2 * h1 - w1 * h2, ax = h1 * h2 + w1 * w2;
+            const V da = N_(vatan2_xpos)(ay, ax);
+            const V v = (T)0.40528473456935108578 * da * da;   /* 4 / pi^2 */
+            const V alpha = v / ((T)1 - iou + v + eps);
             loss += alpha * v;
             if (grad) {
-                const T gda = (T)(2.0 * k4 * da) * alpha * gs;   /* d(alpha v)/d(atan q) */
-                const T r1 = w1 * w1 + h1 * h1, r2 = w2 * w2 + h2 * h2;
-                gw1 = r1 > (T)0 ? -gda * h1 / r1 : (T)0;
-                gh1 = r1 > (T)0 ? gda * w1 / r1 : (T)0;
-                gw2 = r2 > (T)0 ? gda * h2 / r2 : (T)0;
-                gh2 = r2 > (T)0 ? -gda * w2 / r2 : (T)0;
+                /* d(alpha v)/d(da) times d(da) = (ax d(ay) - ay d(ax)) / (ax^2 + ay^2),
+                 * with ax^2 + ay^2 = (w1^2 + h1^2)(w2^2 + h2^2) */
+                const V r = ax * ax + ay * ay;
+                const V gda = N_(vsel)(r > (T)0, (T)(2 * 0.40528473456935108578) * da * alpha * gs / r,
+                                       zero);
+                const V gay = gda * ax, gax = -gda * ay;
+                gw1 = -gay * h2 + gax * w2;
+                gh1 = gay * w2 + gax * h2;
+                gw2 = gay * h1 + gax * w1;
+                gh2 = -gay * w1 + gax * h1;
             }
         }
     }
     if (!grad) return loss;
-    const T gI = -gs / Ue - gU;                 /* iou's own term, and U = ... - I */
+    const V gI = -gs / Ue - gU;                      /* iou's own term, and U = ... - I */
     gw1 += gU * h1;
     gh1 += gU * w1;
     gw2 += gU * h2;
     gh2 += gU * w2;
-    const T giw = ov ? gI * ih : (T)0, gih = ov ? gI * iw : (T)0;
+    const V giw = N_(vsel)(ov, gI * ih, zero), gih = N_(vsel)(ov, gI * iw, zero);
     /* box p's share of each corner: intersection (max of lower, min of upper),
      * enclosure (min of lower, max of upper); q gets the rest */
-    const T sx1 = N_(share_max)(x1, X1), sy1 = N_(share_max)(y1, Y1);
-    const T sx2 = N_(share_min)(x2, X2), sy2 = N_(share_min)(y2, Y2);
-    const T ex1 = N_(share_min)(x1, X1), ey1 = N_(share_min)(y1, Y1);
-    const T ex2 = N_(share_max)(x2, X2), ey2 = N_(share_max)(y2, Y2);
-    gp[0] = -gw1 - giw * sx1 - gcw * ex1 + gdx;
-    gp[1] = -gh1 - gih * sy1 - gch * ey1 + gdy;
-    gp[2] = gw1 + giw * sx2 + gcw * ex2 + gdx;
-    gp[3] = gh1 + gih * sy2 + gch * ey2 + gdy;
-    gq[0] = -gw2 - giw * ((T)1 - sx1) - gcw * ((T)1 - ex1) - gdx;
-    gq[1] = -gh2 - gih * ((T)1 - sy1) - gch * ((T)1 - ey1) - gdy;
-    gq[2] = gw2 + giw * ((T)1 - sx2) + gcw * ((T)1 - ex2) - gdx;
-    gq[3] = gh2 + gih * ((T)1 - sy2) + gch * ((T)1 - ey2) - gdy;
+    const V px1 = N_(vshare)(sx1, x1, X1), py1 = N_(vshare)(sy1, y1, Y1);
+    const V px2 = N_(vshare)(sx2, x2, X2), py2 = N_(vshare)(sy2, y2, Y2);
+    const V qx1 = N_(vshare)(ex1, x1, X1), qy1 = N_(vshare)(ey1, y1, Y1);
+    const V qx2 = N_(vshare)(ex2, x2, X2), qy2 = N_(vshare)(ey2, y2, Y2);
+    gp[0] = -gw1 - giw * px1 - gcw * qx1 + gdx;
+    gp[1] = -gh1 - gih * py1 - gch * qy1 + gdy;
+    gp[2] = gw1 + giw * px2 + gcw * qx2 + gdx;
+    gp[3] = gh1 + gih * py2 + gch * qy2 + gdy;
+    gq[0] = -gw2 - giw * ((T)1 - px1) - gcw * ((T)1 - qx1) - gdx;
+    gq[1] = -gh2 - gih * ((T)1 - py1) - gch * ((T)1 - qy1) - gdy;
+    gq[2] = gw2 + giw * ((T)1 - px2) + gcw * ((T)1 - qx2) - gdx;
+    gq[3] = gh2 + gih * ((T)1 - py2) + gch * ((T)1 - qy2) - gdy;
     return loss;
 }
 
-FL_INL double N_(box_impl)(const int kind, const int grad, const T *restrict b1,
-                           const T *restrict b2, T *restrict lout, T *restrict g1,
-                           T *restrict g2, int64_t n, T eps, T gs) {
-    T buf[FL_BOX_SUM_BLOCK];
+FL_INL double N_(box_impl)(const int kind, const int grad, const T *b1, const T *b2, T *lout,
+                           T *g1, T *g2, int64_t n, T eps, T gs) {
     double total = 0.0;
     for (int64_t b = 0; b < n; b += FL_BOX_SUM_BLOCK) {
-        const int64_t m = n - b < FL_BOX_SUM_BLOCK ? n - b : FL_BOX_SUM_BLOCK;
-        T *restrict ls = lout ? lout + b : buf;
-        for (int64_t i = 0; i < m; i++) {
-            const int64_t o = 4 * (b + i);
-            ls[i] = N_(box_pair)(kind, grad, b1 + o, b2 + o, grad ? g1 + o : NULL,
-                                 grad ? g2 + o : NULL, eps, gs);
-        }
+        const int64_t end = n - b < FL_BOX_SUM_BLOCK ? n : b + FL_BOX_SUM_BLOCK;
         V acc = N_(vset1)(0);
-        int64_t i = 0;
-        for (; i + W <= m; i += W) acc += N_(vload)(ls + i);
-        if (i < m) acc += N_(vload_part)(ls + i, m - i, 0);
+        for (int64_t i = b; i < end; i += W) {
+            const int64_t nb = end - i;
+            V p[4], q[4], gp[4], gq[4];
+            N_(box_load)(b1 + 4 * i, nb, p);
+            N_(box_load)(b2 + 4 * i, nb, q);
+            V l = N_(box_vec)(kind, grad, p, q, gp, gq, eps, gs);
+            acc += nb < W ? N_(vsel)(N_(vfirst)(nb), l, N_(vset1)(0)) : l;
+            if (lout) N_(vstore_n)(lout + i, l, nb);
+            if (grad) {
+                N_(box_store)(g1 + 4 * i, nb, gp);
+                N_(box_store)(g2 + 4 * i, nb, gq);
+            }
+        }
         total += N_(vhsum)(acc);
     }
     return total;
