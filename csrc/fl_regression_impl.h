@@ -288,8 +288,9 @@ FL_INL V N_(vatan2_xpos)(V y, V x) {
  *         computes it under no_grad).
  * The CIoU angle difference is one atan2(wq hp - wp hq, hp hq + wp wq): equal to the
  * difference of the two atans for positive heights (the second argument is >= 0), accurate
- * when the aspect ratios are close, and finite for zero-height boxes; its gradient is
- * taken as 0 where both arguments are 0 (a zero-size box). */
+ * when the aspect ratios are close, and finite for zero-height boxes. Both arguments are 0
+ * exactly when one box is a point, which has no aspect ratio: v = 0 there, with no
+ * gradient through v. */
 FL_INL V N_(box_vec)(const int kind, const int grad, const V *p, const V *q, V *gp, V *gq,
                      T eps, T gs) {
     const V x1 = p[0], y1 = p[1], x2 = p[2], y2 = p[3];

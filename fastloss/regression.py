@@ -36,8 +36,9 @@ def _elementwise(kind, input, target, param, weight, reduction, return_grad, gra
         wa = as_float_array(weight, "weight", x.dtype)
         check_broadcast(wa, x.shape, "weight", against="input")
         w, period = _periodic(wa, x.shape, x.dtype, "weight")
-        # sum of the broadcast weights: each weight repeats n / wa.size times
-        denom = float(np.sum(wa, dtype=np.float64)) * (n // wa.size) if wa.size else 0.0
+        # sum of the broadcast weights: the period's C-ordered weights (so the sum does not
+        # depend on the weight's memory layout), each repeated n / period times
+        denom = float(np.sum(w[:period], dtype=np.float64)) * (n // period) if n else 0.0
     g = None
     if return_grad:
         g = (check_grad_out(grad_out, x.shape, x.dtype) if grad_out is not None
@@ -220,5 +221,6 @@ complete_box_iou_loss.__doc__ = """torchvision's complete_box_iou_loss: the DIoU
     alpha * v, v = 4 / pi**2 * (atan(w2 / h2) - atan(w1 / h1))**2 and
     alpha = v / (1 - IoU + v + eps). As in torchvision, alpha is a constant in the
     gradient (computed under no_grad). atan(w / h) is evaluated as atan2(w, h): the
-    same for h > 0, and finite for zero-height boxes (torchvision gives NaN for 0/0).
+    same for h > 0, and finite for zero-height boxes (torchvision gives NaN for 0/0); a
+    point box (w = h = 0) has no aspect ratio, so v = 0 for its pairs.
     """ + _BOX_DOC

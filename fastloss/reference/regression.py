@@ -101,17 +101,20 @@ def _box(kind, boxes1, boxes2, eps, reduction, return_grad):
         d_cw, d_ch = d_d2 * 2 * cw, d_d2 * 2 * ch
         d_dx, d_dy = 2 * dx / d2, 2 * dy / d2
         if kind == "ciou":
-            da = np.arctan2(w2, h2) - np.arctan2(w1, h1)
+            # atan(w/h) as atan2(w, h) (finite for h = 0); a point (w = h = 0) has no
+            # aspect ratio: no penalty and no gradient through v
+            r1, r2 = w1 ** 2 + h1 ** 2, w2 ** 2 + h2 ** 2
+            shaped = (r1 > 0) & (r2 > 0)
+            da = np.where(shaped, np.arctan2(w2, h2) - np.arctan2(w1, h1), 0.0)
             v = 4 / np.pi ** 2 * da ** 2
             alpha = v / (1 - iou + v + eps)
             per = per + alpha * v
             d_da = alpha * 8 / np.pi ** 2 * da
-            r1, r2 = w1 ** 2 + h1 ** 2, w2 ** 2 + h2 ** 2
             with np.errstate(invalid="ignore", divide="ignore"):
-                d_w1 = np.where(r1 > 0, -d_da * h1 / r1, 0.0)
-                d_h1 = np.where(r1 > 0, d_da * w1 / r1, 0.0)
-                d_w2 = np.where(r2 > 0, d_da * h2 / r2, 0.0)
-                d_h2 = np.where(r2 > 0, -d_da * w2 / r2, 0.0)
+                d_w1 = np.where(shaped, -d_da * h1 / r1, 0.0)
+                d_h1 = np.where(shaped, d_da * w1 / r1, 0.0)
+                d_w2 = np.where(shaped, d_da * h2 / r2, 0.0)
+                d_h2 = np.where(shaped, -d_da * w2 / r2, 0.0)
     # iou = inter / (union + eps), union = area1 + area2 - inter
     d_union = d_iou * -inter / (union + eps) ** 2 + d_union_extra
     d_inter = d_iou / (union + eps) - d_union
