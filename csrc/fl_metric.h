@@ -36,11 +36,17 @@ enum { FL_DIST_SQ = 0, FL_DIST_EUCLID = 1, FL_DIST_COSINE = 2 };
     static void (*fl_triplet_rows_##dt)(const T *, const T *, const T *, T *, T *, T *,       \
                                         int64_t, int64_t, int, double, double, double, int,   \
                                         int, double, double *);                               \
-    static void (*fl_hard_mine_rows_##dt)(const T *, int64_t, int64_t, int64_t, const T *,    \
-                                          const int32_t *, const T *, int64_t, double, int,   \
-                                          int64_t *, int64_t *, double *, double *, double *);\
+    static void (*fl_hard_rows_##dt)(const T *, int64_t, int64_t, int64_t, const T *,         \
+                                     const int32_t *, T *, int32_t *, T *, int32_t *,          \
+                                     int32_t *);                                               \
+    static void (*fl_hard_cols_##dt)(const T *, int64_t, int64_t, int64_t, int64_t, int64_t,   \
+                                     const T *, const int32_t *, T *, int32_t *, T *,          \
+                                     int32_t *, int32_t *);                                    \
+    static void (*fl_hard_finish_##dt)(const T *, int64_t, int64_t, int64_t, const int32_t *,  \
+                                       const int32_t *, const int32_t *, double, int,          \
+                                       double *, double *, double *);                          \
     static void (*fl_hard_scatter_##dt)(const T *, T *, int64_t, int64_t, int64_t, int64_t,   \
-                                        const int64_t *, const int64_t *, const double *,     \
+                                        const int32_t *, const int32_t *, const double *,     \
                                         const double *, double);                              \
     static void (*fl_all_mine_rows_##dt)(T *, int64_t, int64_t, int64_t, const T *,           \
                                          const int32_t *, double, int, double *, int64_t *,   \
@@ -61,7 +67,9 @@ FL_METRIC_DECLARE(f64, double)
     fl_normalize_grad_rows_##dt = FL_LEVEL_FN(normalize_grad_rows, dt, level); \
     fl_dist_rows_##dt = FL_LEVEL_FN(dist_rows, dt, level);                  \
     fl_triplet_rows_##dt = FL_LEVEL_FN(triplet_rows, dt, level);            \
-    fl_hard_mine_rows_##dt = FL_LEVEL_FN(hard_mine_rows, dt, level);        \
+    fl_hard_rows_##dt = FL_LEVEL_FN(hard_rows, dt, level);                  \
+    fl_hard_cols_##dt = FL_LEVEL_FN(hard_cols, dt, level);                  \
+    fl_hard_finish_##dt = FL_LEVEL_FN(hard_finish, dt, level);              \
     fl_hard_scatter_##dt = FL_LEVEL_FN(hard_scatter, dt, level);            \
     fl_all_mine_rows_##dt = FL_LEVEL_FN(all_mine_rows, dt, level);          \
     fl_sym_add_tiles_##dt = FL_LEVEL_FN(sym_add_tiles, dt, level);          \

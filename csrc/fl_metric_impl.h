@@ -205,7 +205,7 @@ static double N_(pnorm_finish)(double s, int kind, double pexp, int squared, dou
     case FL_PNORM_2:
         if (squared) { *c = 2.0; return s; }
         d = sqrt(s);
-        *c = d > 0 ? 1.0 / d : 0.0;
+        *c = d > 0 || d != d ? 1.0 / d : 0.0;   /* NaN stays NaN */
         return d;
     case FL_PNORM_1:
         *c = 1.0;
@@ -215,7 +215,7 @@ static double N_(pnorm_finish)(double s, int kind, double pexp, int squared, dou
         return s;
     default:
         d = pow(s, 1.0 / pexp);
-        *c = d > 0 ? 1.0 / pow(d, pexp - 1.0) : 0.0;
+        *c = d > 0 || d != d ? 1.0 / pow(d, pexp - 1.0) : 0.0;
         return d;
     }
 }
@@ -295,29 +295,37 @@ static void N_(triplet_rows)(const T *a, const T *p, const T *n, T *ga, T *gp, T
 }
 
 /* ----------------------------------------------------------------------------
- * Batch-hard triplet mining. Distances of anchor i = r0 + r come from its row of
- * dot products G (nr x N): d_ij^2 = sqn_i + sqn_j - 2 G_ij. The hardest positive
- * (same label, j != i, largest distance) and negative (other label, smallest)
- * are found on these (ties: first index), then their distances are recomputed
- * exactly from the embeddings E (N x D) for the loss and its gradient:
- *   loss[r] = max(d_ap - d_an + margin, 0)    (0 when the anchor has no pair)
- *   gradient: e_i += cp (e_i - e_p) + cn (e_i - e_n), e_p -= cp (..), e_n -= cn (..)
- * A NaN anywhere in the row makes the loss and the coefficients NaN. */
-static void N_(hard_mine_rows)(const T *G, int64_t nr, int64_t N, int64_t r0, const T *sqn,
-                               const int32_t *lab, const T *E, int64_t D, double margin,
-                               int squared, int64_t *pos, int64_t *neg, double *loss,
-                               double *cp, double *cn) {
+ * Batch-hard triplet mining over the lower triangle of the distance matrix.
+ * The caller walks blocks of rows [r0, r0 + nr) and computes, with BLAS, their
+ * dot products G with the rows [0, r0 + nr) only; d_ij^2 = sqn_i + sqn_j - 2 G_ij.
+ * hard_rows gives the block's anchors their candidates j < r0 + nr; hard_cols
+ * gives the earlier anchors j < r0 the block's rows as candidates. Candidates of
+ * an anchor arrive in increasing index order, so strict comparisons keep the
+ * first index among ties. Best values/indices (-1: none yet) per anchor:
+ * bp/bpi the farthest positive (same label, j != i), bn/bni the nearest
+ * negative (other label); nanf != 0 when a NaN distance was seen. */
+
+/* Stores the lanes of an index vector as int32 (n < W: the first n). */
+FL_INL void N_(vstore_lab)(int32_t *p, VI v, int64_t n) {
+    N_(VL) t = __builtin_convertvector(v, N_(VL));
+    if (n >= W) { *(N_(VL) *)p = t; return; }
+    for (int j = 0; j < n; j++) p[j] = t[j];
+}
+
+static void N_(hard_rows)(const T *G, int64_t nr, int64_t nc, int64_t r0, const T *sqn,
+                          const int32_t *lab, T *bp_out, int32_t *bpi_out, T *bn_out,
+                          int32_t *bni_out, int32_t *nanf) {
     const V ninf = N_(vset1)(-(T)INFINITY), pinf = N_(vset1)((T)INFINITY);
     for (int64_t r = 0; r < nr; r++) {
         const int64_t i = r0 + r;
-        const T *gr = G + r * N;
+        const T *gr = G + r * nc;
         const T si = sqn[i];
         const TI li = (TI)lab[i];
         V bp = ninf, bn = pinf;
         VI bpi = (VI)N_(vset1)(0) - 1, bni = bpi, isnan = bpi & 0;
         VI jv = N_(viota)(0);
-        for (int64_t j = 0; j < N; j += W, jv += W) {
-            const int64_t nj = N - j;
+        for (int64_t j = 0; j < nc; j += W, jv += W) {
+            const int64_t nj = nc - j;
             V d = (si + N_(vload_n)(sqn + j, nj, 0)) - (T)2 * N_(vload_n)(gr + j, nj, 0);
             VI same = N_(vload_lab)(lab + j, nj, 0) == li;
             VI in = nj >= W ? ~(jv & 0) : N_(vfirst)(nj);
@@ -330,17 +338,65 @@ static void N_(hard_mine_rows)(const T *G, int64_t nr, int64_t N, int64_t r0, co
             bn = N_(vsel)(un, nv, bn);
             bni = N_(vseli)(un, jv, bni);
         }
-        int64_t pi = -1, ni = -1, anynan = 0;
+        int64_t pi = -1, ni = -1;
+        int32_t anynan = 0;
         T pbest = -(T)INFINITY, nbest = (T)INFINITY;
         for (int k = 0; k < W; k++) {
             anynan |= isnan[k] != 0;
             if (bpi[k] >= 0 && (bp[k] > pbest || (bp[k] == pbest && bpi[k] < pi))) { pbest = bp[k]; pi = bpi[k]; }
             if (bni[k] >= 0 && (bn[k] < nbest || (bn[k] == nbest && bni[k] < ni))) { nbest = bn[k]; ni = bni[k]; }
         }
-        pos[r] = pi;
-        neg[r] = ni;
-        if (anynan) { loss[r] = NAN; cp[r] = NAN; cn[r] = NAN; continue; }
-        if (pi < 0 || ni < 0) { loss[r] = 0.0; cp[r] = 0.0; cn[r] = 0.0; continue; }
+        bp_out[i] = pbest;
+        bpi_out[i] = (int32_t)pi;
+        bn_out[i] = nbest;
+        bni_out[i] = (int32_t)ni;
+        nanf[i] = anynan;
+    }
+}
+
+/* Anchors [c0, c1) (all before r0) against the block's rows r0 .. r0 + nr - 1. */
+static void N_(hard_cols)(const T *G, int64_t nr, int64_t nc, int64_t r0, int64_t c0, int64_t c1,
+                          const T *sqn, const int32_t *lab, T *bp_io, int32_t *bpi_io, T *bn_io,
+                          int32_t *bni_io, int32_t *nanf) {
+    for (int64_t j = c0; j < c1; j += W) {
+        const int64_t nj = c1 - j;
+        V bp = N_(vload_n)(bp_io + j, nj, 0), bn = N_(vload_n)(bn_io + j, nj, 0);
+        VI bpi = N_(vload_lab)(bpi_io + j, nj, 0), bni = N_(vload_lab)(bni_io + j, nj, 0);
+        VI isnan = N_(vload_lab)(nanf + j, nj, 0);
+        const V sj = N_(vload_n)(sqn + j, nj, 0);
+        const VI lj = N_(vload_lab)(lab + j, nj, 0);
+        for (int64_t r = 0; r < nr; r++) {
+            const int64_t i = r0 + r;
+            V d = (sqn[i] + sj) - (T)2 * N_(vload_n)(G + r * nc + j, nj, 0);
+            VI same = lj == (TI)lab[i];
+            isnan |= d != d;
+            VI up = N_(vsel)(same, d, N_(vset1)(-(T)INFINITY)) > bp;
+            VI un = N_(vsel)(same, N_(vset1)((T)INFINITY), d) < bn;
+            bp = N_(vsel)(up, d, bp);
+            bn = N_(vsel)(un, d, bn);
+            bpi = N_(vseli)(up, (VI)N_(vset1)(0) + (TI)i, bpi);
+            bni = N_(vseli)(un, (VI)N_(vset1)(0) + (TI)i, bni);
+        }
+        N_(vstore_n)(bp_io + j, bp, nj);
+        N_(vstore_n)(bn_io + j, bn, nj);
+        N_(vstore_lab)(bpi_io + j, bpi, nj);
+        N_(vstore_lab)(bni_io + j, bni, nj);
+        N_(vstore_lab)(nanf + j, isnan, nj);
+    }
+}
+
+/* Anchors [i0, i0 + n): the mined pairs' distances recomputed exactly from the
+ * embeddings E (N x D), the loss and the gradient coefficients
+ *   loss[i] = max(d_ap - d_an + margin, 0)    (0 when the anchor has no pair)
+ *   gradient: e_i += cp (e_i - e_p) + cn (e_i - e_n), e_p -= cp (..), e_n -= cn (..)
+ * A NaN seen while mining makes the loss and the coefficients NaN. */
+static void N_(hard_finish)(const T *E, int64_t D, int64_t i0, int64_t n, const int32_t *pos,
+                            const int32_t *neg, const int32_t *nanf, double margin, int squared,
+                            double *loss, double *cp, double *cn) {
+    for (int64_t i = i0; i < i0 + n; i++) {
+        const int64_t pi = pos[i], ni = neg[i];
+        if (nanf[i]) { loss[i] = NAN; cp[i] = NAN; cn[i] = NAN; continue; }
+        if (pi < 0 || ni < 0) { loss[i] = 0.0; cp[i] = 0.0; cn[i] = 0.0; continue; }
         const T *ei = E + i * D;
         double dp = 0.0, dn = 0.0;
         for (int64_t b = 0; b < D; b += FL_MSUM) {
@@ -358,13 +414,13 @@ static void N_(hard_mine_rows)(const T *G, int64_t nr, int64_t N, int64_t r0, co
         }
         if (!squared) { dp = sqrt(dp); dn = sqrt(dn); }
         const double x = dp - dn + margin;
-        loss[r] = x > 0 ? x : 0.0;
+        loss[i] = x > 0 ? x : 0.0;
         if (x > 0) {
-            cp[r] = squared ? 2.0 : (dp > 0 ? 1.0 / dp : 0.0);
-            cn[r] = squared ? -2.0 : (dn > 0 ? -1.0 / dn : 0.0);
+            cp[i] = squared ? 2.0 : (dp > 0 ? 1.0 / dp : 0.0);
+            cn[i] = squared ? -2.0 : (dn > 0 ? -1.0 / dn : 0.0);
         } else {
-            cp[r] = 0.0;
-            cn[r] = 0.0;
+            cp[i] = 0.0;
+            cn[i] = 0.0;
         }
     }
 }
@@ -373,7 +429,7 @@ static void N_(hard_mine_rows)(const T *G, int64_t nr, int64_t N, int64_t r0, co
  * anchors in order: every element sees the same sequence of updates for any
  * split of the columns between threads. */
 static void N_(hard_scatter)(const T *E, T *g, int64_t N, int64_t D, int64_t c0, int64_t c1,
-                             const int64_t *pos, const int64_t *neg, const double *cp,
+                             const int32_t *pos, const int32_t *neg, const double *cp,
                              const double *cn, double gs) {
     const int64_t w = c1 - c0;
     for (int64_t i = 0; i < N; i++) {

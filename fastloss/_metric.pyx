@@ -31,16 +31,22 @@ cdef extern from "fl_metric.h" nogil:
                              int64_t, int64_t, int, double, double, double, int, int, double, double*)
     void fl_triplet_rows_f64(const double*, const double*, const double*, double*, double*, double*,
                              int64_t, int64_t, int, double, double, double, int, int, double, double*)
-    void fl_hard_mine_rows_f32(const float*, int64_t, int64_t, int64_t, const float*, const int32_t*,
-                               const float*, int64_t, double, int, int64_t*, int64_t*, double*,
-                               double*, double*)
-    void fl_hard_mine_rows_f64(const double*, int64_t, int64_t, int64_t, const double*, const int32_t*,
-                               const double*, int64_t, double, int, int64_t*, int64_t*, double*,
-                               double*, double*)
-    void fl_hard_scatter_f32(const float*, float*, int64_t, int64_t, int64_t, int64_t, const int64_t*,
-                             const int64_t*, const double*, const double*, double)
-    void fl_hard_scatter_f64(const double*, double*, int64_t, int64_t, int64_t, int64_t, const int64_t*,
-                             const int64_t*, const double*, const double*, double)
+    void fl_hard_rows_f32(const float*, int64_t, int64_t, int64_t, const float*, const int32_t*, float*,
+                          int32_t*, float*, int32_t*, int32_t*)
+    void fl_hard_rows_f64(const double*, int64_t, int64_t, int64_t, const double*, const int32_t*, double*,
+                          int32_t*, double*, int32_t*, int32_t*)
+    void fl_hard_cols_f32(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
+                          const int32_t*, float*, int32_t*, float*, int32_t*, int32_t*)
+    void fl_hard_cols_f64(const double*, int64_t, int64_t, int64_t, int64_t, int64_t, const double*,
+                          const int32_t*, double*, int32_t*, double*, int32_t*, int32_t*)
+    void fl_hard_finish_f32(const float*, int64_t, int64_t, int64_t, const int32_t*, const int32_t*,
+                            const int32_t*, double, int, double*, double*, double*)
+    void fl_hard_finish_f64(const double*, int64_t, int64_t, int64_t, const int32_t*, const int32_t*,
+                            const int32_t*, double, int, double*, double*, double*)
+    void fl_hard_scatter_f32(const float*, float*, int64_t, int64_t, int64_t, int64_t, const int32_t*,
+                             const int32_t*, const double*, const double*, double)
+    void fl_hard_scatter_f64(const double*, double*, int64_t, int64_t, int64_t, int64_t, const int32_t*,
+                             const int32_t*, const double*, const double*, double)
     void fl_all_mine_rows_f32(float*, int64_t, int64_t, int64_t, const float*, const int32_t*, double,
                               int, double*, int64_t*, void*)
     void fl_all_mine_rows_f64(double*, int64_t, int64_t, int64_t, const double*, const int32_t*, double,
@@ -68,6 +74,8 @@ CE_GROUP = FL_CE_GROUP
 cdef int64_t _ROW_WORK = 32768
 # Columns per work item of the batch-hard gradient scatter.
 cdef int64_t _SCATTER_COLS = 64
+# Anchors per work item of the batch-hard column part.
+cdef int64_t _HARD_COLS = 256
 # Columns per work item of the column log-sum-exp merge.
 cdef int64_t _COMBINE_COLS = 1024
 
@@ -182,32 +190,69 @@ def triplet(const floating[:, ::1] a, const floating[:, ::1] p, const floating[:
                                 swap, squared, gscale, &loss[r0])
 
 
-def hard_mine(const floating[:, ::1] G, int64_t row0, const floating[::1] sqn, const int32_t[::1] lab,
-              const floating[:, ::1] E, double margin, bint squared, int64_t[::1] pos,
-              int64_t[::1] neg, double[::1] loss, double[::1] cp, double[::1] cn, int n_threads):
-    """Rows row0 .. row0 + len(G) of batch-hard mining from their dot products G (see
-    fl_hard_mine_rows); outputs are indexed by global row."""
-    cdef int64_t nrow = G.shape[0], N = G.shape[1], D = E.shape[1]
-    cdef int64_t rpb = _rows_per_block(N), nb = (nrow + rpb - 1) // rpb, b, r0, nr
+def hard_rows(const floating[:, ::1] G, int64_t row0, const floating[::1] sqn, const int32_t[::1] lab,
+              floating[::1] bp, int32_t[::1] bpi, floating[::1] bn, int32_t[::1] bni, int32_t[::1] nanf,
+              int n_threads):
+    """Batch-hard mining, row part: anchors row0 .. row0 + len(G) over the candidates
+    0 .. G.shape[1] - 1 (G: their dot products); sets their best pairs."""
+    cdef int64_t nrow = G.shape[0], nc = G.shape[1]
+    cdef int64_t rpb = _rows_per_block(nc), nb = (nrow + rpb - 1) // rpb, b, r0, nr
     if nrow == 0:
         return
     for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
         r0 = b * rpb
         nr = rpb if r0 + rpb <= nrow else nrow - r0
         if floating is float:
-            fl_hard_mine_rows_f32(&G[r0, 0], nr, N, row0 + r0, &sqn[0], &lab[0], &E[0, 0], D, margin,
-                                  squared, &pos[row0 + r0], &neg[row0 + r0], &loss[row0 + r0],
-                                  &cp[row0 + r0], &cn[row0 + r0])
+            fl_hard_rows_f32(&G[r0, 0], nr, nc, row0 + r0, &sqn[0], &lab[0], &bp[0], &bpi[0], &bn[0],
+                             &bni[0], &nanf[0])
         else:
-            fl_hard_mine_rows_f64(&G[r0, 0], nr, N, row0 + r0, &sqn[0], &lab[0], &E[0, 0], D, margin,
-                                  squared, &pos[row0 + r0], &neg[row0 + r0], &loss[row0 + r0],
-                                  &cp[row0 + r0], &cn[row0 + r0])
+            fl_hard_rows_f64(&G[r0, 0], nr, nc, row0 + r0, &sqn[0], &lab[0], &bp[0], &bpi[0], &bn[0],
+                             &bni[0], &nanf[0])
 
 
-def hard_scatter(const floating[:, ::1] E, floating[:, ::1] g, const int64_t[::1] pos,
-                 const int64_t[::1] neg, const double[::1] cp, const double[::1] cn, double gscale,
+def hard_cols(const floating[:, ::1] G, int64_t row0, const floating[::1] sqn, const int32_t[::1] lab,
+              floating[::1] bp, int32_t[::1] bpi, floating[::1] bn, int32_t[::1] bni, int32_t[::1] nanf,
+              int n_threads):
+    """Batch-hard mining, column part: the anchors 0 .. row0 - 1 against the candidates
+    row0 .. row0 + len(G) - 1 (G's rows), updating their best pairs."""
+    cdef int64_t nrow = G.shape[0], nc = G.shape[1]
+    cdef int64_t nb = (row0 + _HARD_COLS - 1) // _HARD_COLS, b, c0, c1
+    if nrow == 0 or row0 == 0:
+        return
+    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
+        c0 = b * _HARD_COLS
+        c1 = c0 + _HARD_COLS if c0 + _HARD_COLS <= row0 else row0
+        if floating is float:
+            fl_hard_cols_f32(&G[0, 0], nrow, nc, row0, c0, c1, &sqn[0], &lab[0], &bp[0], &bpi[0], &bn[0],
+                             &bni[0], &nanf[0])
+        else:
+            fl_hard_cols_f64(&G[0, 0], nrow, nc, row0, c0, c1, &sqn[0], &lab[0], &bp[0], &bpi[0], &bn[0],
+                             &bni[0], &nanf[0])
+
+
+def hard_finish(const floating[:, ::1] E, const int32_t[::1] pos, const int32_t[::1] neg,
+                const int32_t[::1] nanf, double margin, bint squared, double[::1] loss, double[::1] cp,
+                double[::1] cn, int n_threads):
+    """Exact distances of the mined pairs, per-anchor loss and gradient coefficients."""
+    cdef int64_t N = E.shape[0], D = E.shape[1]
+    cdef int64_t rpb = _rows_per_block(3 * D), nb = (N + rpb - 1) // rpb, b, r0, nr
+    if N == 0:
+        return
+    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
+        r0 = b * rpb
+        nr = rpb if r0 + rpb <= N else N - r0
+        if floating is float:
+            fl_hard_finish_f32(&E[0, 0] if D > 0 else NULL, D, r0, nr, &pos[0], &neg[0], &nanf[0], margin,
+                               squared, &loss[0], &cp[0], &cn[0])
+        else:
+            fl_hard_finish_f64(&E[0, 0] if D > 0 else NULL, D, r0, nr, &pos[0], &neg[0], &nanf[0], margin,
+                               squared, &loss[0], &cp[0], &cn[0])
+
+
+def hard_scatter(const floating[:, ::1] E, floating[:, ::1] g, const int32_t[::1] pos,
+                 const int32_t[::1] neg, const double[::1] cp, const double[::1] cn, double gscale,
                  int n_threads):
-    """Batch-hard gradient into g (zeroed here), parallel over column chunks."""
+    """Batch-hard gradient into g (zeroed by the caller), parallel over column chunks."""
     cdef int64_t N = E.shape[0], D = E.shape[1]
     cdef int64_t nc = (D + _SCATTER_COLS - 1) // _SCATTER_COLS, c, c0, c1
     if N == 0 or D == 0:

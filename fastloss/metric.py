@@ -67,6 +67,14 @@ def _block_rows(n_rows, row_bytes, multiple=1):
     return min(b, n_rows)
 
 
+def _hard_block_rows(N):
+    """Rows per block of the batch-hard triangle."""
+    return min(N, HARD_BLOCK)
+
+
+HARD_BLOCK = 512
+
+
 def _operand_copy(x):
     """The right-hand operand of x @ x.T as a separate buffer: NumPy sends x @ x.T to syrk
     and mirrors the triangle serially, slower here than a plain gemm."""
@@ -117,8 +125,8 @@ def pairwise_distances(x, y=None, *, metric="sqeuclidean"):
         _k.sq_norms(yc, yn, ntn)
     if metric == "cosine":
         with np.errstate(divide="ignore"):
-            a = np.where(xn > 0, 1.0 / np.sqrt(xn), 0.0).astype(dtype)
-            b = a if ya is None else np.where(yn > 0, 1.0 / np.sqrt(yn), 0.0).astype(dtype)
+            a = np.where(xn == 0, 0.0, 1.0 / np.sqrt(xn)).astype(dtype)     # NaN stays NaN
+            b = a if ya is None else np.where(yn == 0, 0.0, 1.0 / np.sqrt(yn)).astype(dtype)
         mode = _k.DIST_COSINE
     else:
         a = xn.astype(dtype)
@@ -212,22 +220,28 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
     grad = _grads(grad_out, ("embeddings",), (N, D), dtype)[0] if return_grad else None
     rows = np.empty(N)
     if mining == "hard":
-        pos = np.empty(N, dtype=np.int64)
-        neg = np.empty(N, dtype=np.int64)
-        cp = np.empty(N)
-        cn = np.empty(N)
-        B = _block_rows(N, N * dtype.itemsize)
-        G = np.empty((B, N), dtype=dtype)
+        # Mining over the lower triangle: each block of rows against the rows up to its
+        # end (about half the products of the full matrix), then against the earlier
+        # anchors by columns.
+        bp, bn = np.empty(N, dtype=dtype), np.empty(N, dtype=dtype)
+        pos, neg, nanf = (np.empty(N, dtype=np.int32) for _ in range(3))
+        B = _hard_block_rows(N)
+        buf = np.empty(B * N, dtype=dtype)
         for r0 in range(0, N, B):
             r1 = min(N, r0 + B)
-            blk = G[:r1 - r0]
-            np.matmul(E[r0:r1], Ec.T, out=blk)
-            _k.hard_mine(blk, r0, sqT, lab32, E, m, bool(squared), pos, neg, rows, cp, cn, nt)
+            blk = buf[:(r1 - r0) * r1].reshape(r1 - r0, r1)
+            np.matmul(E[r0:r1], Ec[:r1].T, out=blk)
+            ntb = _config.threads_for(blk.size)
+            _k.hard_rows(blk, r0, sqT, lab32, bp, pos, bn, neg, nanf, ntb)
+            _k.hard_cols(blk, r0, sqT, lab32, bp, pos, bn, neg, nanf, ntb)
+        cp, cn = np.empty(N), np.empty(N)
+        ntv = _config.threads_for(E.size)
+        _k.hard_finish(E, pos, neg, nanf, m, bool(squared), rows, cp, cn, ntv)
         denom = float(np.count_nonzero((pos >= 0) & (neg >= 0)))
         if grad is not None:
             gs = (1.0 / denom if denom else 0.0) if reduction == "mean" else 1.0
             grad[...] = 0
-            _k.hard_scatter(E, grad, pos, neg, cp, cn, gs, _config.threads_for(E.size))
+            _k.hard_scatter(E, grad, pos, neg, cp, cn, gs, ntv)
     else:
         G = np.empty((N, N), dtype=dtype)
         np.matmul(E, Ec.T, out=G)

@@ -1,0 +1,513 @@
+"""Metric-learning and contrastive losses against the float64 oracles, finite differences
+and PyTorch; determinism across threads, the blocked (large-matrix) paths, edge cases,
+layouts, gradient buffers and bad input."""
+import numpy as np
+import pytest
+
+import fastloss as fl
+from fastloss import _metric, metric
+from fastloss.metric import (batch_hard_triplet_loss, info_nce_loss, nt_xent_loss, pairwise_distances,
+                             triplet_margin_loss)
+from fastloss.reference import metric as ref
+from helpers import TOL, assert_close, fd_grad
+
+DTYPES = [np.float32, np.float64]
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+def _as_tuple(g):
+    return g if isinstance(g, tuple) else (g,)
+
+
+def _check(fast, oracle, dtype, loss_tol=None):
+    loss, grads = fast
+    rloss, rgrads = oracle
+    assert np.asarray(loss).dtype == dtype
+    if loss_tol is None:
+        assert_close(loss, rloss, dtype)
+    else:
+        np.testing.assert_allclose(np.asarray(loss, np.float64), rloss, **loss_tol)
+    for g, r in zip(_as_tuple(grads), _as_tuple(rgrads)):
+        assert g.dtype == dtype
+        assert_close(g, r, dtype, grad=True)
+
+
+def _emb(rng, shape, dtype, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+# --- pairwise distances -------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("metric_name", ["sqeuclidean", "euclidean", "cosine"])
+@pytest.mark.parametrize("self_", [False, True])
+def test_pairwise_distances_oracle(simd, rng, dtype, metric_name, self_):
+    x = _emb(rng, (41, 19), dtype)
+    y = None if self_ else _emb(rng, (23, 19), dtype)
+    d = pairwise_distances(x, y, metric=metric_name)
+    r = ref.pairwise_distances(x, y, metric=metric_name)
+    assert d.dtype == dtype and d.shape == r.shape
+    # the GEMM identity loses about eps * (||a||^2 + ||b||^2) in absolute terms
+    scale = 2 * np.max(np.sum(np.asarray(x, np.float64) ** 2, axis=1))
+    eps = np.finfo(dtype).eps
+    atol = {"sqeuclidean": 64 * eps * scale, "euclidean": 64 * eps * np.sqrt(scale),
+            "cosine": 64 * eps}[metric_name]
+    np.testing.assert_allclose(d, r, rtol=TOL[np.dtype(dtype)]["rtol"] * 10, atol=atol)
+    if self_:
+        assert np.all(np.diag(d) == 0)
+        assert np.all(d >= 0)
+
+
+def test_pairwise_distances_blocks_and_layouts(rng, monkeypatch):
+    x = _emb(rng, (300, 10), np.float64)
+    y = np.asfortranarray(_emb(rng, (120, 10), np.float64))
+    full = pairwise_distances(x, y, metric="euclidean")
+    monkeypatch.setattr(metric, "_BLOCK_BYTES", 2000)        # blocks of 2 rows
+    blocked = pairwise_distances(x[:, ::1], y, metric="euclidean")
+    np.testing.assert_array_equal(full, blocked)
+    np.testing.assert_allclose(full, ref.pairwise_distances(x, y, metric="euclidean"), rtol=1e-12)
+    ints = pairwise_distances(np.arange(12).reshape(4, 3))
+    assert ints.dtype == np.float64
+    np.testing.assert_allclose(ints, ref.pairwise_distances(np.arange(12).reshape(4, 3)))
+    assert pairwise_distances(x.astype(np.float16)).dtype == np.float32
+    assert pairwise_distances(x.astype(np.float32), y).dtype == np.float64
+
+
+def test_pairwise_distances_edges():
+    assert pairwise_distances(np.zeros((0, 3)), np.ones((4, 3))).shape == (0, 4)
+    assert pairwise_distances(np.zeros((2, 0))).tolist() == [[0, 0], [0, 0]]
+    z = np.array([[0.0, 0.0], [1.0, 0.0]])
+    c = pairwise_distances(z, z[::-1].copy(), metric="cosine")
+    assert c[0, 0] == 1.0 and c[1, 0] == 0.0      # a zero row has similarity 0
+    x = np.array([[1.0, 2.0], [np.nan, 0.0], [3.0, 1.0]])
+    for m in ("sqeuclidean", "euclidean", "cosine"):
+        d = pairwise_distances(x, metric=m)
+        assert np.isnan(d[1]).all() and np.isnan(d[:, 1]).all()
+        assert not np.isnan(d[[0, 2]][:, [0, 2]]).any()
+
+
+def test_pairwise_distances_bad_input():
+    with pytest.raises(ValueError, match="metric"):
+        pairwise_distances(np.ones((2, 2)), metric="manhattan")
+    with pytest.raises(ValueError, match="y has 3 features"):
+        pairwise_distances(np.ones((2, 2)), np.ones((2, 3)))
+    with pytest.raises(ValueError, match="x must be 2-D"):
+        pairwise_distances(np.ones(3))
+    with pytest.raises(TypeError, match="x must be real"):
+        pairwise_distances(np.ones((2, 2), complex))
+
+
+# --- triplet margin loss ------------------------------------------------------------------
+
+TRIPLET_CASES = [dict(), dict(swap=True), dict(p=1.0), dict(p=np.inf), dict(p=3.0),
+                 dict(p=1.5, swap=True, margin=0.3), dict(squared=True), dict(margin=0.0, eps=0.0)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("kw", TRIPLET_CASES, ids=str)
+def test_triplet_oracle(simd, rng, dtype, reduction, kw):
+    a, p, n = (_emb(rng, (37, 21), dtype) for _ in range(3))
+    kw = dict(kw, reduction=reduction, return_grad=True)
+    _check(triplet_margin_loss(a, p, n, **kw), ref.triplet_margin_loss(a, p, n, **kw), dtype)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(swap=True), dict(p=1.0), dict(p=3.0), dict(squared=True),
+                                dict(p=np.inf, swap=True)], ids=str)
+def test_triplet_fd(rng, kw):
+    a, p, n = (_emb(rng, (4, 5), np.float64) for _ in range(3))
+    _, grads = triplet_margin_loss(a, p, n, margin=3.0, return_grad=True, **kw)
+    for i, g in enumerate(grads):
+        def f(x, i=i):
+            args = [a, p, n]
+            args[i] = x
+            return triplet_margin_loss(*args, margin=3.0, **kw)
+        np.testing.assert_allclose(g, fd_grad(f, [a, p, n][i], h=1e-5), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(swap=True, margin=0.5), dict(p=1.0), dict(p=3.0),
+                                dict(p=np.inf)], ids=str)
+def test_triplet_torch(rng, kw):
+    torch = pytest.importorskip("torch")
+    a, p, n = (_emb(rng, (33, 17), np.float64) for _ in range(3))
+    ts = [torch.tensor(t, requires_grad=True) for t in (a, p, n)]
+    tl = torch.nn.functional.triplet_margin_loss(*ts, **kw)
+    tl.backward()
+    loss, grads = triplet_margin_loss(a, p, n, return_grad=True, **kw)
+    np.testing.assert_allclose(loss, tl.item(), rtol=1e-12)
+    for g, t in zip(grads, ts):
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_triplet_edges():
+    a = np.zeros((0, 4))
+    assert np.isnan(triplet_margin_loss(a, a, a))
+    assert triplet_margin_loss(a, a, a, reduction="sum") == 0
+    loss, grads = triplet_margin_loss(a, a, a, reduction="none", return_grad=True)
+    assert loss.shape == (0,) and all(g.shape == (0, 4) for g in grads)
+    # one triplet as 1-D vectors; "none" gives a 0-d array
+    v = np.array([1.0, 2.0, 3.0])
+    assert triplet_margin_loss(v, v, v + 10, reduction="none").shape == ()
+    # identical anchor and positive: distance ||eps||, the gradient stays finite
+    loss, grads = triplet_margin_loss(v, v, v, margin=1.0, eps=0.0, return_grad=True)
+    assert loss == 1.0 and all(np.all(g == 0) for g in grads[:2])
+    # NaN propagates, an infinitely far negative gives 0
+    x = np.ones((3, 4))
+    y = x.copy()
+    y[1, 2] = np.nan
+    l, grads = triplet_margin_loss(x, x + 0.5, y, reduction="none", return_grad=True)
+    assert np.isnan(l[1]) and not np.isnan(l[[0, 2]]).any() and np.isnan(grads[0][1]).all()
+    y[1, 2] = np.inf
+    assert triplet_margin_loss(x, x + 0.5, y, reduction="none")[1] == 0
+    # layouts and dtypes
+    a, p, n = (np.asfortranarray(np.random.default_rng(0).standard_normal((6, 3))) for _ in range(3))
+    ref_l = ref.triplet_margin_loss(a, p, n)
+    np.testing.assert_allclose(triplet_margin_loss(a, p[:, ::1], n), ref_l, rtol=1e-12)
+    assert triplet_margin_loss(a.astype(np.float16), p.astype(np.float16), n.astype(np.float16)).dtype == np.float32
+    assert triplet_margin_loss(a.astype(np.float32), p, n).dtype == np.float64
+    assert triplet_margin_loss(np.ones((2, 2), int), np.zeros((2, 2), int), np.ones((2, 2), int)).dtype == np.float64
+
+
+def test_triplet_bad_input():
+    x = np.ones((3, 4))
+    with pytest.raises(ValueError, match="positive has shape"):
+        triplet_margin_loss(x, np.ones((3, 5)), x)
+    with pytest.raises(ValueError, match="negative has shape"):
+        triplet_margin_loss(x, x, np.ones((2, 4)))
+    with pytest.raises(ValueError, match="margin"):
+        triplet_margin_loss(x, x, x, margin=-1)
+    with pytest.raises(ValueError, match="p must be >"):
+        triplet_margin_loss(x, x, x, p=0)
+    with pytest.raises(ValueError, match="eps"):
+        triplet_margin_loss(x, x, x, eps=-1e-3)
+    with pytest.raises(ValueError, match="p must be 2"):
+        triplet_margin_loss(x, x, x, p=1, squared=True)
+    with pytest.raises(ValueError, match="anchor must be"):
+        triplet_margin_loss(np.ones((2, 2, 2)), np.ones((2, 2, 2)), np.ones((2, 2, 2)))
+    with pytest.raises(ValueError, match="reduction"):
+        triplet_margin_loss(x, x, x, reduction="avg")
+    with pytest.raises(ValueError, match="grad_out"):
+        triplet_margin_loss(x, x, x, grad_out=(x, x, x))
+    with pytest.raises(ValueError, match="grad_out must hold 3"):
+        triplet_margin_loss(x, x, x, return_grad=True, grad_out=(x.copy(),))
+
+
+def test_triplet_grad_out(rng):
+    a, p, n = (_emb(rng, (5, 3), np.float32) for _ in range(3))
+    bufs = tuple(np.full_like(a, 7) for _ in range(3))
+    _, grads = triplet_margin_loss(a, p, n, margin=5.0, return_grad=True, grad_out=bufs)
+    assert all(g is b for g, b in zip(grads, bufs))
+    expected = ref.triplet_margin_loss(a, p, n, margin=5.0, return_grad=True)[1]
+    for g, e in zip(grads, expected):
+        assert_close(g, e, np.float32, grad=True)
+
+
+# --- batch-hard / batch-all ---------------------------------------------------------------
+
+BH_CASES = [dict(), dict(squared=True, margin=5.0), dict(mining="all"), dict(mining="all", squared=True),
+            dict(margin=0.0)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("kw", BH_CASES, ids=str)
+def test_batch_hard_oracle(simd, rng, dtype, reduction, kw):
+    E = _emb(rng, (45, 9), dtype)
+    lab = rng.integers(0, 5, 45)
+    lab[:2] = 99        # one class of two
+    lab[2] = 100        # an anchor without a positive
+    kw = dict(kw, reduction=reduction, return_grad=True)
+    fast = batch_hard_triplet_loss(E, lab, **kw)
+    oracle = ref.batch_hard_triplet_loss(E, lab, **kw)
+    # batch-all in float32 mines on GEMM-identity distances: near-boundary triplets may
+    # count differently, which moves the loss and the mean's denominator a little
+    tol = dict(rtol=2e-5, atol=1e-5) if dtype == np.float32 and kw.get("mining") == "all" else None
+    _check(fast, oracle, dtype, tol)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(squared=True), dict(mining="all"),
+                                dict(mining="all", squared=True, reduction="sum")], ids=str)
+def test_batch_hard_fd(rng, kw):
+    E = _emb(rng, (10, 4), np.float64)
+    lab = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3, 3])
+    _, g = batch_hard_triplet_loss(E, lab, margin=1.0, return_grad=True, **kw)
+    num = fd_grad(lambda x: batch_hard_triplet_loss(x, lab, margin=1.0, **kw), E, h=1e-6)
+    np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-8)
+
+
+def _torch_batch_hard(torch, E, lab, margin, squared):
+    d = torch.cdist(E, E) if not squared else torch.cdist(E, E) ** 2
+    same = lab[:, None] == lab[None, :]
+    eye = torch.eye(len(lab), dtype=torch.bool)
+    pm, nm = same & ~eye, ~same
+    valid = pm.any(1) & nm.any(1)
+    dp = torch.where(pm, d, torch.full_like(d, -float("inf"))).max(1).values
+    dn = torch.where(nm, d, torch.full_like(d, float("inf"))).min(1).values
+    return torch.relu(dp - dn + margin)[valid].mean()
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_batch_hard_torch(rng, squared):
+    torch = pytest.importorskip("torch")
+    E = _emb(rng, (40, 6), np.float64)
+    lab = rng.integers(0, 4, 40)
+    tE = torch.tensor(E, requires_grad=True)
+    tl = _torch_batch_hard(torch, tE, torch.tensor(lab), 0.8, squared)
+    tl.backward()
+    loss, g = batch_hard_triplet_loss(E, lab, margin=0.8, squared=squared, return_grad=True)
+    np.testing.assert_allclose(loss, tl.item(), rtol=1e-12)
+    np.testing.assert_allclose(g, tE.grad.numpy(), rtol=1e-9, atol=1e-13)
+
+
+def test_batch_all_torch(rng):
+    torch = pytest.importorskip("torch")
+    E = _emb(rng, (24, 5), np.float64)
+    lab = rng.integers(0, 3, 24)
+    tE = torch.tensor(E, requires_grad=True)
+    d = torch.cdist(tE, tE)
+    tl_ = torch.tensor(lab)
+    same = tl_[:, None] == tl_[None, :]
+    ok = (same & ~torch.eye(24, dtype=torch.bool))[:, :, None] & (~same)[:, None, :]
+    t = torch.relu(d[:, :, None] - d[:, None, :] + 1.0) * ok
+    tl = t.sum() / (t > 0).sum()
+    tl.backward()
+    loss, g = batch_hard_triplet_loss(E, lab, mining="all", return_grad=True)
+    np.testing.assert_allclose(loss, tl.item(), rtol=1e-12)
+    np.testing.assert_allclose(g, tE.grad.numpy(), rtol=1e-9, atol=1e-13)
+
+
+@pytest.mark.parametrize("block", [7, 64, 512])
+def test_batch_hard_blocks_and_ties(rng, monkeypatch, block):
+    """The triangle walk (row and column parts) over several blocks, with exact ties
+    (duplicated rows): the first index wins, as the oracle's argmax/argmin."""
+    monkeypatch.setattr(metric, "HARD_BLOCK", block)
+    E = np.repeat(_emb(rng, (35, 3), np.float64), 2, axis=0)
+    lab = rng.integers(0, 4, 70)
+    for kw in (dict(), dict(squared=True)):
+        _check(batch_hard_triplet_loss(E, lab, return_grad=True, **kw),
+               ref.batch_hard_triplet_loss(E, lab, return_grad=True, **kw), np.float64)
+
+
+def test_batch_hard_edges():
+    E = np.random.default_rng(3).standard_normal((6, 3))
+    for mining in ("hard", "all"):
+        for lab in (np.zeros(6, int), np.arange(6)):        # no negatives / no positives
+            loss, g = batch_hard_triplet_loss(E, lab, mining=mining, return_grad=True)
+            assert loss == 0 and np.all(g == 0)
+        En = E.copy()
+        En[2, 1] = np.nan
+        assert np.isnan(batch_hard_triplet_loss(En, [0, 0, 1, 1, 2, 2], mining=mining))
+        g = batch_hard_triplet_loss(En, [0, 0, 1, 1, 2, 2], mining=mining, return_grad=True)[1]
+        assert np.isnan(g).any()
+    # labels of any integer dtype; non-contiguous embeddings
+    lab = np.array([5, 5, -3, -3, 7, 7], dtype=np.int8)
+    Ef = np.asfortranarray(E)
+    np.testing.assert_allclose(batch_hard_triplet_loss(Ef, lab), ref.batch_hard_triplet_loss(E, lab),
+                               rtol=1e-12)
+
+
+def test_batch_hard_bad_input():
+    E = np.ones((4, 3))
+    with pytest.raises(ValueError, match="labels must have shape"):
+        batch_hard_triplet_loss(E, [0, 1, 2])
+    with pytest.raises(TypeError, match="labels must hold integer"):
+        batch_hard_triplet_loss(E, np.zeros(4))
+    with pytest.raises(ValueError, match="embeddings must have at least 2 rows"):
+        batch_hard_triplet_loss(np.ones((1, 3)), [0])
+    with pytest.raises(ValueError, match="embeddings must be 2-D"):
+        batch_hard_triplet_loss(np.ones(4), [0, 1, 2, 3])
+    with pytest.raises(ValueError, match="margin"):
+        batch_hard_triplet_loss(E, [0, 0, 1, 1], margin=-0.1)
+    with pytest.raises(ValueError, match="mining"):
+        batch_hard_triplet_loss(E, [0, 0, 1, 1], mining="semi")
+
+
+# --- InfoNCE / CLIP -----------------------------------------------------------------------
+
+NCE_CASES = [dict(), dict(symmetric=True), dict(normalize=False, temperature=2.0),
+             dict(symmetric=True, normalize=False, temperature=3.0), dict(symmetric=True, temperature=0.01)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("kw", NCE_CASES, ids=str)
+def test_info_nce_oracle(simd, rng, dtype, reduction, kw):
+    q, k = _emb(rng, (70, 13), dtype), _emb(rng, (70, 13), dtype)
+    kw = dict(kw, reduction=reduction, return_grad=True)
+    _check(info_nce_loss(q, k, **kw), ref.info_nce_loss(q, k, **kw), dtype)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(symmetric=True), dict(symmetric=True, normalize=False)], ids=str)
+def test_info_nce_fd(rng, kw):
+    q, k = _emb(rng, (5, 3), np.float64), _emb(rng, (5, 3), np.float64)
+    _, (gq, gk) = info_nce_loss(q, k, temperature=0.5, return_grad=True, **kw)
+    np.testing.assert_allclose(gq, fd_grad(lambda x: info_nce_loss(x, k, temperature=0.5, **kw), q, h=1e-5),
+                               rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(gk, fd_grad(lambda x: info_nce_loss(q, x, temperature=0.5, **kw), k, h=1e-5),
+                               rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_info_nce_torch(rng, symmetric):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    q, k = _emb(rng, (30, 8), np.float64), _emb(rng, (30, 8), np.float64)
+    tq, tk = torch.tensor(q, requires_grad=True), torch.tensor(k, requires_grad=True)
+    L = F.normalize(tq, dim=1) @ F.normalize(tk, dim=1).T / 0.07
+    y = torch.arange(30)
+    tl = F.cross_entropy(L, y)
+    if symmetric:
+        tl = 0.5 * (tl + F.cross_entropy(L.T, y))
+    tl.backward()
+    loss, (gq, gk) = info_nce_loss(q, k, symmetric=symmetric, return_grad=True)
+    np.testing.assert_allclose(loss, tl.item(), rtol=1e-12)
+    np.testing.assert_allclose(gq, tq.grad.numpy(), rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(gk, tk.grad.numpy(), rtol=1e-9, atol=1e-13)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(symmetric=True), dict(symmetric=True, normalize=False)], ids=str)
+def test_info_nce_blocked(rng, monkeypatch, kw):
+    """Matrices too large to keep whole go by blocks of rows (recomputing the products
+    for the symmetric loss); same results to rounding."""
+    q, k = _emb(rng, (200, 6), np.float64), _emb(rng, (200, 6), np.float64)
+    full = info_nce_loss(q, k, return_grad=True, **kw)
+    monkeypatch.setattr(metric, "_S_MAX_BYTES", 1000)
+    monkeypatch.setattr(metric, "_BLOCK_BYTES", 64 * 200 * 8)     # one group of rows per block
+    blocked = info_nce_loss(q, k, return_grad=True, **kw)
+    _check(blocked, full, np.float64)
+
+
+def test_info_nce_edges(rng):
+    q, k = _emb(rng, (6, 4), np.float64), _emb(rng, (6, 4), np.float64)
+    q[2, 0] = np.nan
+    for sym in (False, True):
+        assert np.isnan(info_nce_loss(q, k, symmetric=sym))
+    # huge logits (tiny temperature): no overflow
+    q, k = _emb(rng, (6, 4), np.float64), _emb(rng, (6, 4), np.float64)
+    for sym in (False, True):
+        _check(info_nce_loss(q, k, temperature=1e-4, symmetric=sym, return_grad=True),
+               ref.info_nce_loss(q, k, temperature=1e-4, symmetric=sym, return_grad=True), np.float64)
+    # a zero row normalises to zero (F.normalize), finite gradient
+    q[0] = 0
+    loss, (gq, gk) = info_nce_loss(q, k, return_grad=True)
+    assert np.isfinite(loss) and np.isfinite(gq).all()
+    _check((loss, (gq, gk)), ref.info_nce_loss(q, k, return_grad=True), np.float64)
+    # layouts, dtypes, grad_out
+    qf = np.asfortranarray(q)
+    np.testing.assert_allclose(info_nce_loss(qf, k[::1]), ref.info_nce_loss(q, k), rtol=1e-12)
+    assert info_nce_loss(q.astype(np.float16), k.astype(np.float16)).dtype == np.float32
+    bufs = (np.empty((6, 4)), np.empty((6, 4)))
+    _, gs = info_nce_loss(q, k, symmetric=True, return_grad=True, grad_out=bufs)
+    assert gs[0] is bufs[0] and gs[1] is bufs[1]
+
+
+def test_info_nce_bad_input():
+    x = np.ones((4, 3))
+    with pytest.raises(ValueError, match="key has shape"):
+        info_nce_loss(x, np.ones((4, 2)))
+    with pytest.raises(ValueError, match="temperature"):
+        info_nce_loss(x, x, temperature=0)
+    with pytest.raises(ValueError, match="temperature"):
+        info_nce_loss(x, x, temperature=-1)
+    with pytest.raises(ValueError, match="query must have at least 2 rows"):
+        info_nce_loss(np.ones((1, 3)), np.ones((1, 3)))
+    with pytest.raises(ValueError, match="query must be 2-D"):
+        info_nce_loss(np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match=r"grad_out\[1\]"):
+        info_nce_loss(x, x, return_grad=True, grad_out=(np.empty((4, 3)), np.empty((4, 4))))
+
+
+# --- NT-Xent ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("temperature", [0.5, 0.05])
+def test_nt_xent_oracle(simd, rng, dtype, reduction, temperature):
+    a, b = _emb(rng, (40, 11), dtype), _emb(rng, (40, 11), dtype)
+    kw = dict(temperature=temperature, reduction=reduction, return_grad=True)
+    _check(nt_xent_loss(a, b, **kw), ref.nt_xent_loss(a, b, **kw), dtype)
+
+
+def test_nt_xent_fd(rng):
+    a, b = _emb(rng, (4, 3), np.float64), _emb(rng, (4, 3), np.float64)
+    _, (ga, gb) = nt_xent_loss(a, b, temperature=0.3, return_grad=True)
+    np.testing.assert_allclose(ga, fd_grad(lambda x: nt_xent_loss(x, b, temperature=0.3), a, h=1e-5),
+                               rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(gb, fd_grad(lambda x: nt_xent_loss(a, x, temperature=0.3), b, h=1e-5),
+                               rtol=1e-7, atol=1e-9)
+
+
+def test_nt_xent_torch(rng):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    a, b = _emb(rng, (25, 7), np.float64), _emb(rng, (25, 7), np.float64)
+    ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    z = F.normalize(torch.cat([ta, tb]), dim=1)
+    L = (z @ z.T / 0.5).masked_fill(torch.eye(50, dtype=torch.bool), -float("inf"))
+    tl = F.cross_entropy(L, (torch.arange(50) + 25) % 50)
+    tl.backward()
+    loss, (ga, gb) = nt_xent_loss(a, b, return_grad=True)
+    np.testing.assert_allclose(loss, tl.item(), rtol=1e-12)
+    np.testing.assert_allclose(ga, ta.grad.numpy(), rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(gb, tb.grad.numpy(), rtol=1e-9, atol=1e-13)
+
+
+def test_nt_xent_blocked(rng, monkeypatch):
+    a, b = _emb(rng, (90, 5), np.float64), _emb(rng, (90, 5), np.float64)
+    full = nt_xent_loss(a, b, return_grad=True, reduction="sum")
+    monkeypatch.setattr(metric, "_S_MAX_BYTES", 1000)
+    monkeypatch.setattr(metric, "_BLOCK_BYTES", 50 * 180 * 8)
+    _check(nt_xent_loss(a, b, return_grad=True, reduction="sum"), full, np.float64)
+
+
+def test_nt_xent_edges_and_bad_input(rng):
+    a, b = _emb(rng, (5, 3), np.float64), _emb(rng, (5, 3), np.float64)
+    b[1, 1] = np.nan
+    assert np.isnan(nt_xent_loss(a, b))
+    assert nt_xent_loss(a, b, reduction="none").shape == (10,)
+    with pytest.raises(ValueError, match="z2 has shape"):
+        nt_xent_loss(a, b[:4])
+    with pytest.raises(ValueError, match="temperature"):
+        nt_xent_loss(a, a, temperature=0.0)
+    with pytest.raises(ValueError, match="z1 must have at least 2 rows"):
+        nt_xent_loss(a[:1], a[:1])
+
+
+# --- determinism: bit-identical for 1, 2, 3 threads ----------------------------------------
+
+def _run_all(rng_seed=7):
+    rng = np.random.default_rng(rng_seed)
+    x = _emb(rng, (400, 24), np.float32)
+    a, p, n = (_emb(rng, (700, 48), np.float32) for _ in range(3))
+    lab = rng.integers(0, 6, 400)
+    q, k = _emb(rng, (260, 16), np.float32), _emb(rng, (260, 16), np.float32)
+    out = [pairwise_distances(x, metric="euclidean"), pairwise_distances(x, x[:200], metric="cosine")]
+    for r in (triplet_margin_loss(a, p, n, swap=True, return_grad=True),
+              batch_hard_triplet_loss(x, lab, return_grad=True),
+              batch_hard_triplet_loss(x, lab, mining="all", return_grad=True),
+              info_nce_loss(q, k, symmetric=True, return_grad=True),
+              info_nce_loss(q, k, return_grad=True),
+              nt_xent_loss(q, k, return_grad=True)):
+        out.append(r[0])
+        out.extend(_as_tuple(r[1]))
+    return out
+
+
+def test_determinism_across_threads(monkeypatch):
+    monkeypatch.setattr(metric, "HARD_BLOCK", 100)      # several blocks of the triangle walk
+    results = []
+    for nt in (1, 2, 3):
+        with fl.threads(nt):
+            results.append(_run_all())
+    for other in results[1:]:
+        for u, v in zip(results[0], other):
+            np.testing.assert_array_equal(u, v)
+
+
+def test_vector_sqrt(simd):
+    x = np.concatenate([np.random.default_rng(0).uniform(0, 1e6, 1000), [0.0, np.inf, np.nan, 5e-324, 2.0]])
+    for dt in (np.float32, np.float64):
+        xs = x.astype(dt)
+        y = np.empty_like(xs)
+        _metric.vector_sqrt(xs, y)
+        np.testing.assert_array_equal(y, np.sqrt(xs))      # correctly rounded
