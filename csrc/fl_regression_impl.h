@@ -93,9 +93,9 @@ FL_INL void N_(vlogcosh)(V r, V *l, V *d) {
 #undef FL_ATANH_TERMS
 
 /* Loss l and derivative d = dl/dr of one vector of residuals; p is beta (smooth
- * L1, with ip = 1 / beta, 0 when beta = 0) or delta (Huber). `kind` is a
- * compile-time constant at every call, so the switch folds away. */
-FL_INL void N_(reg_point)(const int kind, V r, T p, T ip, V *l, V *d) {
+ * L1) or delta (Huber). `kind` is a compile-time constant at every call, so the
+ * switch folds away. */
+FL_INL void N_(reg_point)(const int kind, V r, T p, V *l, V *d) {
     switch (kind) {
     case FL_REG_MSE:
         *l = r * r;
@@ -108,8 +108,9 @@ FL_INL void N_(reg_point)(const int kind, V r, T p, T ip, V *l, V *d) {
     case FL_REG_SMOOTH_L1: {
         V a = N_(vabs)(r);
         VI in = a < p;                         /* never true for beta = 0 or NaN */
-        *l = N_(vsel)(in, (T)0.5 * r * r * ip, a - (T)0.5 * p);
-        *d = N_(vsel)(in, r * ip, N_(vsignmul)(r, N_(vset1)((T)1)));
+        V q = r / p;                           /* not r * (1/beta): 1/beta overflows for a subnormal beta */
+        *l = N_(vsel)(in, (T)0.5 * r * q, a - (T)0.5 * p);
+        *d = N_(vsel)(in, q, N_(vsignmul)(r, N_(vset1)((T)1)));
         break;
     }
     case FL_REG_HUBER: {
@@ -126,32 +127,37 @@ FL_INL void N_(reg_point)(const int kind, V r, T p, T ip, V *l, V *d) {
     }
 }
 
+/* One vector of nk <= W elements at offset k: stores w * l (lout) and w * dl/dx * gscale
+ * (g) where asked, returns w * l with the lanes past nk zeroed (padded lanes have
+ * r = 0 and l = 0 already; the select also keeps a weight's padding from mattering). */
+FL_INL V N_(reg_step)(const int kind, const T *x, const T *t, const T *w, T *lout, T *g,
+                      int64_t k, int64_t nk, T p, T gscale) {
+    V r = N_(vload_n)(x + k, nk, 0) - N_(vload_n)(t + k, nk, 0);
+    V l, d;
+    N_(reg_point)(kind, r, p, &l, &d);
+    if (w) {
+        V wk = N_(vload_n)(w + k, nk, 0);
+        l *= wk;
+        d *= wk;
+    }
+    if (lout) N_(vstore_n)(lout + k, l, nk);
+    if (g) N_(vstore_n)(g + k, d * gscale, nk);
+    return nk < W ? N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0)) : l;
+}
+
 /* One block of n elements: returns sum(w * l) (float64 over FL_REG_SUM_BLOCK
  * pieces); lout (w * l per element) and g (w * dl/dx * gscale) are optional,
- * w is NULL (all ones) or n weights aligned with x. */
+ * w is NULL (all ones) or n weights aligned with x. The partial vector is handled
+ * after the loop, so the loop's accumulator never lives across a call. */
 FL_INL double N_(reg_impl)(const int kind, const T *x, const T *t, const T *w, T *lout, T *g,
                            int64_t n, T p, T gscale) {
-    const T ip = p > (T)0 ? (T)1 / p : (T)0;
     double total = 0.0;
     for (int64_t b = 0; b < n; b += FL_REG_SUM_BLOCK) {
-        int64_t end = b + FL_REG_SUM_BLOCK < n ? b + FL_REG_SUM_BLOCK : n;
+        const int64_t end = b + FL_REG_SUM_BLOCK < n ? b + FL_REG_SUM_BLOCK : n;
         V acc = N_(vset1)(0);
-        for (int64_t k = b; k < end; k += W) {
-            int64_t nk = end - k;
-            V r = N_(vload_n)(x + k, nk, 0) - N_(vload_n)(t + k, nk, 0);
-            V l, d;
-            N_(reg_point)(kind, r, p, ip, &l, &d);
-            if (w) {
-                V wk = N_(vload_n)(w + k, nk, 0);
-                l *= wk;
-                d *= wk;
-            }
-            /* padded lanes have r = 0, so l = 0 already; the select also keeps a
-             * weight's padding from mattering */
-            acc += nk < W ? N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0)) : l;
-            if (lout) N_(vstore_n)(lout + k, l, nk);
-            if (g) N_(vstore_n)(g + k, d * gscale, nk);
-        }
+        int64_t k = b;
+        for (; k + W <= end; k += W) acc += N_(reg_step)(kind, x, t, w, lout, g, k, W, p, gscale);
+        if (k < end) acc += N_(reg_step)(kind, x, t, w, lout, g, k, end - k, p, gscale);
         total += N_(vhsum)(acc);
     }
     return total;
@@ -376,25 +382,32 @@ FL_INL V N_(box_vec)(const int kind, const int grad, const V *p, const V *q, V *
     return loss;
 }
 
+/* nb <= W box pairs at pair offset i: stores the losses (lout) and gradients where
+ * asked, returns the losses with the lanes past nb zeroed. */
+FL_INL V N_(box_step)(const int kind, const int grad, const T *b1, const T *b2, T *lout, T *g1,
+                      T *g2, int64_t i, int64_t nb, T eps, T gs) {
+    V p[4], q[4], gp[4], gq[4];
+    N_(box_load)(b1 + 4 * i, nb, p);
+    N_(box_load)(b2 + 4 * i, nb, q);
+    V l = N_(box_vec)(kind, grad, p, q, gp, gq, eps, gs);
+    if (lout) N_(vstore_n)(lout + i, l, nb);
+    if (grad) {
+        N_(box_store)(g1 + 4 * i, nb, gp);
+        N_(box_store)(g2 + 4 * i, nb, gq);
+    }
+    return nb < W ? N_(vsel)(N_(vfirst)(nb), l, N_(vset1)(0)) : l;
+}
+
 FL_INL double N_(box_impl)(const int kind, const int grad, const T *b1, const T *b2, T *lout,
                            T *g1, T *g2, int64_t n, T eps, T gs) {
     double total = 0.0;
     for (int64_t b = 0; b < n; b += FL_BOX_SUM_BLOCK) {
         const int64_t end = n - b < FL_BOX_SUM_BLOCK ? n : b + FL_BOX_SUM_BLOCK;
         V acc = N_(vset1)(0);
-        for (int64_t i = b; i < end; i += W) {
-            const int64_t nb = end - i;
-            V p[4], q[4], gp[4], gq[4];
-            N_(box_load)(b1 + 4 * i, nb, p);
-            N_(box_load)(b2 + 4 * i, nb, q);
-            V l = N_(box_vec)(kind, grad, p, q, gp, gq, eps, gs);
-            acc += nb < W ? N_(vsel)(N_(vfirst)(nb), l, N_(vset1)(0)) : l;
-            if (lout) N_(vstore_n)(lout + i, l, nb);
-            if (grad) {
-                N_(box_store)(g1 + 4 * i, nb, gp);
-                N_(box_store)(g2 + 4 * i, nb, gq);
-            }
-        }
+        int64_t i = b;
+        for (; i + W <= end; i += W)
+            acc += N_(box_step)(kind, grad, b1, b2, lout, g1, g2, i, W, eps, gs);
+        if (i < end) acc += N_(box_step)(kind, grad, b1, b2, lout, g1, g2, i, end - i, eps, gs);
         total += N_(vhsum)(acc);
     }
     return total;
