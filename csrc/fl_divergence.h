@@ -3,6 +3,9 @@
 #ifndef FL_DIVERGENCE_H
 #define FL_DIVERGENCE_H
 #include "fl_common.h"
+#if FL_X86_DISPATCH
+#include <immintrin.h>         /* streaming stores */
+#endif
 
 /* Rows up to this many bytes (per input) keep their exponentials in per-thread
  * scratch between passes; the rows, their exponentials and the log-mixture
@@ -21,8 +24,8 @@ typedef struct {
     double gscale_p;           /* gradient of p's logits is scaled by this */
     double gscale_q;           /* gradient of q's logits is scaled by this */
     int accumulate_q;          /* add q's gradient to gq instead of overwriting it */
-    const int64_t *labels;     /* NULL, or per-row labels: rows equal to ignore_index are skipped */
-    int64_t ignore_index;
+    int64_t ignore_index;      /* rows whose label (kl_rows' labels argument) equals this are skipped */
+    int stream;                /* write gradients with streaming stores (far larger than the caches) */
 } fl_div_params;
 
 #define FL_BODY "fl_divergence_impl.h"
@@ -30,8 +33,8 @@ typedef struct {
 #undef FL_BODY
 
 #define FL_DIV_DECLARE(dt, T)                                                                 \
-    static void (*fl_entropy_rows_##dt)(const T *, T *, int64_t, int64_t, double, double *, T *); \
-    static void (*fl_kl_rows_##dt)(const T *, const T *, T *, T *, int64_t,                    \
+    static void (*fl_entropy_rows_##dt)(const T *, T *, int64_t, int64_t, double, double *, T *, int); \
+    static void (*fl_kl_rows_##dt)(const T *, const T *, T *, T *, int64_t, const int64_t *,   \
                                    const fl_div_params *, double *, T *);                      \
     static void (*fl_js_rows_##dt)(const T *, const T *, T *, T *, int64_t,                    \
                                    const fl_div_params *, double *, T *);                      \

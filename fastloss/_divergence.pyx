@@ -23,14 +23,14 @@ cdef extern from "fl_divergence.h" nogil:
         double gscale_p
         double gscale_q
         int accumulate_q
-        const int64_t *labels
         int64_t ignore_index
+        int stream
     int FL_DIV_ROW_CACHE_BYTES
     void fl_divergence_set_level(int level)
-    void fl_entropy_rows_f32(const float*, float*, int64_t, int64_t, double, double*, float*)
-    void fl_entropy_rows_f64(const double*, double*, int64_t, int64_t, double, double*, double*)
-    void fl_kl_rows_f32(const float*, const float*, float*, float*, int64_t, const fl_div_params*, double*, float*)
-    void fl_kl_rows_f64(const double*, const double*, double*, double*, int64_t, const fl_div_params*, double*, double*)
+    void fl_entropy_rows_f32(const float*, float*, int64_t, int64_t, double, double*, float*, int)
+    void fl_entropy_rows_f64(const double*, double*, int64_t, int64_t, double, double*, double*, int)
+    void fl_kl_rows_f32(const float*, const float*, float*, float*, int64_t, const int64_t*, const fl_div_params*, double*, float*)
+    void fl_kl_rows_f64(const double*, const double*, double*, double*, int64_t, const int64_t*, const fl_div_params*, double*, double*)
     void fl_js_rows_f32(const float*, const float*, float*, float*, int64_t, const fl_div_params*, double*, float*)
     void fl_js_rows_f64(const double*, const double*, double*, double*, int64_t, const fl_div_params*, double*, double*)
     double fl_gauss_kl_block_f32(const float*, const float*, const float*, const float*, float*, float*,
@@ -51,6 +51,17 @@ cdef int64_t _EBLK = ELEMENT_BLOCK
 # Elements per work item of the row losses (rows are independent, so any
 # blocking gives the same result; this only bounds scheduling overhead).
 cdef int64_t _ROW_WORK = 32768
+# Gradients of at least this many bytes are written with streaming stores (they
+# cannot stay in cache anyway, and a streaming store does not read the line first).
+cdef int64_t _stream_bytes = 16 * 1024 * 1024
+
+
+def set_stream_bytes(int64_t nbytes):
+    """Threshold (bytes per gradient array) for streaming stores; returns the old one."""
+    global _stream_bytes
+    old = _stream_bytes
+    _stream_bytes = nbytes
+    return old
 
 
 def set_level(int level):
@@ -83,17 +94,18 @@ def entropy(const floating[:, ::1] x, floating[:, ::1] g, double gscale, double[
     cdef floating *gp = &g[0, 0] if g is not None and n > 0 else NULL
     cdef floating *scratch = NULL
     cdef bint cached = _cached(C, sizeof(floating)) and gp != NULL
+    cdef int stream = gp != NULL and n * C * <int64_t> sizeof(floating) >= _stream_bytes
     if n == 0:
         return
     with nogil, parallel(num_threads=n_threads):
-        scratch = <floating *> malloc(C * sizeof(floating)) if cached else NULL
+        scratch = <floating *> malloc(2 * C * sizeof(floating)) if cached else NULL
         for b in prange(nb, schedule="static"):
             r0 = b * rpb
             nr = rpb if r0 + rpb <= n else n - r0
             if floating is float:
-                fl_entropy_rows_f32(&x[r0, 0], gp + r0 * C if gp else NULL, nr, C, gscale, &loss[r0], scratch)
+                fl_entropy_rows_f32(&x[r0, 0], gp + r0 * C if gp else NULL, nr, C, gscale, &loss[r0], scratch, stream)
             else:
-                fl_entropy_rows_f64(&x[r0, 0], gp + r0 * C if gp else NULL, nr, C, gscale, &loss[r0], scratch)
+                fl_entropy_rows_f64(&x[r0, 0], gp + r0 * C if gp else NULL, nr, C, gscale, &loss[r0], scratch, stream)
         free(scratch)
 
 
@@ -110,8 +122,9 @@ def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floa
     cdef floating *gap = &ga[0, 0] if ga is not None and n > 0 else NULL
     cdef floating *gbp = &gb[0, 0] if gb is not None and n > 0 else NULL
     cdef floating *scratch = NULL
+    cdef const int64_t *lab = &labels[0] if labels is not None and n > 0 else NULL
     cdef bint js = kind == "js"
-    cdef int n_scratch = 3 if js else 2
+    cdef int n_scratch = 4 if js else 3
     cdef bint cached = _cached(C, sizeof(floating)) and (gap != NULL or gbp != NULL or js)
     p.C = C
     p.inv_t = inv_t
@@ -119,8 +132,8 @@ def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floa
     p.gscale_p = gscale_p
     p.gscale_q = gscale_q
     p.accumulate_q = accumulate_q
-    p.labels = &labels[0] if labels is not None and n > 0 else NULL
     p.ignore_index = ignore_index
+    p.stream = (gap != NULL or gbp != NULL) and n * C * <int64_t> sizeof(floating) >= _stream_bytes
     if n == 0:
         return
     with nogil, parallel(num_threads=n_threads):
@@ -134,14 +147,16 @@ def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floa
                                    gbp + r0 * C if gbp else NULL, nr, &p, &loss[r0], scratch)
                 else:
                     fl_kl_rows_f32(&a[r0, 0], &b[r0, 0], gap + r0 * C if gap else NULL,
-                                   gbp + r0 * C if gbp else NULL, nr, &p, &loss[r0], scratch)
+                                   gbp + r0 * C if gbp else NULL, nr, lab + r0 if lab else NULL, &p,
+                                   &loss[r0], scratch)
             else:
                 if js:
                     fl_js_rows_f64(&a[r0, 0], &b[r0, 0], gap + r0 * C if gap else NULL,
                                    gbp + r0 * C if gbp else NULL, nr, &p, &loss[r0], scratch)
                 else:
                     fl_kl_rows_f64(&a[r0, 0], &b[r0, 0], gap + r0 * C if gap else NULL,
-                                   gbp + r0 * C if gbp else NULL, nr, &p, &loss[r0], scratch)
+                                   gbp + r0 * C if gbp else NULL, nr, lab + r0 if lab else NULL, &p,
+                                   &loss[r0], scratch)
         free(scratch)
 
 

@@ -59,9 +59,7 @@ def js_divergence(p_logits, q_logits, *, beta=0.5, axis=-1, temperature=1.0, red
         gp = beta * _plogr(p, lp - lm - kp[..., None]) / temperature
         gq = (1 - beta) * _plogr(q, lq - lm - kq[..., None]) / temperature
     if beta in (0.0, 1.0):          # m is one of p, q: the divergence is 0
-        js = 0.0 * (kp + kq)
-        gp, gq = 0.0 * gp, 0.0 * gq
-        js, gp, gq = (np.nan_to_num(v, nan=0.0, posinf=0.0, neginf=0.0) for v in (js, gp, gq))
+        js, gp, gq = np.zeros_like(kp), np.zeros_like(gp), np.zeros_like(gq)
     else:
         js = beta * kp + (1 - beta) * kq
     loss, scale = reduce(js, reduction, js.size)
@@ -84,9 +82,10 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
         y = np.asarray(target)
         valid = y != ignore_index
         ls = _log_softmax_last(s)
-        C = s.shape[-1]
-        onehot = np.eye(C)[np.where(valid, y, 0)]
-        ce = -np.sum(onehot * ls, axis=-1)
+        yi = np.where(valid, y, 0)[..., None]
+        onehot = np.zeros_like(s)
+        np.put_along_axis(onehot, yi, 1.0, axis=-1)
+        ce = -np.take_along_axis(ls, yi, axis=-1)[..., 0]
         per = np.where(valid, alpha * T * T * kl + (1 - alpha) * ce, 0.0)
         grad = alpha * gkl + (1 - alpha) * (np.exp(ls) - onehot)
         grad = np.where(valid[..., None], grad, 0.0)

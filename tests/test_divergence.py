@@ -1,0 +1,687 @@
+"""Divergences and probabilistic losses against the float64 oracles, finite differences
+and PyTorch; layouts, threads, streaming stores, edge cases and bad input."""
+import itertools
+
+import numpy as np
+import pytest
+
+import fastloss
+from fastloss import _divergence as _k
+from fastloss.divergence import (distillation_loss, entropy, gaussian_kl, gaussian_nll_loss,
+                                 js_divergence, kl_divergence, mvn_kl, vae_loss)
+from fastloss.reference import divergence as ref
+from helpers import assert_close, fd_grad
+
+DTYPES = [np.float32, np.float64]
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+def _logits(rng, shape, dtype=np.float64, scale=3.0, zeros=False):
+    x = rng.standard_normal(shape) * scale
+    if zeros and x.size:                 # some classes with probability 0
+        x.reshape(-1, x.shape[-1])[::2, 1] = -np.inf
+    return x.astype(dtype)
+
+
+def _check(fast, oracle, dtype):
+    loss, grads = fast
+    rloss, rgrads = oracle
+    assert np.asarray(loss).dtype == dtype
+    assert_close(loss, rloss, dtype)
+    if not isinstance(grads, tuple):
+        grads, rgrads = (grads,), (rgrads,)
+    assert len(grads) == len(rgrads)
+    for g, rg in zip(grads, rgrads):
+        assert g.dtype == dtype
+        assert_close(g, rg, dtype, grad=True)
+
+
+# --- softmax rows against the oracles ----------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS + ["batchmean"])
+@pytest.mark.parametrize("C", [7, 37, 300])
+def test_entropy_matrix(simd, rng, dtype, reduction, C):
+    x = _logits(rng, (11, C), dtype, zeros=True)
+    kw = dict(reduction=reduction, return_grad=True)
+    _check(entropy(x, **kw), ref.entropy(x, **kw), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+@pytest.mark.parametrize("C", [7, 37, 300])
+def test_kl_matrix(simd, rng, dtype, reduction, temperature, C):
+    p = _logits(rng, (11, C), dtype, zeros=True)
+    q = _logits(rng, (11, C), dtype)
+    kw = dict(temperature=temperature, reduction=reduction, return_grad=True)
+    _check(kl_divergence(p, q, **kw), ref.kl_divergence(p, q, **kw), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("beta,temperature", [(0.5, 1.0), (0.2, 2.0), (0.0, 1.0), (1.0, 1.0)])
+@pytest.mark.parametrize("C", [7, 300])
+def test_js_matrix(simd, rng, dtype, reduction, beta, temperature, C):
+    p = _logits(rng, (9, C), dtype, zeros=True)
+    q = _logits(rng, (9, C), dtype)
+    q[1, 3] = -np.inf
+    kw = dict(beta=beta, temperature=temperature, reduction=reduction, return_grad=True)
+    _check(js_divergence(p, q, **kw), ref.js_divergence(p, q, **kw), dtype)
+
+
+def test_js_properties(rng):
+    p, q = _logits(rng, (6, 40)), _logits(rng, (6, 40))
+    js = js_divergence(p, q, reduction="none")
+    assert np.all(js >= 0) and np.all(js <= np.log(2) + 1e-12)
+    np.testing.assert_allclose(js, js_divergence(q, p, reduction="none"), rtol=1e-12)
+    assert np.all(js_divergence(p, p, reduction="none") < 1e-15)
+    # disjoint supports: exactly log 2
+    a = np.array([[0.0, -np.inf]]); b = np.array([[-np.inf, 0.0]])
+    assert js_divergence(a, b) == pytest.approx(np.log(2), rel=1e-15)
+    assert js_divergence(p, q, beta=0.0) == 0.0 and js_divergence(p, q, beta=1.0) == 0.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("labels,alpha", [(False, 0.5), (True, 0.0), (True, 0.3), (True, 1.0)])
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_distillation_matrix(simd, rng, dtype, reduction, labels, alpha, temperature):
+    C = 37
+    s, t = _logits(rng, (13, C), dtype), _logits(rng, (13, C), dtype, zeros=True)
+    y = None
+    if labels:
+        y = rng.integers(0, C, 13)
+        y[::4] = -100
+    kw = dict(temperature=temperature, target=y, alpha=alpha, reduction=reduction, return_grad=True)
+    _check(distillation_loss(s, t, **kw), ref.distillation_loss(s, t, **kw), dtype)
+
+
+def test_distillation_is_scaled_kl_and_cross_entropy(rng):
+    s, t = _logits(rng, (8, 20)), _logits(rng, (8, 20))
+    T = 2.0
+    kl = kl_divergence(t, s, temperature=T)
+    assert distillation_loss(s, t, temperature=T) == pytest.approx(T * T * kl, rel=1e-13)
+    y = rng.integers(0, 20, 8)
+    ce = fastloss.cross_entropy(s, y)
+    mixed = distillation_loss(s, t, temperature=T, target=y, alpha=0.25)
+    assert mixed == pytest.approx(0.25 * T * T * kl + 0.75 * ce, rel=1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [1, 2, 15, 16, 17, 33, 256, 257])
+def test_row_lengths(rng, dtype, C):
+    """Vector tails and sum blocks at every alignment."""
+    p, q = _logits(rng, (5, C), dtype), _logits(rng, (5, C), dtype)
+    kw = dict(reduction="none", return_grad=True)
+    _check(kl_divergence(p, q, **kw), ref.kl_divergence(p, q, **kw), dtype)
+    _check(js_divergence(p, q, **kw), ref.js_divergence(p, q, **kw), dtype)
+    _check(entropy(p, **kw), ref.entropy(p, **kw), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_long_rows_recompute(rng, dtype):
+    """Rows too long for the per-thread scratch recompute exp in the gradient pass."""
+    C = 70000 if dtype == np.float32 else 30000
+    p, q = _logits(rng, (2, C), dtype), _logits(rng, (2, C), dtype, zeros=True)
+    kw = dict(temperature=1.5, return_grad=True)
+    _check(kl_divergence(p, q, **kw), ref.kl_divergence(p, q, **kw), dtype)
+    _check(js_divergence(p, q, **kw), ref.js_divergence(p, q, **kw), dtype)
+    _check(entropy(q, return_grad=True), ref.entropy(q, return_grad=True), dtype)
+    s = distillation_loss(p, q, temperature=2.0, target=np.array([3, -100]), alpha=0.5, return_grad=True)
+    r = ref.distillation_loss(p, q, temperature=2.0, target=np.array([3, -100]), alpha=0.5, return_grad=True)
+    _check(s, r, dtype)
+
+
+# --- finite differences --------------------------------------------------------------------
+
+def test_softmax_rows_finite_differences(rng):
+    p, q = _logits(rng, (3, 6), scale=1.0), _logits(rng, (3, 6), scale=1.0)
+    T = 1.7
+    for fn, kw in [(kl_divergence, dict(temperature=T)), (js_divergence, dict(beta=0.3, temperature=T))]:
+        _, (gp, gq) = fn(p, q, reduction="sum", return_grad=True, **kw)
+        np.testing.assert_allclose(gp, fd_grad(lambda a: fn(a, q, reduction="sum", **kw), p), atol=1e-8)
+        np.testing.assert_allclose(gq, fd_grad(lambda b: fn(p, b, reduction="sum", **kw), q), atol=1e-8)
+    _, g = entropy(p, return_grad=True)
+    np.testing.assert_allclose(g, fd_grad(lambda a: entropy(a), p), atol=1e-8)
+    y = np.array([1, -100, 4])
+    for tgt in (None, y):
+        _, g = distillation_loss(p, q, temperature=T, target=tgt, alpha=0.4, return_grad=True)
+        f = lambda s: distillation_loss(s, q, temperature=T, target=tgt, alpha=0.4)
+        np.testing.assert_allclose(g, fd_grad(f, p), atol=1e-8)
+
+
+# --- semantics and edge cases --------------------------------------------------------------
+
+def test_zero_probabilities_and_infinite_kl(simd):
+    with np.errstate(divide="ignore"):
+        p = np.log(np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]))
+        q = np.log(np.array([[0.25, 0.25, 0.5], [0.5, 0.5, 0.0]]))
+    kl, (gp, gq) = kl_divergence(p, q, reduction="none", return_grad=True)
+    assert kl[0] == pytest.approx(np.log(2), rel=1e-14)      # 0 log 0 = 0
+    assert kl[1] == np.inf                                    # q has no mass where p has
+    assert gp[0, 2] == 0.0 and np.all(np.isfinite(gp[0])) and np.all(np.isfinite(gq))
+    assert entropy(p[:1]) == pytest.approx(np.log(2), rel=1e-14)
+    assert np.isfinite(js_divergence(p, q, reduction="none")).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_nan_and_degenerate_rows(simd, dtype):
+    p = np.zeros((4, 20), dtype)
+    q = np.zeros((4, 20), dtype)
+    p[0, 5] = np.nan          # NaN logit
+    q[1, 7] = np.nan
+    p[2, :] = -np.inf         # no distribution
+    q[3, 2] = np.inf          # +inf logit
+    for fn in (kl_divergence, js_divergence):
+        loss, (gp, gq) = fn(p, q, reduction="none", return_grad=True)
+        assert np.all(np.isnan(loss)), fn
+        assert np.isnan(gp).all() and np.isnan(gq).all()
+        assert np.isnan(fn(p, q))
+    assert np.isnan(entropy(p, reduction="none")[[0, 2]]).all()
+    ok = np.zeros((2, 20), dtype)
+    assert entropy(ok) == pytest.approx(np.log(20), rel=1e-6)
+    assert np.isnan(distillation_loss(q, p, target=np.arange(4))).all()
+
+
+def test_huge_finite_logits_not_mistaken_for_nan(simd):
+    """The max sweep's NaN check sums the row; an overflowing sum must not flag the row."""
+    x = np.full((1, 40), 3e38, np.float32)
+    x[0, 1] = -np.inf
+    y = np.zeros((1, 40), np.float32)
+    assert np.isfinite(kl_divergence(x, y))
+    assert kl_divergence(x, y) == pytest.approx(np.log(40 / 39), rel=1e-5)
+
+
+def test_empty_batch():
+    for fn in (kl_divergence, js_divergence, distillation_loss):
+        a = np.zeros((0, 5), np.float32)
+        assert np.isnan(fn(a, a))
+        assert fn(a, a, reduction="sum") == 0.0
+        loss, g = fn(a, a, reduction="none", return_grad=True)
+        assert loss.shape == (0,) and loss.dtype == np.float32
+    loss, g = entropy(np.zeros((3, 0, 4)), reduction="none", return_grad=True)
+    assert loss.shape == (3, 0) and g.shape == (3, 0, 4)
+
+
+def test_axis_layouts(rng):
+    p, q = _logits(rng, (4, 9, 5)), _logits(rng, (4, 9, 5))
+    loss, (gp, gq) = kl_divergence(p, q, axis=1, reduction="none", return_grad=True)
+    rl, (rp, rq) = kl_divergence(np.moveaxis(p, 1, -1), np.moveaxis(q, 1, -1), reduction="none",
+                                 return_grad=True)
+    np.testing.assert_array_equal(loss, rl)
+    np.testing.assert_array_equal(gp, np.moveaxis(rp, -1, 1))
+    # Fortran order and strided views give the same as contiguous copies
+    pf, qs = np.asfortranarray(p), q[:, ::-1][:, ::-1]
+    for fn in (kl_divergence, js_divergence):
+        a = fn(pf, qs, axis=-1, reduction="none", return_grad=True)
+        b = fn(p.copy(), q.copy(), axis=-1, reduction="none", return_grad=True)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1][0], b[1][0])
+    e1 = entropy(p, axis=0, reduction="none")
+    np.testing.assert_array_equal(e1, entropy(np.moveaxis(p, 0, -1), reduction="none"))
+
+
+def test_dtype_conversion(rng):
+    p16 = _logits(rng, (3, 8), np.float16, scale=1.0)
+    assert kl_divergence(p16, p16).dtype == np.float32
+    assert entropy(np.ones((2, 4), np.int32)).dtype == np.float64
+    assert kl_divergence(p16, np.zeros((3, 8))).dtype == np.float64
+    assert gaussian_kl(np.zeros((2, 3), np.float32), 0.5).dtype == np.float32    # weak scalar
+    assert gaussian_nll_loss(np.zeros(4, np.float32), np.ones(4, np.float32), 2.0).dtype == np.float32
+
+
+def test_grad_out_buffers_and_in_place(rng):
+    p, q = _logits(rng, (6, 30), np.float32), _logits(rng, (6, 30), np.float32)
+    want = kl_divergence(p, q, return_grad=True)
+    bufs = (np.empty_like(p), np.empty_like(q))
+    loss, g = kl_divergence(p, q, return_grad=True, grad_out=bufs)
+    assert g[0] is bufs[0] and g[1] is bufs[1]
+    np.testing.assert_array_equal(g[0], want[1][0])
+    pc, qc = p.copy(), q.copy()       # in place, and crossed
+    for out in ((pc, qc), (qc, pc)):
+        pc[...], qc[...] = p, q
+        loss, g = kl_divergence(pc, qc, return_grad=True, grad_out=out)
+        assert loss == want[0]
+        np.testing.assert_array_equal(g[0], want[1][0])
+        np.testing.assert_array_equal(g[1], want[1][1])
+    wj = js_divergence(p, q, return_grad=True)
+    pc[...], qc[...] = p, q
+    _, g = js_divergence(pc, qc, return_grad=True, grad_out=(pc, qc))
+    np.testing.assert_array_equal(pc, wj[1][0])
+    we = entropy(p, return_grad=True)
+    pc[...] = p
+    entropy(pc, return_grad=True, grad_out=pc)
+    np.testing.assert_array_equal(pc, we[1])
+    y = rng.integers(0, 30, 6)
+    wd = distillation_loss(p, q, target=y, temperature=2.0, return_grad=True)
+    pc[...] = p
+    ld, gd = distillation_loss(pc, q, target=y, temperature=2.0, return_grad=True, grad_out=pc)
+    assert gd is pc and ld == wd[0]
+    np.testing.assert_array_equal(pc, wd[1])
+    # axis not last: written into the buffer
+    buf = (np.empty((30, 6), np.float32), np.empty((30, 6), np.float32))
+    _, g = kl_divergence(p.T, q.T, axis=0, return_grad=True, grad_out=buf)
+    assert g[0] is buf[0]
+    np.testing.assert_array_equal(buf[0], want[1][0].T)
+
+
+@pytest.mark.parametrize("fn", ["kl", "js", "entropy", "distill"])
+def test_streaming_stores_match(rng, fn):
+    """Big gradients go out with streaming stores, from any alignment of the buffer."""
+    p, q = _logits(rng, (33, 45), np.float32), _logits(rng, (33, 45), np.float32)
+    y = rng.integers(0, 45, 33)
+    call = {"kl": lambda a, b, **k: kl_divergence(a, b, **k),
+            "js": lambda a, b, **k: js_divergence(a, b, **k),
+            "entropy": lambda a, b, **k: entropy(a, **k),
+            "distill": lambda a, b, **k: distillation_loss(a, b, target=y, **k)}[fn]
+    want = call(p, q, return_grad=True)
+    old = _k.set_stream_bytes(0)
+    try:
+        for off in range(3):
+            mem = np.zeros(2 * p.size + 8, np.float32)
+            bufs = (mem[off:off + p.size].reshape(p.shape),
+                    mem[p.size + 4 + off:2 * p.size + 4 + off].reshape(p.shape))
+            got = call(p, q, return_grad=True, grad_out=bufs if fn in ("kl", "js") else bufs[0])
+            assert got[0] == want[0]
+            for a, b in zip(np.atleast_1d(got[1]) if fn in ("kl", "js") else [got[1]],
+                            want[1] if fn in ("kl", "js") else [want[1]]):
+                np.testing.assert_array_equal(a, b)
+    finally:
+        _k.set_stream_bytes(old)
+
+
+def test_bitwise_identical_across_threads(rng):
+    p, q = _logits(rng, (300, 500), np.float32), _logits(rng, (300, 500), np.float32)
+    y = rng.integers(0, 500, 300)
+    mu, lv = rng.standard_normal((400, 200)).astype(np.float32), rng.standard_normal((400, 200)).astype(np.float32)
+    x, t = rng.standard_normal((500, 130)), rng.standard_normal((500, 130))
+    var = rng.uniform(0.1, 2, (500, 130))
+    calls = [lambda: kl_divergence(p, q, return_grad=True),
+             lambda: js_divergence(p, q, return_grad=True),
+             lambda: entropy(p, return_grad=True),
+             lambda: distillation_loss(p, q, target=y, temperature=2.0, return_grad=True),
+             lambda: gaussian_kl(mu, lv, return_grad=True),
+             lambda: gaussian_kl(mu, lv, mu[::-1], lv[::-1], reduction="none", return_grad=True),
+             lambda: vae_loss(x[:400], t[:400], mu, lv, recon_loss="bce", return_grad=True),
+             lambda: vae_loss(x[:400], t[:400], mu, lv, reduction="none", return_grad=True),
+             lambda: gaussian_nll_loss(x, t, var, return_grad=True),
+             lambda: gaussian_nll_loss(x, t, var[:, 0], return_grad=True)]
+    for call in calls:
+        results = []
+        for n in (1, 2, 3):
+            with fastloss.threads(n):
+                results.append(call())
+        for r in results[1:]:
+            for a, b in zip(_flatten(r), _flatten(results[0])):
+                np.testing.assert_array_equal(a, b)
+
+
+def _flatten(r):
+    out = []
+    for v in (r if isinstance(r, tuple) else (r,)):
+        out.extend(_flatten(v) if isinstance(v, tuple) else [np.asarray(v)])
+    return out
+
+
+# --- Gaussian KL -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("which", ["std", "mu_q", "both", "logvar_q", "broadcast"])
+@pytest.mark.parametrize("D", [1, 5, 70])
+def test_gaussian_kl_matrix(simd, rng, dtype, reduction, which, D):
+    mp = rng.standard_normal((6, 3, D)).astype(dtype)
+    lvp = rng.standard_normal((6, 3, D)).astype(dtype)
+    mq = rng.standard_normal((6, 3, D)).astype(dtype)
+    lvq = rng.standard_normal((6, 3, D)).astype(dtype)
+    args = {"std": (mp, lvp), "mu_q": (mp, lvp, mq), "both": (mp, lvp, mq, lvq),
+            "logvar_q": (mp, lvp, None, lvq),
+            "broadcast": (mp, lvp[:1], mq[0, 0], lvq[:, :, :1])}[which]
+    kw = dict(reduction=reduction, return_grad=True)
+    fast, oracle = gaussian_kl(*args, **kw), ref.gaussian_kl(*args, **kw)
+    _check(fast, oracle, dtype)
+    for g, a in zip(fast[1], [a for a in args if a is not None]):
+        assert g.shape == a.shape
+
+
+def test_gaussian_kl_vae_term_and_finite_differences(rng):
+    mu, lv = rng.standard_normal((4, 6)), rng.standard_normal((4, 6))
+    vae_term = np.mean(-0.5 * np.sum(1 + lv - mu ** 2 - np.exp(lv), axis=-1))
+    assert gaussian_kl(mu, lv) == pytest.approx(vae_term, rel=1e-13)
+    mq, lvq = rng.standard_normal((4, 6)), rng.standard_normal((1, 6))
+    _, g = gaussian_kl(mu, lv, mq, lvq, return_grad=True)
+    args = [mu, lv, mq, lvq]
+    for i in range(4):
+        def f(a, i=i):
+            aa = list(args)
+            aa[i] = a
+            return gaussian_kl(*aa)
+        np.testing.assert_allclose(g[i], fd_grad(f, args[i]), atol=1e-8)
+
+
+def test_gaussian_kl_edge_cases():
+    assert gaussian_kl(np.zeros((3, 4)), np.zeros((3, 4))) == 0.0
+    loss, (g1, g2) = gaussian_kl(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32),
+                                 reduction="none", return_grad=True)
+    assert loss.shape == (0,) and g1.shape == (0, 4)
+    assert np.isnan(gaussian_kl(np.zeros((0, 4)), np.zeros((0, 4))))
+    l0 = gaussian_kl(np.zeros((2, 0)), np.zeros((2, 0)), reduction="none")
+    np.testing.assert_array_equal(l0, [0.0, 0.0])
+    mu = np.zeros((2, 3))
+    mu[1, 1] = np.nan
+    out = gaussian_kl(mu, np.zeros((2, 3)), reduction="none")
+    assert out[0] == 0.0 and np.isnan(out[1])
+    # univariate: last axis of 1
+    u = gaussian_kl(np.array([[1.0]]), np.array([[0.0]]), np.array([[0.0]]), np.array([[np.log(4.0)]]))
+    assert u == pytest.approx(0.5 * (np.log(4) + (1 + 1) / 4 - 1), rel=1e-14)
+
+
+# --- full-covariance KL ------------------------------------------------------------------------
+
+def _spd(rng, batch, d):
+    a = rng.standard_normal(batch + (d, d))
+    return a @ np.swapaxes(a, -1, -2) + 0.5 * np.eye(d)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("batch_p,batch_q", [((), ()), ((5,), (5,)), ((2, 3), ()), ((4,), (1,))])
+def test_mvn_kl_matrix(rng, dtype, reduction, batch_p, batch_q):
+    d = 4
+    args = (rng.standard_normal(batch_p + (d,)).astype(dtype), _spd(rng, batch_p, d).astype(dtype),
+            rng.standard_normal(batch_q + (d,)).astype(dtype), _spd(rng, batch_q, d).astype(dtype))
+    kw = dict(reduction=reduction, return_grad=True)
+    fast, oracle = mvn_kl(*args, **kw), ref.mvn_kl(*args, **kw)
+    _check(fast, oracle, dtype)
+    for g, a in zip(fast[1], args):
+        assert g.shape == a.shape
+
+
+def test_mvn_kl_finite_differences_and_diagonal(rng):
+    d = 3
+    mp, Sp, mq, Sq = rng.standard_normal(d), _spd(rng, (), d), rng.standard_normal(d), _spd(rng, (), d)
+    _, g = mvn_kl(mp, Sp, mq, Sq, return_grad=True)
+    sym = lambda S: 0.5 * (S + S.T)
+    fs = [lambda a: mvn_kl(a, Sp, mq, Sq), lambda a: mvn_kl(mp, sym(a), mq, Sq),
+          lambda a: mvn_kl(mp, Sp, a, Sq), lambda a: mvn_kl(mp, Sp, mq, sym(a))]
+    for gi, f, a in zip(g, fs, (mp, Sp, mq, Sq)):
+        np.testing.assert_allclose(gi, fd_grad(f, a, h=1e-4), atol=1e-7)
+    # diagonal covariances agree with gaussian_kl
+    vp, vq = rng.uniform(0.5, 2, (2, d)), rng.uniform(0.5, 2, (2, d))
+    mu = rng.standard_normal((2, d))
+    full = mvn_kl(mu, vp[..., None] * np.eye(d), 0 * mu, vq[..., None] * np.eye(d), reduction="none")
+    np.testing.assert_allclose(full, gaussian_kl(mu, np.log(vp), 0 * mu, np.log(vq), reduction="none"),
+                               rtol=1e-12)
+
+
+def test_mvn_kl_errors(rng):
+    d = 3
+    mp, Sp, mq, Sq = rng.standard_normal((2, d)), _spd(rng, (2,), d), rng.standard_normal(d), _spd(rng, (), d)
+    bad = Sq.copy()
+    bad[0, 0] = -1.0
+    with pytest.raises(ValueError, match="cov_q is not symmetric positive definite"):
+        mvn_kl(mp, Sp, mq, bad)
+    badp = Sp.copy()
+    badp[1] = -np.eye(d)
+    with pytest.raises(ValueError, match=r"cov_p is not symmetric positive definite \(batch index \(1,\)\)"):
+        mvn_kl(mp, badp, mq, Sq)
+    nanq = Sq.copy()
+    nanq[1, 1] = np.nan
+    with pytest.raises(ValueError, match="cov_q contains NaN"):
+        mvn_kl(mp, Sp, mq, nanq)
+    asym = Sq.copy()
+    asym[0, 1] += 0.5
+    with pytest.raises(ValueError, match="cov_q is not symmetric"):
+        mvn_kl(mp, Sp, mq, asym)
+    with pytest.raises(ValueError, match="cov_p has shape"):
+        mvn_kl(mp, Sp[..., :2], mq, Sq)
+    with pytest.raises(ValueError, match="mu_q has shape"):
+        mvn_kl(mp, Sp, mq[:2], Sq)
+    with pytest.raises(ValueError, match="batch shapes"):
+        mvn_kl(mp, _spd(rng, (3,), d), mq, Sq)
+    with pytest.raises(ValueError, match="cov_p must have at least 2"):
+        mvn_kl(mp, np.ones(3), mq, Sq)
+    nan_mu = mp.copy()
+    nan_mu[0, 0] = np.nan
+    assert np.isnan(mvn_kl(nan_mu, Sp, mq, Sq, reduction="none")[0])
+
+
+# --- VAE -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("recon_loss", ["mse", "bce"])
+@pytest.mark.parametrize("shapes", [((7, 3, 40), (7, 80)), ((7, 5), (7, 3)), ((7,), (7,))])
+def test_vae_matrix(simd, rng, dtype, reduction, recon_loss, shapes):
+    rs, zs = shapes
+    r = rng.standard_normal(rs).astype(dtype)
+    x = rng.uniform(size=rs).astype(dtype)
+    mu, lv = rng.standard_normal(zs).astype(dtype), rng.standard_normal(zs).astype(dtype)
+    kw = dict(recon_loss=recon_loss, beta=2.5, reduction=reduction, return_grad=True)
+    _check(vae_loss(r, x, mu, lv, **kw), ref.vae_loss(r, x, mu, lv, **kw), dtype)
+
+
+def test_vae_finite_differences_and_terms(rng):
+    r, x = rng.standard_normal((3, 4)), rng.uniform(size=(3, 4))
+    mu, lv = rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
+    for mode in ("mse", "bce"):
+        _, g = vae_loss(r, x, mu, lv, recon_loss=mode, beta=0.7, return_grad=True)
+        args = [r, mu, lv]
+        for i, pos in enumerate((0, 2, 3)):
+            def f(a, pos=pos):
+                aa = [r, x, mu, lv]
+                aa[pos] = a
+                return vae_loss(*aa, recon_loss=mode, beta=0.7)
+            np.testing.assert_allclose(g[i], fd_grad(f, args[i]), atol=1e-8)
+    # both terms per sample, then the batch mean
+    want = np.mean(np.sum((r - x) ** 2, axis=1)) + 0.7 * gaussian_kl(mu, lv)
+    assert vae_loss(r, x, mu, lv, beta=0.7) == pytest.approx(want, rel=1e-13)
+    assert vae_loss(r, x[:1], mu, lv) == vae_loss(r, np.broadcast_to(x[:1], r.shape).copy(), mu, lv)
+
+
+# --- Gaussian NLL -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("var_shape", ["full", "short", "last1", "middle1", "scalar"])
+@pytest.mark.parametrize("full", [False, True])
+def test_gaussian_nll_matrix(simd, rng, dtype, reduction, var_shape, full):
+    shape = (5, 4, 19)
+    x, t = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    vs = {"full": shape, "short": shape[:-1], "last1": (5, 4, 1), "middle1": (5, 1, 19)}
+    var = 0.7 if var_shape == "scalar" else rng.uniform(0.05, 2.0, vs[var_shape]).astype(dtype)
+    if var_shape != "scalar":
+        var.reshape(-1)[::7] = 1e-9               # below eps: clamped
+    kw = dict(full=full, eps=1e-4, reduction=reduction, return_grad=True)
+    fast, oracle = gaussian_nll_loss(x, t, var, **kw), ref.gaussian_nll_loss(x, t, var, **kw)
+    _check(fast, oracle, dtype)
+    assert fast[1][1].shape == np.shape(var)
+
+
+def test_gaussian_nll_finite_differences(rng):
+    x, t = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    for var in (rng.uniform(0.5, 2, (3, 4)), rng.uniform(0.5, 2, (3,)), rng.uniform(0.5, 2, (1, 4))):
+        _, (gx, gv) = gaussian_nll_loss(x, t, var, full=True, return_grad=True)
+        np.testing.assert_allclose(gx, fd_grad(lambda a: gaussian_nll_loss(a, t, var, full=True), x), atol=1e-8)
+        np.testing.assert_allclose(gv, fd_grad(lambda v: gaussian_nll_loss(x, t, v, full=True), var, h=1e-4),
+                                   atol=1e-7)
+
+
+def test_gaussian_nll_edge_cases():
+    assert np.isnan(gaussian_nll_loss(np.array([1.0, np.nan]), np.zeros(2), np.ones(2)))
+    loss, (gx, gv) = gaussian_nll_loss(np.zeros((0, 3)), np.zeros((0, 3)), np.ones((0, 3)),
+                                       reduction="none", return_grad=True)
+    assert loss.shape == (0, 3) and gv.shape == (0, 3)
+    # target broadcasts to the input
+    x = np.arange(6.0).reshape(2, 3)
+    assert gaussian_nll_loss(x, 1.0, 2.0) == pytest.approx(
+        gaussian_nll_loss(x, np.ones((2, 3)), np.full((2, 3), 2.0)), rel=1e-14)
+    assert gaussian_nll_loss(np.float64(1.0), 0.0, 1.0) == pytest.approx(0.5)
+
+
+# --- PyTorch parity --------------------------------------------------------------------------------
+
+def _t(a, grad=True):
+    torch = pytest.importorskip("torch")
+    return torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=grad)
+
+
+def test_softmax_rows_match_pytorch(rng):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    p, q = _logits(rng, (6, 11)), _logits(rng, (6, 11))
+    T = 2.0
+    tp, tq = _t(p), _t(q)
+    want = F.kl_div(F.log_softmax(tq / T, -1), F.log_softmax(tp / T, -1), reduction="batchmean",
+                    log_target=True)
+    want.backward()
+    loss, (gp, gq) = kl_divergence(p, q, temperature=T, reduction="batchmean", return_grad=True)
+    assert loss == pytest.approx(want.item(), rel=1e-12)
+    np.testing.assert_allclose(gp, tp.grad.numpy(), atol=1e-14)
+    np.testing.assert_allclose(gq, tq.grad.numpy(), atol=1e-14)
+    tx = _t(p)
+    h = torch.distributions.Categorical(logits=tx).entropy().mean()
+    h.backward()
+    loss, g = entropy(p, return_grad=True)
+    assert loss == pytest.approx(h.item(), rel=1e-12)
+    np.testing.assert_allclose(g, tx.grad.numpy(), atol=1e-14)
+    # generalised JSD as in TRL's GKD trainer (beta weights the first argument)
+    beta = 0.3
+    tp, tq = _t(p), _t(q)
+    lp, lq = F.log_softmax(tp, -1), F.log_softmax(tq, -1)
+    lm = torch.logsumexp(torch.stack([lp + np.log(beta), lq + np.log(1 - beta)]), dim=0)
+    jsd = (beta * F.kl_div(lm, lp, reduction="none", log_target=True)
+           + (1 - beta) * F.kl_div(lm, lq, reduction="none", log_target=True)).sum(-1).mean()
+    jsd.backward()
+    loss, (gp, gq) = js_divergence(p, q, beta=beta, return_grad=True)
+    assert loss == pytest.approx(jsd.item(), rel=1e-12)
+    np.testing.assert_allclose(gp, tp.grad.numpy(), atol=1e-14)
+    np.testing.assert_allclose(gq, tq.grad.numpy(), atol=1e-14)
+    # Hinton distillation
+    y = rng.integers(0, 11, 6)
+    ts = _t(p)
+    kd = F.kl_div(F.log_softmax(ts / T, -1), F.softmax(torch.tensor(q) / T, -1),
+                  reduction="batchmean") * T * T
+    total = 0.4 * kd + 0.6 * F.cross_entropy(ts, torch.tensor(y))
+    total.backward()
+    loss, g = distillation_loss(p, q, temperature=T, target=y, alpha=0.4, return_grad=True)
+    assert loss == pytest.approx(total.item(), rel=1e-12)
+    np.testing.assert_allclose(g, ts.grad.numpy(), atol=1e-14)
+
+
+def test_gaussians_match_pytorch(rng):
+    torch = pytest.importorskip("torch")
+    D = torch.distributions
+    mp, lvp, mq, lvq = (rng.standard_normal((5, 4)) for _ in range(4))
+    ts = [_t(a) for a in (mp, lvp, mq, lvq)]
+    want = D.kl_divergence(D.Normal(ts[0], torch.exp(0.5 * ts[1])),
+                           D.Normal(ts[2], torch.exp(0.5 * ts[3]))).sum(-1).mean()
+    want.backward()
+    loss, g = gaussian_kl(mp, lvp, mq, lvq, return_grad=True)
+    assert loss == pytest.approx(want.item(), rel=1e-12)
+    for a, b in zip(g, ts):
+        np.testing.assert_allclose(a, b.grad.numpy(), atol=1e-13)
+    d = 3
+    args = (rng.standard_normal((2, d)), _spd(rng, (2,), d), rng.standard_normal((2, d)), _spd(rng, (2,), d))
+    ts = [_t(a) for a in args]
+    want = D.kl_divergence(D.MultivariateNormal(ts[0], covariance_matrix=ts[1]),
+                           D.MultivariateNormal(ts[2], covariance_matrix=ts[3])).sum()
+    want.backward()
+    loss, g = mvn_kl(*args, reduction="sum", return_grad=True)
+    assert loss == pytest.approx(want.item(), rel=1e-10)
+    for a, b in zip(g, ts):
+        np.testing.assert_allclose(a, b.grad.numpy(), atol=1e-10)
+    x, t, v = rng.standard_normal((4, 6)), rng.standard_normal((4, 6)), rng.uniform(0.1, 2, (4, 1))
+    v[0] = 1e-8
+    tx, tv = _t(x), _t(v)
+    want = torch.nn.functional.gaussian_nll_loss(tx, torch.tensor(t), tv, full=True, eps=1e-3)
+    want.backward()
+    loss, (gx, gv) = gaussian_nll_loss(x, t, v, full=True, eps=1e-3, return_grad=True)
+    assert loss == pytest.approx(want.item(), rel=1e-12)
+    np.testing.assert_allclose(gx, tx.grad.numpy(), atol=1e-13)
+    np.testing.assert_allclose(gv, tv.grad.numpy(), rtol=1e-12)
+    r, xx = rng.standard_normal((4, 10)), rng.uniform(size=(4, 10))
+    tr, tm, tl = _t(r), _t(mp[:4]), _t(lvp[:4])
+    rec = torch.nn.functional.binary_cross_entropy_with_logits(tr, torch.tensor(xx), reduction="none").sum(1)
+    kl = -0.5 * (1 + tl - tm ** 2 - tl.exp()).sum(1)
+    want = (rec + 2.0 * kl).mean()
+    want.backward()
+    loss, g = vae_loss(r, xx, mp[:4], lvp[:4], recon_loss="bce", beta=2.0, return_grad=True)
+    assert loss == pytest.approx(want.item(), rel=1e-12)
+    for a, b in zip(g, (tr, tm, tl)):
+        np.testing.assert_allclose(a, b.grad.numpy(), atol=1e-14)
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda p, q: kl_divergence(p, q[:, :3]), ValueError, "q_logits has shape"),
+    (lambda p, q: kl_divergence(p, q, temperature=0.0), ValueError, "temperature"),
+    (lambda p, q: kl_divergence(p, q, temperature=-1), ValueError, "temperature"),
+    (lambda p, q: js_divergence(p, q, temperature=np.inf), ValueError, "temperature"),
+    (lambda p, q: kl_divergence(p, q, temperature=np.nan), ValueError, "temperature"),
+    (lambda p, q: kl_divergence(p, q, temperature="hot"), TypeError, "temperature"),
+    (lambda p, q: js_divergence(p, q, beta=1.5), ValueError, "beta"),
+    (lambda p, q: js_divergence(p, q, beta=-0.1), ValueError, "beta"),
+    (lambda p, q: distillation_loss(p, q, alpha=2.0), ValueError, "alpha"),
+    (lambda p, q: distillation_loss(p, q, target=np.array([0, 1, 9, 2])), IndexError, r"target\[2\]"),
+    (lambda p, q: distillation_loss(p, q, target=np.zeros(3, int)), ValueError, "target has shape"),
+    (lambda p, q: distillation_loss(p, q, target=np.zeros(4)), TypeError, "target"),
+    (lambda p, q: distillation_loss(p, q[:2]), ValueError, "teacher_logits has shape"),
+    (lambda p, q: kl_divergence(p, q, reduction="avg"), ValueError, "reduction"),
+    (lambda p, q: entropy(p, reduction="batch"), ValueError, "reduction"),
+    (lambda p, q: kl_divergence(p, q, axis=2), ValueError, "axis"),
+    (lambda p, q: entropy(np.float64(1.0)), ValueError, "logits must have at least one"),
+    (lambda p, q: entropy(np.zeros((3, 0))), ValueError, "no classes"),
+    (lambda p, q: kl_divergence(p + 1j, q), TypeError, "p_logits must be real"),
+    (lambda p, q: entropy(np.array(["a"])), TypeError, "logits"),
+    (lambda p, q: kl_divergence(p, q, grad_out=(p, q)), ValueError, "grad_out is only used"),
+    (lambda p, q: kl_divergence(p, q, return_grad=True, grad_out=p), ValueError, "tuple of 2"),
+    (lambda p, q: kl_divergence(p, q, return_grad=True, grad_out=(p, q[:2])), ValueError, r"grad_out\[1\] has shape"),
+    (lambda p, q: kl_divergence(p, q, return_grad=True, grad_out=(p.astype(np.float32), q)), TypeError,
+     r"grad_out\[0\] has dtype"),
+    (lambda p, q: entropy(p, return_grad=True, grad_out=np.zeros((5, 4)).T), ValueError, "grad_out"),
+])
+def test_bad_softmax_input(call, exc, match):
+    p, q = np.zeros((4, 5)), np.zeros((4, 5))
+    with pytest.raises(exc, match=match):
+        call(p, q)
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: gaussian_kl(np.zeros((2, 3)), np.zeros((2, 4))), ValueError, "do not broadcast"),
+    (lambda: gaussian_kl(np.float64(0.0), np.float64(0.0)), ValueError, "at least one dimension"),
+    (lambda: gaussian_kl(np.zeros(3), np.zeros(3), reduction="avg"), ValueError, "reduction"),
+    (lambda: gaussian_kl(np.zeros(3), np.zeros(3) + 1j), TypeError, "logvar_p"),
+    (lambda: gaussian_kl(np.zeros(3), np.zeros(3), return_grad=True, grad_out=(np.zeros(3),)), ValueError,
+     "tuple of 2"),
+    (lambda: gaussian_kl(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros(3), return_grad=True,
+                         grad_out=(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 3)))), ValueError,
+     r"grad_out\[2\] has shape"),
+    (lambda: vae_loss(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 2)), np.zeros((2, 2)),
+                      recon_loss="l1"), ValueError, "recon_loss"),
+    (lambda: vae_loss(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 2)), np.zeros((2, 2)), beta=-1),
+     ValueError, "beta"),
+    (lambda: vae_loss(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((3, 2)), np.zeros((3, 2))),
+     ValueError, "batch size"),
+    (lambda: vae_loss(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 2)), np.zeros((2, 3))),
+     ValueError, "logvar has shape"),
+    (lambda: vae_loss(np.zeros((2, 3)), np.zeros((2, 4)), np.zeros((2, 2)), np.zeros((2, 2))),
+     ValueError, "x of shape"),
+    (lambda: vae_loss(np.float64(0), np.float64(0), np.zeros(2), np.zeros(2)), ValueError, "batch axis"),
+    (lambda: gaussian_nll_loss(np.zeros((2, 3)), np.zeros((2, 3)), -np.ones((2, 3))), ValueError,
+     "var has negative"),
+    (lambda: gaussian_nll_loss(np.zeros((2, 3)), np.zeros((2, 3)), np.ones((3, 2))), ValueError,
+     "var has shape"),
+    (lambda: gaussian_nll_loss(np.zeros((2, 3)), np.zeros((2, 3)), np.ones((1, 1))), ValueError,
+     "var has shape"),
+    (lambda: gaussian_nll_loss(np.zeros((2, 3)), np.zeros((3, 3)), np.ones((2, 3))), ValueError,
+     "target of shape"),
+    (lambda: gaussian_nll_loss(np.zeros(3), np.zeros(3), np.ones(3), eps=-1.0), ValueError, "eps"),
+    (lambda: gaussian_nll_loss(np.zeros(3), np.zeros(3), np.ones(3), reduction="batchmean"), ValueError,
+     "reduction"),
+])
+def test_bad_gaussian_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
