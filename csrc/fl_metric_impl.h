@@ -602,8 +602,13 @@ static void N_(sym_add_tiles)(T *Wm, int64_t N, int64_t ti, T scale) {
 
 /* ----------------------------------------------------------------------------
  * Softmax cross-entropy over the rows and columns of a similarity matrix.
- *
- * ce_group_stats: one group of nr <= FL_CE_GROUP rows of S (nc columns), walked
+ * Exponentials of x - shift with shift >= x (a maximum or a log-sum-exp) use
+ * vexp_le0; a shift that is NaN or +inf (NaN or +inf in the data) takes the
+ * general vexp, whose NaN then propagates. */
+
+FL_INL int N_(finite_or_ninf)(T x) { return x == x && x != (T)INFINITY; }
+
+/* ce_group_stats: one group of nr <= FL_CE_GROUP rows of S (nc columns), walked
  * in tiles of FL_CE_COLS columns; each tile is read twice (max, then sum of
  * exponentials), the second time from L2. Writes rlse[r] = logsumexp of row r
  * (online over the tiles) and, with cmax, the group's column statistics:
@@ -634,17 +639,34 @@ static void N_(ce_group_stats)(const T *S, int64_t nr, int64_t nc, double *rlse,
                 rm[r] = mc;
             }
         }
+        /* column shifts: the tile maxima (0 for all -inf columns) */
+        V csh[FL_CE_COLS / W];
+        int cfast = 1;
+        if (cols)
+            for (int64_t v = 0; v < nv; v++) {
+                csh[v] = N_(vsel)(cm[v] == -(T)INFINITY, zero, cm[v]);
+                for (int k = 0; k < W; k++) cfast &= N_(finite_or_ninf)(cm[v][k]);
+            }
         for (int64_t r = 0; r < nr; r++) {
             const T *row = S + r * nc + c0;
             const T shift = rm[r] == -(T)INFINITY ? 0 : rm[r];
+            const int rfast = N_(finite_or_ninf)(rm[r]);
             V acc = zero;
-            if (cols) {
+            if (cols && rfast && cfast) {
+                for (int64_t v = 0; v < nv; v++) {
+                    V x = N_(vload_n)(row + v * W, cw - v * W, -(T)INFINITY);
+                    acc += N_(vexp_le0)(x - shift);
+                    cs[v] += N_(vexp_le0)(x - csh[v]);
+                }
+            } else if (cols) {
                 for (int64_t v = 0; v < nv; v++) {
                     V x = N_(vload_n)(row + v * W, cw - v * W, -(T)INFINITY);
                     acc += N_(vexp)(x - shift);
-                    V csh = N_(vsel)(cm[v] == -(T)INFINITY, zero, cm[v]);
-                    cs[v] += N_(vexp)(x - csh);
+                    cs[v] += N_(vexp)(x - csh[v]);
                 }
+            } else if (rfast) {
+                for (int64_t v = 0; v < nv; v++)
+                    acc += N_(vexp_le0)(N_(vload_n)(row + v * W, cw - v * W, -(T)INFINITY) - shift);
             } else {
                 for (int64_t v = 0; v < nv; v++)
                     acc += N_(vexp)(N_(vload_n)(row + v * W, cw - v * W, -(T)INFINITY) - shift);
@@ -682,14 +704,25 @@ static void N_(ce_col_combine)(const T *cmax, const T *csum, int64_t ng, int64_t
  * block (rlse[r] is row r0 + r); clse covers all nc columns. */
 static void N_(ce_grad_rows)(T *S, int64_t nr, int64_t nc, int64_t r0, const double *rlse, T ra,
                              const T *clse, T cb, int64_t pos_off, int64_t period, T dcoef) {
+    int cfast = 1;
+    for (int64_t j = 0; j < nc; j++) cfast &= N_(finite_or_ninf)(clse[j]) && clse[j] != -(T)INFINITY;
     for (int64_t r = 0; r < nr; r++) {
         T *row = S + r * nc;
         const T rl = (T)rlse[r];
-        for (int64_t j = 0; j < nc; j += W) {
-            const int64_t nj = nc - j;
-            V x = N_(vload_n)(row + j, nj, 0);
-            V g = ra * N_(vexp)(x - rl) + cb * N_(vexp)(x - N_(vload_n)(clse + j, nj, 0));
-            N_(vstore_n)(row + j, g, nj);
+        if (cfast && N_(finite_or_ninf)(rl) && rl != -(T)INFINITY) {
+            for (int64_t j = 0; j < nc; j += W) {
+                const int64_t nj = nc - j;
+                V x = N_(vload_n)(row + j, nj, 0);
+                V g = ra * N_(vexp_le0)(x - rl) + cb * N_(vexp_le0)(x - N_(vload_n)(clse + j, nj, 0));
+                N_(vstore_n)(row + j, g, nj);
+            }
+        } else {
+            for (int64_t j = 0; j < nc; j += W) {
+                const int64_t nj = nc - j;
+                V x = N_(vload_n)(row + j, nj, 0);
+                V g = ra * N_(vexp)(x - rl) + cb * N_(vexp)(x - N_(vload_n)(clse + j, nj, 0));
+                N_(vstore_n)(row + j, g, nj);
+            }
         }
         row[(r0 + r + pos_off) % period] -= dcoef;
     }
