@@ -9,6 +9,8 @@ from ._version import __version__
 from ._config import get_num_threads, set_num_threads, threads, get_simd, set_simd, available_levels
 from .classification import (binary_cross_entropy_with_logits, cross_entropy, log_softmax,
                              logsumexp, sigmoid_focal_loss, softmax)
+from .regression import (complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss,
+                         huber_loss, l1_loss, log_cosh_loss, mse_loss, smooth_l1_loss)
 from ._info import show_config
 
 __all__ = [
@@ -16,4 +18,6 @@ __all__ = [
     "get_num_threads", "set_num_threads", "threads", "get_simd", "set_simd", "available_levels",
     "cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
     "logsumexp", "softmax", "log_softmax",
+    "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "log_cosh_loss",
+    "generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss",
 ]

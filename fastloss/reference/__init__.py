@@ -3,3 +3,5 @@ with the same signatures (less the performance-only arguments such as grad_out).
 Plain, obviously-correct formulas: the tests hold the kernels to them."""
 from .classification import (binary_cross_entropy_with_logits, cross_entropy, log_softmax,
                              logsumexp, sigmoid_focal_loss, softmax)
+from .regression import (complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss,
+                         huber_loss, l1_loss, log_cosh_loss, mse_loss, smooth_l1_loss)
