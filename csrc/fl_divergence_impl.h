@@ -4,9 +4,11 @@
  *
  * Softmax rows are C-contiguous, C elements each, and are handled one row pair
  * at a time while it is hot in cache: pass 1 takes both maxima, pass 2 the
- * exponentials (kept in per-thread scratch), their sums and the divergence,
- * pass 3 both gradients. A gradient may alias any input row: pass 3 reads an
- * element of both inputs before it writes that element of either gradient.
+ * exponentials and what the gradients need (kept in per-thread scratch), their
+ * sums and the divergence, the last pass writes both gradients from the scratch
+ * alone. A gradient may alias any input row: once the gradient pass starts, no
+ * input is read again (rows too long for the scratch recompute from the inputs,
+ * reading each element of both before writing it).
  *
  * A class with probability 0 (logit -inf, or an exponential that underflows)
  * contributes exactly 0 (0 * log 0 = 0), selected by `e == 0`. A row whose
@@ -18,21 +20,9 @@
  * summed per lane in the row dtype, then widened and added lane-wise into a
  * float64 vector (a few instructions, not a serial chain of W scalar adds);
  * dv_dsum adds the lanes in a fixed order at the end. */
-typedef double N_(VD) __attribute__((vector_size(FL_VBYTES)));
+typedef double N_(VD) __attribute__((vector_size(W * 8)));
 #define VD N_(VD)
-#if !FL_DOUBLE
-typedef float N_(VH) __attribute__((vector_size(FL_VBYTES / 2)));
-#endif
-FL_INL VD N_(dv_widen_add)(VD acc, V v) {
-#if FL_DOUBLE
-    return acc + v;
-#else
-    N_(VH) lo, hi;
-    memcpy(&lo, &v, sizeof lo);
-    memcpy(&hi, (const char *)&v + sizeof lo, sizeof hi);
-    return acc + __builtin_convertvector(lo, VD) + __builtin_convertvector(hi, VD);
-#endif
-}
+FL_INL VD N_(dv_widen_add)(VD acc, V v) { return acc + __builtin_convertvector(v, VD); }
 FL_INL double N_(dv_dsum)(VD v) {
     double s = 0.0;
     for (int j = 0; j < (int)(sizeof v / sizeof(double)); j++) s += v[j];
@@ -94,7 +84,7 @@ FL_INL V N_(dv_write_vec)(const T *g, const T *X, const T *Z, const T *Y, T s1, 
 static void N_(dv_write_row)(T *g, int64_t C, const T *X, const T *Z, const T *Y, T s1, T s0,
                              T sy, int acc, int stream) {
     int64_t k = 0;
-    if (stream && ((uintptr_t)g % sizeof(T)) == 0) {
+    if (FL_X86_DISPATCH && stream && ((uintptr_t)g % sizeof(T)) == 0) {
         int64_t h = (int64_t)(((FL_VBYTES - (uintptr_t)g % FL_VBYTES) % FL_VBYTES) / sizeof(T));
         if (h > C) h = C;
         if (h > 0) N_(vstore_part)(g, N_(dv_write_vec)(g, X, Z, Y, s1, s0, sy, acc, 0, h), h);
@@ -183,40 +173,55 @@ static int N_(dv_bad_row)(T m1, T m2, int64_t C, double *loss, T *g1, T *g2) {
  * e = exp(z), s = sum e, t = sum e z:  H = log s - t / s and
  * dH/dx_j = -p_j (log p_j + H) = -(e_j / s) (z_j - t / s).
  * g (optional) gets the gradient of gscale * sum_r H_r. scratch: NULL or 2 C
- * elements (e and z, z zeroed where e == 0); without it the gradient pass recomputes. */
-FL_INL V N_(ent_step)(V x, T m, V *e, V *as, V *at) {
+ * elements (e and z, z zeroed where e == 0); without it the gradient pass recomputes.
+ *
+ * Loops of every row kernel run over whole vectors with plain local accumulators;
+ * the partial vector at the row's end is handled after them (a tail inside the
+ * loop makes GCC keep the accumulators in memory). */
+typedef struct { V e, z; } N_(ent_v);
+FL_INL N_(ent_v) N_(ent_vec)(V x, T m) {
+    N_(ent_v) o;
     V z = x - m;
-    *e = N_(vexp_le0)(z);
-    z = N_(dv_zero_if)(*e == (T)0, z);
-    *as += *e;
-    *at += *e * z;
-    return z;
+    o.e = N_(vexp_le0)(z);
+    o.z = N_(dv_zero_if)(o.e == (T)0, z);
+    return o;
 }
 
 static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gscale,
                              double *loss, T *scratch, int stream) {
     T *se = scratch, *sz = scratch ? scratch + C : NULL;
+    const int64_t Cv = C - C % W, nt = C - Cv;
     for (int64_t r = 0; r < n; r++) {
         const T *xr = x + r * C;
         T *gr = g ? g + r * C : NULL;
         const T m = N_(dv_max)(xr, C);
         if (N_(dv_bad_row)(m, 0, C, &loss[r], gr, NULL)) continue;
         VD vs = N_(dv_dzero)(), vt = vs;
-        int64_t k;
-        V e, z;
-        for (int64_t b = 0; b < C; b += FL_DIV_SUM_BLOCK) {
-            const int64_t end = b + FL_DIV_SUM_BLOCK < C ? b + FL_DIV_SUM_BLOCK : C;
+        N_(ent_v) o;
+        for (int64_t b = 0; b < Cv; b += FL_DIV_SUM_BLOCK) {
+            const int64_t end = b + FL_DIV_SUM_BLOCK < Cv ? b + FL_DIV_SUM_BLOCK : Cv;
             V as = N_(vset1)(0), at = N_(vset1)(0);
-            for (k = b; k + W <= end; k += W) {
-                z = N_(ent_step)(N_(vload)(xr + k), m, &e, &as, &at);
-                if (scratch) { N_(vstore)(se + k, e); N_(vstore)(sz + k, z); }
-            }
-            if (k < end) {
-                z = N_(ent_step)(N_(vload_part)(xr + k, end - k, -(T)INFINITY), m, &e, &as, &at);
-                if (scratch) { N_(vstore_part)(se + k, e, end - k); N_(vstore_part)(sz + k, z, end - k); }
+            for (int64_t k = b; k < end; k += W) {
+                __builtin_prefetch(xr + C + k);     /* the next row streams in meanwhile */
+                o = N_(ent_vec)(N_(vload)(xr + k), m);
+                as += o.e;
+                at += o.e * o.z;
+                if (scratch) {
+                    N_(vstore)(se + k, o.e);
+                    N_(vstore)(sz + k, o.z);
+                }
             }
             vs = N_(dv_widen_add)(vs, as);
             vt = N_(dv_widen_add)(vt, at);
+        }
+        if (nt) {
+            o = N_(ent_vec)(N_(vload_part)(xr + Cv, nt, -(T)INFINITY), m);
+            vs = N_(dv_widen_add)(vs, o.e);
+            vt = N_(dv_widen_add)(vt, o.e * o.z);
+            if (scratch) {
+                N_(vstore_part)(se + Cv, o.e, nt);
+                N_(vstore_part)(sz + Cv, o.z, nt);
+            }
         }
         const double s = N_(dv_dsum)(vs), ts = N_(dv_dsum)(vt) / s;
         loss[r] = log(s) - ts;
@@ -227,11 +232,10 @@ static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gsca
             N_(dv_write_row)(gr, C, sz, NULL, se, c, cts, 0, 0, stream);
             continue;
         }
-        V dummy = N_(vset1)(0);
-        for (k = 0; k < C; k += W) {
+        for (int64_t k = 0; k < C; k += W) {
             const int64_t nk = C - k < W ? C - k : W;
-            z = N_(ent_step)(N_(vload_n)(xr + k, nk, -(T)INFINITY), m, &e, &dummy, &dummy);
-            N_(vstore_n)(gr + k, (z * c + cts) * e, nk);
+            o = N_(ent_vec)(N_(vload_n)(xr + k, nk, -(T)INFINITY), m);
+            N_(vstore_n)(gr + k, N_(dv_fma)(o.z, N_(vset1)(c), N_(vset1)(cts)) * o.e, nk);
         }
     }
     N_(dv_fence)(stream);
@@ -260,20 +264,19 @@ static int N_(dv_skip_row)(const fl_div_params *p, const int64_t *labels, int64_
  * labels: NULL, or one per row; rows labelled p->ignore_index are skipped.
  * scratch: NULL or 3 C elements (ea, eb, d), so the gradient pass reads neither
  * input again; without it (long rows) that pass recomputes them. */
-FL_INL V N_(kl_step)(V a, V b, T ma_it, T mb_it, T it, V *ea, V *eb, V *acc_a, V *acc_b, V *acc_t) {
+typedef struct { V ea, eb, d; } N_(kl_v);
+FL_INL N_(kl_v) N_(kl_vec)(V a, V b, T ma_it, T mb_it, T it) {
+    N_(kl_v) o;
     V za = a * it - ma_it, zb = b * it - mb_it;
-    *ea = N_(vexp_le0)(za);
-    *eb = N_(vexp_le0)(zb);
-    V d = N_(dv_zero_if)(*ea == (T)0, za - zb);
-    *acc_a += *ea;
-    *acc_b += *eb;
-    *acc_t += *ea * d;
-    return d;
+    o.ea = N_(vexp_le0)(za);
+    o.eb = N_(vexp_le0)(zb);
+    o.d = N_(dv_zero_if)(o.ea == (T)0, za - zb);
+    return o;
 }
 
 static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const int64_t *labels,
                         const fl_div_params *p, double *loss, T *scratch) {
-    const int64_t C = p->C;
+    const int64_t C = p->C, Cv = C - C % W, nt = C - Cv;
     const T it = (T)p->inv_t;
     const int acc_q = p->accumulate_q, stream = p->stream;
     T *sa_buf = scratch, *sb_buf = scratch ? scratch + C : NULL, *sd_buf = scratch ? scratch + 2 * C : NULL;
@@ -286,34 +289,39 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
         if (N_(dv_bad_row)(ma, mb, C, &loss[r], gar, gbr)) continue;
         const T ma_it = ma * it, mb_it = mb * it;
         VD vsa = N_(dv_dzero)(), vsb = vsa, vt = vsa;
-        int64_t k;
-        V ea, eb, d;
-        for (int64_t k0 = 0; k0 < C; k0 += FL_DIV_SUM_BLOCK) {
-            const int64_t end = k0 + FL_DIV_SUM_BLOCK < C ? k0 + FL_DIV_SUM_BLOCK : C;
+        N_(kl_v) o;
+        for (int64_t k0 = 0; k0 < Cv; k0 += FL_DIV_SUM_BLOCK) {
+            const int64_t end = k0 + FL_DIV_SUM_BLOCK < Cv ? k0 + FL_DIV_SUM_BLOCK : Cv;
             V acc_a = N_(vset1)(0), acc_b = N_(vset1)(0), acc_t = N_(vset1)(0);
-            for (k = k0; k + W <= end; k += W) {
-                d = N_(kl_step)(N_(vload)(ar + k), N_(vload)(br + k), ma_it, mb_it, it,
-                                &ea, &eb, &acc_a, &acc_b, &acc_t);
+            for (int64_t k = k0; k < end; k += W) {
+                /* the next row pair streams in while this one is computed */
+                __builtin_prefetch(ar + C + k);
+                __builtin_prefetch(br + C + k);
+                o = N_(kl_vec)(N_(vload)(ar + k), N_(vload)(br + k), ma_it, mb_it, it);
+                acc_a += o.ea;
+                acc_b += o.eb;
+                acc_t += o.ea * o.d;
                 if (scratch) {
-                    N_(vstore)(sa_buf + k, ea);
-                    N_(vstore)(sb_buf + k, eb);
-                    N_(vstore)(sd_buf + k, d);
-                }
-            }
-            if (k < end) {
-                const int64_t nk = end - k;
-                d = N_(kl_step)(N_(vload_part)(ar + k, nk, -(T)INFINITY),
-                                N_(vload_part)(br + k, nk, -(T)INFINITY), ma_it, mb_it, it,
-                                &ea, &eb, &acc_a, &acc_b, &acc_t);
-                if (scratch) {
-                    N_(vstore_part)(sa_buf + k, ea, nk);
-                    N_(vstore_part)(sb_buf + k, eb, nk);
-                    N_(vstore_part)(sd_buf + k, d, nk);
+                    N_(vstore)(sa_buf + k, o.ea);
+                    N_(vstore)(sb_buf + k, o.eb);
+                    N_(vstore)(sd_buf + k, o.d);
                 }
             }
             vsa = N_(dv_widen_add)(vsa, acc_a);
             vsb = N_(dv_widen_add)(vsb, acc_b);
             vt = N_(dv_widen_add)(vt, acc_t);
+        }
+        if (nt) {
+            o = N_(kl_vec)(N_(vload_part)(ar + Cv, nt, -(T)INFINITY),
+                           N_(vload_part)(br + Cv, nt, -(T)INFINITY), ma_it, mb_it, it);
+            vsa = N_(dv_widen_add)(vsa, o.ea);
+            vsb = N_(dv_widen_add)(vsb, o.eb);
+            vt = N_(dv_widen_add)(vt, o.ea * o.d);
+            if (scratch) {
+                N_(vstore_part)(sa_buf + Cv, o.ea, nt);
+                N_(vstore_part)(sb_buf + Cv, o.eb, nt);
+                N_(vstore_part)(sd_buf + Cv, o.d, nt);
+            }
         }
         const double sa = N_(dv_dsum)(vsa), sb = N_(dv_dsum)(vsb), c = N_(dv_dsum)(vt) / sa;
         loss[r] = c - log(sa) + log(sb);
@@ -326,15 +334,14 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
             if (gbr) N_(dv_write_row)(gbr, C, sb_buf, sa_buf, NULL, rab, 0, qa, acc_q, stream);
             continue;
         }
-        V dummy = N_(vset1)(0);
-        for (k = 0; k < C; k += W) {
+        for (int64_t k = 0; k < C; k += W) {
             const int64_t nk = C - k < W ? C - k : W;
-            d = N_(kl_step)(N_(vload_n)(ar + k, nk, -(T)INFINITY), N_(vload_n)(br + k, nk, -(T)INFINITY),
-                            ma_it, mb_it, it, &ea, &eb, &dummy, &dummy, &dummy);
-            if (gar) N_(vstore_n)(gar + k, (d * pg - pc) * ea, nk);
+            o = N_(kl_vec)(N_(vload_n)(ar + k, nk, -(T)INFINITY), N_(vload_n)(br + k, nk, -(T)INFINITY),
+                           ma_it, mb_it, it);
+            if (gar) N_(vstore_n)(gar + k, N_(dv_fma)(o.d, N_(vset1)(pg), N_(vset1)(-pc)) * o.ea, nk);
             if (gbr) {
-                V gk = (eb * rab - ea) * qa;
-                if (acc_q) gk += N_(vload_n)(gbr + k, nk, 0);
+                V gk = N_(dv_fma)(o.eb, N_(vset1)(rab), -o.ea);
+                gk = acc_q ? N_(dv_fma)(gk, N_(vset1)(qa), N_(vload_n)(gbr + k, nk, 0)) : gk * qa;
                 N_(vstore_n)(gbr + k, gk, nk);
             }
         }
@@ -349,28 +356,28 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
  *   dJS/dza_j = beta p_j (u_j - Kp),  dJS/dzb_j = (1 - beta) q_j (v_j - Kq).
  * beta = 0 or 1 makes m equal one side: JS is exactly 0.
  * scratch: NULL or 4 C elements (ea, eb, u, v); without it the later passes recompute. */
-FL_INL void N_(js_exp_step)(V a, V b, T ma_it, T mb_it, T it, V *za, V *zb, V *ea, V *eb,
-                            V *acc_a, V *acc_b) {
-    *za = a * it - ma_it;
-    *zb = b * it - mb_it;
-    *ea = N_(vexp_le0)(*za);
-    *eb = N_(vexp_le0)(*zb);
-    *acc_a += *ea;
-    *acc_b += *eb;
+typedef struct { V za, zb, ea, eb; } N_(js_e);
+FL_INL N_(js_e) N_(js_exp)(V a, V b, T ma_it, T mb_it, T it) {
+    N_(js_e) o;
+    o.za = a * it - ma_it;
+    o.zb = b * it - mb_it;
+    o.ea = N_(vexp_le0)(o.za);
+    o.eb = N_(vexp_le0)(o.zb);
+    return o;
 }
-/* u and v from the exponentials (one log per element); accumulates ea u and eb v. */
-FL_INL void N_(js_log_step)(V za, V zb, V ea, V eb, T pa, T pb, T la, T lb, V *u, V *v,
-                            V *acc_p, V *acc_q) {
-    V lm = N_(vlog)(ea * pa + eb * pb);
-    *u = N_(dv_zero_if)(ea == (T)0, za - la - lm);
-    *v = N_(dv_zero_if)(eb == (T)0, zb - lb - lm);
-    *acc_p += ea * *u;
-    *acc_q += eb * *v;
+/* u and v from the exponentials: one log per element. */
+typedef struct { V u, v; } N_(js_uv);
+FL_INL N_(js_uv) N_(js_log)(N_(js_e) e, T pa, T pb, T la, T lb) {
+    N_(js_uv) o;
+    V lm = N_(vlog)(e.ea * pa + e.eb * pb);
+    o.u = N_(dv_zero_if)(e.ea == (T)0, e.za - la - lm);
+    o.v = N_(dv_zero_if)(e.eb == (T)0, e.zb - lb - lm);
+    return o;
 }
 
 static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
                         const fl_div_params *p, double *loss, T *scratch) {
-    const int64_t C = p->C;
+    const int64_t C = p->C, Cv = C - C % W, nt = C - Cv;
     const T it = (T)p->inv_t;
     const double beta = p->beta;
     const int stream = p->stream;
@@ -391,50 +398,73 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
         }
         const T ma_it = ma * it, mb_it = mb * it;
         VD vsa = N_(dv_dzero)(), vsb = vsa;
-        int64_t k;
-        V za, zb, ea, eb, u, v;
-        for (int64_t k0 = 0; k0 < C; k0 += FL_DIV_SUM_BLOCK) {
-            const int64_t end = k0 + FL_DIV_SUM_BLOCK < C ? k0 + FL_DIV_SUM_BLOCK : C;
+        N_(js_e) e;
+        for (int64_t k0 = 0; k0 < Cv; k0 += FL_DIV_SUM_BLOCK) {
+            const int64_t end = k0 + FL_DIV_SUM_BLOCK < Cv ? k0 + FL_DIV_SUM_BLOCK : Cv;
             V acc_a = N_(vset1)(0), acc_b = N_(vset1)(0);
-            for (k = k0; k < end; k += W) {
-                const int64_t nk = end - k < W ? end - k : W;
-                N_(js_exp_step)(N_(vload_n)(ar + k, nk, -(T)INFINITY), N_(vload_n)(br + k, nk, -(T)INFINITY),
-                                ma_it, mb_it, it, &za, &zb, &ea, &eb, &acc_a, &acc_b);
+            for (int64_t k = k0; k < end; k += W) {
+                __builtin_prefetch(ar + C + k);     /* the next row pair streams in meanwhile */
+                __builtin_prefetch(br + C + k);
+                e = N_(js_exp)(N_(vload)(ar + k), N_(vload)(br + k), ma_it, mb_it, it);
+                acc_a += e.ea;
+                acc_b += e.eb;
                 if (scratch) {
-                    N_(vstore_n)(sa_buf + k, ea, nk);
-                    N_(vstore_n)(sb_buf + k, eb, nk);
+                    N_(vstore)(sa_buf + k, e.ea);
+                    N_(vstore)(sb_buf + k, e.eb);
                 }
             }
             vsa = N_(dv_widen_add)(vsa, acc_a);
             vsb = N_(dv_widen_add)(vsb, acc_b);
         }
+        if (nt) {
+            e = N_(js_exp)(N_(vload_part)(ar + Cv, nt, -(T)INFINITY), N_(vload_part)(br + Cv, nt, -(T)INFINITY),
+                           ma_it, mb_it, it);
+            vsa = N_(dv_widen_add)(vsa, e.ea);
+            vsb = N_(dv_widen_add)(vsb, e.eb);
+            if (scratch) {
+                N_(vstore_part)(sa_buf + Cv, e.ea, nt);
+                N_(vstore_part)(sb_buf + Cv, e.eb, nt);
+            }
+        }
         const double sa = N_(dv_dsum)(vsa), sb = N_(dv_dsum)(vsb);
         const T pa = (T)(beta / sa), pb = (T)((1.0 - beta) / sb);
         const T la = (T)log(sa), lb = (T)log(sb);
         VD vkp = N_(dv_dzero)(), vkq = vkp;
-        V dummy = N_(vset1)(0);
-        for (int64_t k0 = 0; k0 < C; k0 += FL_DIV_SUM_BLOCK) {
-            const int64_t end = k0 + FL_DIV_SUM_BLOCK < C ? k0 + FL_DIV_SUM_BLOCK : C;
+        N_(js_uv) uv;
+        for (int64_t k0 = 0; k0 < Cv; k0 += FL_DIV_SUM_BLOCK) {
+            const int64_t end = k0 + FL_DIV_SUM_BLOCK < Cv ? k0 + FL_DIV_SUM_BLOCK : Cv;
             V acc_p = N_(vset1)(0), acc_q = N_(vset1)(0);
-            for (k = k0; k < end; k += W) {
-                const int64_t nk = end - k < W ? end - k : W;
-                V xa = N_(vload_n)(ar + k, nk, -(T)INFINITY), xb = N_(vload_n)(br + k, nk, -(T)INFINITY);
+            for (int64_t k = k0; k < end; k += W) {
+                V xa = N_(vload)(ar + k), xb = N_(vload)(br + k);
                 if (scratch) {
-                    za = xa * it - ma_it;
-                    zb = xb * it - mb_it;
-                    ea = N_(vload_n)(sa_buf + k, nk, 0);
-                    eb = N_(vload_n)(sb_buf + k, nk, 0);
+                    e.za = xa * it - ma_it;
+                    e.zb = xb * it - mb_it;
+                    e.ea = N_(vload)(sa_buf + k);
+                    e.eb = N_(vload)(sb_buf + k);
                 } else {
-                    N_(js_exp_step)(xa, xb, ma_it, mb_it, it, &za, &zb, &ea, &eb, &dummy, &dummy);
+                    e = N_(js_exp)(xa, xb, ma_it, mb_it, it);
                 }
-                N_(js_log_step)(za, zb, ea, eb, pa, pb, la, lb, &u, &v, &acc_p, &acc_q);
+                uv = N_(js_log)(e, pa, pb, la, lb);
+                acc_p += e.ea * uv.u;
+                acc_q += e.eb * uv.v;
                 if (scratch) {
-                    N_(vstore_n)(su_buf + k, u, nk);
-                    N_(vstore_n)(sv_buf + k, v, nk);
+                    N_(vstore)(su_buf + k, uv.u);
+                    N_(vstore)(sv_buf + k, uv.v);
                 }
             }
             vkp = N_(dv_widen_add)(vkp, acc_p);
             vkq = N_(dv_widen_add)(vkq, acc_q);
+        }
+        if (nt) {
+            e = N_(js_exp)(N_(vload_part)(ar + Cv, nt, -(T)INFINITY), N_(vload_part)(br + Cv, nt, -(T)INFINITY),
+                           ma_it, mb_it, it);
+            uv = N_(js_log)(e, pa, pb, la, lb);
+            vkp = N_(dv_widen_add)(vkp, e.ea * uv.u);
+            vkq = N_(dv_widen_add)(vkq, e.eb * uv.v);
+            if (scratch) {
+                N_(vstore_part)(su_buf + Cv, uv.u, nt);
+                N_(vstore_part)(sv_buf + Cv, uv.v, nt);
+            }
         }
         const double kp = N_(dv_dsum)(vkp) / sa, kq = N_(dv_dsum)(vkq) / sb;
         loss[r] = beta * kp + (1.0 - beta) * kq;
@@ -447,13 +477,13 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
             if (gbr) N_(dv_write_row)(gbr, C, sv_buf, NULL, sb_buf, gqb, -kqg, 0, 0, stream);
             continue;
         }
-        for (k = 0; k < C; k += W) {
+        for (int64_t k = 0; k < C; k += W) {
             const int64_t nk = C - k < W ? C - k : W;
-            N_(js_exp_step)(N_(vload_n)(ar + k, nk, -(T)INFINITY), N_(vload_n)(br + k, nk, -(T)INFINITY),
-                            ma_it, mb_it, it, &za, &zb, &ea, &eb, &dummy, &dummy);
-            N_(js_log_step)(za, zb, ea, eb, pa, pb, la, lb, &u, &v, &dummy, &dummy);
-            if (gar) N_(vstore_n)(gar + k, (u * gpa - kpg) * ea, nk);
-            if (gbr) N_(vstore_n)(gbr + k, (v * gqb - kqg) * eb, nk);
+            e = N_(js_exp)(N_(vload_n)(ar + k, nk, -(T)INFINITY), N_(vload_n)(br + k, nk, -(T)INFINITY),
+                           ma_it, mb_it, it);
+            uv = N_(js_log)(e, pa, pb, la, lb);
+            if (gar) N_(vstore_n)(gar + k, N_(dv_fma)(uv.u, N_(vset1)(gpa), N_(vset1)(-kpg)) * e.ea, nk);
+            if (gbr) N_(vstore_n)(gbr + k, N_(dv_fma)(uv.v, N_(vset1)(gqb), N_(vset1)(-kqg)) * e.eb, nk);
         }
     }
     N_(dv_fence)(stream);
