@@ -685,3 +685,25 @@ def test_bad_softmax_input(call, exc, match):
 def test_bad_gaussian_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_concurrent_python_threads(rng):
+    """Kernels release the GIL; concurrent calls give the same results as serial ones."""
+    import threading
+    p, q = _logits(rng, (200, 300), np.float32), _logits(rng, (200, 300), np.float32)
+    mu, lv = rng.standard_normal((300, 120)), rng.standard_normal((300, 120))
+    want = [kl_divergence(p, q, return_grad=True), gaussian_kl(mu, lv, return_grad=True)]
+    out = [None] * 8
+
+    def work(i):
+        out[i] = (kl_divergence(p, q, return_grad=True) if i % 2 == 0
+                  else gaussian_kl(mu, lv, return_grad=True))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, r in enumerate(out):
+        for a, b in zip(_flatten(r), _flatten(want[i % 2])):
+            np.testing.assert_array_equal(a, b)
