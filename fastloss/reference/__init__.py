@@ -5,3 +5,5 @@ from .classification import (binary_cross_entropy_with_logits, cross_entropy, lo
                              logsumexp, sigmoid_focal_loss, softmax)
 from .regression import (complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss,
                          huber_loss, l1_loss, log_cosh_loss, mse_loss, smooth_l1_loss)
+from .divergence import (distillation_loss, entropy, gaussian_kl, gaussian_nll_loss, js_divergence,
+                         kl_divergence, mvn_kl, vae_loss)
