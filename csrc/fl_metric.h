@@ -18,9 +18,10 @@ enum { FL_DIST_SQ = 0, FL_DIST_EUCLID = 1, FL_DIST_COSINE = 2 };
 /* Rows per group of the log-sum-exp statistics kernel: a group's column
  * statistics are one record, merged across groups in group order, so the
  * result is independent of the thread count. FL_CE_COLS columns of a group
- * (a 64 KiB float32 tile) stay in L2 between the kernel's two sweeps. */
-#define FL_CE_GROUP 64
-#define FL_CE_COLS 256
+ * (a 128 KiB float32 tile, rows of 4 KiB: one page each) stay in L2 between the
+ * kernel's two sweeps. */
+#define FL_CE_GROUP 32
+#define FL_CE_COLS 1024
 
 #define FL_BODY "fl_metric_impl.h"
 #include "fl_instantiate.h"

@@ -614,6 +614,31 @@ FL_INL int N_(finite_or_ninf)(T x) { return x == x && x != (T)INFINITY; }
  * (online over the tiles) and, with cmax, the group's column statistics:
  * cmax[j] = max over the group's rows, csum[j] = sum exp(S_rj - cmax[j]). */
 static void N_(ce_group_stats)(const T *S, int64_t nr, int64_t nc, double *rlse, T *cmax, T *csum) {
+    if (!cmax) {
+        /* rows only: whole rows, one sequential stream each, the second pass from cache */
+        for (int64_t r = 0; r < nr; r++) {
+            const T *row = S + r * nc;
+            V vm = N_(vset1)(-(T)INFINITY);
+            for (int64_t j = 0; j < nc; j += W) vm = N_(vmax_nan)(vm, N_(vload_n)(row + j, nc - j, -(T)INFINITY));
+            const T m = N_(vhmax_nan)(vm);
+            const T shift = m == -(T)INFINITY ? 0 : m;
+            const int fast = N_(finite_or_ninf)(m);
+            double s = 0.0;
+            for (int64_t b = 0; b < nc; b += FL_MSUM) {
+                const int64_t end = b + FL_MSUM < nc ? b + FL_MSUM : nc;
+                V acc = N_(vset1)(0);
+                if (fast)
+                    for (int64_t j = b; j < end; j += W)
+                        acc += N_(vexp_le0)(N_(vload_n)(row + j, end - j, -(T)INFINITY) - shift);
+                else
+                    for (int64_t j = b; j < end; j += W)
+                        acc += N_(vexp)(N_(vload_n)(row + j, end - j, -(T)INFINITY) - shift);
+                s += N_(vhsum)(acc);
+            }
+            rlse[r] = (double)m + log(s);
+        }
+        return;
+    }
     T rm[FL_CE_GROUP];
     double rs[FL_CE_GROUP];
     V cm[FL_CE_COLS / W], cs[FL_CE_COLS / W];
@@ -626,8 +651,13 @@ static void N_(ce_group_stats)(const T *S, int64_t nr, int64_t nc, double *rlse,
         if (cols) for (int64_t v = 0; v < nv; v++) { cm[v] = ninf; cs[v] = zero; }
         for (int64_t r = 0; r < nr; r++) {
             const T *row = S + r * nc + c0;
+            /* the next row's segment of the tile: prefetched one row ahead (each
+             * segment is a separate short stream the hardware prefetcher barely
+             * starts on) */
+            const T *next = r + 2 < nr ? row + 2 * nc : S + (r + 2 - nr) * nc + c0 + FL_CE_COLS;
             V vm = ninf;
             for (int64_t v = 0; v < nv; v++) {
+                if ((v * W * (int64_t)sizeof(T)) % 64 == 0) __builtin_prefetch(next + v * W);
                 V x = N_(vload_n)(row + v * W, cw - v * W, -(T)INFINITY);
                 vm = N_(vmax_nan)(vm, x);
                 if (cols) cm[v] = N_(vmax_nan)(cm[v], x);

@@ -125,7 +125,7 @@ def normalize_grad(const floating[:, ::1] x, floating[:, ::1] gh, floating[:, ::
     cdef int64_t rpb = _rows_per_block(D), nb = (n + rpb - 1) // rpb, b, r0, nr
     if n == 0 or D == 0:
         return
-    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
+    for b in prange(nb, nogil=True, schedule="dynamic", num_threads=n_threads):
         r0 = b * rpb
         nr = rpb if r0 + rpb <= n else n - r0
         if floating is float:
@@ -142,7 +142,7 @@ def dist_epilogue(floating[:, ::1] G, const floating[::1] a, const floating[::1]
     cdef int64_t rpb = _rows_per_block(M), nb = (n + rpb - 1) // rpb, blk, r0, nr
     if n == 0 or M == 0:
         return
-    for blk in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
+    for blk in prange(nb, nogil=True, schedule="dynamic", num_threads=n_threads):
         r0 = blk * rpb
         nr = rpb if r0 + rpb <= n else n - r0
         if floating is float:
@@ -199,7 +199,7 @@ def hard_rows(const floating[:, ::1] G, int64_t row0, const floating[::1] sqn, c
     cdef int64_t rpb = _rows_per_block(nc), nb = (nrow + rpb - 1) // rpb, b, r0, nr
     if nrow == 0:
         return
-    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
+    for b in prange(nb, nogil=True, schedule="dynamic", num_threads=n_threads):
         r0 = b * rpb
         nr = rpb if r0 + rpb <= nrow else nrow - r0
         if floating is float:
@@ -219,7 +219,7 @@ def hard_cols(const floating[:, ::1] G, int64_t row0, const floating[::1] sqn, c
     cdef int64_t nb = (row0 + _HARD_COLS - 1) // _HARD_COLS, b, c0, c1
     if nrow == 0 or row0 == 0:
         return
-    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
+    for b in prange(nb, nogil=True, schedule="dynamic", num_threads=n_threads):
         c0 = b * _HARD_COLS
         c1 = c0 + _HARD_COLS if c0 + _HARD_COLS <= row0 else row0
         if floating is float:
@@ -238,7 +238,7 @@ def hard_finish(const floating[:, ::1] E, const int32_t[::1] pos, const int32_t[
     cdef int64_t rpb = _rows_per_block(3 * D), nb = (N + rpb - 1) // rpb, b, r0, nr
     if N == 0:
         return
-    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
+    for b in prange(nb, nogil=True, schedule="dynamic", num_threads=n_threads):
         r0 = b * rpb
         nr = rpb if r0 + rpb <= N else N - r0
         if floating is float:
@@ -308,7 +308,7 @@ def ce_stats(const floating[:, ::1] S, int64_t row0, double[::1] rlse, floating[
     cdef bint cols = cmax is not None
     if n == 0:
         return
-    for g in prange(ng, nogil=True, schedule="static", num_threads=n_threads):
+    for g in prange(ng, nogil=True, schedule="dynamic", num_threads=n_threads):
         r0 = g * FL_CE_GROUP
         nr = FL_CE_GROUP if r0 + FL_CE_GROUP <= n else n - r0
         if floating is float:
@@ -342,7 +342,7 @@ def ce_grad(floating[:, ::1] S, int64_t row0, const double[::1] rlse, double ra,
     cdef int64_t rpb = _rows_per_block(nc), nb = (n + rpb - 1) // rpb, b, r0, nr
     if n == 0:
         return
-    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
+    for b in prange(nb, nogil=True, schedule="dynamic", num_threads=n_threads):
         r0 = b * rpb
         nr = rpb if r0 + rpb <= n else n - r0
         if floating is float:

@@ -31,6 +31,22 @@ _METRICS = ("sqeuclidean", "euclidean", "cosine")
 
 # --- helpers ----------------------------------------------------------------------------
 
+# Threads of the kernels that run between matrix products. OpenBLAS's worker threads keep
+# spinning for a while after each product (OPENBLAS_THREAD_TIMEOUT, about 0.1 s by
+# default) and libgomp's team master spins at its closing barrier (GOMP_SPINCOUNT): with
+# every core taken, an OpenMP team's other threads wait for a scheduler tick. Measured on
+# 2 cores, a 2-thread kernel right after a product ran 10-20x slower than on 1 thread, and
+# every loss here was faster end to end with 1. None: the usual fastloss thread count
+# (right where the BLAS threads sleep at once, e.g. OPENBLAS_THREAD_TIMEOUT=4 or
+# OMP_WAIT_POLICY=passive).
+AFTER_BLAS_THREADS = 1
+
+
+def _blas_side_threads(work):
+    n = _config.threads_for(work)
+    return n if AFTER_BLAS_THREADS is None else max(1, min(n, AFTER_BLAS_THREADS))
+
+
 def _check_grad_request(return_grad, grad_out):
     if grad_out is not None and not return_grad:
         raise ValueError("grad_out is only used with return_grad=True")
@@ -116,8 +132,8 @@ def pairwise_distances(x, y=None, *, metric="sqeuclidean"):
     out = np.empty((N, M), dtype=dtype)
     if N == 0 or M == 0:
         return out
-    nt = _config.threads_for(N * M)
-    ntn = _config.threads_for(xa.size + yc.size)
+    nt = _blas_side_threads(N * M)
+    ntn = _blas_side_threads(xa.size + yc.size)
     xn = np.empty(N)
     _k.sq_norms(xa, xn, ntn)
     yn = xn if ya is None else np.empty(M)
@@ -213,10 +229,10 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
     E = np.ascontiguousarray(E)
     lab32 = np.unique(lab, return_inverse=True)[1].reshape(-1).astype(np.int32)
     sq = np.empty(N)
-    _k.sq_norms(E, sq, _config.threads_for(E.size))
+    _k.sq_norms(E, sq, _blas_side_threads(E.size))
     sqT = sq.astype(dtype)
     Ec = _operand_copy(E)
-    nt = _config.threads_for(N * N)
+    nt = _blas_side_threads(N * N)
     grad = _grads(grad_out, ("embeddings",), (N, D), dtype)[0] if return_grad else None
     rows = np.empty(N)
     if mining == "hard":
@@ -231,11 +247,11 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
             r1 = min(N, r0 + B)
             blk = buf[:(r1 - r0) * r1].reshape(r1 - r0, r1)
             np.matmul(E[r0:r1], Ec[:r1].T, out=blk)
-            ntb = _config.threads_for(blk.size)
+            ntb = _blas_side_threads(blk.size)
             _k.hard_rows(blk, r0, sqT, lab32, bp, pos, bn, neg, nanf, ntb)
             _k.hard_cols(blk, r0, sqT, lab32, bp, pos, bn, neg, nanf, ntb)
         cp, cn = np.empty(N), np.empty(N)
-        ntv = _config.threads_for(E.size)
+        ntv = _blas_side_threads(E.size)
         _k.hard_finish(E, pos, neg, nanf, m, bool(squared), rows, cp, cn, ntv)
         denom = float(np.count_nonzero((pos >= 0) & (neg >= 0)))
         if grad is not None:
@@ -347,7 +363,7 @@ def _row_ce(qs, kh, labels_of, gs, want_grad, mask_self=False):
             i = np.arange(r1 - r0)
             Sb[i, i + r0] = -np.inf
         rows[r0:r1] = label_rows(Sb, labels_of(r0, r1), gscale=gs, grad=Sb if want_grad else None,
-                                 n_threads=_config.threads_for(Sb.size))
+                                 n_threads=_blas_side_threads(Sb.size))
         if want_grad:
             np.matmul(Sb, kh, out=gq[r0:r1])
             if full:
@@ -377,8 +393,8 @@ def info_nce_loss(query, key, *, temperature=0.07, symmetric=False, normalize=Tr
     k = np.ascontiguousarray(k, dtype=dtype)
     N, D = q.shape
     grads = _grads(grad_out, ("query", "key"), (N, D), dtype) if return_grad else None
-    ntv = _config.threads_for(q.size)
-    nt = _config.threads_for(N * N)
+    ntv = _blas_side_threads(q.size)
+    nt = _blas_side_threads(N * N)
     qs = _normalized(q, 1.0 / t, normalize, ntv)      # S = qs kh^T is already divided by t
     kh = _normalized(k, 1.0, normalize, ntv)
     gs = 1.0 / N if reduction == "mean" else 1.0
@@ -416,8 +432,8 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, reduction="mean", return_grad=False
     N, D = a.shape
     n2 = 2 * N
     grads = _grads(grad_out, ("z1", "z2"), (N, D), dtype) if return_grad else None
-    ntv = _config.threads_for(a.size)
-    nt = _config.threads_for(n2 * n2)
+    ntv = _blas_side_threads(a.size)
+    nt = _blas_side_threads(n2 * n2)
     scale = 1.0 / math.sqrt(t)                 # S = zs zs^T = cos / t
     zs = np.empty((n2, D), dtype=dtype)
     _k.normalize(a, zs[:N], scale, NORMALIZE_EPS, ntv)
