@@ -54,6 +54,10 @@ enum { FL_DIST_SQ = 0, FL_DIST_EUCLID = 1, FL_DIST_COSINE = 2 };
                                          void *);                                             \
     static void (*fl_sym_add_tiles_##dt)(T *, int64_t, int64_t, T);                           \
     static void (*fl_ce_group_stats_##dt)(const T *, int64_t, int64_t, double *, T *, T *);   \
+    static void (*fl_ce_group_stats_bounded_##dt)(const T *, int64_t, int64_t, double *, T *,    \
+                                                  double);                                    \
+    static void (*fl_ce_grad_rows_bounded_##dt)(T *, int64_t, int64_t, int64_t, const double *, \
+                                                T, const T *, T, double, int64_t, int64_t, T); \
     static void (*fl_ce_col_combine_##dt)(const T *, const T *, int64_t, int64_t, int64_t,    \
                                           int64_t, T *);                                      \
     static void (*fl_ce_grad_rows_##dt)(T *, int64_t, int64_t, int64_t, const double *, T,    \
@@ -76,6 +80,8 @@ FL_METRIC_DECLARE(f64, double)
     fl_sym_add_tiles_##dt = FL_LEVEL_FN(sym_add_tiles, dt, level);          \
     fl_ce_group_stats_##dt = FL_LEVEL_FN(ce_group_stats, dt, level);        \
     fl_ce_col_combine_##dt = FL_LEVEL_FN(ce_col_combine, dt, level);        \
+    fl_ce_group_stats_bounded_##dt = FL_LEVEL_FN(ce_group_stats_bounded, dt, level); \
+    fl_ce_grad_rows_bounded_##dt = FL_LEVEL_FN(ce_grad_rows_bounded, dt, level); \
     fl_ce_grad_rows_##dt = FL_LEVEL_FN(ce_grad_rows, dt, level);            \
     fl_sqrt_array_##dt = FL_LEVEL_FN(sqrt_array, dt, level);
 

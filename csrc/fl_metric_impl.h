@@ -712,6 +712,35 @@ static void N_(ce_group_stats)(const T *S, int64_t nr, int64_t nc, double *rlse,
     for (int64_t r = 0; r < nr; r++) rlse[r] = (double)rm[r] + log(rs[r]);
 }
 
+/* Fast statistics when every logit is known to lie in [-U, U] with 2U + log(nc) <= 80
+ * (the caller's bound from the row norms): then exp(S_rj - U) is a normal number, so
+ * the column sums need no maxima: csum[j] = sum over the group's rows of
+ * exp(S_rj - U), formed as exp(S_rj - m_r) * exp(m_r - U) from the row's own
+ * exponentials. One exponential per element; whole rows, one stream each. */
+static void N_(ce_group_stats_bounded)(const T *S, int64_t nr, int64_t nc, double *rlse, T *csum, double U) {
+    for (int64_t j = 0; j < nc; j++) csum[j] = 0;
+    for (int64_t r = 0; r < nr; r++) {
+        const T *row = S + r * nc;
+        V vm = N_(vset1)(-(T)INFINITY);
+        for (int64_t j = 0; j < nc; j += W) vm = N_(vmax_nan)(vm, N_(vload_n)(row + j, nc - j, -(T)INFINITY));
+        const T m = N_(vhmax_nan)(vm);
+        const T a = (T)exp((double)m - U);
+        double s = 0.0;
+        for (int64_t b = 0; b < nc; b += FL_MSUM) {
+            const int64_t end = b + FL_MSUM < nc ? b + FL_MSUM : nc;
+            V acc = N_(vset1)(0);
+            for (int64_t j = b; j < end; j += W) {
+                const int64_t nj = end - j;
+                V e = N_(vexp_le0)(N_(vload_n)(row + j, nj, -(T)INFINITY) - m);
+                acc += e;
+                N_(vstore_n)(csum + j, N_(vload_n)(csum + j, nj, 0) + e * a, nj);
+            }
+            s += N_(vhsum)(acc);
+        }
+        rlse[r] = (double)m + log(s);
+    }
+}
+
 /* Columns [c0, c1): merges the ng group records (rows of cmax/csum, nc wide) in
  * group order into clse[j] = logsumexp of column j. */
 static void N_(ce_col_combine)(const T *cmax, const T *csum, int64_t ng, int64_t nc, int64_t c0,
@@ -753,6 +782,26 @@ static void N_(ce_grad_rows)(T *S, int64_t nr, int64_t nc, int64_t r0, const dou
                 V g = ra * N_(vexp)(x - rl) + cb * N_(vexp)(x - N_(vload_n)(clse + j, nj, 0));
                 N_(vstore_n)(row + j, g, nj);
             }
+        }
+        row[(r0 + r + pos_off) % period] -= dcoef;
+    }
+}
+
+/* ce_grad_rows when the logits are bounded as for ce_group_stats_bounded:
+ *   S_ij <- e_ij (ra + cb a_i b_j) - dcoef [j == t(i)],
+ * e_ij = exp(S_ij - rlse_i), a_i = exp(rlse_i - U), b_j = exp(U - clse_j): one
+ * exponential per element (a_i b_j = exp(rlse_i - clse_j) stays within e^+-80). */
+static void N_(ce_grad_rows_bounded)(T *S, int64_t nr, int64_t nc, int64_t r0, const double *rlse, T ra,
+                                     const T *b, T cb, double U, int64_t pos_off, int64_t period, T dcoef) {
+    for (int64_t r = 0; r < nr; r++) {
+        T *row = S + r * nc;
+        const T rl = (T)rlse[r];
+        const T ca = cb * (T)exp(rlse[r] - U);
+        for (int64_t j = 0; j < nc; j += W) {
+            const int64_t nj = nc - j;
+            V x = N_(vload_n)(row + j, nj, 0);
+            V g = N_(vexp_le0)(x - rl) * (ra + ca * N_(vload_n)(b + j, nj, 0));
+            N_(vstore_n)(row + j, g, nj);
         }
         row[(r0 + r + pos_off) % period] -= dcoef;
     }

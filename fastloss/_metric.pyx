@@ -61,6 +61,12 @@ cdef extern from "fl_metric.h" nogil:
                              int64_t, int64_t, float)
     void fl_ce_grad_rows_f64(double*, int64_t, int64_t, int64_t, const double*, double, const double*, double,
                              int64_t, int64_t, double)
+    void fl_ce_group_stats_bounded_f32(const float*, int64_t, int64_t, double*, float*, double)
+    void fl_ce_group_stats_bounded_f64(const double*, int64_t, int64_t, double*, double*, double)
+    void fl_ce_grad_rows_bounded_f32(float*, int64_t, int64_t, int64_t, const double*, float, const float*,
+                                     float, double, int64_t, int64_t, float)
+    void fl_ce_grad_rows_bounded_f64(double*, int64_t, int64_t, int64_t, const double*, double, const double*,
+                                     double, double, int64_t, int64_t, double)
     void fl_sqrt_array_f32(const float*, float*, int64_t)
     void fl_sqrt_array_f64(const double*, double*, int64_t)
 
@@ -351,6 +357,42 @@ def ce_grad(floating[:, ::1] S, int64_t row0, const double[::1] rlse, double ra,
         else:
             fl_ce_grad_rows_f64(&S[r0, 0], nr, nc, row0 + r0, &rlse[row0 + r0], ra, &clse[0],
                                 cb, pos_off, period, dcoef)
+
+
+def ce_stats_bounded(const floating[:, ::1] S, int64_t row0, double[::1] rlse, floating[:, ::1] csum,
+                     double U, int n_threads):
+    """ce_stats for logits known to lie in [-U, U] (2U + log(ncols) <= 80): row log-sum-exp and
+    per-group column sums of exp(S - U), one exponential per element."""
+    cdef int64_t n = S.shape[0], nc = S.shape[1]
+    cdef int64_t ng = (n + FL_CE_GROUP - 1) // FL_CE_GROUP, g, r0, nr, g0 = row0 // FL_CE_GROUP
+    if n == 0:
+        return
+    for g in prange(ng, nogil=True, schedule="dynamic", num_threads=n_threads):
+        r0 = g * FL_CE_GROUP
+        nr = FL_CE_GROUP if r0 + FL_CE_GROUP <= n else n - r0
+        if floating is float:
+            fl_ce_group_stats_bounded_f32(&S[r0, 0], nr, nc, &rlse[row0 + r0], &csum[g0 + g, 0], U)
+        else:
+            fl_ce_group_stats_bounded_f64(&S[r0, 0], nr, nc, &rlse[row0 + r0], &csum[g0 + g, 0], U)
+
+
+def ce_grad_bounded(floating[:, ::1] S, int64_t row0, const double[::1] rlse, double ra,
+                    const floating[::1] b, double cb, double U, int64_t pos_off, int64_t period,
+                    double dcoef, int n_threads):
+    """ce_grad for bounded logits, b[j] = exp(U - clse[j]): one exponential per element."""
+    cdef int64_t n = S.shape[0], nc = S.shape[1]
+    cdef int64_t rpb = _rows_per_block(nc), nb = (n + rpb - 1) // rpb, blk, r0, nr
+    if n == 0:
+        return
+    for blk in prange(nb, nogil=True, schedule="dynamic", num_threads=n_threads):
+        r0 = blk * rpb
+        nr = rpb if r0 + rpb <= n else n - r0
+        if floating is float:
+            fl_ce_grad_rows_bounded_f32(&S[r0, 0], nr, nc, row0 + r0, &rlse[row0 + r0], <float> ra, &b[0],
+                                        <float> cb, U, pos_off, period, <float> dcoef)
+        else:
+            fl_ce_grad_rows_bounded_f64(&S[r0, 0], nr, nc, row0 + r0, &rlse[row0 + r0], ra, &b[0],
+                                        cb, U, pos_off, period, dcoef)
 
 
 def vector_sqrt(const floating[::1] x, floating[::1] y):

@@ -302,6 +302,20 @@ def _normalized_grad(x, gh, g, scale, normalize, nt):
     return g
 
 
+def _logit_bound(a, b, nt):
+    """U with |a_i . b_j| <= U for all rows (Cauchy-Schwarz, plus the product's rounding),
+    when 2U + log(rows of b) <= 80: exp(S - U) is then a normal number everywhere and the
+    one-exponential kernels apply. None otherwise (or for NaN/inf)."""
+    na, nb = np.empty(a.shape[0]), np.empty(b.shape[0])
+    _k.sq_norms(a, na, nt)
+    _k.sq_norms(b, nb, nt)
+    u = math.sqrt(float(np.max(na))) * math.sqrt(float(np.max(nb)))
+    u *= 1.0 + 4.0 * a.shape[1] * np.finfo(a.dtype).eps
+    if not math.isfinite(u) or 2.0 * u + math.log(b.shape[0]) > 80.0:
+        return None
+    return u
+
+
 def _sym_ce(qs, kh, gs, want_grad, nt):
     """Symmetric (CLIP) cross-entropy of S = qs kh^T with positives on the diagonal:
     per-row losses 0.5 (lse_row_i - S_ii) + 0.5 (lse_col_i - S_ii), and with want_grad
@@ -309,10 +323,11 @@ def _sym_ce(qs, kh, gs, want_grad, nt):
     N, dtype = qs.shape[0], qs.dtype
     G = _k.CE_GROUP
     ng = -(-N // G)
+    U = _logit_bound(qs, kh, _blas_side_threads(qs.size))
     rlse = np.empty(N)
     diag = np.empty(N)
-    cmax = np.empty((ng, N), dtype=dtype)
     csum = np.empty((ng, N), dtype=dtype)
+    cmax = np.empty((ng, N), dtype=dtype) if U is None else None
     clse = np.empty(N, dtype=dtype)
     full = N * N * dtype.itemsize <= _S_MAX_BYTES
     B = N if full else _block_rows(N, N * dtype.itemsize, G)
@@ -323,19 +338,31 @@ def _sym_ce(qs, kh, gs, want_grad, nt):
         Sb = S[:r1 - r0]
         np.matmul(qs[r0:r1], kh.T, out=Sb)
         diag[r0:r1] = Sb[idx[:r1 - r0], idx[:r1 - r0] + r0]
-        _k.ce_stats(Sb, r0, rlse, cmax, csum, nt)
-    _k.ce_col_lse(cmax, csum, clse, nt)
-    rows = 0.5 * (rlse - diag) + 0.5 * (clse.astype(np.float64) - diag)
+        if U is None:
+            _k.ce_stats(Sb, r0, rlse, cmax, csum, nt)
+        else:
+            _k.ce_stats_bounded(Sb, r0, rlse, csum, U, nt)
+    if U is None:
+        _k.ce_col_lse(cmax, csum, clse, nt)
+        clse64 = clse.astype(np.float64)
+    else:
+        clse64 = U + np.log(np.sum(csum, axis=0, dtype=np.float64))
+        clse[...] = clse64
+    rows = 0.5 * (rlse - diag) + 0.5 * (clse64 - diag)
     if not want_grad:
         return rows, None, None
     gq = np.empty_like(qs)
     gk = np.empty_like(kh) if full else np.zeros_like(kh)
+    bvec = None if U is None else np.exp(U - clse64).astype(dtype)
     for r0 in range(0, N, B):               # pass 2: gradient of the logits, back through BLAS
         r1 = min(N, r0 + B)
         Sb = S[:r1 - r0]
         if not full:
             np.matmul(qs[r0:r1], kh.T, out=Sb)
-        _k.ce_grad(Sb, r0, rlse, 0.5 * gs, clse, 0.5 * gs, 0, N, gs, nt)
+        if U is None:
+            _k.ce_grad(Sb, r0, rlse, 0.5 * gs, clse, 0.5 * gs, 0, N, gs, nt)
+        else:
+            _k.ce_grad_bounded(Sb, r0, rlse, 0.5 * gs, bvec, 0.5 * gs, U, 0, N, gs, nt)
         np.matmul(Sb, kh, out=gq[r0:r1])
         if full:
             np.matmul(Sb.T, qs, out=gk)
@@ -451,7 +478,12 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, reduction="mean", return_grad=False
         _k.ce_stats(S, 0, rlse, None, None, nt)
         rows = rlse - posv
         if return_grad:
-            _k.ce_grad(S, 0, rlse, gs, rlse.astype(dtype), gs, N, n2, 2.0 * gs, nt)
+            U = _logit_bound(zs, zs, ntv)
+            if U is None:
+                _k.ce_grad(S, 0, rlse, gs, rlse.astype(dtype), gs, N, n2, 2.0 * gs, nt)
+            else:
+                _k.ce_grad_bounded(S, 0, rlse, gs, np.exp(U - rlse).astype(dtype), gs, U, N, n2,
+                                   2.0 * gs, nt)
             gz = S @ zs
     else:
         rows, gz, gz2 = _row_ce(zs, zs, lambda r0, r1: (np.arange(r0, r1, dtype=np.int64) + N) % n2,

@@ -372,7 +372,8 @@ def test_info_nce_torch(rng, symmetric):
     np.testing.assert_allclose(gk, tk.grad.numpy(), rtol=1e-9, atol=1e-13)
 
 
-@pytest.mark.parametrize("kw", [dict(), dict(symmetric=True), dict(symmetric=True, normalize=False)], ids=str)
+@pytest.mark.parametrize("kw", [dict(), dict(symmetric=True), dict(symmetric=True, normalize=False),
+                                dict(symmetric=True, temperature=0.01)], ids=str)
 def test_info_nce_blocked(rng, monkeypatch, kw):
     """Matrices too large to keep whole go by blocks of rows (recomputing the products
     for the symmetric loss); same results to rounding."""
@@ -382,6 +383,21 @@ def test_info_nce_blocked(rng, monkeypatch, kw):
     monkeypatch.setattr(metric, "_BLOCK_BYTES", 64 * 200 * 8)     # one group of rows per block
     blocked = info_nce_loss(q, k, return_grad=True, **kw)
     _check(blocked, full, np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bounded_and_general_kernels_agree(rng, monkeypatch, dtype):
+    """Logits bounded by the row norms take one-exponential kernels; the general
+    (max-shifted) ones must give the same results."""
+    q, k = _emb(rng, (150, 12), dtype), _emb(rng, (150, 12), dtype)
+    assert metric._logit_bound(q, k, 1) is not None
+    fast = [info_nce_loss(q, k, symmetric=True, return_grad=True, temperature=0.2),
+            nt_xent_loss(q, k, return_grad=True, temperature=0.2)]
+    monkeypatch.setattr(metric, "_logit_bound", lambda a, b, nt: None)
+    slow = [info_nce_loss(q, k, symmetric=True, return_grad=True, temperature=0.2),
+            nt_xent_loss(q, k, return_grad=True, temperature=0.2)]
+    for f, g in zip(fast, slow):
+        _check(f, (np.asarray(g[0], np.float64), tuple(np.asarray(x, np.float64) for x in g[1])), dtype)
 
 
 def test_info_nce_edges(rng):
@@ -428,7 +444,7 @@ def test_info_nce_bad_input():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("temperature", [0.5, 0.05])
+@pytest.mark.parametrize("temperature", [0.5, 0.05, 0.02])     # 0.02: beyond the bounded kernels
 def test_nt_xent_oracle(simd, rng, dtype, reduction, temperature):
     a, b = _emb(rng, (40, 11), dtype), _emb(rng, (40, 11), dtype)
     kw = dict(temperature=temperature, reduction=reduction, return_grad=True)
