@@ -36,10 +36,12 @@ _METRICS = ("sqeuclidean", "euclidean", "cosine")
 # default) and libgomp's team master spins at its closing barrier (GOMP_SPINCOUNT): with
 # every core taken, an OpenMP team's other threads wait for a scheduler tick. Measured on
 # 2 cores, a 2-thread kernel right after a product ran 10-20x slower than on 1 thread, and
-# every loss here was faster end to end with 1. None: the usual fastloss thread count
-# (right where the BLAS threads sleep at once, e.g. OPENBLAS_THREAD_TIMEOUT=4 or
-# OMP_WAIT_POLICY=passive).
+# every loss here was faster end to end with 1. None: the usual fastloss thread count,
+# for setups whose BLAS threads sleep at once (OPENBLAS_THREAD_TIMEOUT=4, or
+# OMP_WAIT_POLICY=passive, made the 2-thread kernels fast again in the same test).
 AFTER_BLAS_THREADS = 1
+# Rows per block of the batch-hard triangle walk.
+HARD_BLOCK = 512
 
 
 def _blas_side_threads(work):
@@ -81,14 +83,6 @@ def _block_rows(n_rows, row_bytes, multiple=1):
     """Rows per block of about _BLOCK_BYTES, a multiple of `multiple`."""
     b = max(multiple, (_BLOCK_BYTES // max(row_bytes, 1)) // multiple * multiple)
     return min(b, n_rows)
-
-
-def _hard_block_rows(N):
-    """Rows per block of the batch-hard triangle."""
-    return min(N, HARD_BLOCK)
-
-
-HARD_BLOCK = 512
 
 
 def _operand_copy(x):
@@ -241,7 +235,7 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
         # anchors by columns.
         bp, bn = np.empty(N, dtype=dtype), np.empty(N, dtype=dtype)
         pos, neg, nanf = (np.empty(N, dtype=np.int32) for _ in range(3))
-        B = _hard_block_rows(N)
+        B = min(N, HARD_BLOCK)
         buf = np.empty(B * N, dtype=dtype)
         for r0 in range(0, N, B):
             r1 = min(N, r0 + B)
