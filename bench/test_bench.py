@@ -82,7 +82,7 @@ def test_bench(benchmark, bench_param):
     benchmark.group = f"{case.group} {core.shape_label(shape)} {dtype} threads={t}"
     benchmark.extra_info.update(case=case.id, impl=label, shape=list(shape), dtype=dtype,
                                 threads=t, bytes=nbytes, bytes_formula=case.bytes_formula)
-    with fastloss.threads(t), core.torch_threads(t):
+    with core.thread_limits(t):
         fn = build(inputs)
         fn()                                   # warm-up: JIT compilation, first touch
         benchmark(fn)

@@ -13,23 +13,24 @@ from .core import peer
 FORWARD = ("loss", "fwd")
 
 
-def fastloss_impl(fn, variant, args, wrt=(0,), **kwargs):
+def fastloss_impl(fn, variant, args, wrt=(0,), kw_inputs=None, **kwargs):
     """fastloss: fn(*args) ("loss"), fn(..., return_grad=True) ("grad": a fresh gradient
     each call), or fn(..., return_grad=True, grad_out=buffers) ("grad_out": buffers made
-    and touched once)."""
+    and touched once). kw_inputs: keyword argument -> input name (e.g. target="y")."""
     def build(d):
         a = [d[n] for n in args]
+        kw = dict(kwargs, **{k: d[n] for k, n in (kw_inputs or {}).items()})
         if variant in FORWARD:
-            return lambda: fn(*a, **kwargs)
+            return lambda: fn(*a, **kw)
         if variant == "grad":
-            return lambda: fn(*a, return_grad=True, **kwargs)
+            return lambda: fn(*a, return_grad=True, **kw)
         bufs = []
         for i in wrt:
             b = np.empty_like(a[i])
             b.fill(0)                       # paged in: no page faults while timed
             bufs.append(b)
         out = bufs[0] if len(bufs) == 1 else tuple(bufs)
-        return lambda: fn(*a, return_grad=True, grad_out=out, **kwargs)
+        return lambda: fn(*a, return_grad=True, grad_out=out, **kw)
     return build
 
 
@@ -75,3 +76,197 @@ def jax_impl(fn, variant, args, wrt=(0,)):
             f = jax.jit(jax.value_and_grad(fn, argnums=wrt[0] if len(wrt) == 1 else tuple(wrt)))
         return lambda: jax.block_until_ready(f(*arrs))
     return build
+
+
+# --- one formula for PyTorch and JAX -----------------------------------------------------
+
+class _TorchXP:
+    """The few array functions the peer formulas use, on torch tensors."""
+    name = "torch"
+
+    def __init__(self):
+        t = peer("torch")
+        self.t = t
+        for n in ("exp", "log", "log1p", "sqrt", "abs", "tanh", "sigmoid", "maximum", "minimum",
+                  "where", "atan2", "matmul", "logaddexp"):
+            setattr(self, n, getattr(t, n))
+        self.softplus = t.nn.functional.softplus
+        self.linalg = t.linalg
+        self.einsum = t.einsum
+
+    def sum(self, a, axis=None):
+        return a.sum() if axis is None else a.sum(dim=axis)
+
+    def mean(self, a):
+        return a.mean()
+
+    def max(self, a, axis):
+        return a.max(dim=axis).values
+
+    def logsumexp(self, a, axis=-1):
+        return self.t.logsumexp(a, dim=axis)
+
+    def log_softmax(self, a, axis=-1):
+        return self.t.log_softmax(a, dim=axis)
+
+    def softmax(self, a, axis=-1):
+        return self.t.softmax(a, dim=axis)
+
+    def clip_min(self, a, v):
+        return self.t.clamp_min(a, v)
+
+    def stop(self, a):
+        return a.detach()
+
+    def pick(self, a, idx):
+        """a[i, idx[i]] for each row i."""
+        return a.gather(1, idx[:, None])[:, 0]
+
+    def concat(self, arrays):
+        return self.t.cat(arrays)
+
+    def arange(self, n):
+        return self.t.arange(n)
+
+    def argmax(self, a, axis):
+        return a.argmax(dim=axis)
+
+    def argmin(self, a, axis):
+        return a.argmin(dim=axis)
+
+
+class _JaxXP:
+    """The same functions on JAX arrays (inside jit)."""
+    name = "jax"
+
+    def __init__(self):
+        jax = peer("jax")
+        jnp = jax.numpy
+        self.jnp = jnp
+        for n in ("exp", "log", "log1p", "sqrt", "abs", "tanh", "maximum", "minimum", "where",
+                  "matmul", "arange", "logaddexp"):
+            setattr(self, n, getattr(jnp, n))
+        self.atan2 = jnp.arctan2
+        self.sigmoid = jax.nn.sigmoid
+        self.softplus = jax.nn.softplus
+        self.logsumexp = lambda a, axis=-1: jax.nn.logsumexp(a, axis=axis)
+        self.log_softmax = lambda a, axis=-1: jax.nn.log_softmax(a, axis=axis)
+        self.softmax = lambda a, axis=-1: jax.nn.softmax(a, axis=axis)
+        self.stop = jax.lax.stop_gradient
+        self.linalg = jnp.linalg
+        self.einsum = jnp.einsum
+
+    def sum(self, a, axis=None):
+        return self.jnp.sum(a, axis=axis)
+
+    def mean(self, a):
+        return self.jnp.mean(a)
+
+    def max(self, a, axis):
+        return self.jnp.max(a, axis=axis)
+
+    def clip_min(self, a, v):
+        return self.jnp.maximum(a, v)
+
+    def pick(self, a, idx):
+        return self.jnp.take_along_axis(a, idx[:, None], axis=1)[:, 0]
+
+    def concat(self, arrays):
+        return self.jnp.concatenate(arrays)
+
+    def argmax(self, a, axis):
+        return self.jnp.argmax(a, axis=axis)
+
+    def argmin(self, a, axis):
+        return self.jnp.argmin(a, axis=axis)
+
+
+_xps = {}
+
+
+def xp(name):
+    """The array namespace of peer `name` ("torch" or "jax"), made once."""
+    if name not in _xps:
+        _xps[name] = _TorchXP() if name == "torch" else _JaxXP()
+    return _xps[name]
+
+
+def xp_impls(fn, variant, args, wrt=(0,), torch=True, jax=True):
+    """{"torch": ..., "jax": ...} builders of one formula fn(xp, *arrays) -> scalar loss,
+    written once with the xp namespace (see _TorchXP)."""
+    out = {}
+    if torch:
+        out["torch"] = torch_impl(lambda *a: fn(xp("torch"), *a), variant, args, wrt)
+    if jax:
+        out["jax"] = jax_impl(lambda *a: fn(xp("jax"), *a), variant, args, wrt)
+    return out
+
+
+def oracle_impl(fn, variant, args, kw_inputs=None, **kwargs):
+    """NumPy peer from fastloss.reference: the float64 oracle (its inputs are converted to
+    float64 inside, and that conversion is timed too)."""
+    grad = variant not in FORWARD
+
+    def build(d):
+        a = [d[n] for n in args]
+        kw = dict(kwargs, **{k: d[n] for k, n in (kw_inputs or {}).items()})
+        return lambda: fn(*a, return_grad=grad, **kw)
+    return build
+
+
+# --- the cases of one loss function -------------------------------------------------------
+
+def loss_cases(func, family, fl_fn, args, make, sizes, *, wrt=(0,), numpy=None, oracle=None,
+               torch=None, jax=None, xp_fn=None, nbytes=None, formula=None, kwargs=None,
+               kw_inputs=None, variants=("loss", "grad", "grad_out"), notes=None, skip=None):
+    """Cases of one loss function: each variant at each size.
+
+    fl_fn: the fastloss function, called fl_fn(*inputs[args], **kwargs).
+    sizes: (tag, shape, quick_shape, large, scaling) tuples; with scaling, the gradient
+      variants are in the scaling sweep (rows scaled).
+    numpy: np_fn(*arrays, grad) -> loss or (loss, grads...), in the input dtype; or
+      oracle: a fastloss.reference function used as the NumPy peer instead (float64).
+    torch, jax: fn(*arrays) -> scalar loss (the gradient by autograd / value_and_grad);
+      xp_fn: fn(xp, *arrays) written once for both (see _TorchXP).
+    nbytes(shape, itemsize, grad) and formula(grad): the bytes the case must move (None:
+      not memory-bound).
+    kwargs: constant keyword arguments of fl_fn and the oracle; kw_inputs: keyword
+      argument -> input name, for inputs fl_fn takes by keyword (the peers get them
+      positionally after args).
+    notes: implementation -> a note printed under the table (e.g. what the peer runs).
+    skip: implementation -> why it is not run (printed under the table)."""
+    from .core import Case, scale_rows
+    kwargs = kwargs or {}
+    cases = []
+    for tag, shape, quick, large, scaling in sizes:
+        for variant in variants:
+            grad = variant not in FORWARD
+            pv = "grad" if variant == "grad_out" else variant
+            impls = {"fastloss": fastloss_impl(fl_fn, variant, args, wrt, kw_inputs, **kwargs)}
+            pargs = tuple(args) + tuple((kw_inputs or {}).values())
+            if numpy is not None:
+                impls["numpy"] = numpy_impl(lambda *a, g=grad: numpy(*a, g), pargs)
+            elif oracle is not None:
+                impls["numpy"] = oracle_impl(oracle, pv, args, kw_inputs, **kwargs)
+            if xp_fn is not None:
+                impls.update(xp_impls(xp_fn, pv, pargs, wrt))
+            if torch is not None:
+                impls["torch"] = torch_impl(torch, pv, pargs, wrt)
+            if jax is not None:
+                impls["jax"] = jax_impl(jax, pv, pargs, wrt)
+            for impl in (skip or {}):
+                impls.pop(impl, None)
+            nb = None if nbytes is None else (lambda shp, s, g=grad: nbytes(shp, s, g))
+            pn = dict(notes or {}, **(skip or {}))
+            if oracle is not None and numpy is None:
+                pn.setdefault("numpy", "the float64 oracle from fastloss.reference")
+            cases.append(Case(func=func, family=family, variant=variant, tag=tag, shape=shape,
+                              quick_shape=quick, make=make, impls=impls, nbytes=nb,
+                              bytes_formula=formula(grad) if formula else "", large=large,
+                              scale=scale_rows if scaling and grad else None, peer_notes=pn))
+    return cases
+
+
+def size(shape, quick, tag="", large=False, scaling=False):
+    """One entry of loss_cases' sizes."""
+    return (tag, tuple(shape), tuple(quick), large, scaling)

@@ -9,8 +9,8 @@ JAX's jit(value_and_grad) of the formulas optax uses.
 import numpy as np
 
 from .. import classification as fl
-from .builders import fastloss_impl, jax_impl, numpy_impl, torch_impl
-from .core import Case, peer, scale_rows
+from .builders import jax_impl, loss_cases, size
+from .core import Case, peer
 
 FAMILY = "classification"
 
@@ -163,32 +163,16 @@ def _label_bytes(shape, s, grad):
     return n * c * s * (2 if grad else 1) + n * 8
 
 
-def _loss_cases(func, fl_fn, np_fn, torch_fn, jax_fn, args, make, sizes, *, elementwise):
-    """loss, grad and grad_out cases of one loss function at each size in `sizes`:
-    (tag, shape, quick_shape, large, scaling); with scaling, the gradient cases are
-    in the scaling sweep."""
-    cases = []
-    for tag, shape, quick, large, scaling in sizes:
-        for variant in ("loss", "grad", "grad_out"):
-            grad = variant != "loss"
-            pv = "grad" if grad else "loss"
-            if elementwise:
-                nbytes = (lambda shp, s, g=grad: int(np.prod(shp)) * s * (3 if g else 2))
-                formula = "read x, t (2 n s)" + (" + write grad (n s)" if grad else "")
-            else:
-                nbytes = (lambda shp, s, g=grad: _label_bytes(shp, s, g))
-                formula = ("read logits N C s + labels 8 N" + (" + write grad N C s" if grad else ""))
-            impls = {
-                "fastloss": fastloss_impl(fl_fn, variant, args),
-                "numpy": numpy_impl(lambda *a, g=grad: np_fn(*a, g), args),
-                "torch": torch_impl(torch_fn, pv, args),
-                "jax": jax_impl(jax_fn, pv, args),
-            }
-            cases.append(Case(func=func, family=FAMILY, variant=variant, tag=tag, shape=shape,
-                              quick_shape=quick, make=make, impls=impls, nbytes=nbytes,
-                              bytes_formula=formula, large=large,
-                              scale=scale_rows if scaling and grad else None))
-    return cases
+def _label_formula(grad):
+    return "read logits N C s + labels 8 N" + (" + write grad N C s" if grad else "")
+
+
+def _elem_bytes(shape, s, grad):
+    return int(np.prod(shape)) * s * (3 if grad else 2)
+
+
+def _elem_formula(grad):
+    return "read x, t (2 n s)" + (" + write grad (n s)" if grad else "")
 
 
 def _softmax_cases(func, fl_fn, np_fn, sp_name, torch_name, jax_name, shape, quick):
@@ -208,18 +192,19 @@ def _softmax_cases(func, fl_fn, np_fn, sp_name, torch_name, jax_name, shape, qui
 
 
 CASES = (
-    _loss_cases("cross_entropy", fl.cross_entropy, np_cross_entropy, torch_cross_entropy,
-                jax_cross_entropy, ("x", "y"), make_labels,
-                [("v32k", (2048, 32000), (128, 4000), False, True),
-                 ("v128k", (512, 128256), (8, 128256), True, False),
-                 ("c10", (65536, 10), (8192, 10), False, False)],
-                elementwise=False)
-    + _loss_cases("binary_cross_entropy_with_logits", fl.binary_cross_entropy_with_logits, np_bce,
-                  torch_bce, jax_bce, ("x", "t"), make_binary,
-                  [("", (16384, 1024), (512, 1024), False, True)], elementwise=True)
-    + _loss_cases("sigmoid_focal_loss", fl.sigmoid_focal_loss, np_focal, torch_focal, jax_focal,
-                  ("x", "t"), make_binary, [("", (16384, 1024), (512, 1024), False, False)],
-                  elementwise=True)
+    loss_cases("cross_entropy", FAMILY, fl.cross_entropy, ("x", "y"), make_labels,
+               [size((2048, 32000), (128, 4000), "v32k", scaling=True),
+                size((512, 128256), (8, 128256), "v128k", large=True),
+                size((65536, 10), (8192, 10), "c10")],
+               numpy=np_cross_entropy, torch=torch_cross_entropy, jax=jax_cross_entropy,
+               nbytes=_label_bytes, formula=_label_formula)
+    + loss_cases("binary_cross_entropy_with_logits", FAMILY, fl.binary_cross_entropy_with_logits,
+                 ("x", "t"), make_binary, [size((16384, 1024), (512, 1024), scaling=True)],
+                 numpy=np_bce, torch=torch_bce, jax=jax_bce,
+                 nbytes=_elem_bytes, formula=_elem_formula)
+    + loss_cases("sigmoid_focal_loss", FAMILY, fl.sigmoid_focal_loss, ("x", "t"), make_binary,
+                 [size((8192, 1024), (512, 1024))], numpy=np_focal, torch=torch_focal,
+                 jax=jax_focal, nbytes=_elem_bytes, formula=_elem_formula)
     + _softmax_cases("logsumexp", fl.logsumexp, np_logsumexp, "logsumexp", "logsumexp",
                      "logsumexp", (2048, 8192), (128, 1024))
     + _softmax_cases("softmax", fl.softmax, np_softmax, "softmax", "softmax", "softmax",

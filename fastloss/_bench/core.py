@@ -31,7 +31,7 @@ DTYPES = ("float32", "float64")
 
 # --- cases --------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Case:
     """One benchmark: a public function, a variant, a size.
 
@@ -48,6 +48,8 @@ class Case:
     large: only run with --large, or when --filter names this case's size or id.
     scale(shape, f): the shape f times as large (for the scaling sweep); None: the
       case is not part of it.
+    peer_notes: implementation -> what it runs, where that needs saying (e.g. numpy:
+      "the float64 oracle from fastloss.reference"); marked * in the table.
     """
     func: str
     family: str
@@ -61,7 +63,7 @@ class Case:
     bytes_formula: str = ""
     large: bool = False
     scale: Callable = None
-    note: str = ""
+    peer_notes: dict = field(default_factory=dict)
 
     @property
     def sized(self):
@@ -189,25 +191,71 @@ class Timing:
 
 
 # repeats: (at least, at most, stop once the timed calls add up to this many seconds)
-REPEATS = {"default": (5, 200, 0.4), "quick": (3, 20, 0.03)}
+REPEATS = {"default": (5, 100, 0.15), "quick": (3, 20, 0.02)}
+# Implementations whose first call is not like the others (JIT compilation, thread
+# pools, autograd set-up): one untimed call first. NumPy and SciPy are timed from the
+# first call on (their temporaries are new arrays on every call anyway).
+WARM_UP = ("fastloss", "torch", "jax")
 
 
-def time_calls(fn, min_repeats=5, max_repeats=200, budget_s=0.4):
-    """Call fn once untimed (warm-up: JIT compilation, first touch, caches), then
+def time_calls(fn, min_repeats=5, max_repeats=100, budget_s=0.15, warm_up=True):
+    """Call fn once untimed (warm_up: JIT compilation, first touch, caches), then
     time it with time.perf_counter until it ran at least min_repeats times and the
-    timed calls add up to budget_s, or max_repeats times. Returns (first result, Timing)."""
-    first = fn()
+    timed calls add up to budget_s, or max_repeats times (or, for slow calls, 3 times
+    adding up to 2.5 budget_s). Returns (first result, Timing)."""
+    first = fn() if warm_up else None
     t = Timing()
     total = 0.0
     while True:
         t0 = time.perf_counter()
-        fn()
+        if first is None:
+            first = fn()
+        else:
+            fn()
         dt = time.perf_counter() - t0
         t.times.append(dt)
         total += dt
         n = len(t.times)
-        if n >= max_repeats or (n >= min_repeats and total >= budget_s):
+        if (n >= max_repeats or (n >= min_repeats and total >= budget_s)
+                or (n >= 3 and total >= 2.5 * budget_s)):     # slow calls: 3 are enough
             return first, t
+
+
+class thread_limits:
+    """Context manager: n threads for fastloss (fastloss.threads), for BLAS (threadpoolctl,
+    when installed: NumPy's matmul inside fastloss's metric losses and the NumPy peers)
+    and for PyTorch (torch.set_num_threads). JAX cannot be changed after start-up."""
+
+    def __init__(self, n):
+        self.n = n
+        self.stack = None
+
+    def __enter__(self):
+        import contextlib
+
+        import fastloss
+        self.stack = contextlib.ExitStack()
+        self.stack.enter_context(fastloss.threads(self.n))
+        self.stack.enter_context(torch_threads(self.n))
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            pass
+        else:
+            self.stack.enter_context(threadpool_limits(limits=self.n, user_api="blas"))
+        return self
+
+    def __exit__(self, *exc):
+        return self.stack.__exit__(*exc)
+
+
+def blas_limited():
+    """Whether thread_limits can limit BLAS threads (threadpoolctl is installed)."""
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class torch_threads:

@@ -35,7 +35,8 @@ def table_rows(results):
             elif st.startswith("error"):
                 cells.append("error")
             else:
-                cells.append(fmt_time(r.median(impl)) + (" !" if st == "differs" else ""))
+                mark = (" *" if impl in r.case.peer_notes else "") + (" !" if st == "differs" else "")
+                cells.append(fmt_time(r.median(impl)) + mark)
         cells += [_speedup(r.speedup(p)) for p in peers]
         xf = r.x_floor
         cells.append(f"{xf:.2f}" if xf is not None else "")
@@ -66,19 +67,23 @@ def notes(results, bandwidth, copy_nbytes, thread_counts):
     lines = [
         f"copy bandwidth: {bandwidth / 1e9:.1f} GB/s (read + write, np.copyto of "
         f"{copy_nbytes >> 20} MiB into an already-touched buffer, one thread, same run)",
-        "times: median of several calls after one untimed warm-up call; "
-        "vs PEER: peer time / fastloss time (> 1: fastloss is faster)",
+        "times: median of at least 3 calls (5 when fast), after one untimed warm-up call for "
+        "fastloss, torch and jax; vs PEER: peer time / fastloss time (> 1: fastloss is faster)",
         "x floor: fastloss time / floor time, the floor being np.copyto (one thread, touched "
         "buffers) moving the bytes the case must move, timed in the same run (1.00: fastloss "
         "moves its data as fast as a copy). Bytes (s = bytes per element):",
     ]
-    seen = []
+    by_formula = {}
     for r in results:
         f = r.case.bytes_formula
-        key = (r.case.func, r.case.variant)
-        if f and key not in seen:
-            seen.append(key)
-            lines.append(f"  {r.case.func}:{r.case.variant}: {f}")
+        if f:
+            names = by_formula.setdefault(f, [])
+            v = "loss" if r.case.variant in ("loss", "fwd") else "grad"
+            name = f"{r.case.func}:{v}" if r.case.variant != "fwd" else r.case.func
+            if name not in names:
+                names.append(name)
+    for f, names in by_formula.items():
+        lines.append(f"  {f}: {', '.join(names)}")
     if any(r.case.variant == "grad_out" for r in results):
         lines.append("grad: the gradient goes into a new array each call; grad_out: into a reused "
                      "buffer (fastloss's grad_out=). Peers have no such option: their grad_out "
@@ -96,9 +101,19 @@ def notes(results, bandwidth, copy_nbytes, thread_counts):
             lines.append(f"jax {v}: jit, block_until_ready, compilation in the warm-up; "
                          f"{core.JAX_THREADS_NOTE} (XLA_FLAGS={os.environ.get('XLA_FLAGS') or 'unset'})")
         elif p == "numpy":
-            lines.append(f"numpy {v}: in the input dtype (NumPy ufuncs use one thread)")
+            blas = ("BLAS limited to the row's threads by threadpoolctl" if core.blas_limited()
+                    else "BLAS threads not limited (threadpoolctl is not installed)")
+            lines.append(f"numpy {v}: in the input dtype; ufuncs use one thread, {blas}")
         elif p == "scipy":
             lines.append(f"scipy {v}: scipy.special (one thread)")
+    starred = {}
+    for r in results:
+        for impl, note in r.case.peer_notes.items():
+            funcs = starred.setdefault((impl, note), [])
+            if r.case.func not in funcs:
+                funcs.append(r.case.func)
+    for (impl, note), funcs in starred.items():
+        lines.append(f"* {impl}: {note} ({', '.join(funcs)})")
     bad = [(r, p) for r in results for p, st in r.status.items() if st == "differs"]
     if bad:
         lines.append("! the peer's result differs from fastloss's beyond "

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import core
-from .core import IMPLS, Inputs, peer, time_calls, torch_threads
+from .core import IMPLS, Inputs, peer, time_calls
 
 # The scaling sweep: each scalable case at these fractions of its size (256x span).
 SCALING_FACTORS = (1 / 256, 1 / 64, 1 / 16, 1 / 4, 1.0)
@@ -95,8 +95,7 @@ class Runner:
         into an already-touched buffer: the time the case's bytes take at copy speed,
         at the case's own size (so in cache where the case's data is)."""
         if nbytes not in self._floors:
-            lo, hi, budget = self.repeats
-            _, t = time_calls(core.copy_floor_impl(nbytes)(None), lo, hi, budget)
+            _, t = time_calls(core.copy_floor_impl(nbytes)(None), 3, 20, self.repeats[2] / 3)
             self._floors[nbytes] = t.median
         return self._floors[nbytes]
 
@@ -128,14 +127,13 @@ class Runner:
         return [out[k] for k in sorted(out)]
 
     def _one(self, case, shape, dtype, t, inputs, head):
-        import fastloss
         res = Result(case, tuple(shape), dtype, t)
         if case.nbytes is not None:
             res.nbytes = int(case.nbytes(shape, np.dtype(dtype).itemsize))
             self.progress(f"{head}: copy floor")
             res.floor_s = self.floor(res.nbytes)
         ref = None
-        with fastloss.threads(t), torch_threads(t):
+        with core.thread_limits(t):
             for impl in IMPLS:
                 if impl not in case.impls:
                     continue
@@ -165,7 +163,7 @@ class Runner:
         lo, hi, budget = self.repeats
         try:
             fn = case.impls[impl](inputs)
-            first, timing = time_calls(fn, lo, hi, budget)
+            first, timing = time_calls(fn, lo, hi, budget, warm_up=impl in core.WARM_UP)
             summary = core.summarize(first)
             del first, fn
             return summary, timing, None
