@@ -3,6 +3,7 @@
 Commands:
   bench   time every loss against NumPy, SciPy, PyTorch and JAX (python -m fastloss bench -h)
 """
+import os
 import sys
 
 COMMANDS = {"bench": "time every loss against NumPy, SciPy, PyTorch and JAX"}
@@ -35,6 +36,9 @@ def main(argv=None):
         except KeyboardInterrupt:
             print("\ninterrupted", file=sys.stderr)
             return 130
+        except BrokenPipeError:            # `... | head`: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
     print(f"fastloss: unknown command {cmd!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
     _usage(sys.stderr)
     return 2

@@ -54,6 +54,10 @@ def test_select():
                                           and not c.large]
     with pytest.raises(UnknownName, match="'nope'.*valid names: .*cross_entropy"):
         select(["softmax", "nope"])
+    quick = select(["cross_entropy", "softmax", "cross_entropy:c10:loss"], quick=True)
+    assert sorted(c.id for c in quick) == ["cross_entropy:c10:grad", "cross_entropy:c10:loss",
+                                            "cross_entropy:v32k:grad", "softmax:fwd"]
+    assert {c.variant for c in select(quick=True)} == {"grad", "fwd"}
 
 
 def test_byte_formulas():
@@ -218,3 +222,15 @@ def test_bench_main_is_the_console_entry():
     """pyproject's `fastloss = "fastloss.__main__:main"` reaches the bench command."""
     assert cli_main.main(["bench", "--list"]) == 0
     assert bench_main(["--list"]) == 0
+
+
+def test_missing_peer_says_not_installed(capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(core._modules, "torch", None)       # as if import torch failed
+    path = tmp_path / "out.json"
+    rc, out, _ = run_cli(capsys, "--quick", "--filter", "softmax", "--json", str(path))
+    assert rc == 0
+    head = next(line for line in out.splitlines() if line.startswith("case"))
+    assert "torch" not in head and "numpy" in head
+    assert "torch: not installed" in out
+    res = json.loads(path.read_text())["results"][0]
+    assert res["status"]["torch"] == "not installed" and "torch" not in res["median_s"]

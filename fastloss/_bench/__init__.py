@@ -52,11 +52,18 @@ def filter_names(cases=None):
     return list(seen)
 
 
-def select(names=None, large=False, cases=None):
+QUICK_VARIANTS = ("grad", "fwd")
+
+
+def select(names=None, large=False, cases=None, quick=False):
     """The cases a run does. names: --filter names (None: all); a name matches a case's
     family, function, function:size or id. Large cases run with large=True, or when a
-    name picks them by size or id. Unknown names raise UnknownName."""
+    name picks them by size or id. quick: only the gradient case of each function
+    (QUICK_VARIANTS), unless a name is the case's id. Unknown names raise UnknownName."""
     cases = all_cases() if cases is None else cases
+    if quick:
+        named = set(names or ())
+        cases = [c for c in cases if c.variant in QUICK_VARIANTS or c.id in named]
     if not names:
         return [c for c in cases if large or not c.large]
     valid = set(filter_names(cases))

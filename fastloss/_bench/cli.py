@@ -51,7 +51,8 @@ def parser():
     p = argparse.ArgumentParser(prog="fastloss bench", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="small shapes and few repeats: a few seconds (CI smoke test)")
+                   help="small shapes, few repeats, and only the loss + gradient case of each "
+                        "function (unless --filter names a case id): seconds, a CI smoke test")
     p.add_argument("--large", action="store_true",
                    help="also the large cases (cross_entropy at 512x128256)")
     p.add_argument("--filter", metavar="NAMES", action="append", type=_csv(str, "names"),
@@ -85,7 +86,7 @@ def _list_cases(cases, quick):
         print(f"{c.id.ljust(width)}  {shape_label(c.shape_for(quick))}{extra}")
 
 
-def _header(machine, threads, dtypes):
+def _header(machine):
     v = machine["versions"]
     libs = ", ".join(f"{k} {v[k]}" for k in ("numpy", "scipy", "torch", "jax") if v.get(k))
     return (f"fastloss {v['fastloss']} bench on {machine['cpu']}: {machine['physical_cores'] or '?'} "
@@ -97,11 +98,11 @@ def main(argv=None):
     args = parser().parse_args(argv)
     names = [n for group in (args.filter or []) for n in group]
     try:
-        cases = select(names, large=args.large)
+        cases = select(names, large=args.large, quick=args.quick)
     except UnknownName as e:
         return _fail(str(e))
     if args.list:
-        _list_cases(select(names, large=True), args.quick)
+        _list_cases(select(names, large=True, quick=args.quick), args.quick)
         return 0
     if not cases:
         return _fail(f"no case to run (add --large for {', '.join(names)}); valid names: "
@@ -130,7 +131,7 @@ def main(argv=None):
             scaling = run.run(jobs, dtypes[:1], [max(threads)], label="scaling ")
 
     machine = core.machine()
-    print(_header(machine, threads, dtypes))
+    print(_header(machine))
     print()
     print(report.format_table(results, markdown=args.markdown))
     if scaling:

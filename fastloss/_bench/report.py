@@ -194,7 +194,7 @@ def plot(path, results, scaling, machine, bandwidth):
     ax.invert_yaxis()
     ax.set_xlabel("speed-up of fastloss (peer time / fastloss time)")
     ax.set_title(f"{dt0}, {tmax} thread{'s' if tmax > 1 else ''}", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     ax.grid(axis="x", which="both", alpha=0.3)
 
     for i, func in enumerate(funcs):
