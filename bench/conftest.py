@@ -1,7 +1,8 @@
 """Options of the pytest-benchmark suite (bench/test_bench.py).
 
     pytest bench/ --benchmark-only --benchmark-group-by=group
-    pytest bench/ --benchmark-only --benchmark-group-by=group --fl-filter cross_entropy --fl-threads 1,2
+    pytest bench/ --benchmark-only --benchmark-group-by=group --fl-filter cross_entropy \
+        --fl-threads 1,2
     pytest bench/ --benchmark-only --benchmark-autosave      # then --benchmark-compare
 """
 

@@ -34,7 +34,8 @@ def pytest_generate_tests(metafunc):
         if d not in core.DTYPES:
             raise pytest.UsageError(f"--fl-dtype: {d!r} is not one of {core.DTYPES}")
     try:
-        threads = [int(t) for t in _csv(cfg.getoption("--fl-threads"))] or [fastloss.get_num_threads()]
+        threads = ([int(t) for t in _csv(cfg.getoption("--fl-threads"))]
+                   or [fastloss.get_num_threads()])
     except ValueError:
         raise pytest.UsageError("--fl-threads takes comma-separated positive integers") from None
     if min(threads) < 1:

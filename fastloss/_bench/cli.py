@@ -89,7 +89,8 @@ def _list_cases(cases, quick):
 def _header(machine):
     v = machine["versions"]
     libs = ", ".join(f"{k} {v[k]}" for k in ("numpy", "scipy", "torch", "jax") if v.get(k))
-    return (f"fastloss {v['fastloss']} bench on {machine['cpu']}: {machine['physical_cores'] or '?'} "
+    cores = machine["physical_cores"] or "?"
+    return (f"fastloss {v['fastloss']} bench on {machine['cpu']}: {cores} "
             f"cores, {machine['usable_cpus']} usable CPUs, SIMD {machine['fastloss_simd']}; "
             f"python {v['python']}, {libs}; {machine['date']}")
 

@@ -98,8 +98,9 @@ def notes(results, bandwidth, copy_nbytes, thread_counts):
         if p == "torch":
             lines.append(f"torch {v}: torch.set_num_threads(threads) for each row")
         elif p == "jax":
+            xla = os.environ.get("XLA_FLAGS") or "unset"
             lines.append(f"jax {v}: jit, block_until_ready, compilation in the warm-up; "
-                         f"{core.JAX_THREADS_NOTE} (XLA_FLAGS={os.environ.get('XLA_FLAGS') or 'unset'})")
+                         f"{core.JAX_THREADS_NOTE} (XLA_FLAGS={xla})")
         elif p == "numpy":
             blas = ("BLAS limited to the row's threads by threadpoolctl" if core.blas_limited()
                     else "BLAS threads not limited (threadpoolctl is not installed)")

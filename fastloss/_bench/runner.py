@@ -20,7 +20,8 @@ class Result:
     dtype: str
     threads: int
     times: dict = field(default_factory=dict)     # impl -> core.Timing
-    status: dict = field(default_factory=dict)    # impl -> "ok" | "not installed" | "differs" | "error: ..."
+    # impl -> "ok" | "not installed" | "differs" | "error: ..."
+    status: dict = field(default_factory=dict)
     nbytes: int = None
     floor_s: float = None
 
