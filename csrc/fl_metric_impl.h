@@ -312,37 +312,56 @@ FL_INL void N_(vstore_lab)(int32_t *p, VI v, int64_t n) {
     for (int j = 0; j < n; j++) p[j] = t[j];
 }
 
+/* One vector of candidates j (lanes jv) for anchor i: distances d, masks of positives
+ * (same label, not i) and negatives, running best values and indices. */
+#define FL_HARD_STEP(d, same, notself, jv)                                      \
+    do {                                                                        \
+        V pv_ = N_(vsel)((same) & (notself), d, ninf);                          \
+        V nv_ = N_(vsel)(same, pinf, d);                                        \
+        VI up_ = pv_ > bp, un_ = nv_ < bn;                                      \
+        bp = N_(vsel)(up_, pv_, bp);                                            \
+        bpi = N_(vseli)(up_, jv, bpi);                                          \
+        bn = N_(vsel)(un_, nv_, bn);                                            \
+        bni = N_(vseli)(un_, jv, bni);                                          \
+        dsum += d;  /* NaN anywhere makes the sum NaN (it cannot reach -inf) */ \
+    } while (0)
+
 static void N_(hard_rows)(const T *G, int64_t nr, int64_t nc, int64_t r0, const T *sqn,
                           const int32_t *lab, T *bp_out, int32_t *bpi_out, T *bn_out,
                           int32_t *bni_out, int32_t *nanf) {
     const V ninf = N_(vset1)(-(T)INFINITY), pinf = N_(vset1)((T)INFINITY);
+    const VI ones = ~((VI)N_(vset1)(0) & 0);
     for (int64_t r = 0; r < nr; r++) {
         const int64_t i = r0 + r;
         const T *gr = G + r * nc;
         const T si = sqn[i];
         const TI li = (TI)lab[i];
-        V bp = ninf, bn = pinf;
-        VI bpi = (VI)N_(vset1)(0) - 1, bni = bpi, isnan = bpi & 0;
+        V bp = ninf, bn = pinf, dsum = N_(vset1)(0);
+        VI bpi = ~ones, bni = ~ones;
+        bpi -= 1;
+        bni -= 1;
         VI jv = N_(viota)(0);
-        for (int64_t j = 0; j < nc; j += W, jv += W) {
+        int64_t j = 0;
+        for (; j + W <= nc; j += W, jv += W) {
+            V d = (si + N_(vload)(sqn + j)) - (T)2 * N_(vload)(gr + j);
+            VI same = N_(vload_lab)(lab + j, W, 0) == li;
+            FL_HARD_STEP(d, same, jv != (TI)i, jv);
+        }
+        if (j < nc) {
             const int64_t nj = nc - j;
+            const VI in = N_(vfirst)(nj);
             V d = (si + N_(vload_n)(sqn + j, nj, 0)) - (T)2 * N_(vload_n)(gr + j, nj, 0);
+            d = N_(vsel)(in, d, N_(vset1)(0));
             VI same = N_(vload_lab)(lab + j, nj, 0) == li;
-            VI in = nj >= W ? ~(jv & 0) : N_(vfirst)(nj);
-            VI pm = same & in & (jv != (TI)i), nm = ~same & in;
-            isnan |= (d != d) & in;
-            V pv = N_(vsel)(pm, d, ninf), nv = N_(vsel)(nm, d, pinf);
-            VI up = pv > bp, un = nv < bn;
-            bp = N_(vsel)(up, pv, bp);
-            bpi = N_(vseli)(up, jv, bpi);
-            bn = N_(vsel)(un, nv, bn);
-            bni = N_(vseli)(un, jv, bni);
+            /* padding lanes: "same" and "self", so neither positive nor negative */
+            same |= ~in;
+            FL_HARD_STEP(d, same, (jv != (TI)i) & in, jv);
         }
         int64_t pi = -1, ni = -1;
-        int32_t anynan = 0;
         T pbest = -(T)INFINITY, nbest = (T)INFINITY;
+        double ds = 0.0;
         for (int k = 0; k < W; k++) {
-            anynan |= isnan[k] != 0;
+            ds += (double)dsum[k];
             if (bpi[k] >= 0 && (bp[k] > pbest || (bp[k] == pbest && bpi[k] < pi))) { pbest = bp[k]; pi = bpi[k]; }
             if (bni[k] >= 0 && (bn[k] < nbest || (bn[k] == nbest && bni[k] < ni))) { nbest = bn[k]; ni = bni[k]; }
         }
@@ -350,40 +369,63 @@ static void N_(hard_rows)(const T *G, int64_t nr, int64_t nc, int64_t r0, const 
         bpi_out[i] = (int32_t)pi;
         bn_out[i] = nbest;
         bni_out[i] = (int32_t)ni;
-        nanf[i] = anynan;
+        nanf[i] = ds != ds;
     }
 }
 
-/* Anchors [c0, c1) (all before r0) against the block's rows r0 .. r0 + nr - 1. */
+/* Anchors [c0, c1) (all before r0) against the block's rows r0 .. r0 + nr - 1 as
+ * candidates. The anchors' running bests live in L1 (FL_HARD_CHUNK at a time) while
+ * the block is swept row by row, each row's segment read sequentially. */
+#define FL_HARD_CHUNK 256
 static void N_(hard_cols)(const T *G, int64_t nr, int64_t nc, int64_t r0, int64_t c0, int64_t c1,
                           const T *sqn, const int32_t *lab, T *bp_io, int32_t *bpi_io, T *bn_io,
                           int32_t *bni_io, int32_t *nanf) {
-    for (int64_t j = c0; j < c1; j += W) {
-        const int64_t nj = c1 - j;
-        V bp = N_(vload_n)(bp_io + j, nj, 0), bn = N_(vload_n)(bn_io + j, nj, 0);
-        VI bpi = N_(vload_lab)(bpi_io + j, nj, 0), bni = N_(vload_lab)(bni_io + j, nj, 0);
-        VI isnan = N_(vload_lab)(nanf + j, nj, 0);
-        const V sj = N_(vload_n)(sqn + j, nj, 0);
-        const VI lj = N_(vload_lab)(lab + j, nj, 0);
+    V bpa[FL_HARD_CHUNK / W], bna[FL_HARD_CHUNK / W], sja[FL_HARD_CHUNK / W], dsa[FL_HARD_CHUNK / W];
+    VI bpia[FL_HARD_CHUNK / W], bnia[FL_HARD_CHUNK / W], lja[FL_HARD_CHUNK / W];
+    const V ninf = N_(vset1)(-(T)INFINITY), pinf = N_(vset1)((T)INFINITY);
+    for (int64_t cs = c0; cs < c1; cs += FL_HARD_CHUNK) {
+        const int64_t n = c1 - cs < FL_HARD_CHUNK ? c1 - cs : FL_HARD_CHUNK;
+        const int64_t nv = (n + W - 1) / W;
+        for (int64_t v = 0; v < nv; v++) {
+            const int64_t j = cs + v * W, nj = n - v * W;
+            bpa[v] = N_(vload_n)(bp_io + j, nj, 0);
+            bna[v] = N_(vload_n)(bn_io + j, nj, 0);
+            bpia[v] = N_(vload_lab)(bpi_io + j, nj, 0);
+            bnia[v] = N_(vload_lab)(bni_io + j, nj, 0);
+            sja[v] = N_(vload_n)(sqn + j, nj, 0);
+            lja[v] = N_(vload_lab)(lab + j, nj, 0);
+            dsa[v] = N_(vset1)(0);
+        }
         for (int64_t r = 0; r < nr; r++) {
             const int64_t i = r0 + r;
-            V d = (sqn[i] + sj) - (T)2 * N_(vload_n)(G + r * nc + j, nj, 0);
-            VI same = lj == (TI)lab[i];
-            isnan |= d != d;
-            VI up = N_(vsel)(same, d, N_(vset1)(-(T)INFINITY)) > bp;
-            VI un = N_(vsel)(same, N_(vset1)((T)INFINITY), d) < bn;
-            bp = N_(vsel)(up, d, bp);
-            bn = N_(vsel)(un, d, bn);
-            bpi = N_(vseli)(up, (VI)N_(vset1)(0) + (TI)i, bpi);
-            bni = N_(vseli)(un, (VI)N_(vset1)(0) + (TI)i, bni);
+            const T *gr = G + r * nc + cs;
+            const T *next = r + 2 < nr ? gr + 2 * nc : gr;
+            const T si = sqn[i];
+            const TI li = (TI)lab[i];
+            const VI iv = (VI)N_(vset1)(0) + (TI)i;
+            for (int64_t v = 0; v < nv; v++) {
+                if ((v * W * (int64_t)sizeof(T)) % 64 == 0) __builtin_prefetch(next + v * W);
+                V d = (si + sja[v]) - (T)2 * N_(vload_n)(gr + v * W, n - v * W, 0);
+                VI same = lja[v] == li;
+                V bp = bpa[v], bn = bna[v], dsum = dsa[v];
+                VI bpi = bpia[v], bni = bnia[v];
+                FL_HARD_STEP(d, same, ~(same & 0), iv);
+                bpa[v] = bp; bna[v] = bn; bpia[v] = bpi; bnia[v] = bni; dsa[v] = dsum;
+            }
         }
-        N_(vstore_n)(bp_io + j, bp, nj);
-        N_(vstore_n)(bn_io + j, bn, nj);
-        N_(vstore_lab)(bpi_io + j, bpi, nj);
-        N_(vstore_lab)(bni_io + j, bni, nj);
-        N_(vstore_lab)(nanf + j, isnan, nj);
+        for (int64_t v = 0; v < nv; v++) {
+            const int64_t j = cs + v * W, nj = n - v * W;
+            N_(vstore_n)(bp_io + j, bpa[v], nj);
+            N_(vstore_n)(bn_io + j, bna[v], nj);
+            N_(vstore_lab)(bpi_io + j, bpia[v], nj);
+            N_(vstore_lab)(bni_io + j, bnia[v], nj);
+            VI isn = N_(vload_lab)(nanf + j, nj, 0) | (dsa[v] != dsa[v]);
+            N_(vstore_lab)(nanf + j, isn, nj);
+        }
     }
 }
+#undef FL_HARD_CHUNK
+#undef FL_HARD_STEP
 
 /* Anchors [i0, i0 + n): the mined pairs' distances recomputed exactly from the
  * embeddings E (N x D), the loss and the gradient coefficients

@@ -79,7 +79,7 @@ CE_GROUP = FL_CE_GROUP
 # bounds scheduling overhead).
 cdef int64_t _ROW_WORK = 32768
 # Columns per work item of the batch-hard gradient scatter.
-cdef int64_t _SCATTER_COLS = 64
+cdef int64_t _SCATTER_COLS = 256
 # Anchors per work item of the batch-hard column part.
 cdef int64_t _HARD_COLS = 256
 # Columns per work item of the column log-sum-exp merge.
