@@ -3,10 +3,11 @@ loss, batch-hard / batch-all triplet mining, InfoNCE (and CLIP) and NT-Xent (Sim
 
 Thin wrappers: check and coerce the arguments (fastloss/_checks.py), then
 alternate NumPy matrix products (BLAS, with BLAS's own threads) with the fused
-OpenMP epilogues of fastloss/_metric.pyx, never both at once. The similarity
-matrix of the contrastive losses is traversed by two kernels (statistics, then
-the gradient of the logits written in place), and the gradient goes back to the
-embeddings through BLAS again. See ../shared/DESIGN.md for the conventions.
+OpenMP epilogues of fastloss/_metric.pyx, never both at once (and the epilogues on
+AFTER_BLAS_THREADS threads, see below). The similarity matrix of the contrastive
+losses is traversed by two kernels (statistics, then the gradient of the logits
+written in place), and the gradient goes back to the embeddings through BLAS again.
+See ../shared/DESIGN.md for the conventions.
 """
 import math
 
