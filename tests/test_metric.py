@@ -537,3 +537,14 @@ def test_vector_sqrt(simd):
         y = np.empty_like(xs)
         _metric.vector_sqrt(xs, y)
         np.testing.assert_array_equal(y, np.sqrt(xs))      # correctly rounded
+
+
+def test_concurrent_python_threads():
+    """Calls from several Python threads at once give the single-call results."""
+    from concurrent.futures import ThreadPoolExecutor
+    expected = _run_all(11)
+    with ThreadPoolExecutor(4) as ex:
+        results = list(ex.map(lambda _: _run_all(11), range(4)))
+    for res in results:
+        for u, v in zip(expected, res):
+            np.testing.assert_array_equal(u, v)
