@@ -139,7 +139,7 @@ static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
             s += xt[k];
         }
         V logs = N_(vlog)(s);   /* lse = m + log(s), added in double: m can be large */
-        T scale[W];
+        T scale[W] = {0};
         double wys[W];
         int64_t ys[W];
         for (int j = 0; j < nr; j++) {

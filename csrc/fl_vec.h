@@ -213,23 +213,23 @@ FL_INL V N_(vlog1p_unit)(V x) {
 }
 #undef LOG1P_UNIT_TERMS
 
-/* Elementwise entry points, used by the accuracy tests. */
-static void N_(exp_array)(const T *x, T *y, int64_t n) {
+/* Elementwise entry points, used by the accuracy tests (unused in most modules). */
+__attribute__((unused)) static void N_(exp_array)(const T *x, T *y, int64_t n) {
     int64_t i = 0;
     for (; i + W <= n; i += W) N_(vstore)(y + i, N_(vexp)(N_(vload)(x + i)));
     if (i < n) N_(vstore_part)(y + i, N_(vexp)(N_(vload_part)(x + i, n - i, 0)), n - i);
 }
-static void N_(log_array)(const T *x, T *y, int64_t n) {
+__attribute__((unused)) static void N_(log_array)(const T *x, T *y, int64_t n) {
     int64_t i = 0;
     for (; i + W <= n; i += W) N_(vstore)(y + i, N_(vlog)(N_(vload)(x + i)));
     if (i < n) N_(vstore_part)(y + i, N_(vlog)(N_(vload_part)(x + i, n - i, 1)), n - i);
 }
-static void N_(log1p_unit_array)(const T *x, T *y, int64_t n) {
+__attribute__((unused)) static void N_(log1p_unit_array)(const T *x, T *y, int64_t n) {
     int64_t i = 0;
     for (; i + W <= n; i += W) N_(vstore)(y + i, N_(vlog1p_unit)(N_(vload)(x + i)));
     if (i < n) N_(vstore_part)(y + i, N_(vlog1p_unit)(N_(vload_part)(x + i, n - i, 0)), n - i);
 }
-static void N_(log1p_array)(const T *x, T *y, int64_t n) {
+__attribute__((unused)) static void N_(log1p_array)(const T *x, T *y, int64_t n) {
     int64_t i = 0;
     for (; i + W <= n; i += W) N_(vstore)(y + i, N_(vlog1p)(N_(vload)(x + i)));
     if (i < n) N_(vstore_part)(y + i, N_(vlog1p)(N_(vload_part)(x + i, n - i, 0)), n - i);

@@ -1,5 +1,6 @@
 """Fixtures shared by every test module."""
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -30,5 +31,7 @@ def n_threads(request):
 
 @pytest.fixture
 def rng(request):
-    """A generator seeded from the test's name: reproducible, different per test."""
-    return np.random.default_rng(abs(hash(request.node.nodeid)) % 2**32)
+    """A generator seeded from the test's name (crc32: stable across processes, unlike
+    hash()) and FASTLOSS_TEST_SEED (default 0): reproducible, different per test."""
+    seed = int(os.environ.get("FASTLOSS_TEST_SEED", "0"))
+    return np.random.default_rng([zlib.crc32(request.node.nodeid.encode()), seed])

@@ -236,7 +236,8 @@ def test_batch_hard_fd(rng, kw):
     lab = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3, 3])
     _, g = batch_hard_triplet_loss(E, lab, margin=1.0, return_grad=True, **kw)
     num = fd_grad(lambda x: batch_hard_triplet_loss(x, lab, margin=1.0, **kw), E, h=1e-6)
-    np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-8)
+    # finite differences carry ~eps * |loss| / h of rounding noise: scale atol with the gradient
+    np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-8 * max(1.0, np.abs(num).max()))
 
 
 def _torch_batch_hard(torch, E, lab, margin, squared):
