@@ -4,9 +4,12 @@
 #define FL_CLASSIFICATION_H
 #include "fl_common.h"
 
-/* Rows longer than this many bytes are not expected to stay in cache between
- * passes: they use the online softmax and recompute exp in the gradient pass. */
-#define FL_ROW_CACHE_BYTES (768 * 1024)
+/* Softmax rows are processed in chunks of FL_CHUNK elements (16 KiB of float32: a
+ * chunk stays in L1 between its max and exp passes). Rows of up to FL_MAX_CHUNKS
+ * chunks keep their exponentials in the gradient buffer; longer rows take the online
+ * softmax and recompute exp in the gradient pass. */
+#define FL_CHUNK 4096
+#define FL_MAX_CHUNKS 256
 /* Rows of at most this many classes take the transposed (many rows per vector) path. */
 #define FL_SMALL_C 32
 

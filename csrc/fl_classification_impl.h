@@ -88,7 +88,7 @@ static double N_(row_dot)(const T *x, const T *w, int64_t C) {
  * the exponentials are already there) or exp(x_k - m). */
 static void N_(row_grad)(const T *x, T *g, int64_t C, T m, T scale, int in_place,
                          const T *w, T bconst) {
-    if (!(m > -(T)INFINITY && m < (T)INFINITY)) { N_(row_nan)(g, C); return; }
+    if (!in_place && !(m > -(T)INFINITY && m < (T)INFINITY)) { N_(row_nan)(g, C); return; }
     int64_t k = 0;
     for (; k + W <= C; k += W) {
         V e = in_place ? N_(vload)(g + k) : N_(vexp_le0)(N_(vload)(x + k) - m);
@@ -100,6 +100,53 @@ static void N_(row_grad)(const T *x, T *g, int64_t C, T m, T scale, int in_place
         V e = in_place ? N_(vload_part)(g + k, n, 0) : N_(vexp_le0)(N_(vload_part)(x + k, n, 0) - m);
         V b = w ? N_(vload_part)(w + k, n, 0) * bconst : N_(vset1)(bconst);
         N_(vstore_part)(g + k, e * scale - b, n);
+    }
+}
+
+/* Pass A of a row whose exponentials are kept (its gradient is wanted): per chunk c
+ * of FL_CHUNK elements, the chunk max cm[c] and exp(x - cm[c]) into e (may alias x).
+ * Each chunk is read from memory once and is still in L1 for its exp pass; the row's
+ * max m goes to *m_out and the result is s = sum exp(x - m). Chunk c's exponentials
+ * are exp(cm[c] - m) times too large: chunk_factor. A row whose max is NaN or +inf, or
+ * all of whose entries are -inf, gives NaN. */
+static double N_(row_exp_chunked)(const T *x, T *e, int64_t C, T *m_out, T *cm) {
+    double sc[FL_MAX_CHUNKS];
+    const int64_t nc = (C + FL_CHUNK - 1) / FL_CHUNK;
+    T m = -(T)INFINITY;
+    for (int64_t c = 0; c < nc; c++) {
+        const int64_t b = c * FL_CHUNK, n = C - b < FL_CHUNK ? C - b : FL_CHUNK;
+        const T mc = N_(row_max)(x + b, n);
+        cm[c] = mc;
+        if (mc == -(T)INFINITY) {          /* all -inf: probabilities exactly 0 */
+            memset(e + b, 0, (size_t)n * sizeof(T));
+            sc[c] = 0.0;
+            continue;
+        }
+        sc[c] = N_(row_sumexp)(x + b, e + b, n, mc);
+        if (mc > m || mc != mc) m = mc;    /* NaN sticks */
+    }
+    *m_out = m;
+    if (!(m > -(T)INFINITY && m < (T)INFINITY)) return NAN;
+    double s = 0.0;
+    for (int64_t c = 0; c < nc; c++)
+        if (cm[c] != -(T)INFINITY) s += sc[c] * exp((double)cm[c] - (double)m);
+    return s;
+}
+FL_INL double N_(chunk_factor)(T cmc, T m) {
+    return cmc == -(T)INFINITY ? 0.0 : exp((double)cmc - (double)m);
+}
+
+/* The gradient pass of a softmax row: g = e * scale - bconst * (w ? w : 1), where e are
+ * the kept exponentials of row_exp_chunked (keep: e is g itself, rescaled per chunk) or
+ * are recomputed from x (rows too long to keep). */
+static void N_(row_grad_pass)(const T *x, T *g, int64_t C, T m, const T *cm, int keep,
+                              double scale, const T *w, T bconst) {
+    if (!(m > -(T)INFINITY && m < (T)INFINITY)) { N_(row_nan)(g, C); return; }
+    if (!keep) { N_(row_grad)(x, g, C, m, (T)scale, 0, w, bconst); return; }
+    for (int64_t c = 0, b = 0; b < C; c++, b += FL_CHUNK) {
+        const int64_t n = C - b < FL_CHUNK ? C - b : FL_CHUNK;
+        N_(row_grad)(NULL, g + b, n, m, (T)(scale * N_(chunk_factor)(cm[c], m)), 1,
+                     w ? w + b : NULL, bconst);
     }
 }
 
@@ -179,7 +226,8 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
     const T *cw = (const T *)p->class_weight;
     const double eps = p->smoothing, zl = p->z_loss, gs = p->gscale;
     const T cap = (T)p->softcap;
-    const int in_cache = C * (int64_t)sizeof(T) <= FL_ROW_CACHE_BYTES;
+    const int keep = C <= FL_MAX_CHUNKS * FL_CHUNK;
+    T cm[FL_MAX_CHUNKS];
     if (C <= FL_SMALL_C && cap == 0) {
         N_(xent_label_small)(x, g, n, y, p, loss);
         return;
@@ -198,10 +246,7 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
         const double xy = xr[yr];
         const double sx = eps > 0 ? N_(row_dot)(xr, cw, C) : 0.0;
         T m;
-        double s;
-        int have_e = gr && in_cache;
-        if (have_e) { m = N_(row_max)(xr, C); s = N_(row_sumexp)(xr, gr, C, m); }
-        else s = N_(row_online)(xr, C, &m);
+        const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm) : N_(row_online)(xr, C, &m);
         const double lse = (double)m + log(s);
         double l = (1.0 - eps) * wy * (lse - xy);
         if (eps > 0) l += eps / (double)C * (p->weight_sum * lse - sx);
@@ -210,7 +255,7 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
         if (gr) {
             double a = (1.0 - eps) * wy + eps * p->weight_sum / (double)C;
             if (zl > 0) a += 2.0 * zl * wy * lse;
-            N_(row_grad)(xr, gr, C, m, (T)(gs * a / s), have_e, cw, (T)(gs * eps / (double)C));
+            N_(row_grad_pass)(xr, gr, C, m, cm, keep, gs * a / s, cw, (T)(gs * eps / (double)C));
             gr[yr] -= (T)(gs * (1.0 - eps) * wy);
             if (cap > 0) N_(softcap_grad)(gr, scratch, C, cap);
         }
@@ -225,9 +270,10 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
     const int64_t C = p->C;
     const T *cw = (const T *)p->class_weight;
     const double zl = p->z_loss, gs = p->gscale;
-    const T keep = (T)(1.0 - p->smoothing), add = (T)(p->smoothing / (double)C);
+    const T kt = (T)(1.0 - p->smoothing), add = (T)(p->smoothing / (double)C);
     const T cap = (T)p->softcap;
-    const int in_cache = C * (int64_t)sizeof(T) <= FL_ROW_CACHE_BYTES;
+    const int keep = C <= FL_MAX_CHUNKS * FL_CHUNK;
+    T cm[FL_MAX_CHUNKS];
     for (int64_t r = 0; r < n; r++) {
         const T *xr = x + r * C, *tr = t + r * C;
         T *gr = g ? g + r * C : NULL;
@@ -239,7 +285,7 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
             V a1 = N_(vset1)(0), a2 = N_(vset1)(0);
             for (int64_t k = b; k < end; k += W) {
                 int64_t nk = end - k;
-                V tk = N_(vload_n)(tr + k, nk, 0) * keep + add;
+                V tk = N_(vload_n)(tr + k, nk, 0) * kt + add;
                 if (nk < W) tk = N_(vsel)(N_(vfirst)(nk), tk, N_(vset1)(0));
                 if (cw) tk *= N_(vload_n)(cw + k, nk, 0);
                 V xk = N_(vload_n)(xr + k, nk, 0);
@@ -250,24 +296,25 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
             stx += N_(vhsum)(a2);
         }
         T m;
-        double s;
-        int have_e = gr && in_cache;
-        if (have_e) { m = N_(row_max)(xr, C); s = N_(row_sumexp)(xr, gr, C, m); }
-        else s = N_(row_online)(xr, C, &m);
+        const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm) : N_(row_online)(xr, C, &m);
         const double lse = (double)m + log(s);
         double l = st * lse - stx;
         if (zl > 0) l += zl * lse * lse;
         loss[r] = l;
         if (gr) {
-            const T scale = (T)(gs * (st + (zl > 0 ? 2.0 * zl * lse : 0.0)) / s);
+            const double scale = gs * (st + (zl > 0 ? 2.0 * zl * lse : 0.0)) / s;
             const T gsT = (T)gs;
             if (!(m > -(T)INFINITY && m < (T)INFINITY)) { N_(row_nan)(gr, C); continue; }
-            for (int64_t k = 0; k < C; k += W) {
-                int64_t nk = C - k;
-                V e = have_e ? N_(vload_n)(gr + k, nk, 0) : N_(vexp_le0)(N_(vload_n)(xr + k, nk, 0) - m);
-                V tk = N_(vload_n)(tr + k, nk, 0) * keep + add;
-                if (cw) tk *= N_(vload_n)(cw + k, nk, 0);
-                N_(vstore_n)(gr + k, e * scale - tk * gsT, nk);
+            for (int64_t c = 0, b = 0; b < C; c++, b += FL_CHUNK) {
+                const int64_t end = C - b < FL_CHUNK ? C : b + FL_CHUNK;
+                const T f = (T)(keep ? scale * N_(chunk_factor)(cm[c], m) : scale);
+                for (int64_t k = b; k < end; k += W) {
+                    int64_t nk = end - k;
+                    V e = keep ? N_(vload_n)(gr + k, nk, 0) : N_(vexp_le0)(N_(vload_n)(xr + k, nk, 0) - m);
+                    V tk = N_(vload_n)(tr + k, nk, 0) * kt + add;
+                    if (cw) tk *= N_(vload_n)(cw + k, nk, 0);
+                    N_(vstore_n)(gr + k, e * f - tk * gsT, nk);
+                }
             }
             if (cap > 0) N_(softcap_grad)(gr, scratch, C, cap);
         }
@@ -277,15 +324,14 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
 /* Per row: lse[r] = log sum exp(x_r); with out, also softmax (log_out == 0) or
  * log-softmax (log_out == 1) into out (may alias x). */
 static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_out, double *lse) {
-    const int in_cache = C * (int64_t)sizeof(T) <= FL_ROW_CACHE_BYTES;
+    const int keep = C <= FL_MAX_CHUNKS * FL_CHUNK;
+    T cm[FL_MAX_CHUNKS];
     for (int64_t r = 0; r < n; r++) {
         const T *xr = x + r * C;
         T *orow = out ? out + r * C : NULL;
         T m;
-        double s;
-        int have_e = orow && !log_out && in_cache;
-        if (have_e) { m = N_(row_max)(xr, C); s = N_(row_sumexp)(xr, orow, C, m); }
-        else s = N_(row_online)(xr, C, &m);
+        const double s = orow && !log_out && keep ? N_(row_exp_chunked)(xr, orow, C, &m, cm)
+                                                  : N_(row_online)(xr, C, &m);
         const double l = (double)m + log(s);
         lse[r] = l;
         if (!orow) continue;
@@ -293,7 +339,7 @@ static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_o
             const T lt = (T)l;
             for (int64_t k = 0; k < C; k++) orow[k] = xr[k] - lt;
         } else {
-            N_(row_grad)(xr, orow, C, m, (T)(1.0 / s), have_e, NULL, 0);
+            N_(row_grad_pass)(xr, orow, C, m, cm, keep, 1.0 / s, NULL, 0);
         }
     }
 }
