@@ -97,8 +97,9 @@ FL_INL T N_(vhmax_nan)(V v) {
     return m;
 }
 
-/* exp(x) = 2^n * exp(r), n = round(x / ln2), |r| <= ln2/2, exp(r) by Taylor/Horner. */
-FL_INL V N_(vexp)(V x) {
+/* The core of exp for xs already clamped to [X_EXP_MIN, X_EXP_MAX]: xs = n ln2 + r,
+ * n = round(xs / ln2), |r| <= ln2/2; returns exp(r) by Taylor/Horner and n in *ni. */
+FL_INL V N_(vexp_core)(V xs, VI *ni) {
 #if FL_DOUBLE
     static const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
     static const double shifter = 6755399441055744.0; /* 1.5 * 2^52: adding it rounds to an integer */
@@ -106,17 +107,24 @@ FL_INL V N_(vexp)(V x) {
     static const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
     static const float shifter = 12582912.0f;         /* 1.5 * 2^23 */
 #endif
-    V xs = N_(vsel)(x < (T)X_EXP_MIN, N_(vset1)((T)X_EXP_MIN), x);
-    xs = N_(vsel)(xs > (T)X_EXP_MAX, N_(vset1)((T)X_EXP_MAX), xs);
-    V k = xs * (T)1.44269504088896340736 + shifter;
-    V n = k - shifter;
-    V r = xs - n * ln2_hi - n * ln2_lo;
     static const double inv_fact[14] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120,
         1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800,
         1.0 / 479001600, 1.0 / 6227020800.0};
+    V k = xs * (T)1.44269504088896340736 + shifter;
+    V n = k - shifter;
+    V r = xs - n * ln2_hi - n * ln2_lo;
     V p = N_(vset1)((T)inv_fact[EXP_DEG]);
     for (int d = EXP_DEG - 1; d >= 0; d--) p = p * r + (T)inv_fact[d];
-    VI ni = (VI)k - (VI)N_(vset1)(shifter);     /* n as an integer, from k's low mantissa bits */
+    *ni = (VI)k - (VI)N_(vset1)(shifter);     /* n as an integer, from k's low mantissa bits */
+    return p;
+}
+
+/* exp(x) = 2^n exp(r), for every x. */
+FL_INL V N_(vexp)(V x) {
+    V xs = N_(vsel)(x < (T)X_EXP_MIN, N_(vset1)((T)X_EXP_MIN), x);
+    xs = N_(vsel)(xs > (T)X_EXP_MAX, N_(vset1)((T)X_EXP_MAX), xs);
+    VI ni;
+    V p = N_(vexp_core)(xs, &ni);
     /* n = EXP_BIAS + 1 (x near the overflow threshold): 2^n is not representable, so
      * scale by 2^(n-1) and double afterwards. (big lanes are -1, so ni + big = n - 1) */
     VI big = ni > (TI)EXP_BIAS;
@@ -128,26 +136,12 @@ FL_INL V N_(vexp)(V x) {
 }
 
 /* exp(x) for x <= 0 and not NaN (-inf allowed), the softmax case x - max(row):
- * the same polynomial as vexp without the overflow and NaN lanes. */
+ * vexp without the overflow and NaN lanes. */
 FL_INL V N_(vexp_le0)(V x) {
-#if FL_DOUBLE
-    static const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-    static const double shifter = 6755399441055744.0;
-#else
-    static const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
-    static const float shifter = 12582912.0f;
-#endif
     VI under = x < (T)X_EXP_MIN;
-    V xs = N_(vsel)(under, N_(vset1)((T)X_EXP_MIN), x);
-    V k = xs * (T)1.44269504088896340736 + shifter;
-    V n = k - shifter;
-    V r = xs - n * ln2_hi - n * ln2_lo;
-    static const double inv_fact[14] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120,
-        1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800,
-        1.0 / 479001600, 1.0 / 6227020800.0};
-    V p = N_(vset1)((T)inv_fact[EXP_DEG]);
-    for (int d = EXP_DEG - 1; d >= 0; d--) p = p * r + (T)inv_fact[d];
-    V res = (V)((VI)p + (((VI)k - (VI)N_(vset1)(shifter)) << MANT_BITS));
+    VI ni;
+    V p = N_(vexp_core)(N_(vsel)(under, N_(vset1)((T)X_EXP_MIN), x), &ni);
+    V res = (V)((VI)p + (ni << MANT_BITS));
     return (V)(~under & (VI)res);
 }
 

@@ -16,7 +16,7 @@ from . import _config
 from . import _divergence as _k
 from ._checks import (as_float_array, as_labels, check_axis, check_broadcast, check_grad_out,
                       check_labels, check_real, check_reduction, reduce_total, result_dtype)
-from .classification import label_rows
+from .classification import _grad_rows, label_rows
 
 _config.register_kernels(_k)
 
@@ -68,26 +68,6 @@ def _as_rows(x, axis):
     already is)."""
     xm = np.moveaxis(x, axis, -1)
     return np.ascontiguousarray(xm).reshape(-1, xm.shape[-1])
-
-
-def _grad_rows(x, axis, n, grad_out, name):
-    """(g2, finish): an (n, C) buffer the kernel writes, and a function turning it into
-    the gradient of x's shape (written into grad_out when given)."""
-    C = x.shape[axis]
-    if grad_out is not None:
-        check_grad_out(grad_out, x.shape, x.dtype, name)
-        if axis == x.ndim - 1:
-            return grad_out.reshape(n, C), lambda g2: grad_out
-    g2 = np.empty((n, C), dtype=x.dtype)
-    moved = np.moveaxis(x, axis, -1).shape
-
-    def finish(g2):
-        g = np.moveaxis(g2.reshape(moved), -1, axis)
-        if grad_out is None:
-            return g
-        grad_out[...] = g
-        return grad_out
-    return g2, finish
 
 
 def _finish_rows(rows, row_shape, reduction, dtype):

@@ -1,6 +1,5 @@
 """Divergences and probabilistic losses against the float64 oracles, finite differences
 and PyTorch; layouts, threads, streaming stores, edge cases and bad input."""
-import itertools
 
 import numpy as np
 import pytest

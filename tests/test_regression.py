@@ -1,7 +1,6 @@
 """Regression and bounding-box losses against the float64 oracles, finite differences and
 PyTorch (torchvision's box formulas written with torch ops); edge cases, layouts, weights,
 determinism, gradient buffers and bad input."""
-import itertools
 
 import numpy as np
 import pytest
