@@ -277,7 +277,7 @@ def all_mine(floating[:, ::1] G, const floating[::1] sqn, const int32_t[::1] lab
     """Batch-all mining over the full (N, N) matrix of dot products G, which becomes the
     matrix of dL/d(d^2) weights (see fl_all_mine_rows)."""
     cdef int64_t N = G.shape[0], b
-    cdef void *scratch
+    cdef void *scratch = NULL
     if N == 0:
         return
     with nogil, parallel(num_threads=n_threads):
