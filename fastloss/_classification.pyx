@@ -9,9 +9,10 @@ summed in float64 per fixed-size block, and the partial sums are added in block
 order, so results are identical for any number of threads.
 """
 from cython cimport floating
-from cython.parallel cimport prange, parallel
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
-from libc.stdlib cimport malloc, free
+
+import numpy as np
 
 cdef extern from "fl_classification.h" nogil:
     ctypedef struct fl_xent_params:
@@ -56,6 +57,12 @@ def set_level(int level):
     fl_classification_set_level(level)
 
 
+def _scratch(x, int n_threads, double softcap):
+    """Per-thread rows for the soft-capped logits (None without softcap), allocated
+    here so no kernel allocates."""
+    return np.empty((n_threads, x.shape[1]), dtype=np.asarray(x).dtype) if softcap > 0 else None
+
+
 cdef inline int64_t _rows_per_block(int64_t C) noexcept nogil:
     return _ROW_WORK // C if C < _ROW_WORK else 1
 
@@ -69,7 +76,8 @@ def xent_label(const floating[:, ::1] x, const int64_t[::1] y, floating[:, ::1] 
     cdef int64_t n = x.shape[0], C = x.shape[1]
     cdef int64_t rpb = _rows_per_block(C), nb = (n + rpb - 1) // rpb, b, r0, nr
     cdef floating *gp = &g[0, 0] if g is not None and n > 0 else NULL
-    cdef floating *scratch = NULL
+    cdef floating[:, ::1] scratch = _scratch(x, n_threads, softcap)
+    cdef floating *sp = NULL
     p.C = C
     p.ignore_index = ignore_index
     p.class_weight = &class_weight[0] if class_weight is not None else NULL
@@ -80,16 +88,14 @@ def xent_label(const floating[:, ::1] x, const int64_t[::1] y, floating[:, ::1] 
     p.gscale = gscale
     if n == 0:
         return
-    with nogil, parallel(num_threads=n_threads):
-        scratch = <floating *> malloc(C * sizeof(floating)) if softcap > 0 else NULL
-        for b in prange(nb, schedule="static"):
-            r0 = b * rpb
-            nr = rpb if r0 + rpb <= n else n - r0
-            if floating is float:
-                fl_xent_label_rows_f32(&x[r0, 0], gp + r0 * C if gp else NULL, nr, &y[r0], &p, &loss[r0], scratch)
-            else:
-                fl_xent_label_rows_f64(&x[r0, 0], gp + r0 * C if gp else NULL, nr, &y[r0], &p, &loss[r0], scratch)
-        free(scratch)
+    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
+        r0 = b * rpb
+        nr = rpb if r0 + rpb <= n else n - r0
+        sp = &scratch[threadid(), 0] if scratch is not None else NULL
+        if floating is float:
+            fl_xent_label_rows_f32(&x[r0, 0], gp + r0 * C if gp else NULL, nr, &y[r0], &p, &loss[r0], sp)
+        else:
+            fl_xent_label_rows_f64(&x[r0, 0], gp + r0 * C if gp else NULL, nr, &y[r0], &p, &loss[r0], sp)
 
 
 def xent_prob(const floating[:, ::1] x, const floating[:, ::1] t, floating[:, ::1] g,
@@ -100,7 +106,8 @@ def xent_prob(const floating[:, ::1] x, const floating[:, ::1] t, floating[:, ::
     cdef int64_t n = x.shape[0], C = x.shape[1]
     cdef int64_t rpb = _rows_per_block(C), nb = (n + rpb - 1) // rpb, b, r0, nr
     cdef floating *gp = &g[0, 0] if g is not None and n > 0 else NULL
-    cdef floating *scratch = NULL
+    cdef floating[:, ::1] scratch = _scratch(x, n_threads, softcap)
+    cdef floating *sp = NULL
     p.C = C
     p.ignore_index = 0
     p.class_weight = &class_weight[0] if class_weight is not None else NULL
@@ -111,16 +118,14 @@ def xent_prob(const floating[:, ::1] x, const floating[:, ::1] t, floating[:, ::
     p.gscale = gscale
     if n == 0:
         return
-    with nogil, parallel(num_threads=n_threads):
-        scratch = <floating *> malloc(C * sizeof(floating)) if softcap > 0 else NULL
-        for b in prange(nb, schedule="static"):
-            r0 = b * rpb
-            nr = rpb if r0 + rpb <= n else n - r0
-            if floating is float:
-                fl_xent_prob_rows_f32(&x[r0, 0], &t[r0, 0], gp + r0 * C if gp else NULL, nr, &p, &loss[r0], scratch)
-            else:
-                fl_xent_prob_rows_f64(&x[r0, 0], &t[r0, 0], gp + r0 * C if gp else NULL, nr, &p, &loss[r0], scratch)
-        free(scratch)
+    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
+        r0 = b * rpb
+        nr = rpb if r0 + rpb <= n else n - r0
+        sp = &scratch[threadid(), 0] if scratch is not None else NULL
+        if floating is float:
+            fl_xent_prob_rows_f32(&x[r0, 0], &t[r0, 0], gp + r0 * C if gp else NULL, nr, &p, &loss[r0], sp)
+        else:
+            fl_xent_prob_rows_f64(&x[r0, 0], &t[r0, 0], gp + r0 * C if gp else NULL, nr, &p, &loss[r0], sp)
 
 
 def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, bint log_out,
@@ -154,7 +159,6 @@ def bce(const floating[::1] x, const floating[::1] t, const floating[::1] w, int
     cdef floating *gp = &g[0] if g is not None and n > 0 else NULL
     if n == 0:
         return 0.0
-    import numpy as np
     part = np.empty(nb, dtype=np.float64)
     for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
         s = b * _EBLK
@@ -179,7 +183,6 @@ def focal(const floating[::1] x, const floating[::1] t, double alpha, double gam
     cdef floating *gp = &g[0] if g is not None and n > 0 else NULL
     if n == 0:
         return 0.0
-    import numpy as np
     part = np.empty(nb, dtype=np.float64)
     for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
         s = b * _EBLK
