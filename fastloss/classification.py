@@ -21,9 +21,9 @@ _config.register_kernels(_k)
 
 def _as_rows(x, axis):
     """x with the class axis moved last, as C-contiguous (N, C) rows (a view when x
-    already is), and the shape of the moved array."""
+    already is)."""
     xm = np.moveaxis(x, axis, -1)
-    return np.ascontiguousarray(xm).reshape(-1, xm.shape[-1]), xm.shape
+    return np.ascontiguousarray(xm).reshape(-1, xm.shape[-1])
 
 
 def _grad_rows(x, axis, n, grad_out, name="grad_out"):
@@ -157,7 +157,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     else:
         raise TypeError(f"target must be integer labels or float probabilities, got dtype {t.dtype}")
 
-    x2, _ = _as_rows(x, ax)
+    x2 = _as_rows(x, ax)
     n = x2.shape[0]
     gscale = 1.0
     if reduction == "mean":
@@ -169,7 +169,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
         rows = label_rows(x2, labels, class_weight=cw, ignore_index=ignore_index, smoothing=eps,
                           z_loss=zl, softcap=cap, gscale=gscale, grad=g2)
     else:
-        t2, _ = _as_rows(probs, ax)
+        t2 = _as_rows(probs, ax)
         rows = prob_rows(x2, t2, class_weight=cw, smoothing=eps, z_loss=zl, softcap=cap,
                          gscale=gscale, grad=g2)
     if reduction == "none":
@@ -246,7 +246,7 @@ def _softmax_call(x, axis, out, log_out, want_out):
     ax = check_axis(axis, x.ndim)
     if x.shape[ax] == 0:
         raise ValueError(f"x has no elements along axis {axis}")
-    x2, _ = _as_rows(x, ax)
+    x2 = _as_rows(x, ax)
     n = x2.shape[0]
     lse = np.empty(n, dtype=np.float64)
     o2 = finish = None

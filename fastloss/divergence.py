@@ -16,7 +16,7 @@ from . import _config
 from . import _divergence as _k
 from ._checks import (as_float_array, as_labels, check_axis, check_broadcast, check_grad_out,
                       check_labels, check_real, check_reduction, reduce_total, result_dtype)
-from .classification import _grad_rows, label_rows
+from .classification import _as_rows, _grad_rows, label_rows
 
 _config.register_kernels(_k)
 
@@ -61,13 +61,6 @@ def _gscale(reduction, denom):
     if reduction != "mean":
         return 1.0
     return 1.0 / denom if denom else math.inf
-
-
-def _as_rows(x, axis):
-    """x with the class axis moved last, as C-contiguous (N, C) rows (a view when x
-    already is)."""
-    xm = np.moveaxis(x, axis, -1)
-    return np.ascontiguousarray(xm).reshape(-1, xm.shape[-1])
 
 
 def _finish_rows(rows, row_shape, reduction, dtype):
