@@ -31,6 +31,8 @@ typedef struct {
 #define FL_DECLARE(dt, T)                                                                  \
     static void (*fl_xent_label_rows_##dt)(const T *, T *, int64_t, const int64_t *,         \
                                            const fl_xent_params *, double *, T *);           \
+    static void (*fl_xent_label_cols_##dt)(const T *, T *, int64_t, int64_t, int64_t, int64_t, \
+                                           const int64_t *, const fl_xent_params *, double *);   \
     static void (*fl_xent_prob_rows_##dt)(const T *, const T *, T *, int64_t,                \
                                           const fl_xent_params *, double *, T *);            \
     static void (*fl_softmax_rows_##dt)(const T *, T *, int64_t, int64_t, int, double *);    \
@@ -46,6 +48,7 @@ FL_DECLARE(f64, double)
 
 #define FL_ASSIGN(dt, level)                                                  \
     fl_xent_label_rows_##dt = FL_LEVEL_FN(xent_label_rows, dt, level);        \
+    fl_xent_label_cols_##dt = FL_LEVEL_FN(xent_label_cols, dt, level);        \
     fl_xent_prob_rows_##dt = FL_LEVEL_FN(xent_prob_rows, dt, level);          \
     fl_softmax_rows_##dt = FL_LEVEL_FN(softmax_rows, dt, level);              \
     fl_bce_block_##dt = FL_LEVEL_FN(bce_block, dt, level);                    \

@@ -262,6 +262,62 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
     }
 }
 
+/* Softmax cross-entropy with integer labels for a class axis that is not the last:
+ * one slab of C classes x D positions, class c of position d at x[c * D + d] (PyTorch's
+ * (N, C, d1, ...) layout), columns [d0, d1). A vector holds W neighbouring positions, so
+ * no transpose is needed; each pass over the C classes of a column block stays in L1.
+ * y and loss hold the slab's D labels and losses; g (same layout as x) may alias x. */
+static void N_(xent_label_cols)(const T *x, T *g, int64_t C, int64_t D, int64_t d0, int64_t d1,
+                                const int64_t *y, const fl_xent_params *p, double *loss) {
+    const T *cw = (const T *)p->class_weight;
+    const double eps = p->smoothing, zl = p->z_loss, gs = p->gscale;
+    const T bconst = (T)(gs * eps / (double)C);
+    for (int64_t d = d0; d < d1; d += W) {
+        const int64_t nr = d1 - d < W ? d1 - d : W;
+        double xy[W];
+        for (int j = 0; j < nr; j++) {        /* read before g (maybe x) is written */
+            const int64_t yj = y[d + j];
+            xy[j] = yj == p->ignore_index ? 0.0 : (double)x[yj * D + d + j];
+        }
+        V m = N_(vset1)(-(T)INFINITY), s = N_(vset1)(0), sx = N_(vset1)(0);
+        for (int64_t c = 0; c < C; c++) m = N_(vmax_nan)(m, N_(vload_n)(x + c * D + d, nr, 0));
+        for (int64_t c = 0; c < C; c++) {
+            V v = N_(vload_n)(x + c * D + d, nr, 0);
+            if (eps > 0) sx += cw ? v * cw[c] : v;
+            V e = N_(vexp)(v - m);
+            s += e;
+            if (g) N_(vstore_n)(g + c * D + d, e, nr);
+        }
+        V logs = N_(vlog)(s);   /* lse = m + log(s), added in double */
+        T scale[W] = {0};
+        for (int j = 0; j < nr; j++) {
+            const int64_t yj = y[d + j];
+            if (yj == p->ignore_index) { loss[d + j] = 0.0; continue; }
+            const double wy = cw ? (double)cw[yj] : 1.0, lse = (double)m[j] + (double)logs[j];
+            double l = (1.0 - eps) * wy * (lse - xy[j]);
+            if (eps > 0) l += eps / (double)C * (p->weight_sum * lse - (double)sx[j]);
+            double a = (1.0 - eps) * wy + eps * p->weight_sum / (double)C;
+            if (zl > 0) { l += zl * wy * lse * lse; a += 2.0 * zl * wy * lse; }
+            loss[d + j] = l;
+            scale[j] = (T)(gs * a / (double)s[j]);
+        }
+        if (!g) continue;
+        const V vscale = N_(vload)(scale);
+        for (int64_t c = 0; c < C; c++) {
+            V gv = N_(vload_n)(g + c * D + d, nr, 0) * vscale - (cw ? bconst * cw[c] : bconst);
+            N_(vstore_n)(g + c * D + d, gv, nr);
+        }
+        for (int j = 0; j < nr; j++) {
+            const int64_t yj = y[d + j];
+            if (yj == p->ignore_index) {
+                for (int64_t c = 0; c < C; c++) g[c * D + d + j] = 0;
+            } else {
+                g[yj * D + d + j] -= (T)(gs * (1.0 - eps) * (cw ? (double)cw[yj] : 1.0));
+            }
+        }
+    }
+}
+
 /* Softmax cross-entropy with probability targets t (same layout as x). With
  * smoothing eps the target is (1 - eps) t + eps / C. A term whose target is 0
  * contributes exactly 0, even where the logit is -inf. */

@@ -27,6 +27,8 @@ cdef extern from "fl_classification.h" nogil:
     void fl_classification_set_level(int level)
     void fl_xent_label_rows_f32(const float*, float*, int64_t, const int64_t*, const fl_xent_params*, double*, float*)
     void fl_xent_label_rows_f64(const double*, double*, int64_t, const int64_t*, const fl_xent_params*, double*, double*)
+    void fl_xent_label_cols_f32(const float*, float*, int64_t, int64_t, int64_t, int64_t, const int64_t*, const fl_xent_params*, double*)
+    void fl_xent_label_cols_f64(const double*, double*, int64_t, int64_t, int64_t, int64_t, const int64_t*, const fl_xent_params*, double*)
     void fl_xent_prob_rows_f32(const float*, const float*, float*, int64_t, const fl_xent_params*, double*, float*)
     void fl_xent_prob_rows_f64(const double*, const double*, double*, int64_t, const fl_xent_params*, double*, double*)
     void fl_softmax_rows_f32(const float*, float*, int64_t, int64_t, int, double*)
@@ -96,6 +98,39 @@ def xent_label(const floating[:, ::1] x, const int64_t[::1] y, floating[:, ::1] 
             fl_xent_label_rows_f32(&x[r0, 0], gp + r0 * C if gp else NULL, nr, &y[r0], &p, &loss[r0], sp)
         else:
             fl_xent_label_rows_f64(&x[r0, 0], gp + r0 * C if gp else NULL, nr, &y[r0], &p, &loss[r0], sp)
+
+
+def xent_label_strided(const floating[:, :, ::1] x, const int64_t[:, ::1] y, floating[:, :, ::1] g,
+                       const floating[::1] class_weight, double weight_sum, int64_t ignore_index,
+                       double smoothing, double z_loss, double gscale, double[:, ::1] loss,
+                       int n_threads):
+    """As xent_label for x of shape (A, C, D): the classes on the middle axis (PyTorch's
+    layout), labels and losses (A, D), gradient (or None) of x's shape."""
+    cdef fl_xent_params p
+    cdef int64_t A = x.shape[0], C = x.shape[1], D = x.shape[2]
+    # columns per work item: about _ROW_WORK elements, whole cache lines
+    cdef int64_t db = max(64, (_ROW_WORK // C) // 64 * 64)
+    cdef int64_t nblk = (D + db - 1) // db, i, a, d0
+    cdef floating *gp = &g[0, 0, 0] if g is not None and A * D > 0 else NULL
+    p.C = C
+    p.ignore_index = ignore_index
+    p.class_weight = &class_weight[0] if class_weight is not None else NULL
+    p.weight_sum = weight_sum
+    p.smoothing = smoothing
+    p.z_loss = z_loss
+    p.softcap = 0
+    p.gscale = gscale
+    if A * D == 0:
+        return
+    for i in prange(A * nblk, nogil=True, schedule="static", num_threads=n_threads):
+        a = i // nblk
+        d0 = (i % nblk) * db
+        if floating is float:
+            fl_xent_label_cols_f32(&x[a, 0, 0], gp + a * C * D if gp else NULL, C, D, d0,
+                                   min(D, d0 + db), &y[a, 0], &p, &loss[a, 0])
+        else:
+            fl_xent_label_cols_f64(&x[a, 0, 0], gp + a * C * D if gp else NULL, C, D, d0,
+                                   min(D, d0 + db), &y[a, 0], &p, &loss[a, 0])
 
 
 def xent_prob(const floating[:, ::1] x, const floating[:, ::1] t, floating[:, ::1] g,

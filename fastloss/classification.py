@@ -157,26 +157,52 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     else:
         raise TypeError(f"target must be integer labels or float probabilities, got dtype {t.dtype}")
 
-    x2 = _as_rows(x, ax)
-    n = x2.shape[0]
     gscale = 1.0
     if reduction == "mean":
         gscale = 1.0 / denom if denom != 0 else math.inf
-    g2 = finish = None
-    if return_grad:
-        g2, finish = _grad_rows(x, ax, n, grad_out)
-    if labels is not None:
-        rows = label_rows(x2, labels, class_weight=cw, ignore_index=ignore_index, smoothing=eps,
-                          z_loss=zl, softcap=cap, gscale=gscale, grad=g2)
+    D = math.prod(x.shape[ax + 1:])
+    if labels is not None and ax != x.ndim - 1 and cap == 0 and D >= STRIDED_MIN_POSITIONS:
+        rows, grad = _label_strided(x, ax, labels, cw, ignore_index, eps, zl, gscale,
+                                    return_grad, grad_out)
     else:
-        t2 = _as_rows(probs, ax)
-        rows = prob_rows(x2, t2, class_weight=cw, smoothing=eps, z_loss=zl, softcap=cap,
-                         gscale=gscale, grad=g2)
+        x2 = _as_rows(x, ax)
+        g2 = finish = None
+        if return_grad:
+            g2, finish = _grad_rows(x, ax, x2.shape[0], grad_out)
+        if labels is not None:
+            rows = label_rows(x2, labels, class_weight=cw, ignore_index=ignore_index, smoothing=eps,
+                              z_loss=zl, softcap=cap, gscale=gscale, grad=g2)
+        else:
+            t2 = _as_rows(probs, ax)
+            rows = prob_rows(x2, t2, class_weight=cw, smoothing=eps, z_loss=zl, softcap=cap,
+                             gscale=gscale, grad=g2)
+        grad = finish(g2) if return_grad else None
     if reduction == "none":
         loss = rows.astype(x.dtype).reshape(row_shape)
     else:
         loss = reduce_total(float(np.sum(rows)), denom, reduction, x.dtype)
-    return (loss, finish(g2)) if return_grad else loss
+    return (loss, grad) if return_grad else loss
+
+
+# A class axis that is not the last is read in place (no transposing copy) when at least
+# this many positions follow it: a vector then holds neighbouring positions.
+STRIDED_MIN_POSITIONS = 16
+
+
+def _label_strided(x, ax, labels, cw, ignore_index, eps, zl, gscale, return_grad, grad_out):
+    """Per-position losses (float64, flat) and the gradient (or None) for integer labels
+    with the classes on axis ax < ndim - 1, e.g. PyTorch's (N, C, H, W)."""
+    A, C, D = math.prod(x.shape[:ax]), x.shape[ax], math.prod(x.shape[ax + 1:])
+    x3 = np.ascontiguousarray(x).reshape(A, C, D)
+    grad = None
+    if return_grad:
+        grad = (check_grad_out(grad_out, x.shape, x.dtype) if grad_out is not None
+                else np.empty(x.shape, dtype=x.dtype))
+    rows = np.empty((A, D), dtype=np.float64)
+    wsum = float(C) if cw is None else float(np.sum(cw, dtype=np.float64))
+    _k.xent_label_strided(x3, labels.reshape(A, D), None if grad is None else grad.reshape(A, C, D),
+                          cw, wsum, ignore_index, eps, zl, gscale, rows, _config.threads_for(x.size))
+    return rows.reshape(-1), grad
 
 
 # --- sigmoid losses -------------------------------------------------------------------

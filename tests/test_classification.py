@@ -63,6 +63,43 @@ def test_cross_entropy_probs_matrix(simd, rng, dtype, reduction, weighted, smoot
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted,smoothing,z_loss", [(False, 0.0, 0.0), (True, 0.2, 1e-2)])
+@pytest.mark.parametrize("shape,axis", [((3, 5, 37), 1), ((2, 4, 4, 5), 1), ((6, 16), 0), ((2, 3, 19, 2), 2)])
+def test_cross_entropy_class_axis_in_place_layout(simd, rng, dtype, reduction, weighted, smoothing,
+                                                  z_loss, shape, axis):
+    """A class axis followed by >= 16 positions is read in place (vectors across positions)."""
+    x = _logits(rng, shape, dtype)
+    C = shape[axis]
+    y = _labels(rng, shape[:axis] + shape[axis + 1:], C, ignore=True)
+    kw = dict(axis=axis, weight=rng.uniform(0.1, 2.0, C) if weighted else None,
+              label_smoothing=smoothing, z_loss=z_loss, reduction=reduction, return_grad=True)
+    _check(fl.cross_entropy(x, y, **kw), ref.cross_entropy(x, y, **kw), dtype)
+    # in place: the logits become their gradient
+    xc = x.copy()
+    loss, g = fl.cross_entropy(xc, y, grad_out=xc, **kw)
+    assert g is xc
+    _check((loss, xc), ref.cross_entropy(x, y, **kw), dtype)
+
+
+def test_cross_entropy_class_axis_special_values(simd):
+    x = np.zeros((2, 3, 20))
+    x[0, :, 4] = np.nan
+    x[1, :, 7] = -np.inf
+    x[1, 0, 9] = -np.inf
+    y = np.zeros((2, 20), np.int64)
+    y[1, 9] = 2
+    loss, g = fl.cross_entropy(x, y, axis=1, reduction="none", return_grad=True)
+    assert np.isnan(loss[0, 4]) and np.all(np.isnan(g[0, :, 4]))
+    assert np.isnan(loss[1, 7])                                    # all -inf: NaN, as PyTorch
+    np.testing.assert_allclose(loss[1, 9], np.log(2.0), rtol=1e-15)  # a -inf class has p = 0
+    assert g[1, 0, 9] == 0
+    rest = np.ones((2, 20), bool)
+    rest[0, 4] = rest[1, 7] = rest[1, 9] = False
+    np.testing.assert_allclose(loss[rest], np.log(3.0), rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("labels", [True, False])
 def test_cross_entropy_softcap(simd, rng, dtype, labels):
     x = _logits(rng, (6, 30), dtype, scale=20.0)
@@ -448,10 +485,13 @@ def test_bitwise_identical_across_threads(rng):
     x = _logits(rng, (700, 1001), np.float32)          # 700k elements: many blocks
     y = _labels(rng, 700, 1001, ignore=True)
     t = rng.uniform(size=(700, 1001)).astype(np.float32)
+    x4 = _logits(rng, (3, 5, 64, 130), np.float32)     # class axis 1, many column blocks
+    y4 = _labels(rng, (3, 64, 130), 5, ignore=True)
     results = []
     for n in (1, 2, 3, 7):
         with fl.threads(n):
             results.append((fl.cross_entropy(x, y, return_grad=True, label_smoothing=0.1),
+                            fl.cross_entropy(x4, y4, axis=1, return_grad=True),
                             fl.binary_cross_entropy_with_logits(x, t, return_grad=True,
                                                                 pos_weight=np.linspace(1, 2, 1001)),
                             fl.sigmoid_focal_loss(x, t, return_grad=True)))
