@@ -24,6 +24,20 @@ typedef struct {
     double gscale;             /* the gradient is scaled by this (1 / denominator for mean) */
 } fl_xent_params;
 
+/* Loss of one counted row with label y (weight wy, logit xy, log-sum-exp lse, sx =
+ * sum_k w_k x_k, used only with smoothing) and, in *a, the coefficient of softmax in its
+ * gradient: dl/dx_k = a p_k - (1 - eps) wy [k == y] - eps / C w_k. PyTorch's label
+ * smoothing; the z-loss term is weighted like the row. */
+static inline double fl_label_row_loss(const fl_xent_params *p, double wy, double lse, double xy,
+                                       double sx, double *a) {
+    const double eps = p->smoothing, zl = p->z_loss, C = (double)p->C;
+    double l = (1.0 - eps) * wy * (lse - xy);
+    *a = (1.0 - eps) * wy + eps * p->weight_sum / C;
+    if (eps > 0) l += eps / C * (p->weight_sum * lse - sx);
+    if (zl > 0) { l += zl * wy * lse * lse; *a += 2.0 * zl * wy * lse; }
+    return l;
+}
+
 #define FL_BODY "fl_classification_impl.h"
 #include "fl_instantiate.h"
 #undef FL_BODY

@@ -51,12 +51,11 @@ static double N_(row_sumexp)(const T *x, T *e, int64_t C, T m) {
 
 /* Online (streaming) max and sum of exponentials: one read of the row, for
  * rows too long to stay in cache between passes. Returns s = sum exp(x - m). */
-#define FL_ONLINE_CHUNK 2048
 static double N_(row_online)(const T *x, int64_t C, T *m_out) {
     T m = -(T)INFINITY;
     double s = 0.0;
-    for (int64_t b = 0; b < C; b += FL_ONLINE_CHUNK) {
-        int64_t n = C - b < FL_ONLINE_CHUNK ? C - b : FL_ONLINE_CHUNK;
+    for (int64_t b = 0; b < C; b += FL_CHUNK) {
+        int64_t n = C - b < FL_CHUNK ? C - b : FL_CHUNK;
         T mc = N_(row_max)(x + b, n);
         if (mc != mc) { *m_out = mc; return NAN; }
         if (mc > m) { s *= exp((double)m - (double)mc); m = mc; }
@@ -168,7 +167,7 @@ static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
                                  const fl_xent_params *p, double *loss) {
     const int64_t C = p->C;
     const T *cw = (const T *)p->class_weight;
-    const double eps = p->smoothing, zl = p->z_loss, gs = p->gscale;
+    const double eps = p->smoothing, gs = p->gscale;
     V xt[FL_SMALL_C];
     for (int64_t r0 = 0; r0 < n; r0 += W) {
         const int64_t nr = n - r0 < W ? n - r0 : W;
@@ -193,12 +192,10 @@ static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
             const int64_t yr = y[r0 + j];
             ys[j] = yr;
             if (yr == p->ignore_index) { loss[r0 + j] = 0.0; scale[j] = 0; wys[j] = 0; continue; }
-            const double wy = cw ? (double)cw[yr] : 1.0, l_se = (double)m[j] + (double)logs[j];
-            double l = (1.0 - eps) * wy * (l_se - (double)xb[j * C + yr]);
-            if (eps > 0) l += eps / (double)C * (p->weight_sum * l_se - (double)sx[j]);
-            double a = (1.0 - eps) * wy + eps * p->weight_sum / (double)C;
-            if (zl > 0) { l += zl * wy * l_se * l_se; a += 2.0 * zl * wy * l_se; }
-            loss[r0 + j] = l;
+            const double wy = cw ? (double)cw[yr] : 1.0;
+            double a;
+            loss[r0 + j] = fl_label_row_loss(p, wy, (double)m[j] + (double)logs[j],
+                                             (double)xb[j * C + yr], (double)sx[j], &a);
             scale[j] = (T)(gs * a / (double)s[j]);
             wys[j] = wy;
         }
@@ -224,7 +221,7 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
                                 const fl_xent_params *p, double *loss, T *scratch) {
     const int64_t C = p->C;
     const T *cw = (const T *)p->class_weight;
-    const double eps = p->smoothing, zl = p->z_loss, gs = p->gscale;
+    const double eps = p->smoothing, gs = p->gscale;
     const T cap = (T)p->softcap;
     const int keep = C <= FL_MAX_CHUNKS * FL_CHUNK;
     T cm[FL_MAX_CHUNKS];
@@ -248,13 +245,9 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
         T m;
         const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm) : N_(row_online)(xr, C, &m);
         const double lse = (double)m + log(s);
-        double l = (1.0 - eps) * wy * (lse - xy);
-        if (eps > 0) l += eps / (double)C * (p->weight_sum * lse - sx);
-        if (zl > 0) l += zl * wy * lse * lse;
-        loss[r] = l;
+        double a;
+        loss[r] = fl_label_row_loss(p, wy, lse, xy, sx, &a);
         if (gr) {
-            double a = (1.0 - eps) * wy + eps * p->weight_sum / (double)C;
-            if (zl > 0) a += 2.0 * zl * wy * lse;
             N_(row_grad_pass)(xr, gr, C, m, cm, keep, gs * a / s, cw, (T)(gs * eps / (double)C));
             gr[yr] -= (T)(gs * (1.0 - eps) * wy);
             if (cap > 0) N_(softcap_grad)(gr, scratch, C, cap);
@@ -270,7 +263,7 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
 static void N_(xent_label_cols)(const T *x, T *g, int64_t C, int64_t D, int64_t d0, int64_t d1,
                                 const int64_t *y, const fl_xent_params *p, double *loss) {
     const T *cw = (const T *)p->class_weight;
-    const double eps = p->smoothing, zl = p->z_loss, gs = p->gscale;
+    const double eps = p->smoothing, gs = p->gscale;
     const T bconst = (T)(gs * eps / (double)C);
     for (int64_t d = d0; d < d1; d += W) {
         const int64_t nr = d1 - d < W ? d1 - d : W;
@@ -293,12 +286,9 @@ static void N_(xent_label_cols)(const T *x, T *g, int64_t C, int64_t D, int64_t 
         for (int j = 0; j < nr; j++) {
             const int64_t yj = y[d + j];
             if (yj == p->ignore_index) { loss[d + j] = 0.0; continue; }
-            const double wy = cw ? (double)cw[yj] : 1.0, lse = (double)m[j] + (double)logs[j];
-            double l = (1.0 - eps) * wy * (lse - xy[j]);
-            if (eps > 0) l += eps / (double)C * (p->weight_sum * lse - (double)sx[j]);
-            double a = (1.0 - eps) * wy + eps * p->weight_sum / (double)C;
-            if (zl > 0) { l += zl * wy * lse * lse; a += 2.0 * zl * wy * lse; }
-            loss[d + j] = l;
+            double a;
+            loss[d + j] = fl_label_row_loss(p, cw ? (double)cw[yj] : 1.0,
+                                            (double)m[j] + (double)logs[j], xy[j], (double)sx[j], &a);
             scale[j] = (T)(gs * a / (double)s[j]);
         }
         if (!g) continue;

@@ -27,9 +27,7 @@ def as_float_array(a, name, dtype=None):
         return arr
     if arr.dtype == np.float16:
         return arr.astype(np.float32)
-    if kind == "f":  # longdouble: computed in float64
-        return arr.astype(np.float64)
-    return arr.astype(np.float64)
+    return arr.astype(np.float64)   # ints, bool, longdouble
 
 
 def result_dtype(*arrays):
@@ -78,6 +76,16 @@ def check_axis(axis, ndim, name="axis"):
     if not -ndim <= a < ndim:
         raise ValueError(f"{name}={a} is out of range for an array of {ndim} dimension(s)")
     return a % ndim
+
+
+def check_class_axis(x, axis, name):
+    """The class axis of x as a non-negative int; ValueError for a 0-d x or no classes."""
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension (the classes)")
+    ax = check_axis(axis, x.ndim)
+    if x.shape[ax] == 0:
+        raise ValueError(f"{name} has no classes along axis {axis}")
+    return ax
 
 
 def check_real(value, name, low=None, high=None, low_open=False):

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _classification as _k
 from . import _config
-from ._checks import (as_float_array, as_labels, check_axis, check_broadcast, check_grad_out,
+from ._checks import (as_float_array, as_labels, check_broadcast, check_class_axis, check_grad_out,
                       check_labels, check_real, check_reduction, reduce_total)
 
 _config.register_kernels(_k)
@@ -78,16 +78,20 @@ def _periodic(w, shape, dtype, name):
 
 # --- softmax cross-entropy ------------------------------------------------------------
 
+def _weight_sum(class_weight, C):
+    """sum of the class weights (C without weights): label smoothing's total weight."""
+    return float(C) if class_weight is None else float(np.sum(class_weight, dtype=np.float64))
+
+
 def label_rows(x2, labels, *, class_weight=None, ignore_index=-100, smoothing=0.0, z_loss=0.0,
                softcap=0.0, gscale=1.0, grad=None, n_threads=None):
     """Building block for row-wise softmax losses: per-row cross-entropy (float64,
     already weighted) of C-contiguous (N, C) rows x2 against checked int64 labels;
     the gradient of gscale * sum(rows) goes into grad ((N, C) of x2's dtype, may be x2)."""
     loss = np.empty(x2.shape[0], dtype=np.float64)
-    wsum = float(x2.shape[1]) if class_weight is None else float(np.sum(class_weight, dtype=np.float64))
     nt = _config.threads_for(x2.size) if n_threads is None else n_threads
-    _k.xent_label(x2, labels, grad, class_weight, wsum, ignore_index, smoothing, z_loss,
-                  softcap, gscale, loss, nt)
+    _k.xent_label(x2, labels, grad, class_weight, _weight_sum(class_weight, x2.shape[1]),
+                  ignore_index, smoothing, z_loss, softcap, gscale, loss, nt)
     return loss
 
 
@@ -119,12 +123,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     x = as_float_array(logits, "logits")
     reduction = check_reduction(reduction)
     _check_grad_request(return_grad, grad_out)
-    if x.ndim == 0:
-        raise ValueError("logits must have at least one dimension (the classes)")
-    ax = check_axis(axis, x.ndim)
+    ax = check_class_axis(x, axis, "logits")
     C = x.shape[ax]
-    if C == 0:
-        raise ValueError(f"logits has no classes along axis {axis}")
     eps = check_real(label_smoothing, "label_smoothing", 0.0, 1.0)
     zl = check_real(z_loss, "z_loss", 0.0)
     cap = 0.0 if softcap is None else check_real(softcap, "softcap", 0.0, low_open=True)
@@ -199,9 +199,9 @@ def _label_strided(x, ax, labels, cw, ignore_index, eps, zl, gscale, return_grad
         grad = (check_grad_out(grad_out, x.shape, x.dtype) if grad_out is not None
                 else np.empty(x.shape, dtype=x.dtype))
     rows = np.empty((A, D), dtype=np.float64)
-    wsum = float(C) if cw is None else float(np.sum(cw, dtype=np.float64))
     _k.xent_label_strided(x3, labels.reshape(A, D), None if grad is None else grad.reshape(A, C, D),
-                          cw, wsum, ignore_index, eps, zl, gscale, rows, _config.threads_for(x.size))
+                          cw, _weight_sum(cw, C), ignore_index, eps, zl, gscale, rows,
+                          _config.threads_for(x.size))
     return rows.reshape(-1), grad
 
 
@@ -267,11 +267,7 @@ def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean
 
 def _softmax_call(x, axis, out, log_out, want_out):
     x = as_float_array(x, "x")
-    if x.ndim == 0:
-        raise ValueError("x must have at least one dimension")
-    ax = check_axis(axis, x.ndim)
-    if x.shape[ax] == 0:
-        raise ValueError(f"x has no elements along axis {axis}")
+    ax = check_class_axis(x, axis, "x")
     x2 = _as_rows(x, ax)
     n = x2.shape[0]
     lse = np.empty(n, dtype=np.float64)

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _config
 from . import _divergence as _k
-from ._checks import (as_float_array, as_labels, check_axis, check_broadcast, check_grad_out,
+from ._checks import (as_float_array, as_labels, check_broadcast, check_class_axis, check_grad_out,
                       check_labels, check_real, check_reduction, reduce_total, result_dtype)
 from .classification import _as_rows, _grad_rows, label_rows
 
@@ -75,13 +75,9 @@ def _pair_setup(p_logits, q_logits, axis, names):
     b = as_float_array(q_logits, names[1])
     dt = result_dtype(a, b)
     a, b = a.astype(dt, copy=False), b.astype(dt, copy=False)
-    if a.ndim == 0:
-        raise ValueError(f"{names[0]} must have at least one dimension (the classes)")
+    ax = check_class_axis(a, axis, names[0])
     if b.shape != a.shape:
         raise ValueError(f"{names[1]} has shape {b.shape}, expected the shape of {names[0]} {a.shape}")
-    ax = check_axis(axis, a.ndim)
-    if a.shape[ax] == 0:
-        raise ValueError(f"{names[0]} has no classes along axis {axis}")
     return a, b, ax
 
 
@@ -114,11 +110,7 @@ def entropy(logits, *, axis=-1, reduction="mean", return_grad=False, grad_out=No
     reduction = check_reduction(reduction, batchmean=True)
     _check_grad_request(return_grad, grad_out)
     x = as_float_array(logits, "logits")
-    if x.ndim == 0:
-        raise ValueError("logits must have at least one dimension (the classes)")
-    ax = check_axis(axis, x.ndim)
-    if x.shape[ax] == 0:
-        raise ValueError(f"logits has no classes along axis {axis}")
+    ax = check_class_axis(x, axis, "logits")
     x2 = _as_rows(x, ax)
     n = x2.shape[0]
     g2 = None
