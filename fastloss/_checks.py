@@ -4,6 +4,7 @@ Everything here runs before any kernel: a bad argument raises a ValueError,
 TypeError or IndexError naming it, and the kernels only ever see arrays whose
 shapes, dtypes and index ranges are known to be right.
 """
+import math
 import operator
 
 import numpy as np
@@ -45,18 +46,6 @@ def as_labels(target, name="target"):
     return np.asarray(arr, dtype=np.int64, order="C")
 
 
-def check_labels(labels, n_classes, ignore_index, name="target"):
-    """IndexError naming the first position whose label is outside [0, n_classes)
-    and is not ignore_index."""
-    bad = (labels != ignore_index) & ((labels < 0) | (labels >= n_classes))
-    if bad.any():
-        pos = np.unravel_index(int(np.argmax(bad)), labels.shape)
-        pos = tuple(int(i) for i in pos)
-        raise IndexError(f"{name}[{pos if len(pos) != 1 else pos[0]}] = {labels[pos]} is out of "
-                         f"range for {n_classes} classes (expected 0 <= label < {n_classes} "
-                         f"or ignore_index={ignore_index})")
-
-
 def check_reduction(reduction, batchmean=False):
     """One of "mean", "sum", "none" ("batchmean" is accepted as "mean" where allowed)."""
     if batchmean and reduction == "batchmean":
@@ -88,14 +77,17 @@ def check_class_axis(x, axis, name):
     return ax
 
 
-def check_real(value, name, low=None, high=None, low_open=False):
-    """A finite Python float within [low, high] ((low, high] with low_open)."""
+def check_real(value, name, low=None, high=None, low_open=False, finite=False):
+    """A Python float, not NaN, within [low, high] ((low, high] with low_open); with
+    finite, also not infinite."""
     try:
         v = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {value!r}") from None
     if v != v:
         raise ValueError(f"{name} must not be NaN")
+    if finite and v in (math.inf, -math.inf):
+        raise ValueError(f"{name} must be finite, got {v}")
     if low is not None and (v < low or (low_open and v == low)):
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {v}")
     if high is not None and v > high:
@@ -129,9 +121,118 @@ def check_broadcast(arr, shape, name, against="logits"):
                          f"{against} {tuple(shape)}")
 
 
-def reduce_total(total, count, reduction, dtype):
-    """A reduced scalar of the compute dtype; mean of zero items is NaN (as PyTorch)."""
-    if reduction == "sum":
-        return dtype.type(total)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return dtype.type(np.float64(total) / np.float64(count))
+
+def check_temperature(temperature, name="temperature"):
+    """A softmax temperature: finite and > 0."""
+    return check_real(temperature, name, 0.0, low_open=True, finite=True)
+
+
+def check_choice(value, name, choices):
+    """value, which must be one of `choices`."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_grad_request(return_grad, grad_out):
+    if grad_out is not None and not return_grad:
+        raise ValueError("grad_out is only used with return_grad=True")
+
+
+def check_grad_outs(grad_out, names):
+    """grad_out as a list with one entry (None or a buffer) per gradient: a function with
+    one gradient takes a bare array (or a 1-tuple), one with several a tuple of that
+    length. The buffers themselves are checked by check_grad_out."""
+    k = len(names)
+    if grad_out is None:
+        return [None] * k
+    if isinstance(grad_out, (tuple, list)):
+        if len(grad_out) == k:
+            return list(grad_out)
+    elif k == 1:
+        return [grad_out]
+    what = (f"one array (the gradient of {names[0]})" if k == 1 else
+            f"a tuple of {k} arrays (one per gradient: {', '.join(names)})")
+    raise ValueError(f"grad_out must be {what}, or None")
+
+
+def check_same_shape(a, a_name, b, b_name, note=""):
+    """ValueError unless b has a's shape exactly (no broadcasting)."""
+    if b.shape != a.shape:
+        raise ValueError(f"{b_name} has shape {b.shape}, expected the shape of {a_name} {a.shape}"
+                         + (f" ({note})" if note else ""))
+
+
+def check_matrix(a, name, min_rows=0):
+    """a as a float array (as_float_array) that is 2-D (n_samples, n_features) with at
+    least min_rows rows."""
+    x = as_float_array(a, name)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {x.shape}")
+    if x.shape[0] < min_rows:
+        raise ValueError(f"{name} must have at least {min_rows} rows, got {x.shape[0]}")
+    return x
+
+
+def check_class_weight(weight, n_classes, dtype, name="weight"):
+    """Per-class weights as a C-contiguous (C,) array of dtype (None stays None)."""
+    if weight is None:
+        return None
+    cw = np.ascontiguousarray(as_float_array(weight, name, dtype))
+    if cw.shape != (n_classes,):
+        raise ValueError(f"{name} must have shape ({n_classes},) (one per class), got {cw.shape}")
+    return cw
+
+
+def check_label_array(target, row_shape, n_classes, ignore_index, name="target", against=""):
+    """Integer labels of shape row_shape, each in [0, n_classes) or ignore_index, as a flat
+    int64 array, and the boolean mask of the rows that count (label != ignore_index)."""
+    labels = as_labels(target, name)
+    if labels.shape != tuple(row_shape):
+        raise ValueError(f"{name} labels have shape {labels.shape}, expected {tuple(row_shape)}"
+                         + (f" ({against})" if against else ""))
+    labels = labels.reshape(-1)
+    counted = labels != ignore_index
+    bad = counted & ((labels < 0) | (labels >= n_classes))
+    if bad.any():
+        i = int(np.argmax(bad))
+        pos = tuple(int(j) for j in np.unravel_index(i, row_shape))
+        raise IndexError(f"{name}[{pos if len(pos) != 1 else pos[0]}] = {labels[i]} is out of "
+                         f"range for {n_classes} classes (expected 0 <= label < {n_classes} "
+                         f"or ignore_index={ignore_index})")
+    return labels, counted
+
+
+def check_covariance(cov, name):
+    """Symmetric (to a few ulps of its largest entry), NaN-free covariance, float64."""
+    if np.isnan(cov).any():
+        raise ValueError(f"{name} contains NaN")
+    if not np.isfinite(cov).all():
+        raise ValueError(f"{name} contains infinite entries (not symmetric positive definite)")
+    c = cov.astype(np.float64)
+    if c.size:
+        scale = np.max(np.abs(c), axis=(-2, -1))
+        asym = np.max(np.abs(c - np.swapaxes(c, -1, -2)), axis=(-2, -1))
+        tol = 64 * np.finfo(cov.dtype).eps * scale
+        if np.any(asym > tol):
+            raise ValueError(f"{name} is not symmetric (max |cov - cov^T| = {float(np.max(asym)):.3g})")
+    return 0.5 * (c + np.swapaxes(c, -1, -2))
+
+
+def check_var_layout(v, shape):
+    """How var of shape v.shape applies to an input of `shape` (PyTorch's rules):
+    "full" (same shape), "scalar", "row" (one per last-axis row: shape[:-1] or (..., 1)),
+    or ("axis", i) (size 1 along axis i only, other than the last)."""
+    if v.shape == shape:
+        return "full"
+    if v.ndim == 0:
+        return "scalar"
+    if len(shape) >= 1 and v.shape == shape[:-1]:
+        return "row"
+    if v.ndim == len(shape):
+        diff = [i for i, (a, b) in enumerate(zip(shape, v.shape)) if a != b]
+        if len(diff) == 1 and v.shape[diff[0]] == 1:
+            return "row" if diff[0] == len(shape) - 1 else ("axis", diff[0])
+    raise ValueError(f"var has shape {v.shape}, which does not fit input of shape {shape}: "
+                     f"expected {shape}, {shape[:-1]}, the input's shape with one axis of size "
+                     f"1, or a scalar")

@@ -81,9 +81,11 @@ def set_simd(name):
 
 
 def register_kernels(module):
-    """Called once per kernel module at import: it gets the current level."""
-    _kernel_modules.append(module)
-    module.set_level(_level)
+    """Called by each user of a kernel module at import: the module gets the current
+    level (and later changes of it)."""
+    if module not in _kernel_modules:
+        _kernel_modules.append(module)
+        module.set_level(_level)
 
 
 def _initial_level():

@@ -1,13 +1,12 @@
 """Metric-learning and contrastive losses: pairwise distances, the triplet margin
 loss, batch-hard / batch-all triplet mining, InfoNCE (and CLIP) and NT-Xent (SimCLR).
 
-Thin wrappers: check and coerce the arguments (fastloss/_checks.py), then
-alternate NumPy matrix products (BLAS, with BLAS's own threads) with the fused
-OpenMP epilogues of fastloss/_metric.pyx, never both at once (and the epilogues on
-AFTER_BLAS_THREADS threads, see below). The similarity matrix of the contrastive
-losses is traversed by two kernels (statistics, then the gradient of the logits
-written in place), and the gradient goes back to the embeddings through BLAS again.
-See ../shared/DESIGN.md for the conventions.
+Thin wrappers over the shared layer (ARCHITECTURE.md): validate every argument
+(_checks.py), then alternate NumPy matrix products (BLAS, with BLAS's own threads)
+with the fused OpenMP epilogues of _metric.pyx, never both at once (and the
+epilogues on AFTER_BLAS_THREADS threads, see below). The similarity matrix of the
+contrastive losses is traversed by two kernels (statistics, then the gradient of the
+logits written in place), and the gradient goes back to the embeddings through BLAS.
 """
 import math
 
@@ -15,9 +14,12 @@ import numpy as np
 
 from . import _config
 from . import _metric as _k
-from ._checks import (as_float_array, as_labels, check_grad_out, check_real, check_reduction,
-                      reduce_total, result_dtype)
-from .classification import label_rows
+from ._checks import (as_float_array, as_labels, check_choice, check_grad_request, check_matrix,
+                      check_real, check_reduction, check_same_shape, check_temperature,
+                      result_dtype)
+from ._layout import grad_buffers
+from ._reduce import grad_scale, reduce_rows
+from ._xent import label_rows
 
 _config.register_kernels(_k)
 
@@ -50,36 +52,6 @@ def _blas_side_threads(work):
     return n if AFTER_BLAS_THREADS is None else max(1, min(n, AFTER_BLAS_THREADS))
 
 
-def _check_grad_request(return_grad, grad_out):
-    if grad_out is not None and not return_grad:
-        raise ValueError("grad_out is only used with return_grad=True")
-
-
-def _matrix(a, name, min_rows=0):
-    x = as_float_array(a, name)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {x.shape}")
-    if x.shape[0] < min_rows:
-        raise ValueError(f"{name} must have at least {min_rows} rows, got {x.shape[0]}")
-    return x
-
-
-def _same_shape(ref, ref_name, other, name):
-    if other.shape != ref.shape:
-        raise ValueError(f"{name} has shape {other.shape}, expected {ref_name}'s shape {ref.shape}")
-
-
-def _grads(grad_out, names, shape, dtype):
-    """Fresh gradient buffers, or the checked ones of grad_out (an array for one gradient,
-    a tuple for several)."""
-    if grad_out is None:
-        return [np.empty(shape, dtype=dtype) for _ in names]
-    outs = (grad_out,) if len(names) == 1 and isinstance(grad_out, np.ndarray) else tuple(grad_out)
-    if len(outs) != len(names):
-        raise ValueError(f"grad_out must hold {len(names)} arrays ({', '.join(names)}), got {len(outs)}")
-    return [check_grad_out(g, shape, dtype, f"grad_out[{i}]") for i, g in enumerate(outs)]
-
-
 def _block_rows(n_rows, row_bytes, multiple=1):
     """Rows per block of about _BLOCK_BYTES, a multiple of `multiple`."""
     b = max(multiple, (_BLOCK_BYTES // max(row_bytes, 1)) // multiple * multiple)
@@ -92,14 +64,6 @@ def _operand_copy(x):
     return np.array(x, copy=True)
 
 
-def _finish(rows, denom, reduction, dtype, shape):
-    if reduction == "none":
-        return rows.astype(dtype).reshape(shape)
-    return reduce_total(float(np.sum(rows)), denom, reduction, dtype)
-
-
-# --- pairwise distances -----------------------------------------------------------------
-
 def pairwise_distances(x, y=None, *, metric="sqeuclidean"):
     """(N, M) distances between the rows of x (N, D) and y (M, D) (y=None: x and itself).
 
@@ -110,14 +74,13 @@ def pairwise_distances(x, y=None, *, metric="sqeuclidean"):
     The result has the inputs' dtype (float64 if either is), computed in row blocks
     straight into the output: no float64 or second (N, M) temporary.
     """
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
-    xa = _matrix(x, "x")
+    check_choice(metric, "metric", _METRICS)
+    xa = check_matrix(x, "x")
     if y is None:
         dtype = xa.dtype
         ya = None
     else:
-        ya = _matrix(y, "y")
+        ya = check_matrix(y, "y")
         if ya.shape[1] != xa.shape[1]:
             raise ValueError(f"y has {ya.shape[1]} features (columns), x has {xa.shape[1]}")
         dtype = result_dtype(xa, ya)
@@ -165,14 +128,14 @@ def triplet_margin_loss(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e
     distance of 0 has a zero subgradient.
     """
     reduction = check_reduction(reduction)
-    _check_grad_request(return_grad, grad_out)
+    check_grad_request(return_grad, grad_out)
     a = as_float_array(anchor, "anchor")
     pos = as_float_array(positive, "positive")
     neg = as_float_array(negative, "negative")
     if a.ndim not in (1, 2):
         raise ValueError(f"anchor must be 1-D (D,) or 2-D (N, D), got shape {a.shape}")
-    _same_shape(a, "anchor", pos, "positive")
-    _same_shape(a, "anchor", neg, "negative")
+    check_same_shape(a, "anchor", pos, "positive")
+    check_same_shape(a, "anchor", neg, "negative")
     m = check_real(margin, "margin", 0.0)
     pe = check_real(p, "p", 0.0, low_open=True)
     e = check_real(eps, "eps", 0.0)
@@ -184,13 +147,13 @@ def triplet_margin_loss(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e
     N = 1 if a.ndim == 1 else shape[0]
     a2, p2, n2 = (np.ascontiguousarray(t, dtype=dtype).reshape(N, D) for t in (a, pos, neg))
     kind = {1.0: _k.PNORM_1, 2.0: _k.PNORM_2, math.inf: _k.PNORM_INF}.get(pe, _k.PNORM_GEN)
-    gs = 1.0 / N if reduction == "mean" and N else 1.0
-    grads = _grads(grad_out, ("anchor", "positive", "negative"), shape, dtype) if return_grad else None
+    gs = grad_scale(reduction, N)
+    grads = grad_buffers(grad_out, ["anchor", "positive", "negative"], shape, dtype) if return_grad else None
     g2 = [g.reshape(N, D) for g in grads] if grads else [None, None, None]
     rows = np.empty(N)
     _k.triplet(a2, p2, n2, g2[0], g2[1], g2[2], kind, pe, e, m, bool(swap), bool(squared), gs,
                rows, _config.threads_for(3 * a2.size))
-    loss = _finish(rows, N, reduction, dtype, shape[:-1])
+    loss = reduce_rows(rows, shape[:-1], N, reduction, dtype)
     return (loss, tuple(grads)) if return_grad else loss
 
 
@@ -211,10 +174,9 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
     Gradient with respect to the embeddings (zero subgradient at distance 0).
     """
     reduction = check_reduction(reduction)
-    _check_grad_request(return_grad, grad_out)
-    if mining not in ("hard", "all"):
-        raise ValueError(f"mining must be 'hard' or 'all', got {mining!r}")
-    E = _matrix(embeddings, "embeddings", min_rows=2)
+    check_grad_request(return_grad, grad_out)
+    check_choice(mining, "mining", ("hard", "all"))
+    E = check_matrix(embeddings, "embeddings", min_rows=2)
     lab = as_labels(labels, "labels")
     N, D = E.shape
     if lab.shape != (N,):
@@ -228,7 +190,7 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
     sqT = sq.astype(dtype)
     Ec = _operand_copy(E)
     nt = _blas_side_threads(N * N)
-    grad = _grads(grad_out, ("embeddings",), (N, D), dtype)[0] if return_grad else None
+    grad = grad_buffers(grad_out, ["embeddings"], (N, D), dtype)[0] if return_grad else None
     rows = np.empty(N)
     if mining == "hard":
         # Mining over the lower triangle: each block of rows against the rows up to its
@@ -249,18 +211,21 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
         ntv = _blas_side_threads(E.size)
         _k.hard_finish(E, pos, neg, nanf, m, bool(squared), rows, cp, cn, ntv)
         denom = float(np.count_nonzero((pos >= 0) & (neg >= 0)))
+        if reduction == "mean" and not denom:
+            reduction = "sum"     # nothing qualifies: the loss is the sum (0, or NaN from NaN)
         if grad is not None:
-            gs = (1.0 / denom if denom else 0.0) if reduction == "mean" else 1.0
             grad[...] = 0
-            _k.hard_scatter(E, grad, pos, neg, cp, cn, gs, ntv)
+            _k.hard_scatter(E, grad, pos, neg, cp, cn, grad_scale(reduction, denom), ntv)
     else:
         G = np.empty((N, N), dtype=dtype)
         np.matmul(E, Ec.T, out=G)
         count = np.empty(N, dtype=np.int64)
         _k.all_mine(G, sqT, lab32, m, bool(squared), rows, count, nt)
         denom = float(np.sum(count))
+        if reduction == "mean" and not denom:
+            reduction = "sum"     # as for mining="hard"
         if grad is not None:
-            gs = (1.0 / denom if denom else 0.0) if reduction == "mean" else 1.0
+            gs = grad_scale(reduction, denom)
             # dL/dE = 2 (diag(rowsum Ws) E - Ws E), Ws = gs (W + W^T): one product with a
             # ones column appended for the row sums.
             _k.sym_add(G, 2.0 * gs, nt)
@@ -270,10 +235,7 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
             R = G @ E1
             np.multiply(E, R[:, D:], out=grad)
             grad -= R[:, :D]
-    if reduction == "mean" and denom == 0:
-        loss = dtype.type(np.sum(rows))      # 0 (or NaN from NaN input)
-    else:
-        loss = _finish(rows, denom, reduction, dtype, (N,))
+    loss = reduce_rows(rows, (N,), denom, reduction, dtype)
     return (loss, grad) if return_grad else loss
 
 
@@ -405,27 +367,27 @@ def info_nce_loss(query, key, *, temperature=0.07, symmetric=False, normalize=Tr
     Gradients (grad_query, grad_key).
     """
     reduction = check_reduction(reduction)
-    _check_grad_request(return_grad, grad_out)
-    q = _matrix(query, "query", min_rows=2)
-    k = _matrix(key, "key")
-    _same_shape(q, "query", k, "key")
-    t = check_real(temperature, "temperature", 0.0, low_open=True)
+    check_grad_request(return_grad, grad_out)
+    q = check_matrix(query, "query", min_rows=2)
+    k = check_matrix(key, "key")
+    check_same_shape(q, "query", k, "key")
+    t = check_temperature(temperature)
     dtype = result_dtype(q, k)
     q = np.ascontiguousarray(q, dtype=dtype)
     k = np.ascontiguousarray(k, dtype=dtype)
     N, D = q.shape
-    grads = _grads(grad_out, ("query", "key"), (N, D), dtype) if return_grad else None
+    grads = grad_buffers(grad_out, ["query", "key"], (N, D), dtype) if return_grad else None
     ntv = _blas_side_threads(q.size)
     nt = _blas_side_threads(N * N)
     qs = _normalized(q, 1.0 / t, normalize, ntv)      # S = qs kh^T is already divided by t
     kh = _normalized(k, 1.0, normalize, ntv)
-    gs = 1.0 / N if reduction == "mean" else 1.0
+    gs = grad_scale(reduction, N)
     if symmetric:
         rows, gq, gk = _sym_ce(qs, kh, gs, return_grad, nt)
     else:
         rows, gq, gk = _row_ce(qs, kh, lambda r0, r1: np.arange(r0, r1, dtype=np.int64), gs,
                                return_grad)
-    loss = _finish(rows, N, reduction, dtype, (N,))
+    loss = reduce_rows(rows, (N,), N, reduction, dtype)
     if not return_grad:
         return loss
     _normalized_grad(q, gq, grads[0], 1.0 / t, normalize, ntv)
@@ -443,24 +405,24 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, reduction="mean", return_grad=False
     that of x / max(||x||, 1e-12). Gradients (grad_z1, grad_z2).
     """
     reduction = check_reduction(reduction)
-    _check_grad_request(return_grad, grad_out)
-    a = _matrix(z1, "z1", min_rows=2)
-    b = _matrix(z2, "z2")
-    _same_shape(a, "z1", b, "z2")
-    t = check_real(temperature, "temperature", 0.0, low_open=True)
+    check_grad_request(return_grad, grad_out)
+    a = check_matrix(z1, "z1", min_rows=2)
+    b = check_matrix(z2, "z2")
+    check_same_shape(a, "z1", b, "z2")
+    t = check_temperature(temperature)
     dtype = result_dtype(a, b)
     a = np.ascontiguousarray(a, dtype=dtype)
     b = np.ascontiguousarray(b, dtype=dtype)
     N, D = a.shape
     n2 = 2 * N
-    grads = _grads(grad_out, ("z1", "z2"), (N, D), dtype) if return_grad else None
+    grads = grad_buffers(grad_out, ["z1", "z2"], (N, D), dtype) if return_grad else None
     ntv = _blas_side_threads(a.size)
     nt = _blas_side_threads(n2 * n2)
     scale = 1.0 / math.sqrt(t)                 # S = zs zs^T = cos / t
     zs = np.empty((n2, D), dtype=dtype)
     _k.normalize(a, zs[:N], scale, NORMALIZE_EPS, ntv)
     _k.normalize(b, zs[N:], scale, NORMALIZE_EPS, ntv)
-    gs = 1.0 / n2 if reduction == "mean" else 1.0
+    gs = grad_scale(reduction, n2)
     if n2 * n2 * dtype.itemsize <= _S_MAX_BYTES:
         # S is symmetric: row statistics suffice, and the gradient of the logits,
         # symmetrised (dS + dS^T), goes back through one product.
@@ -485,7 +447,7 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, reduction="mean", return_grad=False
                                 gs, return_grad, mask_self=True)
         if return_grad:
             gz += gz2
-    loss = _finish(rows, n2, reduction, dtype, (n2,))
+    loss = reduce_rows(rows, (n2,), n2, reduction, dtype)
     if not return_grad:
         return loss
     _k.normalize_grad(a, np.ascontiguousarray(gz[:N]), grads[0], NORMALIZE_EPS, scale, ntv)

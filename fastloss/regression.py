@@ -1,9 +1,9 @@
 """Regression losses (MSE, L1, Huber, smooth L1, log-cosh) and bounding-box IoU
 losses (GIoU, DIoU, CIoU).
 
-Thin wrappers: check and coerce the arguments (fastloss/_checks.py), lay the
-data out as flat C-contiguous arrays (or (n, 4) boxes), call one fused kernel
-from fastloss/_regression.pyx, reduce. See ../shared/DESIGN.md for the conventions.
+Thin wrappers over the shared layer (ARCHITECTURE.md): validate every argument
+(_checks.py), lay the data out as flat C-contiguous arrays or (n, 4) boxes
+(_layout.py), call one fused kernel of _regression.pyx, reduce (_reduce.py).
 """
 import math
 
@@ -11,9 +11,10 @@ import numpy as np
 
 from . import _config
 from . import _regression as _k
-from ._checks import (as_float_array, check_broadcast, check_grad_out, check_real,
-                      check_reduction, reduce_total)
-from .classification import _check_grad_request, _periodic
+from ._checks import (as_float_array, check_broadcast, check_grad_request, check_real,
+                      check_reduction, check_same_shape)
+from ._layout import flat_full, grad_buffers, periodic
+from ._reduce import grad_scale, reduce_elements
 
 _config.register_kernels(_k)
 
@@ -23,36 +24,25 @@ _config.register_kernels(_k)
 def _elementwise(kind, input, target, param, weight, reduction, return_grad, grad_out):
     x = as_float_array(input, "input")
     reduction = check_reduction(reduction)
-    _check_grad_request(return_grad, grad_out)
+    check_grad_request(return_grad, grad_out)
     t = as_float_array(target, "target", x.dtype)
-    if t.shape != x.shape:
-        raise ValueError(f"target has shape {t.shape}, expected the input's shape {x.shape} "
-                         f"(input and target must match exactly; they are not broadcast)")
+    check_same_shape(x, "input", t, "target", "input and target must match exactly; they are "
+                     "not broadcast")
     n = x.size
-    w = None
-    period = 1
-    denom = float(n)
+    w, period, denom = None, 1, float(n)
     if weight is not None:
         wa = as_float_array(weight, "weight", x.dtype)
         check_broadcast(wa, x.shape, "weight", against="input")
-        w, period = _periodic(wa, x.shape, x.dtype, "weight")
+        w, period = periodic(wa, x.shape)
         # sum of the broadcast weights: the period's C-ordered weights (so the sum does not
         # depend on the weight's memory layout), each repeated n / period times
         denom = float(np.sum(w[:period], dtype=np.float64)) * (n // period) if n else 0.0
-    g = None
-    if return_grad:
-        g = (check_grad_out(grad_out, x.shape, x.dtype) if grad_out is not None
-             else np.empty(x.shape, dtype=x.dtype))
-    xf = np.ascontiguousarray(x).reshape(-1)
-    tf = np.ascontiguousarray(t).reshape(-1)
+    g = grad_buffers(grad_out, ["input"], x.shape, x.dtype)[0] if return_grad else None
     lout = np.empty(n, dtype=x.dtype) if reduction == "none" else None
-    gscale = 1.0
-    if reduction == "mean":
-        gscale = 1.0 / denom if denom != 0 else math.inf
-    total = _k.elementwise(kind, xf, tf, w, period, lout, g.reshape(-1) if g is not None else None,
-                           param, gscale, _config.threads_for(n))
-    loss = lout.reshape(x.shape) if reduction == "none" else reduce_total(total, denom, reduction,
-                                                                           x.dtype)
+    total = _k.elementwise(kind, flat_full(x, x.shape), flat_full(t, x.shape), w, period, lout,
+                           g.reshape(-1) if g is not None else None, param,
+                           grad_scale(reduction, denom), _config.threads_for(n))
+    loss = reduce_elements(total, lout, x.shape, denom, reduction, x.dtype)
     return (loss, g) if return_grad else loss
 
 
@@ -136,10 +126,9 @@ def _box(kind, boxes1, boxes2, eps, reduction, return_grad, grad_out):
     b1 = _as_boxes(boxes1, "boxes1")
     b2 = _as_boxes(boxes2, "boxes2", b1.dtype)
     reduction = check_reduction(reduction)
-    _check_grad_request(return_grad, grad_out)
-    if b2.shape != b1.shape:
-        raise ValueError(f"boxes2 has shape {b2.shape}, expected the shape of boxes1 {b1.shape} "
-                         f"(box pairs must match exactly; they are not broadcast)")
+    check_grad_request(return_grad, grad_out)
+    check_same_shape(b1, "boxes1", b2, "boxes2", "box pairs must match exactly; they are not "
+                     "broadcast")
     e = check_real(eps, "eps", 0.0)
     lead = b1.shape[:-1]
     n = math.prod(lead)
@@ -156,24 +145,17 @@ def _box(kind, boxes1, boxes2, eps, reduction, return_grad, grad_out):
                              f"(boxes must be (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2)")
     g1 = g2 = None
     if return_grad:
+        g1, g2 = grad_buffers(grad_out, ["boxes1", "boxes2"], b1.shape, b1.dtype)
         if grad_out is not None:
-            if not isinstance(grad_out, (tuple, list)) or len(grad_out) != 2:
-                raise TypeError("grad_out must be a tuple of two arrays (for boxes1 and boxes2)")
-            g1 = check_grad_out(grad_out[0], b1.shape, b1.dtype, "grad_out[0]")
-            g2 = check_grad_out(grad_out[1], b1.shape, b1.dtype, "grad_out[1]")
             for i, g in enumerate((g1, g2)):
                 others = [(f"grad_out[{1 - i}]", g2 if i == 0 else g1), ("boxes1", c1), ("boxes2", c2)]
                 for other_name, other in others:
                     if np.may_share_memory(g, other):
                         raise ValueError(f"grad_out[{i}] must not overlap {other_name}")
-        else:
-            g1 = np.empty(b1.shape, dtype=b1.dtype)
-            g2 = np.empty(b1.shape, dtype=b1.dtype)
     lout = np.empty(n, dtype=b1.dtype) if reduction == "none" else None
-    gscale = 1.0 / n if reduction == "mean" and n else 1.0
     total = _k.box(kind, c1, c2, lout, g1.reshape(n, 4) if g1 is not None else None,
-                   g2.reshape(n, 4) if g2 is not None else None, e, gscale, nt)
-    loss = lout.reshape(lead) if reduction == "none" else reduce_total(total, n, reduction, b1.dtype)
+                   g2.reshape(n, 4) if g2 is not None else None, e, grad_scale(reduction, n), nt)
+    loss = reduce_elements(total, lout, lead, n, reduction, b1.dtype)
     return (loss, (g1, g2)) if return_grad else loss
 
 

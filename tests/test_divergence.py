@@ -625,7 +625,7 @@ def test_gaussians_match_pytorch(rng):
     (lambda p, q: js_divergence(p, q, beta=-0.1), ValueError, "beta"),
     (lambda p, q: distillation_loss(p, q, alpha=2.0), ValueError, "alpha"),
     (lambda p, q: distillation_loss(p, q, target=np.array([0, 1, 9, 2])), IndexError, r"target\[2\]"),
-    (lambda p, q: distillation_loss(p, q, target=np.zeros(3, int)), ValueError, "target has shape"),
+    (lambda p, q: distillation_loss(p, q, target=np.zeros(3, int)), ValueError, "target labels have shape"),
     (lambda p, q: distillation_loss(p, q, target=np.zeros(4)), TypeError, "target"),
     (lambda p, q: distillation_loss(p, q[:2]), ValueError, "teacher_logits has shape"),
     (lambda p, q: kl_divergence(p, q, reduction="avg"), ValueError, "reduction"),

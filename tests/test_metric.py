@@ -191,7 +191,7 @@ def test_triplet_bad_input():
         triplet_margin_loss(x, x, x, reduction="avg")
     with pytest.raises(ValueError, match="grad_out"):
         triplet_margin_loss(x, x, x, grad_out=(x, x, x))
-    with pytest.raises(ValueError, match="grad_out must hold 3"):
+    with pytest.raises(ValueError, match="grad_out must be a tuple of 3 arrays"):
         triplet_margin_loss(x, x, x, return_grad=True, grad_out=(x.copy(),))
 
 

@@ -624,7 +624,7 @@ def test_box_bad_input():
         generalized_box_iou_loss(good, good + 0j)
     with pytest.raises(ValueError, match="return_grad"):
         generalized_box_iou_loss(good, good, grad_out=(np.zeros((3, 4)), np.zeros((3, 4))))
-    with pytest.raises(TypeError, match="tuple of two"):
+    with pytest.raises(ValueError, match="grad_out must be a tuple of 2 arrays"):
         generalized_box_iou_loss(good, good, return_grad=True, grad_out=np.zeros((3, 4)))
     with pytest.raises(ValueError, match=r"grad_out\[1\] has shape"):
         generalized_box_iou_loss(good, good, return_grad=True, grad_out=(np.zeros((3, 4)), np.zeros(12)))

@@ -1,0 +1,42 @@
+"""Reductions: per-item losses to the returned loss, and the gradient scale that goes
+with them. Family-neutral; every family reduces through these (see ARCHITECTURE.md).
+
+The rule for "mean" (DESIGN.md): sum(w_i * l_i) / sum(w_i) over the items that count,
+accumulated in float64. A mean over a zero denominator is NaN (0 / 0, as PyTorch), and
+its gradient scale is 1 / 0 = inf: every gradient entry that a counted term enters is
+then NaN (0 * inf) or infinite like the loss, and entries that count for nothing stay 0.
+"""
+import math
+
+import numpy as np
+
+
+def grad_scale(reduction, denom):
+    """The factor the kernels apply to the gradient of the sum of the per-item losses."""
+    if reduction != "mean":
+        return 1.0
+    return 1.0 / denom if denom else math.inf
+
+
+def reduce_total(total, denom, reduction, dtype):
+    """A float64 total as the reduced scalar of the compute dtype ("sum" or "mean")."""
+    if reduction == "sum":
+        return dtype.type(total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return dtype.type(np.float64(total) / np.float64(denom))
+
+
+def reduce_rows(rows, shape, denom, reduction, dtype):
+    """The loss from float64 per-row losses (row kernels): "none" gives them in the
+    compute dtype with the given shape."""
+    if reduction == "none":
+        return rows.astype(dtype).reshape(shape)
+    return reduce_total(float(np.sum(rows)), denom, reduction, dtype)
+
+
+def reduce_elements(total, elem, shape, denom, reduction, dtype):
+    """The loss from an elementwise kernel's float64 total and its per-element losses
+    (elem, written only for "none")."""
+    if reduction == "none":
+        return elem.reshape(shape)
+    return reduce_total(total, denom, reduction, dtype)

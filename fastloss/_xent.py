@@ -1,0 +1,45 @@
+"""Softmax cross-entropy over C-contiguous rows: the building block that
+cross_entropy, distillation_loss and the contrastive losses share. Family-neutral
+(it calls the row kernels of fastloss/_classification.pyx); see ARCHITECTURE.md.
+"""
+import numpy as np
+
+from . import _classification as _k
+from . import _config
+from ._checks import check_label_array
+
+
+def prepare_labels(target, row_shape, n_classes, ignore_index, class_weight=None, name="target",
+                   against=""):
+    """Checked flat int64 labels and the "mean" denominator: the number of counted rows,
+    or the sum of their class weights (PyTorch's rule)."""
+    labels, counted = check_label_array(target, row_shape, n_classes, ignore_index, name, against)
+    if class_weight is None:
+        return labels, float(np.count_nonzero(counted))
+    return labels, float(np.sum(class_weight[labels[counted]], dtype=np.float64))
+
+
+def weight_sum(class_weight, C):
+    """sum of the class weights (C without weights): label smoothing's total weight."""
+    return float(C) if class_weight is None else float(np.sum(class_weight, dtype=np.float64))
+
+
+def label_rows(x2, labels, *, class_weight=None, ignore_index=-100, smoothing=0.0, z_loss=0.0,
+               softcap=0.0, gscale=1.0, grad=None, n_threads=None):
+    """Per-row cross-entropy (float64, already weighted) of C-contiguous (N, C) rows x2
+    against checked int64 labels; the gradient of gscale * sum(rows) goes into grad
+    ((N, C) of x2's dtype, may be x2 itself)."""
+    loss = np.empty(x2.shape[0], dtype=np.float64)
+    nt = _config.threads_for(x2.size) if n_threads is None else n_threads
+    _k.xent_label(x2, labels, grad, class_weight, weight_sum(class_weight, x2.shape[1]),
+                  ignore_index, smoothing, z_loss, softcap, gscale, loss, nt)
+    return loss
+
+
+def prob_rows(x2, t2, *, class_weight=None, smoothing=0.0, z_loss=0.0, softcap=0.0, gscale=1.0,
+              grad=None):
+    """As label_rows, with (N, C) probability targets t2 of x2's dtype."""
+    loss = np.empty(x2.shape[0], dtype=np.float64)
+    _k.xent_prob(x2, t2, grad, class_weight, smoothing, z_loss, softcap, gscale, loss,
+                 _config.threads_for(x2.size))
+    return loss

@@ -1,0 +1,311 @@
+"""The Gaussian family: KL divergence between diagonal and full-covariance Gaussians,
+the VAE loss and PyTorch's Gaussian negative log-likelihood. "mean" averages over
+distributions (PyTorch's "batchmean", accepted as an alias) except for
+gaussian_nll_loss, whose mean is over elements as in PyTorch.
+
+Thin wrappers over the shared layer (ARCHITECTURE.md): validate every argument
+(_checks.py), lay the data out as flat arrays broadcast to a common shape
+(_layout.py), call one fused kernel of _gaussian.pyx, reduce (_reduce.py); mvn_kl is
+NumPy/LAPACK in float64.
+"""
+import math
+
+import numpy as np
+
+from . import _config
+from . import _divergence as _k  # MERGE: _gaussian
+from ._checks import (as_float_array, check_broadcast, check_choice, check_covariance,
+                      check_grad_out, check_grad_outs, check_grad_request, check_real,
+                      check_reduction, check_var_layout, result_dtype)
+from ._layout import BroadcastGrad, flat_full, row_sums, unbroadcast
+from ._reduce import grad_scale, reduce_total
+
+_config.register_kernels(_k)
+
+# "none" on rows shorter than this: per-element losses summed by NumPy, instead of one
+# kernel call per row.
+_SHORT_ROW = 64
+
+
+def _as_arrays(values, names):
+    """Float arrays of one compute dtype; Python scalars (weakly typed, as in NumPy) take
+    the dtype of the array arguments."""
+    strong = [as_float_array(v, nm) for v, nm in zip(values, names)
+              if not isinstance(v, (int, float))]
+    dtype = result_dtype(*strong) if strong else np.dtype(np.float64)
+    return [as_float_array(v, nm, dtype) for v, nm in zip(values, names)], dtype
+
+
+def _broadcast_shape(arrays, names):
+    try:
+        return np.broadcast_shapes(*[a.shape for a in arrays])
+    except ValueError:
+        shapes = ", ".join(f"{nm} {a.shape}" for nm, a in zip(names, arrays))
+        raise ValueError(f"shapes do not broadcast together: {shapes}") from None
+
+
+# --- continuous distributions ---------------------------------------------------------
+
+def gaussian_kl(mu_p, logvar_p, mu_q=None, logvar_q=None, *, reduction="mean", return_grad=False,
+                grad_out=None):
+    """KL(N(mu_p, exp(logvar_p)) || N(mu_q, exp(logvar_q))) of diagonal Gaussians, summed
+    over the last axis (the latent dimensions) and reduced over the others; q defaults to
+    N(0, I) (mu_q = 0, logvar_q = 0 for whichever is None), which gives the VAE term
+    -0.5 * sum(1 + logvar - mu**2 - exp(logvar)). Univariate Gaussians: a last axis of 1.
+
+    The arrays broadcast together. reduction: "mean" (over distributions; "batchmean" is
+    an alias), "sum" or "none" (shape without the last axis). return_grad: a tuple of
+    gradients, one per array given, in argument order; grad_out a tuple of buffers.
+    """
+    reduction = check_reduction(reduction, batchmean=True)
+    check_grad_request(return_grad, grad_out)
+    names = [nm for nm, a in zip(("mu_p", "logvar_p", "mu_q", "logvar_q"),
+                                 (mu_p, logvar_p, mu_q, logvar_q)) if a is not None]
+    given = {"mu_p": mu_p, "logvar_p": logvar_p, "mu_q": mu_q, "logvar_q": logvar_q}
+    arrs, dtype = _as_arrays([given[nm] for nm in names], names)
+    shape = _broadcast_shape(arrs, names)
+    if len(shape) == 0:
+        raise ValueError("mu_p must have at least one dimension (the latent dimensions)")
+    D = shape[-1]
+    row_shape = shape[:-1]
+    nrows = math.prod(row_shape)
+    flat = dict(zip(names, (flat_full(a, shape) for a in arrs)))
+    grads = {}
+    if return_grad:
+        outs = check_grad_outs(grad_out, names)
+        for i, (nm, a) in enumerate(zip(names, arrs)):
+            grads[nm] = BroadcastGrad(a.shape, shape, dtype, outs[i], f"grad_out[{i}]")
+    gbuf = [grads[nm].buf if nm in grads else None for nm in ("mu_p", "logvar_p", "mu_q", "logvar_q")]
+    nt = _config.threads_for(flat["mu_p"].size)
+    gs = grad_scale(reduction, nrows)
+    args = (flat["mu_p"], flat["logvar_p"], flat.get("mu_q"), flat.get("logvar_q"), *gbuf)
+    if reduction != "none":
+        total = _k.gauss_kl(*args, max(D, 1), None, None, gs, nt)
+        loss = reduce_total(total, nrows, reduction, dtype)
+    else:
+        if D >= _SHORT_ROW:
+            rows = np.empty(nrows, dtype=np.float64)
+            _k.gauss_kl(*args, D, rows, None, gs, nt)
+        else:
+            elem = np.empty(flat["mu_p"].size, dtype=dtype)
+            _k.gauss_kl(*args, max(D, 1), None, elem, gs, nt)
+            rows = row_sums(elem, nrows, D)
+        loss = rows.astype(dtype).reshape(row_shape)
+    if not return_grad:
+        return loss
+    return loss, tuple(grads[nm].result() for nm in names)
+
+
+def _spd_error(cov, name):
+    """ValueError naming the first matrix of cov (float64, (..., d, d)) that is not SPD."""
+    batch = cov.shape[:-2]
+    flat = cov.reshape((-1,) + cov.shape[-2:])
+    for i in range(flat.shape[0]):
+        try:
+            np.linalg.cholesky(flat[i])
+        except np.linalg.LinAlgError:
+            pos = np.unravel_index(i, batch) if batch else ()
+            where = f" (batch index {tuple(int(j) for j in pos)})" if batch else ""
+            return ValueError(f"{name} is not symmetric positive definite{where}")
+    return ValueError(f"{name} is not symmetric positive definite")
+
+
+def _cholesky(c, name):
+    try:
+        return np.linalg.cholesky(c)
+    except np.linalg.LinAlgError:
+        raise _spd_error(c, name) from None
+
+
+def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, reduction="mean", return_grad=False, grad_out=None):
+    """KL(N(mu_p, cov_p) || N(mu_q, cov_q)) of full-covariance multivariate normals:
+    means (..., d), covariances (..., d, d), batch dimensions broadcast together.
+        0.5 * (tr(cov_q^-1 cov_p) + (mu_q - mu_p)^T cov_q^-1 (mu_q - mu_p) - d
+               + log det cov_q - log det cov_p),
+    through Cholesky factors and triangular solves (LAPACK, computed in float64 and
+    returned in the inputs' dtype). A covariance that is not symmetric positive definite,
+    or holds NaN: ValueError naming it.
+    reduction: "mean" (over distributions; "batchmean" is an alias), "sum", "none".
+    return_grad: (grad_mu_p, grad_cov_p, grad_mu_q, grad_cov_q); the covariance gradients
+    are the symmetric ones (the gradient with respect to a symmetric matrix, as PyTorch).
+    """
+    reduction = check_reduction(reduction, batchmean=True)
+    check_grad_request(return_grad, grad_out)
+    names = ("mu_p", "cov_p", "mu_q", "cov_q")
+    arrs = [as_float_array(a, nm) for nm, a in zip(names, (mu_p, cov_p, mu_q, cov_q))]
+    dtype = result_dtype(*arrs)
+    mp, sp, mq, sq = arrs
+    for nm, a, k in zip(names, arrs, (1, 2, 1, 2)):
+        if a.ndim < k:
+            raise ValueError(f"{nm} must have at least {k} dimension(s), got shape {a.shape}")
+    d = mp.shape[-1]
+    for nm, a in (("cov_p", sp), ("cov_q", sq)):
+        if a.shape[-2:] != (d, d):
+            raise ValueError(f"{nm} has shape {a.shape}, expected (..., {d}, {d}) for means of "
+                             f"dimension {d}")
+    if mq.shape[-1] != d:
+        raise ValueError(f"mu_q has shape {mq.shape}, expected (..., {d}) like mu_p")
+    try:
+        batch = np.broadcast_shapes(mp.shape[:-1], sp.shape[:-2], mq.shape[:-1], sq.shape[:-2])
+    except ValueError:
+        raise ValueError(f"batch shapes do not broadcast together: mu_p {mp.shape[:-1]}, "
+                         f"cov_p {sp.shape[:-2]}, mu_q {mq.shape[:-1]}, cov_q {sq.shape[:-2]}") from None
+    Sp, Sq = check_covariance(sp, "cov_p"), check_covariance(sq, "cov_q")
+    outs = check_grad_outs(grad_out, list(names)) if return_grad else None
+    if return_grad:
+        for i, a in enumerate(arrs):
+            if outs[i] is not None:
+                check_grad_out(outs[i], a.shape, dtype, f"grad_out[{i}]")
+    Lp, Lq = _cholesky(Sp, "cov_p"), _cholesky(Sq, "cov_q")
+    Lp = np.broadcast_to(Lp, batch + (d, d))
+    Lq = np.broadcast_to(Lq, batch + (d, d))
+    delta = np.broadcast_to(mp.astype(np.float64) - mq.astype(np.float64), batch + (d,))
+    M = np.linalg.solve(Lq, Lp)                          # Lq^-1 Lp
+    z = np.linalg.solve(Lq, delta[..., None])[..., 0]    # Lq^-1 (mu_p - mu_q)
+    logdet = (np.sum(np.log(np.diagonal(Lq, axis1=-2, axis2=-1)), axis=-1)
+              - np.sum(np.log(np.diagonal(Lp, axis1=-2, axis2=-1)), axis=-1))
+    per = 0.5 * (np.sum(M * M, axis=(-2, -1)) + np.sum(z * z, axis=-1) - d) + logdet
+    nb = math.prod(batch)
+    if reduction == "none":
+        loss = per.astype(dtype).reshape(batch)
+    else:
+        loss = reduce_total(float(np.sum(per)), nb, reduction, dtype)
+    if not return_grad:
+        return loss
+    gs = grad_scale(reduction, nb)
+    eye = np.eye(d)
+    Lq_inv = np.linalg.solve(Lq, np.broadcast_to(eye, Lq.shape))
+    Lp_inv = np.linalg.solve(Lp, np.broadcast_to(eye, Lp.shape))
+    Sq_inv = np.swapaxes(Lq_inv, -1, -2) @ Lq_inv
+    Sp_inv = np.swapaxes(Lp_inv, -1, -2) @ Lp_inv
+    alpha = (np.swapaxes(Lq_inv, -1, -2) @ z[..., None])[..., 0]     # Sq^-1 (mu_p - mu_q)
+    B = np.swapaxes(Lq_inv, -1, -2) @ M                               # Sq^-1 Lp
+    g = [gs * alpha,
+         0.5 * gs * (Sq_inv - Sp_inv),
+         -gs * alpha,
+         0.5 * gs * (Sq_inv - B @ np.swapaxes(B, -1, -2) - alpha[..., :, None] * alpha[..., None, :])]
+    res = []
+    for gi, a, out in zip(g, arrs, outs):
+        r = unbroadcast(gi, a.shape).astype(dtype)
+        if out is not None:
+            out[...] = r
+            r = out
+        res.append(r)
+    return loss, tuple(res)
+
+
+def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, reduction="mean",
+             return_grad=False, grad_out=None):
+    """VAE loss per sample (axis 0 is the batch): the reconstruction term summed over the
+    data dimensions plus beta times KL(N(mu, exp(logvar)) || N(0, I)) summed over the
+    latent dimensions, then reduced over the batch (both terms on the same per-sample
+    scale).
+    recon_loss: "mse" (sum of (recon - x)**2) or "bce" (recon are logits, x targets in
+    [0, 1]: binary cross-entropy with logits, summed). x broadcasts to recon's shape.
+    reduction: "mean" (over samples), "sum" or "none" (one loss per sample).
+    return_grad: (grad_recon, grad_mu, grad_logvar); grad_out a tuple of three buffers.
+    """
+    reduction = check_reduction(reduction, batchmean=True)
+    check_grad_request(return_grad, grad_out)
+    check_choice(recon_loss, "recon_loss", ("mse", "bce"))
+    bt = check_real(beta, "beta", 0.0, finite=True)
+    names = ("recon", "x", "mu", "logvar")
+    (r, xt, m, lv), dtype = _as_arrays((recon, x, mu, logvar), names)
+    if r.ndim == 0 or m.ndim == 0:
+        raise ValueError("recon and mu must have a batch axis (axis 0)")
+    check_broadcast(xt, r.shape, "x", against="recon")
+    if lv.shape != m.shape:
+        raise ValueError(f"logvar has shape {lv.shape}, expected the shape of mu {m.shape}")
+    if m.shape[0] != r.shape[0]:
+        raise ValueError(f"mu has batch size {m.shape[0]}, recon has {r.shape[0]} (axis 0)")
+    B = r.shape[0]
+    Dr, Dz = math.prod(r.shape[1:]), math.prod(m.shape[1:])
+    rf, xf = flat_full(r, r.shape), flat_full(xt, r.shape)
+    mf, lvf = flat_full(m, m.shape), flat_full(lv, m.shape)
+    gr = gm = glv = None
+    if return_grad:
+        outs = check_grad_outs(grad_out, ["recon", "mu", "logvar"])
+        gr, gm, glv = (BroadcastGrad(shp, shp, dtype, o, f"grad_out[{i}]")
+                       for i, (shp, o) in enumerate(zip((r.shape, m.shape, m.shape), outs)))
+    gs = grad_scale(reduction, B)
+    mode = 0 if recon_loss == "mse" else 1
+    nt_r, nt_z = _config.threads_for(rf.size), _config.threads_for(mf.size)
+    g_r = gr.buf if gr else None
+    g_m, g_lv = (gm.buf, glv.buf) if gm else (None, None)
+    if reduction != "none":
+        total = _k.recon(rf, xf, mode, g_r, 1, None, None, gs, nt_r)
+        total += bt * _k.gauss_kl(mf, lvf, None, None, g_m, g_lv, None, None, 1, None, None,
+                                  gs * bt, nt_z)
+        loss = reduce_total(total, B, reduction, dtype)
+    else:
+        rows = np.empty(B, dtype=np.float64)
+        rows_z = np.empty(B, dtype=np.float64)
+        if Dr >= _SHORT_ROW:
+            _k.recon(rf, xf, mode, g_r, Dr, rows, None, gs, nt_r)
+        else:
+            elem = np.empty(rf.size, dtype=dtype)
+            _k.recon(rf, xf, mode, g_r, 1, None, elem, gs, nt_r)
+            rows = row_sums(elem, B, Dr)
+        if Dz >= _SHORT_ROW:
+            _k.gauss_kl(mf, lvf, None, None, g_m, g_lv, None, None, Dz, rows_z, None, gs * bt, nt_z)
+        else:
+            elem = np.empty(mf.size, dtype=dtype)
+            _k.gauss_kl(mf, lvf, None, None, g_m, g_lv, None, None, 1, None, elem, gs * bt, nt_z)
+            rows_z = row_sums(elem, B, Dz)
+        loss = (rows + bt * rows_z).astype(dtype)
+    if not return_grad:
+        return loss
+    return loss, (gr.result(), gm.result(), glv.result())
+
+
+def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, reduction="mean",
+                      return_grad=False, grad_out=None):
+    """PyTorch's gaussian_nll_loss: 0.5 * (log(max(var, eps)) + (input - target)**2 /
+    max(var, eps)) per element (+ 0.5 * log(2 pi) with full=True).
+
+    var: the input's shape (heteroscedastic), one per last-axis row (shape[:-1] or a last
+    axis of 1), the input's shape with one other axis of size 1, or a scalar; negative
+    entries: ValueError. target broadcasts to input's shape. As in PyTorch, the eps clamp
+    passes the gradient straight through. reduction: "mean" over elements, "sum", "none".
+    return_grad: (grad_input, grad_var), grad_var of var's shape (the gradient with
+    respect to target is -grad_input).
+    """
+    reduction = check_reduction(reduction)
+    check_grad_request(return_grad, grad_out)
+    (xa, ta, va), dtype = _as_arrays((input, target, var), ("input", "target", "var"))
+    e = check_real(eps, "eps", 0.0)
+    check_broadcast(ta, xa.shape, "target", against="input")
+    shape = xa.shape
+    layout = check_var_layout(va, shape)
+    if va.size and np.min(va) < 0:
+        raise ValueError("var has negative entries (variances must be >= 0)")
+    n = xa.size
+    D = shape[-1] if len(shape) else 1
+    nrows = n // D if D else 0
+    per_row = layout in ("scalar", "row") and D > 0
+    gx = gv = None
+    if return_grad:
+        outs = check_grad_outs(grad_out, ["input", "var"])
+        gx = BroadcastGrad(shape, shape, dtype, outs[0], "grad_out[0]")
+        gv = BroadcastGrad(va.shape, va.shape if per_row else shape, dtype, outs[1], "grad_out[1]")
+    xf, tf = flat_full(xa, shape), flat_full(ta, shape)
+    cst = 0.5 * math.log(2 * math.pi) if full else 0.0
+    gs = grad_scale(reduction, n)
+    nt = _config.threads_for(n)
+    elem = np.empty(n, dtype=dtype) if reduction == "none" else None
+    if per_row:
+        vrow = (np.full(nrows, va, dtype=dtype) if layout == "scalar"
+                else np.ascontiguousarray(va).reshape(-1))
+        grow = np.empty(nrows, dtype=dtype) if return_grad else None
+        total = _k.nll(xf, tf, vrow, True, gx.buf if gx else None, grow, D, elem, e, cst, gs, nt)
+        if return_grad:
+            gv.full[...] = (np.sum(grow, dtype=np.float64) if layout == "scalar"
+                            else grow.reshape(va.shape))
+    else:
+        vf = flat_full(va, shape)
+        total = _k.nll(xf, tf, vf, False, gx.buf if gx else None, gv.buf if gv else None,
+                       max(D, 1), elem, e, cst, gs, nt)
+    loss = elem.reshape(shape) if reduction == "none" else reduce_total(total, n, reduction, dtype)
+    if not return_grad:
+        return loss
+    return loss, (gx.result(), gv.result())
