@@ -18,6 +18,9 @@ from ._layout import as_rows, flat_full, grad_buffers, grad_rows, periodic
 from ._reduce import grad_scale, reduce_elements, reduce_rows
 from ._xent import label_rows, prepare_labels, prob_rows, weight_sum
 
+__all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss", "logsumexp",
+           "softmax", "log_softmax"]
+
 _config.register_kernels(_k)
 
 

@@ -20,6 +20,8 @@ from ._checks import (as_float_array, check_broadcast, check_choice, check_covar
 from ._layout import BroadcastGrad, flat_full, row_sums, unbroadcast
 from ._reduce import grad_scale, reduce_total
 
+__all__ = ["gaussian_kl", "mvn_kl", "vae_loss", "gaussian_nll_loss"]
+
 _config.register_kernels(_k)
 
 # "none" on rows shorter than this: per-element losses summed by NumPy, instead of one

@@ -21,6 +21,9 @@ from ._layout import grad_buffers
 from ._reduce import grad_scale, reduce_rows
 from ._xent import label_rows
 
+__all__ = ["pairwise_distances", "triplet_margin_loss", "batch_hard_triplet_loss", "info_nce_loss",
+           "nt_xent_loss"]
+
 _config.register_kernels(_k)
 
 # torch.nn.functional.normalize's eps: x / max(||x||, eps).

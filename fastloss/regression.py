@@ -16,6 +16,9 @@ from ._checks import (as_float_array, check_broadcast, check_grad_request, check
 from ._layout import flat_full, grad_buffers, periodic
 from ._reduce import grad_scale, reduce_elements
 
+__all__ = ["mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "log_cosh_loss",
+           "generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"]
+
 _config.register_kernels(_k)
 
 
