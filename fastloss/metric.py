@@ -244,6 +244,23 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
 
 # --- InfoNCE / CLIP ---------------------------------------------------------------------
 
+def _views_setup(x1, x2, names, temperature, reduction, return_grad, grad_out):
+    """Two checked (N, D) views (N >= 2) as C-contiguous arrays of one dtype, the
+    temperature, the reduction and the gradient buffers (or None)."""
+    reduction = check_reduction(reduction)
+    check_grad_request(return_grad, grad_out)
+    a = check_matrix(x1, names[0], min_rows=2)
+    b = check_matrix(x2, names[1])
+    check_same_shape(a, names[0], b, names[1])
+    t = check_temperature(temperature)
+    dtype = result_dtype(a, b)
+    a = np.ascontiguousarray(a, dtype=dtype)
+    b = np.ascontiguousarray(b, dtype=dtype)
+    grads = grad_buffers(grad_out, list(names), a.shape, dtype) if return_grad else None
+    return a, b, t, reduction, grads
+
+
+
 def _normalized(x, scale, normalize, nt):
     """scale * x / max(||x||, eps) row-wise (or scale * x), as a new C-contiguous array."""
     if normalize:
@@ -369,17 +386,9 @@ def info_nce_loss(query, key, *, temperature=0.07, symmetric=False, normalize=Tr
     gradient goes through the normalisation. query, key: (N, D), N >= 2.
     Gradients (grad_query, grad_key).
     """
-    reduction = check_reduction(reduction)
-    check_grad_request(return_grad, grad_out)
-    q = check_matrix(query, "query", min_rows=2)
-    k = check_matrix(key, "key")
-    check_same_shape(q, "query", k, "key")
-    t = check_temperature(temperature)
-    dtype = result_dtype(q, k)
-    q = np.ascontiguousarray(q, dtype=dtype)
-    k = np.ascontiguousarray(k, dtype=dtype)
-    N, D = q.shape
-    grads = grad_buffers(grad_out, ["query", "key"], (N, D), dtype) if return_grad else None
+    q, k, t, reduction, grads = _views_setup(query, key, ("query", "key"), temperature, reduction,
+                                             return_grad, grad_out)
+    N, dtype = q.shape[0], q.dtype
     ntv = _blas_side_threads(q.size)
     nt = _blas_side_threads(N * N)
     qs = _normalized(q, 1.0 / t, normalize, ntv)      # S = qs kh^T is already divided by t
@@ -407,18 +416,10 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, reduction="mean", return_grad=False
     views; "none" gives the 2N per-view losses, z1's rows first. Cosine similarity is
     that of x / max(||x||, 1e-12). Gradients (grad_z1, grad_z2).
     """
-    reduction = check_reduction(reduction)
-    check_grad_request(return_grad, grad_out)
-    a = check_matrix(z1, "z1", min_rows=2)
-    b = check_matrix(z2, "z2")
-    check_same_shape(a, "z1", b, "z2")
-    t = check_temperature(temperature)
-    dtype = result_dtype(a, b)
-    a = np.ascontiguousarray(a, dtype=dtype)
-    b = np.ascontiguousarray(b, dtype=dtype)
-    N, D = a.shape
+    a, b, t, reduction, grads = _views_setup(z1, z2, ("z1", "z2"), temperature, reduction,
+                                             return_grad, grad_out)
+    (N, D), dtype = a.shape, a.dtype
     n2 = 2 * N
-    grads = grad_buffers(grad_out, ["z1", "z2"], (N, D), dtype) if return_grad else None
     ntv = _blas_side_threads(a.size)
     nt = _blas_side_threads(n2 * n2)
     scale = 1.0 / math.sqrt(t)                 # S = zs zs^T = cos / t

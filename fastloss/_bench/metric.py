@@ -67,16 +67,26 @@ def np_sqeuclidean(x, y):
 def np_triplet(a, p, n, grad, margin=1.0, eps=1e-6):
     up = a - p + a.dtype.type(eps)
     un = a - n + a.dtype.type(eps)
+    out = _np_hinge(up, un, margin, grad, np.greater_equal)
+    if not grad:
+        return out
+    loss, up, un = out
+    return loss, up - un, -up, un
+
+
+def _np_hinge(up, un, margin, grad, active):
+    """Mean of max(|up| - |un| + margin, 0) over rows; with grad also up and un scaled in
+    place by the hinge's (active(x, 0)) weight over their norms."""
     dp = np.sqrt(np.einsum("ij,ij->i", up, up))
     dn = np.sqrt(np.einsum("ij,ij->i", un, un))
     x = dp - dn + margin
     loss = np.mean(np.maximum(x, 0))
     if not grad:
         return loss
-    w = ((x >= 0) / a.shape[0]).astype(a.dtype)
+    w = (active(x, 0) / up.shape[0]).astype(up.dtype)
     up *= (w / np.where(dp > 0, dp, 1))[:, None]
     un *= (w / np.where(dn > 0, dn, 1))[:, None]
-    return loss, up - un, -up, un
+    return loss, up, un
 
 
 def np_batch_hard(e, lab, grad, margin=1.0):
@@ -87,16 +97,10 @@ def np_batch_hard(e, lab, grad, margin=1.0):
     np.fill_diagonal(pos, False)
     p_idx = np.argmax(np.where(pos, d2, -np.inf), axis=1)
     n_idx = np.argmin(np.where(same, np.inf, d2), axis=1)
-    up, un = e - e[p_idx], e - e[n_idx]
-    dp = np.sqrt(np.einsum("ij,ij->i", up, up))
-    dn = np.sqrt(np.einsum("ij,ij->i", un, un))
-    x = dp - dn + margin
-    loss = np.mean(np.maximum(x, 0))
+    out = _np_hinge(e - e[p_idx], e - e[n_idx], margin, grad, np.greater)
     if not grad:
-        return loss
-    w = ((x > 0) / e.shape[0]).astype(e.dtype)
-    up *= (w / np.where(dp > 0, dp, 1))[:, None]
-    un *= (w / np.where(dn > 0, dn, 1))[:, None]
+        return out
+    loss, up, un = out
     g = up - un
     np.add.at(g, p_idx, -up)
     np.add.at(g, n_idx, un)
