@@ -340,17 +340,13 @@ def _sym_ce(qs, kh, gs, want_grad, nt):
             _k.ce_grad(Sb, r0, rlse, 0.5 * gs, clse, 0.5 * gs, 0, N, gs, nt)
         else:
             _k.ce_grad_bounded(Sb, r0, rlse, 0.5 * gs, bvec, 0.5 * gs, U, 0, N, gs, nt)
-        np.matmul(Sb, kh, out=gq[r0:r1])
-        if full:
-            np.matmul(Sb.T, qs, out=gk)
-        else:
-            gk += Sb.T @ qs[r0:r1]
+        _logit_grad_back(Sb, qs, kh, r0, gq, gk, full)
     return rows, gq, gk
 
 
 def _row_ce(qs, kh, labels_of, gs, want_grad, mask_self=False):
     """Row-wise cross-entropy of S = qs kh^T (row i's label labels_of(rows)), through
-    classification.label_rows in place. Returns per-row losses and, with want_grad,
+    _xent.label_rows in place. Returns per-row losses and, with want_grad,
     (dS kh, dS^T qs). mask_self: S_ii = -inf (self-similarity excluded)."""
     N, M, dtype = qs.shape[0], kh.shape[0], qs.dtype
     full = N * M * dtype.itemsize <= _S_MAX_BYTES
@@ -369,12 +365,19 @@ def _row_ce(qs, kh, labels_of, gs, want_grad, mask_self=False):
         rows[r0:r1] = label_rows(Sb, labels_of(r0, r1), gscale=gs, grad=Sb if want_grad else None,
                                  n_threads=_blas_side_threads(Sb.size))
         if want_grad:
-            np.matmul(Sb, kh, out=gq[r0:r1])
-            if full:
-                np.matmul(Sb.T, qs, out=gk)
-            else:
-                gk += Sb.T @ qs[r0:r1]
+            _logit_grad_back(Sb, qs, kh, r0, gq, gk, full)
     return rows, gq, gk
+
+
+def _logit_grad_back(dS, qs, kh, r0, gq, gk, full):
+    """The gradient dS of the logits rows r0.. of S = qs kh^T, back through the product:
+    into gq's rows, and into gk (accumulated over row blocks unless S is whole)."""
+    r1 = r0 + dS.shape[0]
+    np.matmul(dS, kh, out=gq[r0:r1])
+    if full:
+        np.matmul(dS.T, qs, out=gk)
+    else:
+        gk += dS.T @ qs[r0:r1]
 
 
 def info_nce_loss(query, key, *, temperature=0.07, symmetric=False, normalize=True,
