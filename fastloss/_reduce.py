@@ -1,7 +1,7 @@
 """Reductions: per-item losses to the returned loss, and the gradient scale that goes
 with them. Family-neutral; every family reduces through these (see ARCHITECTURE.md).
 
-The rule for "mean" (DESIGN.md): sum(w_i * l_i) / sum(w_i) over the items that count,
+The rule for "mean" (README, Conventions): sum(w_i * l_i) / sum(w_i) over the items that count,
 accumulated in float64. A mean over a zero denominator is NaN (0 / 0, as PyTorch), and
 its gradient scale is 1 / 0 = inf: every gradient entry that a counted term enters is
 then NaN (0 * inf) or infinite like the loss, and entries that count for nothing stay 0.
