@@ -1,5 +1,6 @@
-"""Tolerances and finite differences shared by the tests."""
+"""Tolerances, result checks, finite differences and PyTorch leaves shared by the tests."""
 import numpy as np
+import pytest
 
 # Tolerances against the float64 oracles.
 TOL = {
@@ -38,3 +39,23 @@ def fd_grad(f, x, h=1e-3):
         flat[i] = v
         gflat[i] = (-vals[0] + 8 * vals[1] - 8 * vals[2] + vals[3]) / (12 * h)
     return g
+
+
+def check_loss_and_grads(fast, oracle, dtype):
+    """(loss, grad or tuple of grads) of a kernel against the oracle's: dtypes and values."""
+    loss, grads = fast
+    rloss, rgrads = oracle
+    assert np.asarray(loss).dtype == dtype
+    assert_close(loss, rloss, dtype)
+    if not isinstance(grads, tuple):
+        grads, rgrads = (grads,), (rgrads,)
+    assert len(grads) == len(rgrads)
+    for g, rg in zip(grads, rgrads):
+        assert g.dtype == dtype
+        assert_close(g, rg, dtype, grad=True)
+
+
+def torch_leaf(a, grad=True):
+    """a as a float64 torch tensor (skips the test when torch is not installed)."""
+    torch = pytest.importorskip("torch")
+    return torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=grad)

@@ -18,7 +18,8 @@ _cases = None
 def family_modules():
     """Names of the family modules in this package, in a stable order."""
     names = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in _INFRA)
-    first = [n for n in ("classification", "regression", "divergence", "metric") if n in names]
+    order = ("classification", "regression", "divergence", "gaussian", "metric")
+    first = [n for n in order if n in names]
     return first + [n for n in names if n not in first]
 
 

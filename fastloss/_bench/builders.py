@@ -270,3 +270,15 @@ def loss_cases(func, family, fl_fn, args, make, sizes, *, wrt=(0,), numpy=None, 
 def size(shape, quick, tag="", large=False, scaling=False):
     """One entry of loss_cases' sizes."""
     return (tag, tuple(shape), tuple(quick), large, scaling)
+
+
+# --- bytes a case moves ------------------------------------------------------------------
+
+def rows_bytes(k_in, k_grad):
+    """k_in arrays of the case's shape read, k_grad written with the gradient."""
+    return lambda shape, s, grad: int(np.prod(shape)) * s * (k_in + (k_grad if grad else 0))
+
+
+def bytes_formula(text_in, text_grad):
+    """formula(grad) for loss_cases: the bytes read, plus those written with the gradient."""
+    return lambda grad: text_in + (" + " + text_grad if grad else "")

@@ -1,8 +1,6 @@
-"""NumPy float64 oracles for the divergences and probabilistic losses: plain formulas,
-same signatures as the fast functions (less grad_out), used by the tests and the
-benchmark."""
-import math
-
+"""NumPy float64 oracles for the divergences between softmax distributions: plain
+formulas, same signatures as the fast functions (less grad_out), used by the tests and
+the benchmark. The Gaussian family's oracles are in gaussian.py."""
 import numpy as np
 
 from .common import finish, reduce
@@ -92,87 +90,3 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
         denom = np.count_nonzero(valid)
     loss, scale = reduce(per, reduction, denom)
     return finish(loss, np.moveaxis(grad * scale, -1, axis), return_grad)
-
-
-def gaussian_kl(mu_p, logvar_p, mu_q=None, logvar_q=None, *, reduction="mean", return_grad=False):
-    given = [a is not None for a in (mu_p, logvar_p, mu_q, logvar_q)]
-    mp, lvp = np.asarray(mu_p, np.float64), np.asarray(logvar_p, np.float64)
-    mq = np.zeros(()) if mu_q is None else np.asarray(mu_q, np.float64)
-    lvq = np.zeros(()) if logvar_q is None else np.asarray(logvar_q, np.float64)
-    dm = mp - mq
-    vr = np.exp(lvp - lvq)
-    per_el = 0.5 * (lvq - lvp + vr + dm ** 2 / np.exp(lvq) - 1)
-    per = np.sum(per_el, axis=-1)
-    loss, scale = reduce(per, reduction, per.size)
-    shape = per_el.shape
-    full = [dm / np.exp(lvq), 0.5 * (vr - 1), -dm / np.exp(lvq), 0.5 * (1 - vr - dm ** 2 / np.exp(lvq))]
-    arrs = (mp, lvp, mq, lvq)
-    grads = tuple(_sum_to(np.broadcast_to(g, shape) * scale, a.shape)
-                  for g, a, k in zip(full, arrs, given) if k)
-    return finish(loss, grads, return_grad)
-
-
-def _sum_to(g, shape):
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(lead + i for i, s in enumerate(shape)
-                                      if s == 1 and g.shape[lead + i] != 1)
-    return np.sum(g, axis=axes).reshape(shape)
-
-
-def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, reduction="mean", return_grad=False):
-    """With explicit inverses and slogdet: a different route from the kernel's Cholesky."""
-    mp, Sp = np.asarray(mu_p, np.float64), np.asarray(cov_p, np.float64)
-    mq, Sq = np.asarray(mu_q, np.float64), np.asarray(cov_q, np.float64)
-    d = mp.shape[-1]
-    batch = np.broadcast_shapes(mp.shape[:-1], Sp.shape[:-2], mq.shape[:-1], Sq.shape[:-2])
-    Sp_b = np.broadcast_to(Sp, batch + (d, d))
-    Sq_b = np.broadcast_to(Sq, batch + (d, d))
-    delta = np.broadcast_to(mp - mq, batch + (d,))
-    Sq_inv = np.linalg.inv(Sq_b)
-    Sp_inv = np.linalg.inv(Sp_b)
-    tr = np.trace(Sq_inv @ Sp_b, axis1=-2, axis2=-1)
-    maha = np.einsum("...i,...ij,...j->...", delta, Sq_inv, delta)
-    per = 0.5 * (tr + maha - d + np.linalg.slogdet(Sq_b)[1] - np.linalg.slogdet(Sp_b)[1])
-    loss, scale = reduce(per, reduction, per.size)
-    a = np.einsum("...ij,...j->...i", Sq_inv, delta)
-    g = [a, 0.5 * (Sq_inv - Sp_inv), -a,
-         0.5 * (Sq_inv - Sq_inv @ Sp_b @ Sq_inv - a[..., :, None] * a[..., None, :])]
-    grads = tuple(_sum_to(gi * scale, arr.shape) for gi, arr in zip(g, (mp, Sp, mq, Sq)))
-    return finish(loss, grads, return_grad)
-
-
-def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, reduction="mean",
-             return_grad=False):
-    r, xt = np.asarray(recon, np.float64), np.asarray(x, np.float64)
-    m, lv = np.asarray(mu, np.float64), np.asarray(logvar, np.float64)
-    xt = np.broadcast_to(xt, r.shape)
-    if recon_loss == "mse":
-        rec_el, grec = (r - xt) ** 2, 2 * (r - xt)
-    else:
-        rec_el = np.logaddexp(0.0, r) - r * xt
-        grec = 1 / (1 + np.exp(-r)) - xt
-    B = r.shape[0]
-    rec = np.sum(rec_el.reshape(B, -1), axis=1)
-    kl = np.sum((-0.5 * (1 + lv - m ** 2 - np.exp(lv))).reshape(B, -1), axis=1)
-    per = rec + beta * kl
-    loss, scale = reduce(per, reduction, B)
-    grads = (grec * scale, beta * m * scale, beta * 0.5 * (np.exp(lv) - 1) * scale)
-    return finish(loss, grads, return_grad)
-
-
-def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, reduction="mean",
-                      return_grad=False):
-    x, t = np.asarray(input, np.float64), np.asarray(target, np.float64)
-    v = np.asarray(var, np.float64)
-    vshape = v.shape
-    if v.shape != x.shape and v.ndim and v.shape == x.shape[:-1]:
-        v = v[..., None]
-    vc = np.maximum(v, eps)
-    d = x - t
-    per = 0.5 * (np.log(vc) + d ** 2 / vc) + (0.5 * math.log(2 * math.pi) if full else 0.0)
-    per = np.broadcast_to(per, x.shape)
-    loss, scale = reduce(per, reduction, per.size)
-    gx = np.broadcast_to(d / vc, x.shape) * scale
-    gv = np.broadcast_to(0.5 * (1 / vc - d ** 2 / vc ** 2), x.shape) * scale
-    gv = _sum_to(gv, v.shape).reshape(vshape)
-    return finish(loss, (gx, gv), return_grad)

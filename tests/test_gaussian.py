@@ -1,0 +1,293 @@
+"""The Gaussian family (gaussian_kl, mvn_kl, vae_loss, gaussian_nll_loss) against the
+float64 oracles, finite differences and PyTorch; edge cases and bad input."""
+
+import numpy as np
+import pytest
+
+from fastloss.gaussian import gaussian_kl, gaussian_nll_loss, mvn_kl, vae_loss
+from fastloss.reference import gaussian as ref
+from helpers import check_loss_and_grads, fd_grad, torch_leaf
+
+DTYPES = [np.float32, np.float64]
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+# --- Gaussian KL -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("which", ["std", "mu_q", "both", "logvar_q", "broadcast"])
+@pytest.mark.parametrize("D", [1, 5, 70])
+def test_gaussian_kl_matrix(simd, rng, dtype, reduction, which, D):
+    mp = rng.standard_normal((6, 3, D)).astype(dtype)
+    lvp = rng.standard_normal((6, 3, D)).astype(dtype)
+    mq = rng.standard_normal((6, 3, D)).astype(dtype)
+    lvq = rng.standard_normal((6, 3, D)).astype(dtype)
+    args = {"std": (mp, lvp), "mu_q": (mp, lvp, mq), "both": (mp, lvp, mq, lvq),
+            "logvar_q": (mp, lvp, None, lvq),
+            "broadcast": (mp, lvp[:1], mq[0, 0], lvq[:, :, :1])}[which]
+    kw = dict(reduction=reduction, return_grad=True)
+    fast, oracle = gaussian_kl(*args, **kw), ref.gaussian_kl(*args, **kw)
+    check_loss_and_grads(fast, oracle, dtype)
+    for g, a in zip(fast[1], [a for a in args if a is not None]):
+        assert g.shape == a.shape
+
+
+def test_gaussian_kl_vae_term_and_finite_differences(rng):
+    mu, lv = rng.standard_normal((4, 6)), rng.standard_normal((4, 6))
+    vae_term = np.mean(-0.5 * np.sum(1 + lv - mu ** 2 - np.exp(lv), axis=-1))
+    assert gaussian_kl(mu, lv) == pytest.approx(vae_term, rel=1e-13)
+    mq, lvq = rng.standard_normal((4, 6)), rng.standard_normal((1, 6))
+    _, g = gaussian_kl(mu, lv, mq, lvq, return_grad=True)
+    args = [mu, lv, mq, lvq]
+    for i in range(4):
+        def f(a, i=i):
+            aa = list(args)
+            aa[i] = a
+            return gaussian_kl(*aa)
+        np.testing.assert_allclose(g[i], fd_grad(f, args[i]), atol=1e-8)
+
+
+def test_gaussian_kl_edge_cases():
+    assert gaussian_kl(np.zeros((3, 4)), np.zeros((3, 4))) == 0.0
+    loss, (g1, g2) = gaussian_kl(np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32),
+                                 reduction="none", return_grad=True)
+    assert loss.shape == (0,) and g1.shape == (0, 4)
+    assert np.isnan(gaussian_kl(np.zeros((0, 4)), np.zeros((0, 4))))
+    l0 = gaussian_kl(np.zeros((2, 0)), np.zeros((2, 0)), reduction="none")
+    np.testing.assert_array_equal(l0, [0.0, 0.0])
+    mu = np.zeros((2, 3))
+    mu[1, 1] = np.nan
+    out = gaussian_kl(mu, np.zeros((2, 3)), reduction="none")
+    assert out[0] == 0.0 and np.isnan(out[1])
+    # univariate: last axis of 1
+    u = gaussian_kl(np.array([[1.0]]), np.array([[0.0]]), np.array([[0.0]]), np.array([[np.log(4.0)]]))
+    assert u == pytest.approx(0.5 * (np.log(4) + (1 + 1) / 4 - 1), rel=1e-14)
+
+
+# --- full-covariance KL ------------------------------------------------------------------------
+
+def _spd(rng, batch, d):
+    a = rng.standard_normal(batch + (d, d))
+    return a @ np.swapaxes(a, -1, -2) + 0.5 * np.eye(d)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("batch_p,batch_q", [((), ()), ((5,), (5,)), ((2, 3), ()), ((4,), (1,))])
+def test_mvn_kl_matrix(rng, dtype, reduction, batch_p, batch_q):
+    d = 4
+    args = (rng.standard_normal(batch_p + (d,)).astype(dtype), _spd(rng, batch_p, d).astype(dtype),
+            rng.standard_normal(batch_q + (d,)).astype(dtype), _spd(rng, batch_q, d).astype(dtype))
+    kw = dict(reduction=reduction, return_grad=True)
+    fast, oracle = mvn_kl(*args, **kw), ref.mvn_kl(*args, **kw)
+    check_loss_and_grads(fast, oracle, dtype)
+    for g, a in zip(fast[1], args):
+        assert g.shape == a.shape
+
+
+def test_mvn_kl_finite_differences_and_diagonal(rng):
+    d = 3
+    mp, Sp, mq, Sq = rng.standard_normal(d), _spd(rng, (), d), rng.standard_normal(d), _spd(rng, (), d)
+    _, g = mvn_kl(mp, Sp, mq, Sq, return_grad=True)
+    sym = lambda S: 0.5 * (S + S.T)
+    fs = [lambda a: mvn_kl(a, Sp, mq, Sq), lambda a: mvn_kl(mp, sym(a), mq, Sq),
+          lambda a: mvn_kl(mp, Sp, a, Sq), lambda a: mvn_kl(mp, Sp, mq, sym(a))]
+    for gi, f, a in zip(g, fs, (mp, Sp, mq, Sq)):
+        np.testing.assert_allclose(gi, fd_grad(f, a, h=1e-4), atol=1e-7)
+    # diagonal covariances agree with gaussian_kl
+    vp, vq = rng.uniform(0.5, 2, (2, d)), rng.uniform(0.5, 2, (2, d))
+    mu = rng.standard_normal((2, d))
+    full = mvn_kl(mu, vp[..., None] * np.eye(d), 0 * mu, vq[..., None] * np.eye(d), reduction="none")
+    np.testing.assert_allclose(full, gaussian_kl(mu, np.log(vp), 0 * mu, np.log(vq), reduction="none"),
+                               rtol=1e-12)
+
+
+def test_mvn_kl_errors(rng):
+    d = 3
+    mp, Sp, mq, Sq = rng.standard_normal((2, d)), _spd(rng, (2,), d), rng.standard_normal(d), _spd(rng, (), d)
+    bad = Sq.copy()
+    bad[0, 0] = -1.0
+    with pytest.raises(ValueError, match="cov_q is not symmetric positive definite"):
+        mvn_kl(mp, Sp, mq, bad)
+    badp = Sp.copy()
+    badp[1] = -np.eye(d)
+    with pytest.raises(ValueError, match=r"cov_p is not symmetric positive definite \(batch index \(1,\)\)"):
+        mvn_kl(mp, badp, mq, Sq)
+    nanq = Sq.copy()
+    nanq[1, 1] = np.nan
+    with pytest.raises(ValueError, match="cov_q contains NaN"):
+        mvn_kl(mp, Sp, mq, nanq)
+    asym = Sq.copy()
+    asym[0, 1] += 0.5
+    with pytest.raises(ValueError, match="cov_q is not symmetric"):
+        mvn_kl(mp, Sp, mq, asym)
+    with pytest.raises(ValueError, match="cov_p has shape"):
+        mvn_kl(mp, Sp[..., :2], mq, Sq)
+    with pytest.raises(ValueError, match="mu_q has shape"):
+        mvn_kl(mp, Sp, mq[:2], Sq)
+    with pytest.raises(ValueError, match="batch shapes"):
+        mvn_kl(mp, _spd(rng, (3,), d), mq, Sq)
+    with pytest.raises(ValueError, match="cov_p must have at least 2"):
+        mvn_kl(mp, np.ones(3), mq, Sq)
+    nan_mu = mp.copy()
+    nan_mu[0, 0] = np.nan
+    assert np.isnan(mvn_kl(nan_mu, Sp, mq, Sq, reduction="none")[0])
+
+
+# --- VAE -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("recon_loss", ["mse", "bce"])
+@pytest.mark.parametrize("shapes", [((7, 3, 40), (7, 80)), ((7, 5), (7, 3)), ((7,), (7,))])
+def test_vae_matrix(simd, rng, dtype, reduction, recon_loss, shapes):
+    rs, zs = shapes
+    r = rng.standard_normal(rs).astype(dtype)
+    x = rng.uniform(size=rs).astype(dtype)
+    mu, lv = rng.standard_normal(zs).astype(dtype), rng.standard_normal(zs).astype(dtype)
+    kw = dict(recon_loss=recon_loss, beta=2.5, reduction=reduction, return_grad=True)
+    check_loss_and_grads(vae_loss(r, x, mu, lv, **kw), ref.vae_loss(r, x, mu, lv, **kw), dtype)
+
+
+def test_vae_finite_differences_and_terms(rng):
+    r, x = rng.standard_normal((3, 4)), rng.uniform(size=(3, 4))
+    mu, lv = rng.standard_normal((3, 2)), rng.standard_normal((3, 2))
+    for mode in ("mse", "bce"):
+        _, g = vae_loss(r, x, mu, lv, recon_loss=mode, beta=0.7, return_grad=True)
+        args = [r, mu, lv]
+        for i, pos in enumerate((0, 2, 3)):
+            def f(a, pos=pos):
+                aa = [r, x, mu, lv]
+                aa[pos] = a
+                return vae_loss(*aa, recon_loss=mode, beta=0.7)
+            np.testing.assert_allclose(g[i], fd_grad(f, args[i]), atol=1e-8)
+    # both terms per sample, then the batch mean
+    want = np.mean(np.sum((r - x) ** 2, axis=1)) + 0.7 * gaussian_kl(mu, lv)
+    assert vae_loss(r, x, mu, lv, beta=0.7) == pytest.approx(want, rel=1e-13)
+    assert vae_loss(r, x[:1], mu, lv) == vae_loss(r, np.broadcast_to(x[:1], r.shape).copy(), mu, lv)
+
+
+# --- Gaussian NLL -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("var_shape", ["full", "short", "last1", "middle1", "scalar"])
+@pytest.mark.parametrize("full", [False, True])
+def test_gaussian_nll_matrix(simd, rng, dtype, reduction, var_shape, full):
+    shape = (5, 4, 19)
+    x, t = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    vs = {"full": shape, "short": shape[:-1], "last1": (5, 4, 1), "middle1": (5, 1, 19)}
+    var = 0.7 if var_shape == "scalar" else rng.uniform(0.05, 2.0, vs[var_shape]).astype(dtype)
+    if var_shape != "scalar":
+        var.reshape(-1)[::7] = 1e-9               # below eps: clamped
+    kw = dict(full=full, eps=1e-4, reduction=reduction, return_grad=True)
+    fast, oracle = gaussian_nll_loss(x, t, var, **kw), ref.gaussian_nll_loss(x, t, var, **kw)
+    check_loss_and_grads(fast, oracle, dtype)
+    assert fast[1][1].shape == np.shape(var)
+
+
+def test_gaussian_nll_finite_differences(rng):
+    x, t = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    for var in (rng.uniform(0.5, 2, (3, 4)), rng.uniform(0.5, 2, (3,)), rng.uniform(0.5, 2, (1, 4))):
+        _, (gx, gv) = gaussian_nll_loss(x, t, var, full=True, return_grad=True)
+        np.testing.assert_allclose(gx, fd_grad(lambda a: gaussian_nll_loss(a, t, var, full=True), x), atol=1e-8)
+        np.testing.assert_allclose(gv, fd_grad(lambda v: gaussian_nll_loss(x, t, v, full=True), var, h=1e-4),
+                                   atol=1e-7)
+
+
+def test_gaussian_nll_edge_cases():
+    assert np.isnan(gaussian_nll_loss(np.array([1.0, np.nan]), np.zeros(2), np.ones(2)))
+    loss, (gx, gv) = gaussian_nll_loss(np.zeros((0, 3)), np.zeros((0, 3)), np.ones((0, 3)),
+                                       reduction="none", return_grad=True)
+    assert loss.shape == (0, 3) and gv.shape == (0, 3)
+    # target broadcasts to the input
+    x = np.arange(6.0).reshape(2, 3)
+    assert gaussian_nll_loss(x, 1.0, 2.0) == pytest.approx(
+        gaussian_nll_loss(x, np.ones((2, 3)), np.full((2, 3), 2.0)), rel=1e-14)
+    assert gaussian_nll_loss(np.float64(1.0), 0.0, 1.0) == pytest.approx(0.5)
+
+
+# --- PyTorch parity --------------------------------------------------------------------------------
+
+def test_gaussians_match_pytorch(rng):
+    torch = pytest.importorskip("torch")
+    D = torch.distributions
+    mp, lvp, mq, lvq = (rng.standard_normal((5, 4)) for _ in range(4))
+    ts = [torch_leaf(a) for a in (mp, lvp, mq, lvq)]
+    want = D.kl_divergence(D.Normal(ts[0], torch.exp(0.5 * ts[1])),
+                           D.Normal(ts[2], torch.exp(0.5 * ts[3]))).sum(-1).mean()
+    want.backward()
+    loss, g = gaussian_kl(mp, lvp, mq, lvq, return_grad=True)
+    assert loss == pytest.approx(want.item(), rel=1e-12)
+    for a, b in zip(g, ts):
+        np.testing.assert_allclose(a, b.grad.numpy(), atol=1e-13)
+    d = 3
+    args = (rng.standard_normal((2, d)), _spd(rng, (2,), d), rng.standard_normal((2, d)), _spd(rng, (2,), d))
+    ts = [torch_leaf(a) for a in args]
+    want = D.kl_divergence(D.MultivariateNormal(ts[0], covariance_matrix=ts[1]),
+                           D.MultivariateNormal(ts[2], covariance_matrix=ts[3])).sum()
+    want.backward()
+    loss, g = mvn_kl(*args, reduction="sum", return_grad=True)
+    assert loss == pytest.approx(want.item(), rel=1e-10)
+    for a, b in zip(g, ts):
+        np.testing.assert_allclose(a, b.grad.numpy(), atol=1e-10)
+    x, t, v = rng.standard_normal((4, 6)), rng.standard_normal((4, 6)), rng.uniform(0.1, 2, (4, 1))
+    v[0] = 1e-8
+    tx, tv = torch_leaf(x), torch_leaf(v)
+    want = torch.nn.functional.gaussian_nll_loss(tx, torch.tensor(t), tv, full=True, eps=1e-3)
+    want.backward()
+    loss, (gx, gv) = gaussian_nll_loss(x, t, v, full=True, eps=1e-3, return_grad=True)
+    assert loss == pytest.approx(want.item(), rel=1e-12)
+    np.testing.assert_allclose(gx, tx.grad.numpy(), atol=1e-13)
+    np.testing.assert_allclose(gv, tv.grad.numpy(), rtol=1e-12)
+    r, xx = rng.standard_normal((4, 10)), rng.uniform(size=(4, 10))
+    tr, tm, tl = torch_leaf(r), torch_leaf(mp[:4]), torch_leaf(lvp[:4])
+    rec = torch.nn.functional.binary_cross_entropy_with_logits(tr, torch.tensor(xx), reduction="none").sum(1)
+    kl = -0.5 * (1 + tl - tm ** 2 - tl.exp()).sum(1)
+    want = (rec + 2.0 * kl).mean()
+    want.backward()
+    loss, g = vae_loss(r, xx, mp[:4], lvp[:4], recon_loss="bce", beta=2.0, return_grad=True)
+    assert loss == pytest.approx(want.item(), rel=1e-12)
+    for a, b in zip(g, (tr, tm, tl)):
+        np.testing.assert_allclose(a, b.grad.numpy(), atol=1e-14)
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: gaussian_kl(np.zeros((2, 3)), np.zeros((2, 4))), ValueError, "do not broadcast"),
+    (lambda: gaussian_kl(np.float64(0.0), np.float64(0.0)), ValueError, "at least one dimension"),
+    (lambda: gaussian_kl(np.zeros(3), np.zeros(3), reduction="avg"), ValueError, "reduction"),
+    (lambda: gaussian_kl(np.zeros(3), np.zeros(3) + 1j), TypeError, "logvar_p"),
+    (lambda: gaussian_kl(np.zeros(3), np.zeros(3), return_grad=True, grad_out=(np.zeros(3),)), ValueError,
+     "tuple of 2"),
+    (lambda: gaussian_kl(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros(3), return_grad=True,
+                         grad_out=(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 3)))), ValueError,
+     r"grad_out\[2\] has shape"),
+    (lambda: vae_loss(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 2)), np.zeros((2, 2)),
+                      recon_loss="l1"), ValueError, "recon_loss"),
+    (lambda: vae_loss(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 2)), np.zeros((2, 2)), beta=-1),
+     ValueError, "beta"),
+    (lambda: vae_loss(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((3, 2)), np.zeros((3, 2))),
+     ValueError, "batch size"),
+    (lambda: vae_loss(np.zeros((2, 3)), np.zeros((2, 3)), np.zeros((2, 2)), np.zeros((2, 3))),
+     ValueError, "logvar has shape"),
+    (lambda: vae_loss(np.zeros((2, 3)), np.zeros((2, 4)), np.zeros((2, 2)), np.zeros((2, 2))),
+     ValueError, "x of shape"),
+    (lambda: vae_loss(np.float64(0), np.float64(0), np.zeros(2), np.zeros(2)), ValueError, "batch axis"),
+    (lambda: gaussian_nll_loss(np.zeros((2, 3)), np.zeros((2, 3)), -np.ones((2, 3))), ValueError,
+     "var has negative"),
+    (lambda: gaussian_nll_loss(np.zeros((2, 3)), np.zeros((2, 3)), np.ones((3, 2))), ValueError,
+     "var has shape"),
+    (lambda: gaussian_nll_loss(np.zeros((2, 3)), np.zeros((2, 3)), np.ones((1, 1))), ValueError,
+     "var has shape"),
+    (lambda: gaussian_nll_loss(np.zeros((2, 3)), np.zeros((3, 3)), np.ones((2, 3))), ValueError,
+     "target of shape"),
+    (lambda: gaussian_nll_loss(np.zeros(3), np.zeros(3), np.ones(3), eps=-1.0), ValueError, "eps"),
+    (lambda: gaussian_nll_loss(np.zeros(3), np.zeros(3), np.ones(3), reduction="batchmean"), ValueError,
+     "reduction"),
+])
+def test_bad_gaussian_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
