@@ -4,6 +4,9 @@ import numpy as np
 
 from .common import finish, reduce
 
+__all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss", "logsumexp",
+           "softmax", "log_softmax"]
+
 
 def _log_softmax_last(x):
     m = np.max(x, axis=-1, keepdims=True)

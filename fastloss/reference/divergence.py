@@ -5,6 +5,8 @@ import numpy as np
 
 from .common import finish, reduce
 
+__all__ = ["entropy", "kl_divergence", "js_divergence", "distillation_loss"]
+
 
 def _log_softmax_last(x):
     m = np.max(x, axis=-1, keepdims=True)

@@ -7,6 +7,8 @@ import numpy as np
 
 from .common import finish, reduce
 
+__all__ = ["gaussian_kl", "mvn_kl", "vae_loss", "gaussian_nll_loss"]
+
 
 def gaussian_kl(mu_p, logvar_p, mu_q=None, logvar_q=None, *, reduction="mean", return_grad=False):
     given = [a is not None for a in (mu_p, logvar_p, mu_q, logvar_q)]

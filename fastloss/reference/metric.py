@@ -5,6 +5,9 @@ import numpy as np
 
 from .common import finish, reduce
 
+__all__ = ["pairwise_distances", "triplet_margin_loss", "batch_hard_triplet_loss", "info_nce_loss",
+           "nt_xent_loss"]
+
 _EPS = 1e-12
 
 

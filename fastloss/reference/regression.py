@@ -5,6 +5,9 @@ import numpy as np
 
 from .common import finish, reduce
 
+__all__ = ["mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "log_cosh_loss",
+           "generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss"]
+
 
 def _elementwise(point, input, target, weight, reduction, return_grad):
     x = np.asarray(input, dtype=np.float64)
