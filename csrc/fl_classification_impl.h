@@ -3,19 +3,6 @@
  * the logits `x`: every loop reads an element before it writes the same one,
  * and a row's label logit is read before the row is overwritten. */
 
-/* Elements per block of a float64 partial sum: fixed, so results do not depend
- * on how rows or blocks are split between threads. */
-#define FL_SUM_BLOCK 256
-
-/* Max of a row; NaN anywhere makes it NaN. */
-static T N_(row_max)(const T *x, int64_t C) {
-    V vm = N_(vset1)(-(T)INFINITY);
-    int64_t k = 0;
-    for (; k + W <= C; k += W) vm = N_(vmax_nan)(vm, N_(vload)(x + k));
-    if (k < C) vm = N_(vmax_nan)(vm, N_(vload_part)(x + k, C - k, -(T)INFINITY));
-    return N_(vhmax_nan)(vm);
-}
-
 /* Fills a row with NaN: the softmax of a row whose max is NaN or infinite. */
 static void N_(row_nan)(T *g, int64_t C) {
     for (int64_t k = 0; k < C; k++) g[k] = (T)NAN;
