@@ -3,6 +3,8 @@
  * the logits `x`: every loop reads an element before it writes the same one,
  * and a row's label logit is read before the row is overwritten. */
 
+#include "fl_pointwise.h"
+
 /* Fills a row with NaN: the softmax of a row whose max is NaN or infinite. */
 static void N_(row_nan)(T *g, int64_t C) {
     for (int64_t k = 0; k < C; k++) g[k] = (T)NAN;
@@ -377,9 +379,7 @@ static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_o
     }
 }
 
-/* Binary cross-entropy with logits over n elements (PyTorch's formula, rearranged below):
- *   l = w * [(1 - t) x + (1 + (pw - 1) t) * softplus(-x)]
- *   dl/dx = w * [(1 - t) - (1 + (pw - 1) t) * sigmoid(-x)]
+/* Binary cross-entropy with logits over n elements (bce_logits_point), times w.
  * w, pw: NULL or n weights aligned with x. Returns sum l (float64 blocks);
  * lout (per-element loss) and g (gradient times gscale) are optional. */
 static double N_(bce_block)(const T *x, const T *t, const T *w, const T *pw, T *lout,
@@ -392,17 +392,8 @@ static double N_(bce_block)(const T *x, const T *t, const T *w, const T *pw, T *
             int64_t nk = end - k;
             V xk = N_(vload_n)(x + k, nk, 0);
             V tk = N_(vload_n)(t + k, nk, 0);
-            VI neg = xk < (T)0;
-            V e = N_(vexp)(N_(vsel)(neg, xk, -xk));    /* exp(-|x|) in (0, 1] */
-            V pwk = pw ? N_(vload_n)(pw + k, nk, 1) : N_(vset1)(1);
-            V lw = (pwk - (T)1) * tk + (T)1;
-            /* (1 - t) x + lw softplus(-x), rearranged so both terms are >= 0 for
-             * t in [0, 1] (no cancellation): softplus(-x) = log1p(e) + max(-x, 0),
-             * and for x < 0, (1 - t) x - lw x = -pw t x. */
-            V l = N_(vsel)(neg, -(pwk * tk) * xk, ((T)1 - tk) * xk) + lw * N_(vlog1p_unit)(e);
-            V d = (T)1 / ((T)1 + e);
-            /* (1 - t) - lw sigmoid(-x), likewise = lw sigmoid(x) - pw t for x < 0 */
-            V gk = N_(vsel)(neg, lw * (e * d) - pwk * tk, ((T)1 - tk) - lw * (e * d));
+            V l, gk;
+            N_(bce_logits_point)(xk, tk, pw ? N_(vload_n)(pw + k, nk, 1) : N_(vset1)(1), &l, &gk);
             if (w) {
                 V wk = N_(vload_n)(w + k, nk, 0);
                 l *= wk;

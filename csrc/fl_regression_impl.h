@@ -12,6 +12,8 @@
  *   log-cosh   l = log(cosh(r))                          dl/dx = tanh(r)
  * The gradient `g` may alias x or t: each vector is read before it is written. */
 
+#include "fl_pointwise.h"
+
 /* |x|, and x with the sign of s (s's sign bit xor-ed in; m >= 0 in every use): bit
  * operations, one instruction each. */
 FL_INL VI N_(vsignbit)(void) { return (VI)(-N_(vset1)((T)0)); }   /* -(+0) = -0 (vset1(-0) is +0) */
@@ -67,8 +69,7 @@ FL_INL void N_(vlogcosh)(V r, V *l, V *d) {
 FL_INL void N_(reg_point)(const int kind, V r, T p, V *l, V *d) {
     switch (kind) {
     case FL_REG_MSE:
-        *l = r * r;
-        *d = r + r;
+        N_(sqerr_point)(r, l, d);
         break;
     case FL_REG_L1:
         *l = N_(vabs)(r);
