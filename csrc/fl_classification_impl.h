@@ -429,15 +429,16 @@ static double N_(focal_block)(const T *x, const T *t, T *lout, T *g, int64_t n,
             V p = N_(vsel)(xk < (T)0, e * d, d);     /* sigmoid(x) */
             V q = N_(vsel)(xk < (T)0, d, e * d);     /* sigmoid(-x) */
             V ce = N_(vlog1p_unit)(e) + N_(vsel)(xk > (T)0, xk, N_(vset1)(0)) - xk * tk;
-            V omp = p * ((T)1 - tk) + q * tk;        /* 1 - p_t */
-            V f = gamma == (T)0 ? N_(vset1)(1) : N_(vexp)(gamma * N_(vlog)(omp));
+            V one_minus_pt = p * ((T)1 - tk) + q * tk;
+            V f = gamma == (T)0 ? N_(vset1)(1) : N_(vexp)(gamma * N_(vlog)(one_minus_pt));
             V at = alpha < (T)0 ? N_(vset1)(1) : alpha * tk + ((T)1 - alpha) * ((T)1 - tk);
             V l = at * ce * f;
             acc += nk < W ? N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0)) : l;
             if (lout) N_(vstore_n)(lout + k, l, nk);
             if (g) {
                 /* d(1-p_t)/dx = -p q (2t - 1); df/dx = gamma f / (1-p_t) * that */
-                V df = N_(vsel)(omp == (T)0, N_(vset1)(0), gamma * f / omp * (-(p * q) * ((T)2 * tk - (T)1)));
+                V df = N_(vsel)(one_minus_pt == (T)0, N_(vset1)(0),
+                                gamma * f / one_minus_pt * (-(p * q) * ((T)2 * tk - (T)1)));
                 N_(vstore_n)(g + k, at * ((p - tk) * f + ce * df) * gscale, nk);
             }
         }
