@@ -14,11 +14,13 @@ import numpy as np
 
 from . import _config
 from . import _divergence as _k
+from . import _gaussian as _gk
 from ._checks import (as_float_array, as_labels, check_broadcast, check_class_axis, check_grad_out,
                       check_labels, check_real, check_reduction, reduce_total, result_dtype)
 from .classification import _as_rows, _grad_rows, label_rows
 
 _config.register_kernels(_k)
+_config.register_kernels(_gk)
 
 # "none" on Gaussian rows shorter than this: per-element losses summed by NumPy,
 # instead of one kernel call per row.
@@ -315,15 +317,15 @@ def gaussian_kl(mu_p, logvar_p, mu_q=None, logvar_q=None, *, reduction="mean", r
     gs = _gscale(reduction, nrows)
     args = (flat["mu_p"], flat["logvar_p"], flat.get("mu_q"), flat.get("logvar_q"), *gbuf)
     if reduction != "none":
-        total = _k.gauss_kl(*args, max(D, 1), None, None, gs, nt)
+        total = _gk.gauss_kl(*args, max(D, 1), None, None, gs, nt)
         loss = reduce_total(total, nrows, reduction, dtype)
     else:
         if D >= _SHORT_ROW:
             rows = np.empty(nrows, dtype=np.float64)
-            _k.gauss_kl(*args, D, rows, None, gs, nt)
+            _gk.gauss_kl(*args, D, rows, None, gs, nt)
         else:
             elem = np.empty(flat["mu_p"].size, dtype=dtype)
-            _k.gauss_kl(*args, max(D, 1), None, elem, gs, nt)
+            _gk.gauss_kl(*args, max(D, 1), None, elem, gs, nt)
             rows = _row_sums(elem, nrows, D)
         loss = rows.astype(dtype).reshape(row_shape)
     if not return_grad:
@@ -487,24 +489,24 @@ def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, reduction="mea
     g_r = gr.buf if gr else None
     g_m, g_lv = (gm.buf, glv.buf) if gm else (None, None)
     if reduction != "none":
-        total = _k.recon(rf, xf, mode, g_r, 1, None, None, gs, nt_r)
-        total += bt * _k.gauss_kl(mf, lvf, None, None, g_m, g_lv, None, None, 1, None, None,
+        total = _gk.recon(rf, xf, mode, g_r, 1, None, None, gs, nt_r)
+        total += bt * _gk.gauss_kl(mf, lvf, None, None, g_m, g_lv, None, None, 1, None, None,
                                   gs * bt, nt_z)
         loss = reduce_total(total, B, reduction, dtype)
     else:
         rows = np.empty(B, dtype=np.float64)
         rows_z = np.empty(B, dtype=np.float64)
         if Dr >= _SHORT_ROW:
-            _k.recon(rf, xf, mode, g_r, Dr, rows, None, gs, nt_r)
+            _gk.recon(rf, xf, mode, g_r, Dr, rows, None, gs, nt_r)
         else:
             elem = np.empty(rf.size, dtype=dtype)
-            _k.recon(rf, xf, mode, g_r, 1, None, elem, gs, nt_r)
+            _gk.recon(rf, xf, mode, g_r, 1, None, elem, gs, nt_r)
             rows = _row_sums(elem, B, Dr)
         if Dz >= _SHORT_ROW:
-            _k.gauss_kl(mf, lvf, None, None, g_m, g_lv, None, None, Dz, rows_z, None, gs * bt, nt_z)
+            _gk.gauss_kl(mf, lvf, None, None, g_m, g_lv, None, None, Dz, rows_z, None, gs * bt, nt_z)
         else:
             elem = np.empty(mf.size, dtype=dtype)
-            _k.gauss_kl(mf, lvf, None, None, g_m, g_lv, None, None, 1, None, elem, gs * bt, nt_z)
+            _gk.gauss_kl(mf, lvf, None, None, g_m, g_lv, None, None, 1, None, elem, gs * bt, nt_z)
             rows_z = _row_sums(elem, B, Dz)
         loss = (rows + bt * rows_z).astype(dtype)
     if not return_grad:
@@ -570,13 +572,13 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, reduction="me
         vrow = (np.full(nrows, va, dtype=dtype) if layout == "scalar"
                 else np.ascontiguousarray(va).reshape(-1))
         grow = np.empty(nrows, dtype=dtype) if return_grad else None
-        total = _k.nll(xf, tf, vrow, True, gx.buf if gx else None, grow, D, elem, e, cst, gs, nt)
+        total = _gk.nll(xf, tf, vrow, True, gx.buf if gx else None, grow, D, elem, e, cst, gs, nt)
         if return_grad:
             gv.full[...] = (np.sum(grow, dtype=np.float64) if layout == "scalar"
                             else grow.reshape(va.shape))
     else:
         vf = _flat_full(va, shape)
-        total = _k.nll(xf, tf, vf, False, gx.buf if gx else None, gv.buf if gv else None,
+        total = _gk.nll(xf, tf, vf, False, gx.buf if gx else None, gv.buf if gv else None,
                        max(D, 1), elem, e, cst, gs, nt)
     loss = elem.reshape(shape) if reduction == "none" else reduce_total(total, n, reduction, dtype)
     if not return_grad:
