@@ -3,7 +3,7 @@
  * similarity matrix (InfoNCE / NT-Xent). Matrices are C-contiguous rows; every
  * function works on a range of rows, row groups or columns that the Cython caller
  * hands to one thread; reductions run in float64 over fixed-size blocks
- * (FL_MSUM), and column statistics are merged in group order, so results do not
+ * (FL_SUM_BLOCK), and column statistics are merged in group order, so results do not
  * depend on the split.
  *
  * Exponentials of x - shift with shift >= x (a maximum or a log-sum-exp) use
@@ -28,8 +28,8 @@ static void N_(ce_group_stats)(const T *S, int64_t nr, int64_t nc, double *rlse,
             const T shift = m == -(T)INFINITY ? 0 : m;
             const int fast = N_(finite_or_ninf)(m);
             double s = 0.0;
-            for (int64_t b = 0; b < nc; b += FL_MSUM) {
-                const int64_t end = b + FL_MSUM < nc ? b + FL_MSUM : nc;
+            for (int64_t b = 0; b < nc; b += FL_SUM_BLOCK) {
+                const int64_t end = b + FL_SUM_BLOCK < nc ? b + FL_SUM_BLOCK : nc;
                 V acc = N_(vset1)(0);
                 if (fast)
                     for (int64_t j = b; j < end; j += W)
@@ -130,8 +130,8 @@ static void N_(ce_group_stats_bounded)(const T *S, int64_t nr, int64_t nc, doubl
         const T m = N_(vhmax_nan)(vm);
         const T a = (T)exp((double)m - U);
         double s = 0.0;
-        for (int64_t b = 0; b < nc; b += FL_MSUM) {
-            const int64_t end = b + FL_MSUM < nc ? b + FL_MSUM : nc;
+        for (int64_t b = 0; b < nc; b += FL_SUM_BLOCK) {
+            const int64_t end = b + FL_SUM_BLOCK < nc ? b + FL_SUM_BLOCK : nc;
             V acc = N_(vset1)(0);
             for (int64_t j = b; j < end; j += W) {
                 const int64_t nj = end - j;

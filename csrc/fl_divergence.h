@@ -13,10 +13,6 @@
  * limit keeps a float32 GPT-2 vocabulary (50257) on the cached path. */
 #define FL_DIV_ROW_CACHE_BYTES (208 * 1024)
 
-/* Elements per partial sum kept in the row dtype before it is added into a
- * float64 total: fixed, so sums do not depend on how work is split. */
-#define FL_DIV_SUM_BLOCK 256
-
 typedef struct {
     int64_t C;                 /* classes per row */
     double inv_t;              /* 1 / temperature (logits are divided by the temperature) */

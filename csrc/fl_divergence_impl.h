@@ -183,8 +183,8 @@ static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gsca
         if (N_(dv_bad_row)(m, 0, C, &loss[r], gr, NULL)) continue;
         VD vs = N_(dv_dzero)(), vt = vs;
         N_(ent_v) o;
-        for (int64_t b = 0; b < Cv; b += FL_DIV_SUM_BLOCK) {
-            const int64_t end = b + FL_DIV_SUM_BLOCK < Cv ? b + FL_DIV_SUM_BLOCK : Cv;
+        for (int64_t b = 0; b < Cv; b += FL_SUM_BLOCK) {
+            const int64_t end = b + FL_SUM_BLOCK < Cv ? b + FL_SUM_BLOCK : Cv;
             V as = N_(vset1)(0), at = N_(vset1)(0);
             for (int64_t k = b; k < end; k += W) {
                 __builtin_prefetch(xr + C + k);     /* the next row streams in meanwhile */
@@ -275,8 +275,8 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
         const T ma_it = ma * it, mb_it = mb * it;
         VD vsa = N_(dv_dzero)(), vsb = vsa, vt = vsa;
         N_(kl_v) o;
-        for (int64_t k0 = 0; k0 < Cv; k0 += FL_DIV_SUM_BLOCK) {
-            const int64_t end = k0 + FL_DIV_SUM_BLOCK < Cv ? k0 + FL_DIV_SUM_BLOCK : Cv;
+        for (int64_t k0 = 0; k0 < Cv; k0 += FL_SUM_BLOCK) {
+            const int64_t end = k0 + FL_SUM_BLOCK < Cv ? k0 + FL_SUM_BLOCK : Cv;
             V acc_a = N_(vset1)(0), acc_b = N_(vset1)(0), acc_t = N_(vset1)(0);
             for (int64_t k = k0; k < end; k += W) {
                 /* the next row pair streams in while this one is computed */
@@ -384,8 +384,8 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
         const T ma_it = ma * it, mb_it = mb * it;
         VD vsa = N_(dv_dzero)(), vsb = vsa;
         N_(js_e) e;
-        for (int64_t k0 = 0; k0 < Cv; k0 += FL_DIV_SUM_BLOCK) {
-            const int64_t end = k0 + FL_DIV_SUM_BLOCK < Cv ? k0 + FL_DIV_SUM_BLOCK : Cv;
+        for (int64_t k0 = 0; k0 < Cv; k0 += FL_SUM_BLOCK) {
+            const int64_t end = k0 + FL_SUM_BLOCK < Cv ? k0 + FL_SUM_BLOCK : Cv;
             V acc_a = N_(vset1)(0), acc_b = N_(vset1)(0);
             for (int64_t k = k0; k < end; k += W) {
                 __builtin_prefetch(ar + C + k);     /* the next row pair streams in meanwhile */
@@ -416,8 +416,8 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
         const T la = (T)log(sa), lb = (T)log(sb);
         VD vkp = N_(dv_dzero)(), vkq = vkp;
         N_(js_uv) uv;
-        for (int64_t k0 = 0; k0 < Cv; k0 += FL_DIV_SUM_BLOCK) {
-            const int64_t end = k0 + FL_DIV_SUM_BLOCK < Cv ? k0 + FL_DIV_SUM_BLOCK : Cv;
+        for (int64_t k0 = 0; k0 < Cv; k0 += FL_SUM_BLOCK) {
+            const int64_t end = k0 + FL_SUM_BLOCK < Cv ? k0 + FL_SUM_BLOCK : Cv;
             V acc_p = N_(vset1)(0), acc_q = N_(vset1)(0);
             for (int64_t k = k0; k < end; k += W) {
                 V xa = N_(vload)(ar + k), xb = N_(vload)(br + k);

@@ -1,7 +1,7 @@
 /* Template body (see fl_instantiate.h): the elementwise Gaussian losses
  * (diagonal Gaussian KL, VAE reconstruction, Gaussian NLL) over flat arrays.
  * Each block function returns its float64 sum, formed from partial sums of
- * FL_GAUSS_SUM_BLOCK elements in the row dtype (fl_vec.h's VD). */
+ * FL_SUM_BLOCK elements in the row dtype (fl_vec.h's VD). */
 
 /* Diagonal Gaussian KL(N(mp, exp(lvp)) || N(mq, exp(lvq))) over n elements:
  *   l = 0.5 (lvq - lvp + r + (mp - mq)^2 / vq - 1),  r = exp(lvp - lvq), 1 / vq = exp(-lvq),
@@ -9,13 +9,13 @@
  *   dl/dlvq = 0.5 (1 - r - (mp - mq)^2 / vq).
  * mq / lvq NULL: 0 (the standard normal). Gradients (each optional) are scaled
  * by gscale; lelem (optional) gets the per-element loss. Returns sum l (float64
- * over blocks of FL_GAUSS_SUM_BLOCK). */
+ * over blocks of FL_SUM_BLOCK). */
 static double N_(gauss_kl_block)(const T *mp, const T *lvp, const T *mq, const T *lvq,
                                  T *gmp, T *glvp, T *gmq, T *glvq, T *lelem, int64_t n, T gscale) {
     VD total = N_(dv_dzero)();
     const T half = (T)0.5, hg = (T)0.5 * gscale;
-    for (int64_t b = 0; b < n; b += FL_GAUSS_SUM_BLOCK) {
-        const int64_t end = b + FL_GAUSS_SUM_BLOCK < n ? b + FL_GAUSS_SUM_BLOCK : n;
+    for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
+        const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0);
         for (int64_t k = b; k < end; k += W) {
             const int64_t nk = end - k;
@@ -54,8 +54,8 @@ static double N_(gauss_kl_block)(const T *mp, const T *lvp, const T *mq, const T
 static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, int64_t n, T gscale) {
     VD total = N_(dv_dzero)();
     const T g2 = (T)2 * gscale;
-    for (int64_t b = 0; b < n; b += FL_GAUSS_SUM_BLOCK) {
-        const int64_t end = b + FL_GAUSS_SUM_BLOCK < n ? b + FL_GAUSS_SUM_BLOCK : n;
+    for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
+        const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0);
         for (int64_t k = b; k < end; k += W) {
             const int64_t nk = end - k;
@@ -95,8 +95,8 @@ static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *g
     const T half = (T)0.5, hg = (T)0.5 * gscale;
     const V vc = N_(vset1)(vconst < eps ? eps : vconst);  /* NaN stays NaN */
     const V lvc = N_(vlog)(vc);
-    for (int64_t b = 0; b < n; b += FL_GAUSS_SUM_BLOCK) {
-        const int64_t end = b + FL_GAUSS_SUM_BLOCK < n ? b + FL_GAUSS_SUM_BLOCK : n;
+    for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
+        const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0), accg = N_(vset1)(0);
         for (int64_t k = b; k < end; k += W) {
             const int64_t nk = end - k;

@@ -3,7 +3,7 @@
  * contrastive cross-entropy is fl_contrastive_impl.h. Matrices are C-contiguous
  * rows. Every function works on a range of rows (or columns) that the Cython
  * caller hands to one thread; reductions run in float64 over fixed-size blocks
- * (FL_MSUM), so results do not depend on the split. */
+ * (FL_SUM_BLOCK), so results do not depend on the split. */
 
 /* sqrt of every lane: the hardware instruction of the level being compiled
  * (libm sqrt does not vectorise without -fno-math-errno). Correctly rounded;
@@ -79,8 +79,8 @@ FL_INL VI N_(vload_lab)(const int32_t *p, int64_t n, int32_t pad) {
 /* sum_k x_k^2 (y == NULL) or sum_k x_k y_k, in float64 blocks. */
 static double N_(row_dot)(const T *x, const T *y, int64_t D) {
     double s = 0.0;
-    for (int64_t b = 0; b < D; b += FL_MSUM) {
-        int64_t end = b + FL_MSUM < D ? b + FL_MSUM : D;
+    for (int64_t b = 0; b < D; b += FL_SUM_BLOCK) {
+        int64_t end = b + FL_SUM_BLOCK < D ? b + FL_SUM_BLOCK : D;
         V acc = N_(vset1)(0);
         for (int64_t k = b; k < end; k += W) {
             V xv = N_(vload_n)(x + k, end - k, 0);
@@ -178,8 +178,8 @@ static double N_(pnorm_acc)(const T *x, const T *y, int64_t D, T eps, int kind, 
         return N_(vhmax_nan)(m);
     }
     double s = 0.0;
-    for (int64_t b = 0; b < D; b += FL_MSUM) {
-        int64_t end = b + FL_MSUM < D ? b + FL_MSUM : D;
+    for (int64_t b = 0; b < D; b += FL_SUM_BLOCK) {
+        int64_t end = b + FL_SUM_BLOCK < D ? b + FL_SUM_BLOCK : D;
         V acc = N_(vset1)(0);
         for (int64_t k = b; k < end; k += W) {
             int64_t nk = end - k;
@@ -440,8 +440,8 @@ static void N_(hard_finish)(const T *E, int64_t D, int64_t i0, int64_t n, const 
         if (pi < 0 || ni < 0) { loss[i] = 0.0; cp[i] = 0.0; cn[i] = 0.0; continue; }
         const T *ei = E + i * D;
         double dp = 0.0, dn = 0.0;
-        for (int64_t b = 0; b < D; b += FL_MSUM) {
-            int64_t end = b + FL_MSUM < D ? b + FL_MSUM : D;
+        for (int64_t b = 0; b < D; b += FL_SUM_BLOCK) {
+            int64_t end = b + FL_SUM_BLOCK < D ? b + FL_SUM_BLOCK : D;
             V ap = N_(vset1)(0), an = N_(vset1)(0);
             for (int64_t k = b; k < end; k += W) {
                 V e = N_(vload_n)(ei + k, end - k, 0);

@@ -278,10 +278,9 @@ __attribute__((unused)) static void N_(log1p_array)(const T *x, T *y, int64_t n)
 }
 
 /* Float64 partial sums kept as vectors (the divergence and Gaussian bodies): a
- * block of elements (the family's FL_*_SUM_BLOCK) is summed per lane in the row
- * dtype, then widened and added lane-wise into a float64 vector (a few
- * instructions, not a serial chain of W scalar adds); dv_dsum adds the lanes in a
- * fixed order at the end. */
+ * block of FL_SUM_BLOCK elements is summed per lane in the row dtype, then widened
+ * and added lane-wise into a float64 vector (a few instructions, not a serial chain
+ * of W scalar adds); dv_dsum adds the lanes in a fixed order at the end. */
 typedef double N_(VD) __attribute__((vector_size(W * 8)));
 #define VD N_(VD)
 FL_INL VD N_(dv_widen_add)(VD acc, V v) { return acc + __builtin_convertvector(v, VD); }
