@@ -55,23 +55,6 @@ static double N_(row_online)(const T *x, int64_t C, T *m_out) {
     return s;
 }
 
-/* sum_k w_k x_k (w == NULL: plain sum), blockwise in float64. */
-static double N_(row_dot)(const T *x, const T *w, int64_t C) {
-    double s = 0.0;
-    for (int64_t b = 0; b < C; b += FL_SUM_BLOCK) {
-        int64_t end = b + FL_SUM_BLOCK < C ? b + FL_SUM_BLOCK : C;
-        V acc = N_(vset1)(0);
-        int64_t k = b;
-        for (; k + W <= end; k += W)
-            acc += w ? N_(vload)(x + k) * N_(vload)(w + k) : N_(vload)(x + k);
-        if (k < end)
-            acc += w ? N_(vload_part)(x + k, end - k, 0) * N_(vload_part)(w + k, end - k, 0)
-                     : N_(vload_part)(x + k, end - k, 0);
-        s += N_(vhsum)(acc);
-    }
-    return s;
-}
-
 /* g_k = e_k * scale - bconst * (w ? w_k : 1), where e_k is g_k itself (in_place,
  * the exponentials are already there) or exp(x_k - m). */
 static void N_(row_grad)(const T *x, T *g, int64_t C, T m, T scale, int in_place,

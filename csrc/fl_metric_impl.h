@@ -51,8 +51,6 @@ FL_INL V N_(vsign)(V v) {
     return N_(vsel)(v != v, v, s);
 }
 
-FL_INL V N_(vabs)(V v) { return N_(vsel)(v < (T)0, -v, v); }
-
 /* Lane index vector {0, 1, ..., W-1} + start. */
 FL_INL VI N_(viota)(int64_t start) {
     TI buf[W];
@@ -76,24 +74,9 @@ FL_INL VI N_(vload_lab)(const int32_t *p, int64_t n, int32_t pad) {
 /* ----------------------------------------------------------------------------
  * Norms and normalisation */
 
-/* sum_k x_k^2 (y == NULL) or sum_k x_k y_k, in float64 blocks. */
-static double N_(row_dot)(const T *x, const T *y, int64_t D) {
-    double s = 0.0;
-    for (int64_t b = 0; b < D; b += FL_SUM_BLOCK) {
-        int64_t end = b + FL_SUM_BLOCK < D ? b + FL_SUM_BLOCK : D;
-        V acc = N_(vset1)(0);
-        for (int64_t k = b; k < end; k += W) {
-            V xv = N_(vload_n)(x + k, end - k, 0);
-            acc += xv * (y ? N_(vload_n)(y + k, end - k, 0) : xv);
-        }
-        s += N_(vhsum)(acc);
-    }
-    return s;
-}
-
 /* out[r] = ||x_r||^2 (float64) for n rows of D. */
 static void N_(sq_norms)(const T *x, int64_t n, int64_t D, double *out) {
-    for (int64_t r = 0; r < n; r++) out[r] = N_(row_dot)(x + r * D, NULL, D);
+    for (int64_t r = 0; r < n; r++) out[r] = N_(row_dot)(x + r * D, x + r * D, D);
 }
 
 /* out_r = scale * x_r / max(||x_r||, eps) (torch.nn.functional.normalize, then scaled). */
@@ -101,7 +84,7 @@ static void N_(normalize_rows)(const T *x, T *out, int64_t n, int64_t D, double 
     for (int64_t r = 0; r < n; r++) {
         const T *xr = x + r * D;
         T *orow = out + r * D;
-        double nrm = sqrt(N_(row_dot)(xr, NULL, D));
+        double nrm = sqrt(N_(row_dot)(xr, xr, D));
         const T f = (T)(scale / (nrm > eps || nrm != nrm ? nrm : eps));
         for (int64_t k = 0; k < D; k += W) N_(vstore_n)(orow + k, N_(vload_n)(xr + k, D - k, 0) * f, D - k);
     }
@@ -116,7 +99,7 @@ static void N_(normalize_grad_rows)(const T *x, const T *gh, T *g, int64_t n, in
     for (int64_t r = 0; r < n; r++) {
         const T *xr = x + r * D, *hr = gh + r * D;
         T *gr = g + r * D;
-        const double xx = N_(row_dot)(xr, NULL, D), xg = N_(row_dot)(xr, hr, D);
+        const double xx = N_(row_dot)(xr, xr, D), xg = N_(row_dot)(xr, hr, D);
         const double nrm = sqrt(xx);
         T a, b;
         if (nrm > eps || nrm != nrm) { a = (T)(gscale / nrm); b = (T)(gscale * xg / (xx * nrm)); }

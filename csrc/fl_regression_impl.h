@@ -14,12 +14,6 @@
 
 #include "fl_pointwise.h"
 
-/* |x|, and x with the sign of s (s's sign bit xor-ed in; m >= 0 in every use): bit
- * operations, one instruction each. */
-FL_INL VI N_(vsignbit)(void) { return (VI)(-N_(vset1)((T)0)); }   /* -(+0) = -0 (vset1(-0) is +0) */
-FL_INL V N_(vabs)(V x) { return (V)((VI)x & ~N_(vsignbit)()); }
-FL_INL V N_(vxorsign)(V x, V s) { return (V)((VI)x ^ ((VI)s & N_(vsignbit)())); }
-
 /* sign(r) * m for r != 0, 0 for r == 0, NaN for NaN (r * 0 keeps the NaN). */
 FL_INL V N_(vsignmul)(V r, V m) {
     return N_(vsel)(r > (T)0, m, N_(vsel)(r < (T)0, -m, r * (T)0));

@@ -110,6 +110,12 @@ FL_INL T N_(vhmax_nan)(V v) {
     return m;
 }
 
+/* |x| (|-0| = +0, NaN stays NaN) and x with the sign of s (s's sign bit xor-ed into x,
+ * which is >= 0 in every use): bit operations, one instruction each. */
+FL_INL VI N_(vsignbit)(void) { return (VI)(-N_(vset1)((T)0)); }   /* -(+0) = -0 (vset1(-0) is +0) */
+FL_INL V N_(vabs)(V x) { return (V)((VI)x & ~N_(vsignbit)()); }
+FL_INL V N_(vxorsign)(V x, V s) { return (V)((VI)x ^ ((VI)s & N_(vsignbit)())); }
+
 /* ln2 = ln2_hi + ln2_lo, ln2_hi with trailing zero bits so n * ln2_hi is exact for
  * every n that occurs (Cody-Waite); the shifter: adding it rounds to an integer. */
 #if FL_DOUBLE
@@ -253,6 +259,25 @@ __attribute__((unused)) static T N_(row_max)(const T *x, int64_t n) {
     for (; k + W <= n; k += W) vm = N_(vmax_nan)(vm, N_(vload)(x + k));
     if (k < n) vm = N_(vmax_nan)(vm, N_(vload_part)(x + k, n - k, -(T)INFINITY));
     return N_(vhmax_nan)(vm);
+}
+
+/* Dot product sum_k x_k y_k of n elements, y NULL meaning all ones (the plain sum, or a
+ * weighted sum with weights that may be absent); row_dot(x, x, n) is the squared norm.
+ * FL_SUM_BLOCK blocks into a float64 total. */
+__attribute__((unused)) static double N_(row_dot)(const T *x, const T *y, int64_t n) {
+    double s = 0.0;
+    for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
+        int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
+        V acc = N_(vset1)(0);
+        int64_t k = b;
+        for (; k + W <= end; k += W)
+            acc += y ? N_(vload)(x + k) * N_(vload)(y + k) : N_(vload)(x + k);
+        if (k < end)
+            acc += y ? N_(vload_part)(x + k, end - k, 0) * N_(vload_part)(y + k, end - k, 0)
+                     : N_(vload_part)(x + k, end - k, 0);
+        s += N_(vhsum)(acc);
+    }
+    return s;
 }
 
 /* Elementwise entry points, used by the accuracy tests (unused in most modules). */
