@@ -22,9 +22,7 @@ static void N_(ce_group_stats)(const T *S, int64_t nr, int64_t nc, double *rlse,
         /* rows only: whole rows, one sequential stream each, the second pass from cache */
         for (int64_t r = 0; r < nr; r++) {
             const T *row = S + r * nc;
-            V vm = N_(vset1)(-(T)INFINITY);
-            for (int64_t j = 0; j < nc; j += W) vm = N_(vmax_nan)(vm, N_(vload_n)(row + j, nc - j, -(T)INFINITY));
-            const T m = N_(vhmax_nan)(vm);
+            const T m = N_(row_max)(row, nc);
             const T shift = m == -(T)INFINITY ? 0 : m;
             const int fast = N_(finite_or_ninf)(m);
             double s = 0.0;
@@ -125,9 +123,7 @@ static void N_(ce_group_stats_bounded)(const T *S, int64_t nr, int64_t nc, doubl
     for (int64_t j = 0; j < nc; j++) csum[j] = 0;
     for (int64_t r = 0; r < nr; r++) {
         const T *row = S + r * nc;
-        V vm = N_(vset1)(-(T)INFINITY);
-        for (int64_t j = 0; j < nc; j += W) vm = N_(vmax_nan)(vm, N_(vload_n)(row + j, nc - j, -(T)INFINITY));
-        const T m = N_(vhmax_nan)(vm);
+        const T m = N_(row_max)(row, nc);
         const T a = (T)exp((double)m - U);
         double s = 0.0;
         for (int64_t b = 0; b < nc; b += FL_SUM_BLOCK) {

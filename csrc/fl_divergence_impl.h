@@ -94,15 +94,6 @@ FL_INL void N_(dv_fence)(int stream) {
 /* v, with the lanes where `m` is set replaced by 0. */
 FL_INL V N_(dv_zero_if)(VI m, V v) { return N_(vsel)(m, N_(vset1)((T)0), v); }
 
-/* Max of a row (NaN wins). */
-static T N_(dv_max)(const T *x, int64_t C) {
-    V vm = N_(vset1)(-(T)INFINITY);
-    int64_t k = 0;
-    for (; k + W <= C; k += W) vm = N_(vmax_nan)(vm, N_(vload)(x + k));
-    if (k < C) vm = N_(vmax_nan)(vm, N_(vload_part)(x + k, C - k, -(T)INFINITY));
-    return N_(vhmax_nan)(vm);
-}
-
 /* Plain max (NaN may be lost): one maxps. */
 FL_INL V N_(dv_vmax)(V m, V x) { return N_(vsel)(x > m, x, m); }
 
@@ -139,8 +130,8 @@ static void N_(dv_max2)(const T *a, const T *b, int64_t C, T *ma, T *mb) {
         ta += (double)sa[j];
         tb += (double)sb[j];
     }
-    *ma = ta == ta ? xa : N_(dv_max)(a, C);
-    *mb = tb == tb ? xb : N_(dv_max)(b, C);
+    *ma = ta == ta ? xa : N_(row_max)(a, C);
+    *mb = tb == tb ? xb : N_(row_max)(b, C);
 }
 
 /* A row whose maximum is NaN, +inf or -inf (no distribution): loss and gradients NaN. */
@@ -179,7 +170,7 @@ static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gsca
     for (int64_t r = 0; r < n; r++) {
         const T *xr = x + r * C;
         T *gr = g ? g + r * C : NULL;
-        const T m = N_(dv_max)(xr, C);
+        const T m = N_(row_max)(xr, C);
         if (N_(dv_bad_row)(m, 0, C, &loss[r], gr, NULL)) continue;
         VD vs = N_(dv_dzero)(), vt = vs;
         N_(ent_v) o;
