@@ -45,12 +45,11 @@ static void N_(ce_group_stats)(const T *S, int64_t nr, int64_t nc, double *rlse,
     double rs[FL_CE_GROUP];
     V cm[FL_CE_COLS / W], cs[FL_CE_COLS / W];
     const V ninf = N_(vset1)(-(T)INFINITY), zero = N_(vset1)(0);
-    const int cols = cmax != NULL;
     for (int64_t r = 0; r < nr; r++) { rm[r] = -(T)INFINITY; rs[r] = 0.0; }
     for (int64_t c0 = 0; c0 < nc; c0 += FL_CE_COLS) {
         const int64_t cw = nc - c0 < FL_CE_COLS ? nc - c0 : FL_CE_COLS;
         const int64_t nv = (cw + W - 1) / W;
-        if (cols) for (int64_t v = 0; v < nv; v++) { cm[v] = ninf; cs[v] = zero; }
+        for (int64_t v = 0; v < nv; v++) { cm[v] = ninf; cs[v] = zero; }
         for (int64_t r = 0; r < nr; r++) {
             const T *row = S + r * nc + c0;
             /* the next row's segment of the tile: prefetched one row ahead (each
@@ -62,7 +61,7 @@ static void N_(ce_group_stats)(const T *S, int64_t nr, int64_t nc, double *rlse,
                 if ((v * W * (int64_t)sizeof(T)) % 64 == 0) __builtin_prefetch(next + v * W);
                 V x = N_(vload_n)(row + v * W, cw - v * W, -(T)INFINITY);
                 vm = N_(vmax_nan)(vm, x);
-                if (cols) cm[v] = N_(vmax_nan)(cm[v], x);
+                cm[v] = N_(vmax_nan)(cm[v], x);
             }
             const T mc = N_(vhmax_nan)(vm);
             if (mc != mc) rm[r] = mc;
@@ -74,42 +73,34 @@ static void N_(ce_group_stats)(const T *S, int64_t nr, int64_t nc, double *rlse,
         /* column shifts: the tile maxima (0 for all -inf columns) */
         V csh[FL_CE_COLS / W];
         int cfast = 1;
-        if (cols)
-            for (int64_t v = 0; v < nv; v++) {
-                csh[v] = N_(vsel)(cm[v] == -(T)INFINITY, zero, cm[v]);
-                for (int k = 0; k < W; k++) cfast &= N_(finite_or_ninf)(cm[v][k]);
-            }
+        for (int64_t v = 0; v < nv; v++) {
+            csh[v] = N_(vsel)(cm[v] == -(T)INFINITY, zero, cm[v]);
+            for (int k = 0; k < W; k++) cfast &= N_(finite_or_ninf)(cm[v][k]);
+        }
         for (int64_t r = 0; r < nr; r++) {
             const T *row = S + r * nc + c0;
             const T shift = rm[r] == -(T)INFINITY ? 0 : rm[r];
             const int rfast = N_(finite_or_ninf)(rm[r]);
             V acc = zero;
-            if (cols && rfast && cfast) {
+            if (rfast && cfast) {
                 for (int64_t v = 0; v < nv; v++) {
                     V x = N_(vload_n)(row + v * W, cw - v * W, -(T)INFINITY);
                     acc += N_(vexp_le0)(x - shift);
                     cs[v] += N_(vexp_le0)(x - csh[v]);
                 }
-            } else if (cols) {
+            } else {
                 for (int64_t v = 0; v < nv; v++) {
                     V x = N_(vload_n)(row + v * W, cw - v * W, -(T)INFINITY);
                     acc += N_(vexp)(x - shift);
                     cs[v] += N_(vexp)(x - csh[v]);
                 }
-            } else if (rfast) {
-                for (int64_t v = 0; v < nv; v++)
-                    acc += N_(vexp_le0)(N_(vload_n)(row + v * W, cw - v * W, -(T)INFINITY) - shift);
-            } else {
-                for (int64_t v = 0; v < nv; v++)
-                    acc += N_(vexp)(N_(vload_n)(row + v * W, cw - v * W, -(T)INFINITY) - shift);
             }
             rs[r] += N_(vhsum)(acc);
         }
-        if (cols)
-            for (int64_t v = 0; v < nv; v++) {
-                N_(vstore_n)(cmax + c0 + v * W, cm[v], cw - v * W);
-                N_(vstore_n)(csum + c0 + v * W, cs[v], cw - v * W);
-            }
+        for (int64_t v = 0; v < nv; v++) {
+            N_(vstore_n)(cmax + c0 + v * W, cm[v], cw - v * W);
+            N_(vstore_n)(csum + c0 + v * W, cs[v], cw - v * W);
+        }
     }
     for (int64_t r = 0; r < nr; r++) rlse[r] = (double)rm[r] + log(rs[r]);
 }
