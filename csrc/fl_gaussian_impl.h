@@ -3,6 +3,8 @@
  * Each block function returns its float64 sum, formed from partial sums of
  * FL_SUM_BLOCK elements in the row dtype (fl_vec.h's VD). */
 
+#include "fl_pointwise.h"
+
 /* Diagonal Gaussian KL(N(mp, exp(lvp)) || N(mq, exp(lvq))) over n elements:
  *   l = 0.5 (lvq - lvp + r + (mp - mq)^2 / vq - 1),  r = exp(lvp - lvq), 1 / vq = exp(-lvq),
  *   dl/dmp = (mp - mq) / vq = -dl/dmq,  dl/dlvp = 0.5 (r - 1),
@@ -47,13 +49,13 @@ static double N_(gauss_kl_block)(const T *mp, const T *lvp, const T *mq, const T
     return N_(dv_dsum)(total);
 }
 
-/* Reconstruction loss over n elements: mode 0: (r - x)^2, gradient 2 (r - x);
- * mode 1: binary cross-entropy with logits r, l = max(r, 0) - r x + log1p(exp(-|r|)),
- * gradient sigmoid(r) - x. Gradient (optional) scaled by gscale; lelem optional.
+/* Reconstruction loss over n elements of recon r and data x: mode 0: squared error
+ * (r - x)^2 (sqerr_point), mode 1: binary cross-entropy with logits r and targets x
+ * (bce_logits_point, no positive weight), the same per-element values as mse_loss and
+ * binary_cross_entropy_with_logits. Gradient (optional) scaled by gscale; lelem optional.
  * Returns sum l in float64. */
 static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, int64_t n, T gscale) {
     VD total = N_(dv_dzero)();
-    const T g2 = (T)2 * gscale;
     for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
         const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0);
@@ -62,21 +64,14 @@ static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, 
             V rk = N_(vload_n)(r + k, nk, 0), xk = N_(vload_n)(x + k, nk, 0);
             V l, gk;
             if (mode == 0) {
-                V d = rk - xk;
-                l = d * d;
-                gk = d * g2;
+                N_(sqerr_point)(rk - xk, &l, &gk);     /* padded lanes: l = 0 */
             } else {
-                VI neg = rk < (T)0;
-                V e = N_(vexp)(N_(vsel)(neg, rk, -rk));          /* exp(-|r|) in (0, 1] */
-                V inv = (T)1 / ((T)1 + e);
-                V sig = N_(vsel)(neg, e * inv, inv);              /* sigmoid(r) */
-                l = N_(vsel)(neg, N_(vset1)(0), rk) - rk * xk + N_(vlog1p)(e);
-                gk = (sig - xk) * gscale;
+                N_(bce_logits_point)(rk, xk, N_(vset1)(1), &l, &gk);
                 if (nk < W) l = N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0));
             }
             acc += l;
             if (lelem) N_(vstore_n)(lelem + k, l, nk);
-            if (g) N_(vstore_n)(g + k, gk, nk);
+            if (g) N_(vstore_n)(g + k, gk * gscale, nk);
         }
         total = N_(dv_widen_add)(total, acc);
     }
