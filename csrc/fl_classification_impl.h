@@ -304,7 +304,7 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
             for (int64_t k = b; k < end; k += W) {
                 int64_t nk = end - k;
                 V tk = N_(vload_n)(tr + k, nk, 0) * kt + add;
-                if (nk < W) tk = N_(vsel)(N_(vfirst)(nk), tk, N_(vset1)(0));
+                tk = N_(vkeep_first)(tk, nk);
                 if (cw) tk *= N_(vload_n)(cw + k, nk, 0);
                 V xk = N_(vload_n)(xr + k, nk, 0);
                 a1 += tk;
@@ -382,7 +382,7 @@ static double N_(bce_block)(const T *x, const T *t, const T *w, const T *pw, T *
                 l *= wk;
                 gk *= wk;
             }
-            acc += nk < W ? N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0)) : l;
+            acc += N_(vkeep_first)(l, nk);
             if (lout) N_(vstore_n)(lout + k, l, nk);
             if (g) N_(vstore_n)(g + k, gk * gscale, nk);
         }
@@ -416,7 +416,7 @@ static double N_(focal_block)(const T *x, const T *t, T *lout, T *g, int64_t n,
             V f = gamma == (T)0 ? N_(vset1)(1) : N_(vexp)(gamma * N_(vlog)(one_minus_pt));
             V at = alpha < (T)0 ? N_(vset1)(1) : alpha * tk + ((T)1 - alpha) * ((T)1 - tk);
             V l = at * ce * f;
-            acc += nk < W ? N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0)) : l;
+            acc += N_(vkeep_first)(l, nk);
             if (lout) N_(vstore_n)(lout + k, l, nk);
             if (g) {
                 /* d(1-p_t)/dx = -p q (2t - 1); df/dx = gamma f / (1-p_t) * that */

@@ -36,7 +36,7 @@ static double N_(gauss_kl_block)(const T *mp, const T *lvp, const T *mq, const T
             V gm = dm * iq;                 /* (mp - mq) / vq */
             V dm2 = dm * gm;
             V l = half * ((lq - lv) + (rr - (T)1) + dm2);
-            if (nk < W) l = N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0));
+            l = N_(vkeep_first)(l, nk);
             acc += l;
             if (lelem) N_(vstore_n)(lelem + k, l, nk);
             if (gmp) N_(vstore_n)(gmp + k, gm * gscale, nk);
@@ -67,7 +67,7 @@ static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, 
                 N_(sqerr_point)(rk - xk, &l, &gk);     /* padded lanes: l = 0 */
             } else {
                 N_(bce_logits_point)(rk, xk, N_(vset1)(1), &l, &gk);
-                if (nk < W) l = N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0));
+                l = N_(vkeep_first)(l, nk);
             }
             acc += l;
             if (lelem) N_(vstore_n)(lelem + k, l, nk);

@@ -155,7 +155,7 @@ static double N_(pnorm_acc)(const T *x, const T *y, int64_t D, T eps, int kind, 
         for (int64_t k = 0; k < D; k += W) {
             int64_t nk = D - k;
             V f = N_(vabs)(N_(vload_n)(x + k, nk, 0) - N_(vload_n)(y + k, nk, 0) + eps);
-            if (nk < W) f = N_(vsel)(N_(vfirst)(nk), f, N_(vset1)(0));
+            f = N_(vkeep_first)(f, nk);
             m = N_(vmax_nan)(m, f);
         }
         return N_(vhmax_nan)(m);
@@ -171,7 +171,7 @@ static double N_(pnorm_acc)(const T *x, const T *y, int64_t D, T eps, int kind, 
             if (kind == FL_PNORM_2) f = v * v;
             else if (kind == FL_PNORM_1) f = N_(vabs)(v);
             else f = N_(vexp)(pexp * N_(vlog)(N_(vabs)(v)));   /* |v|^p; 0 at v = 0 */
-            if (nk < W) f = N_(vsel)(N_(vfirst)(nk), f, N_(vset1)(0));
+            f = N_(vkeep_first)(f, nk);
             acc += f;
         }
         s += N_(vhsum)(acc);
@@ -514,7 +514,7 @@ static void N_(all_mine_rows)(T *G, int64_t nr, int64_t N, int64_t r0, const T *
             V d = (si + N_(vload_n)(sqn + j, N - j, 0)) - (T)2 * N_(vload_n)(x + j, N - j, 0);
             d = N_(vsel)(d < (T)0, N_(vset1)(0), d);
             if (!squared) d = N_(vsqrt)(d);
-            if (N - j < W) d = N_(vsel)(N_(vfirst)(N - j), d, N_(vset1)(0));
+            d = N_(vkeep_first)(d, N - j);
             isnan |= d != d;
             N_(vstore_n)(x + j, d, N - j);
         }

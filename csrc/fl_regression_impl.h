@@ -106,7 +106,7 @@ FL_INL V N_(reg_step)(const int kind, const T *x, const T *t, const T *w, T *lou
     }
     if (lout) N_(vstore_n)(lout + k, l, nk);
     if (g) N_(vstore_n)(g + k, d * gscale, nk);
-    return nk < W ? N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0)) : l;
+    return N_(vkeep_first)(l, nk);
 }
 
 /* One block of n elements: returns sum(w * l) (float64 over FL_SUM_BLOCK
@@ -359,7 +359,7 @@ FL_INL V N_(box_step)(const int kind, const int grad, const T *b1, const T *b2, 
         N_(box_store)(g1 + 4 * i, nb, gp);
         N_(box_store)(g2 + 4 * i, nb, gq);
     }
-    return nb < W ? N_(vsel)(N_(vfirst)(nb), l, N_(vset1)(0)) : l;
+    return N_(vkeep_first)(l, nb);
 }
 
 FL_INL double N_(box_impl)(const int kind, const int grad, const T *b1, const T *b2, T *lout,

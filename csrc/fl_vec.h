@@ -97,6 +97,9 @@ FL_INL VI N_(vfirst)(int64_t n) {
     memcpy(&m, buf, sizeof m);
     return m;
 }
+/* v with the lanes j >= n zeroed (n < W: the partial vector at an array's end), so that
+ * padding lanes add nothing to a sum. */
+FL_INL V N_(vkeep_first)(V v, int64_t n) { return n < W ? N_(vsel)(N_(vfirst)(n), v, N_(vset1)(0)) : v; }
 FL_INL double N_(vhsum)(V v) {
     double s = 0.0;
     for (int j = 0; j < W; j++) s += (double)v[j];
