@@ -376,7 +376,7 @@ static double N_(bce_block)(const T *x, const T *t, const T *w, const T *pw, T *
             V xk = N_(vload_n)(x + k, nk, 0);
             V tk = N_(vload_n)(t + k, nk, 0);
             V l, gk;
-            N_(bce_logits_point)(xk, tk, pw ? N_(vload_n)(pw + k, nk, 1) : N_(vset1)(1), &l, &gk);
+            N_(bce_logits_point)(xk, tk, pw ? pw + k : NULL, nk, &l, &gk);
             if (w) {
                 V wk = N_(vload_n)(w + k, nk, 0);
                 l *= wk;
