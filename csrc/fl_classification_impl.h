@@ -3,18 +3,7 @@
  * the logits `x`: every loop reads an element before it writes the same one,
  * and a row's label logit is read before the row is overwritten. */
 
-/* Elements per block of a float64 partial sum: fixed, so results do not depend
- * on how rows or blocks are split between threads. */
-#define FL_SUM_BLOCK 256
-
-/* Max of a row; NaN anywhere makes it NaN. */
-static T N_(row_max)(const T *x, int64_t C) {
-    V vm = N_(vset1)(-(T)INFINITY);
-    int64_t k = 0;
-    for (; k + W <= C; k += W) vm = N_(vmax_nan)(vm, N_(vload)(x + k));
-    if (k < C) vm = N_(vmax_nan)(vm, N_(vload_part)(x + k, C - k, -(T)INFINITY));
-    return N_(vhmax_nan)(vm);
-}
+#include "fl_pointwise.h"
 
 /* Fills a row with NaN: the softmax of a row whose max is NaN or infinite. */
 static void N_(row_nan)(T *g, int64_t C) {
@@ -63,23 +52,6 @@ static double N_(row_online)(const T *x, int64_t C, T *m_out) {
         if (m != -(T)INFINITY) s += N_(row_sumexp)(x + b, NULL, n, m);
     }
     *m_out = m;
-    return s;
-}
-
-/* sum_k w_k x_k (w == NULL: plain sum), blockwise in float64. */
-static double N_(row_dot)(const T *x, const T *w, int64_t C) {
-    double s = 0.0;
-    for (int64_t b = 0; b < C; b += FL_SUM_BLOCK) {
-        int64_t end = b + FL_SUM_BLOCK < C ? b + FL_SUM_BLOCK : C;
-        V acc = N_(vset1)(0);
-        int64_t k = b;
-        for (; k + W <= end; k += W)
-            acc += w ? N_(vload)(x + k) * N_(vload)(w + k) : N_(vload)(x + k);
-        if (k < end)
-            acc += w ? N_(vload_part)(x + k, end - k, 0) * N_(vload_part)(w + k, end - k, 0)
-                     : N_(vload_part)(x + k, end - k, 0);
-        s += N_(vhsum)(acc);
-    }
     return s;
 }
 
@@ -332,7 +304,7 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
             for (int64_t k = b; k < end; k += W) {
                 int64_t nk = end - k;
                 V tk = N_(vload_n)(tr + k, nk, 0) * kt + add;
-                if (nk < W) tk = N_(vsel)(N_(vfirst)(nk), tk, N_(vset1)(0));
+                tk = N_(vkeep_first)(tk, nk);
                 if (cw) tk *= N_(vload_n)(cw + k, nk, 0);
                 V xk = N_(vload_n)(xr + k, nk, 0);
                 a1 += tk;
@@ -390,9 +362,7 @@ static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_o
     }
 }
 
-/* Binary cross-entropy with logits over n elements (PyTorch's formula, rearranged below):
- *   l = w * [(1 - t) x + (1 + (pw - 1) t) * softplus(-x)]
- *   dl/dx = w * [(1 - t) - (1 + (pw - 1) t) * sigmoid(-x)]
+/* Binary cross-entropy with logits over n elements (bce_logits_point), times w.
  * w, pw: NULL or n weights aligned with x. Returns sum l (float64 blocks);
  * lout (per-element loss) and g (gradient times gscale) are optional. */
 static double N_(bce_block)(const T *x, const T *t, const T *w, const T *pw, T *lout,
@@ -405,23 +375,14 @@ static double N_(bce_block)(const T *x, const T *t, const T *w, const T *pw, T *
             int64_t nk = end - k;
             V xk = N_(vload_n)(x + k, nk, 0);
             V tk = N_(vload_n)(t + k, nk, 0);
-            VI neg = xk < (T)0;
-            V e = N_(vexp)(N_(vsel)(neg, xk, -xk));    /* exp(-|x|) in (0, 1] */
-            V pwk = pw ? N_(vload_n)(pw + k, nk, 1) : N_(vset1)(1);
-            V lw = (pwk - (T)1) * tk + (T)1;
-            /* (1 - t) x + lw softplus(-x), rearranged so both terms are >= 0 for
-             * t in [0, 1] (no cancellation): softplus(-x) = log1p(e) + max(-x, 0),
-             * and for x < 0, (1 - t) x - lw x = -pw t x. */
-            V l = N_(vsel)(neg, -(pwk * tk) * xk, ((T)1 - tk) * xk) + lw * N_(vlog1p_unit)(e);
-            V d = (T)1 / ((T)1 + e);
-            /* (1 - t) - lw sigmoid(-x), likewise = lw sigmoid(x) - pw t for x < 0 */
-            V gk = N_(vsel)(neg, lw * (e * d) - pwk * tk, ((T)1 - tk) - lw * (e * d));
+            V l, gk;
+            N_(bce_logits_point)(xk, tk, pw ? pw + k : NULL, nk, &l, &gk);
             if (w) {
                 V wk = N_(vload_n)(w + k, nk, 0);
                 l *= wk;
                 gk *= wk;
             }
-            acc += nk < W ? N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0)) : l;
+            acc += N_(vkeep_first)(l, nk);
             if (lout) N_(vstore_n)(lout + k, l, nk);
             if (g) N_(vstore_n)(g + k, gk * gscale, nk);
         }
@@ -451,15 +412,16 @@ static double N_(focal_block)(const T *x, const T *t, T *lout, T *g, int64_t n,
             V p = N_(vsel)(xk < (T)0, e * d, d);     /* sigmoid(x) */
             V q = N_(vsel)(xk < (T)0, d, e * d);     /* sigmoid(-x) */
             V ce = N_(vlog1p_unit)(e) + N_(vsel)(xk > (T)0, xk, N_(vset1)(0)) - xk * tk;
-            V omp = p * ((T)1 - tk) + q * tk;        /* 1 - p_t */
-            V f = gamma == (T)0 ? N_(vset1)(1) : N_(vexp)(gamma * N_(vlog)(omp));
+            V one_minus_pt = p * ((T)1 - tk) + q * tk;
+            V f = gamma == (T)0 ? N_(vset1)(1) : N_(vexp)(gamma * N_(vlog)(one_minus_pt));
             V at = alpha < (T)0 ? N_(vset1)(1) : alpha * tk + ((T)1 - alpha) * ((T)1 - tk);
             V l = at * ce * f;
-            acc += nk < W ? N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0)) : l;
+            acc += N_(vkeep_first)(l, nk);
             if (lout) N_(vstore_n)(lout + k, l, nk);
             if (g) {
                 /* d(1-p_t)/dx = -p q (2t - 1); df/dx = gamma f / (1-p_t) * that */
-                V df = N_(vsel)(omp == (T)0, N_(vset1)(0), gamma * f / omp * (-(p * q) * ((T)2 * tk - (T)1)));
+                V df = N_(vsel)(one_minus_pt == (T)0, N_(vset1)(0),
+                                gamma * f / one_minus_pt * (-(p * q) * ((T)2 * tk - (T)1)));
                 N_(vstore_n)(g + k, at * ((p - tk) * f + ce * df) * gscale, nk);
             }
         }

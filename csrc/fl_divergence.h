@@ -1,4 +1,4 @@
-/* Divergence kernels for fastloss/_divergence.pyx: every (dtype, SIMD level)
+/* Softmax-divergence kernels (entropy, KL, JS) for fastloss/_divergence.pyx: every (dtype, SIMD level)
  * variant, and the function pointers the module calls through. */
 #ifndef FL_DIVERGENCE_H
 #define FL_DIVERGENCE_H
@@ -12,10 +12,6 @@
  * (JS) then stay in L2. Longer rows recompute exp in the gradient pass. The
  * limit keeps a float32 GPT-2 vocabulary (50257) on the cached path. */
 #define FL_DIV_ROW_CACHE_BYTES (208 * 1024)
-
-/* Elements per partial sum kept in the row dtype before it is added into a
- * float64 total: fixed, so sums do not depend on how work is split. */
-#define FL_DIV_SUM_BLOCK 256
 
 typedef struct {
     int64_t C;                 /* classes per row */
@@ -37,22 +33,14 @@ typedef struct {
     static void (*fl_kl_rows_##dt)(const T *, const T *, T *, T *, int64_t, const int64_t *,   \
                                    const fl_div_params *, double *, T *);                      \
     static void (*fl_js_rows_##dt)(const T *, const T *, T *, T *, int64_t,                    \
-                                   const fl_div_params *, double *, T *);                      \
-    static double (*fl_gauss_kl_block_##dt)(const T *, const T *, const T *, const T *, T *,   \
-                                            T *, T *, T *, T *, int64_t, T);                   \
-    static double (*fl_recon_block_##dt)(const T *, const T *, int, T *, T *, int64_t, T);     \
-    static double (*fl_nll_block_##dt)(const T *, const T *, const T *, T, T *, T *, T *,      \
-                                       int64_t, T, T, T, double *);
+                                   const fl_div_params *, double *, T *);
 FL_DIV_DECLARE(f32, float)
 FL_DIV_DECLARE(f64, double)
 
 #define FL_DIV_ASSIGN(dt, level)                                              \
     fl_entropy_rows_##dt = FL_LEVEL_FN(entropy_rows, dt, level);              \
     fl_kl_rows_##dt = FL_LEVEL_FN(kl_rows, dt, level);                        \
-    fl_js_rows_##dt = FL_LEVEL_FN(js_rows, dt, level);                        \
-    fl_gauss_kl_block_##dt = FL_LEVEL_FN(gauss_kl_block, dt, level);          \
-    fl_recon_block_##dt = FL_LEVEL_FN(recon_block, dt, level);                \
-    fl_nll_block_##dt = FL_LEVEL_FN(nll_block, dt, level);
+    fl_js_rows_##dt = FL_LEVEL_FN(js_rows, dt, level);
 
 /* Points every kernel at the variants of one SIMD level (the caller checks the
  * CPU supports it). */

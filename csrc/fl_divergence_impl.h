@@ -1,8 +1,7 @@
 /* Template body (see fl_instantiate.h): divergences between softmax rows
- * (entropy, KL, Jensen-Shannon) and the elementwise Gaussian losses (diagonal
- * Gaussian KL, VAE reconstruction, Gaussian NLL).
+ * (entropy, KL, Jensen-Shannon).
  *
- * Softmax rows are C-contiguous, C elements each, and are handled one row pair
+ * Rows are C-contiguous, C elements each, and are handled one row pair
  * at a time while it is hot in cache: pass 1 takes both maxima, pass 2 the
  * exponentials and what the gradients need (kept in per-thread scratch), their
  * sums and the divergence, the last pass writes both gradients from the scratch
@@ -14,21 +13,7 @@
  * contributes exactly 0 (0 * log 0 = 0), selected by `e == 0`. A row whose
  * maximum is not finite (a NaN or +inf logit, or all -inf) is no distribution:
  * its loss and gradient are NaN, and every other row has shifted logits in
- * [-inf, 0], which is all vexp_le0 handles. */
-
-/* Float64 partial sums kept as vectors: a block of FL_DIV_SUM_BLOCK elements is
- * summed per lane in the row dtype, then widened and added lane-wise into a
- * float64 vector (a few instructions, not a serial chain of W scalar adds);
- * dv_dsum adds the lanes in a fixed order at the end. */
-typedef double N_(VD) __attribute__((vector_size(W * 8)));
-#define VD N_(VD)
-FL_INL VD N_(dv_widen_add)(VD acc, V v) { return acc + __builtin_convertvector(v, VD); }
-FL_INL double N_(dv_dsum)(VD v) {
-    double s = 0.0;
-    for (int j = 0; j < (int)(sizeof v / sizeof(double)); j++) s += v[j];
-    return s;
-}
-FL_INL VD N_(dv_dzero)(void) { VD z = {0}; return z; }
+ * [-inf, 0], which is all vexp_le0 handles. Float64 partial sums: fl_vec.h's VD. */
 
 /* Store of a full vector to a FL_VBYTES-aligned address that bypasses the caches
  * (x86 streaming store): a gradient far larger than the caches is written without
@@ -109,15 +94,6 @@ FL_INL void N_(dv_fence)(int stream) {
 /* v, with the lanes where `m` is set replaced by 0. */
 FL_INL V N_(dv_zero_if)(VI m, V v) { return N_(vsel)(m, N_(vset1)((T)0), v); }
 
-/* Max of a row (NaN wins). */
-static T N_(dv_max)(const T *x, int64_t C) {
-    V vm = N_(vset1)(-(T)INFINITY);
-    int64_t k = 0;
-    for (; k + W <= C; k += W) vm = N_(vmax_nan)(vm, N_(vload)(x + k));
-    if (k < C) vm = N_(vmax_nan)(vm, N_(vload_part)(x + k, C - k, -(T)INFINITY));
-    return N_(vhmax_nan)(vm);
-}
-
 /* Plain max (NaN may be lost): one maxps. */
 FL_INL V N_(dv_vmax)(V m, V x) { return N_(vsel)(x > m, x, m); }
 
@@ -154,8 +130,8 @@ static void N_(dv_max2)(const T *a, const T *b, int64_t C, T *ma, T *mb) {
         ta += (double)sa[j];
         tb += (double)sb[j];
     }
-    *ma = ta == ta ? xa : N_(dv_max)(a, C);
-    *mb = tb == tb ? xb : N_(dv_max)(b, C);
+    *ma = ta == ta ? xa : N_(row_max)(a, C);
+    *mb = tb == tb ? xb : N_(row_max)(b, C);
 }
 
 /* A row whose maximum is NaN, +inf or -inf (no distribution): loss and gradients NaN. */
@@ -194,12 +170,12 @@ static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gsca
     for (int64_t r = 0; r < n; r++) {
         const T *xr = x + r * C;
         T *gr = g ? g + r * C : NULL;
-        const T m = N_(dv_max)(xr, C);
+        const T m = N_(row_max)(xr, C);
         if (N_(dv_bad_row)(m, 0, C, &loss[r], gr, NULL)) continue;
         VD vs = N_(dv_dzero)(), vt = vs;
         N_(ent_v) o;
-        for (int64_t b = 0; b < Cv; b += FL_DIV_SUM_BLOCK) {
-            const int64_t end = b + FL_DIV_SUM_BLOCK < Cv ? b + FL_DIV_SUM_BLOCK : Cv;
+        for (int64_t b = 0; b < Cv; b += FL_SUM_BLOCK) {
+            const int64_t end = b + FL_SUM_BLOCK < Cv ? b + FL_SUM_BLOCK : Cv;
             V as = N_(vset1)(0), at = N_(vset1)(0);
             for (int64_t k = b; k < end; k += W) {
                 __builtin_prefetch(xr + C + k);     /* the next row streams in meanwhile */
@@ -290,8 +266,8 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
         const T ma_it = ma * it, mb_it = mb * it;
         VD vsa = N_(dv_dzero)(), vsb = vsa, vt = vsa;
         N_(kl_v) o;
-        for (int64_t k0 = 0; k0 < Cv; k0 += FL_DIV_SUM_BLOCK) {
-            const int64_t end = k0 + FL_DIV_SUM_BLOCK < Cv ? k0 + FL_DIV_SUM_BLOCK : Cv;
+        for (int64_t k0 = 0; k0 < Cv; k0 += FL_SUM_BLOCK) {
+            const int64_t end = k0 + FL_SUM_BLOCK < Cv ? k0 + FL_SUM_BLOCK : Cv;
             V acc_a = N_(vset1)(0), acc_b = N_(vset1)(0), acc_t = N_(vset1)(0);
             for (int64_t k = k0; k < end; k += W) {
                 /* the next row pair streams in while this one is computed */
@@ -399,8 +375,8 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
         const T ma_it = ma * it, mb_it = mb * it;
         VD vsa = N_(dv_dzero)(), vsb = vsa;
         N_(js_e) e;
-        for (int64_t k0 = 0; k0 < Cv; k0 += FL_DIV_SUM_BLOCK) {
-            const int64_t end = k0 + FL_DIV_SUM_BLOCK < Cv ? k0 + FL_DIV_SUM_BLOCK : Cv;
+        for (int64_t k0 = 0; k0 < Cv; k0 += FL_SUM_BLOCK) {
+            const int64_t end = k0 + FL_SUM_BLOCK < Cv ? k0 + FL_SUM_BLOCK : Cv;
             V acc_a = N_(vset1)(0), acc_b = N_(vset1)(0);
             for (int64_t k = k0; k < end; k += W) {
                 __builtin_prefetch(ar + C + k);     /* the next row pair streams in meanwhile */
@@ -431,8 +407,8 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
         const T la = (T)log(sa), lb = (T)log(sb);
         VD vkp = N_(dv_dzero)(), vkq = vkp;
         N_(js_uv) uv;
-        for (int64_t k0 = 0; k0 < Cv; k0 += FL_DIV_SUM_BLOCK) {
-            const int64_t end = k0 + FL_DIV_SUM_BLOCK < Cv ? k0 + FL_DIV_SUM_BLOCK : Cv;
+        for (int64_t k0 = 0; k0 < Cv; k0 += FL_SUM_BLOCK) {
+            const int64_t end = k0 + FL_SUM_BLOCK < Cv ? k0 + FL_SUM_BLOCK : Cv;
             V acc_p = N_(vset1)(0), acc_q = N_(vset1)(0);
             for (int64_t k = k0; k < end; k += W) {
                 V xa = N_(vload)(ar + k), xb = N_(vload)(br + k);
@@ -488,135 +464,3 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
     }
     N_(dv_fence)(stream);
 }
-
-/* Diagonal Gaussian KL(N(mp, exp(lvp)) || N(mq, exp(lvq))) over n elements:
- *   l = 0.5 (lvq - lvp + r + (mp - mq)^2 / vq - 1),  r = exp(lvp - lvq), 1 / vq = exp(-lvq),
- *   dl/dmp = (mp - mq) / vq = -dl/dmq,  dl/dlvp = 0.5 (r - 1),
- *   dl/dlvq = 0.5 (1 - r - (mp - mq)^2 / vq).
- * mq / lvq NULL: 0 (the standard normal). Gradients (each optional) are scaled
- * by gscale; lelem (optional) gets the per-element loss. Returns sum l (float64
- * over blocks of FL_DIV_SUM_BLOCK). */
-static double N_(gauss_kl_block)(const T *mp, const T *lvp, const T *mq, const T *lvq,
-                                 T *gmp, T *glvp, T *gmq, T *glvq, T *lelem, int64_t n, T gscale) {
-    VD total = N_(dv_dzero)();
-    const T half = (T)0.5, hg = (T)0.5 * gscale;
-    for (int64_t b = 0; b < n; b += FL_DIV_SUM_BLOCK) {
-        const int64_t end = b + FL_DIV_SUM_BLOCK < n ? b + FL_DIV_SUM_BLOCK : n;
-        V acc = N_(vset1)(0);
-        for (int64_t k = b; k < end; k += W) {
-            const int64_t nk = end - k;
-            V m = N_(vload_n)(mp + k, nk, 0), lv = N_(vload_n)(lvp + k, nk, 0);
-            V dm = mq ? m - N_(vload_n)(mq + k, nk, 0) : m;
-            V lq, iq, rr;
-            if (lvq) {
-                lq = N_(vload_n)(lvq + k, nk, 0);
-                iq = N_(vexp)(-lq);
-                rr = N_(vexp)(lv - lq);
-            } else {
-                lq = N_(vset1)(0);
-                iq = N_(vset1)(1);
-                rr = N_(vexp)(lv);
-            }
-            V gm = dm * iq;                 /* (mp - mq) / vq */
-            V dm2 = dm * gm;
-            V l = half * ((lq - lv) + (rr - (T)1) + dm2);
-            if (nk < W) l = N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0));
-            acc += l;
-            if (lelem) N_(vstore_n)(lelem + k, l, nk);
-            if (gmp) N_(vstore_n)(gmp + k, gm * gscale, nk);
-            if (glvp) N_(vstore_n)(glvp + k, (rr - (T)1) * hg, nk);
-            if (gmq) N_(vstore_n)(gmq + k, gm * -gscale, nk);
-            if (glvq) N_(vstore_n)(glvq + k, ((T)1 - rr - dm2) * hg, nk);
-        }
-        total = N_(dv_widen_add)(total, acc);
-    }
-    return N_(dv_dsum)(total);
-}
-
-/* Reconstruction loss over n elements: mode 0: (r - x)^2, gradient 2 (r - x);
- * mode 1: binary cross-entropy with logits r, l = max(r, 0) - r x + log1p(exp(-|r|)),
- * gradient sigmoid(r) - x. Gradient (optional) scaled by gscale; lelem optional.
- * Returns sum l in float64. */
-static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, int64_t n, T gscale) {
-    VD total = N_(dv_dzero)();
-    const T g2 = (T)2 * gscale;
-    for (int64_t b = 0; b < n; b += FL_DIV_SUM_BLOCK) {
-        const int64_t end = b + FL_DIV_SUM_BLOCK < n ? b + FL_DIV_SUM_BLOCK : n;
-        V acc = N_(vset1)(0);
-        for (int64_t k = b; k < end; k += W) {
-            const int64_t nk = end - k;
-            V rk = N_(vload_n)(r + k, nk, 0), xk = N_(vload_n)(x + k, nk, 0);
-            V l, gk;
-            if (mode == 0) {
-                V d = rk - xk;
-                l = d * d;
-                gk = d * g2;
-            } else {
-                VI neg = rk < (T)0;
-                V e = N_(vexp)(N_(vsel)(neg, rk, -rk));          /* exp(-|r|) in (0, 1] */
-                V inv = (T)1 / ((T)1 + e);
-                V sig = N_(vsel)(neg, e * inv, inv);              /* sigmoid(r) */
-                l = N_(vsel)(neg, N_(vset1)(0), rk) - rk * xk + N_(vlog1p)(e);
-                gk = (sig - xk) * gscale;
-                if (nk < W) l = N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0));
-            }
-            acc += l;
-            if (lelem) N_(vstore_n)(lelem + k, l, nk);
-            if (g) N_(vstore_n)(g + k, gk, nk);
-        }
-        total = N_(dv_widen_add)(total, acc);
-    }
-    return N_(dv_dsum)(total);
-}
-
-/* PyTorch's Gaussian negative log-likelihood over n elements, v = max(var, eps):
- *   l = 0.5 (log v + (x - t)^2 / v) + cst,
- *   dl/dx = (x - t) / v,  dl/dvar = 0.5 (1 / v - (x - t)^2 / v^2)
- * (the clamp passes the gradient straight through, as PyTorch's no-grad clamp).
- * var NULL: every element uses vconst, and *gv_sum (if given) gets sum dl/dvar
- * times gscale in float64 (a per-row variance). Gradients optional, scaled by gscale. */
-static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,
-                            T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum) {
-    VD total = N_(dv_dzero)(), gvs = total;
-    const T half = (T)0.5, hg = (T)0.5 * gscale;
-    const V vc = N_(vset1)(vconst < eps ? eps : vconst);  /* NaN stays NaN */
-    const V lvc = N_(vlog)(vc);
-    for (int64_t b = 0; b < n; b += FL_DIV_SUM_BLOCK) {
-        const int64_t end = b + FL_DIV_SUM_BLOCK < n ? b + FL_DIV_SUM_BLOCK : n;
-        V acc = N_(vset1)(0), accg = N_(vset1)(0);
-        for (int64_t k = b; k < end; k += W) {
-            const int64_t nk = end - k;
-            V d = N_(vload_n)(x + k, nk, 0) - N_(vload_n)(t + k, nk, 0);
-            V v, lv;
-            if (var) {
-                v = N_(vload_n)(var + k, nk, 1);
-                v = N_(vsel)(v < eps, N_(vset1)(eps), v);
-                lv = N_(vlog)(v);
-            } else {
-                v = vc;
-                lv = lvc;
-            }
-            V iv = (T)1 / v;
-            V gxk = d * iv;
-            V d2 = d * gxk;                               /* (x - t)^2 / v */
-            V l = half * (lv + d2) + cst;
-            V gvk = (((T)1 - d2) * iv) * hg;
-            if (nk < W) {
-                VI keep = N_(vfirst)(nk);
-                l = N_(vsel)(keep, l, N_(vset1)(0));
-                gvk = N_(vsel)(keep, gvk, N_(vset1)(0));
-            }
-            acc += l;
-            if (gv_sum) accg += gvk;
-            if (lelem) N_(vstore_n)(lelem + k, l, nk);
-            if (gx) N_(vstore_n)(gx + k, gxk * gscale, nk);
-            if (gv) N_(vstore_n)(gv + k, gvk, nk);
-        }
-        total = N_(dv_widen_add)(total, acc);
-        if (gv_sum) gvs = N_(dv_widen_add)(gvs, accg);
-    }
-    if (gv_sum) *gv_sum = N_(dv_dsum)(gvs);
-    return N_(dv_dsum)(total);
-}
-
-#undef VD

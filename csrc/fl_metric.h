@@ -23,9 +23,15 @@ enum { FL_DIST_SQ = 0, FL_DIST_EUCLID = 1, FL_DIST_COSINE = 2 };
 #define FL_CE_GROUP 32
 #define FL_CE_COLS 1024
 
+/* Elements per block of a float64 partial sum (fixed: thread-count independent). */
+#define FL_MSUM 256
+
+/* Two bodies: the metric kernels and the contrastive cross-entropy kernels. */
 #define FL_BODY "fl_metric_impl.h"
+#define FL_BODY2 "fl_contrastive_impl.h"
 #include "fl_instantiate.h"
 #undef FL_BODY
+#undef FL_BODY2
 
 #define FL_METRIC_DECLARE(dt, T)                                                              \
     static void (*fl_sq_norms_##dt)(const T *, int64_t, int64_t, double *);                  \

@@ -12,42 +12,7 @@
  *   log-cosh   l = log(cosh(r))                          dl/dx = tanh(r)
  * The gradient `g` may alias x or t: each vector is read before it is written. */
 
-/* expm1(z) for z <= 1 (NaN in, NaN out): z = n ln2 + r with |r| <= ln2/2 and
- * expm1(z) = 2^n expm1(r) + (2^n - 1). For |z| < ln2/2, n = 0 and the result is
- * the polynomial for expm1(r) itself, so tiny z keeps its relative accuracy;
- * below log(smallest normal) the result is -1 (correctly rounded). */
-FL_INL V N_(vexpm1_le1)(V z) {
-#if FL_DOUBLE
-    static const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-    static const double shifter = 6755399441055744.0; /* 1.5 * 2^52 */
-#else
-    static const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
-    static const float shifter = 12582912.0f;         /* 1.5 * 2^23 */
-#endif
-    static const double inv_fact[14] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120,
-        1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800,
-        1.0 / 479001600, 1.0 / 6227020800.0};
-    V zs = N_(vsel)(z < (T)X_EXP_MIN, N_(vset1)((T)X_EXP_MIN), z);
-    V k = zs * (T)1.44269504088896340736 + shifter;
-    V n = k - shifter;
-    V r = zs - n * ln2_hi - n * ln2_lo;
-    /* expm1(r) = r + r^2 p(r), p = sum_{d=2..EXP_DEG} r^(d-2) / d!: the truncation
-     * error r^EXP_DEG / (EXP_DEG+1)! relative to r is below half an ulp. */
-    V p = N_(vset1)((T)inv_fact[EXP_DEG]);
-    for (int d = EXP_DEG - 1; d >= 2; d--) p = p * r + (T)inv_fact[d];
-    V em = r + r * r * p;
-    VI ni = (VI)k - (VI)N_(vset1)(shifter);        /* n in [-1022, 1] (f64), [-126, 1] (f32) */
-    V two_n = (V)((VI)N_(vset1)((T)1.0) + (ni << MANT_BITS));
-    /* below X_EXP_MIN this is -1 + 2^-126 (f32) or -1 + 2^-1022 (f64), which rounds to
-     * -1; a NaN z goes through every step as NaN */
-    return two_n * em + (two_n - (T)1.0);
-}
-
-/* |x|, and x with the sign of s (s's sign bit xor-ed in; m >= 0 in every use): bit
- * operations, one instruction each. */
-FL_INL VI N_(vsignbit)(void) { return (VI)(-N_(vset1)((T)0)); }   /* -(+0) = -0 (vset1(-0) is +0) */
-FL_INL V N_(vabs)(V x) { return (V)((VI)x & ~N_(vsignbit)()); }
-FL_INL V N_(vxorsign)(V x, V s) { return (V)((VI)x ^ ((VI)s & N_(vsignbit)())); }
+#include "fl_pointwise.h"
 
 /* sign(r) * m for r != 0, 0 for r == 0, NaN for NaN (r * 0 keeps the NaN). */
 FL_INL V N_(vsignmul)(V r, V m) {
@@ -98,8 +63,7 @@ FL_INL void N_(vlogcosh)(V r, V *l, V *d) {
 FL_INL void N_(reg_point)(const int kind, V r, T p, V *l, V *d) {
     switch (kind) {
     case FL_REG_MSE:
-        *l = r * r;
-        *d = r + r;
+        N_(sqerr_point)(r, l, d);
         break;
     case FL_REG_L1:
         *l = N_(vabs)(r);
@@ -142,18 +106,18 @@ FL_INL V N_(reg_step)(const int kind, const T *x, const T *t, const T *w, T *lou
     }
     if (lout) N_(vstore_n)(lout + k, l, nk);
     if (g) N_(vstore_n)(g + k, d * gscale, nk);
-    return nk < W ? N_(vsel)(N_(vfirst)(nk), l, N_(vset1)(0)) : l;
+    return N_(vkeep_first)(l, nk);
 }
 
-/* One block of n elements: returns sum(w * l) (float64 over FL_REG_SUM_BLOCK
+/* One block of n elements: returns sum(w * l) (float64 over FL_SUM_BLOCK
  * pieces); lout (w * l per element) and g (w * dl/dx * gscale) are optional,
  * w is NULL (all ones) or n weights aligned with x. The partial vector is handled
  * after the loop, so the loop's accumulator never lives across a call. */
 FL_INL double N_(reg_impl)(const int kind, const T *x, const T *t, const T *w, T *lout, T *g,
                            int64_t n, T p, T gscale) {
     double total = 0.0;
-    for (int64_t b = 0; b < n; b += FL_REG_SUM_BLOCK) {
-        const int64_t end = b + FL_REG_SUM_BLOCK < n ? b + FL_REG_SUM_BLOCK : n;
+    for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
+        const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0);
         int64_t k = b;
         for (; k + W <= end; k += W) acc += N_(reg_step)(kind, x, t, w, lout, g, k, W, p, gscale);
@@ -395,7 +359,7 @@ FL_INL V N_(box_step)(const int kind, const int grad, const T *b1, const T *b2, 
         N_(box_store)(g1 + 4 * i, nb, gp);
         N_(box_store)(g2 + 4 * i, nb, gq);
     }
-    return nb < W ? N_(vsel)(N_(vfirst)(nb), l, N_(vset1)(0)) : l;
+    return N_(vkeep_first)(l, nb);
 }
 
 FL_INL double N_(box_impl)(const int kind, const int grad, const T *b1, const T *b2, T *lout,

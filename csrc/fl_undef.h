@@ -18,4 +18,5 @@
 #undef V
 #undef VI
 #undef VU
+#undef VD
 #undef FL_INL

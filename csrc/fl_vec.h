@@ -19,6 +19,19 @@
  * Special values follow C99: exp(-inf)=0, exp(inf)=inf, log(0)=-inf, log(x<0)=NaN,
  * NaN in -> NaN out. */
 
+/* Shared by every instantiation (defined once). */
+#ifndef FL_VEC_SHARED
+#define FL_VEC_SHARED
+/* Elements per block of a sum: each block is summed lane-wise in the row dtype and
+ * then added into a float64 total. Fixed, so results do not depend on how rows or
+ * blocks are split between threads (and changing it changes results). */
+#define FL_SUM_BLOCK 256
+/* 1/d!, d = 0..13: the Taylor coefficients of exp (and, from d = 2, of expm1). */
+static const double fl_inv_fact[14] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120,
+    1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800,
+    1.0 / 479001600, 1.0 / 6227020800.0};
+#endif
+
 #define N_(name) FL_PASTE(name, FL_SFX)
 
 #if FL_DOUBLE
@@ -84,6 +97,9 @@ FL_INL VI N_(vfirst)(int64_t n) {
     memcpy(&m, buf, sizeof m);
     return m;
 }
+/* v with the lanes j >= n zeroed (n < W: the partial vector at an array's end), so that
+ * padding lanes add nothing to a sum. */
+FL_INL V N_(vkeep_first)(V v, int64_t n) { return n < W ? N_(vsel)(N_(vfirst)(n), v, N_(vset1)(0)) : v; }
 FL_INL double N_(vhsum)(V v) {
     double s = 0.0;
     for (int j = 0; j < W; j++) s += (double)v[j];
@@ -97,25 +113,38 @@ FL_INL T N_(vhmax_nan)(V v) {
     return m;
 }
 
-/* The core of exp for xs already clamped to [X_EXP_MIN, X_EXP_MAX]: xs = n ln2 + r,
- * n = round(xs / ln2), |r| <= ln2/2; returns exp(r) by Taylor/Horner and n in *ni. */
-FL_INL V N_(vexp_core)(V xs, VI *ni) {
+/* |x| (|-0| = +0, NaN stays NaN) and x with the sign of s (s's sign bit xor-ed into x,
+ * which is >= 0 in every use): bit operations, one instruction each. */
+FL_INL VI N_(vsignbit)(void) { return (VI)(-N_(vset1)((T)0)); }   /* -(+0) = -0 (vset1(-0) is +0) */
+FL_INL V N_(vabs)(V x) { return (V)((VI)x & ~N_(vsignbit)()); }
+FL_INL V N_(vxorsign)(V x, V s) { return (V)((VI)x ^ ((VI)s & N_(vsignbit)())); }
+
+/* ln2 = ln2_hi + ln2_lo, ln2_hi with trailing zero bits so n * ln2_hi is exact for
+ * every n that occurs (Cody-Waite); the shifter: adding it rounds to an integer. */
 #if FL_DOUBLE
-    static const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
-    static const double shifter = 6755399441055744.0; /* 1.5 * 2^52: adding it rounds to an integer */
+static const T N_(ln2_hi) = 6.93147180369123816490e-01, N_(ln2_lo) = 1.90821492927058770002e-10;
+static const T N_(exp_shifter) = 6755399441055744.0;   /* 1.5 * 2^52 */
 #else
-    static const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
-    static const float shifter = 12582912.0f;         /* 1.5 * 2^23 */
+static const T N_(ln2_hi) = 0.693359375f, N_(ln2_lo) = -2.12194440e-4f;
+static const T N_(exp_shifter) = 12582912.0f;          /* 1.5 * 2^23 */
 #endif
-    static const double inv_fact[14] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120,
-        1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800,
-        1.0 / 479001600, 1.0 / 6227020800.0};
-    V k = xs * (T)1.44269504088896340736 + shifter;
-    V n = k - shifter;
-    V r = xs - n * ln2_hi - n * ln2_lo;
-    V p = N_(vset1)((T)inv_fact[EXP_DEG]);
-    for (int d = EXP_DEG - 1; d >= 0; d--) p = p * r + (T)inv_fact[d];
-    *ni = (VI)k - (VI)N_(vset1)(shifter);     /* n as an integer, from k's low mantissa bits */
+
+/* Range reduction of exp and expm1: xs = n ln2 + r, n = round(xs / ln2), |r| <= ln2/2,
+ * for xs already clamped to [X_EXP_MIN, X_EXP_MAX]. Returns r, and n in *ni (an integer,
+ * from the low mantissa bits of xs / ln2 + shifter). */
+FL_INL V N_(vexp_reduce)(V xs, VI *ni) {
+    V k = xs * (T)1.44269504088896340736 + N_(exp_shifter);
+    V n = k - N_(exp_shifter);
+    *ni = (VI)k - (VI)N_(vset1)(N_(exp_shifter));
+    return xs - n * N_(ln2_hi) - n * N_(ln2_lo);
+}
+
+/* The core of exp for xs already clamped to [X_EXP_MIN, X_EXP_MAX]: exp(r) by
+ * Taylor/Horner after vexp_reduce, n in *ni. */
+FL_INL V N_(vexp_core)(V xs, VI *ni) {
+    V r = N_(vexp_reduce)(xs, ni);
+    V p = N_(vset1)((T)fl_inv_fact[EXP_DEG]);
+    for (int d = EXP_DEG - 1; d >= 0; d--) p = p * r + (T)fl_inv_fact[d];
     return p;
 }
 
@@ -145,13 +174,30 @@ FL_INL V N_(vexp_le0)(V x) {
     return (V)(~under & (VI)res);
 }
 
+/* expm1(z) for z <= 1 (NaN in, NaN out): z = n ln2 + r with |r| <= ln2/2 and
+ * expm1(z) = 2^n expm1(r) + (2^n - 1). For |z| < ln2/2, n = 0 and the result is
+ * the polynomial for expm1(r) itself, so tiny z keeps its relative accuracy;
+ * below log(smallest normal) the result is -1 (correctly rounded). */
+FL_INL V N_(vexpm1_le1)(V z) {
+    V zs = N_(vsel)(z < (T)X_EXP_MIN, N_(vset1)((T)X_EXP_MIN), z);
+    VI ni;                                          /* n in [-1022, 1] (f64), [-126, 1] (f32) */
+    V r = N_(vexp_reduce)(zs, &ni);
+    /* expm1(r) = r + r^2 p(r), p = sum_{d=2..EXP_DEG} r^(d-2) / d!: the truncation
+     * error r^EXP_DEG / (EXP_DEG+1)! relative to r is below half an ulp. */
+    V p = N_(vset1)((T)fl_inv_fact[EXP_DEG]);
+    for (int d = EXP_DEG - 1; d >= 2; d--) p = p * r + (T)fl_inv_fact[d];
+    V em = r + r * r * p;
+    V two_n = (V)((VI)N_(vset1)((T)1.0) + (ni << MANT_BITS));
+    /* below X_EXP_MIN this is -1 + 2^-126 (f32) or -1 + 2^-1022 (f64), which rounds to
+     * -1; a NaN z goes through every step as NaN */
+    return two_n * em + (two_n - (T)1.0);
+}
+
 /* log(x) = e*ln2 + 2*atanh(s), x = m * 2^e, m in [sqrt(1/2), sqrt(2)), s = (m-1)/(m+1). */
 FL_INL V N_(vlog)(V x) {
 #if FL_DOUBLE
-    static const double ln2_hi = 6.93147180369123816490e-01, ln2_lo = 1.90821492927058770002e-10;
     const TI mant_mask = 0x000fffffffffffffLL, one_bits = 0x3ff0000000000000LL;
 #else
-    static const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
     const TI mant_mask = 0x007fffff, one_bits = 0x3f800000;
 #endif
     VI tiny = x < (T)SUBNORMAL_MIN;               /* subnormals: scale up first */
@@ -170,7 +216,7 @@ FL_INL V N_(vlog)(V x) {
     V q = N_(vset1)((T)(1.0 / (2 * LOG_TERMS - 1)));
     for (int k = LOG_TERMS - 2; k >= 1; k--) q = q * s2 + (T)(1.0 / (2 * k + 1));
     V two_s = s + s;
-    V res = ef * ln2_hi + (two_s + (two_s * s2 * q + ef * ln2_lo));
+    V res = ef * N_(ln2_hi) + (two_s + (two_s * s2 * q + ef * N_(ln2_lo)));
     res = N_(vsel)(x == (T)0.0, N_(vset1)(-(T)INFINITY), res);
     res = N_(vsel)(x == (T)INFINITY, x, res);
     res = N_(vsel)(x < (T)0.0, N_(vset1)((T)NAN), res);
@@ -207,6 +253,36 @@ FL_INL V N_(vlog1p_unit)(V x) {
 }
 #undef LOG1P_UNIT_TERMS
 
+/* Row helpers shared by the families. */
+
+/* Max of n elements; NaN anywhere makes it NaN. */
+__attribute__((unused)) static T N_(row_max)(const T *x, int64_t n) {
+    V vm = N_(vset1)(-(T)INFINITY);
+    int64_t k = 0;
+    for (; k + W <= n; k += W) vm = N_(vmax_nan)(vm, N_(vload)(x + k));
+    if (k < n) vm = N_(vmax_nan)(vm, N_(vload_part)(x + k, n - k, -(T)INFINITY));
+    return N_(vhmax_nan)(vm);
+}
+
+/* Dot product sum_k x_k y_k of n elements, y NULL meaning all ones (the plain sum, or a
+ * weighted sum with weights that may be absent); row_dot(x, x, n) is the squared norm.
+ * FL_SUM_BLOCK blocks into a float64 total. */
+__attribute__((unused)) static double N_(row_dot)(const T *x, const T *y, int64_t n) {
+    double s = 0.0;
+    for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
+        int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
+        V acc = N_(vset1)(0);
+        int64_t k = b;
+        for (; k + W <= end; k += W)
+            acc += y ? N_(vload)(x + k) * N_(vload)(y + k) : N_(vload)(x + k);
+        if (k < end)
+            acc += y ? N_(vload_part)(x + k, end - k, 0) * N_(vload_part)(y + k, end - k, 0)
+                     : N_(vload_part)(x + k, end - k, 0);
+        s += N_(vhsum)(acc);
+    }
+    return s;
+}
+
 /* Elementwise entry points, used by the accuracy tests (unused in most modules). */
 __attribute__((unused)) static void N_(exp_array)(const T *x, T *y, int64_t n) {
     int64_t i = 0;
@@ -228,3 +304,17 @@ __attribute__((unused)) static void N_(log1p_array)(const T *x, T *y, int64_t n)
     for (; i + W <= n; i += W) N_(vstore)(y + i, N_(vlog1p)(N_(vload)(x + i)));
     if (i < n) N_(vstore_part)(y + i, N_(vlog1p)(N_(vload_part)(x + i, n - i, 0)), n - i);
 }
+
+/* Float64 partial sums kept as vectors (the divergence and Gaussian bodies): a
+ * block of FL_SUM_BLOCK elements is summed per lane in the row dtype, then widened
+ * and added lane-wise into a float64 vector (a few instructions, not a serial chain
+ * of W scalar adds); dv_dsum adds the lanes in a fixed order at the end. */
+typedef double N_(VD) __attribute__((vector_size(W * 8)));
+#define VD N_(VD)
+FL_INL VD N_(dv_widen_add)(VD acc, V v) { return acc + __builtin_convertvector(v, VD); }
+FL_INL double N_(dv_dsum)(VD v) {
+    double s = 0.0;
+    for (int j = 0; j < (int)(sizeof v / sizeof(double)); j++) s += v[j];
+    return s;
+}
+FL_INL VD N_(dv_dzero)(void) { VD z = {0}; return z; }

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from . import _config
-from . import _divergence as _k  # MERGE: _gaussian
+from . import _gaussian as _k
 from ._checks import (as_float_array, check_broadcast, check_choice, check_covariance,
                       check_grad_out, check_grad_outs, check_grad_request, check_real,
                       check_reduction, check_var_layout, result_dtype)
