@@ -26,6 +26,15 @@ enum { FL_DIST_SQ = 0, FL_DIST_EUCLID = 1, FL_DIST_COSINE = 2 };
 /* Elements per block of a float64 partial sum (fixed: thread-count independent). */
 #define FL_MSUM 256
 
+/* Per-thread scratch of all_mine_rows for rows of N candidates: N (distance,
+ * index) pairs of at most FL_MINE_PAIR_BYTES each, then N + 1 float64 partial sums
+ * and N + 1 int64 counts. The Cython caller allocates this many bytes per thread,
+ * 8-byte aligned. */
+#define FL_MINE_PAIR_BYTES 16
+static inline int64_t fl_all_mine_scratch_bytes(int64_t N) {
+    return FL_MINE_PAIR_BYTES * N + (int64_t)(sizeof(double) + sizeof(int64_t)) * (N + 1);
+}
+
 /* Two bodies: the metric kernels and the contrastive cross-entropy kernels. */
 #define FL_BODY "fl_metric_impl.h"
 #define FL_BODY2 "fl_contrastive_impl.h"
