@@ -42,41 +42,23 @@ static inline double fl_label_row_loss(const fl_xent_params *p, double wy, doubl
 #include "fl_instantiate.h"
 #undef FL_BODY
 
-#define FL_DECLARE(dt, T)                                                                  \
-    static void (*fl_xent_label_rows_##dt)(const T *, T *, int64_t, const int64_t *,         \
-                                           const fl_xent_params *, double *, T *);           \
-    static void (*fl_xent_label_cols_##dt)(const T *, T *, int64_t, int64_t, int64_t, int64_t, \
-                                           const int64_t *, const fl_xent_params *, double *);   \
-    static void (*fl_xent_prob_rows_##dt)(const T *, const T *, T *, int64_t,                \
-                                          const fl_xent_params *, double *, T *);            \
-    static void (*fl_softmax_rows_##dt)(const T *, T *, int64_t, int64_t, int, double *);    \
-    static double (*fl_bce_block_##dt)(const T *, const T *, const T *, const T *, T *, T *, \
-                                       int64_t, T);                                          \
-    static double (*fl_focal_block_##dt)(const T *, const T *, T *, T *, int64_t, T, T, T);  \
-    static void (*fl_exp_array_##dt)(const T *, T *, int64_t);                               \
-    static void (*fl_log_array_##dt)(const T *, T *, int64_t);                               \
-    static void (*fl_log1p_array_##dt)(const T *, T *, int64_t);                             \
-    static void (*fl_log1p_unit_array_##dt)(const T *, T *, int64_t);
-FL_DECLARE(f32, float)
-FL_DECLARE(f64, double)
+#define FL_CLASSIFICATION_KERNELS(X)                                               \
+    X(xent_label_rows) X(xent_label_cols) X(xent_prob_rows) X(softmax_rows)     \
+    X(bce_block) X(focal_block) X(exp_array) X(log_array) X(log1p_array) X(log1p_unit_array)
+FL_DISPATCH(classification, FL_CLASSIFICATION_KERNELS)
 
-#define FL_ASSIGN(dt, level)                                                  \
-    fl_xent_label_rows_##dt = FL_LEVEL_FN(xent_label_rows, dt, level);        \
-    fl_xent_label_cols_##dt = FL_LEVEL_FN(xent_label_cols, dt, level);        \
-    fl_xent_prob_rows_##dt = FL_LEVEL_FN(xent_prob_rows, dt, level);          \
-    fl_softmax_rows_##dt = FL_LEVEL_FN(softmax_rows, dt, level);              \
-    fl_bce_block_##dt = FL_LEVEL_FN(bce_block, dt, level);                    \
-    fl_focal_block_##dt = FL_LEVEL_FN(focal_block, dt, level);                \
-    fl_exp_array_##dt = FL_LEVEL_FN(exp_array, dt, level);                    \
-    fl_log_array_##dt = FL_LEVEL_FN(log_array, dt, level);                    \
-    fl_log1p_array_##dt = FL_LEVEL_FN(log1p_array, dt, level);                \
-    fl_log1p_unit_array_##dt = FL_LEVEL_FN(log1p_unit_array, dt, level);
-
-/* Points every kernel at the variants of one SIMD level (the caller checks the
- * CPU supports it). */
-static void fl_classification_set_level(int level) {
-    FL_ASSIGN(f32, level)
-    FL_ASSIGN(f64, level)
-}
+/* One name per kernel for both dtypes (fl_common.h's FL_CALL). */
+#define fl_xent_label_rows(...) FL_CALL(fl_xent_label_rows, __VA_ARGS__)
+#define fl_xent_label_cols(...) FL_CALL(fl_xent_label_cols, __VA_ARGS__)
+#define fl_xent_prob_rows(...) FL_CALL(fl_xent_prob_rows, __VA_ARGS__)
+#define fl_softmax_rows(...) FL_CALL(fl_softmax_rows, __VA_ARGS__)
+/* elementwise */
+#define fl_bce_block(...) FL_CALL(fl_bce_block, __VA_ARGS__)
+#define fl_focal_block(...) FL_CALL(fl_focal_block, __VA_ARGS__)
+/* the vector math alone, for the accuracy tests */
+#define fl_exp_array(...) FL_CALL(fl_exp_array, __VA_ARGS__)
+#define fl_log_array(...) FL_CALL(fl_log_array, __VA_ARGS__)
+#define fl_log1p_array(...) FL_CALL(fl_log1p_array, __VA_ARGS__)
+#define fl_log1p_unit_array(...) FL_CALL(fl_log1p_unit_array, __VA_ARGS__)
 
 #endif

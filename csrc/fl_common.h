@@ -15,6 +15,31 @@
 #define FL_PASTE_(a, b) a##_##b
 #define FL_PASTE(a, b) FL_PASTE_(a, b)
 
+/* Kernel dispatch. A family header lists its kernels once, as an X-macro (X(name)
+ * per kernel), and FL_DISPATCH(family, LIST) makes for each kernel the function
+ * pointers fl_<name>_f32 / fl_<name>_f64, typed as the kernel, and
+ * fl_<family>_set_level(level), which points all of them at one SIMD level (the
+ * caller checks the CPU supports it; FL_LEVEL_FN: fl_instantiate.h). */
+#define FL_DECLARE_KERNEL(name)                                \
+    static __typeof__(&name##_f32_baseline) fl_##name##_f32;  \
+    static __typeof__(&name##_f64_baseline) fl_##name##_f64;
+#define FL_ASSIGN_KERNEL(name)                                 \
+    fl_##name##_f32 = FL_LEVEL_FN(name, f32, level);          \
+    fl_##name##_f64 = FL_LEVEL_FN(name, f64, level);
+#define FL_DISPATCH(family, LIST) \
+    LIST(FL_DECLARE_KERNEL)       \
+    static void fl_##family##_set_level(int level) { LIST(FL_ASSIGN_KERNEL) }
+
+/* One call for both dtypes: a family header defines fl_<name>(...) as FL_CALL, which
+ * calls the pointer of the dtype of the kernel's first argument (FL_CALL2: of its
+ * second), a float or double pointer. Cython declares each kernel once, its T
+ * pointers as void pointers and its T scalars as double (the kernel's prototype
+ * converts them), and passes typed pointers, which _Generic tells apart. */
+#define FL_BY_DTYPE(name, x) _Generic((x), float *: name##_f32, const float *: name##_f32, \
+                                           double *: name##_f64, const double *: name##_f64)
+#define FL_CALL(name, x, ...) FL_BY_DTYPE(name, x)(x, __VA_ARGS__)
+#define FL_CALL2(name, a, x, ...) FL_BY_DTYPE(name, x)(a, x, __VA_ARGS__)
+
 enum { FL_BASELINE = 0, FL_AVX2 = 1, FL_AVX512 = 2 };
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))

@@ -28,25 +28,12 @@ typedef struct {
 #include "fl_instantiate.h"
 #undef FL_BODY
 
-#define FL_DIV_DECLARE(dt, T)                                                                 \
-    static void (*fl_entropy_rows_##dt)(const T *, T *, int64_t, int64_t, double, double *, T *, int); \
-    static void (*fl_kl_rows_##dt)(const T *, const T *, T *, T *, int64_t, const int64_t *,   \
-                                   const fl_div_params *, double *, T *);                      \
-    static void (*fl_js_rows_##dt)(const T *, const T *, T *, T *, int64_t,                    \
-                                   const fl_div_params *, double *, T *);
-FL_DIV_DECLARE(f32, float)
-FL_DIV_DECLARE(f64, double)
+#define FL_DIVERGENCE_KERNELS(X) X(entropy_rows) X(kl_rows) X(js_rows)
+FL_DISPATCH(divergence, FL_DIVERGENCE_KERNELS)
 
-#define FL_DIV_ASSIGN(dt, level)                                              \
-    fl_entropy_rows_##dt = FL_LEVEL_FN(entropy_rows, dt, level);              \
-    fl_kl_rows_##dt = FL_LEVEL_FN(kl_rows, dt, level);                        \
-    fl_js_rows_##dt = FL_LEVEL_FN(js_rows, dt, level);
-
-/* Points every kernel at the variants of one SIMD level (the caller checks the
- * CPU supports it). */
-static void fl_divergence_set_level(int level) {
-    FL_DIV_ASSIGN(f32, level)
-    FL_DIV_ASSIGN(f64, level)
-}
+/* One name per kernel for both dtypes (fl_common.h's FL_CALL). */
+#define fl_entropy_rows(...) FL_CALL(fl_entropy_rows, __VA_ARGS__)
+#define fl_kl_rows(...) FL_CALL(fl_kl_rows, __VA_ARGS__)
+#define fl_js_rows(...) FL_CALL(fl_js_rows, __VA_ARGS__)
 
 #endif

@@ -12,25 +12,12 @@
 #include "fl_instantiate.h"
 #undef FL_BODY
 
-#define FL_GAUSS_DECLARE(dt, T)                                                               \
-    static double (*fl_gauss_kl_block_##dt)(const T *, const T *, const T *, const T *, T *,   \
-                                            T *, T *, T *, T *, int64_t, T);                   \
-    static double (*fl_recon_block_##dt)(const T *, const T *, int, T *, T *, int64_t, T);     \
-    static double (*fl_nll_block_##dt)(const T *, const T *, const T *, T, T *, T *, T *,      \
-                                       int64_t, T, T, T, double *);
-FL_GAUSS_DECLARE(f32, float)
-FL_GAUSS_DECLARE(f64, double)
+#define FL_GAUSSIAN_KERNELS(X) X(gauss_kl_block) X(recon_block) X(nll_block)
+FL_DISPATCH(gaussian, FL_GAUSSIAN_KERNELS)
 
-#define FL_GAUSS_ASSIGN(dt, level)                                            \
-    fl_gauss_kl_block_##dt = FL_LEVEL_FN(gauss_kl_block, dt, level);          \
-    fl_recon_block_##dt = FL_LEVEL_FN(recon_block, dt, level);                \
-    fl_nll_block_##dt = FL_LEVEL_FN(nll_block, dt, level);
-
-/* Points every kernel at the variants of one SIMD level (the caller checks the
- * CPU supports it). */
-static void fl_gaussian_set_level(int level) {
-    FL_GAUSS_ASSIGN(f32, level)
-    FL_GAUSS_ASSIGN(f64, level)
-}
+/* One name per kernel for both dtypes (fl_common.h's FL_CALL). */
+#define fl_gauss_kl_block(...) FL_CALL(fl_gauss_kl_block, __VA_ARGS__)
+#define fl_recon_block(...) FL_CALL(fl_recon_block, __VA_ARGS__)
+#define fl_nll_block(...) FL_CALL(fl_nll_block, __VA_ARGS__)
 
 #endif

@@ -5,7 +5,7 @@
 #ifndef FL_METRIC_H
 #define FL_METRIC_H
 #include "fl_common.h"
-#include <stdlib.h>
+#include <stdlib.h>   /* qsort */
 #if FL_X86_DISPATCH
 #include <immintrin.h>   /* hardware sqrt per SIMD level: libm sqrt does not vectorise without -fno-math-errno */
 #endif
@@ -26,6 +26,15 @@ enum { FL_DIST_SQ = 0, FL_DIST_EUCLID = 1, FL_DIST_COSINE = 2 };
 /* Elements per block of a float64 partial sum (fixed: thread-count independent). */
 #define FL_MSUM 256
 
+/* Per-thread scratch of all_mine_rows for rows of N candidates: N (distance,
+ * index) pairs of at most FL_MINE_PAIR_BYTES each, then N + 1 float64 partial sums
+ * and N + 1 int64 counts. The Cython caller allocates this many bytes per thread,
+ * 8-byte aligned. */
+#define FL_MINE_PAIR_BYTES 16
+static inline int64_t fl_all_mine_scratch_bytes(int64_t N) {
+    return FL_MINE_PAIR_BYTES * N + (int64_t)(sizeof(double) + sizeof(int64_t)) * (N + 1);
+}
+
 /* Two bodies: the metric kernels and the contrastive cross-entropy kernels. */
 #define FL_BODY "fl_metric_impl.h"
 #define FL_BODY2 "fl_contrastive_impl.h"
@@ -33,69 +42,33 @@ enum { FL_DIST_SQ = 0, FL_DIST_EUCLID = 1, FL_DIST_COSINE = 2 };
 #undef FL_BODY
 #undef FL_BODY2
 
-#define FL_METRIC_DECLARE(dt, T)                                                              \
-    static void (*fl_sq_norms_##dt)(const T *, int64_t, int64_t, double *);                  \
-    static void (*fl_normalize_rows_##dt)(const T *, T *, int64_t, int64_t, double, double);  \
-    static void (*fl_normalize_grad_rows_##dt)(const T *, const T *, T *, int64_t, int64_t,   \
-                                               double, double);                               \
-    static void (*fl_dist_rows_##dt)(T *, int64_t, int64_t, int64_t, const T *, const T *,    \
-                                     int);                                                    \
-    static void (*fl_triplet_rows_##dt)(const T *, const T *, const T *, T *, T *, T *,       \
-                                        int64_t, int64_t, int, double, double, double, int,   \
-                                        int, double, double *);                               \
-    static void (*fl_hard_rows_##dt)(const T *, int64_t, int64_t, int64_t, const T *,         \
-                                     const int32_t *, T *, int32_t *, T *, int32_t *,          \
-                                     int32_t *);                                               \
-    static void (*fl_hard_cols_##dt)(const T *, int64_t, int64_t, int64_t, int64_t, int64_t,   \
-                                     const T *, const int32_t *, T *, int32_t *, T *,          \
-                                     int32_t *, int32_t *);                                    \
-    static void (*fl_hard_finish_##dt)(const T *, int64_t, int64_t, int64_t, const int32_t *,  \
-                                       const int32_t *, const int32_t *, double, int,          \
-                                       double *, double *, double *);                          \
-    static void (*fl_hard_scatter_##dt)(const T *, T *, int64_t, int64_t, int64_t, int64_t,   \
-                                        const int32_t *, const int32_t *, const double *,     \
-                                        const double *, double);                              \
-    static void (*fl_all_mine_rows_##dt)(T *, int64_t, int64_t, int64_t, const T *,           \
-                                         const int32_t *, double, int, double *, int64_t *,   \
-                                         void *);                                             \
-    static void (*fl_sym_add_tiles_##dt)(T *, int64_t, int64_t, T);                           \
-    static void (*fl_ce_group_stats_##dt)(const T *, int64_t, int64_t, double *, T *, T *);   \
-    static void (*fl_ce_group_stats_bounded_##dt)(const T *, int64_t, int64_t, double *, T *,    \
-                                                  double);                                    \
-    static void (*fl_ce_grad_rows_bounded_##dt)(T *, int64_t, int64_t, int64_t, const double *, \
-                                                T, const T *, T, double, int64_t, int64_t, T); \
-    static void (*fl_ce_col_combine_##dt)(const T *, const T *, int64_t, int64_t, int64_t,    \
-                                          int64_t, T *);                                      \
-    static void (*fl_ce_grad_rows_##dt)(T *, int64_t, int64_t, int64_t, const double *, T,    \
-                                        const T *, T, int64_t, int64_t, T);                   \
-    static void (*fl_sqrt_array_##dt)(const T *, T *, int64_t);
-FL_METRIC_DECLARE(f32, float)
-FL_METRIC_DECLARE(f64, double)
+#define FL_METRIC_KERNELS(X)                                                          \
+    X(sq_norms) X(normalize_rows) X(normalize_grad_rows) X(dist_rows) X(triplet_rows)  \
+    X(hard_rows) X(hard_cols) X(hard_finish) X(hard_scatter) X(all_mine_rows)         \
+    X(sym_add_tiles) X(sqrt_array)                                                    \
+    X(ce_group_stats) X(ce_group_stats_bounded) X(ce_col_combine) X(ce_grad_rows)     \
+    X(ce_grad_rows_bounded)
+FL_DISPATCH(metric, FL_METRIC_KERNELS)
 
-#define FL_METRIC_ASSIGN(dt, level)                                         \
-    fl_sq_norms_##dt = FL_LEVEL_FN(sq_norms, dt, level);                    \
-    fl_normalize_rows_##dt = FL_LEVEL_FN(normalize_rows, dt, level);        \
-    fl_normalize_grad_rows_##dt = FL_LEVEL_FN(normalize_grad_rows, dt, level); \
-    fl_dist_rows_##dt = FL_LEVEL_FN(dist_rows, dt, level);                  \
-    fl_triplet_rows_##dt = FL_LEVEL_FN(triplet_rows, dt, level);            \
-    fl_hard_rows_##dt = FL_LEVEL_FN(hard_rows, dt, level);                  \
-    fl_hard_cols_##dt = FL_LEVEL_FN(hard_cols, dt, level);                  \
-    fl_hard_finish_##dt = FL_LEVEL_FN(hard_finish, dt, level);              \
-    fl_hard_scatter_##dt = FL_LEVEL_FN(hard_scatter, dt, level);            \
-    fl_all_mine_rows_##dt = FL_LEVEL_FN(all_mine_rows, dt, level);          \
-    fl_sym_add_tiles_##dt = FL_LEVEL_FN(sym_add_tiles, dt, level);          \
-    fl_ce_group_stats_##dt = FL_LEVEL_FN(ce_group_stats, dt, level);        \
-    fl_ce_col_combine_##dt = FL_LEVEL_FN(ce_col_combine, dt, level);        \
-    fl_ce_group_stats_bounded_##dt = FL_LEVEL_FN(ce_group_stats_bounded, dt, level); \
-    fl_ce_grad_rows_bounded_##dt = FL_LEVEL_FN(ce_grad_rows_bounded, dt, level); \
-    fl_ce_grad_rows_##dt = FL_LEVEL_FN(ce_grad_rows, dt, level);            \
-    fl_sqrt_array_##dt = FL_LEVEL_FN(sqrt_array, dt, level);
-
-/* Points every kernel at the variants of one SIMD level (the caller checks the
- * CPU supports it). */
-static void fl_metric_set_level(int level) {
-    FL_METRIC_ASSIGN(f32, level)
-    FL_METRIC_ASSIGN(f64, level)
-}
+/* One name per kernel for both dtypes (fl_common.h's FL_CALL). */
+#define fl_sq_norms(...) FL_CALL(fl_sq_norms, __VA_ARGS__)
+#define fl_normalize_rows(...) FL_CALL(fl_normalize_rows, __VA_ARGS__)
+#define fl_normalize_grad_rows(...) FL_CALL(fl_normalize_grad_rows, __VA_ARGS__)
+#define fl_dist_rows(...) FL_CALL(fl_dist_rows, __VA_ARGS__)
+#define fl_triplet_rows(...) FL_CALL(fl_triplet_rows, __VA_ARGS__)
+#define fl_sqrt_array(...) FL_CALL(fl_sqrt_array, __VA_ARGS__)
+/* mining */
+#define fl_hard_rows(...) FL_CALL(fl_hard_rows, __VA_ARGS__)
+#define fl_hard_cols(...) FL_CALL(fl_hard_cols, __VA_ARGS__)
+#define fl_hard_finish(...) FL_CALL(fl_hard_finish, __VA_ARGS__)
+#define fl_hard_scatter(...) FL_CALL(fl_hard_scatter, __VA_ARGS__)
+#define fl_all_mine_rows(...) FL_CALL(fl_all_mine_rows, __VA_ARGS__)
+#define fl_sym_add_tiles(...) FL_CALL(fl_sym_add_tiles, __VA_ARGS__)
+/* contrastive cross-entropy (fl_contrastive_impl.h) */
+#define fl_ce_group_stats(...) FL_CALL(fl_ce_group_stats, __VA_ARGS__)
+#define fl_ce_group_stats_bounded(...) FL_CALL(fl_ce_group_stats_bounded, __VA_ARGS__)
+#define fl_ce_col_combine(...) FL_CALL(fl_ce_col_combine, __VA_ARGS__)
+#define fl_ce_grad_rows(...) FL_CALL(fl_ce_grad_rows, __VA_ARGS__)
+#define fl_ce_grad_rows_bounded(...) FL_CALL(fl_ce_grad_rows_bounded, __VA_ARGS__)
 
 #endif

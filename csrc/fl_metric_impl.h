@@ -489,6 +489,7 @@ static void N_(hard_scatter)(const T *E, T *g, int64_t N, int64_t D, int64_t c0,
  * positives; times 1/(2d) for Euclidean distances), loss[r] = sum of l over the
  * anchor's active triplets, count[r] = their number. */
 typedef struct { T v; int32_t i; } N_(pair);
+_Static_assert(sizeof(N_(pair)) <= FL_MINE_PAIR_BYTES, "fl_all_mine_scratch_bytes undercounts");
 
 static int N_(pair_cmp)(const void *x, const void *y) {
     const T a = ((const N_(pair) *)x)->v, b = ((const N_(pair) *)y)->v;
@@ -501,8 +502,9 @@ FL_INL T N_(dd_factor)(T d, int squared) { return squared ? (T)1 : (d > 0 ? (T)0
 static void N_(all_mine_rows)(T *G, int64_t nr, int64_t N, int64_t r0, const T *sqn,
                               const int32_t *lab, double margin, int squared, double *loss,
                               int64_t *count, void *scratch) {
+    /* the layout fl_all_mine_scratch_bytes(N) counts */
     N_(pair) *arr = (N_(pair) *)scratch;                 /* N pairs */
-    double *acc = (double *)(arr + N);                   /* N + 1 partial sums */
+    double *acc = (double *)((char *)scratch + FL_MINE_PAIR_BYTES * N);   /* N + 1 partial sums */
     int64_t *hist = (int64_t *)(acc + N + 1);            /* N + 1 counts */
     for (int64_t r = 0; r < nr; r++) {
         const int64_t i = r0 + r;

@@ -18,26 +18,12 @@ enum { FL_BOX_GIOU = 0, FL_BOX_DIOU = 1, FL_BOX_CIOU = 2 };
 #include "fl_instantiate.h"
 #undef FL_BODY
 
-#define FL_REG_DECLARE(dt, T)                                                                   \
-    static double (*fl_reg_block_##dt)(int, const T *, const T *, const T *, T *, T *, int64_t, \
-                                       T, T);                                                   \
-    static double (*fl_box_block_##dt)(int, const T *, const T *, T *, T *, T *, int64_t, T, T); \
-    static int64_t (*fl_box_first_bad_##dt)(const T *, int64_t);
-FL_REG_DECLARE(f32, float)
-FL_REG_DECLARE(f64, double)
-#undef FL_REG_DECLARE
+#define FL_REGRESSION_KERNELS(X) X(reg_block) X(box_block) X(box_first_bad)
+FL_DISPATCH(regression, FL_REGRESSION_KERNELS)
 
-#define FL_REG_ASSIGN(dt, level)                                     \
-    fl_reg_block_##dt = FL_LEVEL_FN(reg_block, dt, level);           \
-    fl_box_block_##dt = FL_LEVEL_FN(box_block, dt, level);           \
-    fl_box_first_bad_##dt = FL_LEVEL_FN(box_first_bad, dt, level);
-
-/* Points every kernel at the variants of one SIMD level (the caller checks the
- * CPU supports it). */
-static void fl_regression_set_level(int level) {
-    FL_REG_ASSIGN(f32, level)
-    FL_REG_ASSIGN(f64, level)
-}
-#undef FL_REG_ASSIGN
+/* One name per kernel for both dtypes (fl_common.h's FL_CALL). */
+#define fl_reg_block(...) FL_CALL2(fl_reg_block, __VA_ARGS__)
+#define fl_box_block(...) FL_CALL2(fl_box_block, __VA_ARGS__)
+#define fl_box_first_bad(...) FL_CALL(fl_box_first_bad, __VA_ARGS__)
 
 #endif

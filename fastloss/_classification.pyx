@@ -12,6 +12,8 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
 
+from ._blocks cimport ELEMENT_BLOCK as EBLK, ROW_WORK, n_blocks, ordered_sum, rows_per_block
+
 import numpy as np
 
 cdef extern from "fl_classification.h" nogil:
@@ -25,34 +27,26 @@ cdef extern from "fl_classification.h" nogil:
         double softcap
         double gscale
     void fl_classification_set_level(int level)
-    void fl_xent_label_rows_f32(const float*, float*, int64_t, const int64_t*, const fl_xent_params*, double*, float*)
-    void fl_xent_label_rows_f64(const double*, double*, int64_t, const int64_t*, const fl_xent_params*, double*, double*)
-    void fl_xent_label_cols_f32(const float*, float*, int64_t, int64_t, int64_t, int64_t, const int64_t*, const fl_xent_params*, double*)
-    void fl_xent_label_cols_f64(const double*, double*, int64_t, int64_t, int64_t, int64_t, const int64_t*, const fl_xent_params*, double*)
-    void fl_xent_prob_rows_f32(const float*, const float*, float*, int64_t, const fl_xent_params*, double*, float*)
-    void fl_xent_prob_rows_f64(const double*, const double*, double*, int64_t, const fl_xent_params*, double*, double*)
-    void fl_softmax_rows_f32(const float*, float*, int64_t, int64_t, int, double*)
-    void fl_softmax_rows_f64(const double*, double*, int64_t, int64_t, int, double*)
-    double fl_bce_block_f32(const float*, const float*, const float*, const float*, float*, float*, int64_t, float)
-    double fl_bce_block_f64(const double*, const double*, const double*, const double*, double*, double*, int64_t, double)
-    double fl_focal_block_f32(const float*, const float*, float*, float*, int64_t, float, float, float)
-    double fl_focal_block_f64(const double*, const double*, double*, double*, int64_t, double, double, double)
-    void fl_exp_array_f32(const float*, float*, int64_t)
-    void fl_exp_array_f64(const double*, double*, int64_t)
-    void fl_log_array_f32(const float*, float*, int64_t)
-    void fl_log_array_f64(const double*, double*, int64_t)
-    void fl_log1p_array_f32(const float*, float*, int64_t)
-    void fl_log1p_array_f64(const double*, double*, int64_t)
-    void fl_log1p_unit_array_f32(const float*, float*, int64_t)
-    void fl_log1p_unit_array_f64(const double*, double*, int64_t)
+    # One declaration per kernel for both dtypes (csrc/fl_common.h's FL_CALL): the
+    # kernel's T pointers are void pointers here, its T scalars doubles.
+    void fl_xent_label_rows(const void *x, void *g, int64_t n, const int64_t *y, const fl_xent_params *p,
+                            double *loss, void *scratch)
+    void fl_xent_label_cols(const void *x, void *g, int64_t C, int64_t D, int64_t d0, int64_t d1,
+                            const int64_t *y, const fl_xent_params *p, double *loss)
+    void fl_xent_prob_rows(const void *x, const void *t, void *g, int64_t n, const fl_xent_params *p,
+                           double *loss, void *scratch)
+    void fl_softmax_rows(const void *x, void *out, int64_t n, int64_t C, int log_out, double *lse)
+    double fl_bce_block(const void *x, const void *t, const void *w, const void *pw, void *lout, void *g,
+                        int64_t n, double gscale)
+    double fl_focal_block(const void *x, const void *t, void *lout, void *g, int64_t n, double alpha,
+                          double gamma, double gscale)
+    void fl_exp_array(const void *x, void *y, int64_t n)
+    void fl_log_array(const void *x, void *y, int64_t n)
+    void fl_log1p_array(const void *x, void *y, int64_t n)
+    void fl_log1p_unit_array(const void *x, void *y, int64_t n)
 
-# Elements per parallel work item of the elementwise losses. Fixed (not derived
-# from the thread count) so the float64 partial sums are always the same.
-ELEMENT_BLOCK = 16384
-cdef int64_t _EBLK = ELEMENT_BLOCK
-# Elements per work item of the row losses (rows are independent, so any
-# blocking gives the same result; this only bounds scheduling overhead).
-cdef int64_t _ROW_WORK = 32768
+# Elements per parallel work item of the elementwise losses (fastloss/_blocks.pxd).
+ELEMENT_BLOCK = EBLK
 
 
 def set_level(int level):
@@ -65,8 +59,23 @@ def _scratch(x, int n_threads, double softcap):
     return np.empty((n_threads, x.shape[1]), dtype=np.asarray(x).dtype) if softcap > 0 else None
 
 
-cdef inline int64_t _rows_per_block(int64_t C) noexcept nogil:
-    return _ROW_WORK // C if C < _ROW_WORK else 1
+cdef _xent_rows(const floating[:, ::1] x, const int64_t *y, const floating *t, floating[:, ::1] g,
+                const floating[::1] class_weight, fl_xent_params p, double[::1] loss, int n_threads):
+    """The row loop of xent_label (labels y) and xent_prob (target rows t, y NULL); p's
+    class_weight is set here."""
+    cdef int64_t n = x.shape[0], C = x.shape[1]
+    cdef int64_t rpb = rows_per_block(C), r0, nr
+    cdef floating *gp = &g[0, 0] if g is not None and n > 0 else NULL
+    cdef floating[:, ::1] scratch = _scratch(x, n_threads, p.softcap)
+    cdef floating *sp
+    p.class_weight = &class_weight[0] if class_weight is not None else NULL
+    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
+        nr = min(rpb, n - r0)
+        sp = &scratch[threadid(), 0] if scratch is not None else NULL
+        if y:
+            fl_xent_label_rows(&x[r0, 0], gp + r0 * C if gp else NULL, nr, y + r0, &p, &loss[r0], sp)
+        else:
+            fl_xent_prob_rows(&x[r0, 0], t + r0 * C, gp + r0 * C if gp else NULL, nr, &p, &loss[r0], sp)
 
 
 def xent_label(const floating[:, ::1] x, const int64_t[::1] y, floating[:, ::1] g,
@@ -74,30 +83,22 @@ def xent_label(const floating[:, ::1] x, const int64_t[::1] y, floating[:, ::1] 
                double smoothing, double z_loss, double softcap, double gscale,
                double[::1] loss, int n_threads):
     """Per-row softmax cross-entropy with integer labels into `loss`; gradient into g (or None)."""
-    cdef fl_xent_params p
-    cdef int64_t n = x.shape[0], C = x.shape[1]
-    cdef int64_t rpb = _rows_per_block(C), nb = (n + rpb - 1) // rpb, b, r0, nr
-    cdef floating *gp = &g[0, 0] if g is not None and n > 0 else NULL
-    cdef floating[:, ::1] scratch = _scratch(x, n_threads, softcap)
-    cdef floating *sp = NULL
-    p.C = C
-    p.ignore_index = ignore_index
-    p.class_weight = &class_weight[0] if class_weight is not None else NULL
-    p.weight_sum = weight_sum
-    p.smoothing = smoothing
-    p.z_loss = z_loss
-    p.softcap = softcap
-    p.gscale = gscale
-    if n == 0:
-        return
-    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
-        r0 = b * rpb
-        nr = rpb if r0 + rpb <= n else n - r0
-        sp = &scratch[threadid(), 0] if scratch is not None else NULL
-        if floating is float:
-            fl_xent_label_rows_f32(&x[r0, 0], gp + r0 * C if gp else NULL, nr, &y[r0], &p, &loss[r0], sp)
-        else:
-            fl_xent_label_rows_f64(&x[r0, 0], gp + r0 * C if gp else NULL, nr, &y[r0], &p, &loss[r0], sp)
+    if x.shape[0] > 0:
+        _xent_rows(x, &y[0], NULL, g, class_weight,
+                   fl_xent_params(C=x.shape[1], ignore_index=ignore_index, class_weight=NULL,
+                                  weight_sum=weight_sum, smoothing=smoothing, z_loss=z_loss, softcap=softcap,
+                                  gscale=gscale), loss, n_threads)
+
+
+def xent_prob(const floating[:, ::1] x, const floating[:, ::1] t, floating[:, ::1] g,
+              const floating[::1] class_weight, double smoothing, double z_loss,
+              double softcap, double gscale, double[::1] loss, int n_threads):
+    """Per-row softmax cross-entropy with probability targets into `loss`; gradient into g (or None)."""
+    if x.shape[0] > 0:
+        _xent_rows(x, NULL, &t[0, 0], g, class_weight,
+                   fl_xent_params(C=x.shape[1], ignore_index=0, class_weight=NULL, weight_sum=0,
+                                  smoothing=smoothing, z_loss=z_loss, softcap=softcap, gscale=gscale),
+                   loss, n_threads)
 
 
 def xent_label_strided(const floating[:, :, ::1] x, const int64_t[:, ::1] y, floating[:, :, ::1] g,
@@ -106,78 +107,32 @@ def xent_label_strided(const floating[:, :, ::1] x, const int64_t[:, ::1] y, flo
                        int n_threads):
     """As xent_label for x of shape (A, C, D): the classes on the middle axis (PyTorch's
     layout), labels and losses (A, D), gradient (or None) of x's shape."""
-    cdef fl_xent_params p
     cdef int64_t A = x.shape[0], C = x.shape[1], D = x.shape[2]
-    # columns per work item: about _ROW_WORK elements, whole cache lines
-    cdef int64_t db = max(64, (_ROW_WORK // C) // 64 * 64)
-    cdef int64_t nblk = (D + db - 1) // db, i, a, d0
+    # columns per work item: about ROW_WORK elements, whole cache lines
+    cdef int64_t db = max(64, (ROW_WORK // C) // 64 * 64)
+    cdef int64_t nblk = n_blocks(D, db), i, a, d0
     cdef floating *gp = &g[0, 0, 0] if g is not None and A * D > 0 else NULL
-    p.C = C
-    p.ignore_index = ignore_index
-    p.class_weight = &class_weight[0] if class_weight is not None else NULL
-    p.weight_sum = weight_sum
-    p.smoothing = smoothing
-    p.z_loss = z_loss
-    p.softcap = 0
-    p.gscale = gscale
+    cdef const floating *cw = &class_weight[0] if class_weight is not None else NULL
+    cdef fl_xent_params p = fl_xent_params(
+        C=C, ignore_index=ignore_index, class_weight=cw,
+        weight_sum=weight_sum, smoothing=smoothing, z_loss=z_loss, softcap=0, gscale=gscale)
     if A * D == 0:
         return
     for i in prange(A * nblk, nogil=True, schedule="static", num_threads=n_threads):
         a = i // nblk
         d0 = (i % nblk) * db
-        if floating is float:
-            fl_xent_label_cols_f32(&x[a, 0, 0], gp + a * C * D if gp else NULL, C, D, d0,
-                                   min(D, d0 + db), &y[a, 0], &p, &loss[a, 0])
-        else:
-            fl_xent_label_cols_f64(&x[a, 0, 0], gp + a * C * D if gp else NULL, C, D, d0,
-                                   min(D, d0 + db), &y[a, 0], &p, &loss[a, 0])
-
-
-def xent_prob(const floating[:, ::1] x, const floating[:, ::1] t, floating[:, ::1] g,
-              const floating[::1] class_weight, double smoothing, double z_loss,
-              double softcap, double gscale, double[::1] loss, int n_threads):
-    """Per-row softmax cross-entropy with probability targets into `loss`; gradient into g (or None)."""
-    cdef fl_xent_params p
-    cdef int64_t n = x.shape[0], C = x.shape[1]
-    cdef int64_t rpb = _rows_per_block(C), nb = (n + rpb - 1) // rpb, b, r0, nr
-    cdef floating *gp = &g[0, 0] if g is not None and n > 0 else NULL
-    cdef floating[:, ::1] scratch = _scratch(x, n_threads, softcap)
-    cdef floating *sp = NULL
-    p.C = C
-    p.ignore_index = 0
-    p.class_weight = &class_weight[0] if class_weight is not None else NULL
-    p.weight_sum = 0
-    p.smoothing = smoothing
-    p.z_loss = z_loss
-    p.softcap = softcap
-    p.gscale = gscale
-    if n == 0:
-        return
-    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
-        r0 = b * rpb
-        nr = rpb if r0 + rpb <= n else n - r0
-        sp = &scratch[threadid(), 0] if scratch is not None else NULL
-        if floating is float:
-            fl_xent_prob_rows_f32(&x[r0, 0], &t[r0, 0], gp + r0 * C if gp else NULL, nr, &p, &loss[r0], sp)
-        else:
-            fl_xent_prob_rows_f64(&x[r0, 0], &t[r0, 0], gp + r0 * C if gp else NULL, nr, &p, &loss[r0], sp)
+        fl_xent_label_cols(&x[a, 0, 0], gp + a * C * D if gp else NULL, C, D, d0, min(D, d0 + db),
+                           &y[a, 0], &p, &loss[a, 0])
 
 
 def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, bint log_out,
                  double[::1] lse, int n_threads):
     """lse[r] = logsumexp(x[r]); with out (or None), softmax or log-softmax of each row."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
-    cdef int64_t rpb = _rows_per_block(C), nb = (n + rpb - 1) // rpb, b, r0, nr
+    cdef int64_t rpb = rows_per_block(C), r0
     cdef floating *op = &out[0, 0] if out is not None and n > 0 else NULL
-    if n == 0:
-        return
-    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
-        r0 = b * rpb
-        nr = rpb if r0 + rpb <= n else n - r0
-        if floating is float:
-            fl_softmax_rows_f32(&x[r0, 0], op + r0 * C if op else NULL, nr, C, log_out, &lse[r0])
-        else:
-            fl_softmax_rows_f64(&x[r0, 0], op + r0 * C if op else NULL, nr, C, log_out, &lse[r0])
+    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
+        fl_softmax_rows(&x[r0, 0], op + r0 * C if op else NULL, min(rpb, n - r0), C, log_out, &lse[r0])
 
 
 def bce(const floating[::1] x, const floating[::1] t, const floating[::1] w, int64_t w_period,
@@ -186,57 +141,30 @@ def bce(const floating[::1] x, const floating[::1] t, const floating[::1] w, int
     """Sum of binary cross-entropy with logits over x (flat). w / pw are tiled weights:
     element i uses w[i % w_period]; each holds at least ELEMENT_BLOCK + period
     entries (or the whole array), so a block's weights are contiguous."""
-    cdef int64_t n = x.shape[0], nb = (n + _EBLK - 1) // _EBLK, b, s, m
-    cdef double[::1] part
+    cdef int64_t n = x.shape[0], s
+    cdef double[::1] part = np.empty(n_blocks(n, EBLK), dtype=np.float64)
     cdef const floating *wp = &w[0] if w is not None else NULL
     cdef const floating *pwp = &pw[0] if pw is not None else NULL
     cdef floating *lp = &lout[0] if lout is not None and n > 0 else NULL
     cdef floating *gp = &g[0] if g is not None and n > 0 else NULL
-    if n == 0:
-        return 0.0
-    part = np.empty(nb, dtype=np.float64)
-    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
-        s = b * _EBLK
-        m = _EBLK if s + _EBLK <= n else n - s
-        if floating is float:
-            part[b] = fl_bce_block_f32(&x[s], &t[s], wp + s % w_period if wp else NULL,
-                                       pwp + s % pw_period if pwp else NULL,
-                                       lp + s if lp else NULL, gp + s if gp else NULL, m, <float> gscale)
-        else:
-            part[b] = fl_bce_block_f64(&x[s], &t[s], wp + s % w_period if wp else NULL,
-                                       pwp + s % pw_period if pwp else NULL,
-                                       lp + s if lp else NULL, gp + s if gp else NULL, m, gscale)
-    return _ordered_sum(part)
+    for s in prange(0, n, EBLK, nogil=True, schedule="static", num_threads=n_threads):
+        part[s // EBLK] = fl_bce_block(&x[s], &t[s], wp + s % w_period if wp else NULL,
+                               pwp + s % pw_period if pwp else NULL, lp + s if lp else NULL,
+                               gp + s if gp else NULL, min(EBLK, n - s), gscale)
+    return ordered_sum(part)
 
 
 def focal(const floating[::1] x, const floating[::1] t, double alpha, double gamma,
           floating[::1] lout, floating[::1] g, double gscale, int n_threads):
     """Sum of the sigmoid focal loss over x (flat); per-element loss and gradient optional."""
-    cdef int64_t n = x.shape[0], nb = (n + _EBLK - 1) // _EBLK, b, s, m
-    cdef double[::1] part
+    cdef int64_t n = x.shape[0], s
+    cdef double[::1] part = np.empty(n_blocks(n, EBLK), dtype=np.float64)
     cdef floating *lp = &lout[0] if lout is not None and n > 0 else NULL
     cdef floating *gp = &g[0] if g is not None and n > 0 else NULL
-    if n == 0:
-        return 0.0
-    part = np.empty(nb, dtype=np.float64)
-    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
-        s = b * _EBLK
-        m = _EBLK if s + _EBLK <= n else n - s
-        if floating is float:
-            part[b] = fl_focal_block_f32(&x[s], &t[s], lp + s if lp else NULL, gp + s if gp else NULL,
-                                         m, <float> alpha, <float> gamma, <float> gscale)
-        else:
-            part[b] = fl_focal_block_f64(&x[s], &t[s], lp + s if lp else NULL, gp + s if gp else NULL,
-                                         m, alpha, gamma, gscale)
-    return _ordered_sum(part)
-
-
-cdef double _ordered_sum(double[::1] part) noexcept:
-    cdef double s = 0.0
-    cdef Py_ssize_t i
-    for i in range(part.shape[0]):
-        s += part[i]
-    return s
+    for s in prange(0, n, EBLK, nogil=True, schedule="static", num_threads=n_threads):
+        part[s // EBLK] = fl_focal_block(&x[s], &t[s], lp + s if lp else NULL, gp + s if gp else NULL,
+                                 min(EBLK, n - s), alpha, gamma, gscale)
+    return ordered_sum(part)
 
 
 def vector_math(str fn, const floating[::1] x, floating[::1] y):
@@ -245,24 +173,12 @@ def vector_math(str fn, const floating[::1] x, floating[::1] y):
     if n == 0:
         return
     if fn == "exp":
-        if floating is float:
-            fl_exp_array_f32(&x[0], &y[0], n)
-        else:
-            fl_exp_array_f64(&x[0], &y[0], n)
+        fl_exp_array(&x[0], &y[0], n)
     elif fn == "log":
-        if floating is float:
-            fl_log_array_f32(&x[0], &y[0], n)
-        else:
-            fl_log_array_f64(&x[0], &y[0], n)
+        fl_log_array(&x[0], &y[0], n)
     elif fn == "log1p":
-        if floating is float:
-            fl_log1p_array_f32(&x[0], &y[0], n)
-        else:
-            fl_log1p_array_f64(&x[0], &y[0], n)
+        fl_log1p_array(&x[0], &y[0], n)
     elif fn == "log1p_unit":
-        if floating is float:
-            fl_log1p_unit_array_f32(&x[0], &y[0], n)
-        else:
-            fl_log1p_unit_array_f64(&x[0], &y[0], n)
+        fl_log1p_unit_array(&x[0], &y[0], n)
     else:
         raise ValueError(f"unknown function {fn!r}")

@@ -9,9 +9,10 @@ are identical for any number of threads. The elementwise Gaussian losses are in
 fastloss/_gaussian.pyx.
 """
 from cython cimport floating
-from cython.parallel cimport prange, parallel
+from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t
-from libc.stdlib cimport malloc, free
+
+from ._blocks cimport rows_per_block, scratch_row
 
 import numpy as np
 
@@ -27,19 +28,18 @@ cdef extern from "fl_divergence.h" nogil:
         int stream
     int FL_DIV_ROW_CACHE_BYTES
     void fl_divergence_set_level(int level)
-    void fl_entropy_rows_f32(const float*, float*, int64_t, int64_t, double, double*, float*, int)
-    void fl_entropy_rows_f64(const double*, double*, int64_t, int64_t, double, double*, double*, int)
-    void fl_kl_rows_f32(const float*, const float*, float*, float*, int64_t, const int64_t*, const fl_div_params*, double*, float*)
-    void fl_kl_rows_f64(const double*, const double*, double*, double*, int64_t, const int64_t*, const fl_div_params*, double*, double*)
-    void fl_js_rows_f32(const float*, const float*, float*, float*, int64_t, const fl_div_params*, double*, float*)
-    void fl_js_rows_f64(const double*, const double*, double*, double*, int64_t, const fl_div_params*, double*, double*)
+    # One declaration per kernel for both dtypes (csrc/fl_common.h's FL_CALL): the
+    # kernel's T pointers are void pointers here.
+    void fl_entropy_rows(const void *x, void *g, int64_t n, int64_t C, double gscale, double *loss,
+                         void *scratch, int stream)
+    void fl_kl_rows(const void *a, const void *b, void *ga, void *gb, int64_t n, const int64_t *labels,
+                    const fl_div_params *p, double *loss, void *scratch)
+    void fl_js_rows(const void *a, const void *b, void *ga, void *gb, int64_t n, const fl_div_params *p,
+                    double *loss, void *scratch)
 
-# Elements per parallel work item of the elementwise losses (now in _gaussian;
-# kept here as a module attribute).
+# Elements per parallel work item of the elementwise losses (which are now in
+# fastloss/_gaussian.pyx; kept as a module attribute).
 ELEMENT_BLOCK = 16384
-# Elements per work item of the row losses (rows are independent, so any
-# blocking gives the same result; this only bounds scheduling overhead).
-cdef int64_t _ROW_WORK = 32768
 # Gradients of at least this many bytes are written with streaming stores (they
 # cannot stay in cache anyway, and a streaming store does not read the line first).
 cdef int64_t _stream_bytes = 16 * 1024 * 1024
@@ -57,12 +57,14 @@ def set_level(int level):
     fl_divergence_set_level(level)
 
 
-cdef inline int64_t _rows_per_block(int64_t C) noexcept nogil:
-    return _ROW_WORK // C if C < _ROW_WORK else 1
-
-
 cdef inline bint _cached(int64_t C, size_t itemsize) noexcept nogil:
     return C * <int64_t> itemsize <= FL_DIV_ROW_CACHE_BYTES
+
+
+cdef _thread_rows(int n_threads, int64_t width, size_t itemsize):
+    """Per-thread scratch (fastloss/_blocks.pxd): a row of at least `width` elements per thread."""
+    return np.empty((n_threads, scratch_row(width * itemsize, itemsize)),
+                    dtype=np.float32 if itemsize == 4 else np.float64)
 
 
 # --- softmax rows ---------------------------------------------------------------------
@@ -71,23 +73,17 @@ def entropy(const floating[:, ::1] x, floating[:, ::1] g, double gscale, double[
             int n_threads):
     """Per-row entropy of softmax(x) into `loss`; gradient of gscale * sum into g (or None)."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
-    cdef int64_t rpb = _rows_per_block(C), nb = (n + rpb - 1) // rpb, b, r0, nr
+    cdef int64_t rpb = rows_per_block(C), r0
     cdef floating *gp = &g[0, 0] if g is not None and n > 0 else NULL
-    cdef floating *scratch = NULL
-    cdef bint cached = _cached(C, sizeof(floating)) and gp != NULL
+    cdef floating[:, ::1] scratch = None
     cdef int stream = gp != NULL and n * C * <int64_t> sizeof(floating) >= _stream_bytes
     if n == 0:
         return
-    with nogil, parallel(num_threads=n_threads):
-        scratch = <floating *> malloc(2 * C * sizeof(floating)) if cached else NULL
-        for b in prange(nb, schedule="static"):
-            r0 = b * rpb
-            nr = rpb if r0 + rpb <= n else n - r0
-            if floating is float:
-                fl_entropy_rows_f32(&x[r0, 0], gp + r0 * C if gp else NULL, nr, C, gscale, &loss[r0], scratch, stream)
-            else:
-                fl_entropy_rows_f64(&x[r0, 0], gp + r0 * C if gp else NULL, nr, C, gscale, &loss[r0], scratch, stream)
-        free(scratch)
+    if _cached(C, sizeof(floating)) and gp != NULL:
+        scratch = _thread_rows(n_threads, 2 * C, sizeof(floating))
+    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
+        fl_entropy_rows(&x[r0, 0], gp + r0 * C if gp else NULL, min(rpb, n - r0), C, gscale, &loss[r0],
+                        &scratch[threadid(), 0] if scratch is not None else NULL, stream)
 
 
 def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] ga,
@@ -97,45 +93,28 @@ def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floa
     """Per-row KL(softmax(a/T) || softmax(b/T)) (kind "kl") or generalised JS (kind "js")
     into `loss`; gradients into ga / gb (either may be None). labels (or None): rows equal
     to ignore_index are skipped (KL only). accumulate_q: gb is added to."""
-    cdef fl_div_params p
     cdef int64_t n = a.shape[0], C = a.shape[1]
-    cdef int64_t rpb = _rows_per_block(C), nb = (n + rpb - 1) // rpb, bk, r0, nr
+    cdef int64_t rpb = rows_per_block(C), r0, nr
     cdef floating *gap = &ga[0, 0] if ga is not None and n > 0 else NULL
     cdef floating *gbp = &gb[0, 0] if gb is not None and n > 0 else NULL
-    cdef floating *scratch = NULL
+    cdef floating[:, ::1] scratch = None
+    cdef floating *sp
     cdef const int64_t *lab = &labels[0] if labels is not None and n > 0 else NULL
     cdef bint js = kind == "js"
-    cdef int n_scratch = 4 if js else 3
-    cdef bint cached = _cached(C, sizeof(floating)) and (gap != NULL or gbp != NULL or js)
-    p.C = C
-    p.inv_t = inv_t
-    p.beta = beta
-    p.gscale_p = gscale_p
-    p.gscale_q = gscale_q
-    p.accumulate_q = accumulate_q
-    p.ignore_index = ignore_index
-    p.stream = (gap != NULL or gbp != NULL) and n * C * <int64_t> sizeof(floating) >= _stream_bytes
+    cdef fl_div_params p = fl_div_params(
+        C=C, inv_t=inv_t, beta=beta, gscale_p=gscale_p, gscale_q=gscale_q, accumulate_q=accumulate_q,
+        ignore_index=ignore_index,
+        stream=(gap != NULL or gbp != NULL) and n * C * <int64_t> sizeof(floating) >= _stream_bytes)
     if n == 0:
         return
-    with nogil, parallel(num_threads=n_threads):
-        scratch = <floating *> malloc(n_scratch * C * sizeof(floating)) if cached else NULL
-        for bk in prange(nb, schedule="static"):
-            r0 = bk * rpb
-            nr = rpb if r0 + rpb <= n else n - r0
-            if floating is float:
-                if js:
-                    fl_js_rows_f32(&a[r0, 0], &b[r0, 0], gap + r0 * C if gap else NULL,
-                                   gbp + r0 * C if gbp else NULL, nr, &p, &loss[r0], scratch)
-                else:
-                    fl_kl_rows_f32(&a[r0, 0], &b[r0, 0], gap + r0 * C if gap else NULL,
-                                   gbp + r0 * C if gbp else NULL, nr, lab + r0 if lab else NULL, &p,
-                                   &loss[r0], scratch)
-            else:
-                if js:
-                    fl_js_rows_f64(&a[r0, 0], &b[r0, 0], gap + r0 * C if gap else NULL,
-                                   gbp + r0 * C if gbp else NULL, nr, &p, &loss[r0], scratch)
-                else:
-                    fl_kl_rows_f64(&a[r0, 0], &b[r0, 0], gap + r0 * C if gap else NULL,
-                                   gbp + r0 * C if gbp else NULL, nr, lab + r0 if lab else NULL, &p,
-                                   &loss[r0], scratch)
-        free(scratch)
+    if _cached(C, sizeof(floating)) and (gap != NULL or gbp != NULL or js):
+        scratch = _thread_rows(n_threads, (4 if js else 3) * C, sizeof(floating))
+    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
+        nr = min(rpb, n - r0)
+        sp = &scratch[threadid(), 0] if scratch is not None else NULL
+        if js:
+            fl_js_rows(&a[r0, 0], &b[r0, 0], gap + r0 * C if gap else NULL, gbp + r0 * C if gbp else NULL,
+                       nr, &p, &loss[r0], sp)
+        else:
+            fl_kl_rows(&a[r0, 0], &b[r0, 0], gap + r0 * C if gap else NULL, gbp + r0 * C if gbp else NULL,
+                       nr, lab + r0 if lab else NULL, &p, &loss[r0], sp)

@@ -12,43 +12,35 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
+from ._blocks cimport BOX_BLOCK as BBLK, ELEMENT_BLOCK as EBLK, n_blocks, ordered_sum
+
 import numpy as np
 
 cdef extern from "fl_regression.h" nogil:
     int FL_REG_MSE, FL_REG_L1, FL_REG_SMOOTH_L1, FL_REG_HUBER, FL_REG_LOGCOSH
     int FL_BOX_GIOU, FL_BOX_DIOU, FL_BOX_CIOU
     void fl_regression_set_level(int level)
-    double fl_reg_block_f32(int, const float*, const float*, const float*, float*, float*, int64_t, float, float)
-    double fl_reg_block_f64(int, const double*, const double*, const double*, double*, double*, int64_t, double, double)
-    double fl_box_block_f32(int, const float*, const float*, float*, float*, float*, int64_t, float, float)
-    double fl_box_block_f64(int, const double*, const double*, double*, double*, double*, int64_t, double, double)
-    int64_t fl_box_first_bad_f32(const float*, int64_t)
-    int64_t fl_box_first_bad_f64(const double*, int64_t)
+    # One declaration per kernel for both dtypes (csrc/fl_common.h's FL_CALL): the
+    # kernel's T pointers are void pointers here, its T scalars doubles.
+    double fl_reg_block(int kind, const void *x, const void *t, const void *w, void *lout, void *g,
+                        int64_t n, double param, double gscale)
+    double fl_box_block(int kind, const void *b1, const void *b2, void *lout, void *g1, void *g2,
+                        int64_t n, double eps, double gscale)
+    int64_t fl_box_first_bad(const void *boxes, int64_t n)
 
 # Loss kinds, as the C enums.
 MSE, L1, SMOOTH_L1, HUBER, LOGCOSH = FL_REG_MSE, FL_REG_L1, FL_REG_SMOOTH_L1, FL_REG_HUBER, FL_REG_LOGCOSH
 GIOU, DIOU, CIOU = FL_BOX_GIOU, FL_BOX_DIOU, FL_BOX_CIOU
 
-# Elements per parallel work item of the elementwise losses. Fixed (not derived
-# from the thread count) so the float64 partial sums are always the same. Equal to
+# Elements per parallel work item of the elementwise losses and box pairs per work
+# item of the box losses (fastloss/_blocks.pxd). ELEMENT_BLOCK equals
 # fastloss._classification.ELEMENT_BLOCK, whose weight tiling (_periodic) we share.
-ELEMENT_BLOCK = 16384
-cdef int64_t _EBLK = ELEMENT_BLOCK
-# Box pairs per parallel work item.
-BOX_BLOCK = 4096
-cdef int64_t _BBLK = BOX_BLOCK
+ELEMENT_BLOCK = EBLK
+BOX_BLOCK = BBLK
 
 
 def set_level(int level):
     fl_regression_set_level(level)
-
-
-cdef double _ordered_sum(double[::1] part) noexcept:
-    cdef double s = 0.0
-    cdef Py_ssize_t i
-    for i in range(part.shape[0]):
-        s += part[i]
-    return s
 
 
 def elementwise(int kind, const floating[::1] x, const floating[::1] t, const floating[::1] w,
@@ -58,45 +50,27 @@ def elementwise(int kind, const floating[::1] x, const floating[::1] t, const fl
     uses w[i % w_period], and each block's run of weights is contiguous in w (see
     fastloss.classification._periodic). lout (w * loss per element) and g (its
     derivative with respect to x, times gscale) are optional. param: beta / delta."""
-    cdef int64_t n = x.shape[0], nb = (n + _EBLK - 1) // _EBLK, b, s, m
-    cdef double[::1] part
+    cdef int64_t n = x.shape[0], s
+    cdef double[::1] part = np.empty(n_blocks(n, EBLK), dtype=np.float64)
     cdef const floating *wp = &w[0] if w is not None else NULL
     cdef floating *lp = &lout[0] if lout is not None and n > 0 else NULL
     cdef floating *gp = &g[0] if g is not None and n > 0 else NULL
-    if n == 0:
-        return 0.0
-    part = np.empty(nb, dtype=np.float64)
-    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
-        s = b * _EBLK
-        m = _EBLK if s + _EBLK <= n else n - s
-        if floating is float:
-            part[b] = fl_reg_block_f32(kind, &x[s], &t[s], wp + s % w_period if wp else NULL,
-                                       lp + s if lp else NULL, gp + s if gp else NULL, m,
-                                       <float> param, <float> gscale)
-        else:
-            part[b] = fl_reg_block_f64(kind, &x[s], &t[s], wp + s % w_period if wp else NULL,
-                                       lp + s if lp else NULL, gp + s if gp else NULL, m,
-                                       param, gscale)
-    return _ordered_sum(part)
+    for s in prange(0, n, EBLK, nogil=True, schedule="static", num_threads=n_threads):
+        part[s // EBLK] = fl_reg_block(kind, &x[s], &t[s], wp + s % w_period if wp else NULL,
+                               lp + s if lp else NULL, gp + s if gp else NULL, min(EBLK, n - s),
+                               param, gscale)
+    return ordered_sum(part)
 
 
 def box_first_bad(const floating[:, ::1] boxes, int n_threads):
     """Index of the first (x1, y1, x2, y2) row with x2 < x1 or y2 < y1, or -1."""
-    cdef int64_t n = boxes.shape[0], nb = (n + _BBLK - 1) // _BBLK, b, s, m
-    cdef int64_t[::1] bad
-    if n == 0:
-        return -1
-    bad = np.empty(nb, dtype=np.int64)
-    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
-        s = b * _BBLK
-        m = _BBLK if s + _BBLK <= n else n - s
-        if floating is float:
-            bad[b] = fl_box_first_bad_f32(&boxes[s, 0], m)
-        else:
-            bad[b] = fl_box_first_bad_f64(&boxes[s, 0], m)
-    for b in range(nb):
+    cdef int64_t n = boxes.shape[0], b, s
+    cdef int64_t[::1] bad = np.empty(n_blocks(n, BBLK), dtype=np.int64)
+    for s in prange(0, n, BBLK, nogil=True, schedule="static", num_threads=n_threads):
+        bad[s // BBLK] = fl_box_first_bad(&boxes[s, 0], min(BBLK, n - s))
+    for b in range(bad.shape[0]):
         if bad[b] >= 0:
-            return b * _BBLK + bad[b]
+            return b * BBLK + bad[b]
     return -1
 
 
@@ -104,23 +78,13 @@ def box(int kind, const floating[:, ::1] b1, const floating[:, ::1] b2, floating
         floating[:, ::1] g1, floating[:, ::1] g2, double eps, double gscale, int n_threads):
     """Sum of a box IoU loss over the (n, 4) pairs b1[i], b2[i]; lout (per pair) and the
     gradients g1, g2 (both or neither, times gscale) are optional."""
-    cdef int64_t n = b1.shape[0], nb = (n + _BBLK - 1) // _BBLK, b, s, m
-    cdef double[::1] part
+    cdef int64_t n = b1.shape[0], s
+    cdef double[::1] part = np.empty(n_blocks(n, BBLK), dtype=np.float64)
     cdef floating *lp = &lout[0] if lout is not None and n > 0 else NULL
     cdef floating *g1p = &g1[0, 0] if g1 is not None and n > 0 else NULL
     cdef floating *g2p = &g2[0, 0] if g2 is not None and n > 0 else NULL
-    if n == 0:
-        return 0.0
-    part = np.empty(nb, dtype=np.float64)
-    for b in prange(nb, nogil=True, schedule="static", num_threads=n_threads):
-        s = b * _BBLK
-        m = _BBLK if s + _BBLK <= n else n - s
-        if floating is float:
-            part[b] = fl_box_block_f32(kind, &b1[s, 0], &b2[s, 0], lp + s if lp else NULL,
-                                       g1p + 4 * s if g1p else NULL, g2p + 4 * s if g2p else NULL,
-                                       m, <float> eps, <float> gscale)
-        else:
-            part[b] = fl_box_block_f64(kind, &b1[s, 0], &b2[s, 0], lp + s if lp else NULL,
-                                       g1p + 4 * s if g1p else NULL, g2p + 4 * s if g2p else NULL,
-                                       m, eps, gscale)
-    return _ordered_sum(part)
+    for s in prange(0, n, BBLK, nogil=True, schedule="static", num_threads=n_threads):
+        part[s // BBLK] = fl_box_block(kind, &b1[s, 0], &b2[s, 0], lp + s if lp else NULL,
+                               g1p + 4 * s if g1p else NULL, g2p + 4 * s if g2p else NULL,
+                               min(BBLK, n - s), eps, gscale)
+    return ordered_sum(part)

@@ -1,5 +1,12 @@
 # cython: language_level=3
-"""What the compiled build can tell Python: OpenMP, its thread count, CPU SIMD level."""
+"""What the compiled build can tell Python: OpenMP, its thread count, CPU SIMD level,
+and the kernels' elementwise block size."""
+from ._blocks cimport ELEMENT_BLOCK as EBLK
+
+# Elements per parallel work item of the elementwise losses (fastloss/_blocks.pxd):
+# fixed, so float64 partial sums do not depend on the thread count; tiled weights
+# must hold a contiguous run of this many entries per block.
+ELEMENT_BLOCK = EBLK
 cdef extern from "fl_common.h" nogil:
     int fl_cpu_best_level()
     int FL_X86_DISPATCH
