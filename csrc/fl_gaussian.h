@@ -4,10 +4,6 @@
 #define FL_GAUSSIAN_H
 #include "fl_common.h"
 
-/* Elements per partial sum kept in the row dtype before it is added into a
- * float64 total: fixed, so sums do not depend on how work is split. */
-#define FL_GAUSS_SUM_BLOCK 256
-
 #define FL_BODY "fl_gaussian_impl.h"
 #include "fl_instantiate.h"
 #undef FL_BODY

@@ -23,9 +23,6 @@ enum { FL_DIST_SQ = 0, FL_DIST_EUCLID = 1, FL_DIST_COSINE = 2 };
 #define FL_CE_GROUP 32
 #define FL_CE_COLS 1024
 
-/* Elements per block of a float64 partial sum (fixed: thread-count independent). */
-#define FL_MSUM 256
-
 /* Per-thread scratch of all_mine_rows for rows of N candidates: N (distance,
  * index) pairs of at most FL_MINE_PAIR_BYTES each, then N + 1 float64 partial sums
  * and N + 1 int64 counts. The Cython caller allocates this many bytes per thread,

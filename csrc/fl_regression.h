@@ -9,9 +9,8 @@ enum { FL_REG_MSE = 0, FL_REG_L1 = 1, FL_REG_SMOOTH_L1 = 2, FL_REG_HUBER = 3, FL
 /* Box losses (fl_box_block's `kind`), torchvision's formulas. */
 enum { FL_BOX_GIOU = 0, FL_BOX_DIOU = 1, FL_BOX_CIOU = 2 };
 
-/* Elements (boxes) per float32 partial sum, added into a float64 total: fixed, so
- * the result does not depend on how blocks are split between threads. */
-#define FL_REG_SUM_BLOCK 256
+/* Boxes per float32 partial sum, added into a float64 total: fixed, so the result
+ * does not depend on how blocks are split between threads. */
 #define FL_BOX_SUM_BLOCK 256
 
 #define FL_BODY "fl_regression_impl.h"

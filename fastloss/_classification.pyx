@@ -45,9 +45,6 @@ cdef extern from "fl_classification.h" nogil:
     void fl_log1p_array(const void *x, void *y, int64_t n)
     void fl_log1p_unit_array(const void *x, void *y, int64_t n)
 
-# Elements per parallel work item of the elementwise losses (fastloss/_blocks.pxd).
-ELEMENT_BLOCK = EBLK
-
 
 def set_level(int level):
     fl_classification_set_level(level)

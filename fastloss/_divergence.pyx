@@ -37,9 +37,6 @@ cdef extern from "fl_divergence.h" nogil:
     void fl_js_rows(const void *a, const void *b, void *ga, void *gb, int64_t n, const fl_div_params *p,
                     double *loss, void *scratch)
 
-# Elements per parallel work item of the elementwise losses (which are now in
-# fastloss/_gaussian.pyx; kept as a module attribute).
-ELEMENT_BLOCK = 16384
 # Gradients of at least this many bytes are written with streaming stores (they
 # cannot stay in cache anyway, and a streaming store does not read the line first).
 cdef int64_t _stream_bytes = 16 * 1024 * 1024

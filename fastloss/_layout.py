@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from ._checks import check_grad_out, check_grad_outs
-from ._classification import ELEMENT_BLOCK  # MERGE: _runtime.ELEMENT_BLOCK
+from ._runtime import ELEMENT_BLOCK
 
 
 def as_rows(x, axis):

@@ -32,10 +32,7 @@ cdef extern from "fl_regression.h" nogil:
 MSE, L1, SMOOTH_L1, HUBER, LOGCOSH = FL_REG_MSE, FL_REG_L1, FL_REG_SMOOTH_L1, FL_REG_HUBER, FL_REG_LOGCOSH
 GIOU, DIOU, CIOU = FL_BOX_GIOU, FL_BOX_DIOU, FL_BOX_CIOU
 
-# Elements per parallel work item of the elementwise losses and box pairs per work
-# item of the box losses (fastloss/_blocks.pxd). ELEMENT_BLOCK equals
-# fastloss._classification.ELEMENT_BLOCK, whose weight tiling (_periodic) we share.
-ELEMENT_BLOCK = EBLK
+# Box pairs per work item of the box losses (fastloss/_blocks.pxd).
 BOX_BLOCK = BBLK
 
 

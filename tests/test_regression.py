@@ -7,7 +7,7 @@ import pytest
 
 import fastloss as fl
 import fastloss.reference.regression as ref
-from fastloss import _classification, _regression
+from fastloss import _regression, _runtime
 from fastloss.regression import (complete_box_iou_loss, distance_box_iou_loss,
                                  generalized_box_iou_loss, huber_loss, l1_loss, log_cosh_loss,
                                  mse_loss, smooth_l1_loss)
@@ -167,18 +167,13 @@ def test_weighted_mean_semantics(rng):
 def test_weight_tiling_large(rng):
     """Weights that broadcast over leading axes stay small and are tiled across blocks;
     block boundaries that fall mid-period must read the right weights."""
-    n_rows, C = 3 * _regression.ELEMENT_BLOCK // 7 + 5, 7
+    n_rows, C = 3 * _runtime.ELEMENT_BLOCK // 7 + 5, 7
     x, t = _pair(rng, (n_rows, C), np.float32)
     for w in (rng.uniform(0.1, 2.0, C), rng.uniform(0.1, 2.0, (n_rows, 1)), rng.uniform(0.1, 2.0, (n_rows, C))):
         for fn, oracle in ((huber_loss, ref.huber_loss), (log_cosh_loss, ref.log_cosh_loss)):
             _check(fn(x, t, weight=w, return_grad=True), oracle(x, t, weight=w, return_grad=True), np.float32)
             assert_close(fn(x, t, weight=w, reduction="none"), oracle(x, t, weight=w, reduction="none"),
                          np.float32)
-
-
-def test_element_block_fits_weight_tiling():
-    # fastloss.classification._periodic tiles weights for blocks of its ELEMENT_BLOCK
-    assert _regression.ELEMENT_BLOCK <= _classification.ELEMENT_BLOCK
 
 
 # --- PyTorch parity ---------------------------------------------------------------------------
@@ -284,7 +279,7 @@ def test_elementwise_grad_out(rng):
 # --- determinism ---------------------------------------------------------------------------
 
 def test_elementwise_bitwise_identical_across_threads(rng):
-    n = 3 * _regression.ELEMENT_BLOCK + 123          # several blocks, above SERIAL_BELOW
+    n = 3 * _runtime.ELEMENT_BLOCK + 123          # several blocks, above SERIAL_BELOW
     x, t = _pair(rng, (n,), np.float32, scale=3.0)
     w = rng.uniform(0.1, 2.0, 1000)[np.arange(n) % 1000].reshape(n)
     results = []
