@@ -4,8 +4,6 @@
 #define FL_REGRESSION_H
 #include "fl_common.h"
 
-/* Elementwise losses of r = input - target (fl_reg_block's `kind`). */
-enum { FL_REG_MSE = 0, FL_REG_L1 = 1, FL_REG_SMOOTH_L1 = 2, FL_REG_HUBER = 3, FL_REG_LOGCOSH = 4 };
 /* Box losses (fl_box_block's `kind`), torchvision's formulas. */
 enum { FL_BOX_GIOU = 0, FL_BOX_DIOU = 1, FL_BOX_CIOU = 2 };
 
@@ -19,6 +17,14 @@ enum { FL_BOX_GIOU = 0, FL_BOX_DIOU = 1, FL_BOX_CIOU = 2 };
 
 #define FL_REGRESSION_KERNELS(X) X(reg_block) X(box_block) X(box_first_bad)
 FL_DISPATCH(regression, FL_REGRESSION_KERNELS)
+
+/* The elementwise loss named `name` (its FL_REG_KINDS entry), or -1. */
+static int fl_reg_kind(const char *name) {
+#define FL_REG_IF_NAMED(kind, str) if (strcmp(name, str) == 0) return FL_REG_##kind;
+    FL_REG_KINDS(FL_REG_IF_NAMED)
+#undef FL_REG_IF_NAMED
+    return -1;
+}
 
 /* One name per kernel for both dtypes (fl_common.h's FL_CALL). */
 #define fl_reg_block(...) FL_CALL2(fl_reg_block, __VA_ARGS__)

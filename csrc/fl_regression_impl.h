@@ -14,6 +14,16 @@
 
 #include "fl_pointwise.h"
 
+#ifndef FL_REG_KINDS
+/* The elementwise losses: FL_REG_<KIND> (fl_reg_block's `kind`) and the name the
+ * Python wrappers pass. A new loss adds its entry here and its case to reg_point. */
+#define FL_REG_KINDS(X) \
+    X(MSE, "mse") X(L1, "l1") X(SMOOTH_L1, "smooth_l1") X(HUBER, "huber") X(LOGCOSH, "log_cosh")
+#define FL_REG_ENUM(kind, str) FL_REG_##kind,
+enum { FL_REG_KINDS(FL_REG_ENUM) };
+#undef FL_REG_ENUM
+#endif
+
 /* sign(r) * m for r != 0, 0 for r == 0, NaN for NaN (r * 0 keeps the NaN). */
 FL_INL V N_(vsignmul)(V r, V m) {
     return N_(vsel)(r > (T)0, m, N_(vsel)(r < (T)0, -m, r * (T)0));
@@ -85,7 +95,7 @@ FL_INL void N_(reg_point)(const int kind, V r, T p, V *l, V *d) {
         *d = N_(vsel)(r > p, N_(vset1)(p), N_(vsel)(r < -p, N_(vset1)(-p), r));
         break;
     }
-    default: /* FL_REG_LOGCOSH */
+    case FL_REG_LOGCOSH:
         N_(vlogcosh)(r, l, d);
         break;
     }
@@ -127,16 +137,15 @@ FL_INL double N_(reg_impl)(const int kind, const T *x, const T *t, const T *w, T
     return total;
 }
 
-/* The five losses as separate, fully specialised loops. */
+/* Each loss as a separate, fully specialised loop (kind is checked by the caller). */
 static double N_(reg_block)(int kind, const T *x, const T *t, const T *w, T *lout, T *g,
                             int64_t n, T p, T gscale) {
+#define FL_REG_CASE(k, str) case FL_REG_##k: return N_(reg_impl)(FL_REG_##k, x, t, w, lout, g, n, p, gscale);
     switch (kind) {
-    case FL_REG_MSE: return N_(reg_impl)(FL_REG_MSE, x, t, w, lout, g, n, p, gscale);
-    case FL_REG_L1: return N_(reg_impl)(FL_REG_L1, x, t, w, lout, g, n, p, gscale);
-    case FL_REG_SMOOTH_L1: return N_(reg_impl)(FL_REG_SMOOTH_L1, x, t, w, lout, g, n, p, gscale);
-    case FL_REG_HUBER: return N_(reg_impl)(FL_REG_HUBER, x, t, w, lout, g, n, p, gscale);
-    default: return N_(reg_impl)(FL_REG_LOGCOSH, x, t, w, lout, g, n, p, gscale);
+    FL_REG_KINDS(FL_REG_CASE)
     }
+#undef FL_REG_CASE
+    return NAN;
 }
 
 /* --- bounding boxes: (x1, y1, x2, y2) per box, 4 contiguous values ------------------

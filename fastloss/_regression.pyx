@@ -17,7 +17,7 @@ from ._blocks cimport BOX_BLOCK as BBLK, ELEMENT_BLOCK as EBLK, n_blocks, ordere
 import numpy as np
 
 cdef extern from "fl_regression.h" nogil:
-    int FL_REG_MSE, FL_REG_L1, FL_REG_SMOOTH_L1, FL_REG_HUBER, FL_REG_LOGCOSH
+    int fl_reg_kind(const char *name)
     int FL_BOX_GIOU, FL_BOX_DIOU, FL_BOX_CIOU
     void fl_regression_set_level(int level)
     # One declaration per kernel for both dtypes (csrc/fl_common.h's FL_CALL): the
@@ -28,8 +28,7 @@ cdef extern from "fl_regression.h" nogil:
                         int64_t n, double eps, double gscale)
     int64_t fl_box_first_bad(const void *boxes, int64_t n)
 
-# Loss kinds, as the C enums.
-MSE, L1, SMOOTH_L1, HUBER, LOGCOSH = FL_REG_MSE, FL_REG_L1, FL_REG_SMOOTH_L1, FL_REG_HUBER, FL_REG_LOGCOSH
+# Box loss kinds, as the C enum.
 GIOU, DIOU, CIOU = FL_BOX_GIOU, FL_BOX_DIOU, FL_BOX_CIOU
 
 # Box pairs per work item of the box losses (fastloss/_blocks.pxd).
@@ -40,16 +39,20 @@ def set_level(int level):
     fl_regression_set_level(level)
 
 
-def elementwise(int kind, const floating[::1] x, const floating[::1] t, const floating[::1] w,
+def elementwise(str name, const floating[::1] x, const floating[::1] t, const floating[::1] w,
                 int64_t w_period, floating[::1] lout, floating[::1] g, double param,
                 double gscale, int n_threads):
-    """Sum of w * loss(x - t) over x (flat). w (or None) is a tiled weight: element i
+    """Sum of w * loss(x - t) over x (flat) for the loss `name` (an FL_REG_KINDS entry of
+    csrc/fl_regression_impl.h). w (or None) is a tiled weight: element i
     uses w[i % w_period], and each block's run of weights is contiguous in w (see
     fastloss.classification._periodic). lout (w * loss per element) and g (its
     derivative with respect to x, times gscale) are optional. param: beta / delta."""
+    cdef int kind = fl_reg_kind(name.encode())
     cdef int64_t n = x.shape[0], s
     cdef double[::1] part = np.empty(n_blocks(n, EBLK), dtype=np.float64)
     cdef const floating *wp = &w[0] if w is not None else NULL
+    if kind < 0:
+        raise ValueError(f"no elementwise regression loss named {name!r}")
     cdef floating *lp = &lout[0] if lout is not None and n > 0 else NULL
     cdef floating *gp = &g[0] if g is not None and n > 0 else NULL
     for s in prange(0, n, EBLK, nogil=True, schedule="static", num_threads=n_threads):

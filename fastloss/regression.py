@@ -24,7 +24,7 @@ _config.register_kernels(_k)
 
 # --- elementwise losses ---------------------------------------------------------------
 
-def _elementwise(kind, input, target, param, weight, reduction, return_grad, grad_out):
+def _elementwise(name, input, target, param, weight, reduction, return_grad, grad_out):
     x = as_float_array(input, "input")
     reduction = check_reduction(reduction)
     check_grad_request(return_grad, grad_out)
@@ -42,7 +42,7 @@ def _elementwise(kind, input, target, param, weight, reduction, return_grad, gra
         denom = float(np.sum(w[:period], dtype=np.float64)) * (n // period) if n else 0.0
     g = grad_buffers(grad_out, ["input"], x.shape, x.dtype)[0] if return_grad else None
     lout = np.empty(n, dtype=x.dtype) if reduction == "none" else None
-    total = _k.elementwise(kind, flat_full(x, x.shape), flat_full(t, x.shape), w, period, lout,
+    total = _k.elementwise(name, flat_full(x, x.shape), flat_full(t, x.shape), w, period, lout,
                            g.reshape(-1) if g is not None else None, param,
                            grad_scale(reduction, denom), _config.threads_for(n))
     loss = reduce_elements(total, lout, x.shape, denom, reduction, x.dtype)
@@ -64,7 +64,7 @@ _COMMON_DOC = """
 
 
 def mse_loss(input, target, *, weight=None, reduction="mean", return_grad=False, grad_out=None):
-    return _elementwise(_k.MSE, input, target, 0.0, weight, reduction, return_grad, grad_out)
+    return _elementwise("mse", input, target, 0.0, weight, reduction, return_grad, grad_out)
 
 
 mse_loss.__doc__ = """Mean squared error: (input - target)**2, gradient 2 (input - target).
@@ -72,7 +72,7 @@ mse_loss.__doc__ = """Mean squared error: (input - target)**2, gradient 2 (input
 
 
 def l1_loss(input, target, *, weight=None, reduction="mean", return_grad=False, grad_out=None):
-    return _elementwise(_k.L1, input, target, 0.0, weight, reduction, return_grad, grad_out)
+    return _elementwise("l1", input, target, 0.0, weight, reduction, return_grad, grad_out)
 
 
 l1_loss.__doc__ = """Mean absolute error: |input - target|, gradient sign(input - target)
@@ -83,7 +83,7 @@ l1_loss.__doc__ = """Mean absolute error: |input - target|, gradient sign(input 
 def huber_loss(input, target, *, delta=1.0, weight=None, reduction="mean", return_grad=False,
                grad_out=None):
     d = check_real(delta, "delta", 0.0, low_open=True)
-    return _elementwise(_k.HUBER, input, target, d, weight, reduction, return_grad, grad_out)
+    return _elementwise("huber", input, target, d, weight, reduction, return_grad, grad_out)
 
 
 huber_loss.__doc__ = """PyTorch's huber_loss: r**2 / 2 where |r| <= delta, else
@@ -95,7 +95,7 @@ huber_loss.__doc__ = """PyTorch's huber_loss: r**2 / 2 where |r| <= delta, else
 def smooth_l1_loss(input, target, *, beta=1.0, weight=None, reduction="mean", return_grad=False,
                    grad_out=None):
     b = check_real(beta, "beta", 0.0)
-    return _elementwise(_k.SMOOTH_L1, input, target, b, weight, reduction, return_grad, grad_out)
+    return _elementwise("smooth_l1", input, target, b, weight, reduction, return_grad, grad_out)
 
 
 smooth_l1_loss.__doc__ = """PyTorch's smooth_l1_loss: r**2 / (2 beta) where |r| < beta, else
@@ -106,7 +106,7 @@ smooth_l1_loss.__doc__ = """PyTorch's smooth_l1_loss: r**2 / (2 beta) where |r| 
 
 def log_cosh_loss(input, target, *, weight=None, reduction="mean", return_grad=False,
                   grad_out=None):
-    return _elementwise(_k.LOGCOSH, input, target, 0.0, weight, reduction, return_grad, grad_out)
+    return _elementwise("log_cosh", input, target, 0.0, weight, reduction, return_grad, grad_out)
 
 
 log_cosh_loss.__doc__ = """log(cosh(input - target)), gradient tanh(input - target). Never

@@ -333,6 +333,14 @@ def test_elementwise_bad_input():
         mse_loss(np.zeros((4, 4)), np.zeros((4, 4)), return_grad=True, grad_out=np.zeros((4, 4)).T)
 
 
+def test_elementwise_kernel_names_its_loss():
+    """The kernel takes the loss by name (csrc/fl_regression_impl.h's FL_REG_KINDS)."""
+    x = np.arange(5.0)
+    assert _regression.elementwise("mse", x, x + 1, None, 1, None, None, 0.0, 1.0, 1) == 5.0
+    with pytest.raises(ValueError, match="no elementwise regression loss named 'nope'"):
+        _regression.elementwise("nope", x, x, None, 1, None, None, 0.0, 1.0, 1)
+
+
 # --- boxes ---------------------------------------------------------------------------------
 
 def _boxes(rng, n, scale=10.0):
