@@ -45,7 +45,7 @@ def elementwise(str name, const floating[::1] x, const floating[::1] t, const fl
     """Sum of w * loss(x - t) over x (flat) for the loss `name` (an FL_REG_KINDS entry of
     csrc/fl_regression_impl.h). w (or None) is a tiled weight: element i
     uses w[i % w_period], and each block's run of weights is contiguous in w (see
-    fastloss.classification._periodic). lout (w * loss per element) and g (its
+    fastloss._layout.periodic). lout (w * loss per element) and g (its
     derivative with respect to x, times gscale) are optional. param: beta / delta."""
     cdef int kind = fl_reg_kind(name.encode())
     cdef int64_t n = x.shape[0], s

@@ -18,7 +18,7 @@ from ._checks import (as_float_array, check_broadcast, check_choice, check_covar
                       check_grad_out, check_grad_outs, check_grad_request, check_real,
                       check_reduction, check_var_layout, result_dtype)
 from ._layout import BroadcastGrad, flat_full, row_sums, unbroadcast
-from ._reduce import grad_scale, reduce_total
+from ._reduce import grad_scale, reduce_elements, reduce_rows, reduce_total
 
 __all__ = ["gaussian_kl", "mvn_kl", "vae_loss", "gaussian_nll_loss"]
 
@@ -27,6 +27,19 @@ _config.register_kernels(_k)
 # "none" on rows shorter than this: per-element losses summed by NumPy, instead of one
 # kernel call per row.
 _SHORT_ROW = 64
+
+
+def _row_losses(kernel, nrows, D, dtype):
+    """Per-row float64 sums of an elementwise kernel's losses over rows of D elements:
+    kernel(D, rows, None) sums rows of D >= _SHORT_ROW itself; shorter rows come back
+    per element (kernel(1, None, elem)) and NumPy sums them."""
+    if D >= _SHORT_ROW:
+        rows = np.empty(nrows, dtype=np.float64)
+        kernel(D, rows, None)
+        return rows
+    elem = np.empty(nrows * D, dtype=dtype)
+    kernel(1, None, elem)
+    return row_sums(elem, nrows, D)
 
 
 def _as_arrays(values, names):
@@ -85,13 +98,8 @@ def gaussian_kl(mu_p, logvar_p, mu_q=None, logvar_q=None, *, reduction="mean", r
         total = _k.gauss_kl(*args, max(D, 1), None, None, gs, nt)
         loss = reduce_total(total, nrows, reduction, dtype)
     else:
-        if D >= _SHORT_ROW:
-            rows = np.empty(nrows, dtype=np.float64)
-            _k.gauss_kl(*args, D, rows, None, gs, nt)
-        else:
-            elem = np.empty(flat["mu_p"].size, dtype=dtype)
-            _k.gauss_kl(*args, max(D, 1), None, elem, gs, nt)
-            rows = row_sums(elem, nrows, D)
+        rows = _row_losses(lambda D, rows, elem: _k.gauss_kl(*args, D, rows, elem, gs, nt),
+                           nrows, D, dtype)
         loss = rows.astype(dtype).reshape(row_shape)
     if not return_grad:
         return loss
@@ -168,10 +176,7 @@ def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, reduction="mean", return_grad=False, gra
               - np.sum(np.log(np.diagonal(Lp, axis1=-2, axis2=-1)), axis=-1))
     per = 0.5 * (np.sum(M * M, axis=(-2, -1)) + np.sum(z * z, axis=-1) - d) + logdet
     nb = math.prod(batch)
-    if reduction == "none":
-        loss = per.astype(dtype).reshape(batch)
-    else:
-        loss = reduce_total(float(np.sum(per)), nb, reduction, dtype)
+    loss = reduce_rows(per, batch, nb, reduction, dtype)
     if not return_grad:
         return loss
     gs = grad_scale(reduction, nb)
@@ -240,20 +245,11 @@ def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, reduction="mea
                                   gs * bt, nt_z)
         loss = reduce_total(total, B, reduction, dtype)
     else:
-        rows = np.empty(B, dtype=np.float64)
-        rows_z = np.empty(B, dtype=np.float64)
-        if Dr >= _SHORT_ROW:
-            _k.recon(rf, xf, mode, g_r, Dr, rows, None, gs, nt_r)
-        else:
-            elem = np.empty(rf.size, dtype=dtype)
-            _k.recon(rf, xf, mode, g_r, 1, None, elem, gs, nt_r)
-            rows = row_sums(elem, B, Dr)
-        if Dz >= _SHORT_ROW:
-            _k.gauss_kl(mf, lvf, None, None, g_m, g_lv, None, None, Dz, rows_z, None, gs * bt, nt_z)
-        else:
-            elem = np.empty(mf.size, dtype=dtype)
-            _k.gauss_kl(mf, lvf, None, None, g_m, g_lv, None, None, 1, None, elem, gs * bt, nt_z)
-            rows_z = row_sums(elem, B, Dz)
+        rows = _row_losses(lambda D, rows, elem: _k.recon(rf, xf, mode, g_r, D, rows, elem, gs, nt_r),
+                           B, Dr, dtype)
+        rows_z = _row_losses(lambda D, rows, elem: _k.gauss_kl(mf, lvf, None, None, g_m, g_lv, None,
+                                                               None, D, rows, elem, gs * bt, nt_z),
+                             B, Dz, dtype)
         loss = (rows + bt * rows_z).astype(dtype)
     if not return_grad:
         return loss
@@ -307,7 +303,7 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, reduction="me
         vf = flat_full(va, shape)
         total = _k.nll(xf, tf, vf, False, gx.buf if gx else None, gv.buf if gv else None,
                        max(D, 1), elem, e, cst, gs, nt)
-    loss = elem.reshape(shape) if reduction == "none" else reduce_total(total, n, reduction, dtype)
+    loss = reduce_elements(total, elem, shape, n, reduction, dtype)
     if not return_grad:
         return loss
     return loss, (gx.result(), gv.result())
