@@ -256,7 +256,7 @@ def check_no_overlap(outputs, inputs):
     output. outputs, inputs: (name, array) pairs; None arrays are skipped."""
     outs = [(n, a) for n, a in outputs if a is not None]
     for i, (name, out) in enumerate(outs):
-        for other_name, other in outs[:i] + [(n, a) for n, a in inputs if a is not None]:
+        for other_name, other in outs[i + 1:] + [(n, a) for n, a in inputs if a is not None]:
             if np.may_share_memory(out, other) and np.shares_memory(out, other):
                 raise ValueError(f"{name} must not overlap {other_name}")
 

@@ -11,8 +11,8 @@ import numpy as np
 
 from . import _config
 from . import _regression as _k
-from ._checks import (as_float_array, check_broadcast, check_grad_request, check_real,
-                      check_reduction, check_same_shape)
+from ._checks import (as_float_array, check_broadcast, check_grad_request, check_no_overlap,
+                      check_real, check_reduction, check_same_shape)
 from ._layout import flat_full, grad_buffers, periodic
 from ._reduce import grad_scale, reduce_elements
 
@@ -150,11 +150,8 @@ def _box(kind, boxes1, boxes2, eps, reduction, return_grad, grad_out):
     if return_grad:
         g1, g2 = grad_buffers(grad_out, ["boxes1", "boxes2"], b1.shape, b1.dtype)
         if grad_out is not None:
-            for i, g in enumerate((g1, g2)):
-                others = [(f"grad_out[{1 - i}]", g2 if i == 0 else g1), ("boxes1", c1), ("boxes2", c2)]
-                for other_name, other in others:
-                    if np.may_share_memory(g, other):
-                        raise ValueError(f"grad_out[{i}] must not overlap {other_name}")
+            check_no_overlap([("grad_out[0]", g1), ("grad_out[1]", g2)],
+                             [("boxes1", c1), ("boxes2", c2)])
     lout = np.empty(n, dtype=b1.dtype) if reduction == "none" else None
     total = _k.box(kind, c1, c2, lout, g1.reshape(n, 4) if g1 is not None else None,
                    g2.reshape(n, 4) if g2 is not None else None, e, grad_scale(reduction, n), nt)
