@@ -236,3 +236,27 @@ def check_var_layout(v, shape):
     raise ValueError(f"var has shape {v.shape}, which does not fit input of shape {shape}: "
                      f"expected {shape}, {shape[:-1]}, the input's shape with one axis of size "
                      f"1, or a scalar")
+
+
+def check_names(value, name, allowed):
+    """A tuple of distinct names from `allowed`, in allowed's order (a str is one name)."""
+    names = (value,) if isinstance(value, str) else value
+    try:
+        chosen = set(names)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of names from {tuple(allowed)}, got {value!r}") from None
+    unknown = sorted(str(n) for n in chosen if n not in allowed)
+    if unknown:
+        raise ValueError(f"{name} names {unknown}, expected names from {tuple(allowed)}")
+    return tuple(n for n in allowed if n in chosen)
+
+
+def check_no_overlap(outputs, inputs):
+    """ValueError naming both when an output shares memory with an input or with another
+    output. outputs, inputs: (name, array) pairs; None arrays are skipped."""
+    outs = [(n, a) for n, a in outputs if a is not None]
+    for i, (name, out) in enumerate(outs):
+        for other_name, other in outs[:i] + [(n, a) for n, a in inputs if a is not None]:
+            if np.may_share_memory(out, other) and np.shares_memory(out, other):
+                raise ValueError(f"{name} must not overlap {other_name}")
+

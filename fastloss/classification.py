@@ -13,13 +13,14 @@ import numpy as np
 from . import _classification as _k
 from . import _config
 from ._checks import (as_float_array, check_broadcast, check_class_axis, check_class_weight,
-                      check_grad_outs, check_grad_request, check_real, check_reduction, check_same_shape)
+                      check_grad_outs, check_grad_request, check_names, check_no_overlap,
+                      check_real, check_reduction, check_same_shape, result_dtype)
 from ._layout import as_rows, flat_full, grad_buffers, grad_rows, periodic
 from ._reduce import grad_scale, reduce_elements, reduce_rows
 from ._xent import label_rows, prepare_labels, prob_rows, weight_sum
 
-__all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss", "logsumexp",
-           "softmax", "log_softmax"]
+__all__ = ["cross_entropy", "linear_cross_entropy", "binary_cross_entropy_with_logits",
+           "sigmoid_focal_loss", "logsumexp", "softmax", "log_softmax"]
 
 _config.register_kernels(_k)
 
@@ -103,6 +104,133 @@ def _label_strided(x, ax, labels, cw, ignore_index, eps, zl, gscale, return_grad
                           cw, weight_sum(cw, C), ignore_index, eps, zl, gscale, rows,
                           _config.threads_for(x.size))
     return rows.reshape(-1), grad
+
+
+# --- the language-model head and its cross-entropy ------------------------------------
+
+# Default budget of linear_cross_entropy's block of logits (rows x V x itemsize).
+LINEAR_BLOCK_BYTES = 64 << 20
+# Rows of the weight gradient updated per product when it accumulates over token blocks:
+# a (rows, D) product of this many bytes stays in the last-level cache until it is added.
+_ACCUMULATE_BYTES = 4 << 20
+_LINEAR_GRADS = ("input", "linear_weight", "linear_bias")
+
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
+                         ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None,
+                         reduction="mean", return_grad=False, grad_out=None, grad_wrt=None,
+                         block_bytes=None):
+    """cross_entropy(input @ linear_weight.T + linear_bias, target, ...) without the
+    (N, V) logits: PyTorch's F.linear_cross_entropy, plus z_loss and softcap.
+
+    input: (..., D); linear_weight: (V, D); linear_bias: (V,) or None; target: integer
+    labels of shape input.shape[:-1]; weight, ignore_index, label_smoothing, z_loss,
+    softcap, reduction: as cross_entropy. The tokens go in blocks whose logits take at
+    most block_bytes (default LINEAR_BLOCK_BYTES): per block one product for the logits,
+    the fused cross-entropy kernel writing the logits' gradient in place, and the
+    products back to the input and the weight (BLAS through NumPy's matmul).
+    return_grad: (loss, grads), the gradients named by grad_wrt in argument order;
+    grad_wrt: names from ("input", "linear_weight", "linear_bias"), by default the
+    input, the weight and (when given) the bias; a frozen head asks for ("input",) and
+    skips the weight-gradient product. grad_out: one buffer per requested gradient.
+    """
+    h = as_float_array(input, "input")
+    w = as_float_array(linear_weight, "linear_weight")
+    dtype = result_dtype(h, w)
+    reduction = check_reduction(reduction)
+    check_grad_request(return_grad, grad_out)
+    if grad_wrt is not None and not return_grad:
+        raise ValueError("grad_wrt is only used with return_grad=True")
+    if h.ndim == 0:
+        raise ValueError("input must have at least one dimension (the features)")
+    D = h.shape[-1]
+    if w.ndim != 2 or w.shape[1] != D:
+        raise ValueError(f"linear_weight must have shape (V, {D}) for input of {D} features, "
+                         f"got {w.shape}")
+    V = w.shape[0]
+    if V == 0:
+        raise ValueError("linear_weight has no rows (no classes)")
+    b = None
+    if linear_bias is not None:
+        b = as_float_array(linear_bias, "linear_bias", dtype)
+        if b.shape != (V,):
+            raise ValueError(f"linear_bias must have shape ({V},) (one per class), got {b.shape}")
+    cw = check_class_weight(weight, V, dtype)
+    eps = check_real(label_smoothing, "label_smoothing", 0.0, 1.0)
+    zl = check_real(z_loss, "z_loss", 0.0)
+    cap = 0.0 if softcap is None else check_real(softcap, "softcap", 0.0, low_open=True)
+    ignore_index = int(ignore_index)
+    row_shape = h.shape[:-1]
+    labels, denom = prepare_labels(target, row_shape, V, ignore_index, cw,
+                                   against=f"input {h.shape} without its last axis")
+    budget = LINEAR_BLOCK_BYTES if block_bytes is None else int(block_bytes)
+    R = budget // (V * dtype.itemsize)
+    if R < 1:
+        raise ValueError(f"block_bytes={budget} is smaller than one row of logits "
+                         f"({V} classes x {dtype.itemsize} bytes)")
+    wrt = ()
+    if return_grad:
+        wrt = (_LINEAR_GRADS[:2] + (("linear_bias",) if b is not None else ()) if grad_wrt is None
+               else check_names(grad_wrt, "grad_wrt", _LINEAR_GRADS))
+        if "linear_bias" in wrt and b is None:
+            raise ValueError("grad_wrt names linear_bias, but no linear_bias was given")
+    shapes = {"input": h.shape, "linear_weight": (V, D), "linear_bias": (V,)}
+    grads = dict(zip(wrt, grad_buffers(grad_out, list(wrt), [shapes[n] for n in wrt], dtype)))
+    if grad_out is not None:
+        check_no_overlap([(f"grad_out[{i}]", grads[n]) for i, n in enumerate(wrt)],
+                         [("input", h), ("linear_weight", w), ("linear_bias", b), ("target", labels)])
+
+    h2 = np.ascontiguousarray(h, dtype=dtype).reshape(-1, D)
+    W = np.ascontiguousarray(w, dtype=dtype)
+    rows = _linear_xent_blocks(h2, W, b, labels, cw, ignore_index, eps, zl, cap,
+                               grad_scale(reduction, denom), grads, min(R, max(h2.shape[0], 1)))
+    loss = reduce_rows(rows, row_shape, denom, reduction, dtype)
+    return (loss, tuple(grads[n] for n in wrt)) if return_grad else loss
+
+
+def _linear_xent_blocks(h2, W, b, labels, cw, ignore_index, eps, zl, cap, gscale, grads, R):
+    """Per-token losses of the logits h2 @ W.T + b, R tokens at a time; the requested
+    gradients (dict of buffers) are written as the blocks go."""
+    N, D = h2.shape
+    V = W.shape[0]
+    rows = np.empty(N, dtype=np.float64)
+    S = np.empty((R, V), dtype=W.dtype)
+    g_in, g_w, g_b = (grads.get(n) for n in _LINEAR_GRADS)
+    g_in = None if g_in is None else g_in.reshape(N, D)
+    b_sum = np.zeros(V, dtype=np.float64) if g_b is not None else None
+    if g_w is not None and N == 0:
+        g_w[...] = 0
+    for r0 in range(0, N, R):
+        r1 = min(N, r0 + R)
+        Sb, hb = S[:r1 - r0], h2[r0:r1]
+        np.matmul(hb, W.T, out=Sb)
+        if b is not None:
+            Sb += b
+        rows[r0:r1] = label_rows(Sb, labels[r0:r1], class_weight=cw, ignore_index=ignore_index,
+                                 smoothing=eps, z_loss=zl, softcap=cap, gscale=gscale,
+                                 grad=Sb if grads else None)
+        if g_in is not None:
+            np.matmul(Sb, W, out=g_in[r0:r1])
+        if g_w is not None:
+            if r0 == 0:
+                np.matmul(Sb.T, hb, out=g_w)
+            else:
+                _add_product(g_w, Sb.T, hb)
+        if b_sum is not None:
+            b_sum += np.sum(Sb, axis=0, dtype=np.float64)
+    if g_b is not None:
+        g_b[...] = b_sum
+    return rows
+
+
+def _add_product(out, a, b):
+    """out += a @ b, a few rows of out at a time (no temporary of out's size)."""
+    step = max(1, _ACCUMULATE_BYTES // (out.shape[1] * out.itemsize))
+    tmp = np.empty((min(step, out.shape[0]), out.shape[1]), dtype=out.dtype)
+    for i in range(0, out.shape[0], step):
+        t = tmp[:min(step, out.shape[0] - i)]
+        np.matmul(a[i:i + step], b, out=t)
+        out[i:i + step] += t
 
 
 # --- sigmoid losses -------------------------------------------------------------------

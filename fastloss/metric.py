@@ -67,6 +67,8 @@ def _operand_copy(x):
     return np.array(x, copy=True)
 
 
+# --- pairwise distances -----------------------------------------------------------------
+
 def pairwise_distances(x, y=None, *, metric="sqeuclidean"):
     """(N, M) distances between the rows of x (N, D) and y (M, D) (y=None: x and itself).
 
@@ -151,7 +153,8 @@ def triplet_margin_loss(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e
     a2, p2, n2 = (np.ascontiguousarray(t, dtype=dtype).reshape(N, D) for t in (a, pos, neg))
     kind = {1.0: _k.PNORM_1, 2.0: _k.PNORM_2, math.inf: _k.PNORM_INF}.get(pe, _k.PNORM_GEN)
     gs = grad_scale(reduction, N)
-    grads = grad_buffers(grad_out, ["anchor", "positive", "negative"], shape, dtype) if return_grad else None
+    grads = (grad_buffers(grad_out, ["anchor", "positive", "negative"], shape, dtype)
+             if return_grad else None)
     g2 = [g.reshape(N, D) for g in grads] if grads else [None, None, None]
     rows = np.empty(N)
     _k.triplet(a2, p2, n2, g2[0], g2[1], g2[2], kind, pe, e, m, bool(swap), bool(squared), gs,
