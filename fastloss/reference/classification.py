@@ -4,8 +4,8 @@ import numpy as np
 
 from .common import finish, reduce
 
-__all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss", "logsumexp",
-           "softmax", "log_softmax"]
+__all__ = ["cross_entropy", "linear_cross_entropy", "binary_cross_entropy_with_logits",
+           "sigmoid_focal_loss", "logsumexp", "softmax", "log_softmax"]
 
 
 def _log_softmax_last(x):
@@ -56,6 +56,32 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
         grad = grad * (1 - (xc / softcap) ** 2)
     loss, scale = reduce(per, reduction, denom)
     return finish(loss, np.moveaxis(grad * scale, -1, axis), return_grad)
+
+
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
+                         ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None,
+                         reduction="mean", return_grad=False, grad_wrt=None):
+    """cross_entropy of the materialised logits input @ W.T + b (class axis last), and the
+    chain rule through the linear layer: with G = d loss / d logits, grad_input = G @ W,
+    grad_weight = G^T @ input and grad_bias = sum of G, over all tokens. No grad_out or
+    block_bytes (performance-only): the N x V logits are materialised at once."""
+    x = np.asarray(input, dtype=np.float64)
+    W = np.asarray(linear_weight, dtype=np.float64)
+    logits = x @ W.T
+    if linear_bias is not None:
+        logits = logits + np.asarray(linear_bias, dtype=np.float64)
+    loss, G = cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
+                            label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+                            reduction=reduction, return_grad=True)
+    if not return_grad:
+        return loss
+    if grad_wrt is None:
+        grad_wrt = ("input", "linear_weight") + (("linear_bias",) if linear_bias is not None else ())
+    G2 = G.reshape(-1, W.shape[0])                  # (tokens, V)
+    x2 = x.reshape(-1, W.shape[1])                  # (tokens, D)
+    grads = {"input": G @ W, "linear_weight": G2.T @ x2, "linear_bias": G2.sum(axis=0)}
+    return loss, tuple(g for name, g in grads.items() if name in grad_wrt)  # argument order
 
 
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
