@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastloss
+import fastloss.reference
 
 FAMILIES = ("classification", "divergence", "gaussian", "metric", "regression")
 PKG = pathlib.Path(fastloss.__file__).parent
@@ -61,11 +62,15 @@ def test_empty_denominator_gradient_rule():
     assert np.isnan(loss)
     counted = labels != -100
     assert np.isnan(g[counted]).any() and np.all(g[~counted] == 0)
+    rloss, rg = fastloss.reference.cross_entropy(X, labels, weight=w, return_grad=True)
+    assert np.isnan(rloss) and np.all(rg[~counted] == 0)     # the oracle keeps the same rule
     loss, g = fastloss.mse_loss(X, Y, weight=np.zeros(4), return_grad=True)
     assert np.isnan(loss) and np.isnan(g).all()
     # nothing counts at all: NaN loss, zero gradient (PyTorch gives the same)
     loss, g = fastloss.cross_entropy(X, np.full(6, -100), return_grad=True)
     assert np.isnan(loss) and np.all(g == 0)
+    rloss, rg = fastloss.reference.cross_entropy(X, np.full(6, -100), return_grad=True)
+    assert np.isnan(rloss) and np.all(rg == 0)
 
 
 @pytest.mark.parametrize("call", [

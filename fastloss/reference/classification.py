@@ -43,10 +43,10 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
             grad = coef[..., None] * p - (1 - eps) * wy[..., None] * onehot
             if eps > 0:
                 grad = grad - eps / C * w * valid[..., None]
-            grad = np.where(valid[..., None], grad, 0.0)
             per = np.where(valid, per, 0.0)
             denom = wy.sum()
         else:
+            valid = np.ones(x.shape[:-1], dtype=bool)
             tt = (1 - eps) * np.asarray(t, dtype=np.float64) + eps / C
             wt = w * tt
             per = -np.sum(np.where(wt != 0, wt * logp, 0.0), axis=-1) + z_loss * lse ** 2
@@ -55,7 +55,10 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     if softcap:
         grad = grad * (1 - (xc / softcap) ** 2)
     loss, scale = reduce(per, reduction, denom)
-    return finish(loss, np.moveaxis(grad * scale, -1, axis), return_grad)
+    with np.errstate(invalid="ignore"):
+        # rows that count for nothing have gradient 0, also when scale is 1/0 = inf
+        grad = np.where(valid[..., None], grad * scale, 0.0)
+    return finish(loss, np.moveaxis(grad, -1, axis), return_grad)
 
 
 
