@@ -1,10 +1,15 @@
 """Benchmark cases for fastloss.classification: cross_entropy, binary_cross_entropy_with_logits,
-sigmoid_focal_loss, logsumexp, softmax, log_softmax.
+sigmoid_focal_loss, logsumexp, softmax, log_softmax, linear_cross_entropy.
 
 Peers compute the same loss with the same reduction ("mean") in the input dtype:
 NumPy as a careful user writes it (max-shifted, in-place temporaries), SciPy's
 special.logsumexp/softmax/log_softmax, PyTorch's functional ops with autograd,
-JAX's jit(value_and_grad) of the formulas optax uses.
+JAX's jit(value_and_grad) of the formulas optax uses. linear_cross_entropy (the
+language-model head fused with its cross-entropy) is GEMM-bound: its peers are the
+unfused head (NumPy: the logits in one GEMM, the NumPy cross-entropy in place, the two
+gradient GEMMs; PyTorch: F.linear_cross_entropy's reference path) and it has no copy
+floor; bench/linear_cross_entropy_memory.py adds the three GEMMs alone, torch's
+chunked path and the peak memory of each.
 """
 import numpy as np
 
@@ -34,6 +39,16 @@ def make_logits(shape, dtype, rng):
     return {"x": rng.standard_normal(shape, dtype=np.dtype(dtype)) * np.asarray(2, dtype)}
 
 
+def make_head(shape, dtype, rng):
+    """Hidden states x ~ N(0, 1) (N x D), a head W ~ N(0, 4 / D) (V x D), so that the
+    logits x W^T are about N(0, 2^2), and int64 labels; shape is (N, D, V)."""
+    n, d, v = shape
+    dt = np.dtype(dtype)
+    w = rng.standard_normal((v, d), dtype=dt)
+    w *= dt.type(2 / np.sqrt(d))
+    return {"x": rng.standard_normal((n, d), dtype=dt), "W": w, "y": rng.integers(0, v, n)}
+
+
 # --- NumPy peers: in the input dtype, as few passes as NumPy allows ---------------------
 
 def np_cross_entropy(x, y, grad):
@@ -50,6 +65,26 @@ def np_cross_entropy(x, y, grad):
     e[rows, y] -= 1
     e *= e.dtype.type(1.0 / n)
     return loss, e
+
+
+def np_linear_cross_entropy(x, w, y, grad):
+    """The unfused head: logits in one GEMM, the max-shifted cross-entropy in place in
+    them (one N x V array in all), then the gradient GEMMs on the softmax - onehot."""
+    n = x.shape[0]
+    z = x @ w.T
+    rows = np.arange(n)
+    picked = z[rows, y]
+    m = z.max(axis=1, keepdims=True)
+    z -= m
+    np.exp(z, out=z)
+    s = z.sum(axis=1, keepdims=True)
+    loss = np.mean(m[:, 0] + np.log(s[:, 0]) - picked)
+    if not grad:
+        return loss
+    z /= s
+    z[rows, y] -= 1
+    z *= z.dtype.type(1.0 / n)
+    return loss, z @ w, z.T @ x
 
 
 def _np_softplus_neg(x):
@@ -125,6 +160,11 @@ def torch_focal(x, t, alpha=0.25, gamma=2.0):
     p_t = p * t + (1 - p) * (1 - t)
     loss = ce * ((1 - p_t) ** gamma)
     return ((alpha * t + (1 - alpha) * (1 - t)) * loss).mean()
+
+
+def torch_linear_cross_entropy(x, w, y):
+    """F.linear_cross_entropy, its default (reference) path: the logits, then cross_entropy."""
+    return peer("torch").nn.functional.linear_cross_entropy(x, w, y)
 
 
 # --- JAX peers (jit; value_and_grad for the gradient) -----------------------------------
@@ -211,4 +251,13 @@ CASES = (
                      (2048, 8192), (128, 1024))
     + _softmax_cases("log_softmax", fl.log_softmax, np_log_softmax, "log_softmax", "log_softmax",
                      "log_softmax", (2048, 8192), (128, 1024))
+    # GEMM-bound, seconds a call (the runner makes 1 + 3 calls): no grad_out variant, no
+    # copy floor. 8192 x 2048 x 128256 is not here: ~50 s a GEMM on 2 cores.
+    + loss_cases("linear_cross_entropy", FAMILY, fl.linear_cross_entropy, ("x", "W", "y"),
+                 make_head, [size((2048, 1024, 32000), (128, 64, 1000), "v32k"),
+                             size((1024, 1024, 128256), (16, 64, 8000), "v128k", large=True)],
+                 wrt=(0, 1), numpy=np_linear_cross_entropy, torch=torch_linear_cross_entropy,
+                 variants=("loss", "grad"),
+                 notes={"numpy": "unfused: logits = x @ W.T, cross-entropy in place, 2 GEMMs",
+                        "torch": "F.linear_cross_entropy, reference path (options=None)"})
 )
