@@ -182,8 +182,11 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
 
     h2 = np.ascontiguousarray(h, dtype=dtype).reshape(-1, D)
     W = np.ascontiguousarray(w, dtype=dtype)
-    rows = _linear_xent_blocks(h2, W, b, labels, cw, ignore_index, eps, zl, cap,
-                               grad_scale(reduction, denom), grads, min(R, max(h2.shape[0], 1)))
+    if not return_grad and cap == 0:
+        rows = _linear_xent_loss(h2, W, b, labels, cw, ignore_index, eps, zl, budget)
+    else:
+        rows = _linear_xent_blocks(h2, W, b, labels, cw, ignore_index, eps, zl, cap,
+                                   grad_scale(reduction, denom), grads, min(R, max(h2.shape[0], 1)))
     loss = reduce_rows(rows, row_shape, denom, reduction, dtype)
     return (loss, tuple(grads[n] for n in wrt)) if return_grad else loss
 
@@ -220,6 +223,51 @@ def _linear_xent_blocks(h2, W, b, labels, cw, ignore_index, eps, zl, cap, gscale
             b_sum += np.sum(Sb, axis=0, dtype=np.float64)
     if g_b is not None:
         g_b[...] = b_sum
+    return rows
+
+
+# Classes per logits chunk of the loss-only path: wide enough for an efficient product,
+# and the tokens of one chunk of logits (the budget over this width) share each read of
+# the weight.
+_LOSS_CHUNK_CLASSES = 8192
+
+
+def _linear_xent_loss(h2, W, b, labels, cw, ignore_index, eps, zl, budget):
+    """Per-token losses without gradients, a chunk of classes at a time (an online
+    log-sum-exp over the chunks), so each block of tokens reads the weight once and the
+    products stay wide. Row statistics combine through the row kernels' loss formula."""
+    N, V = h2.shape[0], W.shape[0]
+    Vc = max(1, min(V, _LOSS_CHUNK_CLASSES, budget // W.itemsize))
+    R = max(1, min(N, budget // (Vc * W.itemsize)))
+    buf = np.empty(R * Vc, dtype=W.dtype)
+    counted = labels != ignore_index
+    y = np.where(counted, labels, -1)
+    wy = np.zeros(N)
+    wy[counted] = 1.0 if cw is None else cw[labels[counted]]
+    cw64 = None if cw is None else cw.astype(np.float64)
+    rows = np.empty(N, dtype=np.float64)
+    for r0 in range(0, N, R):
+        r1 = min(N, r0 + R)
+        n, hb, yb = r1 - r0, h2[r0:r1], y[r0:r1]
+        lse = np.full(n, -np.inf)
+        xy = np.zeros(n)
+        sx = np.zeros(n)
+        for v0 in range(0, V, Vc):
+            v1 = min(V, v0 + Vc)
+            S = buf[:n * (v1 - v0)].reshape(n, v1 - v0)
+            np.matmul(hb, W[v0:v1].T, out=S)
+            if b is not None:
+                S += b[v0:v1]
+            chunk_lse = np.empty(n)
+            _k.softmax_rows(S, None, False, chunk_lse, _config.threads_for(S.size))
+            np.logaddexp(lse, chunk_lse, out=lse)
+            here = np.nonzero((yb >= v0) & (yb < v1))[0]
+            xy[here] = S[here, yb[here] - v0]
+            if eps > 0:
+                sx += (S.sum(axis=1, dtype=np.float64) if cw64 is None
+                       else np.einsum("ij,j->i", S, cw64[v0:v1], dtype=np.float64))
+        _k.label_losses(lse, xy, sx, wy[r0:r1], counted[r0:r1].view(np.uint8), V,
+                        weight_sum(cw, V), eps, zl, rows[r0:r1])
     return rows
 
 

@@ -170,6 +170,28 @@ def test_matches_oracle(rng, dtype, reduction, lead, bias, weighted, ignore, smo
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("lead,bias,weighted,ignore,smoothing,z_loss,softcap", OPTIONS)
+def test_loss_only_in_class_chunks(monkeypatch, rng, dtype, reduction, lead, bias, weighted, ignore,
+                                   smoothing, z_loss, softcap):
+    """The loss-only path reads the classes in chunks (an online log-sum-exp): chunks of 8
+    of 37 classes, the last one partial, and token blocks of 4, 9 and all rows."""
+    from fastloss import classification
+    monkeypatch.setattr(classification, "_LOSS_CHUNK_CLASSES", 8)
+    D, V = 13, 37
+    x, W, b, y = _problem(rng, lead, D, V, dtype, bias, ignore)
+    kw = dict(linear_bias=b, weight=rng.uniform(0.1, 2.0, V) if weighted else None,
+              label_smoothing=smoothing, z_loss=z_loss, softcap=softcap, reduction=reduction)
+    expected = ref.linear_cross_entropy(x, W, y, **kw)
+    item = np.dtype(dtype).itemsize
+    for block_bytes in (V * item, 2 * V * item + 1, None):     # 4, 9 and all rows per block
+        assert_close(fl.linear_cross_entropy(x, W, y, block_bytes=block_bytes, **kw), expected, dtype)
+    # the chunked loss equals the blocked path's (which returns gradients too)
+    with_grad = fl.linear_cross_entropy(x, W, y, return_grad=True, grad_wrt=("input",), **kw)[0]
+    assert_close(fl.linear_cross_entropy(x, W, y, **kw), with_grad, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_simd_levels(simd, rng, dtype):
     x, W, b, y = _problem(rng, (5, 9), 16, 70, dtype, ignore=True)
     kw = dict(linear_bias=b, weight=rng.uniform(0.1, 2.0, 70), label_smoothing=0.1, z_loss=1e-3,
