@@ -128,7 +128,9 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     softcap, reduction: as cross_entropy. The tokens go in blocks whose logits take at
     most block_bytes (default LINEAR_BLOCK_BYTES): per block one product for the logits,
     the fused cross-entropy kernel writing the logits' gradient in place, and the
-    products back to the input and the weight (BLAS through NumPy's matmul).
+    products back to the input and the weight (BLAS through NumPy's matmul); without
+    gradients (and softcap) the classes are read in chunks instead, with an online
+    log-sum-exp, so each block of tokens reads the weight once.
     return_grad: (loss, grads), the gradients named by grad_wrt in argument order;
     grad_wrt: names from ("input", "linear_weight", "linear_bias"), by default the
     input, the weight and (when given) the bias; a frozen head asks for ("input",) and
@@ -163,7 +165,8 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     row_shape = h.shape[:-1]
     labels, denom = prepare_labels(target, row_shape, V, ignore_index, cw,
                                    against=f"input {h.shape} without its last axis")
-    budget = LINEAR_BLOCK_BYTES if block_bytes is None else int(block_bytes)
+    budget = (LINEAR_BLOCK_BYTES if block_bytes is None
+              else int(check_real(block_bytes, "block_bytes", 1.0, finite=True)))
     R = budget // (V * dtype.itemsize)
     if R < 1:
         raise ValueError(f"block_bytes={budget} is smaller than one row of logits "
