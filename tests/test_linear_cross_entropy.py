@@ -334,6 +334,14 @@ def test_bitwise_identical_across_threads(rng, dtype):
             assert len(g0) == len(g1)
             for a, c in zip(g0, g1):
                 assert a.tobytes() == c.tobytes()
+    # the loss-only path (classes in chunks) too
+    kw = dict(linear_bias=b, weight=rng.uniform(0.5, 2, V), label_smoothing=0.1, z_loss=1e-3,
+              reduction="none", block_bytes=350 * _row_bytes(V, dtype))
+    losses = []
+    for n in (1, 2, 3):
+        with fl.threads(n):
+            losses.append(fl.linear_cross_entropy(x, W, y, **kw).tobytes())
+    assert losses[0] == losses[1] == losses[2]
 
 
 # --- dtypes and layouts --------------------------------------------------------------------------
