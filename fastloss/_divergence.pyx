@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """OpenMP kernels for the divergences between softmax rows (entropy, KL, JS).
 
-Each function takes already-checked, C-contiguous arrays (fastloss/divergence.py
+Each function takes already-checked, C-contiguous arrays (fastloss/_checks.py
 does the checking) and runs a `prange` over blocks of rows or elements; the
 per-block work is a C function from csrc/fl_divergence.h picked for this CPU's
 SIMD level. Per-row losses come back in float64; rows are independent, so results

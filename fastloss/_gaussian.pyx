@@ -2,7 +2,7 @@
 """OpenMP kernels for the elementwise Gaussian losses (diagonal Gaussian KL, VAE
 reconstruction, Gaussian NLL).
 
-Each function takes already-checked, C-contiguous flat arrays (fastloss/divergence.py
+Each function takes already-checked, C-contiguous flat arrays (fastloss/_checks.py
 does the checking) and runs a `prange` over blocks of rows or elements; the
 per-block work is a C function from csrc/fl_gaussian.h picked for this CPU's SIMD
 level. Sums are float64 per fixed-size block, added in block order, so results are
