@@ -110,11 +110,8 @@ static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *g
             V d2 = d * gxk;                               /* (x - t)^2 / v */
             V l = half * (lv + d2) + cst;
             V gvk = (((T)1 - d2) * iv) * hg;
-            if (nk < W) {
-                VI keep = N_(vfirst)(nk);
-                l = N_(vsel)(keep, l, N_(vset1)(0));
-                gvk = N_(vsel)(keep, gvk, N_(vset1)(0));
-            }
+            l = N_(vkeep_first)(l, nk);
+            gvk = N_(vkeep_first)(gvk, nk);
             acc += l;
             if (gv_sum) accg += gvk;
             if (lelem) N_(vstore_n)(lelem + k, l, nk);

@@ -51,14 +51,16 @@ def make_head(shape, dtype, rng):
 
 # --- NumPy peers: in the input dtype, as few passes as NumPy allows ---------------------
 
-def np_cross_entropy(x, y, grad):
+def np_cross_entropy(x, y, grad, out=None):
+    """out=x: the exponentials (and the gradient) overwrite the logits."""
     n = x.shape[0]
+    rows = np.arange(n)
+    picked = x[rows, y]
     m = x.max(axis=1, keepdims=True)
-    e = np.subtract(x, m)
+    e = np.subtract(x, m, out=out)
     np.exp(e, out=e)
     s = e.sum(axis=1, keepdims=True)
-    rows = np.arange(n)
-    loss = np.mean(m[:, 0] + np.log(s[:, 0]) - x[rows, y])
+    loss = np.mean(m[:, 0] + np.log(s[:, 0]) - picked)
     if not grad:
         return loss
     e /= s
@@ -70,21 +72,11 @@ def np_cross_entropy(x, y, grad):
 def np_linear_cross_entropy(x, w, y, grad):
     """The unfused head: logits in one GEMM, the max-shifted cross-entropy in place in
     them (one N x V array in all), then the gradient GEMMs on the softmax - onehot."""
-    n = x.shape[0]
     z = x @ w.T
-    rows = np.arange(n)
-    picked = z[rows, y]
-    m = z.max(axis=1, keepdims=True)
-    z -= m
-    np.exp(z, out=z)
-    s = z.sum(axis=1, keepdims=True)
-    loss = np.mean(m[:, 0] + np.log(s[:, 0]) - picked)
     if not grad:
-        return loss
-    z /= s
-    z[rows, y] -= 1
-    z *= z.dtype.type(1.0 / n)
-    return loss, z @ w, z.T @ x
+        return np_cross_entropy(z, y, False, out=z)
+    loss, g = np_cross_entropy(z, y, True, out=z)
+    return loss, g @ w, g.T @ x
 
 
 def _np_softplus_neg(x):
