@@ -214,7 +214,8 @@ def _linear_xent_blocks(h2, W, b, labels, cw, ignore_index, eps, zl, cap, gscale
             Sb += b
         rows[r0:r1] = label_rows(Sb, labels[r0:r1], class_weight=cw, ignore_index=ignore_index,
                                  smoothing=eps, z_loss=zl, softcap=cap, gscale=gscale,
-                                 grad=Sb if grads else None)
+                                 grad=Sb if grads else None,
+                                 n_threads=_config.threads_after_blas(Sb.size))
         if g_in is not None:
             np.matmul(Sb, W, out=g_in[r0:r1])
         if g_w is not None:
@@ -249,6 +250,7 @@ def _linear_xent_loss(h2, W, b, labels, cw, ignore_index, eps, zl, budget):
     wy[counted] = 1.0 if cw is None else cw[labels[counted]]
     cw64 = None if cw is None else cw.astype(np.float64)
     rows = np.empty(N, dtype=np.float64)
+    chunk_lse = np.empty(R)
     for r0 in range(0, N, R):
         r1 = min(N, r0 + R)
         n, hb, yb = r1 - r0, h2[r0:r1], y[r0:r1]
@@ -261,9 +263,8 @@ def _linear_xent_loss(h2, W, b, labels, cw, ignore_index, eps, zl, budget):
             np.matmul(hb, W[v0:v1].T, out=S)
             if b is not None:
                 S += b[v0:v1]
-            chunk_lse = np.empty(n)
-            _k.softmax_rows(S, None, False, chunk_lse, _config.threads_for(S.size))
-            np.logaddexp(lse, chunk_lse, out=lse)
+            _k.softmax_rows(S, None, False, chunk_lse[:n], _config.threads_after_blas(S.size))
+            np.logaddexp(lse, chunk_lse[:n], out=lse)
             here = np.nonzero((yb >= v0) & (yb < v1))[0]
             xy[here] = S[here, yb[here] - v0]
             if eps > 0:

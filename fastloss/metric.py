@@ -4,7 +4,7 @@ loss, batch-hard / batch-all triplet mining, InfoNCE (and CLIP) and NT-Xent (Sim
 Thin wrappers over the shared layer (ARCHITECTURE.md): validate every argument
 (_checks.py), then alternate NumPy matrix products (BLAS, with BLAS's own threads)
 with the fused OpenMP epilogues of _metric.pyx, never both at once (and the
-epilogues on AFTER_BLAS_THREADS threads, see below). The similarity matrix of the
+epilogues on _config.threads_after_blas threads). The similarity matrix of the
 contrastive losses is traversed by two kernels (statistics, then the gradient of the
 logits written in place), and the gradient goes back to the embeddings through BLAS.
 """
@@ -37,22 +37,8 @@ _METRICS = ("sqeuclidean", "euclidean", "cosine")
 
 # --- helpers ----------------------------------------------------------------------------
 
-# Threads of the kernels that run between matrix products. OpenBLAS's worker threads keep
-# spinning for a while after each product (OPENBLAS_THREAD_TIMEOUT, about 0.1 s by
-# default) and libgomp's team master spins at its closing barrier (GOMP_SPINCOUNT): with
-# every core taken, an OpenMP team's other threads wait for a scheduler tick. Measured on
-# 2 cores, a 2-thread kernel right after a product ran 10-20x slower than on 1 thread, and
-# every loss here was faster end to end with 1. None: the usual fastloss thread count,
-# for setups whose BLAS threads sleep at once (OPENBLAS_THREAD_TIMEOUT=4, or
-# OMP_WAIT_POLICY=passive, made the 2-thread kernels fast again in the same test).
-AFTER_BLAS_THREADS = 1
 # Rows per block of the batch-hard triangle walk.
 HARD_BLOCK = 512
-
-
-def _blas_side_threads(work):
-    n = _config.threads_for(work)
-    return n if AFTER_BLAS_THREADS is None else max(1, min(n, AFTER_BLAS_THREADS))
 
 
 def _block_rows(n_rows, row_bytes, multiple=1):
@@ -95,8 +81,8 @@ def pairwise_distances(x, y=None, *, metric="sqeuclidean"):
     out = np.empty((N, M), dtype=dtype)
     if N == 0 or M == 0:
         return out
-    nt = _blas_side_threads(N * M)
-    ntn = _blas_side_threads(xa.size + yc.size)
+    nt = _config.threads_after_blas(N * M)
+    ntn = _config.threads_after_blas(xa.size + yc.size)
     xn = np.empty(N)
     _k.sq_norms(xa, xn, ntn)
     yn = xn if ya is None else np.empty(M)
@@ -192,10 +178,10 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
     E = np.ascontiguousarray(E)
     lab32 = np.unique(lab, return_inverse=True)[1].reshape(-1).astype(np.int32)
     sq = np.empty(N)
-    _k.sq_norms(E, sq, _blas_side_threads(E.size))
+    _k.sq_norms(E, sq, _config.threads_after_blas(E.size))
     sqT = sq.astype(dtype)
     Ec = _operand_copy(E)
-    nt = _blas_side_threads(N * N)
+    nt = _config.threads_after_blas(N * N)
     grad = grad_buffers(grad_out, ["embeddings"], (N, D), dtype)[0] if return_grad else None
     rows = np.empty(N)
     if mining == "hard":
@@ -210,11 +196,11 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
             r1 = min(N, r0 + B)
             blk = buf[:(r1 - r0) * r1].reshape(r1 - r0, r1)
             np.matmul(E[r0:r1], Ec[:r1].T, out=blk)
-            ntb = _blas_side_threads(blk.size)
+            ntb = _config.threads_after_blas(blk.size)
             _k.hard_rows(blk, r0, sqT, lab32, bp, pos, bn, neg, nanf, ntb)
             _k.hard_cols(blk, r0, sqT, lab32, bp, pos, bn, neg, nanf, ntb)
         cp, cn = np.empty(N), np.empty(N)
-        ntv = _blas_side_threads(E.size)
+        ntv = _config.threads_after_blas(E.size)
         _k.hard_finish(E, pos, neg, nanf, m, bool(squared), rows, cp, cn, ntv)
         denom = float(np.count_nonzero((pos >= 0) & (neg >= 0)))
         if reduction == "mean" and not denom:
@@ -303,7 +289,7 @@ def _sym_ce(qs, kh, gs, want_grad, nt):
     N, dtype = qs.shape[0], qs.dtype
     G = _k.CE_GROUP
     ng = -(-N // G)
-    U = _logit_bound(qs, kh, _blas_side_threads(qs.size))
+    U = _logit_bound(qs, kh, _config.threads_after_blas(qs.size))
     rlse = np.empty(N)
     diag = np.empty(N)
     csum = np.empty((ng, N), dtype=dtype)
@@ -366,7 +352,7 @@ def _row_ce(qs, kh, labels_of, gs, want_grad, mask_self=False):
             i = np.arange(r1 - r0)
             Sb[i, i + r0] = -np.inf
         rows[r0:r1] = label_rows(Sb, labels_of(r0, r1), gscale=gs, grad=Sb if want_grad else None,
-                                 n_threads=_blas_side_threads(Sb.size))
+                                 n_threads=_config.threads_after_blas(Sb.size))
         if want_grad:
             _logit_grad_back(Sb, qs, kh, r0, gq, gk, full)
     return rows, gq, gk
@@ -395,8 +381,8 @@ def info_nce_loss(query, key, *, temperature=0.07, symmetric=False, normalize=Tr
     q, k, t, reduction, grads = _views_setup(query, key, ("query", "key"), temperature, reduction,
                                              return_grad, grad_out)
     N, dtype = q.shape[0], q.dtype
-    ntv = _blas_side_threads(q.size)
-    nt = _blas_side_threads(N * N)
+    ntv = _config.threads_after_blas(q.size)
+    nt = _config.threads_after_blas(N * N)
     qs = _normalized(q, 1.0 / t, normalize, ntv)      # S = qs kh^T is already divided by t
     kh = _normalized(k, 1.0, normalize, ntv)
     gs = grad_scale(reduction, N)
@@ -426,8 +412,8 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, reduction="mean", return_grad=False
                                              return_grad, grad_out)
     (N, D), dtype = a.shape, a.dtype
     n2 = 2 * N
-    ntv = _blas_side_threads(a.size)
-    nt = _blas_side_threads(n2 * n2)
+    ntv = _config.threads_after_blas(a.size)
+    nt = _config.threads_after_blas(n2 * n2)
     scale = 1.0 / math.sqrt(t)                 # S = zs zs^T = cos / t
     zs = np.empty((n2, D), dtype=dtype)
     _k.normalize(a, zs[:N], scale, NORMALIZE_EPS, ntv)
