@@ -134,9 +134,11 @@ def check_choice(value, name, choices):
     return value
 
 
-def check_grad_request(return_grad, grad_out):
-    if grad_out is not None and not return_grad:
-        raise ValueError("grad_out is only used with return_grad=True")
+def check_grad_request(return_grad, grad_out, grad_wrt=None):
+    """grad_out (and grad_wrt, where a function takes it) only with return_grad=True."""
+    for name, value in (("grad_out", grad_out), ("grad_wrt", grad_wrt)):
+        if value is not None and not return_grad:
+            raise ValueError(f"{name} is only used with return_grad=True")
 
 
 def check_grad_outs(grad_out, names):
@@ -172,6 +174,26 @@ def check_matrix(a, name, min_rows=0):
     if x.shape[0] < min_rows:
         raise ValueError(f"{name} must have at least {min_rows} rows, got {x.shape[0]}")
     return x
+
+
+def check_linear_layer(x, weight, bias, dtype):
+    """A linear layer applied to x's last axis: weight (V, D) with V >= 1 and D matching x,
+    bias None or (V,) (returned as an array of dtype)."""
+    if x.ndim == 0:
+        raise ValueError("input must have at least one dimension (the features)")
+    D = x.shape[-1]
+    if weight.ndim != 2 or weight.shape[1] != D:
+        raise ValueError(f"linear_weight must have shape (V, {D}) for input of {D} features, "
+                         f"got {weight.shape}")
+    V = weight.shape[0]
+    if V == 0:
+        raise ValueError("linear_weight has no rows (no classes)")
+    if bias is None:
+        return None
+    b = as_float_array(bias, "linear_bias", dtype)
+    if b.shape != (V,):
+        raise ValueError(f"linear_bias must have shape ({V},) (one per class), got {b.shape}")
+    return b
 
 
 def check_class_weight(weight, n_classes, dtype, name="weight"):

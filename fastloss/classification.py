@@ -13,8 +13,9 @@ import numpy as np
 from . import _classification as _k
 from . import _config
 from ._checks import (as_float_array, check_broadcast, check_class_axis, check_class_weight,
-                      check_grad_outs, check_grad_request, check_names, check_no_overlap,
-                      check_real, check_reduction, check_same_shape, result_dtype)
+                      check_grad_outs, check_grad_request, check_linear_layer, check_names,
+                      check_no_overlap, check_real, check_reduction, check_same_shape,
+                      result_dtype)
 from ._layout import as_rows, flat_full, grad_buffers, grad_rows, periodic
 from ._reduce import grad_scale, reduce_elements, reduce_rows
 from ._xent import label_rows, prepare_labels, prob_rows, weight_sum
@@ -140,23 +141,9 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     w = as_float_array(linear_weight, "linear_weight")
     dtype = result_dtype(h, w)
     reduction = check_reduction(reduction)
-    check_grad_request(return_grad, grad_out)
-    if grad_wrt is not None and not return_grad:
-        raise ValueError("grad_wrt is only used with return_grad=True")
-    if h.ndim == 0:
-        raise ValueError("input must have at least one dimension (the features)")
-    D = h.shape[-1]
-    if w.ndim != 2 or w.shape[1] != D:
-        raise ValueError(f"linear_weight must have shape (V, {D}) for input of {D} features, "
-                         f"got {w.shape}")
-    V = w.shape[0]
-    if V == 0:
-        raise ValueError("linear_weight has no rows (no classes)")
-    b = None
-    if linear_bias is not None:
-        b = as_float_array(linear_bias, "linear_bias", dtype)
-        if b.shape != (V,):
-            raise ValueError(f"linear_bias must have shape ({V},) (one per class), got {b.shape}")
+    check_grad_request(return_grad, grad_out, grad_wrt)
+    b = check_linear_layer(h, w, linear_bias, dtype)
+    V, D = w.shape
     cw = check_class_weight(weight, V, dtype)
     eps = check_real(label_smoothing, "label_smoothing", 0.0, 1.0)
     zl = check_real(z_loss, "z_loss", 0.0)
@@ -166,17 +153,12 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     labels, denom = prepare_labels(target, row_shape, V, ignore_index, cw,
                                    against=f"input {h.shape} without its last axis")
     budget = (LINEAR_BLOCK_BYTES if block_bytes is None
-              else int(check_real(block_bytes, "block_bytes", 1.0, finite=True)))
+              else int(check_real(block_bytes, "block_bytes", V * dtype.itemsize, finite=True)))
     R = budget // (V * dtype.itemsize)
-    if R < 1:
-        raise ValueError(f"block_bytes={budget} is smaller than one row of logits "
-                         f"({V} classes x {dtype.itemsize} bytes)")
     wrt = ()
     if return_grad:
-        wrt = (_LINEAR_GRADS[:2] + (("linear_bias",) if b is not None else ()) if grad_wrt is None
-               else check_names(grad_wrt, "grad_wrt", _LINEAR_GRADS))
-        if "linear_bias" in wrt and b is None:
-            raise ValueError("grad_wrt names linear_bias, but no linear_bias was given")
+        given = _LINEAR_GRADS if b is not None else _LINEAR_GRADS[:2]
+        wrt = given if grad_wrt is None else check_names(grad_wrt, "grad_wrt", given)
     shapes = {"input": h.shape, "linear_weight": (V, D), "linear_bias": (V,)}
     grads = dict(zip(wrt, grad_buffers(grad_out, list(wrt), [shapes[n] for n in wrt], dtype)))
     if grad_out is not None:
