@@ -10,6 +10,23 @@ from . import _runtime
 _user_threads = None  # set_num_threads(); None: follow OpenMP (OMP_NUM_THREADS, threadpoolctl)
 _lock = threading.Lock()
 
+# A child made by fork() runs every kernel on one thread. GNU libgomp does not survive
+# fork: once the parent has run a parallel region, the child's first multi-thread region
+# waits forever for pool threads that were not copied (multiprocessing's default start
+# method on Linux, PyTorch DataLoader workers). fastloss cannot tell whether the parent
+# (or PyTorch, which shares libgomp) started that pool, so every forked child is serial;
+# "spawn" children (and "forkserver" ones, unless fastloss was preloaded into the server)
+# load a fresh runtime and use threads as usual.
+_forked = False
+
+
+def _after_fork_in_child():
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 # Below this many elements a kernel runs on one thread: an OpenMP fork/join costs
 # ~1.5 us here, about what 4k elements of work take. Measured on the 2-core AMD EPYC
 # (Zen 4) dev machine, kernels called directly, medians of 200 calls: BCE at 32768
@@ -18,7 +35,9 @@ SERIAL_BELOW = 32768
 
 
 def get_num_threads():
-    """Threads a large kernel call will use."""
+    """Threads a large kernel call will use (1 in a child made by fork())."""
+    if _forked:
+        return 1
     if _user_threads is not None:
         return _user_threads
     return max(1, _runtime.omp_max_threads())
