@@ -310,6 +310,6 @@ def grad_out_names(buffers):
 def _same_memory(a, b):
     """a and b view exactly the same elements in the same order (strides of length-1 axes
     do not matter)."""
-    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.dtype == b.dtype and a.shape == b.shape
-            and all(s == t for s, t, n in zip(a.strides, b.strides, a.shape) if n > 1))
+    return (a.dtype == b.dtype and a.shape == b.shape
+            and all(s == t for s, t, n in zip(a.strides, b.strides, a.shape) if n > 1)
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
