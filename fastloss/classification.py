@@ -290,7 +290,8 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     """PyTorch's binary_cross_entropy_with_logits (soft targets allowed, no clamping):
     l = weight * [(1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)].
     weight broadcasts against logits, pos_weight too (from the right, e.g. (C,) per class);
-    "mean" is over all elements (as PyTorch, also with weight)."""
+    "mean" is over all elements (as PyTorch, also with weight). grad_out may be `logits`
+    itself (in place)."""
     x, xf, tf, reduction, g = _sigmoid_setup(logits, target, reduction, return_grad, grad_out)
     wa, pwa = _weight(weight, x, "weight"), _weight(pos_weight, x, "pos_weight")
     check_no_overlap([("grad_out", g)], [("weight", wa), ("pos_weight", pwa)])
@@ -315,7 +316,8 @@ def _weight(w, x, name):
 def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean",
                        return_grad=False, grad_out=None):
     """torchvision's sigmoid_focal_loss: alpha_t * bce(x, t) * (1 - p_t)**gamma with
-    p = sigmoid(x), p_t = p t + (1 - p)(1 - t); alpha < 0 disables the alpha weighting."""
+    p = sigmoid(x), p_t = p t + (1 - p)(1 - t); alpha < 0 disables the alpha weighting.
+    grad_out may be `logits` itself (in place)."""
     x, xf, tf, reduction, g = _sigmoid_setup(logits, target, reduction, return_grad, grad_out)
     a = check_real(alpha, "alpha", high=1.0)
     gm = check_real(gamma, "gamma", 0.0)
@@ -342,7 +344,8 @@ def _softmax_call(x, axis, out, log_out, want_out, name="out"):
 
 
 def logsumexp(x, *, axis=-1, return_grad=False, grad_out=None):
-    """log(sum(exp(x))) along axis, without overflow; the gradient is softmax(x)."""
+    """log(sum(exp(x))) along axis, without overflow; the gradient is softmax(x)
+    (grad_out may be x itself)."""
     check_grad_request(return_grad, grad_out)
     xa, ax, lse, g = _softmax_call(x, axis, check_grad_outs(grad_out, ["x"])[0], False, return_grad,
                                    "grad_out")

@@ -63,7 +63,8 @@ _COMMON_DOC = """
     reduction: "mean" (default), "sum" or "none" (per-element, weighted, losses).
     return_grad: also return the gradient with respect to input (the gradient with
     respect to target is its negative). grad_out: a C-contiguous buffer of input's
-    shape and dtype to write it into.
+    shape and dtype to write it into; it may be `input` itself (in place), and must not
+    otherwise overlap input, target or weight (ValueError).
     """
 
 
