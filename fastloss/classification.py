@@ -68,6 +68,9 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     else:
         raise TypeError(f"target must be integer labels or float probabilities, got dtype {t.dtype}")
 
+    check_no_overlap([("grad_out", grad_out)],
+                     [("logits", x), ("target", probs if labels is None else labels), ("weight", cw)],
+                     in_place=("logits",))
     gscale = grad_scale(reduction, denom)
     D = math.prod(x.shape[ax + 1:])
     if labels is not None and ax != x.ndim - 1 and cap == 0 and D >= STRIDED_MIN_POSITIONS:
@@ -163,7 +166,8 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     grads = dict(zip(wrt, grad_buffers(grad_out, list(wrt), [shapes[n] for n in wrt], dtype)))
     if grad_out is not None:
         check_no_overlap([(f"grad_out[{i}]", grads[n]) for i, n in enumerate(wrt)],
-                         [("input", h), ("linear_weight", w), ("linear_bias", b), ("target", labels)])
+                         [("input", h), ("linear_weight", w), ("linear_bias", b), ("target", labels),
+                          ("weight", cw)])
 
     h2 = np.ascontiguousarray(h, dtype=dtype).reshape(-1, D)
     W = np.ascontiguousarray(w, dtype=dtype)
@@ -277,6 +281,7 @@ def _sigmoid_setup(logits, target, reduction, return_grad, grad_out):
     t = as_float_array(target, "target", x.dtype)
     check_same_shape(x, "logits", t, "target")
     g = grad_buffers(grad_out, ["logits"], x.shape, x.dtype)[0] if return_grad else None
+    check_no_overlap([("grad_out", g)], [("logits", x), ("target", t)], in_place=("logits",))
     return x, flat_full(x, x.shape), flat_full(t, x.shape), reduction, g
 
 
@@ -285,10 +290,13 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     """PyTorch's binary_cross_entropy_with_logits (soft targets allowed, no clamping):
     l = weight * [(1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)].
     weight broadcasts against logits, pos_weight too (from the right, e.g. (C,) per class);
-    "mean" is over all elements (as PyTorch, also with weight)."""
+    "mean" is over all elements (as PyTorch, also with weight). grad_out may be `logits`
+    itself (in place)."""
     x, xf, tf, reduction, g = _sigmoid_setup(logits, target, reduction, return_grad, grad_out)
-    w, wp = _weight(weight, x, "weight")
-    pw, pwp = _weight(pos_weight, x, "pos_weight")
+    wa, pwa = _weight(weight, x, "weight"), _weight(pos_weight, x, "pos_weight")
+    check_no_overlap([("grad_out", g)], [("weight", wa), ("pos_weight", pwa)])
+    w, wp = (None, 1) if wa is None else periodic(wa, x.shape)
+    pw, pwp = (None, 1) if pwa is None else periodic(pwa, x.shape)
     lout = np.empty(x.size, dtype=x.dtype) if reduction == "none" else None
     total = _k.bce(xf, tf, w, wp, pw, pwp, lout, g.reshape(-1) if g is not None else None,
                    grad_scale(reduction, x.size), _config.threads_for(x.size))
@@ -297,18 +305,19 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
 
 
 def _weight(w, x, name):
-    """(tiled weights, period) of a weight broadcast against x, or (None, 1)."""
+    """A weight that broadcasts against x, in x's dtype (None stays None)."""
     if w is None:
-        return None, 1
+        return None
     w = as_float_array(w, name, x.dtype)
     check_broadcast(w, x.shape, name)
-    return periodic(w, x.shape)
+    return w
 
 
 def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean",
                        return_grad=False, grad_out=None):
     """torchvision's sigmoid_focal_loss: alpha_t * bce(x, t) * (1 - p_t)**gamma with
-    p = sigmoid(x), p_t = p t + (1 - p)(1 - t); alpha < 0 disables the alpha weighting."""
+    p = sigmoid(x), p_t = p t + (1 - p)(1 - t); alpha < 0 disables the alpha weighting.
+    grad_out may be `logits` itself (in place)."""
     x, xf, tf, reduction, g = _sigmoid_setup(logits, target, reduction, return_grad, grad_out)
     a = check_real(alpha, "alpha", high=1.0)
     gm = check_real(gamma, "gamma", 0.0)
@@ -321,22 +330,25 @@ def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean
 
 # --- softmax family -------------------------------------------------------------------
 
-def _softmax_call(x, axis, out, log_out, want_out):
+def _softmax_call(x, axis, out, log_out, want_out, name="out"):
     x = as_float_array(x, "x")
     ax = check_class_axis(x, axis, "x")
     x2 = as_rows(x, ax)
     lse = np.empty(x2.shape[0], dtype=np.float64)
     o2 = finish = None
     if want_out:
-        o2, finish = grad_rows(x, ax, out, "out")
+        o2, finish = grad_rows(x, ax, out, name)
+        check_no_overlap([(name, out)], [("x", x)], in_place=("x",))
     _k.softmax_rows(x2, o2, log_out, lse, _config.threads_for(x2.size))
     return x, ax, lse, (finish(o2) if want_out else None)
 
 
 def logsumexp(x, *, axis=-1, return_grad=False, grad_out=None):
-    """log(sum(exp(x))) along axis, without overflow; the gradient is softmax(x)."""
+    """log(sum(exp(x))) along axis, without overflow; the gradient is softmax(x)
+    (grad_out may be x itself)."""
     check_grad_request(return_grad, grad_out)
-    xa, ax, lse, g = _softmax_call(x, axis, check_grad_outs(grad_out, ["x"])[0], False, return_grad)
+    xa, ax, lse, g = _softmax_call(x, axis, check_grad_outs(grad_out, ["x"])[0], False, return_grad,
+                                   "grad_out")
     val = lse.astype(xa.dtype).reshape(xa.shape[:ax] + xa.shape[ax + 1:])
     val = val[()] if val.ndim == 0 else val
     return (val, g) if return_grad else val

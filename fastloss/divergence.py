@@ -12,8 +12,8 @@ import numpy as np
 from . import _config
 from . import _divergence as _k
 from ._checks import (as_float_array, check_class_axis, check_grad_outs, check_grad_request,
-                      check_real, check_reduction, check_same_shape, check_temperature,
-                      result_dtype)
+                      check_no_overlap, check_real, check_reduction, check_same_shape,
+                      check_temperature, result_dtype)
 from ._layout import as_rows, grad_rows
 from ._reduce import grad_scale, reduce_rows
 from ._xent import label_rows, prepare_labels
@@ -45,6 +45,9 @@ def _pair_call(kind, a, b, ax, inv_t, beta, reduction, return_grad, grad_out, na
         outs = check_grad_outs(grad_out, names)
         ga, fa = grad_rows(a, ax, outs[0], "grad_out[0]")
         gb, fb = grad_rows(b, ax, outs[1], "grad_out[1]")
+        # a row's two gradients are written after both rows are read: each may be either input
+        check_no_overlap([("grad_out[0]", outs[0]), ("grad_out[1]", outs[1])],
+                         [(names[0], a), (names[1], b)], in_place=names)
     rows = np.empty(n, dtype=np.float64)
     _k.pair_rows(kind, a2, b2, ga, gb, inv_t, beta, gs, gs, False, None, 0, rows,
                  _config.threads_for(2 * a2.size))
@@ -69,7 +72,9 @@ def entropy(logits, *, axis=-1, reduction="mean", return_grad=False, grad_out=No
     n = x2.shape[0]
     g2 = None
     if return_grad:
-        g2, finish = grad_rows(x, ax, check_grad_outs(grad_out, ["logits"])[0])
+        out = check_grad_outs(grad_out, ["logits"])[0]
+        g2, finish = grad_rows(x, ax, out)
+        check_no_overlap([("grad_out", out)], [("logits", x)], in_place=("logits",))
     rows = np.empty(n, dtype=np.float64)
     _k.entropy(x2, g2, grad_scale(reduction, n), rows, _config.threads_for(x2.size))
     loss = reduce_rows(rows, x.shape[:ax] + x.shape[ax + 1:], n, reduction, x.dtype)
@@ -143,7 +148,10 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
     gs = grad_scale(reduction, denom)
     g2 = None
     if return_grad:
-        g2, finish = grad_rows(s, ax, check_grad_outs(grad_out, ["student_logits"])[0])
+        out = check_grad_outs(grad_out, ["student_logits"])[0]
+        g2, finish = grad_rows(s, ax, out)
+        check_no_overlap([("grad_out", out)], [("student_logits", s), ("teacher_logits", t),
+                                               ("target", labels)], in_place=("student_logits",))
         if w_ce > 0 and w_kl > 0 and np.shares_memory(g2, s2):
             s2 = s2.copy()   # the cross-entropy pass writes g2 before the KL pass reads s2
     nt = _config.threads_for(2 * s2.size)

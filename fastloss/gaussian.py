@@ -15,8 +15,8 @@ import numpy as np
 from . import _config
 from . import _gaussian as _k
 from ._checks import (as_float_array, check_broadcast, check_choice, check_covariance,
-                      check_grad_out, check_grad_outs, check_grad_request, check_real,
-                      check_reduction, check_var_layout, result_dtype)
+                      check_grad_out, check_grad_outs, check_grad_request, check_no_overlap,
+                      check_real, check_reduction, check_var_layout, grad_out_names, result_dtype)
 from ._layout import BroadcastGrad, flat_full, row_sums, unbroadcast
 from ._reduce import grad_scale, reduce_elements, reduce_rows, reduce_total
 
@@ -90,6 +90,7 @@ def gaussian_kl(mu_p, logvar_p, mu_q=None, logvar_q=None, *, reduction="mean", r
         outs = check_grad_outs(grad_out, names)
         for i, (nm, a) in enumerate(zip(names, arrs)):
             grads[nm] = BroadcastGrad(a.shape, shape, dtype, outs[i], f"grad_out[{i}]")
+        check_no_overlap(grad_out_names(outs), list(zip(names, arrs)))
     gbuf = [grads[nm].buf if nm in grads else None for nm in ("mu_p", "logvar_p", "mu_q", "logvar_q")]
     nt = _config.threads_for(flat["mu_p"].size)
     gs = grad_scale(reduction, nrows)
@@ -166,6 +167,7 @@ def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, reduction="mean", return_grad=False, gra
         for i, a in enumerate(arrs):
             if outs[i] is not None:
                 check_grad_out(outs[i], a.shape, dtype, f"grad_out[{i}]")
+        check_no_overlap(grad_out_names(outs), list(zip(names, arrs)))
     Lp, Lq = _cholesky(Sp, "cov_p"), _cholesky(Sq, "cov_q")
     Lp = np.broadcast_to(Lp, batch + (d, d))
     Lq = np.broadcast_to(Lq, batch + (d, d))
@@ -234,6 +236,7 @@ def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, reduction="mea
         outs = check_grad_outs(grad_out, ["recon", "mu", "logvar"])
         gr, gm, glv = (BroadcastGrad(shp, shp, dtype, o, f"grad_out[{i}]")
                        for i, (shp, o) in enumerate(zip((r.shape, m.shape, m.shape), outs)))
+        check_no_overlap(grad_out_names(outs), list(zip(names, (r, xt, m, lv))))
     gs = grad_scale(reduction, B)
     mode = 0 if recon_loss == "mse" else 1
     nt_r, nt_z = _config.threads_for(rf.size), _config.threads_for(mf.size)
@@ -286,6 +289,7 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, reduction="me
         outs = check_grad_outs(grad_out, ["input", "var"])
         gx = BroadcastGrad(shape, shape, dtype, outs[0], "grad_out[0]")
         gv = BroadcastGrad(va.shape, va.shape if per_row else shape, dtype, outs[1], "grad_out[1]")
+        check_no_overlap(grad_out_names(outs), [("input", xa), ("target", ta), ("var", va)])
     xf, tf = flat_full(xa, shape), flat_full(ta, shape)
     cst = 0.5 * math.log(2 * math.pi) if full else 0.0
     gs = grad_scale(reduction, n)

@@ -15,8 +15,8 @@ import numpy as np
 from . import _config
 from . import _metric as _k
 from ._checks import (as_float_array, as_labels, check_choice, check_grad_request, check_matrix,
-                      check_real, check_reduction, check_same_shape, check_temperature,
-                      result_dtype)
+                      check_no_overlap, check_real, check_reduction, check_same_shape,
+                      check_temperature, grad_out_names, result_dtype)
 from ._layout import grad_buffers
 from ._reduce import grad_scale, reduce_rows
 from ._xent import label_rows
@@ -141,6 +141,8 @@ def triplet_margin_loss(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e
     gs = grad_scale(reduction, N)
     grads = (grad_buffers(grad_out, ["anchor", "positive", "negative"], shape, dtype)
              if return_grad else None)
+    if grad_out is not None:
+        check_no_overlap(grad_out_names(grads), [("anchor", a2), ("positive", p2), ("negative", n2)])
     g2 = [g.reshape(N, D) for g in grads] if grads else [None, None, None]
     rows = np.empty(N)
     _k.triplet(a2, p2, n2, g2[0], g2[1], g2[2], kind, pe, e, m, bool(swap), bool(squared), gs,
@@ -183,6 +185,8 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
     Ec = _operand_copy(E)
     nt = _config.threads_after_blas(N * N)
     grad = grad_buffers(grad_out, ["embeddings"], (N, D), dtype)[0] if return_grad else None
+    if grad_out is not None:
+        check_no_overlap([("grad_out", grad)], [("embeddings", E), ("labels", lab)])
     rows = np.empty(N)
     if mining == "hard":
         # Mining over the lower triangle: each block of rows against the rows up to its
@@ -246,6 +250,8 @@ def _views_setup(x1, x2, names, temperature, reduction, return_grad, grad_out):
     a = np.ascontiguousarray(a, dtype=dtype)
     b = np.ascontiguousarray(b, dtype=dtype)
     grads = grad_buffers(grad_out, list(names), a.shape, dtype) if return_grad else None
+    if grad_out is not None:
+        check_no_overlap(grad_out_names(grads), list(zip(names, (a, b))))
     return a, b, t, reduction, grads
 
 

@@ -32,7 +32,8 @@ def _elementwise(name, input, target, param, weight, reduction, return_grad, gra
     check_same_shape(x, "input", t, "target", "input and target must match exactly; they are "
                      "not broadcast")
     n = x.size
-    w, period, denom = None, 1, float(n)
+    w = wa = None
+    period, denom = 1, float(n)
     if weight is not None:
         wa = as_float_array(weight, "weight", x.dtype)
         check_broadcast(wa, x.shape, "weight", against="input")
@@ -41,6 +42,9 @@ def _elementwise(name, input, target, param, weight, reduction, return_grad, gra
         # depend on the weight's memory layout), each repeated n / period times
         denom = float(np.sum(w[:period], dtype=np.float64)) * (n // period) if n else 0.0
     g = grad_buffers(grad_out, ["input"], x.shape, x.dtype)[0] if return_grad else None
+    if grad_out is not None:
+        check_no_overlap([("grad_out", g)], [("input", x), ("target", t), ("weight", wa)],
+                         in_place=("input",))
     lout = np.empty(n, dtype=x.dtype) if reduction == "none" else None
     total = _k.elementwise(name, flat_full(x, x.shape), flat_full(t, x.shape), w, period, lout,
                            g.reshape(-1) if g is not None else None, param,
@@ -59,7 +63,8 @@ _COMMON_DOC = """
     reduction: "mean" (default), "sum" or "none" (per-element, weighted, losses).
     return_grad: also return the gradient with respect to input (the gradient with
     respect to target is its negative). grad_out: a C-contiguous buffer of input's
-    shape and dtype to write it into.
+    shape and dtype to write it into; it may be `input` itself (in place), and must not
+    otherwise overlap input, target or weight (ValueError).
     """
 
 
