@@ -130,10 +130,11 @@ def _distances(x, y, metric, dtype, out):
         blk = out[r0:r1]
         np.matmul(xa[r0:r1], yc.T, out=blk)
         _k.dist_epilogue(blk, a[r0:r1], b, r0 if y is None else -1, mode, nt)
-    # Rows with a non-finite squared norm: the identity would give NaN (inf - inf) for
-    # every pair, so they are recomputed directly (the norms say which, at no cost).
-    bad_x = np.flatnonzero(~np.isfinite(xn))
-    bad_y = bad_x if y is None else np.flatnonzero(~np.isfinite(yn))
+    # Rows whose squared norm is not finite in the dtype (inf or NaN entries, or overflow):
+    # the identity would give NaN (inf - inf) for every pair, so they are recomputed
+    # directly (the norms say which, at no cost).
+    bad_x = _nonfinite_rows(xn, dtype)
+    bad_y = bad_x if y is None else _nonfinite_rows(yn, dtype)
     for i in bad_x:
         out[i] = _direct(xa[i], yc, metric)
     for j in bad_y:
@@ -141,6 +142,11 @@ def _distances(x, y, metric, dtype, out):
     if y is None and bad_x.size:
         d = out[bad_x, bad_x]
         out[bad_x, bad_x] = np.where(np.isnan(d), d, 0)
+
+
+def _nonfinite_rows(sq, dtype):
+    """Indices of the float64 squared norms sq that are NaN or overflow dtype."""
+    return np.flatnonzero(~(sq <= np.finfo(dtype).max))
 
 
 def _direct(v, w, metric):
@@ -237,7 +243,7 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
     sqT = sq.astype(dtype)
     Ec = _operand_copy(E)
     Gd = None
-    if not np.isfinite(sq).all():
+    if _nonfinite_rows(sq, dtype).size:
         # A row with inf or NaN entries (or an overflowing norm): the identity would give
         # NaN for all its pairs. Rare, so the kernels mine the distances of
         # pairwise_distances (direct for such rows) given as products Gd = -d^2 / 2 with

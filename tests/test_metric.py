@@ -167,6 +167,19 @@ def _assert_same_special(fast, oracle, dtype):
         assert_close(f, r, dtype, grad=True)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("metric_name", ["sqeuclidean", "euclidean", "cosine"])
+def test_pairwise_overflowing_rows(rng, metric_name):
+    """A finite float32 row whose squared norm overflows float32 is computed directly too:
+    the oracle's values rounded to float32 (inf where they overflow), 0 on the diagonal."""
+    x = _emb(rng, (5, 3), np.float32)
+    x[1] *= np.float32(1e20)
+    d = pairwise_distances(x, metric=metric_name)
+    r = ref.pairwise_distances(x, metric=metric_name).astype(np.float32)
+    assert not np.isnan(d).any() and np.all(np.diag(d) == 0)
+    np.testing.assert_allclose(d, r, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")    # the oracles' inf - inf
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("value", SPECIAL, ids=str)
