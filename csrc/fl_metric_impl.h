@@ -229,7 +229,7 @@ static int64_t N_(count_max)(const T *x, const T *y, int64_t D, T eps, T m) {
 
 /* Rows [0, nrows) of the three (nrows, D) inputs: loss[r] per row; with ga, the
  * gradients of gs * sum(loss) (clamp_min's subgradient: active when the hinge
- * argument is >= 0, as PyTorch). */
+ * argument is >= 0, as PyTorch; NaN in all three rows when it is NaN). */
 static void N_(triplet_rows)(const T *a, const T *p, const T *n, T *ga, T *gp, T *gn,
                              int64_t nrows, int64_t D, int kind, double pexp, double eps,
                              double margin, int swap, int squared, double gs, double *loss) {
@@ -254,6 +254,10 @@ static void N_(triplet_rows)(const T *a, const T *p, const T *n, T *ga, T *gp, T
             memset(gar, 0, (size_t)D * sizeof(T));
             memset(gpr, 0, (size_t)D * sizeof(T));
             memset(gnr, 0, (size_t)D * sizeof(T));
+            continue;
+        }
+        if (x != x) {    /* a NaN loss has a NaN gradient: the NaN never disappears */
+            for (int64_t k = 0; k < D; k++) gar[k] = gpr[k] = gnr[k] = (T)NAN;
             continue;
         }
         if (kind == FL_PNORM_INF) {
@@ -411,7 +415,7 @@ static void N_(hard_cols)(const T *G, int64_t nr, int64_t nc, int64_t r0, int64_
 
 /* Anchors [i0, i0 + n): the mined pairs' distances recomputed exactly from the
  * embeddings E (N x D), the loss and the gradient coefficients
- *   loss[i] = max(d_ap - d_an + margin, 0)    (0 when the anchor has no pair)
+ *   loss[i] = max(d_ap - d_an + margin, 0)    (0 when the anchor has no pair, NaN for NaN)
  *   gradient: e_i += cp (e_i - e_p) + cn (e_i - e_n), e_p -= cp (..), e_n -= cn (..)
  * A NaN seen while mining makes the loss and the coefficients NaN. */
 static void N_(hard_finish)(const T *E, int64_t D, int64_t i0, int64_t n, const int32_t *pos,
@@ -438,8 +442,11 @@ static void N_(hard_finish)(const T *E, int64_t D, int64_t i0, int64_t n, const 
         }
         if (!squared) { dp = sqrt(dp); dn = sqrt(dn); }
         const double x = dp - dn + margin;
-        loss[i] = x > 0 ? x : 0.0;
-        if (x > 0) {
+        loss[i] = x < 0 ? 0.0 : x;    /* NaN (inf - inf) stays NaN */
+        if (x != x) {
+            cp[i] = NAN;
+            cn[i] = NAN;
+        } else if (x > 0) {
             cp[i] = squared ? 2.0 : (dp > 0 ? 1.0 / dp : 0.0);
             cn[i] = squared ? -2.0 : (dn > 0 ? -1.0 / dn : 0.0);
         } else {

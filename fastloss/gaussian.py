@@ -135,7 +135,8 @@ def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, reduction="mean", return_grad=False, gra
                + log det cov_q - log det cov_p),
     through Cholesky factors and triangular solves (LAPACK, computed in float64 and
     returned in the inputs' dtype). A covariance that is not symmetric positive definite,
-    or holds NaN: ValueError naming it.
+    or holds NaN or inf: ValueError naming it. A mean with an inf entry (mu_p - mu_q
+    infinite, not NaN): loss +inf, NaN gradients for mu_p, mu_q and cov_q.
     reduction: "mean" (over distributions; "batchmean" is an alias), "sum", "none".
     return_grad: (grad_mu_p, grad_cov_p, grad_mu_q, grad_cov_q); the covariance gradients
     are the symmetric ones (the gradient with respect to a symmetric matrix, as PyTorch).
@@ -177,6 +178,9 @@ def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, reduction="mean", return_grad=False, gra
     logdet = (np.sum(np.log(np.diagonal(Lq, axis1=-2, axis2=-1)), axis=-1)
               - np.sum(np.log(np.diagonal(Lp, axis1=-2, axis2=-1)), axis=-1))
     per = 0.5 * (np.sum(M * M, axis=(-2, -1)) + np.sum(z * z, axis=-1) - d) + logdet
+    # An infinite mean difference: the Mahalanobis term is +inf (a positive definite form),
+    # where the triangular solve gives inf - inf = NaN. Its gradients stay NaN.
+    per = np.where(np.isinf(delta).any(-1) & ~np.isnan(delta).any(-1), np.inf, per)
     nb = math.prod(batch)
     loss = reduce_rows(per, batch, nb, reduction, dtype)
     if not return_grad:

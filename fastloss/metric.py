@@ -56,54 +56,109 @@ def _operand_copy(x):
 # --- pairwise distances -----------------------------------------------------------------
 
 def pairwise_distances(x, y=None, *, metric="sqeuclidean"):
-    """(N, M) distances between the rows of x (N, D) and y (M, D) (y=None: x and itself).
+    """(..., N, M) distances between the rows of x (..., N, D) and y (..., M, D) (y=None: x
+    and itself); the batch dimensions broadcast as in torch.cdist.
 
     "sqeuclidean": ||a||^2 + ||b||^2 - 2 a.b clamped at 0 (the GEMM identity: BLAS does
     the products; nearby points lose precision, about eps * (||a||^2 + ||b||^2));
     "euclidean": its square root; "cosine": 1 - a.b / (||a|| ||b||) clipped to [0, 2],
     zero rows have similarity 0 (distance 1). With y=None the diagonal is exactly 0.
+    A row with inf or NaN entries (or whose squared norm overflows) is computed from the
+    direct formula ||a - b||^2 instead, so it affects only its own row and column:
+    inf against a finite row, NaN where inf - inf or NaN occurs (its own diagonal
+    entry included, as torch.cdist); cosine: NaN for the whole row and column.
     The result has the inputs' dtype (float64 if either is), computed in row blocks
     straight into the output: no float64 or second (N, M) temporary.
     """
     check_choice(metric, "metric", _METRICS)
-    xa = check_matrix(x, "x")
+    xa = _points(x, "x")
     if y is None:
-        dtype = xa.dtype
-        ya = None
+        dtype, ya, batch = xa.dtype, None, xa.shape[:-2]
     else:
-        ya = check_matrix(y, "y")
-        if ya.shape[1] != xa.shape[1]:
-            raise ValueError(f"y has {ya.shape[1]} features (columns), x has {xa.shape[1]}")
+        ya = _points(y, "y")
+        if ya.shape[-1] != xa.shape[-1]:
+            raise ValueError(f"y has {ya.shape[-1]} features (columns), x has {xa.shape[-1]}")
+        try:
+            batch = np.broadcast_shapes(xa.shape[:-2], ya.shape[:-2])
+        except ValueError:
+            raise ValueError(f"the batch shapes of x {xa.shape[:-2]} and y {ya.shape[:-2]} do not "
+                             f"broadcast together") from None
         dtype = result_dtype(xa, ya)
-    xa = np.ascontiguousarray(xa, dtype=dtype)
-    yc = _operand_copy(xa) if ya is None else np.ascontiguousarray(ya, dtype=dtype)
+    N, M = xa.shape[-2], (xa if ya is None else ya).shape[-2]
+    out = np.empty(batch + (N, M), dtype=dtype)
+    xb = np.broadcast_to(xa, batch + xa.shape[-2:])
+    yb = None if ya is None else np.broadcast_to(ya, batch + ya.shape[-2:])
+    for i in np.ndindex(batch):
+        _distances(xb[i], None if yb is None else yb[i], metric, dtype, out[i])
+    return out
+
+
+def _points(a, name):
+    x = as_float_array(a, name)
+    if x.ndim < 2:
+        raise ValueError(f"{name} must be at least 2-D (..., n_samples, n_features), got shape "
+                         f"{x.shape}")
+    return x
+
+
+def _distances(x, y, metric, dtype, out):
+    """pairwise_distances of one (N, D) x and (M, D) y (None: x) into out (N, M)."""
+    xa = np.ascontiguousarray(x, dtype=dtype)
+    yc = _operand_copy(xa) if y is None else np.ascontiguousarray(y, dtype=dtype)
     N, M = xa.shape[0], yc.shape[0]
-    out = np.empty((N, M), dtype=dtype)
     if N == 0 or M == 0:
-        return out
+        return
     nt = _config.threads_after_blas(N * M)
     ntn = _config.threads_after_blas(xa.size + yc.size)
     xn = np.empty(N)
     _k.sq_norms(xa, xn, ntn)
-    yn = xn if ya is None else np.empty(M)
-    if ya is not None:
+    yn = xn if y is None else np.empty(M)
+    if y is not None:
         _k.sq_norms(yc, yn, ntn)
     if metric == "cosine":
         with np.errstate(divide="ignore"):
             a = np.where(xn == 0, 0.0, 1.0 / np.sqrt(xn)).astype(dtype)     # NaN stays NaN
-            b = a if ya is None else np.where(yn == 0, 0.0, 1.0 / np.sqrt(yn)).astype(dtype)
+            b = a if y is None else np.where(yn == 0, 0.0, 1.0 / np.sqrt(yn)).astype(dtype)
         mode = _k.DIST_COSINE
     else:
         a = xn.astype(dtype)
-        b = a if ya is None else yn.astype(dtype)
+        b = a if y is None else yn.astype(dtype)
         mode = _k.DIST_SQ if metric == "sqeuclidean" else _k.DIST_EUCLID
     B = _block_rows(N, M * dtype.itemsize)
     for r0 in range(0, N, B):
         r1 = min(N, r0 + B)
         blk = out[r0:r1]
         np.matmul(xa[r0:r1], yc.T, out=blk)
-        _k.dist_epilogue(blk, a[r0:r1], b, r0 if ya is None else -1, mode, nt)
-    return out
+        _k.dist_epilogue(blk, a[r0:r1], b, r0 if y is None else -1, mode, nt)
+    # Rows whose squared norm is not finite in the dtype (inf or NaN entries, or overflow):
+    # the identity would give NaN (inf - inf) for every pair, so they are recomputed
+    # directly (the norms say which, at no cost).
+    bad_x = _nonfinite_rows(xn, dtype)
+    bad_y = bad_x if y is None else _nonfinite_rows(yn, dtype)
+    for i in bad_x:
+        out[i] = _direct(xa[i], yc, metric)
+    for j in bad_y:
+        out[:, j] = _direct(yc[j], xa, metric)
+    if y is None and bad_x.size:
+        d = out[bad_x, bad_x]
+        out[bad_x, bad_x] = np.where(np.isnan(d), d, 0)
+
+
+def _nonfinite_rows(sq, dtype):
+    """Indices of the float64 squared norms sq that are NaN or overflow dtype."""
+    return np.flatnonzero(~(sq <= np.finfo(dtype).max))
+
+
+def _direct(v, w, metric):
+    """The distances of one row v to every row of w from the formula itself, in float64."""
+    v, w = v.astype(np.float64), w.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if metric == "cosine":
+            nw = np.sqrt(np.sum(w * w, axis=1))
+            s = (w / np.where(nw > 0, nw, 1.0)[:, None]) @ (v / np.sqrt(np.sum(v * v)))
+            return np.clip(1.0 - s, 0.0, 2.0)
+        d = np.sum((w - v) ** 2, axis=1)
+    return np.sqrt(d) if metric == "euclidean" else d
 
 
 # --- triplet margin loss ----------------------------------------------------------------
@@ -116,7 +171,9 @@ def triplet_margin_loss(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e
     torch.min). squared=True (p=2 only) uses d(x, y)^2, the FaceNet form.
     Inputs: (N, D) or one triplet (D,). Gradients (anchor, positive, negative); the
     hinge passes the gradient where its argument is >= 0 (PyTorch's clamp_min), and a
-    distance of 0 has a zero subgradient.
+    distance of 0 has a zero subgradient. Special values: the formula evaluated directly
+    (inf in one input: d = inf, so the loss is inf, 0, or NaN for inf - inf); a NaN loss
+    has NaN gradients in all three rows (PyTorch's are NaN or 0 depending on p).
     """
     reduction = check_reduction(reduction)
     check_grad_request(return_grad, grad_out)
@@ -166,6 +223,10 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
     mining="all": every valid triplet (a, p, n); "mean" is the sum of the positive losses
     over their number (0 when there is none); "none" gives each anchor's sum.
     Gradient with respect to the embeddings (zero subgradient at distance 0).
+    Special values: distances are those of pairwise_distances (inf to a row with an inf
+    entry, NaN where inf - inf or NaN occurs); an anchor that meets a NaN distance, or
+    whose d_ap - d_an is NaN (inf - inf), has loss NaN, and then the whole gradient is
+    NaN. Other anchors are unaffected.
     """
     reduction = check_reduction(reduction)
     check_grad_request(return_grad, grad_out)
@@ -183,6 +244,17 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
     _k.sq_norms(E, sq, _config.threads_after_blas(E.size))
     sqT = sq.astype(dtype)
     Ec = _operand_copy(E)
+    Gd = None
+    if _nonfinite_rows(sq, dtype).size:
+        # A row with inf or NaN entries (or an overflowing norm): the identity would give
+        # NaN for all its pairs. Rare, so the kernels mine the distances of
+        # pairwise_distances (direct for such rows) given as products Gd = -d^2 / 2 with
+        # zero norms: 0 + 0 - 2 Gd is d^2 exactly. Self-distances are 0.
+        Gd = np.empty((N, N), dtype=dtype)
+        _distances(E, None, "sqeuclidean", dtype, Gd)
+        np.fill_diagonal(Gd, 0)
+        Gd *= -0.5
+        sqT = np.zeros(N, dtype=dtype)
     nt = _config.threads_after_blas(N * N)
     grad = grad_buffers(grad_out, ["embeddings"], (N, D), dtype)[0] if return_grad else None
     if grad_out is not None:
@@ -199,10 +271,18 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
         for r0 in range(0, N, B):
             r1 = min(N, r0 + B)
             blk = buf[:(r1 - r0) * r1].reshape(r1 - r0, r1)
-            np.matmul(E[r0:r1], Ec[:r1].T, out=blk)
+            if Gd is None:
+                np.matmul(E[r0:r1], Ec[:r1].T, out=blk)
+            else:
+                blk[...] = Gd[r0:r1, :r1]
             ntb = _config.threads_after_blas(blk.size)
             _k.hard_rows(blk, r0, sqT, lab32, bp, pos, bn, neg, nanf, ntb)
             _k.hard_cols(blk, r0, sqT, lab32, bp, pos, bn, neg, nanf, ntb)
+        if Gd is not None:
+            # negatives all at distance inf are never "nearer" than the initial inf: the
+            # nearest is then the first of them
+            miss = np.flatnonzero((neg < 0) & (np.bincount(lab32)[lab32] < N))
+            neg[miss] = [np.argmax(lab32 != lab32[i]) for i in miss]
         cp, cn = np.empty(N), np.empty(N)
         ntv = _config.threads_after_blas(E.size)
         _k.hard_finish(E, pos, neg, nanf, m, bool(squared), rows, cp, cn, ntv)
@@ -213,10 +293,20 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
             grad[...] = 0
             _k.hard_scatter(E, grad, pos, neg, cp, cn, grad_scale(reduction, denom), ntv)
     else:
-        G = np.empty((N, N), dtype=dtype)
-        np.matmul(E, Ec.T, out=G)
+        if Gd is None:
+            G = np.empty((N, N), dtype=dtype)
+            np.matmul(E, Ec.T, out=G)
+        else:
+            # a triplet with d_ap = d_an = inf has loss inf - inf = NaN, which the kernel's
+            # counting (by comparisons) does not see
+            same, inf = lab32[:, None] == lab32[None, :], np.isinf(Gd)
+            np.fill_diagonal(same, False)
+            nan_rows = (inf & same).any(1) & (inf & (lab32[:, None] != lab32[None, :])).any(1)
+            G = Gd
         count = np.empty(N, dtype=np.int64)
         _k.all_mine(G, sqT, lab32, m, bool(squared), rows, count, nt)
+        if Gd is not None:
+            rows[nan_rows] = np.nan
         denom = float(np.sum(count))
         if reduction == "mean" and not denom:
             reduction = "sum"     # as for mining="hard"
@@ -231,6 +321,8 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
             R = G @ E1
             np.multiply(E, R[:, D:], out=grad)
             grad -= R[:, :D]
+    if grad is not None and np.isnan(rows).any():
+        grad[...] = np.nan    # the mined pairs of a NaN anchor are undefined
     loss = reduce_rows(rows, (N,), denom, reduction, dtype)
     return (loss, grad) if return_grad else loss
 

@@ -157,6 +157,8 @@ def _box(kind, boxes1, boxes2, eps, reduction, return_grad, grad_out):
         if grad_out is not None:
             check_no_overlap([("grad_out[0]", g1), ("grad_out[1]", g2)],
                              [("boxes1", c1), ("boxes2", c2)])
+    if reduction == "mean" and n == 0:
+        reduction = "sum"     # torchvision: the mean of no pairs is 0 (0.0 * loss.sum())
     lout = np.empty(n, dtype=b1.dtype) if reduction == "none" else None
     total = _k.box(kind, c1, c2, lout, g1.reshape(n, 4) if g1 is not None else None,
                    g2.reshape(n, 4) if g2 is not None else None, e, grad_scale(reduction, n), nt)
@@ -170,7 +172,7 @@ _BOX_DOC = """
     boxes give a finite loss and gradient (for eps > 0). Computed in boxes1's dtype;
     boxes2 is converted to it.
     eps: >= 0, added to the denominators as torchvision does.
-    reduction: "mean" (default, over box pairs; NaN for none), "sum" or "none"
+    reduction: "mean" (default, over box pairs; 0 for none, as torchvision), "sum" or "none"
     (per pair, shape boxes1.shape[:-1]). torchvision's default is "none".
     return_grad: also return (grad_boxes1, grad_boxes2); grad_out: a tuple of two
     C-contiguous buffers of boxes1's shape and dtype for them. At ties of the

@@ -6,7 +6,7 @@ import pytest
 
 from fastloss.gaussian import gaussian_kl, gaussian_nll_loss, mvn_kl, vae_loss
 from fastloss.reference import gaussian as ref
-from helpers import check_loss_and_grads, fd_grad, torch_leaf
+from helpers import assert_close, check_loss_and_grads, fd_grad, torch_leaf
 
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["mean", "sum", "none"]
@@ -291,3 +291,80 @@ def test_gaussians_match_pytorch(rng):
 def test_bad_gaussian_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+# --- special values (the README's table) -------------------------------------------------------
+# One entry of row 1 set to +inf, -inf or NaN: loss and gradients are the formula evaluated
+# directly, as the oracle (and torch.distributions) does: e.g. gaussian_kl with logvar_p = +inf
+# is -inf + inf = NaN, with mu_p = inf it is inf; gaussian_nll_loss with var = inf is inf with
+# zero gradients. Exceptions, documented: mvn_kl with an infinite mean is +inf (the Mahalanobis
+# term of a positive definite form; the triangular solve alone gives NaN) with NaN gradients for
+# mu_p, mu_q and cov_q; non-finite covariances and var = -inf are ValueErrors. Other rows are
+# untouched.
+
+def _rows(rng, n, shape, dtype):
+    return [rng.uniform(-1, 1, shape).astype(dtype) for _ in range(n)]
+
+
+SPECIAL_CALLS = {
+    "gaussian_kl": (gaussian_kl, ref.gaussian_kl, ("mu_p", "logvar_p", "mu_q", "logvar_q"), {}),
+    "vae_mse": (vae_loss, ref.vae_loss, ("recon", "x", "mu", "logvar"), {}),
+    "gaussian_nll": (gaussian_nll_loss, ref.gaussian_nll_loss, ("input", "target", "var"), {}),
+    "gaussian_nll_full": (gaussian_nll_loss, ref.gaussian_nll_loss, ("input", "target", "var"),
+                          dict(full=True)),
+    "mvn_kl": (mvn_kl, ref.mvn_kl, ("mu_p", "cov_p", "mu_q", "cov_q"), {}),
+}
+SPECIAL_CASES = [(f, arg) for f, (_, _, names, _) in SPECIAL_CALLS.items() for arg in names]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")    # the oracles' inf - inf
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan], ids=str)
+@pytest.mark.parametrize("fname,arg", SPECIAL_CASES, ids=str)
+def test_gaussian_special(simd, rng, dtype, value, fname, arg):
+    fast, oracle, names, kw = SPECIAL_CALLS[fname]
+    if fname == "mvn_kl":
+        args = [rng.standard_normal((3, 2)).astype(dtype), _spd(rng, (3,), 2).astype(dtype),
+                rng.standard_normal((3, 2)).astype(dtype), _spd(rng, (3,), 2).astype(dtype)]
+    else:
+        args = _rows(rng, len(names), (3, 4), dtype)
+        if fname.startswith("gaussian_nll"):
+            args[2] = np.abs(args[2]) + dtype(0.1)
+    k = names.index(arg)
+    args[k].reshape(3, -1)[1, 0] = value
+    rejected = (fname == "mvn_kl" and arg.startswith("cov")) or (arg == "var" and value == -np.inf)
+    if rejected:
+        with pytest.raises(ValueError, match=arg):
+            fast(*args, **kw)
+        return
+    loss, grads = fast(*args, reduction="none", return_grad=True, **kw)
+    rloss, rgrads = oracle(*args, reduction="none", return_grad=True, **kw)
+    assert_close(loss, rloss, dtype)                # NaN and inf in the same places
+    for g, r in zip(grads, rgrads):
+        assert_close(g, r, dtype, grad=True)
+    if fname.startswith("gaussian_nll"):            # per-element losses: row 1, column 0
+        assert np.isfinite(np.delete(loss.reshape(-1), 4)).all()
+    else:
+        assert np.isfinite(loss[[0, 2]]).all()
+    if np.isnan(value):
+        assert np.isnan(loss).any()
+    if fname == "mvn_kl":
+        assert np.isnan(loss[1]) if np.isnan(value) else loss[1] == np.inf
+    assert_close(fast(*args, **kw), oracle(*args, **kw), dtype)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan], ids=str)
+@pytest.mark.parametrize("arg", ["recon", "x"])
+def test_vae_bce_special_is_bce(rng, value, arg):
+    """recon_loss="bce": the reconstruction term of special values is
+    binary_cross_entropy_with_logits' (its table), summed per sample."""
+    from fastloss import binary_cross_entropy_with_logits
+    r, x, mu, lv = _rows(rng, 4, (3, 4), np.float64)
+    x = np.abs(x)
+    (r if arg == "recon" else x)[1, 0] = value
+    loss, (gr, gm, glv) = vae_loss(r, x, mu, lv, recon_loss="bce", reduction="none", return_grad=True)
+    bl, bg = binary_cross_entropy_with_logits(r, x, reduction="none", return_grad=True)
+    kl = gaussian_kl(mu, lv, reduction="none")
+    np.testing.assert_allclose(loss, np.sum(bl, axis=1) + kl, rtol=1e-13)
+    np.testing.assert_array_equal(gr, bg)

@@ -91,10 +91,144 @@ def test_pairwise_distances_bad_input():
         pairwise_distances(np.ones((2, 2)), metric="manhattan")
     with pytest.raises(ValueError, match="y has 3 features"):
         pairwise_distances(np.ones((2, 2)), np.ones((2, 3)))
-    with pytest.raises(ValueError, match="x must be 2-D"):
+    with pytest.raises(ValueError, match="x must be at least 2-D"):
         pairwise_distances(np.ones(3))
+    with pytest.raises(ValueError, match="batch shapes of x"):
+        pairwise_distances(np.ones((2, 3, 2)), np.ones((4, 3, 2)))
     with pytest.raises(TypeError, match="x must be real"):
         pairwise_distances(np.ones((2, 2), complex))
+
+
+@pytest.mark.parametrize("metric_name", ["sqeuclidean", "euclidean", "cosine"])
+@pytest.mark.parametrize("xb,yb", [((3,), (3,)), ((2, 1), (1, 4)), ((), (2,)), ((2, 3), None)])
+def test_pairwise_distances_batched(rng, metric_name, xb, yb):
+    """(..., N, D) x (..., M, D) -> (..., N, M), batch dimensions broadcast as torch.cdist."""
+    x = _emb(rng, xb + (5, 3), np.float64)
+    y = None if yb is None else _emb(rng, yb + (4, 3), np.float64)
+    d = pairwise_distances(x, y, metric=metric_name)
+    batch = xb if y is None else np.broadcast_shapes(xb, yb)
+    assert d.shape == batch + (5, 5 if y is None else 4)
+    xf = np.broadcast_to(x, batch + x.shape[-2:])
+    yf = xf if y is None else np.broadcast_to(y, batch + y.shape[-2:])
+    for i in np.ndindex(batch):
+        want = ref.pairwise_distances(xf[i], None if y is None else yf[i], metric=metric_name)
+        np.testing.assert_allclose(d[i], want, rtol=1e-12, atol=1e-12)
+    torch = pytest.importorskip("torch")
+    if metric_name != "cosine":
+        t = torch.cdist(torch.from_numpy(x), torch.from_numpy(x if y is None else y)).numpy()
+        np.testing.assert_allclose(d, t ** 2 if metric_name == "sqeuclidean" else t,
+                                   rtol=1e-10, atol=1e-12)
+    assert pairwise_distances(np.ones((2, 0, 3)), np.ones((4, 3))).shape == (2, 0, 4)
+
+
+# Special values: an entry of +inf, -inf or NaN in one row. A non-finite row is computed from
+# the direct formula and affects only its own row and column (test_pairwise_special).
+SPECIAL = [np.inf, -np.inf, np.nan]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")    # the oracles' inf - inf
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("value", SPECIAL, ids=str)
+@pytest.mark.parametrize("metric_name", ["sqeuclidean", "euclidean", "cosine"])
+@pytest.mark.parametrize("where", ["x", "y", "self", "two rows"])
+def test_pairwise_special(rng, dtype, value, metric_name, where):
+    x, y = _emb(rng, (6, 3), dtype), _emb(rng, (5, 3), dtype)
+    (y if where == "y" else x)[2, 1] = value
+    if where == "two rows":
+        x[4, 1] = -value       # inf - (-inf) = inf, (-inf) - inf = -inf: both inf when squared
+    yy = None if where in ("self", "two rows") else y
+    d = pairwise_distances(x, yy, metric=metric_name)
+    r = ref.pairwise_distances(x, yy, metric=metric_name)
+    np.testing.assert_array_equal(np.isnan(d), np.isnan(r))
+    np.testing.assert_array_equal(np.isinf(d), np.isinf(r))
+    ok = np.isfinite(r)
+    np.testing.assert_allclose(d[ok], r[ok], rtol=1e-4, atol=1e-5)
+    bad = 2
+    keep_r = np.arange(d.shape[0]) != bad if where != "y" else slice(None)
+    keep_c = np.arange(d.shape[1]) != bad if where != "x" else slice(None)
+    if where != "two rows":
+        assert np.isfinite(d[keep_r][:, keep_c]).all()      # the other rows are not poisoned
+    if metric_name != "cosine":
+        # inf against any finite row, NaN on its own diagonal (x - x = inf - inf) as torch.cdist
+        line = d[:, bad] if where == "y" else d[bad]
+        want = np.isnan(value) or (where in ("self", "two rows"))
+        assert np.isnan(line).any() == want
+        if not np.isnan(value):
+            fin = np.isfinite(y).all(1) if where == "x" else np.isfinite(x).all(1)
+            assert np.isinf(line[fin]).all()
+    else:
+        assert np.isnan(d[:, bad] if where == "y" else d[bad]).all()
+
+
+def _assert_same_special(fast, oracle, dtype):
+    """assert_close on the loss and each gradient: NaN and inf (with signs) in the same places."""
+    assert_close(fast[0], oracle[0], dtype)
+    for f, r in zip(fast[1:], oracle[1:]):
+        assert_close(f, r, dtype, grad=True)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("metric_name", ["sqeuclidean", "euclidean", "cosine"])
+def test_pairwise_overflowing_rows(rng, metric_name):
+    """A finite float32 row whose squared norm overflows float32 is computed directly too:
+    the oracle's values rounded to float32 (inf where they overflow), 0 on the diagonal."""
+    x = _emb(rng, (5, 3), np.float32)
+    x[1] *= np.float32(1e20)
+    d = pairwise_distances(x, metric=metric_name)
+    r = ref.pairwise_distances(x, metric=metric_name).astype(np.float32)
+    assert not np.isnan(d).any() and np.all(np.diag(d) == 0)
+    np.testing.assert_allclose(d, r, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")    # the oracles' inf - inf
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("value", SPECIAL, ids=str)
+@pytest.mark.parametrize("which", [0, 1, 2])
+@pytest.mark.parametrize("kw", [dict(), dict(p=1.0), dict(p=np.inf), dict(p=3.0), dict(swap=True),
+                                dict(squared=True)], ids=str)
+def test_triplet_special(rng, dtype, value, which, kw):
+    """inf or NaN in the anchor, positive or negative of row 1: losses and gradients as the
+    oracle (a NaN loss has NaN gradients in all three rows; a hinge below 0 has zero ones;
+    a distance that does not enter, e.g. the unused one of swap, contributes nothing);
+    the other rows are untouched."""
+    t = [_emb(rng, (4, 6), dtype) for _ in range(3)]
+    t[which][1, 2] = value
+    loss, g = triplet_margin_loss(*t, reduction="none", return_grad=True, **kw)
+    rloss, rg = ref.triplet_margin_loss(*t, reduction="none", return_grad=True, **kw)
+    _assert_same_special((loss,) + g, (rloss,) + rg, dtype)
+    assert np.isfinite(np.delete(loss, 1)).all()
+    assert all(np.isfinite(np.delete(gi, 1, 0)).all() for gi in g)
+    if np.isnan(loss[1]):
+        assert all(np.isnan(gi[1]).all() for gi in g)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")    # the oracles' inf - inf
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("value", SPECIAL, ids=str)
+@pytest.mark.parametrize("kw", [dict(), dict(squared=True), dict(mining="all"),
+                                dict(mining="all", squared=True)], ids=str)
+def test_batch_hard_special(simd, rng, dtype, value, kw):
+    """One embedding with an inf or NaN entry: the distances are pairwise_distances' (the
+    GEMM identity alone gave NaN everywhere); anchors meeting a NaN distance, or with
+    d_ap - d_an = inf - inf, have loss NaN and make the gradient NaN; other anchors keep
+    their finite (or inf) losses."""
+    E = _emb(rng, (10, 5), dtype)
+    lab = np.array([0, 0, 1, 1, 2, 2, 0, 1, 2, 0])
+    E[2, 1] = value
+    loss, g = batch_hard_triplet_loss(E, lab, reduction="none", return_grad=True, **kw)
+    rloss, rg = ref.batch_hard_triplet_loss(E, lab, reduction="none", return_grad=True, **kw)
+    _assert_same_special((loss, g), (rloss, rg), dtype)
+    if np.isnan(value):
+        assert np.isnan(loss).all() and np.isnan(g).all()
+    else:
+        assert np.isnan(loss[2]) and np.isnan(g).all()
+        assert np.isfinite(loss[lab != 1]).all()      # anchors of other labels: finite
+        assert np.isposinf(loss[[3, 7]]).all()        # the farthest positive is at inf
+    fin = E.copy()
+    fin[2, 1] = 0.0                                    # a finite batch keeps the fast path
+    _check(batch_hard_triplet_loss(fin, lab, return_grad=True, **kw),
+           ref.batch_hard_triplet_loss(fin, lab, return_grad=True, **kw), dtype)
+
 
 
 # --- triplet margin loss ------------------------------------------------------------------

@@ -223,6 +223,41 @@ def test_elementwise_nan_propagates(simd, name, fast, oracle, kw):
         assert np.isnan(fast(x, np.zeros_like(x), weight=w, reduction="sum", **kw))
 
 
+# Special values (the README's table): the residual r = input - target carries them; the
+# loss and gradient are the formula's: |r| = inf gives loss inf and the gradient's limit
+# (mse: r itself, l1 / smooth L1 / log-cosh: sign(r), Huber: sign(r) delta); inf - inf and
+# NaN give NaN for both. Other elements are untouched.
+ELEM_SPECIAL = [("input", np.inf), ("input", -np.inf), ("input", np.nan), ("target", np.inf),
+                ("target", -np.inf), ("target", np.nan), ("both", np.inf), ("both", -np.inf)]
+GRAD_AT_INF = {"mse": np.inf, "l1": 1.0, "huber": 1.0, "huber_d0.3": 0.3, "smooth_l1": 1.0,
+               "smooth_l1_b2.5": 1.0, "smooth_l1_b0": 1.0, "log_cosh": 1.0}
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")    # the oracles' inf - inf
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("arg,value", ELEM_SPECIAL, ids=str)
+@pytest.mark.parametrize("name,fast,oracle,kw", ELEMENTWISE, ids=ELEM_IDS)
+def test_elementwise_special(simd, dtype, arg, value, name, fast, oracle, kw):
+    x = np.linspace(-2, 2, 19).astype(dtype)
+    t = np.full_like(x, 0.25)
+    if arg in ("input", "both"):
+        x[3] = value
+    if arg in ("target", "both"):
+        t[3] = value
+    loss, g = fast(x, t, reduction="none", return_grad=True, **kw)
+    rloss, rg = oracle(x, t, reduction="none", return_grad=True, **kw)
+    assert_close(loss, rloss, dtype)             # NaN and inf in the same places
+    assert_close(g, rg, dtype, grad=True)
+    r = np.float64(x[3]) - np.float64(t[3])
+    if np.isnan(r):
+        assert np.isnan(loss[3]) and np.isnan(g[3])
+    else:
+        assert loss[3] == np.inf and g[3] == dtype(np.sign(r) * GRAD_AT_INF[name])
+    assert np.isfinite(np.delete(loss, 3)).all() and np.isfinite(np.delete(g, 3)).all()
+    for red in ("mean", "sum"):
+        assert_close(fast(x, t, reduction=red, **kw), oracle(x, t, reduction=red, **kw), dtype)
+
+
 def test_elementwise_empty_and_scalar():
     for fn in (mse_loss, l1_loss, huber_loss, smooth_l1_loss, log_cosh_loss):
         e = np.zeros((0, 3), np.float32)
@@ -548,11 +583,46 @@ def test_box_nan_propagates():
         assert np.isnan(fast(b1, b2))
 
 
+# Box special values: a coordinate at +-inf on its own side (x1, y1 = -inf or x2, y2 = inf)
+# makes areas inf and every ratio inf / inf: loss and both boxes' gradients NaN for that
+# pair, as the formula (and torchvision) gives; NaN likewise. +inf in x1 or y1 (or -inf in x2,
+# y2) is a box with x2 < x1: ValueError. Other pairs are untouched.
+BOX_SPECIAL = [(0, -np.inf), (1, -np.inf), (2, np.inf), (3, np.inf), (0, np.nan), (3, np.nan)]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("which", [0, 1])
+@pytest.mark.parametrize("col,value", BOX_SPECIAL, ids=str)
+@pytest.mark.parametrize("kind,fast,oracle", BOXES, ids=BOX_IDS)
+def test_box_special(dtype, which, col, value, kind, fast, oracle):
+    b = [np.array([[0, 0, 2, 2], [1, 1, 3, 4], [0, 1, 2, 5]], dtype),
+         np.array([[1, 1, 3, 3], [0, 0, 2, 2], [1, 0, 4, 2]], dtype)]
+    b[which][1, col] = value
+    loss, (g1, g2) = fast(*b, reduction="none", return_grad=True)
+    rloss, (r1, r2) = oracle(*b, reduction="none", return_grad=True)
+    assert_close(loss, rloss, dtype)
+    assert np.isnan(loss[1]) and np.isnan(g1[1]).all() and np.isnan(g2[1]).all()
+    assert np.isnan(r1[1]).all() and np.isnan(r2[1]).all()
+    keep = [0, 2]
+    assert np.isfinite(loss[keep]).all()
+    _assert_box_grads(g1[keep], r1[keep], dtype)
+    _assert_box_grads(g2[keep], r2[keep], dtype)
+    if not np.isnan(value):
+        b[which][1, col] = -value         # the wrong side: x2 < x1 or y2 < y1
+        with pytest.raises(ValueError, match="x2 < x1 or y2 < y1"):
+            fast(*b)
+
+
 def test_box_empty_layouts_and_dtypes(rng):
     e = np.zeros((0, 4))
-    for _, fast, _ in BOXES:
-        loss, (g1, g2) = fast(e, e, return_grad=True)
-        assert np.isnan(loss) and g1.shape == (0, 4) and g2.shape == (0, 4)
+    for _, fast, oracle in BOXES:
+        # torchvision: "mean" of no pairs is 0.0 * loss.sum() = 0, with an empty gradient
+        for dtype in DTYPES:
+            loss, (g1, g2) = fast(e.astype(dtype), e.astype(dtype), return_grad=True)
+            assert loss == 0.0 and loss.dtype == dtype
+            assert g1.shape == g2.shape == (0, 4) and g1.dtype == g2.dtype == dtype
+        assert oracle(e, e) == 0.0 and oracle(e, e, return_grad=True)[1][0].shape == (0, 4)
         assert fast(e, e, reduction="sum") == 0.0
         assert fast(np.zeros((2, 0, 4)), np.zeros((2, 0, 4)), reduction="none").shape == (2, 0)
     b1, b2 = _boxes(rng, 30), _boxes(rng, 30)

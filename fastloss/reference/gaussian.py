@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from .classification import binary_cross_entropy_with_logits
 from .common import finish, reduce
 
 __all__ = ["gaussian_kl", "mvn_kl", "vae_loss", "gaussian_nll_loss"]
@@ -48,9 +49,14 @@ def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, reduction="mean", return_grad=False):
     Sp_inv = np.linalg.inv(Sp_b)
     tr = np.trace(Sq_inv @ Sp_b, axis1=-2, axis2=-1)
     maha = np.einsum("...i,...ij,...j->...", delta, Sq_inv, delta)
+    # the documented rule for an infinite mean difference: +inf (the form is positive
+    # definite), NaN gradients where the difference enters
+    inf_mean = ~np.isfinite(delta).all(-1)
+    maha = np.where(inf_mean & ~np.isnan(delta).any(-1), np.inf, maha)
     per = 0.5 * (tr + maha - d + np.linalg.slogdet(Sq_b)[1] - np.linalg.slogdet(Sp_b)[1])
     loss, scale = reduce(per, reduction, per.size)
     a = np.einsum("...ij,...j->...i", Sq_inv, delta)
+    a = np.where(inf_mean[..., None], np.nan, a)
     g = [a, 0.5 * (Sq_inv - Sp_inv), -a,
          0.5 * (Sq_inv - Sq_inv @ Sp_b @ Sq_inv - a[..., :, None] * a[..., None, :])]
     grads = tuple(_sum_to(gi * scale, arr.shape) for gi, arr in zip(g, (mp, Sp, mq, Sq)))
@@ -65,8 +71,9 @@ def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, reduction="mea
     if recon_loss == "mse":
         rec_el, grec = (r - xt) ** 2, 2 * (r - xt)
     else:
-        rec_el = np.logaddexp(0.0, r) - r * xt
-        grec = 1 / (1 + np.exp(-r)) - xt
+        # the kernel's per-element values are binary_cross_entropy_with_logits' (special
+        # values included): its oracle
+        rec_el, grec = binary_cross_entropy_with_logits(r, xt, reduction="none", return_grad=True)
     B = r.shape[0]
     rec = np.sum(rec_el.reshape(B, -1), axis=1)
     kl = np.sum((-0.5 * (1 + lv - m ** 2 - np.exp(lv))).reshape(B, -1), axis=1)

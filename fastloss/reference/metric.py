@@ -71,10 +71,13 @@ def triplet_margin_loss(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e
         wp = 1.0 - wa
     x = d1 - dneg + margin
     per = np.maximum(x, 0.0)
-    act = (x >= 0)[:, None]
-    ga = np.where(act, u1 - wa[:, None] * u2, 0.0)
-    gp = np.where(act, -u1 - wp[:, None] * u3, 0.0)
-    gn = np.where(act, wa[:, None] * u2 + wp[:, None] * u3, 0.0)
+    # a distance with weight 0 does not enter (its derivative, possibly NaN, is not used)
+    u2 = np.where(wa[:, None] != 0, wa[:, None] * u2, 0.0)
+    u3 = np.where(wp[:, None] != 0, wp[:, None] * u3, 0.0)
+
+    def hinge(g):   # clamp_min's subgradient (active at x >= 0); NaN where the loss is NaN
+        return np.where(np.isnan(x)[:, None], np.nan, np.where((x >= 0)[:, None], g, 0.0))
+    ga, gp, gn = hinge(u1 - u2), hinge(-u1 - u3), hinge(u2 + u3)
     loss, scale = reduce(per.reshape(shape[:-1]), reduction, per.size)
     grads = tuple((g * scale).reshape(shape) for g in (ga, gp, gn))
     return finish(loss, grads, return_grad)
@@ -114,12 +117,16 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
         per = lt.sum(axis=(1, 2))
         Wt += act.sum(axis=2) - act.sum(axis=1)
         denom = act.sum()
+    # an anchor that meets a NaN distance has loss NaN, with or without a pair
+    per[np.isnan(np.where(eye, 0.0, d)).any(axis=1)] = np.nan
     if reduction == "mean" and denom == 0:
         loss, scale = np.float64(np.sum(per)), 0.0
     else:
         loss, scale = reduce(per, reduction, denom)
     # d_ij depends on e_i through dd[i, j] and on e_j through -dd[i, j]
     g = np.einsum("ij,ijk->ik", Wt, dd) - np.einsum("ij,ijk->jk", Wt, dd)
+    if np.isnan(per).any():
+        g[...] = np.nan      # the documented rule: a NaN anchor makes the gradient NaN
     return finish(loss, g * scale, return_grad)
 
 

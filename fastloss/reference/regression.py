@@ -136,6 +136,8 @@ def _box(kind, boxes1, boxes2, eps, reduction, return_grad):
         g1[..., j + 2] = d_s1 + d_i * s_hi + d_c * e_hi + d_ctr / 2
         g2[..., j] = -d_s2 - d_i * (1 - s_lo) - d_c * (1 - e_lo) - d_ctr / 2
         g2[..., j + 2] = d_s2 + d_i * (1 - s_hi) + d_c * (1 - e_hi) - d_ctr / 2
+    if reduction == "mean" and per.size == 0:
+        reduction = "sum"     # torchvision: 0.0 * loss.sum()
     loss, scale = reduce(per, reduction, per.size)
     return finish(loss, (g1 * scale, g2 * scale), return_grad)
 
