@@ -121,6 +121,42 @@ static void N_(row_grad_pass)(const T *x, T *g, int64_t C, T m, const T *cm, int
     }
 }
 
+/* One pass over a row: *st = sum_k w_k and the result sum_k w_k (m - x_k), m the row max,
+ * for w_k = (t ? t_k kt + add : 1) (cw ? cw_k : 1); a term with w_k == 0 counts 0, even at
+ * x_k = -inf. Each block of FL_SUM_BLOCK elements is summed relative to its own max and
+ * moved to the running max, so with w >= 0 no term is negative and nothing cancels
+ * (sum w x subtracted from m sum w would, at large logits). */
+static double N_(row_wdev)(const T *x, const T *t, const T *cw, T kt, T add, int64_t C,
+                           double *st_out) {
+    double st = 0.0, sf = 0.0, sd = 0.0, M = -INFINITY;   /* sf: st of the blocks in M's frame */
+    for (int64_t b = 0; b < C; b += FL_SUM_BLOCK) {
+        const int64_t end = b + FL_SUM_BLOCK < C ? b + FL_SUM_BLOCK : C;
+        const T mb = N_(row_max)(x + b, end - b);
+        const T ref = mb == -(T)INFINITY ? 0 : mb;   /* all -inf: its terms are +-inf or 0 */
+        V a1 = N_(vset1)(0), a2 = N_(vset1)(0);
+        for (int64_t k = b; k < end; k += W) {
+            const int64_t nk = end - k;
+            V wk = t ? N_(vload_n)(t + k, nk, 0) * kt + add : N_(vset1)(1);
+            wk = N_(vkeep_first)(wk, nk);
+            if (cw) wk *= N_(vload_n)(cw + k, nk, 0);
+            a1 += wk;
+            a2 += N_(vsel)(wk != (T)0, wk * (ref - N_(vload_n)(x + k, nk, 0)), N_(vset1)(0));
+        }
+        const double stb = N_(vhsum)(a1), sdb = N_(vhsum)(a2);
+        st += stb;
+        sd += sdb;
+        if (mb == -(T)INFINITY) continue;
+        if (mb > M || mb != mb) {                 /* NaN sticks, and makes sd NaN */
+            if (sf != 0) sd += sf * ((double)mb - M);
+            M = mb;
+        }
+        sd += stb * (M - (double)mb);
+        sf += stb;
+    }
+    *st_out = st;
+    return sd;
+}
+
 /* Gemma-2 soft capping: x -> cap * tanh(x / cap), into xs. Scalar libm tanh:
  * an option, not the hot path. */
 static void N_(softcap_row)(const T *x, T *xs, int64_t C, T cap) {
@@ -149,14 +185,14 @@ static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
             for (int j = 0; j < W; j++) col[j] = j < nr ? xb[j * C + k] : 0;
             xt[k] = N_(vload)(col);
         }
-        V m = xt[0], s = N_(vset1)(0), sx = N_(vset1)(0);
+        V m = xt[0], s = N_(vset1)(0), sd = N_(vset1)(0);
         for (int64_t k = 1; k < C; k++) m = N_(vmax_nan)(m, xt[k]);
         for (int64_t k = 0; k < C; k++) {
-            if (eps > 0) sx += cw ? xt[k] * cw[k] : xt[k];
+            if (eps > 0 && (!cw || cw[k] != 0)) sd += cw ? (m - xt[k]) * cw[k] : m - xt[k];
             xt[k] = N_(vexp)(xt[k] - m);
             s += xt[k];
         }
-        V logs = N_(vlog)(s);   /* lse = m + log(s), added in double: m can be large */
+        V logs = N_(vlog)(s);
         T scale[W] = {0};
         double wys[W];
         int64_t ys[W];
@@ -166,8 +202,8 @@ static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
             if (yr == p->ignore_index) { loss[r0 + j] = 0.0; scale[j] = 0; wys[j] = 0; continue; }
             const double wy = cw ? (double)cw[yr] : 1.0;
             double a;
-            loss[r0 + j] = fl_label_row_loss(p, wy, (double)m[j] + (double)logs[j],
-                                             (double)xb[j * C + yr], (double)sx[j], &a);
+            loss[r0 + j] = fl_label_row_loss(p, wy, (double)m[j], (double)logs[j],
+                                             (double)xb[j * C + yr], (double)sd[j], &a);
             scale[j] = (T)(gs * a / (double)s[j]);
             wys[j] = wy;
         }
@@ -213,12 +249,12 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
         if (cap > 0) { N_(softcap_row)(xr, scratch, C, cap); xr = scratch; }
         const double wy = cw ? (double)cw[yr] : 1.0;
         const double xy = xr[yr];
-        const double sx = eps > 0 ? N_(row_dot)(xr, cw, C) : 0.0;
+        double st;
+        const double sd = eps > 0 ? N_(row_wdev)(xr, NULL, cw, 1, 0, C, &st) : 0.0;
         T m;
         const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm) : N_(row_online)(xr, C, &m);
-        const double lse = (double)m + log(s);
         double a;
-        loss[r] = fl_label_row_loss(p, wy, lse, xy, sx, &a);
+        loss[r] = fl_label_row_loss(p, wy, (double)m, log(s), xy, sd, &a);
         if (gr) {
             N_(row_grad_pass)(xr, gr, C, m, cm, keep, gs * a / s, cw, (T)(gs * eps / (double)C));
             gr[yr] -= (T)(gs * (1.0 - eps) * wy);
@@ -244,23 +280,23 @@ static void N_(xent_label_cols)(const T *x, T *g, int64_t C, int64_t D, int64_t 
             const int64_t yj = y[d + j];
             xy[j] = yj == p->ignore_index ? 0.0 : (double)x[yj * D + d + j];
         }
-        V m = N_(vset1)(-(T)INFINITY), s = N_(vset1)(0), sx = N_(vset1)(0);
+        V m = N_(vset1)(-(T)INFINITY), s = N_(vset1)(0), sd = N_(vset1)(0);
         for (int64_t c = 0; c < C; c++) m = N_(vmax_nan)(m, N_(vload_n)(x + c * D + d, nr, 0));
         for (int64_t c = 0; c < C; c++) {
             V v = N_(vload_n)(x + c * D + d, nr, 0);
-            if (eps > 0) sx += cw ? v * cw[c] : v;
+            if (eps > 0 && (!cw || cw[c] != 0)) sd += cw ? (m - v) * cw[c] : m - v;
             V e = N_(vexp)(v - m);
             s += e;
             if (g) N_(vstore_n)(g + c * D + d, e, nr);
         }
-        V logs = N_(vlog)(s);   /* lse = m + log(s), added in double */
+        V logs = N_(vlog)(s);
         T scale[W] = {0};
         for (int j = 0; j < nr; j++) {
             const int64_t yj = y[d + j];
             if (yj == p->ignore_index) { loss[d + j] = 0.0; continue; }
             double a;
-            loss[d + j] = fl_label_row_loss(p, cw ? (double)cw[yj] : 1.0,
-                                            (double)m[j] + (double)logs[j], xy[j], (double)sx[j], &a);
+            loss[d + j] = fl_label_row_loss(p, cw ? (double)cw[yj] : 1.0, (double)m[j],
+                                            (double)logs[j], xy[j], (double)sd[j], &a);
             scale[j] = (T)(gs * a / (double)s[j]);
         }
         if (!g) continue;
@@ -281,8 +317,8 @@ static void N_(xent_label_cols)(const T *x, T *g, int64_t C, int64_t D, int64_t 
 }
 
 /* Softmax cross-entropy with probability targets t (same layout as x). With
- * smoothing eps the target is (1 - eps) t + eps / C. A term whose target is 0
- * contributes exactly 0, even where the logit is -inf. */
+ * smoothing eps the target is (1 - eps) t + eps / C. The loss is
+ * sum_k w_k t'_k (m - x_k) + st log s, relative to the row max m (see fl_label_row_loss). */
 static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
                                const fl_xent_params *p, double *loss, T *scratch) {
     const int64_t C = p->C;
@@ -296,27 +332,13 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
         const T *xr = x + r * C, *tr = t + r * C;
         T *gr = g ? g + r * C : NULL;
         if (cap > 0) { N_(softcap_row)(xr, scratch, C, cap); xr = scratch; }
-        /* st = sum_k w_k t'_k, stx = sum_{t'_k != 0} w_k t'_k x_k */
-        double st = 0.0, stx = 0.0;
-        for (int64_t b = 0; b < C; b += FL_SUM_BLOCK) {
-            int64_t end = b + FL_SUM_BLOCK < C ? b + FL_SUM_BLOCK : C;
-            V a1 = N_(vset1)(0), a2 = N_(vset1)(0);
-            for (int64_t k = b; k < end; k += W) {
-                int64_t nk = end - k;
-                V tk = N_(vload_n)(tr + k, nk, 0) * kt + add;
-                tk = N_(vkeep_first)(tk, nk);
-                if (cw) tk *= N_(vload_n)(cw + k, nk, 0);
-                V xk = N_(vload_n)(xr + k, nk, 0);
-                a1 += tk;
-                a2 += N_(vsel)(tk != (T)0, tk * xk, N_(vset1)(0));
-            }
-            st += N_(vhsum)(a1);
-            stx += N_(vhsum)(a2);
-        }
+        /* st = sum_k w_k t'_k; sd = sum_k w_k t'_k (m - x_k), m the row max */
+        double st;
+        const double sd = N_(row_wdev)(xr, tr, cw, kt, add, C, &st);
         T m;
         const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm) : N_(row_online)(xr, C, &m);
         const double lse = (double)m + log(s);
-        double l = st * lse - stx;
+        double l = sd + st * log(s);
         if (zl > 0) l += zl * lse * lse;
         loss[r] = l;
         if (gr) {
@@ -350,12 +372,13 @@ static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_o
         T m;
         const double s = orow && !log_out && keep ? N_(row_exp_chunked)(xr, orow, C, &m, cm)
                                                   : N_(row_online)(xr, C, &m);
-        const double l = (double)m + log(s);
-        lse[r] = l;
+        /* a row whose max is not finite: its max (+inf, -inf or NaN) is its log-sum-exp */
+        lse[r] = m > -(T)INFINITY && m < (T)INFINITY ? (double)m + log(s) : (double)m;
         if (!orow) continue;
         if (log_out) {
-            const T lt = (T)l;
-            for (int64_t k = 0; k < C; k++) orow[k] = xr[k] - lt;
+            /* (x - m) - log s, not x - lse: that would cancel at large logits */
+            const T ls = (T)log(s);
+            for (int64_t k = 0; k < C; k++) orow[k] = (xr[k] - m) - ls;
         } else {
             N_(row_grad_pass)(xr, orow, C, m, cm, keep, 1.0 / s, NULL, 0);
         }
@@ -394,8 +417,10 @@ static double N_(bce_block)(const T *x, const T *t, const T *w, const T *pw, T *
 /* torchvision's sigmoid focal loss over n elements:
  *   l = alpha_t * bce(x, t) * (1 - p_t)^gamma,  p_t = p t + (1 - p)(1 - t),
  *   alpha_t = alpha t + (1 - alpha)(1 - t) (alpha < 0: alpha_t = 1).
- * 1 - p_t is formed as p (1 - t) + (1 - p) t from both sigmoids, so it keeps its
- * relative accuracy when p_t is close to 1. */
+ * bce and its derivative p - t come from bce_logits_point, whose terms do not cancel;
+ * 1 - p_t is formed as p (1 - t) + (1 - p) t from both sigmoids. So the loss keeps its
+ * relative accuracy as p_t -> 1 (x * t - x would lose log1p(e) at large |x|). A negative
+ * 1 - p_t (a target outside [0, 1]) makes (1 - p_t)^gamma NaN for gamma > 0. */
 static double N_(focal_block)(const T *x, const T *t, T *lout, T *g, int64_t n,
                               T alpha, T gamma, T gscale) {
     double total = 0.0;
@@ -406,12 +431,12 @@ static double N_(focal_block)(const T *x, const T *t, T *lout, T *g, int64_t n,
             int64_t nk = end - k;
             V xk = N_(vload_n)(x + k, nk, 0);
             V tk = N_(vload_n)(t + k, nk, 0);
-            V ax = N_(vsel)(xk < (T)0, -xk, xk);
-            V e = N_(vexp)(-ax);
+            V ce, dce;
+            N_(bce_logits_point)(xk, tk, NULL, nk, &ce, &dce);
+            V e = N_(vexp)(N_(vsel)(xk < (T)0, xk, -xk));   /* as bce_logits_point's (CSE) */
             V d = (T)1 / ((T)1 + e);
             V p = N_(vsel)(xk < (T)0, e * d, d);     /* sigmoid(x) */
             V q = N_(vsel)(xk < (T)0, d, e * d);     /* sigmoid(-x) */
-            V ce = N_(vlog1p_unit)(e) + N_(vsel)(xk > (T)0, xk, N_(vset1)(0)) - xk * tk;
             V one_minus_pt = p * ((T)1 - tk) + q * tk;
             V f = gamma == (T)0 ? N_(vset1)(1) : N_(vexp)(gamma * N_(vlog)(one_minus_pt));
             V at = alpha < (T)0 ? N_(vset1)(1) : alpha * tk + ((T)1 - alpha) * ((T)1 - tk);
@@ -422,7 +447,7 @@ static double N_(focal_block)(const T *x, const T *t, T *lout, T *g, int64_t n,
                 /* d(1-p_t)/dx = -p q (2t - 1); df/dx = gamma f / (1-p_t) * that */
                 V df = N_(vsel)(one_minus_pt == (T)0, N_(vset1)(0),
                                 gamma * f / one_minus_pt * (-(p * q) * ((T)2 * tk - (T)1)));
-                N_(vstore_n)(g + k, at * ((p - tk) * f + ce * df) * gscale, nk);
+                N_(vstore_n)(g + k, at * (dce * f + ce * df) * gscale, nk);
             }
         }
         total += N_(vhsum)(acc);
