@@ -121,39 +121,35 @@ static void N_(row_grad_pass)(const T *x, T *g, int64_t C, T m, const T *cm, int
     }
 }
 
-/* One pass over a row: *st = sum_k w_k and the result sum_k w_k (m - x_k), m the row max,
- * for w_k = (t ? t_k kt + add : 1) (cw ? cw_k : 1); a term with w_k == 0 counts 0, even at
- * x_k = -inf. Each block of FL_SUM_BLOCK elements is summed relative to its own max and
- * moved to the running max, so with w >= 0 no term is negative and nothing cancels
- * (sum w x subtracted from m sum w would, at large logits). */
+/* *st = sum_k w_k and the result sum_k w_k (m - x_k), m the row max, for
+ * w_k = (t ? t_k kt + add : 1) (cw ? cw_k : 1); a term with w_k == 0 counts 0, even at
+ * x_k = -inf. Relative to m, so with w >= 0 no term is negative and nothing cancels
+ * (m sum w - sum w x would, at large logits). */
 static double N_(row_wdev)(const T *x, const T *t, const T *cw, T kt, T add, int64_t C,
                            double *st_out) {
-    double st = 0.0, sf = 0.0, sd = 0.0, M = -INFINITY;   /* sf: st of the blocks in M's frame */
+    const T mx = N_(row_max)(x, C);
+    const T m = mx == -(T)INFINITY ? 0 : mx;   /* all -inf: the terms are +-inf or 0 */
+    double st = 0.0, sd = 0.0;
     for (int64_t b = 0; b < C; b += FL_SUM_BLOCK) {
         const int64_t end = b + FL_SUM_BLOCK < C ? b + FL_SUM_BLOCK : C;
-        const T mb = N_(row_max)(x + b, end - b);
-        const T ref = mb == -(T)INFINITY ? 0 : mb;   /* all -inf: its terms are +-inf or 0 */
         V a1 = N_(vset1)(0), a2 = N_(vset1)(0);
         for (int64_t k = b; k < end; k += W) {
             const int64_t nk = end - k;
+            V d = m - N_(vload_n)(x + k, nk, m);
+            if (!t && !cw) {                      /* label smoothing without class weights */
+                a2 += d;
+                continue;
+            }
             V wk = t ? N_(vload_n)(t + k, nk, 0) * kt + add : N_(vset1)(1);
             wk = N_(vkeep_first)(wk, nk);
             if (cw) wk *= N_(vload_n)(cw + k, nk, 0);
             a1 += wk;
-            a2 += N_(vsel)(wk != (T)0, wk * (ref - N_(vload_n)(x + k, nk, 0)), N_(vset1)(0));
+            a2 += N_(vsel)(wk != (T)0, wk * d, N_(vset1)(0));
         }
-        const double stb = N_(vhsum)(a1), sdb = N_(vhsum)(a2);
-        st += stb;
-        sd += sdb;
-        if (mb == -(T)INFINITY) continue;
-        if (mb > M || mb != mb) {                 /* NaN sticks, and makes sd NaN */
-            if (sf != 0) sd += sf * ((double)mb - M);
-            M = mb;
-        }
-        sd += stb * (M - (double)mb);
-        sf += stb;
+        st += N_(vhsum)(a1);
+        sd += N_(vhsum)(a2);
     }
-    *st_out = st;
+    *st_out = !t && !cw ? (double)C : st;
     return sd;
 }
 
