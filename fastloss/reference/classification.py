@@ -90,9 +90,10 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     pw = 1.0 if pos_weight is None else np.asarray(pos_weight, dtype=np.float64)
     w = 1.0 if weight is None else np.asarray(weight, dtype=np.float64)
     lw = 1 + (pw - 1) * t
-    softplus_neg = np.logaddexp(0.0, -x)                 # log(1 + exp(-x))
-    with np.errstate(invalid="ignore", over="ignore"):   # infinite logits give NaN, as PyTorch
-        per = w * ((1 - t) * x + lw * softplus_neg)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # (1 - t) x + lw softplus(-x), as the kernel arranges it (no cancellation, and an
+        # infinite logit gives inf, or NaN (0 * inf) where the target is all on its side)
+        per = w * (np.where(x < 0, -pw * t * x, (1 - t) * x) + lw * np.log1p(np.exp(-np.abs(x))))
         grad = w * ((1 - t) - lw / (1 + np.exp(x)))      # sigmoid(-x) = 1 / (1 + e^x)
     per, grad = np.broadcast_arrays(per, grad)
     loss, scale = reduce(per, reduction, per.size)

@@ -36,7 +36,8 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, reduction="me
     p, q = np.exp(lp), np.exp(lq)
     with np.errstate(invalid="ignore"):
         kl = np.sum(_plogr(p, lp - lq), axis=-1)
-        gp = _plogr(p, lp - lq - kl[..., None]) / temperature
+        # p (log p - log q) - p KL: NaN where p = 0 and KL = +inf, as the kernel
+        gp = (_plogr(p, lp - lq) - p * kl[..., None]) / temperature
     gq = (q - p) / temperature
     loss, scale = reduce(kl, reduction, kl.size)
     g = (np.moveaxis(gp * scale, -1, axis), np.moveaxis(gq * scale, -1, axis))
