@@ -38,14 +38,60 @@ static double N_(row_sumexp)(const T *x, T *e, int64_t C, T m) {
     return s;
 }
 
+/* The weighted distance of a row from its max, gathered chunk by chunk while each chunk
+ * is in L1 (row_online, row_exp_chunked): st = sum_k w_k and sd = sum_k w_k (m - x_k),
+ * m the row max, for w_k = (t ? t_k kt + add : 1) (cw ? cw_k : 1); a term with w_k == 0
+ * counts 0, even at x_k = -inf. Label smoothing and probability targets take the loss
+ * from sd, whose terms are all >= 0 (for w >= 0): m sum w - sum w x would cancel at large
+ * logits. Each chunk is summed relative to its own max and moved to the running max M. */
+typedef struct {
+    const T *t, *cw;           /* the whole row's targets and class weights (or NULL) */
+    T kt, add;
+    double st, sd, sf, M;      /* sf: st of the chunks in M's frame; start with M = -inf */
+} N_(wdev);
+
+static void N_(wdev_chunk)(N_(wdev) *wd, const T *x, int64_t b, int64_t n, T mc) {
+    const T ref = mc == -(T)INFINITY ? 0 : mc;   /* all -inf: its terms are +-inf or 0 */
+    const T *t = wd->t ? wd->t + b : NULL, *cw = wd->cw ? wd->cw + b : NULL;
+    for (int64_t b0 = 0; b0 < n; b0 += FL_SUM_BLOCK) {
+        const int64_t end = b0 + FL_SUM_BLOCK < n ? b0 + FL_SUM_BLOCK : n;
+        V a1 = N_(vset1)(0), a2 = N_(vset1)(0);
+        for (int64_t k = b0; k < end; k += W) {
+            const int64_t nk = end - k;
+            V d = ref - N_(vload_n)(x + k, nk, ref);
+            if (!t && !cw) {                      /* label smoothing without class weights */
+                a2 += d;
+                continue;
+            }
+            V wk = t ? N_(vload_n)(t + k, nk, 0) * wd->kt + wd->add : N_(vset1)(1);
+            wk = N_(vkeep_first)(wk, nk);
+            if (cw) wk *= N_(vload_n)(cw + k, nk, 0);
+            a1 += wk;
+            a2 += N_(vsel)(wk != (T)0, wk * d, N_(vset1)(0));
+        }
+        const double stb = !t && !cw ? (double)(end - b0) : N_(vhsum)(a1), sdb = N_(vhsum)(a2);
+        wd->st += stb;
+        wd->sd += sdb;
+        if (mc == -(T)INFINITY) continue;
+        if (b0 == 0 && (mc > wd->M || mc != mc)) {   /* NaN sticks, and makes sd NaN */
+            if (wd->sf != 0) wd->sd += wd->sf * ((double)mc - wd->M);
+            wd->M = mc;
+        }
+        if (mc != wd->M) wd->sd += stb * (wd->M - (double)mc);   /* (0 * an infinite target: none) */
+        wd->sf += stb;
+    }
+}
+
 /* Online (streaming) max and sum of exponentials: one read of the row, for
- * rows too long to stay in cache between passes. Returns s = sum exp(x - m). */
-static double N_(row_online)(const T *x, int64_t C, T *m_out) {
+ * rows too long to stay in cache between passes. Returns s = sum exp(x - m); wd (or
+ * NULL) gathers the weighted distance from the max on the way. */
+static double N_(row_online)(const T *x, int64_t C, T *m_out, N_(wdev) *wd) {
     T m = -(T)INFINITY;
     double s = 0.0;
     for (int64_t b = 0; b < C; b += FL_CHUNK) {
         int64_t n = C - b < FL_CHUNK ? C - b : FL_CHUNK;
         T mc = N_(row_max)(x + b, n);
+        if (wd) N_(wdev_chunk)(wd, x + b, b, n, mc);
         if (mc != mc) { *m_out = mc; return NAN; }
         if (mc > m) { s *= exp((double)m - (double)mc); m = mc; }
         /* while m is -inf every element so far is -inf: they add exactly 0 */
@@ -79,8 +125,8 @@ static void N_(row_grad)(const T *x, T *g, int64_t C, T m, T scale, int in_place
  * Each chunk is read from memory once and is still in L1 for its exp pass; the row's
  * max m goes to *m_out and the result is s = sum exp(x - m). Chunk c's exponentials
  * are exp(cm[c] - m) times too large: chunk_factor. A row whose max is NaN or +inf, or
- * all of whose entries are -inf, gives NaN. */
-static double N_(row_exp_chunked)(const T *x, T *e, int64_t C, T *m_out, T *cm) {
+ * all of whose entries are -inf, gives NaN. wd: as row_online's. */
+static double N_(row_exp_chunked)(const T *x, T *e, int64_t C, T *m_out, T *cm, N_(wdev) *wd) {
     double sc[FL_MAX_CHUNKS];
     const int64_t nc = (C + FL_CHUNK - 1) / FL_CHUNK;
     T m = -(T)INFINITY;
@@ -88,6 +134,7 @@ static double N_(row_exp_chunked)(const T *x, T *e, int64_t C, T *m_out, T *cm) 
         const int64_t b = c * FL_CHUNK, n = C - b < FL_CHUNK ? C - b : FL_CHUNK;
         const T mc = N_(row_max)(x + b, n);
         cm[c] = mc;
+        if (wd) N_(wdev_chunk)(wd, x + b, b, n, mc);   /* before e (maybe x) is written */
         if (mc == -(T)INFINITY) {          /* all -inf: probabilities exactly 0 */
             memset(e + b, 0, (size_t)n * sizeof(T));
             sc[c] = 0.0;
@@ -119,38 +166,6 @@ static void N_(row_grad_pass)(const T *x, T *g, int64_t C, T m, const T *cm, int
         N_(row_grad)(NULL, g + b, n, m, (T)(scale * N_(chunk_factor)(cm[c], m)), 1,
                      w ? w + b : NULL, bconst);
     }
-}
-
-/* *st = sum_k w_k and the result sum_k w_k (m - x_k), m the row max, for
- * w_k = (t ? t_k kt + add : 1) (cw ? cw_k : 1); a term with w_k == 0 counts 0, even at
- * x_k = -inf. Relative to m, so with w >= 0 no term is negative and nothing cancels
- * (m sum w - sum w x would, at large logits). */
-static double N_(row_wdev)(const T *x, const T *t, const T *cw, T kt, T add, int64_t C,
-                           double *st_out) {
-    const T mx = N_(row_max)(x, C);
-    const T m = mx == -(T)INFINITY ? 0 : mx;   /* all -inf: the terms are +-inf or 0 */
-    double st = 0.0, sd = 0.0;
-    for (int64_t b = 0; b < C; b += FL_SUM_BLOCK) {
-        const int64_t end = b + FL_SUM_BLOCK < C ? b + FL_SUM_BLOCK : C;
-        V a1 = N_(vset1)(0), a2 = N_(vset1)(0);
-        for (int64_t k = b; k < end; k += W) {
-            const int64_t nk = end - k;
-            V d = m - N_(vload_n)(x + k, nk, m);
-            if (!t && !cw) {                      /* label smoothing without class weights */
-                a2 += d;
-                continue;
-            }
-            V wk = t ? N_(vload_n)(t + k, nk, 0) * kt + add : N_(vset1)(1);
-            wk = N_(vkeep_first)(wk, nk);
-            if (cw) wk *= N_(vload_n)(cw + k, nk, 0);
-            a1 += wk;
-            a2 += N_(vsel)(wk != (T)0, wk * d, N_(vset1)(0));
-        }
-        st += N_(vhsum)(a1);
-        sd += N_(vhsum)(a2);
-    }
-    *st_out = !t && !cw ? (double)C : st;
-    return sd;
 }
 
 /* Gemma-2 soft capping: x -> cap * tanh(x / cap), into xs. Scalar libm tanh:
@@ -245,12 +260,12 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
         if (cap > 0) { N_(softcap_row)(xr, scratch, C, cap); xr = scratch; }
         const double wy = cw ? (double)cw[yr] : 1.0;
         const double xy = xr[yr];
-        double st;
-        const double sd = eps > 0 ? N_(row_wdev)(xr, NULL, cw, 1, 0, C, &st) : 0.0;
+        N_(wdev) wd = {NULL, cw, 1, 0, 0.0, 0.0, 0.0, -INFINITY}, *wdp = eps > 0 ? &wd : NULL;
         T m;
-        const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm) : N_(row_online)(xr, C, &m);
+        const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm, wdp)
+                                    : N_(row_online)(xr, C, &m, wdp);
         double a;
-        loss[r] = fl_label_row_loss(p, wy, (double)m, log(s), xy, sd, &a);
+        loss[r] = fl_label_row_loss(p, wy, (double)m, log(s), xy, wd.sd, &a);
         if (gr) {
             N_(row_grad_pass)(xr, gr, C, m, cm, keep, gs * a / s, cw, (T)(gs * eps / (double)C));
             gr[yr] -= (T)(gs * (1.0 - eps) * wy);
@@ -328,13 +343,13 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
         const T *xr = x + r * C, *tr = t + r * C;
         T *gr = g ? g + r * C : NULL;
         if (cap > 0) { N_(softcap_row)(xr, scratch, C, cap); xr = scratch; }
-        /* st = sum_k w_k t'_k; sd = sum_k w_k t'_k (m - x_k), m the row max */
-        double st;
-        const double sd = N_(row_wdev)(xr, tr, cw, kt, add, C, &st);
+        /* st = sum_k w_k t'_k; sd = sum_k w_k t'_k (m - x_k) */
+        N_(wdev) wd = {tr, cw, kt, add, 0.0, 0.0, 0.0, -INFINITY};
         T m;
-        const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm) : N_(row_online)(xr, C, &m);
-        const double lse = (double)m + log(s);
-        double l = sd + st * log(s);
+        const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm, &wd)
+                                    : N_(row_online)(xr, C, &m, &wd);
+        const double lse = (double)m + log(s), st = wd.st;
+        double l = wd.sd + st * log(s);
         if (zl > 0) l += zl * lse * lse;
         loss[r] = l;
         if (gr) {
@@ -366,8 +381,8 @@ static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_o
         const T *xr = x + r * C;
         T *orow = out ? out + r * C : NULL;
         T m;
-        const double s = orow && !log_out && keep ? N_(row_exp_chunked)(xr, orow, C, &m, cm)
-                                                  : N_(row_online)(xr, C, &m);
+        const double s = orow && !log_out && keep ? N_(row_exp_chunked)(xr, orow, C, &m, cm, NULL)
+                                                  : N_(row_online)(xr, C, &m, NULL);
         /* a row whose max is not finite: its max (+inf, -inf or NaN) is its log-sum-exp */
         lse[r] = m > -(T)INFINITY && m < (T)INFINITY ? (double)m + log(s) : (double)m;
         if (!orow) continue;

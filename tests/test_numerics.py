@@ -80,7 +80,7 @@ def test_issue_cross_entropy_reproducers(simd):
     for big in (1e20, 1e6, 1e300):
         x = np.array([[big, big, 0.0]])
         for dtype in (np.float32, np.float64):
-            if big > np.finfo(dtype).max:
+            if big > float(np.finfo(dtype).max):
                 continue
             loss = fl.cross_entropy(x.astype(dtype), np.array([0]))
             assert loss == np.asarray(math.log(2), dtype), (big, dtype, loss)
@@ -136,6 +136,14 @@ def test_cross_entropy_accurate_at_large_logits(dtype, C, option, simd, rng):
     target = t if t is not None else y
     want = _exact_ce(x, y, t, w, eps)
     got = fl.cross_entropy(x, target, weight=w, label_smoothing=eps, reduction="none")
+    np.testing.assert_allclose(got, want, **_ce_tol(dtype))
+    # with the gradient (exponentials kept per chunk) and in place
+    got, g = fl.cross_entropy(x.copy(), target, weight=w, label_smoothing=eps, reduction="none",
+                              return_grad=True)
+    np.testing.assert_allclose(got, want, **_ce_tol(dtype))
+    xc = x.copy()
+    got, _ = fl.cross_entropy(xc, target, weight=w, label_smoothing=eps, reduction="none",
+                              return_grad=True, grad_out=xc)
     np.testing.assert_allclose(got, want, **_ce_tol(dtype))
     np.testing.assert_allclose(ref.cross_entropy(x, target, weight=w, label_smoothing=eps,
                                                  reduction="none"), want, **_ce_tol(np.float64))

@@ -39,6 +39,7 @@ def _rows(name, value):
         "ce probs logit": ("cross_entropy", (x1, PROBS)),
         "ce probs logit, target 0": ("cross_entropy", (x1, PROBS0)),
         "ce probs target": ("cross_entropy", (BASE, _put(PROBS, (0, 1), value))),
+        "ce smoothing logit": ("cross_entropy", (x1, LABELS, 0.1)),
         "bce logit, t=0": ("binary_cross_entropy_with_logits", (e(value), np.array([0.0, 1.0]))),
         "bce logit, t=1": ("binary_cross_entropy_with_logits", (e(value), np.array([1.0, 1.0]))),
         "bce logit, t=0.5": ("binary_cross_entropy_with_logits", (e(value), np.array([0.5, 1.0]))),
@@ -78,6 +79,8 @@ SPECIAL = {
     ("ce probs target", INF): (INF, "has_nan"),
     ("ce probs target", -INF): (-INF, "has_nan"),
     ("ce probs target", NAN): ("nan", "nan"),
+    ("ce smoothing logit", -INF): (INF, "finite"),          # smoothing puts mass on every class
+    ("ce smoothing logit", NAN): ("nan", "nan"),
     # binary cross-entropy with logits: the limit, inf where the target has mass on the
     # far side; 0 * inf = NaN where it is all on the logit's side (PyTorch: NaN at +inf, t=1)
     ("bce logit, t=0", INF): (INF, 1.0),
@@ -134,10 +137,13 @@ SPECIAL = {
 
 def _call(mod, fname, args, dtype):
     f = getattr(mod, fname)
-    args = tuple(a.astype(dtype) if a.dtype.kind == "f" else a for a in args)   # oracle: same values
+    args = tuple(a.astype(dtype) if getattr(a, "dtype", None) is not None and a.dtype.kind == "f"
+                 else a for a in args)    # the oracle gets the same values
     if fname in ("softmax", "log_softmax"):
         return None, f(*args)
     kw = {} if fname == "logsumexp" else {"reduction": "none"}
+    if len(args) == 3:                     # cross_entropy with label smoothing
+        args, kw = args[:2], dict(kw, label_smoothing=args[2])
     return f(*args, return_grad=True, **kw)
 
 
