@@ -130,8 +130,8 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     most block_bytes (default LINEAR_BLOCK_BYTES): per block one product for the logits,
     the fused cross-entropy kernel writing the logits' gradient in place, and the
     products back to the input and the weight (BLAS through NumPy's matmul); without
-    gradients (and softcap) the classes are read in chunks instead, with an online
-    log-sum-exp, so each block of tokens reads the weight once.
+    gradients (and softcap) the classes are read in chunks instead, each chunk's
+    log-sum-exp taken relative to its max, so each block of tokens reads the weight once.
     return_grad: (loss, grads), the gradients named by grad_wrt in argument order;
     grad_wrt: names from ("input", "linear_weight", "linear_bias"), by default the
     input, the weight and (when given) the bias; a frozen head asks for ("input",) and
