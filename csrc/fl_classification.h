@@ -24,16 +24,19 @@ typedef struct {
     double gscale;             /* the gradient is scaled by this (1 / denominator for mean) */
 } fl_xent_params;
 
-/* Loss of one counted row with label y (weight wy, logit xy, log-sum-exp lse, sx =
- * sum_k w_k x_k, used only with smoothing) and, in *a, the coefficient of softmax in its
- * gradient: dl/dx_k = a p_k - (1 - eps) wy [k == y] - eps / C w_k. PyTorch's label
- * smoothing; the z-loss term is weighted like the row. */
-static inline double fl_label_row_loss(const fl_xent_params *p, double wy, double lse, double xy,
-                                       double sx, double *a) {
-    const double eps = p->smoothing, zl = p->z_loss, C = (double)p->C;
-    double l = (1.0 - eps) * wy * (lse - xy);
+/* Loss of one counted row with label y (weight wy, logit xy), from m = max of the row,
+ * logs = log sum_k exp(x_k - m) and, used only with smoothing, sd = sum_k w_k (m - x_k);
+ * in *a, the coefficient of softmax in its gradient:
+ * dl/dx_k = a p_k - (1 - eps) wy [k == y] - eps / C w_k. PyTorch's label smoothing; the
+ * z-loss term is weighted like the row. Every term is taken relative to m, and m - xy,
+ * logs and sd are >= 0: lse - xy would cancel when the logits are large (1e20 + log 2
+ * rounds to 1e20). */
+static inline double fl_label_row_loss(const fl_xent_params *p, double wy, double m, double logs,
+                                       double xy, double sd, double *a) {
+    const double eps = p->smoothing, zl = p->z_loss, C = (double)p->C, lse = m + logs;
+    double l = (1.0 - eps) * wy * ((m - xy) + logs);
     *a = (1.0 - eps) * wy + eps * p->weight_sum / C;
-    if (eps > 0) l += eps / C * (p->weight_sum * lse - sx);
+    if (eps > 0) l += eps / C * (sd + p->weight_sum * logs);
     if (zl > 0) { l += zl * wy * lse * lse; *a += 2.0 * zl * wy * lse; }
     return l;
 }

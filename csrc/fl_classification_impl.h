@@ -38,14 +38,60 @@ static double N_(row_sumexp)(const T *x, T *e, int64_t C, T m) {
     return s;
 }
 
+/* The weighted distance of a row from its max, gathered chunk by chunk while each chunk
+ * is in L1 (row_online, row_exp_chunked): st = sum_k w_k and sd = sum_k w_k (m - x_k),
+ * m the row max, for w_k = (t ? t_k kt + add : 1) (cw ? cw_k : 1); a term with w_k == 0
+ * counts 0, even at x_k = -inf. Label smoothing and probability targets take the loss
+ * from sd, whose terms are all >= 0 (for w >= 0): m sum w - sum w x would cancel at large
+ * logits. Each chunk is summed relative to its own max and moved to the running max M. */
+typedef struct {
+    const T *t, *cw;           /* the whole row's targets and class weights (or NULL) */
+    T kt, add;
+    double st, sd, sf, M;      /* sf: st of the chunks in M's frame; start with M = -inf */
+} N_(wdev);
+
+static void N_(wdev_chunk)(N_(wdev) *wd, const T *x, int64_t b, int64_t n, T mc) {
+    const T ref = mc == -(T)INFINITY ? 0 : mc;   /* all -inf: its terms are +-inf or 0 */
+    const T *t = wd->t ? wd->t + b : NULL, *cw = wd->cw ? wd->cw + b : NULL;
+    for (int64_t b0 = 0; b0 < n; b0 += FL_SUM_BLOCK) {
+        const int64_t end = b0 + FL_SUM_BLOCK < n ? b0 + FL_SUM_BLOCK : n;
+        V a1 = N_(vset1)(0), a2 = N_(vset1)(0);
+        for (int64_t k = b0; k < end; k += W) {
+            const int64_t nk = end - k;
+            V d = ref - N_(vload_n)(x + k, nk, ref);
+            if (!t && !cw) {                      /* label smoothing without class weights */
+                a2 += d;
+                continue;
+            }
+            V wk = t ? N_(vload_n)(t + k, nk, 0) * wd->kt + wd->add : N_(vset1)(1);
+            wk = N_(vkeep_first)(wk, nk);
+            if (cw) wk *= N_(vload_n)(cw + k, nk, 0);
+            a1 += wk;
+            a2 += N_(vsel)(wk != (T)0, wk * d, N_(vset1)(0));
+        }
+        const double stb = !t && !cw ? (double)(end - b0) : N_(vhsum)(a1), sdb = N_(vhsum)(a2);
+        wd->st += stb;
+        wd->sd += sdb;
+        if (mc == -(T)INFINITY) continue;
+        if (b0 == 0 && (mc > wd->M || mc != mc)) {   /* NaN sticks, and makes sd NaN */
+            if (wd->sf != 0) wd->sd += wd->sf * ((double)mc - wd->M);
+            wd->M = mc;
+        }
+        if (mc != wd->M) wd->sd += stb * (wd->M - (double)mc);   /* (0 * an infinite target: none) */
+        wd->sf += stb;
+    }
+}
+
 /* Online (streaming) max and sum of exponentials: one read of the row, for
- * rows too long to stay in cache between passes. Returns s = sum exp(x - m). */
-static double N_(row_online)(const T *x, int64_t C, T *m_out) {
+ * rows too long to stay in cache between passes. Returns s = sum exp(x - m); wd (or
+ * NULL) gathers the weighted distance from the max on the way. */
+static double N_(row_online)(const T *x, int64_t C, T *m_out, N_(wdev) *wd) {
     T m = -(T)INFINITY;
     double s = 0.0;
     for (int64_t b = 0; b < C; b += FL_CHUNK) {
         int64_t n = C - b < FL_CHUNK ? C - b : FL_CHUNK;
         T mc = N_(row_max)(x + b, n);
+        if (wd) N_(wdev_chunk)(wd, x + b, b, n, mc);
         if (mc != mc) { *m_out = mc; return NAN; }
         if (mc > m) { s *= exp((double)m - (double)mc); m = mc; }
         /* while m is -inf every element so far is -inf: they add exactly 0 */
@@ -79,8 +125,8 @@ static void N_(row_grad)(const T *x, T *g, int64_t C, T m, T scale, int in_place
  * Each chunk is read from memory once and is still in L1 for its exp pass; the row's
  * max m goes to *m_out and the result is s = sum exp(x - m). Chunk c's exponentials
  * are exp(cm[c] - m) times too large: chunk_factor. A row whose max is NaN or +inf, or
- * all of whose entries are -inf, gives NaN. */
-static double N_(row_exp_chunked)(const T *x, T *e, int64_t C, T *m_out, T *cm) {
+ * all of whose entries are -inf, gives NaN. wd: as row_online's. */
+static double N_(row_exp_chunked)(const T *x, T *e, int64_t C, T *m_out, T *cm, N_(wdev) *wd) {
     double sc[FL_MAX_CHUNKS];
     const int64_t nc = (C + FL_CHUNK - 1) / FL_CHUNK;
     T m = -(T)INFINITY;
@@ -88,6 +134,7 @@ static double N_(row_exp_chunked)(const T *x, T *e, int64_t C, T *m_out, T *cm) 
         const int64_t b = c * FL_CHUNK, n = C - b < FL_CHUNK ? C - b : FL_CHUNK;
         const T mc = N_(row_max)(x + b, n);
         cm[c] = mc;
+        if (wd) N_(wdev_chunk)(wd, x + b, b, n, mc);   /* before e (maybe x) is written */
         if (mc == -(T)INFINITY) {          /* all -inf: probabilities exactly 0 */
             memset(e + b, 0, (size_t)n * sizeof(T));
             sc[c] = 0.0;
@@ -149,14 +196,14 @@ static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
             for (int j = 0; j < W; j++) col[j] = j < nr ? xb[j * C + k] : 0;
             xt[k] = N_(vload)(col);
         }
-        V m = xt[0], s = N_(vset1)(0), sx = N_(vset1)(0);
+        V m = xt[0], s = N_(vset1)(0), sd = N_(vset1)(0);
         for (int64_t k = 1; k < C; k++) m = N_(vmax_nan)(m, xt[k]);
         for (int64_t k = 0; k < C; k++) {
-            if (eps > 0) sx += cw ? xt[k] * cw[k] : xt[k];
+            if (eps > 0 && (!cw || cw[k] != 0)) sd += cw ? (m - xt[k]) * cw[k] : m - xt[k];
             xt[k] = N_(vexp)(xt[k] - m);
             s += xt[k];
         }
-        V logs = N_(vlog)(s);   /* lse = m + log(s), added in double: m can be large */
+        V logs = N_(vlog)(s);
         T scale[W] = {0};
         double wys[W];
         int64_t ys[W];
@@ -166,8 +213,8 @@ static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
             if (yr == p->ignore_index) { loss[r0 + j] = 0.0; scale[j] = 0; wys[j] = 0; continue; }
             const double wy = cw ? (double)cw[yr] : 1.0;
             double a;
-            loss[r0 + j] = fl_label_row_loss(p, wy, (double)m[j] + (double)logs[j],
-                                             (double)xb[j * C + yr], (double)sx[j], &a);
+            loss[r0 + j] = fl_label_row_loss(p, wy, (double)m[j], (double)logs[j],
+                                             (double)xb[j * C + yr], (double)sd[j], &a);
             scale[j] = (T)(gs * a / (double)s[j]);
             wys[j] = wy;
         }
@@ -213,12 +260,12 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
         if (cap > 0) { N_(softcap_row)(xr, scratch, C, cap); xr = scratch; }
         const double wy = cw ? (double)cw[yr] : 1.0;
         const double xy = xr[yr];
-        const double sx = eps > 0 ? N_(row_dot)(xr, cw, C) : 0.0;
+        N_(wdev) wd = {NULL, cw, 1, 0, 0.0, 0.0, 0.0, -INFINITY}, *wdp = eps > 0 ? &wd : NULL;
         T m;
-        const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm) : N_(row_online)(xr, C, &m);
-        const double lse = (double)m + log(s);
+        const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm, wdp)
+                                    : N_(row_online)(xr, C, &m, wdp);
         double a;
-        loss[r] = fl_label_row_loss(p, wy, lse, xy, sx, &a);
+        loss[r] = fl_label_row_loss(p, wy, (double)m, log(s), xy, wd.sd, &a);
         if (gr) {
             N_(row_grad_pass)(xr, gr, C, m, cm, keep, gs * a / s, cw, (T)(gs * eps / (double)C));
             gr[yr] -= (T)(gs * (1.0 - eps) * wy);
@@ -244,23 +291,23 @@ static void N_(xent_label_cols)(const T *x, T *g, int64_t C, int64_t D, int64_t 
             const int64_t yj = y[d + j];
             xy[j] = yj == p->ignore_index ? 0.0 : (double)x[yj * D + d + j];
         }
-        V m = N_(vset1)(-(T)INFINITY), s = N_(vset1)(0), sx = N_(vset1)(0);
+        V m = N_(vset1)(-(T)INFINITY), s = N_(vset1)(0), sd = N_(vset1)(0);
         for (int64_t c = 0; c < C; c++) m = N_(vmax_nan)(m, N_(vload_n)(x + c * D + d, nr, 0));
         for (int64_t c = 0; c < C; c++) {
             V v = N_(vload_n)(x + c * D + d, nr, 0);
-            if (eps > 0) sx += cw ? v * cw[c] : v;
+            if (eps > 0 && (!cw || cw[c] != 0)) sd += cw ? (m - v) * cw[c] : m - v;
             V e = N_(vexp)(v - m);
             s += e;
             if (g) N_(vstore_n)(g + c * D + d, e, nr);
         }
-        V logs = N_(vlog)(s);   /* lse = m + log(s), added in double */
+        V logs = N_(vlog)(s);
         T scale[W] = {0};
         for (int j = 0; j < nr; j++) {
             const int64_t yj = y[d + j];
             if (yj == p->ignore_index) { loss[d + j] = 0.0; continue; }
             double a;
-            loss[d + j] = fl_label_row_loss(p, cw ? (double)cw[yj] : 1.0,
-                                            (double)m[j] + (double)logs[j], xy[j], (double)sx[j], &a);
+            loss[d + j] = fl_label_row_loss(p, cw ? (double)cw[yj] : 1.0, (double)m[j],
+                                            (double)logs[j], xy[j], (double)sd[j], &a);
             scale[j] = (T)(gs * a / (double)s[j]);
         }
         if (!g) continue;
@@ -281,8 +328,8 @@ static void N_(xent_label_cols)(const T *x, T *g, int64_t C, int64_t D, int64_t 
 }
 
 /* Softmax cross-entropy with probability targets t (same layout as x). With
- * smoothing eps the target is (1 - eps) t + eps / C. A term whose target is 0
- * contributes exactly 0, even where the logit is -inf. */
+ * smoothing eps the target is (1 - eps) t + eps / C. The loss is
+ * sum_k w_k t'_k (m - x_k) + st log s, relative to the row max m (see fl_label_row_loss). */
 static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
                                const fl_xent_params *p, double *loss, T *scratch) {
     const int64_t C = p->C;
@@ -296,27 +343,13 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
         const T *xr = x + r * C, *tr = t + r * C;
         T *gr = g ? g + r * C : NULL;
         if (cap > 0) { N_(softcap_row)(xr, scratch, C, cap); xr = scratch; }
-        /* st = sum_k w_k t'_k, stx = sum_{t'_k != 0} w_k t'_k x_k */
-        double st = 0.0, stx = 0.0;
-        for (int64_t b = 0; b < C; b += FL_SUM_BLOCK) {
-            int64_t end = b + FL_SUM_BLOCK < C ? b + FL_SUM_BLOCK : C;
-            V a1 = N_(vset1)(0), a2 = N_(vset1)(0);
-            for (int64_t k = b; k < end; k += W) {
-                int64_t nk = end - k;
-                V tk = N_(vload_n)(tr + k, nk, 0) * kt + add;
-                tk = N_(vkeep_first)(tk, nk);
-                if (cw) tk *= N_(vload_n)(cw + k, nk, 0);
-                V xk = N_(vload_n)(xr + k, nk, 0);
-                a1 += tk;
-                a2 += N_(vsel)(tk != (T)0, tk * xk, N_(vset1)(0));
-            }
-            st += N_(vhsum)(a1);
-            stx += N_(vhsum)(a2);
-        }
+        /* st = sum_k w_k t'_k; sd = sum_k w_k t'_k (m - x_k) */
+        N_(wdev) wd = {tr, cw, kt, add, 0.0, 0.0, 0.0, -INFINITY};
         T m;
-        const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm) : N_(row_online)(xr, C, &m);
-        const double lse = (double)m + log(s);
-        double l = st * lse - stx;
+        const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm, &wd)
+                                    : N_(row_online)(xr, C, &m, &wd);
+        const double lse = (double)m + log(s), st = wd.st;
+        double l = wd.sd + st * log(s);
         if (zl > 0) l += zl * lse * lse;
         loss[r] = l;
         if (gr) {
@@ -348,14 +381,15 @@ static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_o
         const T *xr = x + r * C;
         T *orow = out ? out + r * C : NULL;
         T m;
-        const double s = orow && !log_out && keep ? N_(row_exp_chunked)(xr, orow, C, &m, cm)
-                                                  : N_(row_online)(xr, C, &m);
-        const double l = (double)m + log(s);
-        lse[r] = l;
+        const double s = orow && !log_out && keep ? N_(row_exp_chunked)(xr, orow, C, &m, cm, NULL)
+                                                  : N_(row_online)(xr, C, &m, NULL);
+        /* a row whose max is not finite: its max (+inf, -inf or NaN) is its log-sum-exp */
+        lse[r] = m > -(T)INFINITY && m < (T)INFINITY ? (double)m + log(s) : (double)m;
         if (!orow) continue;
         if (log_out) {
-            const T lt = (T)l;
-            for (int64_t k = 0; k < C; k++) orow[k] = xr[k] - lt;
+            /* (x - m) - log s, not x - lse: that would cancel at large logits */
+            const T ls = (T)log(s);
+            for (int64_t k = 0; k < C; k++) orow[k] = (xr[k] - m) - ls;
         } else {
             N_(row_grad_pass)(xr, orow, C, m, cm, keep, 1.0 / s, NULL, 0);
         }
@@ -394,8 +428,10 @@ static double N_(bce_block)(const T *x, const T *t, const T *w, const T *pw, T *
 /* torchvision's sigmoid focal loss over n elements:
  *   l = alpha_t * bce(x, t) * (1 - p_t)^gamma,  p_t = p t + (1 - p)(1 - t),
  *   alpha_t = alpha t + (1 - alpha)(1 - t) (alpha < 0: alpha_t = 1).
- * 1 - p_t is formed as p (1 - t) + (1 - p) t from both sigmoids, so it keeps its
- * relative accuracy when p_t is close to 1. */
+ * bce and its derivative p - t come from bce_logits_point, whose terms do not cancel;
+ * 1 - p_t is formed as p (1 - t) + (1 - p) t from both sigmoids. So the loss keeps its
+ * relative accuracy as p_t -> 1 (x * t - x would lose log1p(e) at large |x|). A negative
+ * 1 - p_t (a target outside [0, 1]) makes (1 - p_t)^gamma NaN for gamma > 0. */
 static double N_(focal_block)(const T *x, const T *t, T *lout, T *g, int64_t n,
                               T alpha, T gamma, T gscale) {
     double total = 0.0;
@@ -406,12 +442,12 @@ static double N_(focal_block)(const T *x, const T *t, T *lout, T *g, int64_t n,
             int64_t nk = end - k;
             V xk = N_(vload_n)(x + k, nk, 0);
             V tk = N_(vload_n)(t + k, nk, 0);
-            V ax = N_(vsel)(xk < (T)0, -xk, xk);
-            V e = N_(vexp)(-ax);
+            V ce, dce;
+            N_(bce_logits_point)(xk, tk, NULL, nk, &ce, &dce);
+            V e = N_(vexp)(N_(vsel)(xk < (T)0, xk, -xk));   /* as bce_logits_point's (CSE) */
             V d = (T)1 / ((T)1 + e);
             V p = N_(vsel)(xk < (T)0, e * d, d);     /* sigmoid(x) */
             V q = N_(vsel)(xk < (T)0, d, e * d);     /* sigmoid(-x) */
-            V ce = N_(vlog1p_unit)(e) + N_(vsel)(xk > (T)0, xk, N_(vset1)(0)) - xk * tk;
             V one_minus_pt = p * ((T)1 - tk) + q * tk;
             V f = gamma == (T)0 ? N_(vset1)(1) : N_(vexp)(gamma * N_(vlog)(one_minus_pt));
             V at = alpha < (T)0 ? N_(vset1)(1) : alpha * tk + ((T)1 - alpha) * ((T)1 - tk);
@@ -422,7 +458,7 @@ static double N_(focal_block)(const T *x, const T *t, T *lout, T *g, int64_t n,
                 /* d(1-p_t)/dx = -p q (2t - 1); df/dx = gamma f / (1-p_t) * that */
                 V df = N_(vsel)(one_minus_pt == (T)0, N_(vset1)(0),
                                 gamma * f / one_minus_pt * (-(p * q) * ((T)2 * tk - (T)1)));
-                N_(vstore_n)(g + k, at * ((p - tk) * f + ce * df) * gscale, nk);
+                N_(vstore_n)(g + k, at * (dce * f + ce * df) * gscale, nk);
             }
         }
         total += N_(vhsum)(acc);

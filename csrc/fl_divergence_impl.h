@@ -217,6 +217,17 @@ static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gsca
     N_(dv_fence)(stream);
 }
 
+/* (x - m) / T for x <= m, the shifted logits at a temperature, as (x h - m h) ith with
+ * h = 1, ith = 1 / T for T <= 1 and h = 1/2, ith = 2 / T for T > 1 (dv_temp): x h is exact,
+ * so the result is never positive, also where x * it - m * it would be contracted to an
+ * FMA (exact x * it minus a rounded m * it: +-1e13 at x = m = 1e30, T = 10); the difference
+ * overflows only to -inf where (x - m) / T does, for any finite x, m and T. */
+FL_INL V N_(dv_scaled)(V x, T mh, T h, T ith) { return (x * h - mh) * ith; }
+static void N_(dv_temp)(T it, T *h, T *ith) {
+    *h = it < (T)1 ? (T)0.5 : (T)1;
+    *ith = it / *h;
+}
+
 /* Skipped row (label == ignore_index): loss 0, gradient 0 (q's left alone when
  * accumulating). Returns 1 when the row is skipped. */
 static int N_(dv_skip_row)(const fl_div_params *p, const int64_t *labels, int64_t r, T *gar, T *gbr,
@@ -241,9 +252,9 @@ static int N_(dv_skip_row)(const fl_div_params *p, const int64_t *labels, int64_
  * scratch: NULL or 3 C elements (ea, eb, d), so the gradient pass reads neither
  * input again; without it (long rows) that pass recomputes them. */
 typedef struct { V ea, eb, d; } N_(kl_v);
-FL_INL N_(kl_v) N_(kl_vec)(V a, V b, T ma_it, T mb_it, T it) {
+FL_INL N_(kl_v) N_(kl_vec)(V a, V b, T ma_h, T mb_h, T h, T ith) {
     N_(kl_v) o;
-    V za = a * it - ma_it, zb = b * it - mb_it;
+    V za = N_(dv_scaled)(a, ma_h, h, ith), zb = N_(dv_scaled)(b, mb_h, h, ith);
     o.ea = N_(vexp_le0)(za);
     o.eb = N_(vexp_le0)(zb);
     o.d = N_(dv_zero_if)(o.ea == (T)0, za - zb);
@@ -253,7 +264,8 @@ FL_INL N_(kl_v) N_(kl_vec)(V a, V b, T ma_it, T mb_it, T it) {
 static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const int64_t *labels,
                         const fl_div_params *p, double *loss, T *scratch) {
     const int64_t C = p->C, Cv = C - C % W, nt = C - Cv;
-    const T it = (T)p->inv_t;
+    T h, ith;
+    N_(dv_temp)((T)p->inv_t, &h, &ith);
     const int acc_q = p->accumulate_q, stream = p->stream;
     T *sa_buf = scratch, *sb_buf = scratch ? scratch + C : NULL, *sd_buf = scratch ? scratch + 2 * C : NULL;
     for (int64_t r = 0; r < n; r++) {
@@ -263,7 +275,7 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
         T ma, mb;
         N_(dv_max2)(ar, br, C, &ma, &mb);
         if (N_(dv_bad_row)(ma, mb, C, &loss[r], gar, gbr)) continue;
-        const T ma_it = ma * it, mb_it = mb * it;
+        const T ma_h = ma * h, mb_h = mb * h;
         VD vsa = N_(dv_dzero)(), vsb = vsa, vt = vsa;
         N_(kl_v) o;
         for (int64_t k0 = 0; k0 < Cv; k0 += FL_SUM_BLOCK) {
@@ -273,7 +285,7 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
                 /* the next row pair streams in while this one is computed */
                 __builtin_prefetch(ar + C + k);
                 __builtin_prefetch(br + C + k);
-                o = N_(kl_vec)(N_(vload)(ar + k), N_(vload)(br + k), ma_it, mb_it, it);
+                o = N_(kl_vec)(N_(vload)(ar + k), N_(vload)(br + k), ma_h, mb_h, h, ith);
                 acc_a += o.ea;
                 acc_b += o.eb;
                 acc_t += o.ea * o.d;
@@ -289,7 +301,7 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
         }
         if (nt) {
             o = N_(kl_vec)(N_(vload_part)(ar + Cv, nt, -(T)INFINITY),
-                           N_(vload_part)(br + Cv, nt, -(T)INFINITY), ma_it, mb_it, it);
+                           N_(vload_part)(br + Cv, nt, -(T)INFINITY), ma_h, mb_h, h, ith);
             vsa = N_(dv_widen_add)(vsa, o.ea);
             vsb = N_(dv_widen_add)(vsb, o.eb);
             vt = N_(dv_widen_add)(vt, o.ea * o.d);
@@ -313,7 +325,7 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
         for (int64_t k = 0; k < C; k += W) {
             const int64_t nk = C - k < W ? C - k : W;
             o = N_(kl_vec)(N_(vload_n)(ar + k, nk, -(T)INFINITY), N_(vload_n)(br + k, nk, -(T)INFINITY),
-                           ma_it, mb_it, it);
+                           ma_h, mb_h, h, ith);
             if (gar) N_(vstore_n)(gar + k, N_(dv_fma)(o.d, N_(vset1)(pg), N_(vset1)(-pc)) * o.ea, nk);
             if (gbr) {
                 V gk = N_(dv_fma)(o.eb, N_(vset1)(rab), -o.ea);
@@ -333,10 +345,10 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
  * beta = 0 or 1 makes m equal one side: JS is exactly 0.
  * scratch: NULL or 4 C elements (ea, eb, u, v); without it the later passes recompute. */
 typedef struct { V za, zb, ea, eb; } N_(js_e);
-FL_INL N_(js_e) N_(js_exp)(V a, V b, T ma_it, T mb_it, T it) {
+FL_INL N_(js_e) N_(js_exp)(V a, V b, T ma_h, T mb_h, T h, T ith) {
     N_(js_e) o;
-    o.za = a * it - ma_it;
-    o.zb = b * it - mb_it;
+    o.za = N_(dv_scaled)(a, ma_h, h, ith);
+    o.zb = N_(dv_scaled)(b, mb_h, h, ith);
     o.ea = N_(vexp_le0)(o.za);
     o.eb = N_(vexp_le0)(o.zb);
     return o;
@@ -354,7 +366,8 @@ FL_INL N_(js_uv) N_(js_log)(N_(js_e) e, T pa, T pb, T la, T lb) {
 static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
                         const fl_div_params *p, double *loss, T *scratch) {
     const int64_t C = p->C, Cv = C - C % W, nt = C - Cv;
-    const T it = (T)p->inv_t;
+    T h, ith;
+    N_(dv_temp)((T)p->inv_t, &h, &ith);
     const double beta = p->beta;
     const int stream = p->stream;
     T *sa_buf = scratch, *sb_buf = scratch ? scratch + C : NULL;
@@ -372,7 +385,7 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
             if (gbr) memset(gbr, 0, (size_t)C * sizeof(T));
             continue;
         }
-        const T ma_it = ma * it, mb_it = mb * it;
+        const T ma_h = ma * h, mb_h = mb * h;
         VD vsa = N_(dv_dzero)(), vsb = vsa;
         N_(js_e) e;
         for (int64_t k0 = 0; k0 < Cv; k0 += FL_SUM_BLOCK) {
@@ -381,7 +394,7 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
             for (int64_t k = k0; k < end; k += W) {
                 __builtin_prefetch(ar + C + k);     /* the next row pair streams in meanwhile */
                 __builtin_prefetch(br + C + k);
-                e = N_(js_exp)(N_(vload)(ar + k), N_(vload)(br + k), ma_it, mb_it, it);
+                e = N_(js_exp)(N_(vload)(ar + k), N_(vload)(br + k), ma_h, mb_h, h, ith);
                 acc_a += e.ea;
                 acc_b += e.eb;
                 if (scratch) {
@@ -394,7 +407,7 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
         }
         if (nt) {
             e = N_(js_exp)(N_(vload_part)(ar + Cv, nt, -(T)INFINITY), N_(vload_part)(br + Cv, nt, -(T)INFINITY),
-                           ma_it, mb_it, it);
+                           ma_h, mb_h, h, ith);
             vsa = N_(dv_widen_add)(vsa, e.ea);
             vsb = N_(dv_widen_add)(vsb, e.eb);
             if (scratch) {
@@ -413,12 +426,12 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
             for (int64_t k = k0; k < end; k += W) {
                 V xa = N_(vload)(ar + k), xb = N_(vload)(br + k);
                 if (scratch) {
-                    e.za = xa * it - ma_it;
-                    e.zb = xb * it - mb_it;
+                    e.za = N_(dv_scaled)(xa, ma_h, h, ith);
+                    e.zb = N_(dv_scaled)(xb, mb_h, h, ith);
                     e.ea = N_(vload)(sa_buf + k);
                     e.eb = N_(vload)(sb_buf + k);
                 } else {
-                    e = N_(js_exp)(xa, xb, ma_it, mb_it, it);
+                    e = N_(js_exp)(xa, xb, ma_h, mb_h, h, ith);
                 }
                 uv = N_(js_log)(e, pa, pb, la, lb);
                 acc_p += e.ea * uv.u;
@@ -433,7 +446,7 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
         }
         if (nt) {
             e = N_(js_exp)(N_(vload_part)(ar + Cv, nt, -(T)INFINITY), N_(vload_part)(br + Cv, nt, -(T)INFINITY),
-                           ma_it, mb_it, it);
+                           ma_h, mb_h, h, ith);
             uv = N_(js_log)(e, pa, pb, la, lb);
             vkp = N_(dv_widen_add)(vkp, e.ea * uv.u);
             vkq = N_(dv_widen_add)(vkq, e.eb * uv.v);
@@ -456,7 +469,7 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
         for (int64_t k = 0; k < C; k += W) {
             const int64_t nk = C - k < W ? C - k : W;
             e = N_(js_exp)(N_(vload_n)(ar + k, nk, -(T)INFINITY), N_(vload_n)(br + k, nk, -(T)INFINITY),
-                           ma_it, mb_it, it);
+                           ma_h, mb_h, h, ith);
             uv = N_(js_log)(e, pa, pb, la, lb);
             if (gar) N_(vstore_n)(gar + k, N_(dv_fma)(uv.u, N_(vset1)(gpa), N_(vset1)(-kpg)) * e.ea, nk);
             if (gbr) N_(vstore_n)(gbr + k, N_(dv_fma)(uv.v, N_(vset1)(gqb), N_(vset1)(-kqg)) * e.eb, nk);

@@ -26,8 +26,8 @@ cdef extern from "fl_classification.h" nogil:
         double z_loss
         double softcap
         double gscale
-    double fl_label_row_loss(const fl_xent_params *p, double wy, double lse, double xy,
-                             double sx, double *a)
+    double fl_label_row_loss(const fl_xent_params *p, double wy, double m, double logs,
+                             double xy, double sd, double *a)
     void fl_classification_set_level(int level)
     # One declaration per kernel for both dtypes (csrc/fl_common.h's FL_CALL): the
     # kernel's T pointers are void pointers here, its T scalars doubles.
@@ -166,19 +166,19 @@ def focal(const floating[::1] x, const floating[::1] t, double alpha, double gam
     return ordered_sum(part)
 
 
-def label_losses(const double[::1] lse, const double[::1] xy, const double[::1] sx,
-                 const double[::1] wy, const unsigned char[::1] counted, int64_t C,
-                 double weight_sum, double smoothing, double z_loss, double[::1] loss):
-    """Per-row cross-entropy from its statistics (log-sum-exp, label logit, weighted logit
-    sum, label weight) by the row kernels' own formula; rows not counted get 0. For rows
-    whose statistics were gathered piecewise (linear_cross_entropy)."""
+def label_losses(const double[::1] m, const double[::1] logs, const double[::1] xy,
+                 const double[::1] sd, const double[::1] wy, const unsigned char[::1] counted,
+                 int64_t C, double weight_sum, double smoothing, double z_loss, double[::1] loss):
+    """Per-row cross-entropy from its statistics (a reference m, log sum exp(x - m), label
+    logit, sum_k w_k (m - x_k), label weight) by the row kernels' own formula; rows not
+    counted get 0. For rows whose statistics were gathered piecewise (linear_cross_entropy)."""
     cdef fl_xent_params p = fl_xent_params(C=C, ignore_index=0, class_weight=NULL,
                                            weight_sum=weight_sum, smoothing=smoothing,
                                            z_loss=z_loss, softcap=0, gscale=1)
     cdef double a
     cdef Py_ssize_t i
-    for i in range(lse.shape[0]):
-        loss[i] = fl_label_row_loss(&p, wy[i], lse[i], xy[i], sx[i], &a) if counted[i] else 0.0
+    for i in range(m.shape[0]):
+        loss[i] = fl_label_row_loss(&p, wy[i], m[i], logs[i], xy[i], sd[i], &a) if counted[i] else 0.0
 
 
 def vector_math(str fn, const floating[::1] x, floating[::1] y):

@@ -12,10 +12,10 @@ import numpy as np
 
 from . import _classification as _k
 from . import _config
-from ._checks import (as_float_array, check_broadcast, check_class_axis, check_class_weight,
-                      check_grad_outs, check_grad_request, check_linear_layer, check_names,
-                      check_no_overlap, check_real, check_reduction, check_same_shape,
-                      result_dtype)
+from ._checks import (as_float_array, check_axis, check_broadcast, check_class_axis,
+                      check_class_weight, check_grad_out, check_grad_outs, check_grad_request,
+                      check_linear_layer, check_names, check_no_overlap, check_real,
+                      check_reduction, check_same_shape, result_dtype)
 from ._layout import as_rows, flat_full, grad_buffers, grad_rows, periodic
 from ._reduce import grad_scale, reduce_elements, reduce_rows
 from ._xent import label_rows, prepare_labels, prob_rows, weight_sum
@@ -133,8 +133,8 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     most block_bytes (default LINEAR_BLOCK_BYTES): per block one product for the logits,
     the fused cross-entropy kernel writing the logits' gradient in place, and the
     products back to the input and the weight (BLAS through NumPy's matmul); without
-    gradients (and softcap) the classes are read in chunks instead, with an online
-    log-sum-exp, so each block of tokens reads the weight once.
+    gradients (and softcap) the classes are read in chunks instead, each chunk's
+    log-sum-exp taken relative to its max, so each block of tokens reads the weight once.
     return_grad: (loss, grads), the gradients named by grad_wrt in argument order;
     grad_wrt: names from ("input", "linear_weight", "linear_bias"), by default the
     input, the weight and (when given) the bias; a frozen head asks for ("input",) and
@@ -223,9 +223,11 @@ _LOSS_CHUNK_CLASSES = 8192
 
 
 def _linear_xent_loss(h2, W, b, labels, cw, ignore_index, eps, zl, budget):
-    """Per-token losses without gradients, a chunk of classes at a time (an online
-    log-sum-exp over the chunks), so each block of tokens reads the weight once and the
-    products stay wide. Row statistics combine through the row kernels' loss formula."""
+    """Per-token losses without gradients, a chunk of classes at a time, so each block of
+    tokens reads the weight once and the products stay wide. Each chunk's logits are
+    shifted by their row max before its log-sum-exp (and smoothing sum), and the chunks
+    combine relative to the largest max: the row kernels' loss formula then never
+    subtracts two large numbers (lse - x_y would, at large logits)."""
     N, V = h2.shape[0], W.shape[0]
     Vc = max(1, min(V, _LOSS_CHUNK_CLASSES, budget // W.itemsize))
     R = max(1, min(N, budget // (Vc * W.itemsize)))
@@ -234,29 +236,36 @@ def _linear_xent_loss(h2, W, b, labels, cw, ignore_index, eps, zl, budget):
     y = np.where(counted, labels, -1)
     wy = np.zeros(N)
     wy[counted] = 1.0 if cw is None else cw[labels[counted]]
-    cw64 = None if cw is None else cw.astype(np.float64)
+    cw64 = np.ones(V) if cw is None else cw.astype(np.float64)
     rows = np.empty(N, dtype=np.float64)
-    chunk_lse = np.empty(R)
+    starts = range(0, V, Vc)
+    # per row and chunk: the shift (max, or 0 for an all -inf chunk), the log-sum-exp
+    # and the smoothing sum sum_k w_k (shift - x_k) of the shifted logits
+    ref, lse, sd = (np.empty((len(starts), R)) for _ in range(3))
+    wc = np.add.reduceat(cw64, list(starts))[:, None]
     for r0 in range(0, N, R):
         r1 = min(N, r0 + R)
         n, hb, yb = r1 - r0, h2[r0:r1], y[r0:r1]
-        lse = np.full(n, -np.inf)
         xy = np.zeros(n)
-        sx = np.zeros(n)
-        for v0 in range(0, V, Vc):
+        for c, v0 in enumerate(starts):
             v1 = min(V, v0 + Vc)
             S = buf[:n * (v1 - v0)].reshape(n, v1 - v0)
             np.matmul(hb, W[v0:v1].T, out=S)
             if b is not None:
                 S += b[v0:v1]
-            _k.softmax_rows(S, None, False, chunk_lse[:n], _config.threads_after_blas(S.size))
-            np.logaddexp(lse, chunk_lse[:n], out=lse)
             here = np.nonzero((yb >= v0) & (yb < v1))[0]
             xy[here] = S[here, yb[here] - v0]
+            mc = S.max(axis=1)
+            ref[c, :n] = np.where(mc == -np.inf, 0.0, mc)
+            S -= ref[c, :n, None].astype(S.dtype)
+            _k.softmax_rows(S, None, False, lse[c, :n], _config.threads_after_blas(S.size))
             if eps > 0:
-                sx += (S.sum(axis=1, dtype=np.float64) if cw64 is None
-                       else np.einsum("ij,j->i", S, cw64[v0:v1], dtype=np.float64))
-        _k.label_losses(lse, xy, sx, wy[r0:r1], counted[r0:r1].view(np.uint8), V,
+                sd[c, :n] = -np.einsum("ij,j->i", S, cw64[v0:v1], dtype=np.float64)
+        M = ref[:, :n].max(axis=0)
+        with np.errstate(invalid="ignore"):
+            logs = np.log(np.sum(np.exp(lse[:, :n] + (ref[:, :n] - M)), axis=0))
+            sdm = np.sum(sd[:, :n] + wc * (M - ref[:, :n]), axis=0) if eps > 0 else xy
+        _k.label_losses(M, logs, xy, sdm, wy[r0:r1], counted[r0:r1].view(np.uint8), V,
                         weight_sum(cw, V), eps, zl, rows[r0:r1])
     return rows
 
@@ -330,8 +339,40 @@ def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean
 
 # --- softmax family -------------------------------------------------------------------
 
+def _merged_axes(x, axis):
+    """For a tuple or None axis (all axes), or a 0-d x (one class, as SciPy and PyTorch
+    take it): x with those axes merged into one last axis, and a function putting an
+    array of that layout back in x's shape. None for an int axis of an array."""
+    if x.ndim > 0 and not (axis is None or isinstance(axis, tuple)):
+        return None
+    axes = (tuple(range(x.ndim)) if axis is None
+            else tuple(check_axis(a, max(x.ndim, 1)) for a in (axis if isinstance(axis, tuple) else (axis,))))
+    if x.ndim == 0:
+        return x.reshape(1), lambda y: y.reshape(())
+    if len(set(axes)) != len(axes) or not axes:
+        raise ValueError(f"axis must name distinct axes, got {axis!r}")
+    dest = tuple(range(x.ndim - len(axes), x.ndim))
+    xm = np.moveaxis(x, axes, dest)
+    return (xm.reshape(xm.shape[:x.ndim - len(axes)] + (-1,)),
+            lambda y: np.moveaxis(y.reshape(xm.shape), dest, axes))
+
+
 def _softmax_call(x, axis, out, log_out, want_out, name="out"):
+    """(dtype, log-sum-exp of each row in x's shape less the class axes, softmax or
+    log-softmax or None)."""
     x = as_float_array(x, "x")
+    merged = _merged_axes(x, axis)
+    if merged is not None:                # through a merged copy, then into x's layout
+        if want_out and out is not None:
+            check_grad_out(out, x.shape, x.dtype, name)
+            check_no_overlap([(name, out)], [("x", x)], in_place=("x",))
+        dt, lse, o = _softmax_call(merged[0], -1, None, log_out, want_out)
+        if want_out:
+            o = merged[1](o)
+            if out is not None:
+                out[...] = o
+                o = out
+        return dt, lse, o
     ax = check_class_axis(x, axis, "x")
     x2 = as_rows(x, ax)
     lse = np.empty(x2.shape[0], dtype=np.float64)
@@ -340,25 +381,29 @@ def _softmax_call(x, axis, out, log_out, want_out, name="out"):
         o2, finish = grad_rows(x, ax, out, name)
         check_no_overlap([(name, out)], [("x", x)], in_place=("x",))
     _k.softmax_rows(x2, o2, log_out, lse, _config.threads_for(x2.size))
-    return x, ax, lse, (finish(o2) if want_out else None)
+    return x.dtype, lse.reshape(x.shape[:ax] + x.shape[ax + 1:]), (finish(o2) if want_out else None)
 
 
 def logsumexp(x, *, axis=-1, return_grad=False, grad_out=None):
-    """log(sum(exp(x))) along axis, without overflow; the gradient is softmax(x)
-    (grad_out may be x itself)."""
+    """log(sum(exp(x))) along axis (an int, a tuple of ints, or None: all axes), without
+    overflow; the gradient is softmax(x) over those axes (grad_out may be x itself). A row with a +inf gives +inf,
+    one of only -inf gives -inf, a NaN gives NaN (as SciPy and PyTorch); the gradient of
+    such a row is NaN."""
     check_grad_request(return_grad, grad_out)
-    xa, ax, lse, g = _softmax_call(x, axis, check_grad_outs(grad_out, ["x"])[0], False, return_grad,
-                                   "grad_out")
-    val = lse.astype(xa.dtype).reshape(xa.shape[:ax] + xa.shape[ax + 1:])
+    dt, lse, g = _softmax_call(x, axis, check_grad_outs(grad_out, ["x"])[0], False, return_grad,
+                               "grad_out")
+    val = lse.astype(dt)
     val = val[()] if val.ndim == 0 else val
     return (val, g) if return_grad else val
 
 
 def softmax(x, *, axis=-1, out=None):
-    """exp(x - logsumexp(x)) along axis; out: a C-contiguous buffer (may be x)."""
-    return _softmax_call(x, axis, out, False, True)[3]
+    """exp(x - logsumexp(x)) along axis (as logsumexp's); out: a C-contiguous buffer (may
+    be x). A row with a NaN or +inf, or of only -inf, gives NaN."""
+    return _softmax_call(x, axis, out, False, True)[2]
 
 
 def log_softmax(x, *, axis=-1, out=None):
-    """x - logsumexp(x) along axis; out: a C-contiguous buffer (may be x)."""
-    return _softmax_call(x, axis, out, True, True)[3]
+    """x - logsumexp(x) along axis (as logsumexp's); out: a C-contiguous buffer (may be x).
+    A row with a NaN or +inf, or of only -inf, gives NaN."""
+    return _softmax_call(x, axis, out, True, True)[2]

@@ -3,16 +3,10 @@ signatures as the fast functions, used by the tests and the benchmark."""
 import numpy as np
 
 from .common import finish, reduce
+from .common import log_softmax as _log_softmax
 
 __all__ = ["cross_entropy", "linear_cross_entropy", "binary_cross_entropy_with_logits",
            "sigmoid_focal_loss", "logsumexp", "softmax", "log_softmax"]
-
-
-def _log_softmax_last(x):
-    m = np.max(x, axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", over="ignore"):
-        lse = m + np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
-    return x - lse, lse[..., 0]
 
 
 def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, label_smoothing=0.0,
@@ -20,11 +14,13 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     x = np.moveaxis(np.asarray(logits, dtype=np.float64), axis, -1)
     C = x.shape[-1]
     xc = softcap * np.tanh(x / softcap) if softcap else x
-    logp, lse = _log_softmax_last(xc)
+    logp, lse = _log_softmax(xc)
     p = np.exp(logp)
     w = np.ones(C) if weight is None else np.asarray(weight, dtype=np.float64)
     eps = label_smoothing
     t = np.asarray(target)
+    if t.dtype.kind not in "iu":            # probabilities: the class axis moves like the logits'
+        t = np.moveaxis(t, axis, -1)
     with np.errstate(invalid="ignore"):
         if t.dtype.kind in "iu":
             valid = t != ignore_index
@@ -35,7 +31,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
             per = (1 - eps) * wy * nll
             coef = (1 - eps) * wy
             if eps > 0:
-                per = per + eps / C * np.where(valid, -np.sum(w * logp, axis=-1), 0.0)
+                per = per + eps / C * np.where(valid, -np.sum(np.where(w != 0, w * logp, 0.0), axis=-1), 0.0)
                 coef = coef + np.where(valid, eps / C * w.sum(), 0.0)
             if z_loss > 0:
                 per = per + z_loss * wy * np.where(valid, lse, 0.0) ** 2
@@ -94,9 +90,10 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     pw = 1.0 if pos_weight is None else np.asarray(pos_weight, dtype=np.float64)
     w = 1.0 if weight is None else np.asarray(weight, dtype=np.float64)
     lw = 1 + (pw - 1) * t
-    softplus_neg = np.logaddexp(0.0, -x)                 # log(1 + exp(-x))
-    with np.errstate(invalid="ignore", over="ignore"):   # infinite logits give NaN, as PyTorch
-        per = w * ((1 - t) * x + lw * softplus_neg)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # (1 - t) x + lw softplus(-x), as the kernel arranges it (no cancellation, and an
+        # infinite logit gives inf, or NaN (0 * inf) where the target is all on its side)
+        per = w * (np.where(x < 0, -pw * t * x, (1 - t) * x) + lw * np.log1p(np.exp(-np.abs(x))))
         grad = w * ((1 - t) - lw / (1 + np.exp(x)))      # sigmoid(-x) = 1 / (1 + e^x)
     per, grad = np.broadcast_arrays(per, grad)
     loss, scale = reduce(per, reduction, per.size)
@@ -107,30 +104,48 @@ def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean
                        return_grad=False):
     x = np.asarray(logits, dtype=np.float64)
     t = np.asarray(target, dtype=np.float64)
-    p = 1 / (1 + np.exp(-x))
-    ce = np.logaddexp(0.0, x) - x * t
-    p_t = p * t + (1 - p) * (1 - t)
-    f = (1 - p_t) ** gamma
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        p, q = 1 / (1 + np.exp(-x)), 1 / (1 + np.exp(x))      # sigmoid(x), sigmoid(-x)
+        # bce and p - t in forms that do not cancel as p_t -> 1 (see the kernel)
+        ce = np.where(x < 0, -t * x, (1 - t) * x) + np.log1p(np.exp(-np.abs(x)))
+        dce = np.where(x < 0, p - t, (1 - t) - q)
+        omp = p * (1 - t) + q * t                               # 1 - p_t
+        f = np.where(omp < 0, np.nan, np.abs(omp) ** gamma) if gamma > 0 else np.ones_like(omp)
+        df = np.where(omp == 0, 0.0, -gamma * f / omp * p * q * (2 * t - 1))
     a_t = alpha * t + (1 - alpha) * (1 - t) if alpha >= 0 else 1.0
     per = a_t * ce * f
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df = np.where(1 - p_t == 0, 0.0, -gamma * (1 - p_t) ** (gamma - 1) * p * (1 - p) * (2 * t - 1))
-    grad = a_t * ((p - t) * f + ce * df)
+    grad = a_t * (dce * f + ce * df)
     loss, scale = reduce(per, reduction, per.size)
     return finish(loss, grad * scale, return_grad)
 
 
+def _axes_last(x, axis):
+    """x (float64) with the axes of `axis` (an int, a tuple, or None: all) merged into one
+    last axis, and a function that puts an array of that layout back in x's shape."""
+    x = np.asarray(x, dtype=np.float64)
+    axes = tuple(range(x.ndim)) if axis is None else np.atleast_1d(axis).tolist()
+    if x.ndim == 0:
+        if any(a not in (0, -1) for a in axes):
+            raise ValueError(f"axis {axis} is out of range for a 0-d array")
+        return x.reshape(1), lambda y: y.reshape(())
+    axes = [a % x.ndim for a in axes]
+    dest = list(range(x.ndim - len(axes), x.ndim))
+    xm = np.moveaxis(x, axes, dest)
+    return (xm.reshape(xm.shape[:x.ndim - len(axes)] + (-1,)),
+            lambda y: np.moveaxis(y.reshape(xm.shape), dest, axes))
+
+
 def logsumexp(x, *, axis=-1, return_grad=False):
-    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
-    logp, lse = _log_softmax_last(x)
-    return finish(lse, np.moveaxis(np.exp(logp), -1, axis), return_grad)
+    xl, back = _axes_last(x, axis)
+    logp, lse = _log_softmax(xl)
+    return finish(lse[()] if lse.ndim == 0 else lse, back(np.exp(logp)), return_grad)
 
 
 def softmax(x, *, axis=-1):
-    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
-    return np.moveaxis(np.exp(_log_softmax_last(x)[0]), -1, axis)
+    xl, back = _axes_last(x, axis)
+    return back(np.exp(_log_softmax(xl)[0]))
 
 
 def log_softmax(x, *, axis=-1):
-    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
-    return np.moveaxis(_log_softmax_last(x)[0], -1, axis)
+    xl, back = _axes_last(x, axis)
+    return back(_log_softmax(xl)[0])

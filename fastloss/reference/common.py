@@ -16,3 +16,22 @@ def reduce(per, reduction, denom):
 
 def finish(loss, grad, return_grad):
     return (loss, grad) if return_grad else loss
+
+
+def log_softmax(x, temperature=1.0):
+    """(log softmax(x / temperature), log-sum-exp of x / temperature) along the last axis.
+
+    The logits are shifted by the row max m before anything is subtracted, as the kernels
+    do: (x - m) / T (products first for T > 1, which cannot overflow), so large logits
+    cancel nothing and no finite input overflows. A row whose max is not finite (a NaN or
+    +inf logit, or only -inf) is no distribution: log-softmax NaN, log-sum-exp its max."""
+    x = np.asarray(x, dtype=np.float64)
+    m = np.max(x, axis=-1, keepdims=True)
+    ok = np.isfinite(m)
+    m0 = np.where(ok, m, 0.0)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        z = (x - m0) / temperature if temperature <= 1 else np.minimum(x / temperature - m0 / temperature, 0)
+        logs = np.log(np.sum(np.exp(z), axis=-1, keepdims=True))
+        logp = np.where(ok, z - logs, np.nan)
+        lse = np.where(ok, m0 / temperature + logs, m)
+    return logp, lse[..., 0]

@@ -3,29 +3,25 @@ formulas, same signatures as the fast functions (less grad_out), used by the tes
 the benchmark. The Gaussian family's oracles are in gaussian.py."""
 import numpy as np
 
-from .common import finish, reduce
+from .common import finish, log_softmax, reduce
 
 __all__ = ["entropy", "kl_divergence", "js_divergence", "distillation_loss"]
 
 
-def _log_softmax_last(x):
-    m = np.max(x, axis=-1, keepdims=True)
-    with np.errstate(invalid="ignore", over="ignore"):
-        return x - (m + np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True)))
+def _log_softmax(x, axis, temperature=1.0):
+    """log softmax(x / T) with the class axis last (common.log_softmax: NaN for a row
+    whose max is not finite)."""
+    return log_softmax(np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1), temperature)[0]
 
 
 def _plogr(p, r):
-    """p * r with 0 wherever p == 0 (0 log 0 = 0)."""
+    """p * r with 0 wherever p == 0 (0 log 0 = 0); NaN stays NaN."""
     with np.errstate(invalid="ignore"):
-        return np.where(p > 0, p * r, 0.0)
-
-
-def _last(x, axis):
-    return np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+        return np.where(p == 0, 0.0, p * r)
 
 
 def entropy(logits, *, axis=-1, reduction="mean", return_grad=False):
-    lp = _log_softmax_last(_last(logits, axis))
+    lp = _log_softmax(logits, axis)
     p = np.exp(lp)
     H = -np.sum(_plogr(p, lp), axis=-1)
     grad = -_plogr(p, lp + H[..., None])
@@ -35,12 +31,13 @@ def entropy(logits, *, axis=-1, reduction="mean", return_grad=False):
 
 def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, reduction="mean",
                   return_grad=False):
-    lp = _log_softmax_last(_last(p_logits, axis) / temperature)
-    lq = _log_softmax_last(_last(q_logits, axis) / temperature)
+    lp = _log_softmax(p_logits, axis, temperature)
+    lq = _log_softmax(q_logits, axis, temperature)
     p, q = np.exp(lp), np.exp(lq)
     with np.errstate(invalid="ignore"):
         kl = np.sum(_plogr(p, lp - lq), axis=-1)
-        gp = _plogr(p, lp - lq - kl[..., None]) / temperature
+        # p (log p - log q) - p KL: NaN where p = 0 and KL = +inf, as the kernel
+        gp = (_plogr(p, lp - lq) - p * kl[..., None]) / temperature
     gq = (q - p) / temperature
     loss, scale = reduce(kl, reduction, kl.size)
     g = (np.moveaxis(gp * scale, -1, axis), np.moveaxis(gq * scale, -1, axis))
@@ -49,8 +46,8 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, reduction="me
 
 def js_divergence(p_logits, q_logits, *, beta=0.5, axis=-1, temperature=1.0, reduction="mean",
                   return_grad=False):
-    lp = _log_softmax_last(_last(p_logits, axis) / temperature)
-    lq = _log_softmax_last(_last(q_logits, axis) / temperature)
+    lp = _log_softmax(p_logits, axis, temperature)
+    lq = _log_softmax(q_logits, axis, temperature)
     p, q = np.exp(lp), np.exp(lq)
     with np.errstate(divide="ignore", invalid="ignore"):
         lm = np.log(beta * p + (1 - beta) * q)
@@ -70,9 +67,8 @@ def js_divergence(p_logits, q_logits, *, beta=0.5, axis=-1, temperature=1.0, red
 def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target=None, alpha=0.5,
                       axis=-1, ignore_index=-100, reduction="mean", return_grad=False):
     T = temperature
-    s = _last(student_logits, axis)
-    ls_T = _log_softmax_last(s / T)
-    lt_T = _log_softmax_last(_last(teacher_logits, axis) / T)
+    ls_T = _log_softmax(student_logits, axis, T)
+    lt_T = _log_softmax(teacher_logits, axis, T)
     pt = np.exp(lt_T)
     kl = np.sum(_plogr(pt, lt_T - ls_T), axis=-1)
     gkl = T * (np.exp(ls_T) - pt)                       # d(T^2 KL)/ds
@@ -81,9 +77,9 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
     else:
         y = np.asarray(target)
         valid = y != ignore_index
-        ls = _log_softmax_last(s)
+        ls = _log_softmax(student_logits, axis)
         yi = np.where(valid, y, 0)[..., None]
-        onehot = np.zeros_like(s)
+        onehot = np.zeros_like(ls)
         np.put_along_axis(onehot, yi, 1.0, axis=-1)
         ce = -np.take_along_axis(ls, yi, axis=-1)[..., 0]
         per = np.where(valid, alpha * T * T * kl + (1 - alpha) * ce, 0.0)

@@ -1,0 +1,222 @@
+"""What the classification and divergence losses return for +inf, -inf and NaN in each
+input: one row of SPECIAL per decision (the README's table), checked on the kernel at
+every SIMD level and dtype, and the oracle (fastloss.reference) agreeing with it.
+
+A softmax row whose max is not finite (a NaN or +inf logit, or only -inf logits) is no
+distribution: its loss and its gradient row are NaN (PyTorch's softmax gives NaN there
+too), except that logsumexp returns the max itself (+inf, -inf; SciPy and PyTorch). A
+-inf logit is a class of probability 0: legal, contributing 0 where no target mass sits
+on it, and +inf loss where some does. NaN anywhere propagates to its row (or element).
+"""
+import numpy as np
+import pytest
+
+import fastloss as fl
+import fastloss.reference as ref
+
+INF, NAN = np.inf, np.nan
+BASE = np.array([[0.5, -1.0, 2.0, 0.3], [1.0, 0.2, -0.3, 0.7]])
+PROBS = np.array([[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]])
+PROBS0 = np.array([[0.1, 0.0, 0.5, 0.4], [0.25, 0.25, 0.25, 0.25]])   # no mass on class 1
+LABELS = np.array([2, 0])
+
+
+def _put(a, index, v):
+    a = np.array(a, dtype=np.float64)
+    a[index] = v
+    return a
+
+
+def _rows(name, value):
+    """(fast call, oracle call, inputs) for one row of SPECIAL: the special value goes into
+    row 0 of the named input (class 1, or the label's class 2 for "logit[label]")."""
+    x1 = _put(BASE, (0, 1), value)
+    xl = _put(BASE, (0, 2), value)
+    e = lambda v: np.array([v, 1.0])   # noqa: E731  (elementwise losses: element 0)
+    return {
+        "ce labels logit[label]": ("cross_entropy", (xl, LABELS)),
+        "ce labels logit[other]": ("cross_entropy", (x1, LABELS)),
+        "ce probs logit": ("cross_entropy", (x1, PROBS)),
+        "ce probs logit, target 0": ("cross_entropy", (x1, PROBS0)),
+        "ce probs target": ("cross_entropy", (BASE, _put(PROBS, (0, 1), value))),
+        "ce smoothing logit": ("cross_entropy", (x1, LABELS, 0.1)),
+        "bce logit, t=0": ("binary_cross_entropy_with_logits", (e(value), np.array([0.0, 1.0]))),
+        "bce logit, t=1": ("binary_cross_entropy_with_logits", (e(value), np.array([1.0, 1.0]))),
+        "bce logit, t=0.5": ("binary_cross_entropy_with_logits", (e(value), np.array([0.5, 1.0]))),
+        "bce target": ("binary_cross_entropy_with_logits", (np.ones(2), e(value))),
+        "focal logit, t=0": ("sigmoid_focal_loss", (e(value), np.array([0.0, 1.0]))),
+        "focal logit, t=1": ("sigmoid_focal_loss", (e(value), np.array([1.0, 1.0]))),
+        "focal target": ("sigmoid_focal_loss", (np.ones(2), e(value))),
+        "logsumexp x": ("logsumexp", (x1,)),
+        "softmax x": ("softmax", (x1,)),
+        "log_softmax x": ("log_softmax", (x1,)),
+        "entropy logits": ("entropy", (x1,)),
+        "kl p_logits": ("kl_divergence", (x1, BASE)),
+        "kl q_logits": ("kl_divergence", (BASE, x1)),
+        "js p_logits": ("js_divergence", (x1, BASE)),
+        "js q_logits": ("js_divergence", (BASE, x1)),
+        "distillation student": ("distillation_loss", (x1, BASE)),
+        "distillation teacher": ("distillation_loss", (BASE, x1)),
+    }[name]
+
+
+# (input, value) -> (loss of the first row or element, gradient of that row / element; of
+# the first input where there are two):
+# "nan" all NaN, "finite" all finite, "has_nan" some NaN, or a number. Each line is one
+# decision; the module docstring gives the rule behind them.
+SPECIAL = {
+    # softmax cross-entropy
+    ("ce labels logit[label]", INF): ("nan", "nan"),
+    ("ce labels logit[label]", -INF): (INF, "finite"),       # the label has probability 0
+    ("ce labels logit[label]", NAN): ("nan", "nan"),
+    ("ce labels logit[other]", INF): ("nan", "nan"),
+    ("ce labels logit[other]", -INF): ("finite", "finite"),  # a class of probability 0
+    ("ce labels logit[other]", NAN): ("nan", "nan"),
+    ("ce probs logit", INF): ("nan", "nan"),
+    ("ce probs logit", -INF): (INF, "finite"),               # target mass on it
+    ("ce probs logit", NAN): ("nan", "nan"),
+    ("ce probs logit, target 0", -INF): ("finite", "finite"),
+    ("ce probs target", INF): (INF, "has_nan"),
+    ("ce probs target", -INF): (-INF, "has_nan"),
+    ("ce probs target", NAN): ("nan", "nan"),
+    ("ce smoothing logit", -INF): (INF, "finite"),          # smoothing puts mass on every class
+    ("ce smoothing logit", NAN): ("nan", "nan"),
+    # binary cross-entropy with logits: the limit, inf where the target has mass on the
+    # far side; 0 * inf = NaN where it is all on the logit's side (PyTorch: NaN at +inf, t=1)
+    ("bce logit, t=0", INF): (INF, 1.0),
+    ("bce logit, t=0", -INF): ("nan", 0.0),
+    ("bce logit, t=0", NAN): ("nan", "nan"),
+    ("bce logit, t=1", INF): ("nan", 0.0),
+    ("bce logit, t=1", -INF): (INF, -1.0),
+    ("bce logit, t=0.5", INF): (INF, 0.5),
+    ("bce logit, t=0.5", -INF): (INF, -0.5),
+    ("bce target", INF): ("nan", "nan"),
+    ("bce target", -INF): ("nan", "nan"),
+    ("bce target", NAN): ("nan", "nan"),
+    # sigmoid focal loss: BCE's loss times alpha_t (1 - p_t)^gamma; the gradient of an
+    # infinite logit is NaN (inf * 0 in the chain rule)
+    ("focal logit, t=0", INF): (INF, "nan"),
+    ("focal logit, t=0", -INF): ("nan", "nan"),
+    ("focal logit, t=1", INF): ("nan", "nan"),
+    ("focal logit, t=1", -INF): (INF, "nan"),
+    ("focal logit, t=1", NAN): ("nan", "nan"),
+    ("focal target", INF): ("nan", "nan"),
+    ("focal target", NAN): ("nan", "nan"),
+    # softmax family (the "loss" of softmax / log_softmax is not checked, "gradient" is the output)
+    ("logsumexp x", INF): (INF, "nan"),
+    ("logsumexp x", -INF): ("finite", "finite"),
+    ("logsumexp x", NAN): ("nan", "nan"),
+    ("softmax x", INF): (None, "nan"),
+    ("softmax x", -INF): (None, "finite"),
+    ("softmax x", NAN): (None, "nan"),
+    ("log_softmax x", INF): (None, "nan"),
+    ("log_softmax x", -INF): (None, "has_inf"),
+    ("log_softmax x", NAN): (None, "nan"),
+    # divergences: +inf or NaN in either input -> NaN row; -inf is probability 0
+    ("entropy logits", INF): ("nan", "nan"),
+    ("entropy logits", -INF): ("finite", "finite"),
+    ("entropy logits", NAN): ("nan", "nan"),
+    ("kl p_logits", INF): ("nan", "nan"),
+    ("kl p_logits", -INF): ("finite", "finite"),
+    ("kl p_logits", NAN): ("nan", "nan"),
+    ("kl q_logits", INF): ("nan", "nan"),
+    ("kl q_logits", -INF): (INF, "has_nan"),                # p has mass where q has none
+    ("kl q_logits", NAN): ("nan", "nan"),
+    ("js p_logits", INF): ("nan", "nan"),
+    ("js p_logits", -INF): ("finite", "finite"),
+    ("js q_logits", -INF): ("finite", "finite"),
+    ("js q_logits", NAN): ("nan", "nan"),
+    ("distillation student", INF): ("nan", "nan"),
+    ("distillation student", -INF): (INF, "finite"),        # the teacher has mass there
+    ("distillation student", NAN): ("nan", "nan"),
+    ("distillation teacher", INF): ("nan", "nan"),
+    ("distillation teacher", -INF): ("finite", "finite"),
+    ("distillation teacher", NAN): ("nan", "nan"),
+}
+
+
+def _call(mod, fname, args, dtype):
+    f = getattr(mod, fname)
+    args = tuple(a.astype(dtype) if getattr(a, "dtype", None) is not None and a.dtype.kind == "f"
+                 else a for a in args)    # the oracle gets the same values
+    if fname in ("softmax", "log_softmax"):
+        return None, f(*args)
+    kw = {} if fname == "logsumexp" else {"reduction": "none"}
+    if len(args) == 3:                     # cross_entropy with label smoothing
+        args, kw = args[:2], dict(kw, label_smoothing=args[2])
+    return f(*args, return_grad=True, **kw)
+
+
+def _check(actual, want):
+    a = np.asarray(actual, dtype=np.float64)
+    if want == "nan":
+        assert np.isnan(a).all(), a
+    elif want == "finite":
+        assert np.isfinite(a).all(), a
+    elif want == "has_nan":
+        assert np.isnan(a).any(), a
+    elif want == "has_inf":
+        assert np.isinf(a).any() and not np.isnan(a).any(), a
+    elif want is not None:
+        assert a == want, (a, want)
+
+
+@pytest.mark.parametrize("case", list(SPECIAL), ids=[f"{k[0]}={k[1]}" for k in SPECIAL])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_special_values(case, dtype, simd):
+    name, value = case
+    want_loss, want_grad = SPECIAL[case]
+    fname, args = _rows(name, value)
+    loss, grad = _call(fl, fname, args, dtype)
+    with np.errstate(all="ignore"):
+        rloss, rgrad = _call(ref, fname, args, dtype)
+    first = lambda a: np.asarray(a)[0]   # noqa: E731  (row or element 0)
+    if want_loss is not None:
+        _check(first(loss), want_loss)
+    grads = grad if isinstance(grad, tuple) else (grad,)
+    rgrads = rgrad if isinstance(rgrad, tuple) else (rgrad,)
+    _check(first(grads[0]), want_grad)
+    # the oracle agrees with the kernel, special values included; the other row is untouched
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+    if loss is not None:
+        np.testing.assert_allclose(np.asarray(loss, np.float64), rloss, equal_nan=True, **tol)
+    for g, rg in zip(grads, rgrads):
+        np.testing.assert_allclose(np.asarray(g, np.float64), rg, equal_nan=True, **tol)
+
+
+def test_all_minus_inf_rows(simd):
+    """A row of only -inf: logsumexp -inf (SciPy, PyTorch), softmax and every loss NaN."""
+    x = _put(BASE, (0, slice(None)), -INF)
+    lse, g = fl.logsumexp(x, return_grad=True)
+    assert lse[0] == -INF and np.isnan(g[0]).all() and np.isfinite(g[1]).all()
+    assert fl.logsumexp(x)[0] == -INF                   # with and without the gradient
+    assert np.isnan(fl.softmax(x)[0]).all() and np.isnan(fl.log_softmax(x)[0]).all()
+    for f, args in [(fl.cross_entropy, (x, LABELS)), (fl.entropy, (x,)), (fl.kl_divergence, (x, BASE))]:
+        loss = f(*args, reduction="none")
+        assert np.isnan(loss[0]) and np.isfinite(loss[1])
+    np.testing.assert_array_equal(ref.logsumexp(x), fl.logsumexp(x))
+
+
+def test_logsumexp_matches_scipy_and_torch_at_special_values():
+    special = pytest.importorskip("scipy.special")
+    torch = pytest.importorskip("torch")
+    for row in ([1.0, INF, 0.0], [-INF, -INF], [1.0, -INF], [NAN, 1.0], [INF, -INF], [INF, INF]):
+        x = np.array(row)
+        want = special.logsumexp(x)
+        np.testing.assert_array_equal(fl.logsumexp(x), want)
+        np.testing.assert_array_equal(ref.logsumexp(x), want)
+        np.testing.assert_array_equal(torch.logsumexp(torch.tensor(x), 0).numpy(), want)
+
+
+def test_focal_target_outside_unit_interval(simd):
+    """A target of 1e30 makes 1 - p_t negative: (1 - p_t)^gamma is NaN for gamma > 0 (a
+    real power of a negative number), kernel and oracle alike; gamma = 0 leaves alpha_t * bce."""
+    x, t = np.array([1.0, -2.0]), np.array([1e30, 1e30])
+    for gamma in (2.0, 0.5):
+        loss, g = fl.sigmoid_focal_loss(x, t, gamma=gamma, reduction="none", return_grad=True)
+        assert np.isnan(loss[0]) and np.isnan(g[0])
+        rl, rg = ref.sigmoid_focal_loss(x, t, gamma=gamma, reduction="none", return_grad=True)
+        np.testing.assert_allclose(loss, rl, equal_nan=True, rtol=1e-12)
+    loss = fl.sigmoid_focal_loss(x, t, alpha=-1, gamma=0.0, reduction="none")
+    np.testing.assert_allclose(loss, fl.binary_cross_entropy_with_logits(x, t, reduction="none"),
+                               rtol=1e-12)
