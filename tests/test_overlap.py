@@ -381,3 +381,14 @@ def test_check_no_overlap_bounds_then_exact(monkeypatch):
     with pytest.raises(ValueError, match="out must not overlap a"):
         _checks.check_no_overlap([("out", buf[::2])], [("a", buf[1::2])])
     _checks.check_no_overlap([("out", buf[:50])], [("a", buf[50:])])   # bounds decide alone
+
+
+@pytest.mark.parametrize("axis", [(0, 1), None])
+def test_merged_axes_softmax_overlap(axis):
+    # a tuple/None axis goes through a merged copy: out= is still checked against x
+    buf = np.random.default_rng(0).standard_normal(3 * 4 * 5 + 1)
+    x = buf[:60].reshape(3, 4, 5)
+    with pytest.raises(ValueError, match="out must not overlap x"):
+        fl.softmax(x, axis=axis, out=buf[1:].reshape(3, 4, 5))
+    y = x.copy()
+    assert np.array_equal(fl.softmax(y, axis=axis, out=y), fl.softmax(x, axis=axis))
