@@ -693,7 +693,7 @@ def test_every_public_function_is_covered():
     """A new public function fails here until it has a builder (and an oracle)."""
     public = set(fastloss.__all__) - RUNTIME
     assert public == set(BUILDERS), (public ^ set(BUILDERS))
-    assert public == set(reference.__all__)
+    assert all(callable(getattr(reference, n, None)) for n in public)
 
 
 def draw_case(draw, name, dtypes):
@@ -839,8 +839,34 @@ def _call_overlapping(name, args, kw, i, j, shift):
     return True
 
 
-# (function, input, gradient) pairs that give wrong answers today, without an error
-OVERLAP_WRONG_TODAY = set()
+# (function, input, gradient) that give wrong answers today, without an error: all but the
+# box losses, linear_cross_entropy and mvn_kl (which check), distillation's student
+# in place, info_nce's and nt_xent's grad_out[1] on the first input
+OVERLAP_WRONG_TODAY = {(key, i, j) for key, pairs in {
+    "batch_hard_triplet_loss": [(0, 0)],
+    "binary_cross_entropy_with_logits": [(0, 0), (1, 0)],
+    "cross_entropy": [(0, 0)],
+    "cross_entropy/probs": [(1, 0)],
+    "distillation_loss": [(1, 0)],
+    "entropy": [(0, 0)],
+    "gaussian_kl": [(0, 0), (1, 1), (2, 0), (0, 3)],
+    "gaussian_nll_loss": [(0, 0), (1, 0), (2, 1), (2, 0)],
+    "huber_loss": [(0, 0), (1, 0)],
+    "info_nce_loss": [(0, 0), (1, 1), (1, 0)],
+    "js_divergence": [(0, 0), (1, 1), (1, 0), (0, 1)],
+    "kl_divergence": [(0, 0), (1, 1), (1, 0), (0, 1)],
+    "l1_loss": [(0, 0), (1, 0)],
+    "log_cosh_loss": [(0, 0), (1, 0)],
+    "log_softmax": [(0, 0)],
+    "logsumexp": [(0, 0)],
+    "mse_loss": [(0, 0), (1, 0)],
+    "nt_xent_loss": [(0, 0), (1, 0)],
+    "sigmoid_focal_loss": [(0, 0), (1, 0)],
+    "smooth_l1_loss": [(0, 0), (1, 0)],
+    "softmax": [(0, 0)],
+    "triplet_margin_loss": [(0, 0), (1, 1), (2, 2), (0, 1)],
+    "vae_loss": [(0, 0), (1, 0), (2, 1), (3, 2), (3, 1)],
+}.items() for i, j in pairs}
 
 
 def _overlap_params():
@@ -868,7 +894,29 @@ def test_overlapping_output(key, i, j, seed, shift):
         raise AssertionError(f"documented in-place call refused: {res}")
 
 
-SHARED_WRONG_TODAY = set()
+@pytest.mark.parametrize("name", ["cross_entropy", "softmax", "log_softmax"])
+@given(seed=st.integers(0, 2 ** 32 - 1), rows=st.sampled_from([0, 1, 3, 100]),
+       C=st.sampled_from([1, 2, 9, 60]), dtype=st.sampled_from([np.float32, np.float64]))
+def test_documented_in_place(name, seed, rows, C, dtype):
+    """grad_out=logits (cross_entropy) and out=x (softmax, log_softmax) stay exact."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, C)).astype(dtype)
+    y = rng.integers(0, C, rows)
+    fn, ref = getattr(fastloss, name), getattr(reference, name)
+    if name == "cross_entropy":
+        exp, eg = ref(x, y, return_grad=True)
+        loss, g = fn(x, y, return_grad=True, grad_out=x)
+        assert g is x
+        assert_close(loss, exp, RTOL[np.dtype(dtype)] * (1 + abs(exp)), "loss")
+    else:
+        eg = ref(x)
+        g = fn(x, out=x)
+        assert g is x
+    assert_close(g, eg, RTOL[np.dtype(dtype)] * (1 + np.abs(eg)), "in place")
+
+
+SHARED_WRONG_TODAY = {"gaussian_kl", "gaussian_nll_loss", "info_nce_loss", "js_divergence",
+                      "kl_divergence", "nt_xent_loss", "triplet_margin_loss", "vae_loss"}
 
 
 def _shared_params():
@@ -942,10 +990,11 @@ def test_cross_entropy_large_logits(impl, case):
     assert_close(g, grad, 1e-14, "grad")
 
 
-LARGE_WRONG_TODAY = {}
-
-
-@pytest.mark.parametrize("name", ["log_softmax", "softmax", "logsumexp", "entropy"])
+@pytest.mark.parametrize("name", [
+    pytest.param("log_softmax", marks=pytest.mark.xfail(
+        strict=True, reason="found by property suite: log_softmax computes x - (max + log sum) "
+        "and cancels at large logits (issue 11 item 4's cause; the oracle's too)")),
+    "softmax", "logsumexp", "entropy"])
 @given(case=large_logits())
 @example(case=(np.array([[1e20, 1e20, 0.0]]), np.array([0])))
 def test_row_functions_large_logits(name, case):
@@ -1060,3 +1109,59 @@ def test_oracle_cross_entropy_probability_axis(seed, shp, data):
     loss, g = reference.cross_entropy(x, t, axis=ax, reduction="none", return_grad=True)
     assert_close(loss, per, 1e-12 * (1 + np.abs(per)), "loss")
     assert_close(g, grad, 1e-12, "grad")
+
+
+# --- other disagreements the property suite found -------------------------------------------
+
+@pytest.mark.xfail(strict=True, reason="found by property suite: gaussian_nll_loss with rows of "
+                   "0 elements and one var per row raises NumPy's broadcast ValueError")
+@given(lead=st.sampled_from([(2,), (1,), (3, 2)]), reduction=st.sampled_from(["mean", "sum", "none"]))
+def test_gaussian_nll_empty_rows_var_per_row(lead, reduction):
+    x = np.zeros(lead + (0,))
+    var = np.ones(lead)
+    exp, (gx, gv) = reference.gaussian_nll_loss(x, x, var, reduction=reduction, return_grad=True)
+    loss, (kx, kv) = fastloss.gaussian_nll_loss(x, x, var, reduction=reduction, return_grad=True)
+    assert_close(loss, exp, 0.0, "loss")
+    assert_close(kx, gx, 0.0, "grad input")
+    assert_close(kv, gv, 0.0, "grad var")
+
+
+@pytest.mark.xfail(strict=True, reason="found by property suite: float32 per-element terms "
+                   "overflow to inf before the float64 reduction, also when the mean fits float32")
+@pytest.mark.parametrize("name", ["mse_loss", "gaussian_nll_loss"])
+@given(n=st.integers(40, 200), big=st.sampled_from([1e20, 3e19]))
+@example(n=100, big=1e20)
+def test_float32_terms_overflow_before_the_mean(name, n, big):
+    x = np.zeros(n, np.float32)
+    x[0] = big
+    args = (x, np.zeros(n, np.float32)) + ((np.ones(n, np.float32),) if name == "gaussian_nll_loss" else ())
+    exp = getattr(reference, name)(*args)
+    assert np.isfinite(np.float32(exp))
+    assert_close(getattr(fastloss, name)(*args), np.float32(exp), 2e-5 * exp, "loss")
+
+
+@pytest.mark.xfail(strict=True, reason="found by property suite: reference.distillation_loss "
+                   "gives a NaN gradient when every row is ignored (mean); README: 0 where "
+                   "nothing counts, as the kernel")
+@given(rows=st.integers(1, 4), C=st.integers(1, 5))
+def test_oracle_distillation_all_rows_ignored(rows, C):
+    s = np.zeros((rows, C))
+    y = np.full(rows, -100)
+    loss, g = reference.distillation_loss(s, s, target=y, return_grad=True)
+    assert np.isnan(loss)
+    assert np.all(g == 0)
+    kloss, kg = fastloss.distillation_loss(s, s, target=y, return_grad=True)
+    assert np.isnan(kloss) and np.all(kg == 0)
+
+
+@pytest.mark.xfail(strict=True, reason="found by property suite: reference.cross_entropy's "
+                   "gradient is +-inf, not NaN, where a counted row enters a mean over a zero "
+                   "weight sum (label_smoothing > 0); README: NaN, as the kernel")
+@given(C=st.integers(2, 6), eps=st.sampled_from([0.1, 0.5, 1.0]))
+def test_oracle_cross_entropy_zero_weight_sum(C, eps):
+    x = np.arange(C, dtype=float)
+    w = np.ones(C)
+    w[0] = 0.0                                        # the label's weight: the mean's denominator
+    for impl in (fastloss, reference):
+        loss, g = impl.cross_entropy(x, np.array(0), weight=w, label_smoothing=eps, return_grad=True)
+        assert np.all(np.isnan(g)), (impl.__name__, g)
