@@ -415,7 +415,7 @@ def _entropy(draw, rng, dtype, name=None):
     x = values(draw, rng, shp, dtype, (1.0, 5.0, 30.0), LOGIT_SPECIALS)
     xm = np.moveaxis(x, ax, -1)
     neg_inf_off(draw, rng, xm, np.broadcast_to(np.arange(xm.shape[-1]) == 0, xm.shape))
-    return Case([F(x)], dict(axis=ax, reduction=red(draw, ["batchmean"])))
+    return Case([F(x)], dict(axis=ax, reduction=red(draw, ["batchmean"])), gunit=_log_unit)
 
 
 def _pair_logits(draw, rng, dtype, scale=(1.0, 5.0, 30.0)):
@@ -427,8 +427,11 @@ def _pair_logits(draw, rng, dtype, scale=(1.0, 5.0, 30.0)):
     return shp, ax, p, q
 
 
-def _kl_scale(oa, ok, per):
-    return np.abs(per) + 1.0
+def _log_unit(oa, ok):
+    """Gradients p (log p - log q) / T: the logs carry the error of the largest x / T."""
+    big = max(np.max(np.abs(a[np.isfinite(a)]), initial=0) for a in oa[:2] if a is not None)
+    T = ok.get("temperature", 1.0)
+    return (1 + big / T) / T
 
 
 @builds("kl_divergence")
@@ -438,7 +441,8 @@ def _kl(draw, rng, dtype, name=None):
     neg_inf_off(draw, rng, pm, np.broadcast_to(np.arange(pm.shape[-1]) == 0, pm.shape))
     qm[np.isneginf(pm) & (rng.random(pm.shape) < 0.5)] = -np.inf    # q -inf only off p's support
     T = draw(st.sampled_from([1.0, 0.5, 2.0, 10.0]))
-    return Case([F(p), F(q)], dict(axis=ax, temperature=T, reduction=red(draw, ["batchmean"])))
+    return Case([F(p), F(q)], dict(axis=ax, temperature=T, reduction=red(draw, ["batchmean"])),
+                gunit=_log_unit)
 
 
 @builds("js_divergence")
@@ -450,7 +454,7 @@ def _js(draw, rng, dtype, name=None):
     neg_inf_off(draw, rng, qm, keep)
     kw = dict(axis=ax, temperature=draw(st.sampled_from([1.0, 0.5, 2.0, 10.0])),
               beta=draw(st.sampled_from([0.5, 0.1, 0.9, 0.0, 1.0])), reduction=red(draw))
-    return Case([F(p), F(q)], kw)
+    return Case([F(p), F(q)], kw, gunit=_log_unit)
 
 
 @builds("distillation_loss")
@@ -651,7 +655,14 @@ def _batch_hard(draw, rng, dtype, name=None):
     def scale(oa, ok, per):
         s = 4 * np.max(np.sum(oa[0] ** 2, axis=1), initial=0)
         return np.abs(per) + 1 + ok["margin"] + (s if squared else np.sqrt(s)) * (N * N if ok["mining"] == "all" else 1)
-    return Case([F(e), lab], kw, scale)
+
+    def gunit(oa, ok):
+        # (e_i - e_j) / d_ij with d_ij from the GEMM identity, off by eps |e|^2 / d^2
+        E = oa[0]
+        d2 = np.sum((E[:, None] - E[None]) ** 2, axis=-1)
+        d2min = np.min(d2[d2 > 0], initial=np.inf)
+        return 1.0 if squared else max(1.0, np.max(np.sum(E * E, axis=1)) / d2min)
+    return Case([F(e), lab], kw, scale, gunit=gunit)
 
 
 @builds("info_nce_loss")
@@ -684,7 +695,7 @@ def _normalized_unit(oa, ok):
     """Through a normalisation x / |x| a similarity's gradient is 1 / (T |x|)."""
     norms = np.concatenate([np.linalg.norm(v, axis=1) for v in oa])
     small = np.min(norms, initial=np.inf) if ok.get("normalize", True) else 1.0
-    return 1.0 / (ok["temperature"] * max(small, 1e-3))
+    return 1.0 / (ok["temperature"] * max(small, 1e-12))    # a zero row: 1 / eps
 
 
 # --- the properties ---------------------------------------------------------------------
