@@ -1094,6 +1094,7 @@ def test_focal_relative_accuracy(impl, dtype, x, target, gamma):
 @pytest.mark.parametrize("name", ["generalized_box_iou_loss", "distance_box_iou_loss",
                                   "complete_box_iou_loss"])
 @given(lead=st.sampled_from([(0,), (0, 3), (2, 0)]), dtype=st.sampled_from([np.float32, np.float64]))
+@example(lead=(0,), dtype=np.float64)
 def test_empty_boxes_mean(impl, name, lead, dtype):
     """No boxes: "mean" is 0.0 (torchvision), the gradients empty."""
     b = np.zeros(lead + (4,), dtype)
@@ -1131,6 +1132,7 @@ def test_oracle_cross_entropy_probability_axis(seed, shp, data):
 @pytest.mark.xfail(strict=True, reason="found by property suite: gaussian_nll_loss with rows of "
                    "0 elements and one var per row raises NumPy's broadcast ValueError")
 @given(lead=st.sampled_from([(2,), (1,), (3, 2)]), reduction=st.sampled_from(["mean", "sum", "none"]))
+@example(lead=(2,), reduction="mean")
 def test_gaussian_nll_empty_rows_var_per_row(lead, reduction):
     x = np.zeros(lead + (0,))
     var = np.ones(lead)
@@ -1159,6 +1161,7 @@ def test_float32_terms_overflow_before_the_mean(name, n, big):
                    "gives a NaN gradient when every row is ignored (mean); README: 0 where "
                    "nothing counts, as the kernel")
 @given(rows=st.integers(1, 4), C=st.integers(1, 5))
+@example(rows=1, C=3)
 def test_oracle_distillation_all_rows_ignored(rows, C):
     s = np.zeros((rows, C))
     y = np.full(rows, -100)
@@ -1173,6 +1176,7 @@ def test_oracle_distillation_all_rows_ignored(rows, C):
                    "gradient is +-inf, not NaN, where a counted row enters a mean over a zero "
                    "weight sum (label_smoothing > 0); README: NaN, as the kernel")
 @given(C=st.integers(2, 6), eps=st.sampled_from([0.1, 0.5, 1.0]))
+@example(C=3, eps=0.1)
 def test_oracle_cross_entropy_zero_weight_sum(C, eps):
     x = np.arange(C, dtype=float)
     w = np.ones(C)
