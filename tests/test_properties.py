@@ -17,8 +17,10 @@ Known defects (issue 11) and the disagreements this suite found are tests of the
 marked xfail(strict=True) with the reason, so that the general properties stay green and
 each mark turns into a failure (XPASS) when its fix lands: remove the mark then.
 """
+import atexit
 import itertools
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -36,6 +38,7 @@ FLOATS = [np.float64, np.float32, np.float16]
 INTS = [np.int64, np.int32, np.int8]
 LAYOUTS = ["C", "F", "negative", "strided", "readonly", "memmap"]
 _MEMMAP_DIR = tempfile.mkdtemp(prefix="fastloss-props-")
+atexit.register(shutil.rmtree, _MEMMAP_DIR, True)
 _memmaps = itertools.count()
 
 
