@@ -7,6 +7,17 @@ import pytest
 
 import fastloss
 
+try:                       # the property suite's example counts (tests/test_properties.py)
+    from hypothesis import settings
+except ImportError:
+    pass
+else:
+    # "ci" (default): bounded, the suite runs in under a minute; the seed comes from
+    # --hypothesis-seed. "thorough": HYPOTHESIS_PROFILE=thorough for a long search.
+    settings.register_profile("ci", max_examples=40, deadline=None, print_blob=True, database=None)
+    settings.register_profile("thorough", max_examples=1000, deadline=None, print_blob=True, database=None)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
 # FASTLOSS_SIMD pins the whole run to one path (e.g. the wheel check's baseline run).
 SIMD_LEVELS = [os.environ["FASTLOSS_SIMD"]] if os.environ.get("FASTLOSS_SIMD") else fastloss.available_levels()
 
