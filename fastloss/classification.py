@@ -353,7 +353,8 @@ def _merged_axes(x, axis):
         raise ValueError(f"axis must name distinct axes, got {axis!r}")
     dest = tuple(range(x.ndim - len(axes), x.ndim))
     xm = np.moveaxis(x, axes, dest)
-    return (xm.reshape(xm.shape[:x.ndim - len(axes)] + (-1,)),
+    k = x.ndim - len(axes)
+    return (xm.reshape(xm.shape[:k] + (math.prod(xm.shape[k:]),)),   # -1 fails for size 0
             lambda y: np.moveaxis(y.reshape(xm.shape), dest, axes))
 
 

@@ -1,5 +1,7 @@
 """NumPy float64 oracles for the classification losses: plain formulas, same
 signatures as the fast functions, used by the tests and the benchmark."""
+import math
+
 import numpy as np
 
 from .common import finish, reduce
@@ -131,7 +133,8 @@ def _axes_last(x, axis):
     axes = [a % x.ndim for a in axes]
     dest = list(range(x.ndim - len(axes), x.ndim))
     xm = np.moveaxis(x, axes, dest)
-    return (xm.reshape(xm.shape[:x.ndim - len(axes)] + (-1,)),
+    k = x.ndim - len(axes)
+    return (xm.reshape(xm.shape[:k] + (math.prod(xm.shape[k:]),)),   # -1 fails for size 0
             lambda y: np.moveaxis(y.reshape(xm.shape), dest, axes))
 
 
