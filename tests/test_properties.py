@@ -767,7 +767,7 @@ OVERLAP = {
     # name: (inputs, kwargs, [(input index, gradient index), ...]); the gradient of
     # input i has input i's shape
     "cross_entropy": (lambda r, n, c: [_nc(r, n, c), _labels(r, n, c)], {}, [(0, 0)]),
-    "cross_entropy/probs": (lambda r, n, c: [_nc(r, n, c), _probs(r, n, c)], {}, [(1, 0)]),
+    "cross_entropy/probs": (lambda r, n, c: [_nc(r, n, c), _probs(r, n, c)], {}, [(0, 0), (1, 0)]),
     "linear_cross_entropy": (lambda r, n, c: [_nc(r, n, c), _nc(r, 7, c), _labels(r, n, 7)], {},
                              [(0, 0)]),
     "binary_cross_entropy_with_logits": (lambda r, n, c: [_nc(r, n, c), r.random((n, c))], {},
@@ -800,8 +800,14 @@ OVERLAP = {
     "softmax": (lambda r, n, c: [_nc(r, n, c)], {}, [(0, 0)]),
     "log_softmax": (lambda r, n, c: [_nc(r, n, c)], {}, [(0, 0)]),
 }
-# Exact in place, documented: cross_entropy's grad_out=logits, softmax's out=x.
-IN_PLACE_OK = {("cross_entropy", 0, 0), ("softmax", 0, 0), ("log_softmax", 0, 0)}
+# The documented exact in-place uses (README "Conventions", the overlap bullet): the
+# output is exactly input i's memory; every other overlap is a ValueError.
+IN_PLACE_OK = {("cross_entropy", 0, 0), ("binary_cross_entropy_with_logits", 0, 0),
+               ("sigmoid_focal_loss", 0, 0), ("entropy", 0, 0), ("distillation_loss", 0, 0),
+               *((k, i, j) for k in ("kl_divergence", "js_divergence") for i in (0, 1) for j in (0, 1)),
+               ("softmax", 0, 0), ("log_softmax", 0, 0), ("logsumexp", 0, 0),
+               *((k, 0, 0) for k in ("mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
+                                     "log_cosh_loss"))}
 
 
 def _box_pairs(rng, n):
@@ -821,80 +827,44 @@ def _overlap_inputs(key, seed):
     return name, args, kw
 
 
+def _call(fn, args, kw, out, bufs=None):
+    """(loss, gradients) of fn, the gradients (softmax: out) into bufs (None: fresh)."""
+    if bufs is not None:
+        kw = {**kw, ("out" if out else "grad_out"): tuple(bufs) if len(bufs) > 1 else bufs[0]}
+    if out:
+        return 0.0, (fn(*args, **kw),)
+    loss, got = fn(*args, **kw, return_grad=True)
+    return loss, as_tuple(got)
+
+
 def _call_overlapping(name, args, kw, i, j, shift):
     """fn(*args) with gradient j (softmax: out) written into a buffer that overlaps args[i]
-    shifted by `shift` elements (0: the same memory): the ValueError raised, or True when
-    loss and gradients match the oracle on untouched copies."""
-    fn, ref = getattr(fastloss, name), getattr(reference, name)
-    pristine = [np.copy(a) for a in args]
+    shifted by `shift` elements (0: the same memory): (whether the two share memory, the
+    ValueError raised or (loss, gradients)), and the out-of-place call's (loss, gradients)."""
+    fn = getattr(fastloss, name)
     out = name in ("softmax", "log_softmax")
-    exp = ref(*pristine, **kw) if out else ref(*pristine, **kw, return_grad=True)
-    exp_grads = (exp,) if out else as_tuple(exp[1])
-    gshape = exp_grads[j].shape
-    n, m = args[i].size, int(np.prod(gshape))
+    separate = _call(fn, [np.copy(a) for a in args], kw, out)
+    shapes = [g.shape for g in separate[1]]
+    n, m = args[i].size, int(np.prod(shapes[j]))
     buf = np.empty(max(n, m) + abs(shift))
     a0, g0 = (0, shift) if shift >= 0 else (-shift, 0)
     x = buf[a0:a0 + n].reshape(args[i].shape)
     x[...] = args[i]
     args = list(args)
     args[i] = x
-    g = buf[g0:g0 + m].reshape(gshape)
-    bufs = [np.empty(e.shape) for e in exp_grads]
-    bufs[j] = g
+    bufs = [np.empty(s) for s in shapes]
+    bufs[j] = buf[g0:g0 + m].reshape(shapes[j])
+    shares = np.shares_memory(x, bufs[j])
     try:
-        if out:
-            got_grads = (fn(*args, **kw, out=g),)
-            got_loss = exp_loss = 0.0
-        else:
-            got_loss, got = fn(*args, **kw, return_grad=True,
-                               grad_out=tuple(bufs) if len(bufs) > 1 else bufs[0])
-            got_grads, exp_loss = as_tuple(got), exp[0]
+        return shares, _call(fn, args, kw, out, bufs), separate
     except ValueError as e:
-        return e
-    assert_close(got_loss, exp_loss, 1e-10 * (1 + np.abs(exp_loss)), f"{name} loss")
-    for k, (a, e) in enumerate(zip(got_grads, exp_grads)):
-        assert_close(a, e, 1e-10 * (np.max(np.abs(e), initial=0) + np.abs(e)), f"{name} grad[{k}]")
-    return True
-
-
-# (function, input, gradient) that give wrong answers today, without an error: all but the
-# box losses, linear_cross_entropy and mvn_kl (which check), distillation's student
-# in place, info_nce's and nt_xent's grad_out[1] on the first input
-OVERLAP_WRONG_TODAY = {(key, i, j) for key, pairs in {
-    "batch_hard_triplet_loss": [(0, 0)],
-    "binary_cross_entropy_with_logits": [(0, 0), (1, 0)],
-    "cross_entropy": [(0, 0)],
-    "cross_entropy/probs": [(1, 0)],
-    "distillation_loss": [(1, 0)],
-    "entropy": [(0, 0)],
-    "gaussian_kl": [(0, 0), (1, 1), (2, 0), (0, 3)],
-    "gaussian_nll_loss": [(0, 0), (1, 0), (2, 1), (2, 0)],
-    "huber_loss": [(0, 0), (1, 0)],
-    "info_nce_loss": [(0, 0), (1, 1), (1, 0)],
-    "js_divergence": [(0, 0), (1, 1), (1, 0), (0, 1)],
-    "kl_divergence": [(0, 0), (1, 1), (1, 0), (0, 1)],
-    "l1_loss": [(0, 0), (1, 0)],
-    "log_cosh_loss": [(0, 0), (1, 0)],
-    "log_softmax": [(0, 0)],
-    "logsumexp": [(0, 0)],
-    "mse_loss": [(0, 0), (1, 0)],
-    "nt_xent_loss": [(0, 0), (1, 0)],
-    "sigmoid_focal_loss": [(0, 0), (1, 0)],
-    "smooth_l1_loss": [(0, 0), (1, 0)],
-    "softmax": [(0, 0)],
-    "triplet_margin_loss": [(0, 0), (1, 1), (2, 2), (0, 1)],
-    "vae_loss": [(0, 0), (1, 0), (2, 1), (3, 2), (3, 1)],
-}.items() for i, j in pairs}
+        return shares, e, separate
 
 
 def _overlap_params():
     for key, (_, _, pairs) in sorted(OVERLAP.items()):
         for i, j in pairs:
-            marks = ()
-            if (key, i, j) in OVERLAP_WRONG_TODAY:
-                marks = pytest.mark.xfail(strict=True, reason="issue 11 item 1: an output that "
-                                          "overlaps an input gives a wrong answer, no error")
-            yield pytest.param(key, i, j, marks=marks, id=f"{key}-in{i}-grad{j}")
+            yield pytest.param(key, i, j, id=f"{key}-in{i}-grad{j}")
 
 
 @pytest.mark.parametrize("key,i,j", list(_overlap_params()))
@@ -904,12 +874,19 @@ def _overlap_params():
 @example(seed=0, shift=4097)
 @example(seed=0, shift=0)
 def test_overlapping_output(key, i, j, seed, shift):
-    """An output that shares memory with an input is a ValueError, or the answer is right
-    (the documented exact in-place cases must be right)."""
+    """An output that shares memory with an input is a ValueError naming the output, except
+    the documented exact in-place uses (shift 0), which equal the out-of-place call, as does
+    an output next to the input that shares no memory."""
     name, args, kw = _overlap_inputs(key, seed)
-    res = _call_overlapping(name, args, kw, i, j, shift)
-    if isinstance(res, ValueError) and shift == 0 and (name, i, j) in IN_PLACE_OK:
-        raise AssertionError(f"documented in-place call refused: {res}")
+    shares, res, separate = _call_overlapping(name, args, kw, i, j, shift)
+    if shares and not (shift == 0 and (name, i, j) in IN_PLACE_OK):
+        assert isinstance(res, ValueError), f"{name}: an overlapping output was accepted"
+        assert "out" in str(res), res
+        return
+    assert not isinstance(res, ValueError), f"{name}: refused: {res}"
+    assert_close(res[0], separate[0], 0.0, f"{name} loss")
+    for k, (a, e) in enumerate(zip(res[1], separate[1])):
+        assert_close(a, e, 0.0, f"{name} grad[{k}]")
 
 
 @pytest.mark.parametrize("name", ["cross_entropy", "softmax", "log_softmax"])
@@ -933,10 +910,6 @@ def test_documented_in_place(name, seed, rows, C, dtype):
     assert_close(g, eg, RTOL[np.dtype(dtype)] * (1 + np.abs(eg)), "in place")
 
 
-SHARED_WRONG_TODAY = {"gaussian_kl", "gaussian_nll_loss", "info_nce_loss", "js_divergence",
-                      "kl_divergence", "nt_xent_loss", "triplet_margin_loss", "vae_loss"}
-
-
 def _shared_params():
     for key, (make, kw, _) in sorted(OVERLAP.items()):
         name, args, kw = _overlap_inputs(key, 0)
@@ -944,11 +917,7 @@ def _shared_params():
             continue
         grads = as_tuple(getattr(reference, name)(*args, **kw, return_grad=True)[1])
         if len(grads) > 1 and len({g.shape for g in grads}) == 1:
-            marks = ()
-            if name in SHARED_WRONG_TODAY:
-                marks = pytest.mark.xfail(strict=True, reason="issue 11 item 1: two gradient "
-                                          "outputs in one buffer are accepted")
-            yield pytest.param(key, marks=marks, id=key)
+            yield key
 
 
 @pytest.mark.parametrize("key", list(_shared_params()))
@@ -988,13 +957,8 @@ def large_logits(draw):
     return x, rng.integers(0, c, n)
 
 
-@pytest.mark.parametrize("impl", [
-    pytest.param(fastloss, id="kernel", marks=pytest.mark.xfail(
-        strict=True, reason="issue 11 item 4: cross-entropy cancels at large logits")),
-    pytest.param(reference, id="oracle", marks=pytest.mark.xfail(
-        strict=True, reason="found by property suite: the oracle's cross_entropy computes "
-        "x - (max + log sum) and cancels at large logits as well")),
-])
+@pytest.mark.parametrize("impl", [pytest.param(fastloss, id="kernel"),
+                                  pytest.param(reference, id="oracle")])
 @given(case=large_logits())
 @example(case=(np.array([[1e20, 1e20, 0.0]]), np.array([0])))
 @example(case=(np.array([[1e6, 1e6, 0.0]]), np.array([0])))
@@ -1008,11 +972,7 @@ def test_cross_entropy_large_logits(impl, case):
     assert_close(g, grad, 1e-14, "grad")
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("log_softmax", marks=pytest.mark.xfail(
-        strict=True, reason="found by property suite: log_softmax computes x - (max + log sum) "
-        "and cancels at large logits (issue 11 item 4's cause; the oracle's too)")),
-    "softmax", "logsumexp", "entropy"])
+@pytest.mark.parametrize("name", ["log_softmax", "softmax", "logsumexp", "entropy"])
 @given(case=large_logits())
 @example(case=(np.array([[1e20, 1e20, 0.0]]), np.array([0])))
 def test_row_functions_large_logits(name, case):
@@ -1028,8 +988,6 @@ def test_row_functions_large_logits(name, case):
     assert_close(got, exact, 1e-14 * (np.abs(exact) + (name == "softmax")), name)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 3: a temperature > 1 overflows at "
-                   "finite logits (NaN)")
 @pytest.mark.parametrize("name", ["kl_divergence", "js_divergence", "distillation_loss"])
 @given(seed=st.integers(0, 2 ** 32 - 1), big=st.sampled_from([1e30, 1e100, 1e300]),
        T=st.sampled_from([10.0, 4.0, 0.5, 2.0, 100.0]))
@@ -1064,13 +1022,8 @@ def _focal_exact(x, t, gamma):
     return loss, np.where(t == 1, -dl_ds, dl_ds)
 
 
-@pytest.mark.parametrize("impl", [
-    pytest.param(fastloss, id="kernel", marks=pytest.mark.xfail(
-        strict=True, reason="issue 11 item 5: focal loss loses relative accuracy as p_t -> 1")),
-    pytest.param(reference, id="oracle", marks=pytest.mark.xfail(
-        strict=True, reason="found by property suite: the oracle's sigmoid_focal_loss "
-        "computes softplus(x) - x t and 1 - p_t with the same cancellation")),
-])
+@pytest.mark.parametrize("impl", [pytest.param(fastloss, id="kernel"),
+                                  pytest.param(reference, id="oracle")])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @given(x=st.floats(2.0, 60.0), target=st.sampled_from([0.0, 1.0]), gamma=st.sampled_from([0.0, 1.0, 2.0]))
 @example(x=10.0, target=1.0, gamma=0.0)
@@ -1083,17 +1036,15 @@ def test_focal_relative_accuracy(impl, dtype, x, target, gamma):
     t = np.array([target], dtype)
     loss, grad = _focal_exact(xs.astype(np.float64), t.astype(np.float64), gamma)
     got, g = impl.sigmoid_focal_loss(xs, t, alpha=-1, gamma=gamma, reduction="none", return_grad=True)
-    rtol = 1e-12 if dtype == np.float64 else 1e-5
-    assert_close(got, loss.astype(dtype), rtol * np.abs(loss), "loss")
-    assert_close(g, grad.astype(dtype), rtol * np.abs(grad), "grad")
+    # the result's dtype (the oracle's is float64): what it can hold, down to its subnormals
+    rdt = np.asarray(got).dtype
+    rtol, tiny = (1e-12, 0.0) if rdt == np.float64 else (1e-5, float(np.finfo(rdt).smallest_subnormal))
+    assert_close(got, loss.astype(rdt), rtol * np.abs(loss) + tiny, "loss")
+    assert_close(g, grad.astype(rdt), rtol * np.abs(grad) + tiny, "grad")
 
 
-@pytest.mark.parametrize("impl", [
-    pytest.param(fastloss, id="kernel", marks=pytest.mark.xfail(
-        strict=True, reason="issue 11 item 6: empty boxes with mean give NaN, torchvision 0")),
-    pytest.param(reference, id="oracle", marks=pytest.mark.xfail(
-        strict=True, reason="issue 11 item 6: the oracle's empty mean is NaN too")),
-])
+@pytest.mark.parametrize("impl", [pytest.param(fastloss, id="kernel"),
+                                  pytest.param(reference, id="oracle")])
 @pytest.mark.parametrize("name", ["generalized_box_iou_loss", "distance_box_iou_loss",
                                   "complete_box_iou_loss"])
 @given(lead=st.sampled_from([(0,), (0, 3), (2, 0)]), dtype=st.sampled_from([np.float32, np.float64]))
@@ -1112,8 +1063,6 @@ def _xent_probs_exact(x, t, axis):
     return -np.sum(t * lp, axis=axis), np.sum(t, axis=axis, keepdims=True) * np.exp(lp) - t
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 7: the oracle moves the logits' class "
-                   "axis but not a probability target's")
 @given(seed=st.integers(0, 2 ** 32 - 1), shp=st.sampled_from([(4, 1, 4), (3, 5), (2, 3, 4), (5, 2, 1, 3)]),
        data=st.data())
 @example(seed=0, shp=(4, 1, 4), data=None)
