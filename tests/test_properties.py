@@ -1079,60 +1079,94 @@ def test_oracle_cross_entropy_probability_axis(seed, shp, data):
     assert_close(g, grad, 1e-12, "grad")
 
 
-# --- other disagreements the property suite found -------------------------------------------
+# --- other disagreements the property suite found (fixed) ----------------------------------
 
-@pytest.mark.xfail(strict=True, reason="found by property suite: gaussian_nll_loss with rows of "
-                   "0 elements and one var per row raises NumPy's broadcast ValueError")
-@given(lead=st.sampled_from([(2,), (1,), (3, 2)]), reduction=st.sampled_from(["mean", "sum", "none"]))
-@example(lead=(2,), reduction="mean")
-def test_gaussian_nll_empty_rows_var_per_row(lead, reduction):
+@given(lead=st.sampled_from([(2,), (1,), (3, 2)]), reduction=st.sampled_from(["mean", "sum", "none"]),
+       var=st.sampled_from(["row", "last axis 1", "scalar"]))
+@example(lead=(2,), reduction="mean", var="row")
+def test_gaussian_nll_empty_rows_var_per_row(lead, reduction, var):
+    """Rows of 0 elements with one var per row (was NumPy's broadcast ValueError): the
+    oracle's loss (NaN for "mean") and gradients (empty, and 0 for each row's var)."""
     x = np.zeros(lead + (0,))
-    var = np.ones(lead)
-    exp, (gx, gv) = reference.gaussian_nll_loss(x, x, var, reduction=reduction, return_grad=True)
-    loss, (kx, kv) = fastloss.gaussian_nll_loss(x, x, var, reduction=reduction, return_grad=True)
+    v = {"row": np.ones(lead), "last axis 1": np.ones(lead + (1,)), "scalar": 2.0}[var]
+    exp, (gx, gv) = reference.gaussian_nll_loss(x, x, v, reduction=reduction, return_grad=True)
+    loss, (kx, kv) = fastloss.gaussian_nll_loss(x, x, v, reduction=reduction, return_grad=True)
     assert_close(loss, exp, 0.0, "loss")
     assert_close(kx, gx, 0.0, "grad input")
     assert_close(kv, gv, 0.0, "grad var")
 
 
-@pytest.mark.xfail(strict=True, reason="found by property suite: float32 per-element terms "
-                   "overflow to inf before the float64 reduction, also when the mean fits float32")
-@pytest.mark.parametrize("name", ["mse_loss", "gaussian_nll_loss"])
-@given(n=st.integers(40, 200), big=st.sampled_from([1e20, 3e19]))
-@example(n=100, big=1e20)
-def test_float32_terms_overflow_before_the_mean(name, n, big):
+def _big_term_args(name, n, big):
     x = np.zeros(n, np.float32)
     x[0] = big
-    args = (x, np.zeros(n, np.float32)) + ((np.ones(n, np.float32),) if name == "gaussian_nll_loss" else ())
+    return (x, np.zeros(n, np.float32)) + ((np.ones(n, np.float32),) if name == "gaussian_nll_loss" else ())
+
+
+@pytest.mark.parametrize("name", ["mse_loss", "gaussian_nll_loss"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@given(n=st.integers(40, 200), big=st.sampled_from([1e20, 3e19]))
+@example(n=100, big=1e20)
+def test_float32_terms_overflow_before_the_mean(name, reduction, n, big):
+    """The per-element terms are computed in the input dtype: a float32 term beyond
+    float32's range is inf, and so is its sum and mean, although the float64 mean of the
+    same values would fit float32 (PyTorch: inf too, test below)."""
+    args = _big_term_args(name, n, big)
     exp = getattr(reference, name)(*args)
-    assert np.isfinite(np.float32(exp))
-    assert_close(getattr(fastloss, name)(*args), np.float32(exp), 2e-5 * exp, "loss")
+    assert np.isfinite(np.float32(exp))              # the float64 mean fits float32
+    loss = getattr(fastloss, name)(*args, reduction=reduction)
+    assert np.asarray(loss).dtype == np.float32
+    if reduction == "none":
+        assert loss[0] == np.inf
+        per = getattr(reference, name)(*args, reduction="none")
+        assert_close(loss[1:], per[1:].astype(np.float32), 2e-5 * (1 + np.abs(per[1:])), "other terms")
+    else:
+        assert loss == np.inf
 
 
-@pytest.mark.xfail(strict=True, reason="found by property suite: reference.distillation_loss "
-                   "gives a NaN gradient when every row is ignored (mean); README: 0 where "
-                   "nothing counts, as the kernel")
-@given(rows=st.integers(1, 4), C=st.integers(1, 5))
-@example(rows=1, C=3)
-def test_oracle_distillation_all_rows_ignored(rows, C):
+@pytest.mark.parametrize("name", ["mse_loss", "gaussian_nll_loss"])
+def test_float32_terms_overflow_as_torch(name):
+    torch = pytest.importorskip("torch")
+    args = _big_term_args(name, 100, 3e19)
+    ref = getattr(torch.nn.functional, name)(*(torch.from_numpy(a) for a in args))
+    assert float(ref) == float(getattr(fastloss, name)(*args)) == np.inf
+
+
+@given(rows=st.integers(1, 4), C=st.integers(1, 5), reduction=st.sampled_from(["mean", "batchmean"]))
+@example(rows=1, C=3, reduction="mean")
+def test_oracle_distillation_all_rows_ignored(rows, C, reduction):
+    """Every row ignored, "mean": NaN, and gradient 0 (nothing counts; was NaN in the
+    oracle), in the kernel and the oracle."""
     s = np.zeros((rows, C))
     y = np.full(rows, -100)
-    loss, g = reference.distillation_loss(s, s, target=y, return_grad=True)
-    assert np.isnan(loss)
-    assert np.all(g == 0)
-    kloss, kg = fastloss.distillation_loss(s, s, target=y, return_grad=True)
-    assert np.isnan(kloss) and np.all(kg == 0)
+    for impl in (fastloss, reference):
+        loss, g = impl.distillation_loss(s, s, target=y, reduction=reduction, return_grad=True)
+        assert np.isnan(loss), impl.__name__
+        assert g.shape == s.shape and np.all(g == 0), (impl.__name__, g)
 
 
-@pytest.mark.xfail(strict=True, reason="found by property suite: reference.cross_entropy's "
-                   "gradient is +-inf, not NaN, where a counted row enters a mean over a zero "
-                   "weight sum (label_smoothing > 0); README: NaN, as the kernel")
-@given(C=st.integers(2, 6), eps=st.sampled_from([0.1, 0.5, 1.0]))
-@example(C=3, eps=0.1)
-def test_oracle_cross_entropy_zero_weight_sum(C, eps):
-    x = np.arange(C, dtype=float)
+@given(C=st.integers(2, 6), eps=st.sampled_from([0.1, 0.5, 1.0]), z=st.sampled_from([0.0, 1e-3]))
+@example(C=3, eps=0.1, z=0.0)
+def test_cross_entropy_zero_weight_sum(C, eps, z):
+    """A counted row, "mean" over a zero weight sum with label smoothing: loss NaN (0 / 0,
+    as PyTorch, not the smoothed total / 0 = inf) and gradient NaN (README: 1 / 0 enters;
+    the oracle gave +-inf), in the kernel and the oracle; an ignored row's gradient is 0."""
+    x = np.stack([np.arange(C, dtype=float), np.zeros(C)])
     w = np.ones(C)
     w[0] = 0.0                                        # the label's weight: the mean's denominator
+    y = np.array([0, -100])
     for impl in (fastloss, reference):
-        loss, g = impl.cross_entropy(x, np.array(0), weight=w, label_smoothing=eps, return_grad=True)
-        assert np.all(np.isnan(g)), (impl.__name__, g)
+        loss, g = impl.cross_entropy(x, y, weight=w, label_smoothing=eps, z_loss=z, return_grad=True)
+        assert np.isnan(loss), (impl.__name__, loss)
+        assert np.all(np.isnan(g[0])) and np.all(g[1] == 0), (impl.__name__, g)
+
+
+def test_cross_entropy_zero_weight_sum_as_torch():
+    torch = pytest.importorskip("torch")
+    x = torch.arange(3.0, dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([0.0, 1.0, 1.0], dtype=torch.float64)
+    loss = torch.nn.functional.cross_entropy(x[None], torch.tensor([0]), weight=w, label_smoothing=0.1)
+    loss.backward()
+    got, g = fastloss.cross_entropy(x.detach().numpy()[None], np.array([0]), weight=w.numpy(),
+                                    label_smoothing=0.1, return_grad=True)
+    assert np.isnan(float(loss)) and np.isnan(got)
+    assert np.all(np.isnan(x.grad.numpy())) and np.all(np.isnan(g))
