@@ -13,9 +13,10 @@ denominator for "mean"); gradients relative to their largest entry or to the siz
 terms where those are larger (gunit). rtol: 1e-10 for float64, 2e-5 for float32 (float32
 arithmetic, float64 accumulation).
 
-Known defects (issue 11) and the disagreements this suite found are tests of their own,
-marked xfail(strict=True) with the reason, so that the general properties stay green and
-each mark turns into a failure (XPASS) when its fix lands: remove the mark then.
+The issue-11 defects and the disagreements this suite found are tests of their own; those
+still open are marked xfail(strict=True) with the reason and kept out of the general
+strategies (narrowly, with a comment), so that each mark turns into a failure (XPASS) when
+its fix lands: remove the mark and the exclusion then.
 """
 import atexit
 import itertools
@@ -107,7 +108,7 @@ def values(draw, rng, shp, dtype, scale=(1.0, 5.0), specials=()):
     return x
 
 
-LOGIT_SPECIALS = [0.0, 1e-300, -1e-300, 1e-40, 30.0, -30.0, 1e3, -1e3]
+LOGIT_SPECIALS = [0.0, 1e-300, -1e-300, 1e-40, 30.0, -30.0, 1e3, -1e3, 1e20, -1e20, 1e30]
 ELEM_SPECIALS = [0.0, 1e-300, -1e-300, 1e-40, 1e30, -1e30, 1e300, -1e300, 1e20]
 
 
@@ -116,7 +117,7 @@ class Case:
     arguments, and a per-sample term scale (a function of the oracle's float64 inputs and
     its "none" losses; default: |loss| + 1)."""
 
-    def __init__(self, args, kwargs, scale=None, grads=True, ints=True, out=False, moved=False,
+    def __init__(self, args, kwargs, scale=None, grads=True, ints=True, out=False,
                  kernel_only=None, grad_only=None, gunit=None):
         self.args, self.kwargs = list(args), dict(kwargs)
         self.kernel_only = kernel_only or {}     # performance-only options the oracle lacks
@@ -124,7 +125,6 @@ class Case:
         self.gunit = gunit   # f(oracle inputs, options): the size of a gradient's terms
         #                      (a number, or per entry), 1 by default
         self.scale, self.grads, self.ints, self.out = scale, grads, ints, out
-        self.moved = moved     # call the oracle with the class axis moved last
 
 
 def materialise(case, dtype, layouts):
@@ -184,17 +184,8 @@ def as_tuple(g):
 
 
 def oracle_call(name, case, oa, ok, **kw):
-    """The oracle on the float64 inputs; with case.moved, on the arrays with the class
-    axis moved last (issue 11 item 7: the oracle moves only the logits' class axis),
-    the gradient moved back."""
-    ref = getattr(reference, name)
-    if not case.moved:
-        return ref(*oa, **ok, **kw)
-    ax = ok["axis"]
-    res = ref(*(np.moveaxis(a, ax, -1) for a in oa), **{**ok, "axis": -1}, **kw)
-    if kw.get("return_grad"):
-        return res[0], np.moveaxis(res[1], -1, ax)
-    return res
+    """The oracle on the float64 inputs."""
+    return getattr(reference, name)(*oa, **ok, **kw)
 
 
 def describe(v):
@@ -295,10 +286,11 @@ def labels_for(draw, rng, rows, C, ignore_index):
     return y.astype(draw(st.sampled_from(INTS)))
 
 
-def neg_inf_off(draw, rng, x, keep):
-    """-inf in some entries of x where keep is False (keep: entries that must stay finite)."""
+def neg_inf_off(draw, rng, x, keep=False):
+    """-inf in some entries of x where keep is False (keep: entries that must stay finite);
+    rows of only -inf included (README "Special values": NaN rows)."""
     if draw(st.booleans()):
-        x[(rng.random(x.shape) < 0.3) & ~keep] = -np.inf
+        x[(rng.random(x.shape) < draw(st.sampled_from([0.3, 1.0]))) & ~np.asarray(keep)] = -np.inf
     return x
 
 
@@ -315,7 +307,6 @@ def _cross_entropy(draw, rng, dtype, name=None):
               softcap=draw(st.sampled_from([None, None, 3.0, 30.0])))
     if draw(st.booleans()):
         kw["weight"] = F(rng.uniform(0.6, 2.0, C), layout=False)   # integer dtypes: >= 1
-    oracle = None
     xm = np.moveaxis(x, ax, -1)             # a view: edits reach x
     if draw(st.booleans()):                  # integer labels
         ii = draw(st.sampled_from([-100, 0, C - 1]))
@@ -331,9 +322,8 @@ def _cross_entropy(draw, rng, dtype, name=None):
         keep = np.ones(xm.shape, bool) if eps > 0 else t > 0
         neg_inf_off(draw, rng, xm, keep)
         target = F(np.moveaxis(t, -1, ax))
-        oracle = True
     # integer probabilities would be labels
-    return Case([F(x), target], kw, moved=oracle is not None, ints=oracle is None)
+    return Case([F(x), target], kw, ints=not isinstance(target, F))
 
 
 @builds("linear_cross_entropy")
@@ -386,8 +376,7 @@ def _bce(draw, rng, dtype, name=None):
 @builds("sigmoid_focal_loss")
 def _focal(draw, rng, dtype, name=None):
     shp = shape(draw, 0, 3)
-    # |logits| <= 5: farther out p_t -> 1 loses relative accuracy (issue 11 item 5, own test)
-    x = np.clip(values(draw, rng, shp, dtype, (1.0, 3.0), [0.0, 1e-300, 1e-40]), -5, 5)
+    x = values(draw, rng, shp, dtype, (1.0, 3.0, 30.0), LOGIT_SPECIALS)
     t = draw(st.sampled_from(["binary", "soft"]))
     t = (rng.random(shp) < 0.5).astype(float) if t == "binary" else rng.random(shp)
     kw = dict(alpha=draw(st.sampled_from([0.25, -1.0, 0.5, 1.0])),
@@ -401,9 +390,7 @@ def _softmax_family(draw, rng, dtype, name="logsumexp"):
     ax = class_axis(draw, shp)
     shp = tuple(max(n, 1) if i == ax % len(shp) else n for i, n in enumerate(shp))
     x = values(draw, rng, shp, dtype, (1.0, 5.0, 30.0), LOGIT_SPECIALS)
-    xm = np.moveaxis(x, ax, -1)
-    keep = np.arange(xm.shape[-1]) == 0      # a row of -inf only: issue 11 special values
-    neg_inf_off(draw, rng, xm, np.broadcast_to(keep, xm.shape))
+    neg_inf_off(draw, rng, x)
     return Case([F(x)], dict(axis=ax), grads=name == "logsumexp", out=name != "logsumexp")
 
 
@@ -413,8 +400,7 @@ def _entropy(draw, rng, dtype, name=None):
     ax = class_axis(draw, shp)
     shp = tuple(max(n, 1) if i == ax % len(shp) else n for i, n in enumerate(shp))
     x = values(draw, rng, shp, dtype, (1.0, 5.0, 30.0), LOGIT_SPECIALS)
-    xm = np.moveaxis(x, ax, -1)
-    neg_inf_off(draw, rng, xm, np.broadcast_to(np.arange(xm.shape[-1]) == 0, xm.shape))
+    neg_inf_off(draw, rng, x)
     return Case([F(x)], dict(axis=ax, reduction=red(draw, ["batchmean"])), gunit=_log_unit)
 
 
@@ -437,9 +423,8 @@ def _log_unit(oa, ok):
 @builds("kl_divergence")
 def _kl(draw, rng, dtype, name=None):
     shp, ax, p, q = _pair_logits(draw, rng, dtype)
-    pm, qm = np.moveaxis(p, ax, -1), np.moveaxis(q, ax, -1)
-    neg_inf_off(draw, rng, pm, np.broadcast_to(np.arange(pm.shape[-1]) == 0, pm.shape))
-    qm[np.isneginf(pm) & (rng.random(pm.shape) < 0.5)] = -np.inf    # q -inf only off p's support
+    neg_inf_off(draw, rng, p)
+    neg_inf_off(draw, rng, q)               # also where p > 0: inf
     T = draw(st.sampled_from([1.0, 0.5, 2.0, 10.0]))
     return Case([F(p), F(q)], dict(axis=ax, temperature=T, reduction=red(draw, ["batchmean"])),
                 gunit=_log_unit)
@@ -448,10 +433,10 @@ def _kl(draw, rng, dtype, name=None):
 @builds("js_divergence")
 def _js(draw, rng, dtype, name=None):
     shp, ax, p, q = _pair_logits(draw, rng, dtype)
-    pm, qm = np.moveaxis(p, ax, -1), np.moveaxis(q, ax, -1)
-    keep = np.broadcast_to(np.arange(pm.shape[-1]) == 0, pm.shape)
-    neg_inf_off(draw, rng, pm, keep)
-    neg_inf_off(draw, rng, qm, keep)
+    # rows of only -inf: kernel and oracle disagree (own xfail test below)
+    keep = np.moveaxis(np.broadcast_to(np.arange(shp[ax]) == 0, row_shape(shp, ax) + (shp[ax],)), -1, ax)
+    neg_inf_off(draw, rng, p, keep)
+    neg_inf_off(draw, rng, q, keep)
     kw = dict(axis=ax, temperature=draw(st.sampled_from([1.0, 0.5, 2.0, 10.0])),
               beta=draw(st.sampled_from([0.5, 0.1, 0.9, 0.0, 1.0])), reduction=red(draw))
     return Case([F(p), F(q)], kw, gunit=_log_unit)
@@ -460,16 +445,16 @@ def _js(draw, rng, dtype, name=None):
 @builds("distillation_loss")
 def _distill(draw, rng, dtype, name=None):
     shp, ax, s, t = _pair_logits(draw, rng, dtype)
-    tm = np.moveaxis(t, ax, -1)
-    keep = np.broadcast_to(np.arange(tm.shape[-1]) == 0, tm.shape)
-    neg_inf_off(draw, rng, tm, keep)         # the teacher may put no mass on a class
+    # the teacher may put no mass on a class; a teacher row of only -inf with alpha = 0:
+    # kernel and oracle disagree (own xfail test below)
+    keep = np.moveaxis(np.broadcast_to(np.arange(shp[ax]) == 0, row_shape(shp, ax) + (shp[ax],)), -1, ax)
+    neg_inf_off(draw, rng, t, keep)
+    neg_inf_off(draw, rng, s)                # the student too (inf where the teacher has mass)
     kw = dict(axis=ax, temperature=draw(st.sampled_from([1.0, 0.5, 2.0, 10.0])),
               reduction=red(draw))
     if draw(st.booleans()):
         ii = draw(st.sampled_from([-100, 0]))
         y = labels_for(draw, rng, row_shape(shp, ax), shp[ax], ii)
-        if kw["reduction"] == "mean" and np.all(y == ii):
-            y[...], ii = 0, -100                # all rows ignored: own test below
         kw.update(target=y, ignore_index=ii, alpha=draw(st.sampled_from([0.5, 0.0, 1.0, 0.9])))
     return Case([F(s), F(t)], kw)
 
@@ -541,8 +526,7 @@ def _gaussian_nll(draw, rng, dtype, name=None):
     # 1e20 only in float64: float32 terms (x - t)^2 / var overflow (found, own test)
     x = values(draw, rng, shp, dtype, (1.0, 3.0), [0.0, 1e-300] + [1e20] * (dtype == np.float64))
     t = rng.normal(size=shp)
-    # one var per row needs rows of at least one element (found, own test)
-    vshape = draw(st.sampled_from([shp, shp[:-1]] if shp[-1] else [shp]))
+    vshape = draw(st.sampled_from([shp, shp[:-1]]))
     v = rng.uniform(0.05, 3.0, vshape)
     v[rng.random(vshape) < 0.2] = draw(st.sampled_from([0.0, 1e-9, 1e-300]))   # clamped at eps
     kw = dict(full=draw(st.booleans()), eps=draw(st.sampled_from([1e-6, 1e-3])), reduction=red(draw))
@@ -593,8 +577,6 @@ def _box(draw, rng, dtype, name=None):
     same = rng.random(shp) < 0.2
     b2[same] = b1[same]
     kw = dict(eps=draw(st.sampled_from([1e-7, 1e-3])), reduction=red(draw))
-    if int(np.prod(shp)) == 0 and kw["reduction"] == "mean":
-        kw["reduction"] = "sum"              # empty with "mean": issue 11 item 6, own test
 
     def scale(oa, ok, per):                  # coordinates of size |b| lose their low bits
         m = np.max(np.abs(np.concatenate([oa[0], oa[1]], axis=-1)), axis=-1, initial=0)
@@ -930,7 +912,7 @@ def test_gradient_outputs_share_a_buffer(key):
         getattr(fastloss, name)(*args, **kw, return_grad=True, grad_out=(b,) * len(grads))
 
 
-# --- numerics defects (issue 11 items 3-7), each against an independent exact formula -----
+# --- numerics (issue 11 items 3-7, fixed), each against an independent exact formula ------
 
 def _log_softmax_exact(x, axis=-1):
     """(x - max) - log(sum exp(x - max)): no cancellation of the maximum at large logits."""
@@ -1170,3 +1152,25 @@ def test_cross_entropy_zero_weight_sum_as_torch():
                                     label_smoothing=0.1, return_grad=True)
     assert np.isnan(float(loss)) and np.isnan(got)
     assert np.all(np.isnan(x.grad.numpy())) and np.all(np.isnan(g))
+
+
+# --- disagreements found by the relaxed -inf strategy, left open ----------------------------
+
+@pytest.mark.xfail(strict=True, reason="found by property suite: js_divergence with beta 0 or 1 "
+                   "and a row of only -inf: kernel NaN (README: not a distribution), oracle 0")
+@pytest.mark.parametrize("beta", [0.0, 1.0])
+def test_js_divergence_neg_inf_row_degenerate_beta(beta):
+    p, q = np.full(3, -np.inf), np.array([0.0, 1.0, 2.0])
+    for impl in (fastloss, reference):
+        loss, (gp, gq) = impl.js_divergence(p, q, beta=beta, return_grad=True)
+        assert np.isnan(loss) and np.all(np.isnan(gp)) and np.all(np.isnan(gq)), impl.__name__
+
+
+@pytest.mark.xfail(strict=True, reason="found by property suite: distillation_loss with alpha = 0 "
+                   "and a teacher row of only -inf: kernel the finite cross-entropy, oracle NaN "
+                   "(README: a row of only -inf is NaN); which is meant is undecided")
+def test_distillation_neg_inf_teacher_row_alpha_0():
+    s, t, y = np.array([0.0, 1.0]), np.full(2, -np.inf), np.array(0)
+    k = fastloss.distillation_loss(s, t, target=y, alpha=0.0)
+    r = reference.distillation_loss(s, t, target=y, alpha=0.0)
+    assert_close(k, r, 1e-12, "loss")

@@ -55,7 +55,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     loss, scale = reduce(per, reduction, denom)
     # rows that count for nothing have gradient 0; counted rows under a scale of 1/0 = inf
     # are NaN (README), not the +-inf of a nonzero entry times inf
-    grad = np.where(valid[..., None], grad * scale if np.isfinite(scale) else np.nan, 0.0)
+    grad = np.where(valid[..., None], grad * (scale if np.isfinite(scale) else np.nan), 0.0)
     return finish(loss, np.moveaxis(grad, -1, axis), return_grad)
 
 
