@@ -2,9 +2,10 @@
 with them. Family-neutral; every family reduces through these (see ARCHITECTURE.md).
 
 The rule for "mean" (README, Conventions): sum(w_i * l_i) / sum(w_i) over the items that count,
-accumulated in float64. A mean over a zero denominator is NaN (0 / 0, as PyTorch), and
-its gradient scale is 1 / 0 = inf: every gradient entry that a counted term enters is
-then NaN (0 * inf) or infinite like the loss, and entries that count for nothing stay 0.
+accumulated in float64. A mean over a zero denominator is NaN (0 / 0, as PyTorch, also
+when label smoothing makes the total nonzero), and its gradient scale is 1 / 0 = inf:
+every gradient entry that a counted term enters is then NaN, and entries that count for
+nothing stay 0.
 """
 import math
 
@@ -22,8 +23,9 @@ def reduce_total(total, denom, reduction, dtype):
     """A float64 total as the reduced scalar of the compute dtype ("sum" or "mean")."""
     if reduction == "sum":
         return dtype.type(total)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return dtype.type(np.float64(total) / np.float64(denom))
+    if not denom:                # nothing to average (a smoothed total / 0 is NaN too, as PyTorch)
+        return dtype.type(np.nan)
+    return dtype.type(np.float64(total) / np.float64(denom))
 
 
 def reduce_rows(rows, shape, denom, reduction, dtype):

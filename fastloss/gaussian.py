@@ -286,8 +286,8 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, reduction="me
         raise ValueError("var has negative entries (variances must be >= 0)")
     n = xa.size
     D = shape[-1] if len(shape) else 1
-    nrows = n // D if D else 0
-    per_row = layout in ("scalar", "row") and D > 0
+    nrows = n // D if D else math.prod(shape[:-1])
+    per_row = layout in ("scalar", "row")
     gx = gv = None
     if return_grad:
         outs = check_grad_outs(grad_out, ["input", "var"])
@@ -302,7 +302,8 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, reduction="me
     if per_row:
         vrow = (np.full(nrows, va, dtype=dtype) if layout == "scalar"
                 else np.ascontiguousarray(va).reshape(-1))
-        grow = np.empty(nrows, dtype=dtype) if return_grad else None
+        # zeros: rows of no elements (D = 0), which the kernel skips, have gradient 0
+        grow = np.zeros(nrows, dtype=dtype) if return_grad else None
         total = _k.nll(xf, tf, vrow, True, gx.buf if gx else None, grow, D, elem, e, cst, gs, nt)
         if return_grad:
             gv.full[...] = (np.sum(grow, dtype=np.float64) if layout == "scalar"

@@ -53,9 +53,9 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     if softcap:
         grad = grad * (1 - (xc / softcap) ** 2)
     loss, scale = reduce(per, reduction, denom)
-    with np.errstate(invalid="ignore"):
-        # rows that count for nothing have gradient 0, also when scale is 1/0 = inf
-        grad = np.where(valid[..., None], grad * scale, 0.0)
+    # rows that count for nothing have gradient 0; counted rows under a scale of 1/0 = inf
+    # are NaN (README), not the +-inf of a nonzero entry times inf
+    grad = np.where(valid[..., None], grad * (scale if np.isfinite(scale) else np.nan), 0.0)
     return finish(loss, np.moveaxis(grad, -1, axis), return_grad)
 
 

@@ -3,15 +3,16 @@ import numpy as np
 
 
 def reduce(per, reduction, denom):
-    """(loss, gradient scale) of per-item losses: "mean" divides by denom (NaN for 0),
-    "sum" adds, "none" keeps them; "batchmean" is "mean"."""
+    """(loss, gradient scale) of per-item losses: "mean" divides by denom (for 0: NaN, the
+    scale 1/0 = inf), "sum" adds, "none" keeps them; "batchmean" is "mean"."""
     if reduction == "none":
         return per, 1.0
     total = np.sum(per)
     if reduction == "sum":
         return np.float64(total), 1.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.float64(total) / np.float64(denom), np.float64(1.0) / np.float64(denom)
+    if denom == 0:
+        return np.float64(np.nan), np.float64(np.inf)
+    return np.float64(total) / np.float64(denom), np.float64(1.0) / np.float64(denom)
 
 
 def finish(loss, grad, return_grad):

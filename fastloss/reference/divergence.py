@@ -84,7 +84,10 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
         ce = -np.take_along_axis(ls, yi, axis=-1)[..., 0]
         per = np.where(valid, alpha * T * T * kl + (1 - alpha) * ce, 0.0)
         grad = alpha * gkl + (1 - alpha) * (np.exp(ls) - onehot)
-        grad = np.where(valid[..., None], grad, 0.0)
         denom = np.count_nonzero(valid)
     loss, scale = reduce(per, reduction, denom)
-    return finish(loss, np.moveaxis(grad * scale, -1, axis), return_grad)
+    with np.errstate(invalid="ignore"):
+        grad = grad * scale
+    if target is not None:                  # 0 where nothing counts, also under a scale of 1/0
+        grad = np.where(valid[..., None], grad, 0.0)
+    return finish(loss, np.moveaxis(grad, -1, axis), return_grad)
