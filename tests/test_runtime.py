@@ -128,7 +128,9 @@ def test_fork_child_runs_serially_instead_of_hanging(tmp_path):
     # in the child waits forever (issue 11).
     script = tmp_path / "fork_child.py"
     script.write_text(FORK_CHILD)
+    here = os.path.dirname(os.path.dirname(fl.__file__))     # this fastloss, installed or not
+    path = os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=180, env=dict(os.environ, OMP_NUM_THREADS="2"))
+                         timeout=180, env=dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2"]

@@ -59,6 +59,10 @@ def js_divergence(p_logits, q_logits, *, beta=0.5, axis=-1, temperature=1.0, red
         js, gp, gq = np.zeros_like(kp), np.zeros_like(gp), np.zeros_like(gq)
     else:
         js = beta * kp + (1 - beta) * kq
+    # a pair with a row that is no distribution (README "Special values"): NaN rows
+    bad = (np.isnan(lp).any(axis=-1) | np.isnan(lq).any(axis=-1))[..., None]
+    js = np.where(bad[..., 0], np.nan, js)
+    gp, gq = np.where(bad, np.nan, gp), np.where(bad, np.nan, gq)
     loss, scale = reduce(js, reduction, js.size)
     g = (np.moveaxis(gp * scale, -1, axis), np.moveaxis(gq * scale, -1, axis))
     return finish(loss, g, return_grad)
@@ -82,8 +86,11 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
         onehot = np.zeros_like(ls)
         np.put_along_axis(onehot, yi, 1.0, axis=-1)
         ce = -np.take_along_axis(ls, yi, axis=-1)[..., 0]
-        per = np.where(valid, alpha * T * T * kl + (1 - alpha) * ce, 0.0)
-        grad = alpha * gkl + (1 - alpha) * (np.exp(ls) - onehot)
+        # a term of weight 0 (alpha = 0 or 1) is left out: 0, even where it is inf or NaN
+        kl_t, kl_g = (alpha * T * T * kl, alpha * gkl) if alpha != 0 else (0.0, 0.0)
+        ce_t, ce_g = ((1 - alpha) * ce, (1 - alpha) * (np.exp(ls) - onehot)) if alpha != 1 else (0.0, 0.0)
+        per = np.where(valid, kl_t + ce_t, 0.0)
+        grad = np.broadcast_to(kl_g + ce_g, ls.shape)
         denom = np.count_nonzero(valid)
     loss, scale = reduce(per, reduction, denom)
     with np.errstate(invalid="ignore"):
