@@ -141,22 +141,44 @@ def _finish(total, denom, reduction, dtype):
 
 # --- denominators ------------------------------------------------------------------------
 
-def _label_denom(t, cw, n_classes, ignore_index, dtype):
-    """The block's "mean" denominator of integer labels (prepare_labels' rule)."""
-    cw = check_class_weight(cw, n_classes, dtype)
-    return np.full((1,) * t.ndim, prepare_labels(t, t.shape, n_classes, ignore_index, cw)[1])
+class _Den:
+    """A "mean" denominator that depends on values (labels, weights): fn(**blocks, **opts)
+    is one block's share, the denominator their float64 sum."""
+
+    def __init__(self, fn, names, **opts):
+        self.fn, self.names, self.opts = fn, names, opts
+
+    def block(self, blocks):
+        return self.fn(**blocks, **self.opts)
 
 
-def _weight_denom(w, dtype):
-    """The block's sum of element weights, converted to the compute dtype first."""
-    return np.full((1,) * w.ndim, np.sum(w.astype(dtype, copy=False), dtype=np.float64))
+def _label_denom(target, weight=None, *, n_classes, ignore_index, dtype):
+    """A block's share of integer labels (prepare_labels' rule: counted rows or the sum of
+    their class weights)."""
+    cw = check_class_weight(weight, n_classes, dtype)
+    return prepare_labels(target, target.shape, n_classes, ignore_index, cw)[1]
 
 
-def _partial_sum(fn, out_ind, *args):
-    """The float64 sum over blocks of fn(blocks) (one partial per block)."""
-    parts = da.blockwise(fn, out_ind, *args, adjust_chunks={c: 1 for c in out_ind},
-                         concatenate=True, dtype=np.float64, meta=np.empty((0,) * len(out_ind)))
-    return parts.sum(dtype=np.float64)
+def _weight_denom(weight, *, dtype):
+    """A block's sum of element weights, converted to the compute dtype first."""
+    return float(np.sum(weight.astype(dtype, copy=False), dtype=np.float64))
+
+
+def _den_block(den, ndim, *blocks):
+    return np.full((1,) * ndim, den.block(dict(zip(den.names, blocks))))
+
+
+def _run_partial(spec, den, ndim, *blocks):
+    """[sum of the block's (weighted) losses, its share of the denominator (0 without
+    one)], loss without gradient: one task per block."""
+    with _kernel_threads(spec.threads):
+        num = float(spec.call(blocks, "sum"))
+    d = 0.0 if den is None else den.block({n: b for n, b in zip(spec.names, blocks) if n in den.names})
+    return np.array([num, d]).reshape((1,) * ndim + (2,))
+
+
+def _finish_pair(total, denom, reduction, dtype):
+    return _finish(total[0], total[1] if denom is None else denom, reduction, dtype)
 
 
 # --- the graph ---------------------------------------------------------------------------
@@ -214,14 +236,12 @@ class _Call:
                    else tuple(s if self.ind[name][i] == cls else min(s, 1)
                               for i, s in enumerate(v.shape)))
             kw[name] = np.zeros(shp, dtype=v.dtype) if kind != "class" else np.ones(shp, v.dtype)
-        return self.fn(**kw)
+        with _kernel_threads(1):      # a one-row call: no OpenMP team to wake
+            return self.fn(**kw)
 
-    def arg(self, name):
-        return self.args[name], self.ind[name]
-
-    def run(self, reduction, return_grad, denom, dtype, grads, box_mean_empty=False):
+    def run(self, reduction, return_grad, denom, dtype, grads):
         """The lazy (loss[, grads]). reduction None: a function without one (logsumexp).
-        denom: the "mean" denominator (a float or a 0-d Dask array). grads: None, or the
+        denom: the "mean" denominator (a float, or a _Den summed over the blocks). grads: None, or the
         number of gradients (0: one bare array)."""
         if reduction != "mean":
             denom = None
@@ -229,6 +249,24 @@ class _Call:
                      {k: v for k, v in self.a.items() if k not in self.args},
                      reduction, return_grad, BLOCK_THREADS)
         bargs = [x for n in self.names for x in (self.args[n], self.ind[n])]
+        if reduction in ("mean", "sum") and not return_grad:
+            # one task per block gives both partial sums; one tree reduction of the pairs
+            den = denom if isinstance(denom, _Den) else None
+            parts = da.blockwise(functools.partial(_run_partial, spec, den, self.nd),
+                                 self.full + ("pair",), *bargs, new_axes={"pair": 2},
+                                 adjust_chunks={c: 1 for c in self.full}, dtype=np.float64,
+                                 meta=np.empty((0,) * (self.nd + 1)))
+            total = parts.sum(axis=tuple(range(self.nd)), dtype=np.float64)
+            return da.blockwise(_finish_pair, (), total, ("pair",), None if den else denom, None,
+                                reduction, None, np.dtype(dtype).str, None, concatenate=True,
+                                dtype=dtype, meta=np.empty((), dtype=dtype))
+        if isinstance(denom, _Den):        # the gradients need it first: a pass of its own
+            ind = self.rows if all(self.ind[n] != self.full for n in denom.names) else self.full
+            dargs = [x for n in denom.names for x in (self.args[n], self.ind[n])]
+            denom = da.blockwise(functools.partial(_den_block, denom, len(ind)), ind, *dargs,
+                                 adjust_chunks={c: 1 for c in ind}, concatenate=True,
+                                 dtype=np.float64, meta=np.empty((0,) * len(ind))
+                                 ).sum(dtype=np.float64)
         bargs += [denom, () if isinstance(denom, da.Array) else None]
         res = da.blockwise(functools.partial(_run_block, spec), self.full, *bargs, dtype=object,
                            meta=np.empty((0,) * self.nd, dtype=object))
@@ -310,10 +348,10 @@ def _cross_entropy(fn, a):
     red = _reduction(a)
     C = c.lead.shape[ax]
     if labels:
-        t, tind = c.arg("target")
-        w = c.arg("weight") if _is_dask(a["weight"]) else (a["weight"], None)
-        denom = _partial_sum(_label_denom, c.rows, t, tind, *w, C, None, int(a["ignore_index"]),
-                             None, dtype.str, None)
+        dask_w = _is_dask(a["weight"])
+        denom = _Den(_label_denom, ["target"] + ["weight"] * dask_w, n_classes=C,
+                     ignore_index=int(a["ignore_index"]), dtype=dtype.str,
+                     **({} if dask_w else {"weight": a["weight"]}))
     else:
         denom = float(math.prod(c.lead.shape) // C)
     return c.run(red, a["return_grad"], denom, dtype, 0)
@@ -341,9 +379,8 @@ def _distillation(fn, a):
     c = _Call(fn, a, kinds, ax)
     out = c.meta(kinds)
     dtype = np.asarray(out[0] if a["return_grad"] else out).dtype
-    t, tind = c.arg("target")
-    denom = _partial_sum(_label_denom, c.rows, t, tind, None, None, c.lead.shape[ax], None,
-                         int(a["ignore_index"]), None, dtype.str, None)
+    denom = _Den(_label_denom, ["target"], n_classes=c.lead.shape[ax],
+                 ignore_index=int(a["ignore_index"]), dtype=dtype.str)
     return c.run(_reduction(a, True), a["return_grad"], denom, dtype, 0)
 
 
@@ -376,8 +413,7 @@ def _elementwise(fn, a, first, weights=(), weighted_mean=False, batch="full"):
     n = math.prod(c.lead.shape) // (c.lead.shape[ax] if ax is not None else 1)
     denom = float(n)
     if weighted_mean and a["weight"] is not None:
-        w, wind = c.arg("weight")
-        denom = _partial_sum(_weight_denom, c.full, w, wind, np.asarray(loss).dtype.str, None)
+        denom = _Den(_weight_denom, ["weight"], dtype=np.asarray(loss).dtype.str)
     if batch == "rows" and red == "mean" and n == 0:
         red = "sum"          # the box losses' rule: the mean of no pairs is 0
     return c.run(red, a["return_grad"], denom, np.asarray(loss).dtype,
