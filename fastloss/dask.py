@@ -23,7 +23,10 @@ argument is a Dask array the call goes straight to fastloss. With Dask arrays:
   raises at compute time; shapes, dtypes and options are checked when the call is made.
 In "mean"/"sum" of float32 inputs each block's partial sum is rounded to float32 (the
 public kernels return the loss in the compute dtype); float64 results match the in-memory
-call to rounding.
+call to rounding (gradient entries to a few ulps of the largest: the 1/denominator scale
+is applied after each block's kernel, not inside it). A "mean" over a zero denominator is
+NaN with the in-memory gradient, as long as every block's share of it is 0 too (weights
+>= 0); negative weights that cancel across blocks give a different gradient there.
 
 Threads: a Dask worker thread runs one block at a time, so by default each block's
 kernel runs on BLOCK_THREADS = 1 OpenMP thread and Dask's threads fill the cores, without
@@ -173,7 +176,8 @@ def _run_partial(spec, den, ndim, *blocks):
     one)], loss without gradient: one task per block."""
     with _kernel_threads(spec.threads):
         num = float(spec.call(blocks, "sum"))
-    d = 0.0 if den is None else den.block({n: b for n, b in zip(spec.names, blocks) if n in den.names})
+    mine = {n: b for n, b in zip(spec.names, blocks) if den is not None and n in den.names}
+    d = 0.0 if den is None else den.block(mine)
     return np.array([num, d]).reshape((1,) * ndim + (2,))
 
 
@@ -194,13 +198,14 @@ class _Call:
         self.fn, self.a, self.ax = fn, a, ax
         lead = da.asarray(a[arrays[0][0]])
         if any(math.isnan(c) for cs in lead.chunks for c in cs):
-            raise ValueError(f"{arrays[0][0]} has unknown chunk sizes: call compute_chunk_sizes() first")
+            raise ValueError(f"{arrays[0][0]} has unknown chunk sizes: call "
+                             f"compute_chunk_sizes() first")
         if lead.ndim > len(string.ascii_lowercase):
             raise ValueError(f"{arrays[0][0]} has more than 26 dimensions")
         if ax is not None and len(lead.chunks[ax]) > 1:
-            raise ValueError(f"{arrays[0][0]} is split into {len(lead.chunks[ax])} chunks along its "
-                             f"class axis {ax}; fastloss.dask needs each row of classes in one "
-                             f"chunk: rechunk it, e.g. x.rechunk({{{ax}: -1}})")
+            raise ValueError(f"{arrays[0][0]} is split into {len(lead.chunks[ax])} chunks along "
+                             f"its class axis {ax}; fastloss.dask needs each row of classes in "
+                             f"one chunk: rechunk it, e.g. x.rechunk({{{ax}: -1}})")
         self.lead, self.nd = lead, lead.ndim
         self.full = tuple(string.ascii_lowercase[:lead.ndim])
         self.rows = self.full if ax is None else self.full[:ax] + self.full[ax + 1:]
@@ -241,8 +246,8 @@ class _Call:
 
     def run(self, reduction, return_grad, denom, dtype, grads):
         """The lazy (loss[, grads]). reduction None: a function without one (logsumexp).
-        denom: the "mean" denominator (a float, or a _Den summed over the blocks). grads: None, or the
-        number of gradients (0: one bare array)."""
+        denom: the "mean" denominator (a float, or a _Den summed over the blocks).
+        grads: None, or the number of gradients (0: one bare array)."""
         if reduction != "mean":
             denom = None
         spec = _Spec(self.fn, tuple(self.names),
