@@ -227,3 +227,21 @@ def test_block_threads():
         assert _config._user_threads == 2
     finally:
         fastloss.set_num_threads(None)
+
+
+def test_block_threads_travel_with_the_graph(monkeypatch):
+    """Each block's kernel runs with the BLOCK_THREADS of when the graph was built."""
+    seen = []
+
+    def spy(logits, *, axis=-1, reduction="mean", return_grad=False, grad_out=None):
+        seen.append(fastloss.get_num_threads())
+        return fastloss.entropy(logits, axis=axis, reduction=reduction, return_grad=return_grad,
+                                grad_out=grad_out)
+    entropy = fld._dask_version(spy, fld._PLANS["entropy"])
+    monkeypatch.setattr(fld, "BLOCK_THREADS", 3)
+    lazy = entropy(dx(X, 10), return_grad=True)
+    monkeypatch.setattr(fld, "BLOCK_THREADS", 1)
+    seen.clear()                                   # the option check ran on one thread
+    got = dask.compute(*lazy, scheduler="threads")
+    assert seen == [3] * 11
+    np.testing.assert_allclose(got[0], fastloss.entropy(X), rtol=RTOL)
