@@ -34,10 +34,16 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 SERIAL_BELOW = 32768
 
 
+_local = threading.local()    # .n: this Python thread's own count (thread_local_threads)
+
+
 def get_num_threads():
     """Threads a large kernel call will use (1 in a child made by fork())."""
     if _forked:
         return 1
+    n = getattr(_local, "n", None)
+    if n is not None:
+        return n
     if _user_threads is not None:
         return _user_threads
     return max(1, _runtime.omp_max_threads())
@@ -62,6 +68,19 @@ def threads(n):
         yield
     finally:
         set_num_threads(old)
+
+
+@contextlib.contextmanager
+def thread_local_threads(n):
+    """Kernels called from this Python thread use n threads inside the block (None: the
+    process-wide setting); other Python threads are not affected (fastloss.dask's
+    blocks, which run on several scheduler threads at once)."""
+    old = getattr(_local, "n", None)
+    _local.n = n
+    try:
+        yield
+    finally:
+        _local.n = old
 
 
 def threads_for(work):

@@ -34,12 +34,10 @@ oversubscribing them. Set fastloss.dask.BLOCK_THREADS = n (or None: fastloss's o
 fastloss.set_num_threads / OMP_NUM_THREADS) before building the graph, e.g. for a
 cluster of one-thread workers on many-core machines; the value travels with the graph.
 """
-import contextlib
 import functools
 import inspect
 import math
 import string
-import threading
 
 import dask
 import dask.array as da
@@ -58,34 +56,6 @@ __all__ = ["BLOCK_THREADS"]
 
 
 # --- threads -----------------------------------------------------------------------------
-
-_lock = threading.Lock()
-_running = 0          # blocks inside _kernel_threads in this process
-_saved = None         # the fastloss setting before the first of them
-
-
-@contextlib.contextmanager
-def _kernel_threads(n):
-    """fastloss.threads(n) for the blocks that run at once in this process: the setting
-    is process-wide, so the first block to enter sets it and the last to leave restores
-    it (a plain `with fastloss.threads(n)` per block would restore a neighbour's value)."""
-    global _running, _saved
-    if n is None:
-        yield
-        return
-    with _lock:
-        if _running == 0:
-            _saved = _config._user_threads
-            _config.set_num_threads(n)
-        _running += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _running -= 1
-            if _running == 0:
-                _config.set_num_threads(_saved)
-
 
 # --- one block ---------------------------------------------------------------------------
 
@@ -107,7 +77,7 @@ def _run_block(spec, *args):
     """(loss, gradients) of one block: its per-item losses for "none", else the float64
     sum of its (weighted) losses with the gradient scaled by the global denominator."""
     *blocks, denom = args
-    with _kernel_threads(spec.threads):
+    with _config.thread_local_threads(spec.threads):
         if spec.reduction in (None, "none"):
             out = spec.call(blocks, "none")
             return out if spec.return_grad else (out, None)
@@ -174,7 +144,7 @@ def _den_block(den, ndim, *blocks):
 def _run_partial(spec, den, ndim, *blocks):
     """[sum of the block's (weighted) losses, its share of the denominator (0 without
     one)], loss without gradient: one task per block."""
-    with _kernel_threads(spec.threads):
+    with _config.thread_local_threads(spec.threads):
         num = float(spec.call(blocks, "sum"))
     mine = {n: b for n, b in zip(spec.names, blocks) if den is not None and n in den.names}
     d = 0.0 if den is None else den.block(mine)
@@ -241,7 +211,7 @@ class _Call:
                    else tuple(s if self.ind[name][i] == cls else min(s, 1)
                               for i, s in enumerate(v.shape)))
             kw[name] = np.zeros(shp, dtype=v.dtype) if kind != "class" else np.ones(shp, v.dtype)
-        with _kernel_threads(1):      # a one-row call: no OpenMP team to wake
+        with _config.thread_local_threads(1):      # a one-row call: no OpenMP team to wake
             return self.fn(**kw)
 
     def run(self, reduction, return_grad, denom, dtype, grads):
@@ -453,7 +423,7 @@ BLOCK_THREADS_WHOLE = None
 
 
 def _call_whole(fn, static, names, threads, *arrays):
-    with _kernel_threads(threads):
+    with _config.thread_local_threads(threads):
         return fn(**static, **dict(zip(names, arrays)))
 
 

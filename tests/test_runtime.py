@@ -134,3 +134,25 @@ def test_fork_child_runs_serially_instead_of_hanging(tmp_path):
                          timeout=180, env=dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2"]
+
+
+def test_thread_local_threads_is_per_python_thread():
+    import threading
+    fl.set_num_threads(2)
+    try:
+        seen, go = {}, threading.Barrier(3)
+
+        def run(n):
+            with fl._config.thread_local_threads(n):
+                go.wait()                          # all three inside at once
+                seen[n] = fl.get_num_threads()
+                go.wait()
+        ts = [threading.Thread(target=run, args=(n,)) for n in (1, 3, 5)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert seen == {1: 1, 3: 3, 5: 5}
+        assert fl.get_num_threads() == 2
+    finally:
+        fl.set_num_threads(None)
