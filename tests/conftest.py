@@ -12,10 +12,14 @@ try:                       # the property suite's example counts (tests/test_pro
 except ImportError:
     pass
 else:
-    # "ci" (default): bounded, the suite runs in under a minute; the seed comes from
-    # --hypothesis-seed. "thorough": HYPOTHESIS_PROFILE=thorough for a long search.
-    settings.register_profile("ci", max_examples=40, deadline=None, print_blob=True, database=None)
-    settings.register_profile("thorough", max_examples=1000, deadline=None, print_blob=True, database=None)
+    # "ci" (default): bounded (the suite runs in under a minute) and derandomized, so a
+    # commit's verdict does not depend on the run. HYPOTHESIS_PROFILE=explore: the same
+    # counts with random seeds (or --hypothesis-seed=N) to search for new failures;
+    # "thorough": 1000 examples a test.
+    common = dict(deadline=None, print_blob=True, database=None)
+    settings.register_profile("ci", max_examples=40, derandomize=True, **common)
+    settings.register_profile("explore", max_examples=40, **common)
+    settings.register_profile("thorough", max_examples=1000, **common)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # FASTLOSS_SIMD pins the whole run to one path (e.g. the wheel check's baseline run).
