@@ -387,9 +387,9 @@ def _softmax_call(x, axis, out, log_out, want_out, name="out"):
 
 def logsumexp(x, *, axis=-1, return_grad=False, grad_out=None):
     """log(sum(exp(x))) along axis (an int, a tuple of ints, or None: all axes), without
-    overflow; the gradient is softmax(x) over those axes (grad_out may be x itself). A row with a +inf gives +inf,
-    one of only -inf gives -inf, a NaN gives NaN (as SciPy and PyTorch); the gradient of
-    such a row is NaN."""
+    overflow; the gradient is softmax(x) over those axes (grad_out may be x itself). A row
+    with a +inf gives +inf, one of only -inf gives -inf, a NaN gives NaN (as SciPy and
+    PyTorch); the gradient of such a row is NaN."""
     check_grad_request(return_grad, grad_out)
     dt, lse, g = _softmax_call(x, axis, check_grad_outs(grad_out, ["x"])[0], False, return_grad,
                                "grad_out")
