@@ -38,9 +38,11 @@ import functools
 import inspect
 import math
 import string
+import uuid
 
 import dask
 import dask.array as da
+from dask.highlevelgraph import HighLevelGraph
 import numpy as np
 
 import fastloss as _fl
@@ -151,8 +153,31 @@ def _run_partial(spec, den, ndim, *blocks):
     return np.array([num, d]).reshape((1,) * ndim + (2,))
 
 
-def _finish_pair(total, denom, reduction, dtype):
+def _finish_pairs(pairs, denom, reduction, dtype):
+    """The loss from every block's [sum, share of the denominator] (denom: a float, or
+    None for the shares' sum)."""
+    total = np.sum(np.concatenate([p.reshape(-1, 2) for p in pairs]), axis=0)
     return _finish(total[0], total[1] if denom is None else denom, reduction, dtype)
+
+
+def _sum_blocks(blocks):
+    return np.sum(np.concatenate([b.ravel() for b in blocks]), dtype=np.float64)
+
+
+def _finish_parts(parts, denom, reduction, dtype):
+    return _finish(_sum_blocks(parts), denom, reduction, dtype)
+
+
+def _one_task(name, fn, parts, *args, dtype):
+    """A 0-d Dask array computed by one task, fn(list of parts' blocks in block order,
+    *args), where a 0-d Dask array among args is passed as its value. One task, not dask's
+    tree reduction: the partials are scalars, and the tree took longer to build (3.5 ms a
+    call) than the sums take to run."""
+    deps = [parts] + [a for a in args if isinstance(a, da.Array)]
+    args = [(a.name,) if isinstance(a, da.Array) else a for a in args]
+    task = (fn, list(dask.core.flatten(parts.__dask_keys__())), *args)
+    graph = HighLevelGraph.from_collections(name, {(name,): task}, dependencies=deps)
+    return da.Array(graph, name, chunks=(), dtype=dtype, meta=np.empty((), dtype=dtype))
 
 
 # --- the graph ---------------------------------------------------------------------------
@@ -224,27 +249,27 @@ class _Call:
                      {k: v for k, v in self.a.items() if k not in self.args},
                      reduction, return_grad, BLOCK_THREADS)
         bargs = [x for n in self.names for x in (self.args[n], self.ind[n])]
+        tag = f"fastloss-{self.fn.__name__}-{uuid.uuid4().hex}"
         if reduction in ("mean", "sum") and not return_grad:
-            # one task per block gives both partial sums; one tree reduction of the pairs
+            # one task per block gives both partial sums; one task adds them up
             den = denom if isinstance(denom, _Den) else None
             parts = da.blockwise(functools.partial(_run_partial, spec, den, self.nd),
                                  self.full + ("pair",), *bargs, new_axes={"pair": 2},
                                  adjust_chunks={c: 1 for c in self.full}, dtype=np.float64,
-                                 meta=np.empty((0,) * (self.nd + 1)))
-            total = parts.sum(axis=tuple(range(self.nd)), dtype=np.float64)
-            return da.blockwise(_finish_pair, (), total, ("pair",), None if den else denom, None,
-                                reduction, None, np.dtype(dtype).str, None, concatenate=True,
-                                dtype=dtype, meta=np.empty((), dtype=dtype))
+                                 meta=np.empty((0,) * (self.nd + 1)), name=tag + "-parts")
+            return _one_task(tag, _finish_pairs, parts, None if den else denom, reduction,
+                             np.dtype(dtype).str, dtype=dtype)
         if isinstance(denom, _Den):        # the gradients need it first: a pass of its own
             ind = self.rows if all(self.ind[n] != self.full for n in denom.names) else self.full
             dargs = [x for n in denom.names for x in (self.args[n], self.ind[n])]
-            denom = da.blockwise(functools.partial(_den_block, denom, len(ind)), ind, *dargs,
-                                 adjust_chunks={c: 1 for c in ind}, concatenate=True,
-                                 dtype=np.float64, meta=np.empty((0,) * len(ind))
-                                 ).sum(dtype=np.float64)
+            shares = da.blockwise(functools.partial(_den_block, denom, len(ind)), ind, *dargs,
+                                  adjust_chunks={c: 1 for c in ind}, concatenate=True,
+                                  dtype=np.float64, meta=np.empty((0,) * len(ind)),
+                                  name=tag + "-shares")
+            denom = _one_task(tag + "-denom", _sum_blocks, shares, dtype=np.float64)
         bargs += [denom, () if isinstance(denom, da.Array) else None]
         res = da.blockwise(functools.partial(_run_block, spec), self.full, *bargs, dtype=object,
-                           meta=np.empty((0,) * self.nd, dtype=object))
+                           meta=np.empty((0,) * self.nd, dtype=object), name=tag + "-blocks")
         if reduction in (None, "none"):
             # the class axis is one chunk: each block of rows comes from one block of res
             loss = da.blockwise(_pick_loss, self.rows, res, self.full, dtype=dtype,
@@ -253,11 +278,8 @@ class _Call:
             parts = res.map_blocks(_pick_partial, self.nd, dtype=np.float64,
                                    chunks=tuple((1,) * len(c) for c in res.chunks),
                                    meta=np.empty((0,) * self.nd))
-            total = parts.sum(dtype=np.float64)
-            loss = da.blockwise(_finish, (), total, (), denom,
-                                () if isinstance(denom, da.Array) else None,
-                                reduction, None, np.dtype(dtype).str, None, dtype=dtype,
-                                meta=np.empty((), dtype=dtype))
+            loss = _one_task(tag, _finish_parts, parts, denom, reduction, np.dtype(dtype).str,
+                             dtype=dtype)
         if not return_grad:
             return loss
         pick = [None] if grads == 0 else list(range(grads))

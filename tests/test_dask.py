@@ -229,3 +229,19 @@ def test_block_threads_travel_with_the_graph(monkeypatch):
     got = dask.compute(*lazy, scheduler="threads")
     assert seen == [3] * 11
     np.testing.assert_allclose(got[0], fastloss.entropy(X), rtol=RTOL)
+
+
+def test_out_of_core_memmap_and_zarr(compute, tmp_path):
+    """The README's out-of-core recipe: a memory-mapped .npy file and, when zarr is
+    installed, a Zarr array on disk, read block by block by the workers."""
+    np.save(tmp_path / "x.npy", X)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    check_same(compute, "cross_entropy", (X, LABELS), (dx(mm), dx(LABELS, ROWS[:1])),
+               weight=CW)
+    zarr = pytest.importorskip("zarr")
+    z = zarr.create_array(str(tmp_path / "x.zarr"), shape=X.shape, chunks=(40, C),
+                          dtype=X.dtype)
+    z[:] = X
+    zx = da.from_zarr(str(tmp_path / "x.zarr"))
+    assert zx.numblocks == (3, 1)
+    check_same(compute, "cross_entropy", (X, LABELS), (zx, LABELS), label_smoothing=0.1)
