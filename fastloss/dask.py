@@ -21,10 +21,10 @@ argument is a Dask array the call goes straight to fastloss. With Dask arrays:
   arrays that are one chunk each, and raise ValueError otherwise;
 - checks of values (labels in range, box coordinates) run with the blocks, so a bad label
   raises at compute time; shapes, dtypes and options are checked when the call is made.
-In "mean"/"sum" of float32 inputs each block's partial sum is rounded to float32 (the
-public kernels return the loss in the compute dtype); float64 results match the in-memory
-call to rounding (gradient entries to a few ulps of the largest: the 1/denominator scale
-is applied after each block's kernel, not inside it). A "mean" over a zero denominator is
+Each block's partial sum stays in float64 (float32 inputs too) and the total is rounded
+to the compute dtype once, as in the in-memory call: the loss matches it to the order of
+the float64 additions (gradient entries to a few ulps of the largest: the 1/denominator
+scale is applied after each block's kernel, not inside it). A "mean" over a zero denominator is
 NaN with the in-memory gradient, as long as every block's share of it is 0 too (weights
 >= 0); negative weights that cancel across blocks give a different gradient there.
 
@@ -48,7 +48,7 @@ import numpy as np
 import fastloss as _fl
 from . import _config
 from ._checks import check_axis, check_broadcast, check_class_weight, check_reduction
-from ._reduce import reduce_total
+from ._reduce import float64_sums, reduce_total
 from ._xent import prepare_labels
 
 # OpenMP threads per block's kernel call (None: fastloss's own thread setting).
@@ -83,7 +83,8 @@ def _run_block(spec, *args):
         if spec.reduction in (None, "none"):
             out = spec.call(blocks, "none")
             return out if spec.return_grad else (out, None)
-        out = spec.call(blocks, "sum")
+        with float64_sums():
+            out = spec.call(blocks, "sum")
         loss, grads = out if spec.return_grad else (out, None)
         if spec.return_grad and spec.reduction == "mean":
             if denom:
@@ -146,7 +147,7 @@ def _den_block(den, ndim, *blocks):
 def _run_partial(spec, den, ndim, *blocks):
     """[sum of the block's (weighted) losses, its share of the denominator (0 without
     one)], loss without gradient: one task per block."""
-    with _config.thread_local_threads(spec.threads):
+    with _config.thread_local_threads(spec.threads), float64_sums():
         num = float(spec.call(blocks, "sum"))
     mine = {n: b for n, b in zip(spec.names, blocks) if den is not None and n in den.names}
     d = 0.0 if den is None else den.block(mine)
