@@ -121,8 +121,8 @@ def l1_loss(input, target, *, weight=None, reduction="mean", return_grad=False, 
 
 
 l1_loss.__doc__ = _elementwise_doc(
-    "Mean absolute error: |input - target|, gradient sign(input - target) with sign(0) = 0\n"
-    "    (as PyTorch).",
+    "Mean absolute error: ``|input - target|``, gradient ``sign(input - target)`` with\n"
+    "    sign(0) = 0 (as PyTorch).",
     r"l = |r|, \qquad \frac{\partial l}{\partial\, \mathrm{input}} = \mathrm{sign}(r)",
     "Equivalent: ``torch.nn.functional.l1_loss``.",
     example="""    >>> loss, grad = fastloss.l1_loss(x, t, return_grad=True)
@@ -138,8 +138,8 @@ def huber_loss(input, target, *, delta=1.0, weight=None, reduction="mean", retur
 
 
 huber_loss.__doc__ = _elementwise_doc(
-    "PyTorch's huber_loss: r**2 / 2 where |r| <= delta, else delta * (|r| - delta / 2),\n"
-    "    with r = input - target; gradient clip(r, -delta, delta).",
+    "PyTorch's huber_loss: ``r**2 / 2`` where ``|r| <= delta``, else\n"
+    "    ``delta * (|r| - delta / 2)``, with r = input - target; gradient clip(r, -delta, delta).",
     r"l = \begin{cases} r^2 / 2 & |r| \le \delta \\ \delta (|r| - \delta / 2) & \text{else}"
     r"\end{cases}, \qquad \frac{\partial l}{\partial\, \mathrm{input}} = "
     r"\mathrm{clip}(r, -\delta, \delta)",
@@ -161,8 +161,8 @@ def smooth_l1_loss(input, target, *, beta=1.0, weight=None, reduction="mean", re
 
 
 smooth_l1_loss.__doc__ = _elementwise_doc(
-    "PyTorch's smooth_l1_loss: r**2 / (2 beta) where |r| < beta, else |r| - beta / 2, with\n"
-    "    r = input - target; gradient r / beta or sign(r).",
+    "PyTorch's smooth_l1_loss: ``r**2 / (2 beta)`` where ``|r| < beta``, else\n"
+    "    ``|r| - beta / 2``, with r = input - target; gradient r / beta or sign(r).",
     r"l = \begin{cases} r^2 / (2\beta) & |r| < \beta \\ |r| - \beta / 2 & \text{else}"
     r"\end{cases}, \qquad \frac{\partial l}{\partial\, \mathrm{input}} = "
     r"\begin{cases} r / \beta & |r| < \beta \\ \mathrm{sign}(r) & \text{else}\end{cases}",
@@ -184,7 +184,7 @@ def log_cosh_loss(input, target, *, weight=None, reduction="mean", return_grad=F
 log_cosh_loss.__doc__ = _elementwise_doc(
     "log(cosh(input - target)), gradient tanh(input - target).",
     r"l = \log\cosh r, \qquad \frac{\partial l}{\partial\, \mathrm{input}} = \tanh r",
-    "Never overflows (|r| + log1p(exp(-2|r|)) - log 2 for large |r|) and keeps full\n"
+    "Never overflows (``|r| + log1p(exp(-2|r|)) - log 2`` for large ``|r|``) and keeps full\n"
     "    relative accuracy for tiny residuals (through expm1, where the textbook formula\n"
     "    cancels). PyTorch has no log-cosh loss; ``optax.log_cosh`` is the same (no reduction).",
     example="""    >>> loss, grad = fastloss.log_cosh_loss(x, t, return_grad=True)
@@ -309,7 +309,7 @@ def distance_box_iou_loss(boxes1, boxes2, *, eps=1e-7, reduction="mean", return_
 
 
 distance_box_iou_loss.__doc__ = _box_doc(
-    "torchvision's distance_box_iou_loss: 1 - IoU + |center1 - center2|**2 / diagonal(C)**2,\n"
+    "torchvision's distance_box_iou_loss: ``1 - IoU + |center1 - center2|**2 / diagonal(C)**2``,\n"
     "    C the smallest enclosing box.",
     r"l = 1 - \mathrm{IoU} + \frac{\|c_1 - c_2\|^2}{\mathrm{diag}(C)^2 + \epsilon}",
     "Equivalent: ``torchvision.ops.distance_box_iou_loss``.",
