@@ -1,5 +1,5 @@
 """fastloss on Dask arrays: the same losses, lazily, for data larger than memory or than
-one machine (the optional extra `fastloss[dask]`).
+one machine (the optional extra ``fastloss[dask]``)::
 
     import dask.array as da, fastloss.dask as fld
     x = da.from_array(np.load("logits.npy", mmap_mode="r"), chunks=(4096, -1))
@@ -7,6 +7,7 @@ one machine (the optional extra `fastloss[dask]`).
 
 Each function has the signature of the fastloss function of the same name; when no
 argument is a Dask array the call goes straight to fastloss. With Dask arrays:
+
 - the losses are computed block by block by the fastloss kernels, with the in-memory
   semantics: "mean" is sum(w * l) / sum(w) of float64 partial sums over the blocks
   (a tree reduction, never a mean of per-block means), the denominator taken by the
@@ -21,6 +22,7 @@ argument is a Dask array the call goes straight to fastloss. With Dask arrays:
   arrays that are one chunk each, and raise ValueError otherwise;
 - checks of values (labels in range, box coordinates) run with the blocks, so a bad label
   raises at compute time; shapes, dtypes and options are checked when the call is made.
+
 In "mean"/"sum" of float32 inputs each block's partial sum is rounded to float32 (the
 public kernels return the loss in the compute dtype); float64 results match the in-memory
 call to rounding (gradient entries to a few ulps of the largest: the 1/denominator scale
