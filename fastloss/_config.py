@@ -38,7 +38,26 @@ _local = threading.local()    # .n: this Python thread's own count (thread_local
 
 
 def get_num_threads():
-    """Threads a large kernel call will use (1 in a child made by fork())."""
+    """Threads a large kernel call will use (1 in a child made by fork()).
+
+    Returns
+    -------
+    int
+        This Python thread's own count if one is set (fastloss.dask's blocks), else
+        :func:`set_num_threads`'s value, else what OpenMP reports (``OMP_NUM_THREADS``,
+        threadpoolctl's ``"openmp"`` limit). Inputs under ``SERIAL_BELOW`` (32768) elements
+        run on one thread whatever this says.
+
+    See Also
+    --------
+    set_num_threads, threads
+
+    Examples
+    --------
+    >>> with fastloss.threads(1):
+    ...     print(fastloss.get_num_threads())
+    1
+    """
     if _forked:
         return 1
     n = getattr(_local, "n", None)
@@ -50,7 +69,28 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Use n threads from now on; None goes back to OpenMP's own setting."""
+    """Use n threads from now on; None goes back to OpenMP's own setting.
+
+    Parameters
+    ----------
+    n : int >= 1 or None
+        The thread count of every later kernel call (process-wide); ValueError otherwise.
+
+    Notes
+    -----
+    Results do not depend on the thread count (bit-for-bit). A child made by ``fork()`` runs
+    on one thread whatever this says. Equivalent: ``torch.set_num_threads``.
+
+    Examples
+    --------
+    >>> old = fastloss.get_num_threads()
+    >>> fastloss.set_num_threads(1)
+    >>> fastloss.get_num_threads()
+    1
+    >>> fastloss.set_num_threads(None)     # back to OpenMP's setting
+    >>> fastloss.get_num_threads() == old
+    True
+    """
     global _user_threads
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -61,7 +101,22 @@ def set_num_threads(n):
 
 @contextlib.contextmanager
 def threads(n):
-    """with fastloss.threads(n): ... -- n threads inside the block, the old setting after."""
+    """with fastloss.threads(n): ... -- n threads inside the block, the old setting after.
+
+    Parameters
+    ----------
+    n : int >= 1 or None
+        As :func:`set_num_threads`.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).standard_normal((64, 1000))
+    >>> y = np.zeros(64, dtype=np.int64)
+    >>> with fastloss.threads(1):
+    ...     one = fastloss.cross_entropy(x, y)
+    >>> bool(one == fastloss.cross_entropy(x, y))        # any thread count: the same bits
+    True
+    """
     old = _user_threads
     set_num_threads(n)
     try:
@@ -114,17 +169,57 @@ _level = None
 
 
 def available_levels():
-    """SIMD levels this CPU (and this build) can run, lowest first."""
+    """SIMD levels this CPU (and this build) can run, lowest first.
+
+    Returns
+    -------
+    tuple of str
+        A prefix of ("baseline", "avx2", "avx512"); ("baseline",) on a build without x86
+        dispatch.
+
+    Examples
+    --------
+    >>> fastloss.available_levels()[0]
+    'baseline'
+    """
     best = _runtime.cpu_best_level() if _runtime.has_x86_dispatch() else 0
     return LEVELS[: best + 1]
 
 
 def get_simd():
+    """The SIMD level every kernel runs at now.
+
+    Returns
+    -------
+    str
+        "baseline", "avx2" or "avx512": the best of :func:`available_levels` unless
+        ``FASTLOSS_SIMD`` or :func:`set_simd` chose another.
+
+    Examples
+    --------
+    >>> fastloss.get_simd() in fastloss.available_levels()
+    True
+    """
     return LEVELS[_level]
 
 
 def set_simd(name):
-    """Run every kernel with the variants of one SIMD level ("baseline", "avx2", "avx512")."""
+    """Run every kernel with the variants of one SIMD level ("baseline", "avx2", "avx512").
+
+    Parameters
+    ----------
+    name : str
+        One of :func:`available_levels`; ValueError for another name or a level this CPU or
+        build cannot run. ``FASTLOSS_SIMD=name`` does the same at import.
+
+    Examples
+    --------
+    >>> old = fastloss.get_simd()
+    >>> fastloss.set_simd("baseline")
+    >>> fastloss.get_simd()
+    'baseline'
+    >>> fastloss.set_simd(old)
+    """
     global _level
     if name not in LEVELS:
         raise ValueError(f"SIMD level must be one of {LEVELS}, got {name!r}")

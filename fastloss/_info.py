@@ -53,7 +53,27 @@ def config():
 
 
 def show_config(file=None):
-    """Print the build and run-time configuration: version, SIMD path, OpenMP, threads."""
+    """Print the build and run-time configuration: version, SIMD path, OpenMP, threads.
+
+    Parameters
+    ----------
+    file : file-like, optional
+        Where to print (default: sys.stdout).
+
+    Returns
+    -------
+    dict
+        The configuration printed: version, python, numpy, platform, cpu, cores, simd,
+        simd_available, simd_forced, openmp, openmp_version, openmp_library, num_threads,
+        serial_below.
+
+    Examples
+    --------
+    >>> import io
+    >>> cfg = fastloss.show_config(file=io.StringIO())
+    >>> cfg["version"] == fastloss.__version__, cfg["simd"] == fastloss.get_simd()
+    (True, True)
+    """
     cfg = config()
     if file is None:
         file = sys.stdout

@@ -30,19 +30,94 @@ _config.register_kernels(_k)
 
 def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, label_smoothing=0.0,
                   z_loss=0.0, softcap=None, reduction="mean", return_grad=False, grad_out=None):
-    """Softmax cross-entropy between logits and integer labels or probability targets.
+    r"""Softmax cross-entropy between logits and integer labels or probability targets.
 
-    logits: (..., C, ...) with the classes along `axis` (-1: NumPy/JAX layout, so
-    (B, T, V) LM logits work directly; 1: PyTorch's (N, C, d1, ...)).
-    target: integer labels of logits' shape without `axis` (ignore_index marks rows
-    that count for nothing), or float probabilities of logits' shape.
-    weight: per-class weights (C,). label_smoothing: eps in [0, 1], PyTorch's rule.
-    z_loss: adds z_loss * logsumexp(row)**2 per row (PaLM), weighted like the row.
-    softcap: logits become softcap * tanh(logits / softcap) first (Gemma-2).
-    reduction: "mean" (labels: sum(w_y * l) / sum(w_y) over counted rows, NaN when
-    none counts; probabilities: over positions), "sum" or "none".
-    return_grad: also return d(loss)/d(logits); grad_out: a C-contiguous buffer for it,
-    which may be `logits` itself (overwritten in place).
+    Integer ``target`` means class labels, float ``target`` probabilities: the dtype decides.
+
+    Parameters
+    ----------
+    logits : array_like, shape (..., C, ...)
+        The classes along `axis` (-1: NumPy/JAX layout, so (B, T, V) LM logits work
+        directly; 1: PyTorch's (N, C, d1, ...)). float32/float64 kept, float16 computed in
+        float32, integers and bool in float64.
+    target : array_like
+        Integer labels of logits' shape without `axis` (`ignore_index` marks rows that count
+        for nothing), or float probabilities of logits' shape.
+    axis : int, default -1
+        The class axis.
+    weight : array_like, shape (C,), optional
+        Per-class weights.
+    ignore_index : int, default -100
+        Label of rows that count for nothing (labels only): loss 0 with ``"none"``, left out
+        of the mean's denominator, gradient row 0.
+    label_smoothing : float in [0, 1], default 0
+        :math:`\varepsilon`, PyTorch's rule.
+    z_loss : float >= 0, default 0
+        Adds ``z_loss * logsumexp(row)**2`` per row (PaLM), weighted like the row.
+    softcap : float > 0, optional
+        Logits become ``softcap * tanh(logits / softcap)`` first (Gemma-2).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean": labels: :math:`\sum_i w_{y_i} l_i / \sum_i w_{y_i}` over counted rows, NaN
+        when none counts; probabilities: over positions.
+    return_grad : bool, default False
+        Also return d(loss)/d(logits).
+    grad_out : ndarray, optional
+        A C-contiguous buffer for the gradient (logits' shape, compute dtype), which may be
+        `logits` itself (overwritten in place).
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        A NumPy scalar of the compute dtype, or with ``"none"`` the per-row losses of shape
+        logits.shape without `axis`.
+    grad : ndarray
+        With ``return_grad=True``: the gradient of `loss`, logits' shape, compute dtype.
+
+    See Also
+    --------
+    linear_cross_entropy : the same loss of ``input @ linear_weight.T`` without the logits.
+    fastloss.reference.cross_entropy : the float64 oracle.
+
+    Notes
+    -----
+    With :math:`p = \mathrm{softmax}(x_i)` over the C classes of row i, label y, class
+    weights :math:`w` (1 without `weight`), :math:`W = \sum_k w_k` and smoothing
+    :math:`\varepsilon`:
+
+    .. math::
+
+        l_i = (1 - \varepsilon)\, w_y (\mathrm{lse}(x_i) - x_{iy})
+              + \frac{\varepsilon}{C} \sum_k w_k (\mathrm{lse}(x_i) - x_{ik})
+              + z\, w_y\, \mathrm{lse}(x_i)^2
+
+    .. math::
+
+        \frac{\partial l_i}{\partial x_{ik}} = (1 - \varepsilon)\, w_y (p_k - [k = y])
+              + \frac{\varepsilon}{C} (W p_k - w_k) + 2 z\, w_y\, \mathrm{lse}(x_i)\, p_k
+
+    With probability targets t: :math:`l_i = -\sum_k w_k t_k \log p_k`. The gradient is then
+    scaled by the reduction (1 / denominator for "mean").
+
+    Equivalent: ``torch.nn.functional.cross_entropy`` (same semantics for weight x
+    ignore_index x label_smoothing x reduction; PyTorch has no z_loss or softcap) and
+    ``optax.softmax_cross_entropy_with_integer_labels``. Differences: the class axis is last
+    by default (PyTorch: axis 1); terms with target probability 0 contribute exactly 0, so
+    ``-inf`` logits are legal.
+
+    Examples
+    --------
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
+    >>> loss, grad = fastloss.cross_entropy(logits, np.array([0, 1]), return_grad=True)
+    >>> print(round(float(loss), 4))
+    0.3964
+    >>> print(np.round(grad, 4))
+    [[-0.1072  0.0876  0.0196]
+     [ 0.106  -0.2119  0.106 ]]
+    >>> print(np.round(fastloss.cross_entropy(logits, np.array([0, -100]), reduction="none"), 4))
+    [0.2413 0.    ]
+    >>> probs = np.array([[0.7, 0.2, 0.1], [0.0, 1.0, 0.0]])
+    >>> print(round(float(fastloss.cross_entropy(logits, probs)), 4))
+    0.6964
     """
     x = as_float_array(logits, "logits")
     reduction = check_reduction(reduction)
@@ -124,21 +199,76 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
                          ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None,
                          reduction="mean", return_grad=False, grad_out=None, grad_wrt=None,
                          block_bytes=None):
-    """cross_entropy(input @ linear_weight.T + linear_bias, target, ...) without the
-    (N, V) logits: PyTorch's F.linear_cross_entropy, plus z_loss and softcap.
+    r"""The language-model head and its cross-entropy without the (N, V) logits.
 
-    input: (..., D); linear_weight: (V, D); linear_bias: (V,) or None; target: integer
-    labels of shape input.shape[:-1]; weight, ignore_index, label_smoothing, z_loss,
-    softcap, reduction: as cross_entropy. The tokens go in blocks whose logits take at
-    most block_bytes (default LINEAR_BLOCK_BYTES): per block one product for the logits,
-    the fused cross-entropy kernel writing the logits' gradient in place, and the
-    products back to the input and the weight (BLAS through NumPy's matmul); without
-    gradients (and softcap) the classes are read in chunks instead, each chunk's
+    ``cross_entropy(input @ linear_weight.T + linear_bias, target, ...)``: PyTorch's
+    ``F.linear_cross_entropy``, plus `z_loss` and `softcap`. The tokens go in blocks whose
+    logits take at most `block_bytes` (default ``LINEAR_BLOCK_BYTES``, 64 MiB): per block one
+    product for the logits, the fused cross-entropy kernel writing the logits' gradient in
+    place, and the products back to the input and the weight (BLAS through NumPy's matmul);
+    without gradients (and softcap) the classes are read in chunks instead, each chunk's
     log-sum-exp taken relative to its max, so each block of tokens reads the weight once.
-    return_grad: (loss, grads), the gradients named by grad_wrt in argument order;
-    grad_wrt: names from ("input", "linear_weight", "linear_bias"), by default the
-    input, the weight and (when given) the bias; a frozen head asks for ("input",) and
-    skips the weight-gradient product. grad_out: one buffer per requested gradient.
+
+    Parameters
+    ----------
+    input : array_like, shape (..., D)
+        The hidden states.
+    linear_weight : array_like, shape (V, D)
+        The head's weight.
+    target : array_like of int, shape input.shape[:-1]
+        Integer labels.
+    linear_bias : array_like, shape (V,), optional
+        The head's bias.
+    weight, ignore_index, label_smoothing, z_loss, softcap, reduction
+        As :func:`cross_entropy`.
+    return_grad : bool, default False
+        Return ``(loss, grads)``, the gradients named by `grad_wrt` in argument order.
+    grad_out : tuple of ndarray, optional
+        One C-contiguous buffer per requested gradient.
+    grad_wrt : sequence of str, optional
+        Names from ("input", "linear_weight", "linear_bias"); by default the input, the
+        weight and (when given) the bias. A frozen head asks for ("input",) and skips the
+        weight-gradient product.
+    block_bytes : int, optional
+        Budget of one block of logits (rows x V x itemsize), at least one row; trades memory
+        for time.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        As :func:`cross_entropy` (``"none"``: shape input.shape[:-1]).
+    grads : tuple of ndarray
+        With ``return_grad=True``: ``(grad_input, grad_linear_weight[, grad_linear_bias])`` (or
+        those named by `grad_wrt`), each of its argument's shape, in the compute dtype.
+
+    See Also
+    --------
+    cross_entropy : the loss of given logits.
+
+    Notes
+    -----
+    With logits :math:`s = h W^T + b` and :math:`G = \partial L / \partial s` (the
+    cross-entropy gradient, written over each block of logits in place):
+
+    .. math::
+
+        \frac{\partial L}{\partial h} = G W, \qquad
+        \frac{\partial L}{\partial W} = G^T h, \qquad
+        \frac{\partial L}{\partial b} = \sum_i G_i
+
+    Equivalent: ``torch.nn.functional.linear_cross_entropy`` (PyTorch has no z_loss or
+    softcap), Liger-Kernel's fused linear cross-entropy.
+
+    Examples
+    --------
+    >>> h = np.array([[1.0, -1.0], [0.5, 2.0]])
+    >>> W = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> y = np.array([2, 1])
+    >>> loss, (g_h, g_W) = fastloss.linear_cross_entropy(h, W, y, return_grad=True)
+    >>> print(round(float(loss), 4), round(float(fastloss.cross_entropy(h @ W.T, y)), 4))
+    1.2313 1.2313
+    >>> print(g_h.shape, g_W.shape)
+    (2, 2) (3, 2)
     """
     h = as_float_array(input, "input")
     w = as_float_array(linear_weight, "linear_weight")
@@ -296,11 +426,53 @@ def _sigmoid_setup(logits, target, reduction, return_grad, grad_out):
 
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
                                      reduction="mean", return_grad=False, grad_out=None):
-    """PyTorch's binary_cross_entropy_with_logits (soft targets allowed, no clamping):
-    l = weight * [(1 - t) x + (1 + (pos_weight - 1) t) softplus(-x)].
-    weight broadcasts against logits, pos_weight too (from the right, e.g. (C,) per class);
-    "mean" is over all elements (as PyTorch, also with weight). grad_out may be `logits`
-    itself (in place)."""
+    r"""PyTorch's binary_cross_entropy_with_logits (soft targets allowed, no clamping).
+
+    Parameters
+    ----------
+    logits : array_like
+        Any shape.
+    target : array_like
+        logits' shape; probabilities in [0, 1] (soft targets allowed).
+    weight : array_like, optional
+        Broadcasts against logits.
+    pos_weight : array_like, optional
+        Broadcasts against logits too (from the right, e.g. (C,) per class).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" is over all elements (as PyTorch, also with weight).
+    return_grad : bool, default False
+        Also return the gradient with respect to logits.
+    grad_out : ndarray, optional
+        A C-contiguous buffer for it; may be `logits` itself (in place).
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        Compute-dtype scalar, or per-element losses (logits' shape) with ``"none"``.
+    grad : ndarray
+        With ``return_grad=True``: logits' shape and compute dtype.
+
+    Notes
+    -----
+    With :math:`w` = weight, :math:`q` = pos_weight, :math:`\sigma` the sigmoid:
+
+    .. math::
+
+        l = w \left[(1 - t)\, x + (1 + (q - 1)\, t)\, \mathrm{softplus}(-x)\right],
+        \qquad
+        \frac{\partial l}{\partial x} = w \left[(1 - t) - (1 + (q - 1)\, t)\,
+        \sigma(-x)\right]
+
+    Equivalent: ``torch.nn.functional.binary_cross_entropy_with_logits`` (same formula and
+    broadcasting), ``optax.sigmoid_binary_cross_entropy`` (no weights).
+
+    Examples
+    --------
+    >>> x, t = np.array([1.0, -2.0, 0.5]), np.array([1.0, 0.0, 1.0])
+    >>> loss, grad = fastloss.binary_cross_entropy_with_logits(x, t, return_grad=True)
+    >>> print(round(float(loss), 4), np.round(grad, 4))
+    0.3048 [-0.0896  0.0397 -0.1258]
+    """
     x, xf, tf, reduction, g = _sigmoid_setup(logits, target, reduction, return_grad, grad_out)
     wa, pwa = _weight(weight, x, "weight"), _weight(pos_weight, x, "pos_weight")
     check_no_overlap([("grad_out", g)], [("weight", wa), ("pos_weight", pwa)])
@@ -324,9 +496,52 @@ def _weight(w, x, name):
 
 def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean",
                        return_grad=False, grad_out=None):
-    """torchvision's sigmoid_focal_loss: alpha_t * bce(x, t) * (1 - p_t)**gamma with
-    p = sigmoid(x), p_t = p t + (1 - p)(1 - t); alpha < 0 disables the alpha weighting.
-    grad_out may be `logits` itself (in place)."""
+    r"""torchvision's sigmoid_focal_loss.
+
+    Parameters
+    ----------
+    logits : array_like
+        Any shape.
+    target : array_like
+        logits' shape, in [0, 1].
+    alpha : float <= 1, default 0.25
+        Weight of the positives; ``alpha < 0`` disables the alpha weighting.
+    gamma : float >= 0, default 2
+        Focusing exponent.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" over elements (torchvision's default is "none").
+    return_grad : bool, default False
+        Also return the gradient with respect to logits.
+    grad_out : ndarray, optional
+        A C-contiguous buffer for it; may be `logits` itself (in place).
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        Compute-dtype scalar, or per-element losses with ``"none"``.
+    grad : ndarray
+        With ``return_grad=True``: logits' shape and compute dtype.
+
+    Notes
+    -----
+    With :math:`p = \sigma(x)`, :math:`p_t = p t + (1 - p)(1 - t)`,
+    :math:`\alpha_t = \alpha t + (1 - \alpha)(1 - t)` (1 for :math:`\alpha < 0`):
+
+    .. math::
+
+        l = \alpha_t\, \mathrm{bce}(x, t)\, (1 - p_t)^\gamma
+
+    The gradient is that of this formula (product rule through :math:`p_t`), with
+    :math:`1 - p_t` and :math:`\log p_t` computed without cancellation.
+    Equivalent: ``torchvision.ops.sigmoid_focal_loss``, ``optax.sigmoid_focal_loss``.
+
+    Examples
+    --------
+    >>> x, t = np.array([1.0, -2.0, 0.5]), np.array([1.0, 0.0, 1.0])
+    >>> loss, grad = fastloss.sigmoid_focal_loss(x, t, return_grad=True)
+    >>> print(round(float(loss), 4), np.round(grad, 4))
+    0.008 [-0.0044  0.0012 -0.0115]
+    """
     x, xf, tf, reduction, g = _sigmoid_setup(logits, target, reduction, return_grad, grad_out)
     a = check_real(alpha, "alpha", high=1.0)
     gm = check_real(gamma, "gamma", 0.0)
@@ -386,10 +601,48 @@ def _softmax_call(x, axis, out, log_out, want_out, name="out"):
 
 
 def logsumexp(x, *, axis=-1, return_grad=False, grad_out=None):
-    """log(sum(exp(x))) along axis (an int, a tuple of ints, or None: all axes), without
-    overflow; the gradient is softmax(x) over those axes (grad_out may be x itself). A row
-    with a +inf gives +inf, one of only -inf gives -inf, a NaN gives NaN (as SciPy and
-    PyTorch); the gradient of such a row is NaN."""
+    r"""log(sum(exp(x))) along axis, without overflow.
+
+    Parameters
+    ----------
+    x : array_like
+        Any shape.
+    axis : int, tuple of int or None, default -1
+        The axes reduced (None: all axes).
+    return_grad : bool, default False
+        Also return the gradient, softmax(x) over those axes.
+    grad_out : ndarray, optional
+        A C-contiguous buffer of x's shape for it (may be x itself).
+
+    Returns
+    -------
+    lse : scalar or ndarray
+        x's shape without the reduced axes, compute dtype.
+    grad : ndarray
+        With ``return_grad=True``: x's shape.
+
+    Notes
+    -----
+    .. math::
+
+        \mathrm{lse}(x) = m + \log \sum_k e^{x_k - m},\ m = \max_k x_k, \qquad
+        \frac{\partial\, \mathrm{lse}}{\partial x_k} = \mathrm{softmax}(x)_k
+
+    A row with a +inf gives +inf, one of only -inf gives -inf, a NaN gives NaN (as SciPy and
+    PyTorch); the gradient of such a row is NaN.
+    Equivalent: ``scipy.special.logsumexp``, ``torch.logsumexp`` (PyTorch's default axis is
+    not -1: it has none).
+
+    Examples
+    --------
+    >>> lse, grad = fastloss.logsumexp(np.array([[0.0, 0.0], [1000.0, 1000.0]]),
+    ...                                return_grad=True)
+    >>> print([float(v) for v in np.round(lse, 4)])
+    [0.6931, 1000.6931]
+    >>> print(grad)
+    [[0.5 0.5]
+     [0.5 0.5]]
+    """
     check_grad_request(return_grad, grad_out)
     dt, lse, g = _softmax_call(x, axis, check_grad_outs(grad_out, ["x"])[0], False, return_grad,
                                "grad_out")
@@ -399,12 +652,65 @@ def logsumexp(x, *, axis=-1, return_grad=False, grad_out=None):
 
 
 def softmax(x, *, axis=-1, out=None):
-    """exp(x - logsumexp(x)) along axis (as logsumexp's); out: a C-contiguous buffer (may
-    be x). A row with a NaN or +inf, or of only -inf, gives NaN."""
+    r"""exp(x - logsumexp(x)) along axis.
+
+    Parameters
+    ----------
+    x : array_like
+        Any shape.
+    axis : int, tuple of int or None, default -1
+        As :func:`logsumexp`'s.
+    out : ndarray, optional
+        A C-contiguous buffer of x's shape and compute dtype (may be x).
+
+    Returns
+    -------
+    ndarray
+        x's shape, compute dtype.
+
+    Notes
+    -----
+    .. math:: \mathrm{softmax}(x)_k = e^{x_k - \mathrm{lse}(x)}
+
+    A row with a NaN or +inf, or of only -inf, gives NaN (as PyTorch).
+    Equivalent: ``scipy.special.softmax``, ``torch.softmax``. No gradient is offered: it is a
+    Jacobian-vector product, not a loss.
+
+    Examples
+    --------
+    >>> print(np.round(fastloss.softmax(np.array([1.0, 2.0, 3.0])), 4))
+    [0.09   0.2447 0.6652]
+    """
     return _softmax_call(x, axis, out, False, True)[2]
 
 
 def log_softmax(x, *, axis=-1, out=None):
-    """x - logsumexp(x) along axis (as logsumexp's); out: a C-contiguous buffer (may be x).
-    A row with a NaN or +inf, or of only -inf, gives NaN."""
+    r"""x - logsumexp(x) along axis.
+
+    Parameters
+    ----------
+    x : array_like
+        Any shape.
+    axis : int, tuple of int or None, default -1
+        As :func:`logsumexp`'s.
+    out : ndarray, optional
+        A C-contiguous buffer of x's shape and compute dtype (may be x).
+
+    Returns
+    -------
+    ndarray
+        x's shape, compute dtype.
+
+    Notes
+    -----
+    .. math:: \log \mathrm{softmax}(x)_k = x_k - \mathrm{lse}(x)
+
+    A row with a NaN or +inf, or of only -inf, gives NaN.
+    Equivalent: ``scipy.special.log_softmax``, ``torch.log_softmax``.
+
+    Examples
+    --------
+    >>> print(np.round(fastloss.log_softmax(np.array([1.0, 2.0, 3.0])), 4))
+    [-2.4076 -1.4076 -0.4076]
+    """
     return _softmax_call(x, axis, out, True, True)[2]

@@ -1,5 +1,5 @@
 """fastloss on Dask arrays: the same losses, lazily, for data larger than memory or than
-one machine (the optional extra `fastloss[dask]`).
+one machine (the optional extra ``fastloss[dask]``)::
 
     import dask.array as da, fastloss.dask as fld
     x = da.from_array(np.load("logits.npy", mmap_mode="r"), chunks=(4096, -1))
@@ -7,6 +7,7 @@ one machine (the optional extra `fastloss[dask]`).
 
 Each function has the signature of the fastloss function of the same name; when no
 argument is a Dask array the call goes straight to fastloss. With Dask arrays:
+
 - the losses are computed block by block by the fastloss kernels, with the in-memory
   semantics: "mean" is sum(w * l) / sum(w) of float64 partial sums over the blocks
   (a tree reduction, never a mean of per-block means), the denominator taken by the
@@ -21,12 +22,14 @@ argument is a Dask array the call goes straight to fastloss. With Dask arrays:
   arrays that are one chunk each, and raise ValueError otherwise;
 - checks of values (labels in range, box coordinates) run with the blocks, so a bad label
   raises at compute time; shapes, dtypes and options are checked when the call is made.
+
 Each block's partial sum stays in float64 (float32 inputs too) and the total is rounded
 to the compute dtype once, as in the in-memory call: the loss matches it to the order of
 the float64 additions (gradient entries to a few ulps of the largest: the 1/denominator
-scale is applied after each block's kernel, not inside it). A "mean" over a zero denominator is
-NaN with the in-memory gradient, as long as every block's share of it is 0 too (weights
->= 0); negative weights that cancel across blocks give a different gradient there.
+scale is applied after each block's kernel, not inside it). A "mean" over a zero
+denominator is NaN with the in-memory gradient, as long as every block's share of it is 0
+too (weights >= 0); negative weights that cancel across blocks give a different gradient
+there.
 
 Threads: a Dask worker thread runs one block at a time, so by default each block's
 kernel runs on BLOCK_THREADS = 1 OpenMP thread and Dask's threads fill the cores, without

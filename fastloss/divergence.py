@@ -58,11 +58,47 @@ def _pair_call(kind, a, b, ax, inv_t, beta, reduction, return_grad, grad_out, na
 # --- discrete distributions -----------------------------------------------------------
 
 def entropy(logits, *, axis=-1, reduction="mean", return_grad=False, grad_out=None):
-    """Shannon entropy H(softmax(logits)) of each distribution along `axis` (nats).
+    r"""Shannon entropy H(softmax(logits)) of each distribution along `axis` (nats).
 
-    Probabilities p can be passed as np.log(p): zeros become -inf and count 0 (0 log 0 = 0).
-    reduction: "mean" (over distributions; "batchmean" is an alias), "sum" or "none".
-    grad_out: a C-contiguous buffer for the gradient, which may be `logits` itself.
+    Parameters
+    ----------
+    logits : array_like
+        The classes along `axis`. Probabilities p can be passed as ``np.log(p)``: zeros
+        become -inf and count 0 (0 log 0 = 0).
+    axis : int, default -1
+        The class axis.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" is over distributions (PyTorch's "batchmean", also accepted as an alias);
+        "none" gives one loss per distribution.
+    return_grad : bool, default False
+        Also return the gradient with respect to logits.
+    grad_out : ndarray, optional
+        A C-contiguous buffer for the gradient, which may be `logits` itself.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        Compute dtype; ``"none"``: logits' shape without `axis`.
+    grad : ndarray
+        With ``return_grad=True``: logits' shape.
+
+    Notes
+    -----
+    With :math:`p = \mathrm{softmax}(x)`:
+
+    .. math::
+
+        H = -\sum_k p_k \log p_k, \qquad
+        \frac{\partial H}{\partial x_k} = -p_k (\log p_k + H)
+
+    Equivalent: ``torch.distributions.Categorical(logits=x).entropy()``,
+    ``scipy.stats.entropy`` (of probabilities).
+
+    Examples
+    --------
+    >>> logits = np.array([[0.0, 0.0, -np.inf], [0.0, -np.inf, -np.inf]])
+    >>> print(np.round(fastloss.entropy(logits, reduction="none"), 4))
+    [0.6931 0.    ]
     """
     reduction = check_reduction(reduction, batchmean=True)
     check_grad_request(return_grad, grad_out)
@@ -83,14 +119,60 @@ def entropy(logits, *, axis=-1, reduction="mean", return_grad=False, grad_out=No
 
 def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, reduction="mean",
                   return_grad=False, grad_out=None):
-    """KL(softmax(p_logits / T) || softmax(q_logits / T)) of each distribution along `axis`.
+    r"""KL(softmax(p_logits / T) || softmax(q_logits / T)) of each distribution along `axis`.
 
-    No T**2 factor (see distillation_loss). +inf where q has no mass on p's support;
+    No T**2 factor (see :func:`distillation_loss`). +inf where q has no mass on p's support;
     classes where p is 0 (logit -inf) count 0. The reverse KL is the same call with the
     arguments swapped.
-    reduction: "mean" (over distributions, PyTorch's "batchmean", also accepted), "sum"
-    or "none". return_grad: gradients with respect to both inputs, (grad_p, grad_q);
-    grad_out: a tuple of two C-contiguous buffers (either may be its input array).
+
+    Parameters
+    ----------
+    p_logits, q_logits : array_like
+        Logits of one shape, classes along `axis`. Probabilities go in as ``np.log(p)``.
+    axis : int, default -1
+        The class axis.
+    temperature : float > 0, default 1
+        T, finite.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" is over distributions (PyTorch's "batchmean", also accepted as an alias);
+        "none" gives one loss per distribution.
+    return_grad : bool, default False
+        Gradients with respect to both inputs, (grad_p, grad_q).
+    grad_out : tuple of two ndarray, optional
+        C-contiguous buffers (either may be its input array; see the overlap rule).
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        Compute dtype; ``"none"``: the shape without `axis`.
+    grads : tuple of two ndarray
+        With ``return_grad=True``: (grad_p, grad_q), the inputs' shape.
+
+    Notes
+    -----
+    With :math:`p = \mathrm{softmax}(a / T)`, :math:`q = \mathrm{softmax}(b / T)`:
+
+    .. math::
+
+        \mathrm{KL} = \sum_k p_k (\log p_k - \log q_k), \qquad
+        \frac{\partial\, \mathrm{KL}}{\partial a_k} = \frac{p_k}{T}
+        (\log p_k - \log q_k - \mathrm{KL}), \qquad
+        \frac{\partial\, \mathrm{KL}}{\partial b_k} = \frac{q_k - p_k}{T}
+
+    Equivalent: ``torch.nn.functional.kl_div(log_softmax(b / T), log_softmax(a / T),
+    log_target=True, reduction="batchmean")`` (note PyTorch's argument order: input is the
+    log of q), ``optax.kl_divergence_with_log_targets``.
+
+    Examples
+    --------
+    >>> p = np.log(np.array([[0.5, 0.5], [0.9, 0.1]]))
+    >>> q = np.log(np.array([[0.25, 0.75], [0.5, 0.5]]))
+    >>> loss, (g_p, g_q) = fastloss.kl_divergence(p, q, reduction="none", return_grad=True)
+    >>> print(np.round(loss, 4))
+    [0.1438 0.3681]
+    >>> print(np.round(g_q, 4))
+    [[-0.25  0.25]
+     [-0.4   0.4 ]]
     """
     reduction = check_reduction(reduction, batchmean=True)
     check_grad_request(return_grad, grad_out)
@@ -102,11 +184,52 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, reduction="me
 
 def js_divergence(p_logits, q_logits, *, beta=0.5, axis=-1, temperature=1.0, reduction="mean",
                   return_grad=False, grad_out=None):
-    """Generalised Jensen-Shannon divergence of p = softmax(p_logits / T) and
-    q = softmax(q_logits / T) along `axis`:
-        beta * KL(p || m) + (1 - beta) * KL(q || m),  m = beta * p + (1 - beta) * q.
-    beta = 0.5 is the symmetric JSD (at most log 2); beta = 0 or 1 gives exactly 0.
-    Reductions and gradients (grad_p, grad_q) as kl_divergence.
+    r"""Generalised Jensen-Shannon divergence of p = softmax(p_logits / T) and
+    q = softmax(q_logits / T) along `axis`.
+
+    Parameters
+    ----------
+    p_logits, q_logits : array_like
+        Logits of one shape, classes along `axis`.
+    beta : float in [0, 1], default 0.5
+        The mixture weight; 0.5 is the symmetric JSD (at most log 2); beta = 0 or 1 gives
+        exactly 0.
+    axis, temperature
+        As :func:`kl_divergence`.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" is over distributions (PyTorch's "batchmean", also accepted as an alias);
+        "none" gives one loss per distribution.
+    return_grad, grad_out
+        As :func:`kl_divergence`: gradients (grad_p, grad_q).
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        Compute dtype; ``"none"``: the shape without `axis`.
+    grads : tuple of two ndarray
+        With ``return_grad=True``: (grad_p, grad_q).
+
+    Notes
+    -----
+    .. math::
+
+        \mathrm{JS}_\beta = \beta\, \mathrm{KL}(p \| m) + (1 - \beta)\,
+        \mathrm{KL}(q \| m), \qquad m = \beta p + (1 - \beta) q
+
+    .. math::
+
+        \frac{\partial\, \mathrm{JS}_\beta}{\partial a_k} = \frac{\beta\, p_k}{T}
+        \left(\log \frac{p_k}{m_k} - \mathrm{KL}(p \| m)\right)
+
+    and symmetrically for q with :math:`1 - \beta`. No PyTorch or optax function;
+    ``scipy.spatial.distance.jensenshannon`` is the square root of the symmetric one.
+
+    Examples
+    --------
+    >>> p = np.log(np.array([[0.5, 0.5], [0.9, 0.1]]))
+    >>> q = np.log(np.array([[0.25, 0.75], [0.5, 0.5]]))
+    >>> print(np.round(fastloss.js_divergence(p, q, reduction="none"), 4))
+    [0.0338 0.1017]
     """
     reduction = check_reduction(reduction, batchmean=True)
     check_grad_request(return_grad, grad_out)
@@ -119,14 +242,66 @@ def js_divergence(p_logits, q_logits, *, beta=0.5, axis=-1, temperature=1.0, red
 
 def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target=None, alpha=0.5,
                       axis=-1, ignore_index=-100, reduction="mean", return_grad=False, grad_out=None):
-    """Hinton's knowledge-distillation loss, per distribution along `axis`:
-        T**2 * KL(softmax(teacher / T) || softmax(student / T)),
-    and with hard labels `target` (integers, logits' shape without `axis`):
-        alpha * that + (1 - alpha) * cross_entropy(student, target).
-    Rows whose target is ignore_index count for nothing in either term (padding), and
-    "mean" divides by the rows that count (all rows without target).
-    return_grad: the gradient with respect to the student logits only; grad_out may be
-    `student_logits` itself.
+    r"""Hinton's knowledge-distillation loss, per distribution along `axis`.
+
+    ``T**2 * KL(softmax(teacher / T) || softmax(student / T))``, and with hard labels
+    `target`: ``alpha * that + (1 - alpha) * cross_entropy(student, target)``.
+
+    Parameters
+    ----------
+    student_logits, teacher_logits : array_like
+        Logits of one shape, classes along `axis`.
+    temperature : float > 0, default 1
+        T, finite.
+    target : array_like of int, optional
+        Hard labels (logits' shape without `axis`).
+    alpha : float in [0, 1], default 0.5
+        Weight of the KD term when `target` is given; a term of weight 0 is left out
+        (contributes 0 even where it would be inf or NaN; ``alpha=0`` does not read the
+        teacher).
+    axis : int, default -1
+        The class axis.
+    ignore_index : int, default -100
+        Rows whose target is ignore_index count for nothing in either term (padding).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" divides by the rows that count (all rows without target); "batchmean" is an
+        alias.
+    return_grad : bool, default False
+        The gradient with respect to the student logits only.
+    grad_out : ndarray, optional
+        A C-contiguous buffer for it; may be `student_logits` itself.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        Compute dtype; ``"none"``: the shape without `axis`.
+    grad : ndarray
+        With ``return_grad=True``: the student logits' shape.
+
+    Notes
+    -----
+    With :math:`s = \mathrm{softmax}(x / T)` of the student, :math:`t` of the teacher:
+
+    .. math::
+
+        l = \alpha\, T^2 \sum_k t_k (\log t_k - \log s_k)
+            + (1 - \alpha)\, \mathrm{CE}(x, y), \qquad
+        \frac{\partial l}{\partial x_k} = \alpha\, T (s_k - t_k)
+            + (1 - \alpha) (\mathrm{softmax}(x)_k - [k = y])
+
+    (:math:`\alpha = 1` without `target`). The PyTorch idiom is
+    ``T**2 * F.kl_div(log_softmax(student / T), log_softmax(teacher / T), log_target=True,
+    reduction="batchmean")`` plus ``F.cross_entropy``.
+
+    Examples
+    --------
+    >>> s = np.array([[1.0, 0.0, -1.0], [0.0, 0.0, 2.0]])
+    >>> t = np.array([[2.0, 0.0, -2.0], [0.0, 1.0, 1.0]])
+    >>> print(round(float(fastloss.distillation_loss(s, t, temperature=2.0)), 4))
+    0.3074
+    >>> y = np.array([0, -100])                  # the second row counts for nothing
+    >>> print(round(float(fastloss.distillation_loss(s, t, temperature=2.0, target=y)), 4))
+    0.3243
     """
     reduction = check_reduction(reduction, batchmean=True)
     check_grad_request(return_grad, grad_out)

@@ -63,14 +63,62 @@ def _broadcast_shape(arrays, names):
 
 def gaussian_kl(mu_p, logvar_p, mu_q=None, logvar_q=None, *, reduction="mean", return_grad=False,
                 grad_out=None):
-    """KL(N(mu_p, exp(logvar_p)) || N(mu_q, exp(logvar_q))) of diagonal Gaussians, summed
-    over the last axis (the latent dimensions) and reduced over the others; q defaults to
-    N(0, I) (mu_q = 0, logvar_q = 0 for whichever is None), which gives the VAE term
-    -0.5 * sum(1 + logvar - mu**2 - exp(logvar)). Univariate Gaussians: a last axis of 1.
+    r"""KL(N(mu_p, exp(logvar_p)) || N(mu_q, exp(logvar_q))) of diagonal Gaussians.
 
-    The arrays broadcast together. reduction: "mean" (over distributions; "batchmean" is
-    an alias), "sum" or "none" (shape without the last axis). return_grad: a tuple of
-    gradients, one per array given, in argument order; grad_out a tuple of buffers.
+    Summed over the last axis (the latent dimensions) and reduced over the others; q
+    defaults to N(0, I) (mu_q = 0, logvar_q = 0 for whichever is None), which gives the VAE
+    term ``-0.5 * sum(1 + logvar - mu**2 - exp(logvar))``. Univariate Gaussians: a last axis
+    of 1.
+
+    Parameters
+    ----------
+    mu_p, logvar_p : array_like
+        Mean and log-variance of p; the arrays broadcast together.
+    mu_q, logvar_q : array_like, optional
+        Of q (None: 0).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" over distributions ("batchmean" is an alias); "none": the broadcast shape
+        without the last axis.
+    return_grad : bool, default False
+        A tuple of gradients, one per array given, in argument order (each of its array's
+        shape).
+    grad_out : tuple of ndarray, optional
+        A tuple of buffers, one per array given.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        Compute dtype.
+    grads : tuple of ndarray
+        With ``return_grad=True``.
+
+    Notes
+    -----
+    Per latent dimension, with :math:`\Delta = \mu_p - \mu_q`,
+    :math:`\sigma^2 = e^{\mathrm{logvar}}`:
+
+    .. math::
+
+        \mathrm{KL} = \tfrac12 \left(\log \sigma_q^2 - \log \sigma_p^2
+            + \frac{\sigma_p^2 + \Delta^2}{\sigma_q^2} - 1\right)
+
+    .. math::
+
+        \frac{\partial}{\partial \mu_p} = \frac{\Delta}{\sigma_q^2}
+            = -\frac{\partial}{\partial \mu_q}, \qquad
+        \frac{\partial}{\partial \mathrm{logvar}_p}
+            = \tfrac12 \left(\frac{\sigma_p^2}{\sigma_q^2} - 1\right), \qquad
+        \frac{\partial}{\partial \mathrm{logvar}_q}
+            = \tfrac12 \left(1 - \frac{\sigma_p^2 + \Delta^2}{\sigma_q^2}\right)
+
+    Equivalent: ``torch.distributions.kl_divergence(Normal(...), Normal(...)).sum(-1)``.
+
+    Examples
+    --------
+    >>> mu, logvar = np.array([[0.5, -0.5]]), np.array([[0.0, np.log(2.0)]])
+    >>> loss, (g_mu, g_logvar) = fastloss.gaussian_kl(mu, logvar, return_grad=True)
+    >>> print(round(float(loss), 4), np.round(g_mu, 4), np.round(g_logvar, 4))
+    0.4034 [[ 0.5 -0.5]] [[0.  0.5]]
     """
     reduction = check_reduction(reduction, batchmean=True)
     check_grad_request(return_grad, grad_out)
@@ -129,17 +177,65 @@ def _cholesky(c, name):
 
 
 def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, reduction="mean", return_grad=False, grad_out=None):
-    """KL(N(mu_p, cov_p) || N(mu_q, cov_q)) of full-covariance multivariate normals:
-    means (..., d), covariances (..., d, d), batch dimensions broadcast together.
-        0.5 * (tr(cov_q^-1 cov_p) + (mu_q - mu_p)^T cov_q^-1 (mu_q - mu_p) - d
-               + log det cov_q - log det cov_p),
-    through Cholesky factors and triangular solves (LAPACK, computed in float64 and
-    returned in the inputs' dtype). A covariance that is not symmetric positive definite,
-    or holds NaN or inf: ValueError naming it. A mean with an inf entry (mu_p - mu_q
-    infinite, not NaN): loss +inf, NaN gradients for mu_p, mu_q and cov_q.
-    reduction: "mean" (over distributions; "batchmean" is an alias), "sum", "none".
-    return_grad: (grad_mu_p, grad_cov_p, grad_mu_q, grad_cov_q); the covariance gradients
-    are the symmetric ones (the gradient with respect to a symmetric matrix, as PyTorch).
+    r"""KL(N(mu_p, cov_p) || N(mu_q, cov_q)) of full-covariance multivariate normals.
+
+    Computed through Cholesky factors and triangular solves (LAPACK, in float64, returned in
+    the inputs' dtype).
+
+    Parameters
+    ----------
+    mu_p, mu_q : array_like, shape (..., d)
+        Means.
+    cov_p, cov_q : array_like, shape (..., d, d)
+        Covariances; batch dimensions broadcast together. A covariance that is not
+        symmetric positive definite, or holds NaN or inf: ValueError naming it.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" over distributions ("batchmean" is an alias); "none": the batch shape.
+    return_grad : bool, default False
+        Return (grad_mu_p, grad_cov_p, grad_mu_q, grad_cov_q); the covariance gradients are
+        the symmetric ones (the gradient with respect to a symmetric matrix, as PyTorch).
+    grad_out : tuple of four ndarray, optional
+        Buffers for them.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        The inputs' dtype.
+    grads : tuple of four ndarray
+        With ``return_grad=True``.
+
+    Notes
+    -----
+    With :math:`\Delta = \mu_p - \mu_q`:
+
+    .. math::
+
+        \mathrm{KL} = \tfrac12 \left(\mathrm{tr}(\Sigma_q^{-1} \Sigma_p)
+            + \Delta^T \Sigma_q^{-1} \Delta - d + \log\det \Sigma_q
+            - \log\det \Sigma_p\right)
+
+    .. math::
+
+        \frac{\partial}{\partial \mu_p} = \Sigma_q^{-1} \Delta, \quad
+        \frac{\partial}{\partial \Sigma_p} = \tfrac12 (\Sigma_q^{-1} - \Sigma_p^{-1}),
+        \quad
+        \frac{\partial}{\partial \Sigma_q} = \tfrac12 \left(\Sigma_q^{-1}
+            - \Sigma_q^{-1} \Sigma_p \Sigma_q^{-1} - \alpha \alpha^T\right),\
+        \alpha = \Sigma_q^{-1} \Delta
+
+    A mean with an inf entry (mu_p - mu_q infinite, not NaN): loss +inf, NaN gradients for
+    mu_p, mu_q and cov_q. Equivalent: ``torch.distributions.kl_divergence`` of two
+    ``MultivariateNormal``.
+
+    Examples
+    --------
+    >>> cov = np.array([[2.0, 0.5], [0.5, 1.0]])
+    >>> print(round(float(fastloss.mvn_kl(np.zeros(2), cov, np.zeros(2), np.eye(2))), 4))
+    0.2202
+    >>> diag = fastloss.mvn_kl(np.zeros(2), np.diag([2.0, 1.0]), np.zeros(2), np.eye(2))
+    >>> same = fastloss.gaussian_kl(np.zeros(2), np.log([2.0, 1.0]))
+    >>> print(round(float(diag), 4), round(float(same), 4))
+    0.1534 0.1534
     """
     reduction = check_reduction(reduction, batchmean=True)
     check_grad_request(return_grad, grad_out)
@@ -209,14 +305,59 @@ def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, reduction="mean", return_grad=False, gra
 
 def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, reduction="mean",
              return_grad=False, grad_out=None):
-    """VAE loss per sample (axis 0 is the batch): the reconstruction term summed over the
-    data dimensions plus beta times KL(N(mu, exp(logvar)) || N(0, I)) summed over the
-    latent dimensions, then reduced over the batch (both terms on the same per-sample
-    scale).
-    recon_loss: "mse" (sum of (recon - x)**2) or "bce" (recon are logits, x targets in
-    [0, 1]: binary cross-entropy with logits, summed). x broadcasts to recon's shape.
-    reduction: "mean" (over samples), "sum" or "none" (one loss per sample).
-    return_grad: (grad_recon, grad_mu, grad_logvar); grad_out a tuple of three buffers.
+    r"""VAE loss per sample (axis 0 is the batch).
+
+    The reconstruction term summed over the data dimensions plus beta times
+    KL(N(mu, exp(logvar)) || N(0, I)) summed over the latent dimensions, then reduced over
+    the batch (both terms on the same per-sample scale).
+
+    Parameters
+    ----------
+    recon : array_like, shape (B, ...)
+        The reconstruction (logits for "bce").
+    x : array_like
+        The data; broadcasts to recon's shape.
+    mu, logvar : array_like, shape (B, ...)
+        The encoder's mean and log-variance, of one shape.
+    recon_loss : {"mse", "bce"}, default "mse"
+        "mse": sum of (recon - x)**2; "bce": recon are logits, x targets in [0, 1]: binary
+        cross-entropy with logits, summed.
+    beta : float >= 0, default 1
+        Weight of the KL term (beta-VAE).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" over samples, "sum", or "none" (one loss per sample).
+    return_grad : bool, default False
+        Return (grad_recon, grad_mu, grad_logvar).
+    grad_out : tuple of three ndarray, optional
+        Buffers for them.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        Compute dtype; ``"none"``: shape (B,).
+    grads : tuple of three ndarray
+        With ``return_grad=True``.
+
+    Notes
+    -----
+    .. math::
+
+        l_b = \sum_j r(\hat x_{bj}, x_{bj})
+            - \frac{\beta}{2} \sum_k \left(1 + \mathrm{logvar}_{bk} - \mu_{bk}^2
+            - e^{\mathrm{logvar}_{bk}}\right)
+
+    with :math:`r = (\hat x - x)^2` (gradient :math:`2(\hat x - x)`) or the BCE with logits
+    (gradient :math:`\sigma(\hat x) - x`); :math:`\partial l / \partial \mu = \beta \mu`,
+    :math:`\partial l / \partial\, \mathrm{logvar} = \tfrac{\beta}{2}
+    (e^{\mathrm{logvar}} - 1)`. The PyTorch idiom is
+    ``F.mse_loss(recon, x, reduction="sum")`` plus the KL term, divided by the batch size.
+
+    Examples
+    --------
+    >>> recon, x = np.array([[0.5, 1.0], [0.0, 0.0]]), np.array([[1.0, 1.0], [0.0, 1.0]])
+    >>> mu, logvar = np.array([[0.5, -0.5]] * 2), np.array([[0.0, np.log(2.0)]] * 2)
+    >>> print(np.round(fastloss.vae_loss(recon, x, mu, logvar, reduction="none"), 4))
+    [0.6534 1.4034]
     """
     reduction = check_reduction(reduction, batchmean=True)
     check_grad_request(return_grad, grad_out)
@@ -265,15 +406,58 @@ def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, reduction="mea
 
 def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, reduction="mean",
                       return_grad=False, grad_out=None):
-    """PyTorch's gaussian_nll_loss: 0.5 * (log(max(var, eps)) + (input - target)**2 /
-    max(var, eps)) per element (+ 0.5 * log(2 pi) with full=True).
+    r"""PyTorch's gaussian_nll_loss.
 
-    var: the input's shape (heteroscedastic), one per last-axis row (shape[:-1] or a last
-    axis of 1), the input's shape with one other axis of size 1, or a scalar; negative
-    entries: ValueError. target broadcasts to input's shape. As in PyTorch, the eps clamp
-    passes the gradient straight through. reduction: "mean" over elements, "sum", "none".
-    return_grad: (grad_input, grad_var), grad_var of var's shape (the gradient with
-    respect to target is -grad_input).
+    Parameters
+    ----------
+    input : array_like
+        The predicted means.
+    target : array_like
+        Broadcasts to input's shape.
+    var : array_like
+        The input's shape (heteroscedastic), one per last-axis row (shape[:-1] or a last
+        axis of 1), the input's shape with one other axis of size 1, or a scalar; negative
+        entries: ValueError.
+    full : bool, default False
+        Add the constant 0.5 * log(2 pi).
+    eps : float >= 0, default 1e-6
+        var is clamped at eps.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" over elements (as PyTorch, not over distributions), "sum", "none".
+    return_grad : bool, default False
+        Return (grad_input, grad_var), grad_var of var's shape (the gradient with respect to
+        target is -grad_input).
+    grad_out : tuple of two ndarray, optional
+        Buffers for them.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        Compute dtype; ``"none"``: input's shape.
+    grads : tuple of two ndarray
+        With ``return_grad=True``.
+
+    Notes
+    -----
+    With :math:`v = \max(\mathrm{var}, \varepsilon)`, per element:
+
+    .. math::
+
+        l = \tfrac12 \left(\log v + \frac{(x - t)^2}{v}\right)
+            \ [+ \tfrac12 \log 2\pi], \qquad
+        \frac{\partial l}{\partial x} = \frac{x - t}{v}, \qquad
+        \frac{\partial l}{\partial\, \mathrm{var}} = \frac{1}{2v}
+            - \frac{(x - t)^2}{2 v^2}
+
+    As in PyTorch, the eps clamp passes the gradient straight through. Equivalent:
+    ``torch.nn.functional.gaussian_nll_loss`` (same semantics and broadcasting of var).
+
+    Examples
+    --------
+    >>> loss = fastloss.gaussian_nll_loss(np.array([1.0, 2.0]), np.array([1.5, 2.0]),
+    ...                                   np.array([0.5, 2.0]))
+    >>> print(round(float(loss), 4))
+    0.125
     """
     reduction = check_reduction(reduction)
     check_grad_request(return_grad, grad_out)

@@ -56,19 +56,50 @@ def _operand_copy(x):
 # --- pairwise distances -----------------------------------------------------------------
 
 def pairwise_distances(x, y=None, *, metric="sqeuclidean"):
-    """(..., N, M) distances between the rows of x (..., N, D) and y (..., M, D) (y=None: x
-    and itself); the batch dimensions broadcast as in torch.cdist.
+    r"""Distances between the rows of x (..., N, D) and y (..., M, D), shape (..., N, M).
 
-    "sqeuclidean": ||a||^2 + ||b||^2 - 2 a.b clamped at 0 (the GEMM identity: BLAS does
-    the products; nearby points lose precision, about eps * (||a||^2 + ||b||^2));
-    "euclidean": its square root; "cosine": 1 - a.b / (||a|| ||b||) clipped to [0, 2],
-    zero rows have similarity 0 (distance 1). With y=None the diagonal is exactly 0.
-    A row with inf or NaN entries (or whose squared norm overflows) is computed from the
-    direct formula ||a - b||^2 instead, so it affects only its own row and column:
-    inf against a finite row, NaN where inf - inf or NaN occurs (its own diagonal
-    entry included, as torch.cdist); cosine: NaN for the whole row and column.
-    The result has the inputs' dtype (float64 if either is), computed in row blocks
-    straight into the output: no float64 or second (N, M) temporary.
+    Parameters
+    ----------
+    x : array_like, shape (..., N, D)
+        At least 2-D.
+    y : array_like, shape (..., M, D), optional
+        None: x and itself (the diagonal is then exactly 0). The batch dimensions broadcast
+        as in torch.cdist.
+    metric : {"sqeuclidean", "euclidean", "cosine"}, default "sqeuclidean"
+        "sqeuclidean": ``||a||^2 + ||b||^2 - 2 a.b`` clamped at 0 (the GEMM identity: BLAS
+        does the products; nearby points lose precision, about eps * (||a||^2 + ||b||^2));
+        "euclidean": its square root; "cosine": ``1 - a.b / (||a|| ||b||)`` clipped to
+        [0, 2], zero rows have similarity 0 (distance 1).
+
+    Returns
+    -------
+    ndarray, shape (..., N, M)
+        The inputs' dtype (float64 if either is), computed in row blocks straight into the
+        output: no float64 or second (N, M) temporary.
+
+    Notes
+    -----
+    .. math::
+
+        D_{ij} = \max(\|x_i\|^2 + \|y_j\|^2 - 2\, x_i \cdot y_j,\ 0)
+
+    No gradient: it is not a loss (the triplet losses differentiate their own distances). A
+    row with inf or NaN entries (or whose squared norm overflows) is computed from the
+    direct formula ``||a - b||^2`` instead, so it affects only its own row and column: inf
+    against a finite row, NaN where inf - inf or NaN occurs (its own diagonal entry
+    included, as torch.cdist); cosine: NaN for the whole row and column.
+    Equivalent: ``torch.cdist`` (``**2`` for "sqeuclidean"),
+    ``scipy.spatial.distance.cdist``.
+
+    Examples
+    --------
+    >>> pts = np.array([[0.0, 0.0], [3.0, 4.0]])
+    >>> print(fastloss.pairwise_distances(pts))
+    [[ 0. 25.]
+     [25.  0.]]
+    >>> print(fastloss.pairwise_distances(pts, metric="euclidean"))
+    [[0. 5.]
+     [5. 0.]]
     """
     check_choice(metric, "metric", _METRICS)
     xa = _points(x, "x")
@@ -165,15 +196,65 @@ def _direct(v, w, metric):
 
 def triplet_margin_loss(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e-6, swap=False,
                         squared=False, reduction="mean", return_grad=False, grad_out=None):
-    """PyTorch's triplet_margin_loss: max(d(a, p) - d(a, n) + margin, 0) per triplet with
-    d(x, y) = ||x - y + eps||_p (p > 0, inf allowed), not squared; swap=True uses
-    min(d(a, n), d(p, n)) as the negative distance (ties split the gradient, as
-    torch.min). squared=True (p=2 only) uses d(x, y)^2, the FaceNet form.
-    Inputs: (N, D) or one triplet (D,). Gradients (anchor, positive, negative); the
-    hinge passes the gradient where its argument is >= 0 (PyTorch's clamp_min), and a
-    distance of 0 has a zero subgradient. Special values: the formula evaluated directly
-    (inf in one input: d = inf, so the loss is inf, 0, or NaN for inf - inf); a NaN loss
-    has NaN gradients in all three rows (PyTorch's are NaN or 0 depending on p).
+    r"""PyTorch's triplet_margin_loss: ``max(d(a, p) - d(a, n) + margin, 0)`` per triplet.
+
+    Parameters
+    ----------
+    anchor, positive, negative : array_like, shape (N, D) or (D,)
+        Triplets (one triplet: (D,)), of one shape.
+    margin : float >= 0, default 1
+        The margin.
+    p : float > 0, default 2
+        The norm of ``d(x, y) = ||x - y + eps||_p`` (inf allowed), not squared.
+    eps : float >= 0, default 1e-6
+        Added to the difference, as PyTorch.
+    swap : bool, default False
+        Use ``min(d(a, n), d(p, n))`` as the negative distance (ties split the gradient, as
+        torch.min).
+    squared : bool, default False
+        Use d(x, y)^2 (p=2 only), the FaceNet form.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" over triplets; "none": shape (N,) (or a scalar for one triplet).
+    return_grad : bool, default False
+        Also return the gradients (anchor, positive, negative).
+    grad_out : tuple of three ndarray, optional
+        Buffers for them.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        Compute dtype.
+    grads : tuple of three ndarray
+        With ``return_grad=True``: each of anchor's shape.
+
+    Notes
+    -----
+    With :math:`u = a - p + \epsilon`, :math:`v = a - n + \epsilon`:
+
+    .. math::
+
+        l = \max(\|u\|_p - \|v\|_p + m,\ 0), \qquad
+        \frac{\partial l}{\partial a} = \nabla\|u\|_p - \nabla\|v\|_p, \quad
+        \nabla\|u\|_p = \frac{\mathrm{sign}(u)\, |u|^{p-1}}{\|u\|_p^{p-1}}
+
+    (and :math:`-\nabla\|u\|_p` for the positive, :math:`\nabla\|v\|_p` for the
+    negative) where the hinge is active. The hinge passes the gradient where its argument is
+    >= 0 (PyTorch's clamp_min), and a distance of 0 has a zero subgradient. Special values:
+    the formula evaluated directly (inf in one input: d = inf, so the loss is inf, 0, or NaN
+    for inf - inf); a NaN loss has NaN gradients in all three rows (PyTorch's are NaN or 0
+    depending on p). Equivalent: ``torch.nn.functional.triplet_margin_loss``.
+
+    Examples
+    --------
+    >>> a = np.array([[0.0, 0.0], [1.0, 1.0]])
+    >>> p, n = np.array([[3.0, 4.0], [1.0, 2.0]]), np.array([[0.0, 5.0], [4.0, 5.0]])
+    >>> loss, (g_a, g_p, g_n) = fastloss.triplet_margin_loss(a, p, n, reduction="none",
+    ...                                                       return_grad=True)
+    >>> print(np.round(loss, 4))
+    [1. 0.]
+    >>> print(np.round(g_a, 4))
+    [[-0.6  0.2]
+     [ 0.   0. ]]
     """
     reduction = check_reduction(reduction)
     check_grad_request(return_grad, grad_out)
@@ -212,21 +293,66 @@ def triplet_margin_loss(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e
 
 def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mining="hard",
                             reduction="mean", return_grad=False, grad_out=None):
-    """Triplet loss with triplets mined inside the batch from integer labels
-    (Hermans et al. 2017), distances Euclidean (or squared with squared=True):
+    r"""Triplet loss with triplets mined inside the batch from integer labels.
 
-    mining="hard": per anchor its farthest positive (same label, another row) and nearest
-    negative (ties: first row); loss max(d_ap - d_an + margin, 0); anchors without a
-    positive or a negative are skipped. "mean" averages over the anchors that have both
-    (0 when none has). The distances of the chosen pairs are recomputed exactly from the
-    embeddings; the mining uses the GEMM identity in the embeddings' dtype.
-    mining="all": every valid triplet (a, p, n); "mean" is the sum of the positive losses
-    over their number (0 when there is none); "none" gives each anchor's sum.
-    Gradient with respect to the embeddings (zero subgradient at distance 0).
+    Hermans et al. 2017; distances Euclidean (or squared with ``squared=True``).
+
+    Parameters
+    ----------
+    embeddings : array_like, shape (N, D)
+        N >= 2.
+    labels : array_like of int, shape (N,)
+        Class of each row.
+    margin : float >= 0, default 1
+        The margin.
+    squared : bool, default False
+        Squared Euclidean distances.
+    mining : {"hard", "all"}, default "hard"
+        "hard": per anchor its farthest positive (same label, another row) and nearest
+        negative (ties: first row); anchors without a positive or a negative are skipped.
+        The distances of the chosen pairs are recomputed exactly from the embeddings; the
+        mining uses the GEMM identity in the embeddings' dtype. "all": every valid triplet
+        (a, p, n).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "hard": "mean" averages over the anchors that have both (0 when none has). "all":
+        "mean" is the sum of the positive losses over their number (0 when there is none);
+        "none" gives each anchor's sum.
+    return_grad : bool, default False
+        Also return the gradient with respect to the embeddings (zero subgradient at
+        distance 0).
+    grad_out : ndarray, optional
+        A buffer for it.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        Compute dtype; "none": shape (N,).
+    grad : ndarray
+        With ``return_grad=True``: (N, D).
+
+    Notes
+    -----
+    For "hard", per anchor a:
+
+    .. math::
+
+        l_a = \max\left(\max_{p:\, y_p = y_a} d_{ap} - \min_{n:\, y_n \ne y_a} d_{an}
+              + m,\ 0\right), \qquad
+        \frac{\partial d_{ap}}{\partial e_a} = \frac{e_a - e_p}{d_{ap}}
+
+    (:math:`2 (e_a - e_p)` for squared distances), through the chosen pairs only.
     Special values: distances are those of pairwise_distances (inf to a row with an inf
-    entry, NaN where inf - inf or NaN occurs); an anchor that meets a NaN distance, or
-    whose d_ap - d_an is NaN (inf - inf), has loss NaN, and then the whole gradient is
-    NaN. Other anchors are unaffected.
+    entry, NaN where inf - inf or NaN occurs); an anchor that meets a NaN distance, or whose
+    d_ap - d_an is NaN (inf - inf), has loss NaN, and then the whole gradient is NaN. Other
+    anchors are unaffected. No PyTorch function; pytorch-metric-learning's
+    ``BatchHardMiner`` + ``TripletMarginLoss`` is the usual combination.
+
+    Examples
+    --------
+    >>> e = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, 3.0]])
+    >>> y = np.array([0, 0, 1, 1])
+    >>> print(np.round(fastloss.batch_hard_triplet_loss(e, y, margin=2.0, reduction="none"), 4))
+    [1.     0.7639 1.     0.    ]
     """
     reduction = check_reduction(reduction)
     check_grad_request(return_grad, grad_out)
@@ -469,12 +595,55 @@ def _logit_grad_back(dS, qs, kh, r0, gq, gk, full):
 
 def info_nce_loss(query, key, *, temperature=0.07, symmetric=False, normalize=True,
                   reduction="mean", return_grad=False, grad_out=None):
-    """InfoNCE: logits = q k^T / temperature, row i's positive at column i, softmax
-    cross-entropy over each row. symmetric=True averages the row and column
-    cross-entropies (the CLIP loss; "none" gives 0.5 (row_i + col_i)). normalize=True
-    L2-normalises both inputs first (x / max(||x||, 1e-12), as F.normalize), and the
-    gradient goes through the normalisation. query, key: (N, D), N >= 2.
-    Gradients (grad_query, grad_key).
+    r"""InfoNCE: softmax cross-entropy of ``q k^T / temperature`` with row i's positive at column i.
+
+    Parameters
+    ----------
+    query, key : array_like, shape (N, D)
+        N >= 2; pairs (query_i, key_i) are the positives.
+    temperature : float > 0, default 0.07
+        Finite.
+    symmetric : bool, default False
+        Average the row and column cross-entropies (the CLIP loss; "none" gives
+        0.5 (row_i + col_i)).
+    normalize : bool, default True
+        L2-normalise both inputs first (x / max(||x||, 1e-12), as F.normalize); the gradient
+        goes through the normalisation.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "none": shape (N,).
+    return_grad : bool, default False
+        Also return (grad_query, grad_key).
+    grad_out : tuple of two ndarray, optional
+        Buffers for them.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        Compute dtype.
+    grads : tuple of two ndarray
+        With ``return_grad=True``.
+
+    Notes
+    -----
+    With :math:`S = \hat q \hat k^T / \tau` (normalised rows):
+
+    .. math::
+
+        l_i = \mathrm{lse}(S_{i\cdot}) - S_{ii}, \qquad
+        \frac{\partial l_i}{\partial S_{ij}} = \mathrm{softmax}(S_{i\cdot})_j - [i = j]
+
+    then :math:`\partial L / \partial \hat q = G \hat k / \tau`,
+    :math:`\partial L / \partial \hat k = G^T \hat q / \tau` and back through the
+    normalisation. The PyTorch idiom is ``F.cross_entropy(q @ k.T / t, arange(N))`` (and
+    its transpose for CLIP).
+
+    Examples
+    --------
+    >>> q, k = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1.0, 0.1], [0.2, 1.0]])
+    >>> print(round(float(fastloss.info_nce_loss(q, k, temperature=0.5)), 4))
+    0.1713
+    >>> print(round(float(fastloss.info_nce_loss(q, k, temperature=0.5, symmetric=True)), 4))
+    0.1715
     """
     q, k, t, reduction, grads = _views_setup(query, key, ("query", "key"), temperature, reduction,
                                              return_grad, grad_out)
@@ -500,11 +669,49 @@ def info_nce_loss(query, key, *, temperature=0.07, symmetric=False, normalize=Tr
 # --- NT-Xent (SimCLR) -------------------------------------------------------------------
 
 def nt_xent_loss(z1, z2, *, temperature=0.5, reduction="mean", return_grad=False, grad_out=None):
-    """SimCLR's NT-Xent loss over the 2N views z = [z1; z2] (each (N, D), N >= 2):
-    cosine similarities / temperature, self-similarity excluded, the positive of view i
-    is its pair (i + N mod 2N), softmax cross-entropy per view. "mean" averages the 2N
-    views; "none" gives the 2N per-view losses, z1's rows first. Cosine similarity is
-    that of x / max(||x||, 1e-12). Gradients (grad_z1, grad_z2).
+    r"""SimCLR's NT-Xent loss over the 2N views ``z = [z1; z2]``.
+
+    Parameters
+    ----------
+    z1, z2 : array_like, shape (N, D)
+        The two views, N >= 2.
+    temperature : float > 0, default 0.5
+        Finite.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" averages the 2N views; "none" gives the 2N per-view losses, z1's rows first.
+    return_grad : bool, default False
+        Also return (grad_z1, grad_z2).
+    grad_out : tuple of two ndarray, optional
+        Buffers for them.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        Compute dtype; "none": shape (2N,).
+    grads : tuple of two ndarray
+        With ``return_grad=True``.
+
+    Notes
+    -----
+    Cosine similarities / temperature, self-similarity excluded, the positive of view i is
+    its pair (i + N mod 2N), softmax cross-entropy per view. Cosine similarity is that of
+    x / max(||x||, 1e-12). With :math:`S_{ij} = \cos(z_i, z_j) / \tau` and
+    :math:`S_{ii} = -\infty`:
+
+    .. math::
+
+        l_i = \mathrm{lse}(S_{i\cdot}) - S_{i, i+N \bmod 2N}, \qquad
+        \frac{\partial l_i}{\partial S_{ij}} = \mathrm{softmax}(S_{i\cdot})_j
+            - [j = i + N \bmod 2N]
+
+    and back through the (symmetric) product and the normalisation. No PyTorch function;
+    the usual code builds S and calls ``F.cross_entropy``.
+
+    Examples
+    --------
+    >>> z1, z2 = np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[1.0, 0.1], [0.2, 1.0]])
+    >>> print(round(float(fastloss.nt_xent_loss(z1, z2)), 4))
+    0.322
     """
     a, b, t, reduction, grads = _views_setup(z1, z2, ("z1", "z2"), temperature, reduction,
                                              return_grad, grad_out)

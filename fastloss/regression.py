@@ -53,36 +53,82 @@ def _elementwise(name, input, target, param, weight, reduction, return_grad, gra
     return (loss, g) if return_grad else loss
 
 
-_COMMON_DOC = """
-    input, target: arrays of exactly the same shape (no broadcasting: a (4,) input
-    against a (4, 1) target is a ValueError, not a (4, 4) loss). Computed in the
-    input's dtype (float32/float64 kept; float16 -> float32; ints, bool -> float64);
-    target is converted to it.
-    weight: per-element weights broadcast against input; "mean" is then
-    sum(weight * loss) / sum(weight) over the broadcast weights (NaN when that is 0).
-    reduction: "mean" (default), "sum" or "none" (per-element, weighted, losses).
-    return_grad: also return the gradient with respect to input (the gradient with
-    respect to target is its negative). grad_out: a C-contiguous buffer of input's
-    shape and dtype to write it into; it may be `input` itself (in place), and must not
-    otherwise overlap input, target or weight (ValueError).
-    """
+def _elementwise_doc(summary, math, notes, params="", example=""):
+    """A numpydoc docstring of an elementwise loss: its own summary, formulas (r the residual
+    input - target), parameters and example around the parameters they all share."""
+    return summary + """
+
+    Parameters
+    ----------
+    input, target : array_like
+        Arrays of exactly the same shape (no broadcasting: a (4,) input against a (4, 1)
+        target is a ValueError, not a (4, 4) loss). Computed in the input's dtype
+        (float32/float64 kept; float16 -> float32; ints, bool -> float64); target is
+        converted to it.
+""" + params + """    weight : array_like, optional
+        Per-element weights broadcast against input; "mean" is then
+        sum(weight * loss) / sum(weight) over the broadcast weights (NaN when that is 0).
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "none" gives the per-element (weighted) losses.
+    return_grad : bool, default False
+        Also return the gradient with respect to input (the gradient with respect to
+        target is its negative).
+    grad_out : ndarray, optional
+        A C-contiguous buffer of input's shape and dtype to write it into; it may be
+        `input` itself (in place), and must not otherwise overlap input, target or weight
+        (ValueError).
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        A NumPy scalar of the compute dtype, or input's shape with "none".
+    grad : ndarray
+        With ``return_grad=True``: input's shape and dtype.
+
+    Notes
+    -----
+    With :math:`r = \\mathrm{input} - \\mathrm{target}`:
+
+    .. math::
+
+        """ + math + """
+
+    """ + notes + """
+
+    Examples
+    --------
+    >>> x, t = np.array([0.5, -1.0, 3.0]), np.array([0.0, 1.0, 2.5])
+""" + example
 
 
 def mse_loss(input, target, *, weight=None, reduction="mean", return_grad=False, grad_out=None):
     return _elementwise("mse", input, target, 0.0, weight, reduction, return_grad, grad_out)
 
 
-mse_loss.__doc__ = """Mean squared error: (input - target)**2, gradient 2 (input - target).
-    """ + _COMMON_DOC
+mse_loss.__doc__ = _elementwise_doc(
+    "Mean squared error: (input - target)**2, gradient 2 (input - target).",
+    r"l = r^2, \qquad \frac{\partial l}{\partial\, \mathrm{input}} = 2 r",
+    "Equivalent: ``torch.nn.functional.mse_loss`` (which broadcasts mismatched shapes with a\n"
+    "    warning; fastloss raises), ``optax.squared_error`` (no 1/2, no reduction).",
+    example="""    >>> loss, grad = fastloss.mse_loss(x, t, return_grad=True)
+    >>> print(round(float(loss), 4), np.round(grad, 4))
+    1.5 [ 0.3333 -1.3333  0.3333]
+    """)
 
 
 def l1_loss(input, target, *, weight=None, reduction="mean", return_grad=False, grad_out=None):
     return _elementwise("l1", input, target, 0.0, weight, reduction, return_grad, grad_out)
 
 
-l1_loss.__doc__ = """Mean absolute error: |input - target|, gradient sign(input - target)
-    with sign(0) = 0 (as PyTorch).
-    """ + _COMMON_DOC
+l1_loss.__doc__ = _elementwise_doc(
+    "Mean absolute error: ``|input - target|``, gradient ``sign(input - target)`` with\n"
+    "    sign(0) = 0 (as PyTorch).",
+    r"l = |r|, \qquad \frac{\partial l}{\partial\, \mathrm{input}} = \mathrm{sign}(r)",
+    "Equivalent: ``torch.nn.functional.l1_loss``.",
+    example="""    >>> loss, grad = fastloss.l1_loss(x, t, return_grad=True)
+    >>> print(round(float(loss), 4), np.round(grad, 4))
+    1.0 [ 0.3333 -0.3333  0.3333]
+    """)
 
 
 def huber_loss(input, target, *, delta=1.0, weight=None, reduction="mean", return_grad=False,
@@ -91,10 +137,21 @@ def huber_loss(input, target, *, delta=1.0, weight=None, reduction="mean", retur
     return _elementwise("huber", input, target, d, weight, reduction, return_grad, grad_out)
 
 
-huber_loss.__doc__ = """PyTorch's huber_loss: r**2 / 2 where |r| <= delta, else
-    delta * (|r| - delta / 2), with r = input - target; gradient clip(r, -delta, delta).
-    Equal to delta * smooth_l1_loss(beta=delta). delta must be > 0.
-    """ + _COMMON_DOC
+huber_loss.__doc__ = _elementwise_doc(
+    "PyTorch's huber_loss: ``r**2 / 2`` where ``|r| <= delta``, else\n"
+    "    ``delta * (|r| - delta / 2)``, with r = input - target; gradient clip(r, -delta, delta).",
+    r"l = \begin{cases} r^2 / 2 & |r| \le \delta \\ \delta (|r| - \delta / 2) & \text{else}"
+    r"\end{cases}, \qquad \frac{\partial l}{\partial\, \mathrm{input}} = "
+    r"\mathrm{clip}(r, -\delta, \delta)",
+    "Equal to delta * smooth_l1_loss(beta=delta). Equivalent:\n"
+    "    ``torch.nn.functional.huber_loss``, ``optax.huber_loss``.",
+    params="""    delta : float > 0, default 1
+        The threshold between the quadratic and the linear part.
+""",
+    example="""    >>> loss, grad = fastloss.huber_loss(x, t, return_grad=True)
+    >>> print(round(float(loss), 4), np.round(grad, 4))
+    0.5833 [ 0.1667 -0.3333  0.1667]
+    """)
 
 
 def smooth_l1_loss(input, target, *, beta=1.0, weight=None, reduction="mean", return_grad=False,
@@ -103,10 +160,20 @@ def smooth_l1_loss(input, target, *, beta=1.0, weight=None, reduction="mean", re
     return _elementwise("smooth_l1", input, target, b, weight, reduction, return_grad, grad_out)
 
 
-smooth_l1_loss.__doc__ = """PyTorch's smooth_l1_loss: r**2 / (2 beta) where |r| < beta, else
-    |r| - beta / 2, with r = input - target; gradient r / beta or sign(r). beta must be
-    >= 0; beta = 0 is l1_loss.
-    """ + _COMMON_DOC
+smooth_l1_loss.__doc__ = _elementwise_doc(
+    "PyTorch's smooth_l1_loss: ``r**2 / (2 beta)`` where ``|r| < beta``, else\n"
+    "    ``|r| - beta / 2``, with r = input - target; gradient r / beta or sign(r).",
+    r"l = \begin{cases} r^2 / (2\beta) & |r| < \beta \\ |r| - \beta / 2 & \text{else}"
+    r"\end{cases}, \qquad \frac{\partial l}{\partial\, \mathrm{input}} = "
+    r"\begin{cases} r / \beta & |r| < \beta \\ \mathrm{sign}(r) & \text{else}\end{cases}",
+    "beta = 0 is l1_loss. Equivalent: ``torch.nn.functional.smooth_l1_loss``.",
+    params="""    beta : float >= 0, default 1
+        The threshold between the quadratic and the linear part.
+""",
+    example="""    >>> loss, grad = fastloss.smooth_l1_loss(x, t, return_grad=True)
+    >>> print(round(float(loss), 4), np.round(grad, 4))
+    0.5833 [ 0.1667 -0.3333  0.1667]
+    """)
 
 
 def log_cosh_loss(input, target, *, weight=None, reduction="mean", return_grad=False,
@@ -114,10 +181,16 @@ def log_cosh_loss(input, target, *, weight=None, reduction="mean", return_grad=F
     return _elementwise("log_cosh", input, target, 0.0, weight, reduction, return_grad, grad_out)
 
 
-log_cosh_loss.__doc__ = """log(cosh(input - target)), gradient tanh(input - target). Never
-    overflows (|r| + log1p(exp(-2|r|)) - log 2 for large |r|) and keeps full relative
-    accuracy for tiny residuals (through expm1, where the textbook formula cancels).
-    """ + _COMMON_DOC
+log_cosh_loss.__doc__ = _elementwise_doc(
+    "log(cosh(input - target)), gradient tanh(input - target).",
+    r"l = \log\cosh r, \qquad \frac{\partial l}{\partial\, \mathrm{input}} = \tanh r",
+    "Never overflows (``|r| + log1p(exp(-2|r|)) - log 2`` for large ``|r|``) and keeps full\n"
+    "    relative accuracy for tiny residuals (through expm1, where the textbook formula\n"
+    "    cancels). PyTorch has no log-cosh loss; ``optax.log_cosh`` is the same (no reduction).",
+    example="""    >>> loss, grad = fastloss.log_cosh_loss(x, t, return_grad=True)
+    >>> print(round(float(loss), 4), np.round(grad, 4))
+    0.5217 [ 0.154  -0.3213  0.154 ]
+    """)
 
 
 # --- bounding-box losses --------------------------------------------------------------
@@ -166,19 +239,52 @@ def _box(kind, boxes1, boxes2, eps, reduction, return_grad, grad_out):
     return (loss, (g1, g2)) if return_grad else loss
 
 
-_BOX_DOC = """
-    boxes1, boxes2: (..., 4) arrays of the same shape, boxes as (x1, y1, x2, y2) with
-    x1 <= x2 and y1 <= y2 (else ValueError; torchvision does not check). Zero-area
-    boxes give a finite loss and gradient (for eps > 0). Computed in boxes1's dtype;
-    boxes2 is converted to it.
-    eps: >= 0, added to the denominators as torchvision does.
-    reduction: "mean" (default, over box pairs; 0 for none, as torchvision), "sum" or "none"
-    (per pair, shape boxes1.shape[:-1]). torchvision's default is "none".
-    return_grad: also return (grad_boxes1, grad_boxes2); grad_out: a tuple of two
-    C-contiguous buffers of boxes1's shape and dtype for them. At ties of the
-    min/max defining the intersection and enclosing box, the gradient is split
-    evenly between the two boxes, as PyTorch's autograd does.
-    """
+def _box_doc(summary, math, notes, example):
+    """A numpydoc docstring of a box loss around the parameters they all share."""
+    return summary + """
+
+    Parameters
+    ----------
+    boxes1, boxes2 : array_like, shape (..., 4)
+        Arrays of the same shape, boxes as (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2 (else
+        ValueError naming the position; torchvision does not check). Zero-area boxes give a
+        finite loss and gradient (for eps > 0). Computed in boxes1's dtype; boxes2 is
+        converted to it.
+    eps : float >= 0, default 1e-7
+        Added to the denominators as torchvision does.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        "mean" over box pairs (0 for none, as torchvision), "sum", or "none" (per pair, shape
+        boxes1.shape[:-1]). torchvision's default is "none".
+    return_grad : bool, default False
+        Also return (grad_boxes1, grad_boxes2).
+    grad_out : tuple of two ndarray, optional
+        C-contiguous buffers of boxes1's shape and dtype for them.
+
+    Returns
+    -------
+    loss : scalar or ndarray
+        Compute dtype; "none": boxes1.shape[:-1].
+    grads : tuple of two ndarray
+        With ``return_grad=True``: (grad_boxes1, grad_boxes2), boxes1's shape.
+
+    Notes
+    -----
+    With :math:`I` and :math:`U` the intersection and union areas,
+    :math:`\\mathrm{IoU} = I / (U + \\epsilon)`, and :math:`C` the smallest box enclosing both:
+
+    .. math::
+
+        """ + math + """
+
+    The gradient is the exact derivative of this formula with respect to the eight
+    coordinates. At ties of the min/max defining the intersection and enclosing box, the
+    gradient is split evenly between the two boxes, as PyTorch's autograd does.
+    """ + notes + """
+
+    Examples
+    --------
+    >>> b1, b2 = np.array([[0.0, 0.0, 2.0, 2.0]]), np.array([[1.0, 1.0, 3.0, 3.0]])
+""" + example
 
 
 def generalized_box_iou_loss(boxes1, boxes2, *, eps=1e-7, reduction="mean", return_grad=False,
@@ -186,9 +292,15 @@ def generalized_box_iou_loss(boxes1, boxes2, *, eps=1e-7, reduction="mean", retu
     return _box(_k.GIOU, boxes1, boxes2, eps, reduction, return_grad, grad_out)
 
 
-generalized_box_iou_loss.__doc__ = """torchvision's generalized_box_iou_loss:
-    1 - IoU + (area(C) - union) / area(C), C the smallest box enclosing both.
-    """ + _BOX_DOC
+generalized_box_iou_loss.__doc__ = _box_doc(
+    "torchvision's generalized_box_iou_loss: 1 - IoU + (area(C) - union) / area(C), C the\n"
+    "    smallest box enclosing both.",
+    r"l = 1 - \mathrm{IoU} + \frac{|C| - U}{|C| + \epsilon}",
+    "Equivalent: ``torchvision.ops.generalized_box_iou_loss``.",
+    """    >>> loss, (g1, g2) = fastloss.generalized_box_iou_loss(b1, b2, return_grad=True)
+    >>> print(round(float(loss), 4), np.round(g1, 4))
+    1.0794 [[-0.0779 -0.0779 -0.2336 -0.2336]]
+    """)
 
 
 def distance_box_iou_loss(boxes1, boxes2, *, eps=1e-7, reduction="mean", return_grad=False,
@@ -196,9 +308,15 @@ def distance_box_iou_loss(boxes1, boxes2, *, eps=1e-7, reduction="mean", return_
     return _box(_k.DIOU, boxes1, boxes2, eps, reduction, return_grad, grad_out)
 
 
-distance_box_iou_loss.__doc__ = """torchvision's distance_box_iou_loss:
-    1 - IoU + |center1 - center2|**2 / diagonal(C)**2, C the smallest enclosing box.
-    """ + _BOX_DOC
+distance_box_iou_loss.__doc__ = _box_doc(
+    "torchvision's distance_box_iou_loss: ``1 - IoU + |center1 - center2|**2 / diagonal(C)**2``,\n"
+    "    C the smallest enclosing box.",
+    r"l = 1 - \mathrm{IoU} + \frac{\|c_1 - c_2\|^2}{\mathrm{diag}(C)^2 + \epsilon}",
+    "Equivalent: ``torchvision.ops.distance_box_iou_loss``.",
+    """    >>> loss, (g1, g2) = fastloss.distance_box_iou_loss(b1, b2, return_grad=True)
+    >>> print(round(float(loss), 4), np.round(g1, 4))
+    0.9683 [[-0.0593 -0.0593 -0.178  -0.178 ]]
+    """)
 
 
 def complete_box_iou_loss(boxes1, boxes2, *, eps=1e-7, reduction="mean", return_grad=False,
@@ -206,10 +324,17 @@ def complete_box_iou_loss(boxes1, boxes2, *, eps=1e-7, reduction="mean", return_
     return _box(_k.CIOU, boxes1, boxes2, eps, reduction, return_grad, grad_out)
 
 
-complete_box_iou_loss.__doc__ = """torchvision's complete_box_iou_loss: the DIoU loss plus
-    alpha * v, v = 4 / pi**2 * (atan(w2 / h2) - atan(w1 / h1))**2 and
-    alpha = v / (1 - IoU + v + eps). As in torchvision, alpha is a constant in the
-    gradient (computed under no_grad). atan(w / h) is evaluated as atan2(w, h): the
-    same for h > 0, and finite for zero-height boxes (torchvision gives NaN for 0/0); a
-    point box (w = h = 0) has no aspect ratio, so v = 0 for its pairs.
-    """ + _BOX_DOC
+complete_box_iou_loss.__doc__ = _box_doc(
+    "torchvision's complete_box_iou_loss: the DIoU loss plus alpha * v.",
+    r"l = l_\mathrm{DIoU} + \alpha v, \quad v = \frac{4}{\pi^2} \left(\mathrm{atan}"
+    r"\frac{w_2}{h_2} - \mathrm{atan}\frac{w_1}{h_1}\right)^2, \quad "
+    r"\alpha = \frac{v}{1 - \mathrm{IoU} + v + \epsilon}",
+    "As in torchvision, alpha is a constant in the gradient (computed under no_grad).\n"
+    "    atan(w / h) is evaluated as atan2(w, h): the same for h > 0, and finite for\n"
+    "    zero-height boxes (torchvision gives NaN for 0/0); a point box (w = h = 0) has no\n"
+    "    aspect ratio, so v = 0 for its pairs. Equivalent:\n"
+    "    ``torchvision.ops.complete_box_iou_loss``.",
+    """    >>> loss, (g1, g2) = fastloss.complete_box_iou_loss(b1, b2, return_grad=True)
+    >>> print(round(float(loss), 4), np.round(g1, 4))     # same aspect ratio: v = 0
+    0.9683 [[-0.0593 -0.0593 -0.178  -0.178 ]]
+    """)
