@@ -36,6 +36,17 @@ kernel runs on BLOCK_THREADS = 1 OpenMP thread and Dask's threads fill the cores
 oversubscribing them. Set fastloss.dask.BLOCK_THREADS = n (or None: fastloss's own setting,
 fastloss.set_num_threads / OMP_NUM_THREADS) before building the graph, e.g. for a
 cluster of one-thread workers on many-core machines; the value travels with the graph.
+
+Example (two blocks of one row each; the mean over both rows, as in memory):
+
+>>> import dask.array as da
+>>> import fastloss.dask as fld
+>>> x = da.from_array(np.array([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]]), chunks=(1, 3))
+>>> loss = fld.cross_entropy(x, np.array([0, 1]))
+>>> print(round(float(loss.compute()), 4))
+0.3964
+>>> print(round(float(fastloss.cross_entropy(x.compute(), np.array([0, 1]))), 4))
+0.3964
 """
 import functools
 import inspect
