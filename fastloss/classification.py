@@ -136,12 +136,18 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
         labels, denom = prepare_labels(t, row_shape, C, ignore_index, cw,
                                        against=f"logits {x.shape} without axis {axis}")
     elif t.dtype.kind == "f":
+        if t.shape == row_shape != x.shape:
+            raise ValueError(f"target is {t.dtype} with the shape of labels {t.shape}: the dtype "
+                             f"decides, an integer target holds class labels and a float one "
+                             f"probabilities of logits' shape {x.shape}; for labels pass "
+                             f"target.astype(np.int64)")
         probs = as_float_array(t, "target", x.dtype)
         check_same_shape(x, "logits", probs, "probability target")
         labels = None
         denom = float(math.prod(row_shape))
     else:
-        raise TypeError(f"target must be integer labels or float probabilities, got dtype {t.dtype}")
+        raise TypeError(f"target must be integer labels or float probabilities (the dtype "
+                        f"decides), got dtype {t.dtype}")
 
     check_no_overlap([("grad_out", grad_out)],
                      [("logits", x), ("target", probs if labels is None else labels), ("weight", cw)],

@@ -376,8 +376,13 @@ def test_bad_shapes_and_types():
         fl.cross_entropy(np.zeros((4, 3), complex), np.array([0, 1, 2, 0]))
     with pytest.raises(TypeError, match="logits"):
         fl.cross_entropy(np.array([[None, 1]], dtype=object), np.array([0]))
-    with pytest.raises(TypeError, match="target"):
+    with pytest.raises(TypeError, match="the dtype decides"):
         fl.cross_entropy(np.zeros((2, 3)), np.array([True, False]))
+    # float labels (read from a CSV): the error says the dtype decides and how to convert
+    with pytest.raises(ValueError, match=r"float64 with the shape of labels \(4,\).*astype"):
+        fl.cross_entropy(np.zeros((4, 3)), np.array([0.0, 1.0, 2.0, 0.0]))
+    with pytest.raises(ValueError, match="shape of labels"):
+        fl.cross_entropy(np.zeros((4, 3, 5)), np.zeros((4, 5), np.float32), axis=1)
     with pytest.raises(ValueError, match="no classes"):
         fl.cross_entropy(np.zeros((2, 0)), np.array([0, 0]))
     with pytest.raises(ValueError, match="x has no classes"):
