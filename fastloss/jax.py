@@ -6,8 +6,12 @@ and vmap (the optional extra `fastloss[jax]`; CPU only: the kernels run on the h
     loss, g = jax.jit(jax.value_and_grad(flj.cross_entropy))(logits, labels)
 
 Each function takes the arguments of the fastloss function of the same name, except
-return_grad and grad_out (use jax.grad); it calls that function through jax.pure_callback
-and adds no semantics of its own: the value is the NumPy call's, in its compute dtype.
+return_grad and grad_out (use jax.grad); it calls that function from inside the XLA
+computation and adds no semantics of its own: the value is the NumPy call's, in its
+compute dtype. The call goes through jax.experimental.buffer_callback where jax has it
+(fastloss writes the loss and gradients straight into the buffers XLA returns), else
+through jax.pure_callback (which copies the inputs and outputs: at (2048, 32000) float32
+that costs more than the loss itself).
 - Gradients: jax.custom_vjp. When an input is differentiated, the forward pass makes one
   fused fastloss call (return_grad=True) and keeps the gradients; the backward pass scales
   them by the cotangent (a scalar, or one per row / element for reduction="none"). A call
@@ -21,7 +25,8 @@ and adds no semantics of its own: the value is the NumPy call's, in its compute 
   (a var per row in gaussian_nll_loss), are differentiable only when reduced.
 - dtypes: float32, or float64 under jax_enable_x64; float16/bfloat16 inputs are computed
   in float32 and their gradients come back in their own dtype.
-- vmap: a reduced loss is computed once per batch element (vmap_method="sequential").
+- vmap (the callback's vmap_method): a reduced loss is computed once per batch element
+  ("sequential").
   With reduction="none" the row and elementwise losses, whose arrays all have the first
   input's number of dimensions (integer labels one fewer), take the whole batch in one
   call ("broadcast_all"): every row stays a row, the class axis is counted from the end.
@@ -37,6 +42,11 @@ import jax.numpy as jnp
 import numpy as np
 
 import fastloss as _fl
+
+try:   # jax >= 0.7: outputs written in place; jax.pure_callback copies them (and the inputs)
+    from jax.experimental.buffer_callback import buffer_callback as _buffer_callback
+except ImportError:  # pragma: no cover
+    _buffer_callback = None
 
 
 class _Spec(NamedTuple):
@@ -128,29 +138,45 @@ class _Call(NamedTuple):
         return None
 
 
-def _run(call, want, *arrays):
-    """The callback: fastloss on NumPy arrays; the loss, then the gradients of `want`."""
+def _run(call, want, outs, arrays):
+    """fastloss on NumPy views: the loss into outs[0], the gradients of `want` into the rest."""
     kwargs = dict(call.static, **dict(zip(call.arrays, arrays)))
     fn = getattr(_fl, call.name)
     if not want:
-        return np.asarray(fn(**kwargs), dtype=call.dtype)
-    loss, grads = fn(**kwargs, return_grad=True)
-    grads = grads if isinstance(grads, tuple) else (grads,)
+        np.copyto(outs[0], fn(**kwargs))
+        return
     given = [g for g in call.spec.grads if g in call.arrays]   # gaussian_kl's optional q
-    return (np.asarray(loss, dtype=call.dtype),
-            *(np.asarray(grads[given.index(w)], dtype=call.dtype) for w in want))
+    grad_out = tuple(outs[1 + want.index(g)] if g in want else None for g in given)
+    np.copyto(outs[0], fn(**kwargs, return_grad=True, grad_out=grad_out)[0])
+
+
+def _write(call, want, ctx, outs, *arrays):
+    # buffer_callback: fastloss writes straight into the buffers XLA returns (no copies).
+    _run(call, want, [np.asarray(o) for o in outs], [np.asarray(a) for a in arrays])
+
+
+def _fresh(call, want, shapes, *arrays):
+    batch = arrays[0].shape[:arrays[0].ndim - len(call.shapes[0])]   # vmap "broadcast_all"
+    outs = [np.empty(batch + s.shape, s.dtype) for s in shapes]
+    _run(call, want, outs, [np.asarray(a) for a in arrays])
+    return tuple(outs)
 
 
 def _callback(call, want, arrays):
     # Half precision goes to fastloss as float32 (it computes there anyway).
     arrays = [a.astype(jnp.float32) if a.dtype in (jnp.float16, jnp.bfloat16) else a
               for a in arrays]
-    loss = jax.ShapeDtypeStruct(call.loss_shape(), call.dtype)
-    shapes = [jax.ShapeDtypeStruct(call.shapes[call.arrays.index(w)], call.dtype) for w in want]
+    shapes = (jax.ShapeDtypeStruct(call.loss_shape(), call.dtype),
+              *(jax.ShapeDtypeStruct(call.shapes[call.arrays.index(w)], call.dtype) for w in want))
     batched = not call.reduced and all(call.per_sample(n) for n in call.arrays)
-    return jax.pure_callback(functools.partial(_run, call, tuple(want)),
-                             (loss, *shapes) if want else loss, *arrays,
-                             vmap_method="broadcast_all" if batched else "sequential")
+    method = "broadcast_all" if batched else "sequential"
+    if _buffer_callback is not None:
+        out = _buffer_callback(functools.partial(_write, call, want), shapes,
+                               vmap_method=method)(*arrays)
+    else:
+        out = jax.pure_callback(functools.partial(_fresh, call, want, shapes), shapes, *arrays,
+                                vmap_method=method)
+    return out if want else out[0]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -169,7 +195,7 @@ def _loss_fwd(call, *primals):
         if not call.reduced and call.cotangent_layout(n) is None:
             raise TypeError(f"fastloss.jax.{call.name}: the gradient with respect to {n!r} of "
                             'reduction="none" is not available; differentiate a reduced loss')
-    want = sorted({neg.get(n, n) for n in perturbed}, key=spec.grads.index)
+    want = tuple(sorted({neg.get(n, n) for n in perturbed}, key=spec.grads.index))
     if not want:
         return _callback(call, (), arrays), {}
     loss, *grads = _callback(call, want, arrays)

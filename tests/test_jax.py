@@ -73,6 +73,10 @@ def test_every_function_has_a_case():
 
 @pytest.mark.parametrize("name,keys,opts", CASES, ids=[f"{c[0]}-{c[1][-1]}" for c in CASES])
 def test_value_and_gradients_are_the_numpy_calls(x64, name, keys, opts):
+    _check_numpy_call(name, keys, opts)
+
+
+def _check_numpy_call(name, keys, opts):
     args = _args(keys, _data())
     loss, grads = getattr(fastloss, name)(*args, **opts, return_grad=True)
     grads = grads if isinstance(grads, tuple) else (grads,)
@@ -193,6 +197,10 @@ VMAP = [
 
 @pytest.mark.parametrize("i", range(len(VMAP)))
 def test_vmap_matches_a_loop(i):
+    _check_vmap(i)
+
+
+def _check_vmap(i):
     f, batched = VMAP[i]
     r = np.random.default_rng(4)
     xs, ys = jnp.asarray(r.standard_normal((2, 3, N, C)), jnp.float32)
@@ -205,6 +213,17 @@ def test_vmap_matches_a_loop(i):
     g = jax.vmap(jax.grad(lambda x, y: (f(x, y, t) ** 2).sum()))(xs, ys)
     gl = jnp.stack([jax.grad(lambda x: (f(x, ys[b], t) ** 2).sum())(xs[b]) for b in range(3)])
     np.testing.assert_allclose(g, gl, rtol=1e-5, atol=1e-7)
+
+
+def test_pure_callback_path(x64, monkeypatch):
+    """Where jax has no buffer_callback, jax.pure_callback runs the same calls."""
+    monkeypatch.setattr(flj, "_buffer_callback", None)
+    for case in CASES[:3] + CASES[6:8] + CASES[14:15]:
+        _check_numpy_call(*case)
+    for i in (0, 2, 4):
+        _check_vmap(i)
+    jaxpr = str(jax.make_jaxpr(lambda x: flj.entropy(x))(jnp.ones((2, 3))))
+    assert "pure_callback" in jaxpr and "buffer_callback" not in jaxpr
 
 
 def test_dtypes():
