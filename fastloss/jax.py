@@ -26,10 +26,10 @@ that costs more than the loss itself).
 - dtypes: float32, or float64 under jax_enable_x64; float16/bfloat16 inputs are computed
   in float32 and their gradients come back in their own dtype.
 - vmap (the callback's vmap_method): a reduced loss is computed once per batch element
-  ("sequential").
-  With reduction="none" the row and elementwise losses, whose arrays all have the first
-  input's number of dimensions (integer labels one fewer), take the whole batch in one
-  call ("broadcast_all"): every row stays a row, the class axis is counted from the end.
+  ("sequential"). With reduction="none" the row and elementwise losses, whose arrays all
+  have the first input's number of dimensions (integer labels one fewer), take the whole
+  batch in one call ("broadcast_all"): every row stays a row, the class axis is counted
+  from the end.
 - Errors found by fastloss (a label out of range, a bad shape) are raised inside the
   callback; JAX re-raises them with fastloss's message.
 """
@@ -54,21 +54,24 @@ class _Spec(NamedTuple):
     out: str                # shape of the reduction="none" loss (see _none_shape)
     per_sample: tuple = ()  # inputs indexed like the per-sample loss; () if coupled
     neg: tuple = ()         # (input, source): its gradient is minus the source's
+    in_place: bool = False  # fastloss may write the first input's gradient over it
 
 
 _ROWS = ("logits", "target")
 # Losses of input - target: fastloss documents the target's gradient as minus the input's.
-_DIFF = _Spec(("input",), "elem", ("input", "target", "weight"), (("target", "input"),))
+_DIFF = _Spec(("input",), "elem", ("input", "target", "weight"), (("target", "input"),), True)
 _SPECS = {
-    "cross_entropy": _Spec(("logits",), "rows", _ROWS),
-    "binary_cross_entropy_with_logits": _Spec(("logits",), "elem", _ROWS + ("weight", "pos_weight")),
-    "sigmoid_focal_loss": _Spec(("logits",), "elem", _ROWS),
-    "logsumexp": _Spec(("x",), "rows", ("x",)),
-    "entropy": _Spec(("logits",), "rows", ("logits",)),
-    "kl_divergence": _Spec(("p_logits", "q_logits"), "rows", ("p_logits", "q_logits")),
+    "cross_entropy": _Spec(("logits",), "rows", _ROWS, in_place=True),
+    "binary_cross_entropy_with_logits": _Spec(("logits",), "elem", _ROWS + ("weight", "pos_weight"),
+                                                  in_place=True),
+    "sigmoid_focal_loss": _Spec(("logits",), "elem", _ROWS, in_place=True),
+    "logsumexp": _Spec(("x",), "rows", ("x",), in_place=True),
+    "entropy": _Spec(("logits",), "rows", ("logits",), in_place=True),
+    "kl_divergence": _Spec(("p_logits", "q_logits"), "rows", ("p_logits", "q_logits"),
+                           in_place=True),
     "js_divergence": _Spec(("p_logits", "q_logits"), "rows", ("p_logits", "q_logits")),
     "distillation_loss": _Spec(("student_logits",), "rows",
-                               ("student_logits", "teacher_logits", "target")),
+                               ("student_logits", "teacher_logits", "target"), in_place=True),
     "mse_loss": _DIFF,
     "l1_loss": _DIFF,
     "huber_loss": _DIFF,
@@ -171,8 +174,12 @@ def _callback(call, want, arrays):
     batched = not call.reduced and all(call.per_sample(n) for n in call.arrays)
     method = "broadcast_all" if batched else "sequential"
     if _buffer_callback is not None:
-        out = _buffer_callback(functools.partial(_write, call, want), shapes,
-                               vmap_method=method)(*arrays)
+        # The first input's gradient over the input itself where fastloss allows it: XLA
+        # then reuses that buffer when the input dies here (logits in a training step)
+        # and copies the input first when it does not.
+        alias = want[:1] == call.arrays[:1] and call.spec.in_place and arrays[0].dtype == call.dtype
+        out = _buffer_callback(functools.partial(_write, call, want), shapes, vmap_method=method,
+                               input_output_aliases={0: 1} if alias else None)(*arrays)
     else:
         out = jax.pure_callback(functools.partial(_fresh, call, want, shapes), shapes, *arrays,
                                 vmap_method=method)

@@ -226,6 +226,21 @@ def test_pure_callback_path(x64, monkeypatch):
     assert "pure_callback" in jaxpr and "buffer_callback" not in jaxpr
 
 
+def test_gradient_over_the_input_leaves_the_callers_array_alone():
+    """fastloss writes the logits' gradient over the logits buffer (input_output_aliases):
+    XLA must copy an input that is still live, never change the caller's array."""
+    d = _data(8)
+    x, t = jnp.asarray(d["x"], jnp.float32), jnp.asarray(d["labels"])
+    before = np.array(x)
+    g = jax.grad(flj.cross_entropy)(x, t)
+    both = jax.jit(lambda x: (jax.grad(flj.cross_entropy)(x, t), x + 0, jax.grad(flj.mse_loss)(2 * x, x)))
+    g2, x2, gm = both(x)
+    np.testing.assert_array_equal(x, before)
+    np.testing.assert_array_equal(x2, before)
+    np.testing.assert_array_equal(g2, g)
+    np.testing.assert_allclose(gm, 2 * before / before.size, rtol=1e-6)
+
+
 def test_dtypes():
     d = _data(5)
     x, t = jnp.asarray(d["x"], jnp.float32), jnp.asarray(d["labels"])
