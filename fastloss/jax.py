@@ -51,7 +51,7 @@ except ImportError:  # pragma: no cover
 
 class _Spec(NamedTuple):
     grads: tuple            # inputs fastloss returns gradients for, in its order
-    out: str                # shape of the reduction="none" loss (see _none_shape)
+    out: str                # shape of the reduction="none" loss (see _Call.loss_shape)
     per_sample: tuple = ()  # inputs indexed like the per-sample loss; () if coupled
     neg: tuple = ()         # (input, source): its gradient is minus the source's
     in_place: bool = False  # fastloss may write the first input's gradient over it
@@ -120,7 +120,8 @@ class _Call(NamedTuple):
         if self.reduced:
             return ()
         s = self.shapes[0]
-        return {"rows": lambda: s[:len(s) + self.kw("axis")] + s[len(s) + self.kw("axis") + 1:],
+        axes = np.atleast_1d(self.kw("axis", -1)) + len(s)
+        return {"rows": lambda: tuple(d for i, d in enumerate(s) if i not in axes),
                 "elem": lambda: s, "last": lambda: s[:-1], "first": lambda: s[:1],
                 "pairs": lambda: (2 * s[0],)}[self.spec.out]()
 
@@ -232,7 +233,18 @@ _loss.defvjp(_loss_fwd, _loss_bwd, symbolic_zeros=True)
 
 
 def _is_array(v):
-    return isinstance(v, (jax.Array, np.ndarray, list))
+    return isinstance(v, (jax.Array, np.ndarray))
+
+
+def _from_the_end(axis, ndim):
+    """axis (an int, a tuple of them, or None: all) counted from the end, so that a batch
+    axis in front (vmap) leaves it alone."""
+    axes = range(ndim) if axis is None else (axis,) if np.ndim(axis) == 0 else axis
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"axis {a} is out of range for {ndim} dimensions")
+    neg = tuple(int(a) % ndim - ndim for a in axes)
+    return neg[0] if axis is not None and np.ndim(axis) == 0 else neg
 
 
 def _wrap(name):
@@ -252,11 +264,7 @@ def _wrap(name):
         else:
             dtype = jnp.dtype(jnp.promote_types(first.dtype, jnp.float32))
         if "axis" in static and _SPECS[name].out == "rows":
-            # Counted from the end, so that a batch axis in front (vmap) leaves it alone.
-            ndim = first.ndim
-            if not -ndim <= static["axis"] < ndim:
-                raise ValueError(f"axis {static['axis']} is out of range for {ndim} dimensions")
-            static["axis"] = static["axis"] % ndim - ndim
+            static["axis"] = _from_the_end(static["axis"], first.ndim)
         call = _Call(name, tuple(arrays), tuple(a.shape for a in arrays.values()),
                      tuple(a.dtype for a in arrays.values()), tuple(static.items()), dtype)
         return _loss(call, *arrays.values())

@@ -179,6 +179,27 @@ def test_gradients_vs_finite_differences(x64):
         np.testing.assert_allclose(g, fd, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("axis", [None, (0, 2), 1, (-1,)])
+def test_logsumexp_axes_vs_jax(x64, axis):
+    """Tuples and None of axes, counted from the end for vmap, against jax.nn.logsumexp."""
+    x = jnp.asarray(np.random.default_rng(9).standard_normal((3, 4, 5)))
+    ref = jax.nn.logsumexp(x, axis=axis)
+    w = jnp.arange(1.0, ref.size + 1).reshape(ref.shape)
+    np.testing.assert_allclose(flj.logsumexp(x, axis=axis), ref, rtol=1e-13)
+    g1 = jax.grad(lambda z: (w * flj.logsumexp(z, axis=axis)).sum())(x)
+    g2 = jax.grad(lambda z: (w * jax.nn.logsumexp(z, axis=axis)).sum())(x)
+    np.testing.assert_allclose(g1, g2, rtol=1e-12, atol=1e-15)
+    xs = jnp.stack([x, 2 * x])
+    np.testing.assert_allclose(jax.vmap(lambda z: flj.logsumexp(z, axis=axis))(xs),
+                               jax.nn.logsumexp(xs, axis=_shift(axis)), rtol=1e-13)
+
+
+def _shift(axis):
+    """The same axes of each element of a batch stacked in front."""
+    axes = range(3) if axis is None else np.atleast_1d(axis)
+    return tuple(int(a) + 1 if a >= 0 else int(a) for a in axes)
+
+
 # vmap against a Python loop; `batched` says which vmap_method the call takes.
 VMAP = [
     (lambda x, y, t: flj.cross_entropy(x, t, reduction="none"), True),
