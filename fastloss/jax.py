@@ -257,7 +257,9 @@ def _wrap(name):
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
         arrays = {k: jnp.asarray(v) for k, v in bound.arguments.items() if _is_array(v)}
-        static = {k: v for k, v in bound.arguments.items() if k not in arrays}
+        # The rest is part of the (hashed) call: a list, e.g. of class weights, as a tuple.
+        static = {k: tuple(v) if isinstance(v, list) else v
+                  for k, v in bound.arguments.items() if k not in arrays}
         first = next(iter(arrays.values()), None)
         if first is None or not jnp.issubdtype(first.dtype, jnp.floating):
             dtype = jnp.dtype(jnp.result_type(float))   # ints, bool: float64 (float32 without x64)

@@ -299,6 +299,13 @@ def test_errors():
     jax.grad(flj.cross_entropy)(x, jax.lax.stop_gradient(jax.nn.softmax(y)))
     with pytest.raises(Exception, match="target"):
         jax.jit(flj.cross_entropy)(x, t.at[0].set(C)).block_until_ready()
+    # A list option (part of the hashed call) and a traced one (an operand) work too.
+    wl = [1.0, 2.0, 3.0, 4.0, 5.0]
+    np.testing.assert_allclose(flj.cross_entropy(x, t, weight=wl),
+                               fastloss.cross_entropy(np.asarray(x), np.asarray(t), weight=wl))
+    np.testing.assert_allclose(jax.jit(lambda x, tmp: flj.kl_divergence(x, y, temperature=tmp))(x, 2.0),
+                               fastloss.kl_divergence(np.asarray(x), np.asarray(y), temperature=2.0),
+                               rtol=1e-6)
 
 
 def test_training_step_matches_optax():
