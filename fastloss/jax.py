@@ -12,6 +12,7 @@ compute dtype. The call goes through jax.experimental.buffer_callback where jax 
 (fastloss writes the loss and gradients straight into the buffers XLA returns), else
 through jax.pure_callback (which copies the inputs and outputs: at (2048, 32000) float32
 that costs more than the loss itself).
+
 - Gradients: jax.custom_vjp. When an input is differentiated, the forward pass makes one
   fused fastloss call (return_grad=True) and keeps the gradients; the backward pass scales
   them by the cotangent (a scalar, or one per row / element for reduction="none"). A call
@@ -32,6 +33,15 @@ that costs more than the loss itself).
   from the end.
 - Errors found by fastloss (a label out of range, a bad shape) are raised inside the
   callback; JAX re-raises them with fastloss's message.
+
+Example (the loss and its gradient under jit, as the NumPy call gives them):
+
+>>> import jax
+>>> import fastloss.jax as flj
+>>> logits = np.array([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]], dtype=np.float32)
+>>> loss, g = jax.jit(jax.value_and_grad(flj.cross_entropy))(logits, np.array([0, 1]))
+>>> print(round(float(loss), 4), np.round(np.asarray(g), 4)[0])
+0.3964 [-0.1072  0.0876  0.0196]
 """
 import functools
 import inspect
