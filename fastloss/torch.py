@@ -188,6 +188,7 @@ def _setup_context(ctx, inputs, output):
     ctx.name, ctx.spec, ctx.opts, ctx.names = name, spec, opts, names
     ctx.save_for_backward(*output[1:])
     ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)   # else backward gets full-size zeros for the gradients
 
 
 def _scale(ctx, g, go):
