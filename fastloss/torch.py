@@ -161,14 +161,33 @@ def _loss_op(name: str, tensors: list[torch.Tensor], options: str) -> list[torch
     if name != "linear_cross_entropy":
         grads = [g for g, k in zip(grads, need) if k]
     got = dict(zip(wanted, grads))
-    dtype = _as_tensor(np.asarray(loss)).dtype
-    return [_as_tensor(np.asarray(loss))] + [
-        _as_tensor(got[n]) if n in got else torch.empty(0, dtype=dtype) for n in grad_names]
+    byname = dict(zip(names, tensors))
+    loss = _as_tensor(np.asarray(loss))
+    return [loss] + [_as_tensor(got[n], _grad_strides(byname[n], spec, opts)) if n in got
+                     else loss.new_empty(0) for n in grad_names]
 
 
-def _as_tensor(a):
-    # fastloss returns fresh arrays; a read-only one (a broadcast view) is copied
-    return torch.from_numpy(a if a.flags.writeable else a.copy())
+def _as_tensor(a, strides=None):
+    """The fresh array a as a tensor, copied into the given strides (register_fake's
+    layout) if it has others; a read-only array (a broadcast view) is copied."""
+    t = torch.from_numpy(a if a.flags.writeable else a.copy())
+    if strides is not None and t.stride() != strides:
+        return torch.empty_strided(t.shape, strides, dtype=t.dtype).copy_(t)
+    return t
+
+
+def _grad_strides(t, spec, opts):
+    """fastloss's gradient layout for input t: C order, with the class axis last in
+    memory for the row-wise losses (whatever t's own strides)."""
+    shape = list(t.shape)
+    order = list(range(len(shape)))            # dims from the slowest to the fastest
+    if spec.none == "axis" and shape:
+        axis = opts.get("axis", -1) % len(shape)
+        order = order[:axis] + order[axis + 1:] + [axis]
+    strides, step = [0] * len(shape), 1
+    for d in reversed(order):
+        strides[d], step = step, step * max(shape[d], 1)
+    return tuple(strides)
 
 
 @_loss_op.register_fake
@@ -178,8 +197,9 @@ def _(name, tensors, options):
     dtype = next(t.dtype for t in tensors if t.is_floating_point())
     loss = tensors[0].new_empty(_loss_shape(spec, opts, {n: t.shape for n, t in byname.items()}),
                                 dtype=dtype)
-    return [loss] + [byname[n].new_empty(byname[n].shape if k else (0,), dtype=dtype)
-                     for n, k in zip(_grad_names(spec, names), need)]
+    return [loss] + [loss.new_empty_strided(byname[n].shape,
+                                            _grad_strides(byname[n], spec, opts)) if k
+                     else loss.new_empty(0) for n, k in zip(_grad_names(spec, names), need)]
 
 
 def _setup_context(ctx, inputs, output):
@@ -219,6 +239,8 @@ def _scale(ctx, g, go):
 
 def _backward(ctx, grads):
     go = grads[0]
+    if go is None:                     # no gradient reached the loss (undefined: zero)
+        return None, [None] * len(ctx.names), None
     saved = dict(zip(_grad_names(ctx.spec, ctx.names), ctx.saved_tensors))
     # an empty saved gradient: not asked for (or an empty input, whose gradient is empty)
     return None, [_scale(ctx, saved[n], go) if n in saved and saved[n].numel() else None
