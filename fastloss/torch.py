@@ -125,6 +125,11 @@ _SPECS = {
 }
 
 
+# the argument that takes integer class labels (kept as they are; floating: probabilities)
+_LABELS = {"cross_entropy": "target", "linear_cross_entropy": "target",
+           "distillation_loss": "target", "batch_hard_triplet_loss": "labels"}
+
+
 # --- the op ----------------------------------------------------------------------------------
 
 def _unpack(name, options):
@@ -256,23 +261,26 @@ def _call(name, tensors, **options):
     """fastloss.<name> on the given tensors (None: not given) as one differentiable op."""
     spec = _SPECS[name]
     given = {n: t for n, t in tensors.items() if t is not None}
+    where = f"fastloss.torch.{name}:"
     for n, t in given.items():
         if not isinstance(t, torch.Tensor):
-            raise TypeError(f"fastloss.torch.{name}: {n} must be a torch.Tensor, got {type(t).__name__}")
+            raise TypeError(f"{where} {n} must be a torch.Tensor, got {type(t).__name__}")
         if t.device.type != "cpu":
-            raise ValueError(f"fastloss.torch.{name}: {n} is on device {t.device}; fastloss.torch computes on CPU "
-                             "tensors only (move it with .cpu(), or use torch's own loss)")
+            raise ValueError(f"{where} {n} is on device {t.device}; fastloss.torch computes "
+                             "on CPU tensors only (move it with .cpu(), or use torch's loss)")
         if t.requires_grad and n not in spec.diff and torch.is_grad_enabled():
-            raise ValueError(f"fastloss.torch.{name}: {n} requires grad, but fastloss.{name} has no gradient for it; "
-                             "detach it")
-    # torch's type promotion over the floating tensors; half precision is computed in float32
-    floats = [t.dtype for n, t in given.items() if t.is_floating_point() or n in spec.diff]
+            raise ValueError(f"{where} {n} requires grad, but fastloss.{name} has no "
+                             "gradient for it; detach it")
+    # every tensor but integer class labels in one compute dtype: torch's type promotion
+    # over the floating ones, at least float32 (half precision is computed in float32)
+    cast = [n for n, t in given.items()
+            if not (n == _LABELS.get(name) and not t.is_floating_point())]
     dtype = torch.float32
-    for d in floats:
-        dtype = torch.promote_types(dtype, d if d.is_floating_point else torch.float32)
-    dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32
-    given = {n: t.to(dtype) if (t.is_floating_point() or n in spec.diff) else t
-             for n, t in given.items()}
+    for n in cast:
+        if given[n].is_floating_point():
+            dtype = torch.promote_types(dtype, given[n].dtype)
+    dtype = dtype if dtype == torch.float64 else torch.float32
+    given = {n: t.to(dtype) if n in cast else t for n, t in given.items()}
     grad_on = torch.is_grad_enabled()
     need = [grad_on and given[n].requires_grad for n in spec.diff if n in given]
     # repr, not json: torch.compile traces repr of constants (a non-finite float option
