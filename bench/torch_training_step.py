@@ -5,14 +5,16 @@
 
 (a) Cross-entropy forward + backward at 2048 x 32000 float32: F.cross_entropy,
     fastloss.torch.cross_entropy, and fastloss.cross_entropy(..., return_grad=True)
-    called directly on the NumPy arrays (what the op wraps).
+    called directly on the NumPy arrays (what the op wraps); the three take turns in one
+    process, so that a change in the machine's load reaches all three alike.
 (b) One training step of a linear LM head (hidden -> V = 32000, N = 512 and 2048 tokens,
     float32): loss, backward to the hidden states, the weight and the bias, and an SGD
     update, with the loss taken by F.cross_entropy or fastloss.torch.cross_entropy on the
     (N, V) logits of torch's matmul, or by F.linear_cross_entropy /
     fastloss.torch.linear_cross_entropy without them.
-Each row runs in a fresh Python process: one untimed call, then --repeats timed ones; the
-median wall time and the process's peak RSS (ru_maxrss, the inputs included) are printed.
+Each row of (b) runs in a fresh Python process: one untimed call, then --repeats timed
+ones; the median wall time and the process's peak RSS (ru_maxrss, the inputs included)
+are printed. --part a or b runs one part.
 torch.set_num_threads(n) and fastloss.set_num_threads(n) with n = --threads.
 """
 import argparse
@@ -71,20 +73,28 @@ def _case(method, n, hidden):
     return step
 
 
-def _run_one(method, n, hidden, threads, repeats):
+def _medians(methods, n, hidden, threads, repeats):
+    """Median milliseconds of each method's step, the methods taking turns."""
     import torch
     import fastloss
     torch.set_num_threads(threads)
     fastloss.set_num_threads(threads)
-    step = _case(method, n, hidden)
-    step()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    steps = [_case(m, n, hidden) for m in methods]
+    for step in steps:
         step()
-        times.append(time.perf_counter() - t0)
+    times = [[] for _ in steps]
+    for _ in range(repeats):
+        for step, t in zip(steps, times):
+            t0 = time.perf_counter()
+            step()
+            t.append(time.perf_counter() - t0)
+    return [1e3 * statistics.median(t) for t in times]
+
+
+def _run_one(method, n, hidden, threads, repeats):
+    ms, = _medians([method], n, hidden, threads, repeats)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(dict(ms=1e3 * statistics.median(times), rss_mb=rss_mb)))
+    print(json.dumps(dict(ms=ms, rss_mb=rss_mb)))
 
 
 def _measure(method, n, args):
@@ -100,6 +110,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--part", choices=("a", "b", "all"), default="all")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=2048, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -107,15 +118,18 @@ def main():
         return _run_one(args.one, args.n, args.hidden, args.threads, args.repeats)
 
     print(f"threads {args.threads}, float32, V = {V}, medians of {args.repeats}\n")
-    print("(a) cross-entropy forward + backward, 2048 x 32000")
-    rows = {m: _measure(m, 2048, args) for m in
-            ("xent:F.cross_entropy", "xent:fastloss.torch.cross_entropy",
-             "xent:fastloss-numpy")}
-    ours = rows["xent:fastloss.torch.cross_entropy"]["ms"]
-    for m, r in rows.items():
-        print(f"  {m[5:]:34s} {r['ms']:8.1f} ms  {r['ms'] / ours:5.2f}x fastloss.torch"
-              f"  peak RSS {r['rss_mb']:6.0f} MB")
-    print(f"\n(b) training step of a linear LM head, hidden {args.hidden}")
+    if args.part in ("a", "all"):
+        print("(a) cross-entropy forward + backward, 2048 x 32000")
+        methods = ("xent:F.cross_entropy", "xent:fastloss.torch.cross_entropy",
+                   "xent:fastloss-numpy")
+        ms = dict(zip(methods, _medians(methods, 2048, args.hidden, args.threads,
+                                        args.repeats)))
+        ours = ms["xent:fastloss.torch.cross_entropy"]
+        for m, t in ms.items():
+            print(f"  {m[5:]:34s} {t:8.1f} ms  {t / ours:5.2f}x fastloss.torch's time")
+    if args.part == "a":
+        return
+    print(f"(b) training step of a linear LM head, hidden {args.hidden}")
     for n in (512, 2048):
         rows = {m: _measure(m, n, args) for m in
                 ("step:F.cross_entropy", "step:fastloss.torch.cross_entropy",
