@@ -1,7 +1,7 @@
 """fastloss as differentiable PyTorch ops on CPU tensors (the optional extra `fastloss[torch]`).
 
     import fastloss.torch as flt
-    loss = flt.cross_entropy(logits, labels)      # logits (N, C) or (N, C, d1, ...), as F.cross_entropy
+    loss = flt.cross_entropy(logits, labels)  # (N, C) or (N, C, d1, ...), as F.cross_entropy
     loss.backward()                               # the gradient fastloss computed with the loss
 
 Each function calls the fastloss function of the same name on zero-copy NumPy views of the
@@ -233,12 +233,14 @@ def _scale(ctx, g, go):
         if go_b.dim() == g.dim() and torch.broadcast_shapes(go_b.shape, g.shape) == g.shape:
             return g * go_b                    # each sample's loss touches its own slice
     first = go.reshape(-1)[:1]
-    if not compiling and not bool((go == first).all()):
-        raise RuntimeError(
-            f"fastloss.torch.{ctx.name}: with reduction='none' the gradient of one "
-            "sample's loss reaches other samples (or a broadcast input), so backward takes "
-            "only a grad_output with one value everywhere (loss.sum(), loss.mean()); "
-            "use reduction='sum' with per-sample weights folded in instead")
+    msg = (f"fastloss.torch.{ctx.name}: with reduction='none' the gradient of one sample's "
+           "loss reaches other samples (or a broadcast input), so backward takes only a "
+           "grad_output with one value everywhere (loss.sum(), loss.mean())")
+    uniform = (go == first).all()
+    if compiling:
+        torch._assert_async(uniform, msg)      # checked when the compiled graph runs
+    elif not uniform:
+        raise RuntimeError(msg)
     return g * first.reshape(())
 
 

@@ -363,3 +363,10 @@ def test_torch_compile():
         lambda a: step(a, t), x)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-15, atol=0)
+    # a batch-coupled "none" loss: the uniform-grad_output check runs in the compiled graph
+    q, k = _t(4, 3).requires_grad_(), _t(4, 3, seed=2)
+    nce = torch.compile(lambda a, b: flt.info_nce_loss(a, b, reduction="none"),
+                        backend="aot_eager", fullgraph=True)
+    nce(q, k).mean().backward()
+    with pytest.raises(RuntimeError, match="grad_output with one value"):
+        (nce(q, k) * torch.arange(4)).sum().backward()
