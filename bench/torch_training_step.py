@@ -5,22 +5,22 @@
 
 (a) Cross-entropy forward + backward at 2048 x 32000 float32: F.cross_entropy,
     fastloss.torch.cross_entropy, and fastloss.cross_entropy(..., return_grad=True)
-    called directly on the NumPy arrays (what the op wraps); the three take turns in one
-    process, so that a change in the machine's load reaches all three alike.
+    called directly on the NumPy arrays (what the op wraps).
 (b) One training step of a linear LM head (hidden -> V = 32000, N = 512 and 2048 tokens,
     float32): loss, backward to the hidden states, the weight and the bias, and an SGD
     update, with the loss taken by F.cross_entropy or fastloss.torch.cross_entropy on the
     (N, V) logits of torch's matmul, or by F.linear_cross_entropy /
     fastloss.torch.linear_cross_entropy without them.
-Each row of (b) runs in a fresh Python process: one untimed call, then --repeats timed
-ones; the median wall time and the process's peak RSS (ru_maxrss, the inputs included)
-are printed. --part a or b runs one part.
+Each row runs in a fresh Python process (a step right after F.cross_entropy's in the
+same process is sometimes several times slower: the memory it frees is reclaimed while
+the next step faults in its own): one untimed call, then --repeats timed
+ones; the median wall time and the process's peak RSS (VmHWM, the inputs included; not
+ru_maxrss, which a child inherits from its parent) are printed. --part a or b runs one part.
 torch.set_num_threads(n) and fastloss.set_num_threads(n) with n = --threads.
 """
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -73,28 +73,21 @@ def _case(method, n, hidden):
     return step
 
 
-def _medians(methods, n, hidden, threads, repeats):
-    """Median milliseconds of each method's step, the methods taking turns."""
+def _run_one(method, n, hidden, threads, repeats):
     import torch
     import fastloss
     torch.set_num_threads(threads)
     fastloss.set_num_threads(threads)
-    steps = [_case(m, n, hidden) for m in methods]
-    for step in steps:
-        step()
-    times = [[] for _ in steps]
+    step = _case(method, n, hidden)
+    step()
+    times = []
     for _ in range(repeats):
-        for step, t in zip(steps, times):
-            t0 = time.perf_counter()
-            step()
-            t.append(time.perf_counter() - t0)
-    return [1e3 * statistics.median(t) for t in times]
-
-
-def _run_one(method, n, hidden, threads, repeats):
-    ms, = _medians([method], n, hidden, threads, repeats)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps(dict(ms=ms, rss_mb=rss_mb)))
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    with open("/proc/self/status") as f:
+        rss_mb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+    print(json.dumps(dict(ms=1e3 * statistics.median(times), rss_mb=rss_mb)))
 
 
 def _measure(method, n, args):
@@ -120,13 +113,13 @@ def main():
     print(f"threads {args.threads}, float32, V = {V}, medians of {args.repeats}\n")
     if args.part in ("a", "all"):
         print("(a) cross-entropy forward + backward, 2048 x 32000")
-        methods = ("xent:F.cross_entropy", "xent:fastloss.torch.cross_entropy",
-                   "xent:fastloss-numpy")
-        ms = dict(zip(methods, _medians(methods, 2048, args.hidden, args.threads,
-                                        args.repeats)))
-        ours = ms["xent:fastloss.torch.cross_entropy"]
-        for m, t in ms.items():
-            print(f"  {m[5:]:34s} {t:8.1f} ms  {t / ours:5.2f}x fastloss.torch's time")
+        rows = {m: _measure(m, 2048, args) for m in
+                ("xent:F.cross_entropy", "xent:fastloss.torch.cross_entropy",
+                 "xent:fastloss-numpy")}
+        ours = rows["xent:fastloss.torch.cross_entropy"]["ms"]
+        for m, r in rows.items():
+            print(f"  {m[5:]:34s} {r['ms']:8.1f} ms  {r['ms'] / ours:5.2f}x fastloss.torch's"
+                  f" time  peak RSS {r['rss_mb']:6.0f} MB")
     if args.part == "a":
         return
     print(f"(b) training step of a linear LM head, hidden {args.hidden}")
