@@ -33,6 +33,7 @@ sets fastloss's threads too; fastloss.set_num_threads(n) then pins fastloss's ow
 (torch's is left alone).
 """
 import ast
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -285,8 +286,11 @@ def _call(name, tensors, **options):
     given = {n: t.to(dtype) if n in cast else t for n, t in given.items()}
     grad_on = torch.is_grad_enabled()
     need = [grad_on and given[n].requires_grad for n in spec.diff if n in given]
-    # repr, not json: torch.compile traces repr of constants (a non-finite float option
-    # does not survive literal_eval)
+    for k, v in options.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            # the op's options travel as a repr (torch.compile traces it), read back by
+            # ast.literal_eval, which has no literal for inf or nan
+            raise ValueError(f"{where} {k} must be finite in fastloss.torch, got {v}")
     opts = repr(dict(options, tensors=list(given), need=need))
     return _loss_op(name, list(given.values()), opts)[0]
 

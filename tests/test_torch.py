@@ -351,6 +351,8 @@ def test_bad_arguments():
         flt.mse_loss(x, x.numpy())
     with pytest.raises(ValueError, match="reduction"):
         flt.mse_loss(x, x, reduction="avg")
+    with pytest.raises(ValueError, match="delta must be finite"):
+        flt.huber_loss(x, x, delta=float("inf"))
 
 
 def test_torch_compile():
