@@ -31,6 +31,16 @@ Threads: fastloss and PyTorch share one OpenMP runtime (libgomp). Until
 fastloss.set_num_threads is called, fastloss uses OpenMP's setting, so torch.set_num_threads(n)
 sets fastloss's threads too; fastloss.set_num_threads(n) then pins fastloss's own count
 (torch's is left alone).
+
+Example (the value and the gradient of the NumPy call, through autograd):
+
+>>> import torch
+>>> import fastloss.torch as flt
+>>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]], requires_grad=True)
+>>> loss = flt.cross_entropy(logits, torch.tensor([0, 1]))
+>>> (3 * loss).backward()
+>>> print(round(loss.item(), 4), (logits.grad[0] / 3).numpy().round(4))
+0.3964 [-0.1072  0.0876  0.0196]
 """
 import ast
 import math
