@@ -1,7 +1,7 @@
 """fastloss.dask against one in-memory call: float32 cross_entropy loss (no gradient).
 
 Run from the checkout's root with PYTHONPATH=. (or with fastloss installed):
-    python bench/dask_memmap.py                      # 256 MB: 2048 x 32768 in 256-row chunks
+    python bench/dask_memmap.py                      # 256 MB: 2048 x 32768 in 1024-row chunks
     python bench/dask_memmap.py --mb 2048            # the >= 2 GB memory-mapped case
     python bench/dask_memmap.py --mb 64 --chunk-rows 128 --repeats 5
 
@@ -61,7 +61,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mb", type=float, default=256, help="size of the float32 logits in MiB")
     p.add_argument("--classes", type=int, default=32768)
-    p.add_argument("--chunk-rows", type=int, default=256)
+    p.add_argument("--chunk-rows", type=int, default=1024,
+                   help="rows per chunk (1024: dask's auto size, 128 MiB, at 32768 classes)")
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--dir", default=None, help="folder of the memory-mapped file")
     p.add_argument("--skip-memory", action="store_true", help="only the memmap case")
