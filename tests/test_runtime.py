@@ -156,3 +156,16 @@ def test_thread_local_threads_is_per_python_thread():
         assert fl.get_num_threads() == 2
     finally:
         fl.set_num_threads(None)
+
+
+def test_advise_hugepages_keeps_the_data():
+    """madvise on the whole pages inside any array (unaligned start and end, small, empty):
+    the data and later writes are untouched, and a short array is left alone."""
+    from fastloss import _runtime
+    big = np.arange((5 << 20) // 8 + 3, dtype=np.float64)
+    for a in (big[1:-1], big, np.empty(0), np.arange(7.0)):
+        before = a.copy()
+        _runtime.advise_hugepages(a)
+        np.testing.assert_array_equal(a, before)
+        a[:] = 2.0
+        assert np.all(a == 2.0)
