@@ -15,7 +15,7 @@ from . import _config
 from ._checks import (as_float_array, check_axis, check_broadcast, check_class_axis,
                       check_class_weight, check_grad_out, check_grad_outs, check_grad_request,
                       check_linear_layer, check_names, check_no_overlap, check_real,
-                      check_reduction, check_same_shape, result_dtype)
+                      check_reduction, check_same_shape, compute_dtype, half_kind, result_dtype)
 from ._layout import as_rows, flat_full, grad_buffers, grad_rows, periodic
 from ._reduce import grad_scale, reduce_elements, reduce_rows
 from ._xent import label_rows, prepare_labels, prob_rows, weight_sum
@@ -119,7 +119,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     >>> print(round(float(fastloss.cross_entropy(logits, probs)), 4))
     0.6964
     """
-    x = as_float_array(logits, "logits")
+    x = as_float_array(logits, "logits", half=True)
     reduction = check_reduction(reduction)
     check_grad_request(return_grad, grad_out)
     grad_out = check_grad_outs(grad_out, ["logits"])[0]
@@ -129,13 +129,17 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     zl = check_real(z_loss, "z_loss", 0.0)
     cap = 0.0 if softcap is None else check_real(softcap, "softcap", 0.0, low_open=True)
     ignore_index = int(ignore_index)
-    cw = check_class_weight(weight, C, x.dtype)
     t = np.asarray(target)
+    D = math.prod(x.shape[ax + 1:])
+    strided = t.dtype.kind in "iu" and ax != x.ndim - 1 and cap == 0 and D >= STRIDED_MIN_POSITIONS
+    if half_kind(x.dtype) is not None and (strided or (t.dtype.kind not in "iu" and t.dtype != x.dtype)):
+        x = x.astype(np.float32)   # half rows are read natively, not columns or other target dtypes
+    cw = check_class_weight(weight, C, compute_dtype(x))
     row_shape = x.shape[:ax] + x.shape[ax + 1:]
     if t.dtype.kind in "iu":
         labels, denom = prepare_labels(t, row_shape, C, ignore_index, cw,
                                        against=f"logits {x.shape} without axis {axis}")
-    elif t.dtype.kind == "f":
+    elif t.dtype.kind == "f" or half_kind(t.dtype) is not None:
         if t.shape == row_shape != x.shape:
             raise ValueError(f"target is {t.dtype} with the shape of labels {t.shape}: the dtype "
                              f"decides, an integer target holds class labels and a float one "
@@ -153,8 +157,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
                      [("logits", x), ("target", probs if labels is None else labels), ("weight", cw)],
                      in_place=("logits",))
     gscale = grad_scale(reduction, denom)
-    D = math.prod(x.shape[ax + 1:])
-    if labels is not None and ax != x.ndim - 1 and cap == 0 and D >= STRIDED_MIN_POSITIONS:
+    if strided:
         rows, grad = _label_strided(x, ax, labels, cw, ignore_index, eps, zl, gscale,
                                     return_grad, grad_out)
     else:
@@ -169,7 +172,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
             rows = prob_rows(x2, as_rows(probs, ax), class_weight=cw, smoothing=eps, z_loss=zl,
                              softcap=cap, gscale=gscale, grad=g2)
         grad = finish(g2) if return_grad else None
-    loss = reduce_rows(rows, row_shape, denom, reduction, x.dtype)
+    loss = reduce_rows(rows, row_shape, denom, reduction, compute_dtype(x))
     return (loss, grad) if return_grad else loss
 
 
@@ -580,9 +583,9 @@ def _merged_axes(x, axis):
 
 
 def _softmax_call(x, axis, out, log_out, want_out, name="out"):
-    """(dtype, log-sum-exp of each row in x's shape less the class axes, softmax or
-    log-softmax or None)."""
-    x = as_float_array(x, "x")
+    """(compute dtype, log-sum-exp of each row in x's shape less the class axes, softmax or
+    log-softmax, in x's dtype, or None)."""
+    x = as_float_array(x, "x", half=True)
     merged = _merged_axes(x, axis)
     if merged is not None:                # through a merged copy, then into x's layout
         if want_out and out is not None:
@@ -602,8 +605,12 @@ def _softmax_call(x, axis, out, log_out, want_out, name="out"):
     if want_out:
         o2, finish = grad_rows(x, ax, out, name)
         check_no_overlap([(name, out)], [("x", x)], in_place=("x",))
-    _k.softmax_rows(x2, o2, log_out, lse, _config.threads_for(x2.size))
-    return x.dtype, lse.reshape(x.shape[:ax] + x.shape[ax + 1:]), (finish(o2) if want_out else None)
+    if half_kind(x.dtype) is None:
+        _k.softmax_rows(x2, o2, log_out, lse, _config.threads_for(x2.size))
+    else:
+        _k.softmax_rows_half(half_kind(x.dtype), x2.view(np.uint16), None if o2 is None else o2.view(np.uint16),
+                             log_out, lse, _config.threads_for(x2.size))
+    return compute_dtype(x), lse.reshape(x.shape[:ax] + x.shape[ax + 1:]), (finish(o2) if want_out else None)
 
 
 def logsumexp(x, *, axis=-1, return_grad=False, grad_out=None):
