@@ -132,8 +132,13 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     t = np.asarray(target)
     D = math.prod(x.shape[ax + 1:])
     strided = t.dtype.kind in "iu" and ax != x.ndim - 1 and cap == 0 and D >= STRIDED_MIN_POSITIONS
+    xin = x
     if half_kind(x.dtype) is not None and (strided or (t.dtype.kind not in "iu" and t.dtype != x.dtype)):
-        x = x.astype(np.float32)   # half rows are read natively, not columns or other target dtypes
+        # half rows are read natively, not columns or targets of another dtype: those are
+        # computed on a float32 copy, and the gradient rounded to the logits' dtype at the end
+        x = x.astype(np.float32)
+        if grad_out is not None:
+            check_grad_out(grad_out, x.shape, xin.dtype)
     cw = check_class_weight(weight, C, compute_dtype(x))
     row_shape = x.shape[:ax] + x.shape[ax + 1:]
     if t.dtype.kind in "iu":
@@ -154,17 +159,18 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
                         f"decides), got dtype {t.dtype}")
 
     check_no_overlap([("grad_out", grad_out)],
-                     [("logits", x), ("target", probs if labels is None else labels), ("weight", cw)],
+                     [("logits", xin), ("target", probs if labels is None else labels), ("weight", cw)],
                      in_place=("logits",))
     gscale = grad_scale(reduction, denom)
+    gout = grad_out if x is xin else None
     if strided:
         rows, grad = _label_strided(x, ax, labels, cw, ignore_index, eps, zl, gscale,
-                                    return_grad, grad_out)
+                                    return_grad, gout)
     else:
         x2 = as_rows(x, ax)
         g2 = finish = None
         if return_grad:
-            g2, finish = grad_rows(x, ax, grad_out)
+            g2, finish = grad_rows(x, ax, gout)
         if labels is not None:
             rows = label_rows(x2, labels, class_weight=cw, ignore_index=ignore_index, smoothing=eps,
                               z_loss=zl, softcap=cap, gscale=gscale, grad=g2)
@@ -172,6 +178,12 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
             rows = prob_rows(x2, as_rows(probs, ax), class_weight=cw, smoothing=eps, z_loss=zl,
                              softcap=cap, gscale=gscale, grad=g2)
         grad = finish(g2) if return_grad else None
+    if return_grad and x is not xin:      # the float32 copy's gradient, rounded
+        if grad_out is None:
+            grad = grad.astype(xin.dtype)
+        else:
+            grad_out[...] = grad
+            grad = grad_out
     loss = reduce_rows(rows, row_shape, denom, reduction, compute_dtype(x))
     return (loss, grad) if return_grad else loss
 
