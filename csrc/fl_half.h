@@ -61,6 +61,9 @@ static inline __attribute__((always_inline)) uint16_t fl_f2bf_one(float x) {
     return (uint16_t)((f + 0x7fffu + ((f >> 16) & 1)) >> 16);
 }
 
+/* vcvtps2ph's rounding: to nearest, ties to even, no exceptions */
+#define FL_RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
 #define FL_HSFX baseline
 #define FL_HLEVEL 0
 #include "fl_half_impl.h"
@@ -80,8 +83,10 @@ static inline __attribute__((always_inline)) uint16_t fl_f2bf_one(float x) {
 #endif
 
 /* The level's conversions; the kernel module's set_level calls fl_half_set_level. */
-static void (*fl_half_to_float)(int kind, const uint16_t *src, float *dst, int64_t n) = fl_half_to_float_baseline;
-static void (*fl_float_to_half)(int kind, const float *src, uint16_t *dst, int64_t n) = fl_float_to_half_baseline;
+static void (*fl_half_to_float)(int kind, const uint16_t *src, float *dst, int64_t n) =
+    fl_half_to_float_baseline;
+static void (*fl_float_to_half)(int kind, const float *src, uint16_t *dst, int64_t n) =
+    fl_float_to_half_baseline;
 
 static void fl_half_set_level(int level) {
 #if FL_X86_DISPATCH

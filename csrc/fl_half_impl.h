@@ -28,12 +28,10 @@ static void FL_PASTE(fl_float_to_half, FL_HSFX)(int kind, const float *src, uint
     }
 #if FL_HLEVEL == 2
     for (; i + 16 <= n; i += 16)
-        _mm256_storeu_si256((__m256i *)(dst + i),
-                            _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), FL_RNE));
 #elif FL_HLEVEL == 1
     for (; i + 8 <= n; i += 8)
-        _mm_storeu_si128((__m128i *)(dst + i),
-                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), FL_RNE));
 #endif
     for (; i < n; i++) dst[i] = fl_f2h_one(src[i]);
 }

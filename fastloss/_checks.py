@@ -23,6 +23,11 @@ def half_kind(dtype):
     return None
 
 
+def half_bits(a):
+    """A half array (or None) as its uint16 bits, what the half kernels take."""
+    return None if a is None else a.view(np.uint16)
+
+
 def compute_dtype(x):
     """The dtype a kernel computes x's losses in (and the loss's dtype): float32 for half."""
     return np.dtype(np.float32) if half_kind(x.dtype) is not None else x.dtype

@@ -119,7 +119,8 @@ def xent_half(int kind, const uint16_t[:, ::1] x, const int64_t[::1] y, const ui
     cdef float *cap
     cdef const float *cw = &class_weight[0] if class_weight is not None else NULL
     cdef fl_xent_params p = fl_xent_params(
-        C=C, ignore_index=ignore_index, class_weight=cw, weight_sum=weight_sum, smoothing=smoothing, z_loss=z_loss, softcap=softcap, gscale=gscale)
+        C=C, ignore_index=ignore_index, class_weight=cw, weight_sum=weight_sum, smoothing=smoothing,
+        z_loss=z_loss, softcap=softcap, gscale=gscale)
     if n == 0:
         return
     # per thread: the block, the target block (t), the soft-capped row (softcap)

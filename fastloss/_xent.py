@@ -6,7 +6,7 @@ import numpy as np
 
 from . import _classification as _k
 from . import _config
-from ._checks import check_label_array, half_kind
+from ._checks import check_label_array, half_bits, half_kind
 
 
 def prepare_labels(target, row_shape, n_classes, ignore_index, class_weight=None, name="target",
@@ -37,7 +37,7 @@ def label_rows(x2, labels, *, class_weight=None, ignore_index=-100, smoothing=0.
     if half_kind(x2.dtype) is None:
         _k.xent_label(x2, labels, grad, *args)
     else:
-        _k.xent_half(half_kind(x2.dtype), _bits(x2), labels, None, _bits(grad), *args)
+        _k.xent_half(half_kind(x2.dtype), half_bits(x2), labels, None, half_bits(grad), *args)
     return loss
 
 
@@ -49,11 +49,7 @@ def prob_rows(x2, t2, *, class_weight=None, smoothing=0.0, z_loss=0.0, softcap=0
     if half_kind(x2.dtype) is None:
         _k.xent_prob(x2, t2, grad, class_weight, smoothing, z_loss, softcap, gscale, loss, nt)
     else:
-        _k.xent_half(half_kind(x2.dtype), _bits(x2), None, _bits(t2), _bits(grad), class_weight,
+        _k.xent_half(half_kind(x2.dtype), half_bits(x2), None, half_bits(t2), half_bits(grad), class_weight,
                      0.0, 0, smoothing, z_loss, softcap, gscale, loss, nt)
     return loss
 
-
-def _bits(a):
-    """A half array (or None) as its uint16 bits, what the half kernels take."""
-    return None if a is None else a.view(np.uint16)

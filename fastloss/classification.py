@@ -15,7 +15,8 @@ from . import _config
 from ._checks import (as_float_array, check_axis, check_broadcast, check_class_axis,
                       check_class_weight, check_grad_out, check_grad_outs, check_grad_request,
                       check_linear_layer, check_names, check_no_overlap, check_real,
-                      check_reduction, check_same_shape, compute_dtype, half_kind, result_dtype)
+                      check_reduction, check_same_shape, compute_dtype, half_bits, half_kind,
+                      result_dtype)
 from ._layout import as_rows, flat_full, grad_buffers, grad_rows, periodic
 from ._reduce import grad_scale, reduce_elements, reduce_rows
 from ._xent import label_rows, prepare_labels, prob_rows, weight_sum
@@ -620,8 +621,8 @@ def _softmax_call(x, axis, out, log_out, want_out, name="out"):
     if half_kind(x.dtype) is None:
         _k.softmax_rows(x2, o2, log_out, lse, _config.threads_for(x2.size))
     else:
-        _k.softmax_rows_half(half_kind(x.dtype), x2.view(np.uint16), None if o2 is None else o2.view(np.uint16),
-                             log_out, lse, _config.threads_for(x2.size))
+        _k.softmax_rows_half(half_kind(x.dtype), half_bits(x2), half_bits(o2), log_out, lse,
+                             _config.threads_for(x2.size))
     return compute_dtype(x), lse.reshape(x.shape[:ax] + x.shape[ax + 1:]), (finish(o2) if want_out else None)
 
 

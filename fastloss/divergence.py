@@ -13,7 +13,7 @@ from . import _config
 from . import _divergence as _k
 from ._checks import (as_float_array, check_class_axis, check_grad_outs, check_grad_request,
                       check_no_overlap, check_real, check_reduction, check_same_shape,
-                      check_temperature, compute_dtype, half_kind)
+                      check_temperature, compute_dtype, half_bits, half_kind)
 from ._layout import as_rows, grad_rows
 from ._reduce import grad_scale, reduce_rows
 from ._xent import label_rows, prepare_labels
@@ -62,8 +62,7 @@ def _pair_rows(kind, a2, b2, ga, gb, *args):
     hk = half_kind(a2.dtype)
     if hk is None:
         return _k.pair_rows(kind, a2, b2, ga, gb, *args)
-    bits = [None if v is None else v.view(np.uint16) for v in (a2, b2, ga, gb)]
-    return _k.pair_rows_half(hk, kind, *bits, *args)
+    return _k.pair_rows_half(hk, kind, *[half_bits(v) for v in (a2, b2, ga, gb)], *args)
 
 
 # --- discrete distributions -----------------------------------------------------------
@@ -127,7 +126,7 @@ def entropy(logits, *, axis=-1, reduction="mean", return_grad=False, grad_out=No
     if half_kind(x.dtype) is None:
         _k.entropy(x2, g2, *args)
     else:
-        _k.entropy_half(half_kind(x.dtype), x2.view(np.uint16), None if g2 is None else g2.view(np.uint16), *args)
+        _k.entropy_half(half_kind(x.dtype), half_bits(x2), half_bits(g2), *args)
     loss = reduce_rows(rows, x.shape[:ax] + x.shape[ax + 1:], n, reduction, compute_dtype(x))
     return (loss, finish(g2)) if return_grad else loss
 

@@ -257,7 +257,8 @@ def test_float16_conversion_exhaustive(simd):
     np.testing.assert_array_equal(got.view(np.uint32)[~nan], want.view(np.uint32)[~nan])
     assert np.isnan(got[nan]).all()
     np.testing.assert_array_equal(_to_half(0, got)[~nan], h[~nan])       # round trip
-    f = _float32_cases(np.random.default_rng(1), lambda b: b.astype(np.uint16).view(np.float16).astype(np.float32), 0x7C00)
+    f = _float32_cases(np.random.default_rng(1),
+                       lambda b: b.astype(np.uint16).view(np.float16).astype(np.float32), 0x7C00)
     with np.errstate(over="ignore", invalid="ignore"):
         want = f.astype(np.float16)
     nan = np.isnan(f)
