@@ -122,7 +122,10 @@ def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floa
 # --- half-precision rows: a block at a time through float32 scratch --------------------
 # Each block of rows is converted into per-thread float32 scratch (cache-resident), the
 # float32 kernel runs there, writing its gradients in place, and the gradient blocks are
-# converted back. An output may be an input: a block is written after it is read.
+# converted back. An output may be an input: a block is written after it is read. Each
+# thread's scratch ends with a block of padding: the kernels prefetch one row past the
+# rows they read, which must not be another thread's scratch (its lines would bounce
+# between the cores).
 
 def entropy_half(int kind, const uint16_t[:, ::1] x, uint16_t[:, ::1] g, double gscale,
                  double[::1] loss, int n_threads):
@@ -136,7 +139,7 @@ def entropy_half(int kind, const uint16_t[:, ::1] x, uint16_t[:, ::1] g, double 
     cdef float *xs
     if n == 0:
         return
-    scratch = _thread_rows(n_threads, w + (2 * C if cache else 0), 4)
+    scratch = _thread_rows(n_threads, 2 * w + (2 * C if cache else 0), 4)
     for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
         nr = min(rpb, n - r0)
         xs = &scratch[threadid(), 0]
@@ -170,7 +173,7 @@ def pair_rows_half(int kind, str loss_kind, const uint16_t[:, ::1] a, const uint
         ignore_index=ignore_index, stream=0)
     if n == 0:
         return
-    scratch = _thread_rows(n_threads, slots * w + ((4 if js else 3) * C if cache else 0), 4)
+    scratch = _thread_rows(n_threads, (slots + 1) * w + ((4 if js else 3) * C if cache else 0), 4)
     for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
         nr = min(rpb, n - r0)
         m = nr * C
