@@ -39,8 +39,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     ----------
     logits : array_like, shape (..., C, ...)
         The classes along `axis` (-1: NumPy/JAX layout, so (B, T, V) LM logits work
-        directly; 1: PyTorch's (N, C, d1, ...)). float32/float64 kept, float16 computed in
-        float32, integers and bool in float64.
+        directly; 1: PyTorch's (N, C, d1, ...)). float32/float64 kept, float16 and bfloat16
+        read natively and computed in float32, integers and bool in float64.
     target : array_like
         Integer labels of logits' shape without `axis` (`ignore_index` marks rows that count
         for nothing), or float probabilities of logits' shape.
@@ -63,8 +63,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     return_grad : bool, default False
         Also return d(loss)/d(logits).
     grad_out : ndarray, optional
-        A C-contiguous buffer for the gradient (logits' shape, compute dtype), which may be
-        `logits` itself (overwritten in place).
+        A C-contiguous buffer for the gradient (logits' shape, compute dtype; half logits:
+        their dtype), which may be `logits` itself (overwritten in place).
 
     Returns
     -------
@@ -72,7 +72,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
         A NumPy scalar of the compute dtype, or with ``"none"`` the per-row losses of shape
         logits.shape without `axis`.
     grad : ndarray
-        With ``return_grad=True``: the gradient of `loss`, logits' shape, compute dtype.
+        With ``return_grad=True``: the gradient of `loss`, logits' shape, compute dtype
+        (half logits: their dtype).
 
     See Also
     --------
