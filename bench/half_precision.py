@@ -3,7 +3,7 @@ and kl_divergence between two arrays (loss only), issue #14's targets.
 
 Run from the checkout's root with PYTHONPATH=. (or with fastloss installed):
     python bench/half_precision.py                   # (8, 512, 32000), the issue's shape
-    python bench/half_precision.py --shape 8,128,32000 --repeats 5
+    python bench/half_precision.py --shape 8,128,32000 --repeats 5 --threads 1
 
 For each dtype (float32, float16, bfloat16 when ml_dtypes is installed): the median of
 --repeats timed calls (the dtypes interleaved, so a busy neighbour slows them alike)
@@ -69,12 +69,18 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", default="8,512,32000", help="logits' shape, classes last")
     p.add_argument("--repeats", type=int, default=9)
+    p.add_argument("--threads", type=int, default=None, help="fastloss's threads (default: all)")
     args = p.parse_args()
-    shape = tuple(int(s) for s in args.shape.split(","))
+    with fastloss.threads(args.threads or fastloss.get_num_threads()):
+        run(tuple(int(s) for s in args.shape.split(",")), args.repeats)
+
+
+def run(shape, repeats):
+    """Both tables for logits of `shape`."""
     rng = np.random.default_rng(0)
     m = machine()
     print(f"{m['cpu']}, {m['usable_cpus']} usable CPUs; fastloss {fastloss.__version__}, "
-          f"SIMD {m['fastloss_simd']}, {m['fastloss_threads']} threads; numpy {m['versions']['numpy']}")
+          f"SIMD {m['fastloss_simd']}, {fastloss.get_num_threads()} threads; numpy {m['versions']['numpy']}")
     bandwidth = copy_bandwidth()
     print(f"copy bandwidth (read + write): {bandwidth / 1e9:.1f} GB/s")
     dts = half_dtypes()
@@ -84,12 +90,12 @@ def main():
     ps = {d: p32 if d == np.float32 else p32.astype(d) for d in dts}
     report(f"cross_entropy(logits, labels), loss only, {shape}",
            {d: (lambda x=ps[d]: fastloss.cross_entropy(x, y)) for d in dts},
-           {d: ps[d].nbytes + y.nbytes for d in dts}, args.repeats, bandwidth)
+           {d: ps[d].nbytes + y.nbytes for d in dts}, repeats, bandwidth)
     qs = {d: q32 if d == np.float32 else q32.astype(d) for d in dts}
     del q32
     report(f"kl_divergence(p_logits, q_logits), loss only, {shape}",
            {d: (lambda a=ps[d], b=qs[d]: fastloss.kl_divergence(a, b)) for d in dts},
-           {d: 2 * ps[d].nbytes for d in dts}, args.repeats, bandwidth)
+           {d: 2 * ps[d].nbytes for d in dts}, repeats, bandwidth)
 
 
 if __name__ == "__main__":
