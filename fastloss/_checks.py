@@ -12,22 +12,44 @@ import numpy as np
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def as_float_array(a, name, dtype=None):
-    """`a` as a float32/float64 array. float32/float64 keep their dtype, float16 becomes
-    float32, other real dtypes (ints, bool) float64; complex/object/strings: TypeError.
-    With dtype, the result has that dtype instead."""
+def half_kind(dtype):
+    """The half-precision kind of a dtype for the kernels (fastloss/_half.pxd): 0 float16,
+    1 bfloat16 (ml_dtypes', told by its name, so ml_dtypes is never imported here), None
+    for any other dtype."""
+    if dtype == np.float16:
+        return 0
+    if dtype.name == "bfloat16" and dtype.itemsize == 2:
+        return 1
+    return None
+
+
+def half_bits(a):
+    """A half array (or None) as its uint16 bits, what the half kernels take."""
+    return None if a is None else a.view(np.uint16)
+
+
+def compute_dtype(x):
+    """The dtype a kernel computes x's losses in (and the loss's dtype): float32 for half."""
+    return np.dtype(np.float32) if half_kind(x.dtype) is not None else x.dtype
+
+
+def as_float_array(a, name, dtype=None, half=False):
+    """`a` as a float32/float64 array. float32/float64 keep their dtype, float16 and bfloat16
+    become float32 (with half, they are kept: a kernel with a half path reads them), other
+    real dtypes (ints, bool) float64; complex/object/strings: TypeError. With dtype, the
+    result has that dtype instead."""
     arr = np.asarray(a)
     kind = arr.dtype.kind
     if kind == "c":
         raise TypeError(f"{name} must be real, got complex dtype {arr.dtype}")
-    if kind not in "fiub":
+    if kind not in "fiub" and half_kind(arr.dtype) is None:
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     if dtype is not None:
         return arr.astype(dtype, copy=False)
     if arr.dtype in (np.float32, np.float64):
         return arr
-    if arr.dtype == np.float16:
-        return arr.astype(np.float32)
+    if half_kind(arr.dtype) is not None:
+        return arr if half else arr.astype(np.float32)
     return arr.astype(np.float64)   # ints, bool, longdouble
 
 

@@ -10,9 +10,10 @@ order, so results are identical for any number of threads.
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint16_t
 
-from ._blocks cimport ELEMENT_BLOCK as EBLK, ROW_WORK, n_blocks, ordered_sum, rows_per_block
+from ._blocks cimport ELEMENT_BLOCK as EBLK, ROW_WORK, n_blocks, ordered_sum, rows_per_block, scratch_row
+from ._half cimport fl_float_to_half, fl_half_set_level, fl_half_to_float
 
 import numpy as np
 
@@ -50,6 +51,7 @@ cdef extern from "fl_classification.h" nogil:
 
 def set_level(int level):
     fl_classification_set_level(level)
+    fl_half_set_level(level)
 
 
 def _scratch(x, int n_threads, double softcap):
@@ -100,6 +102,43 @@ def xent_prob(const floating[:, ::1] x, const floating[:, ::1] t, floating[:, ::
                    loss, n_threads)
 
 
+def xent_half(int kind, const uint16_t[:, ::1] x, const int64_t[::1] y, const uint16_t[:, ::1] t,
+              uint16_t[:, ::1] g, const float[::1] class_weight, double weight_sum, int64_t ignore_index,
+              double smoothing, double z_loss, double softcap, double gscale, double[::1] loss,
+              int n_threads):
+    """xent_label (labels y, t None) or xent_prob (targets t, y None) on half rows (kind:
+    fastloss/_half.pxd): each block of rows is converted into per-thread float32 scratch,
+    the float32 kernel runs there (its gradient in place), and the gradient block is
+    converted back into g (or None). g may be x: a block is written after it is read."""
+    cdef int64_t n = x.shape[0], C = x.shape[1]
+    cdef int64_t rpb = rows_per_block(C), r0, nr
+    cdef int64_t w = scratch_row(rpb * C * 4, 4), slots = 1 if t is None else 2
+    cdef uint16_t *gp = &g[0, 0] if g is not None and n > 0 else NULL
+    cdef float[:, ::1] scratch
+    cdef float *xs
+    cdef float *cap
+    cdef const float *cw = &class_weight[0] if class_weight is not None else NULL
+    cdef fl_xent_params p = fl_xent_params(
+        C=C, ignore_index=ignore_index, class_weight=cw, weight_sum=weight_sum, smoothing=smoothing,
+        z_loss=z_loss, softcap=softcap, gscale=gscale)
+    if n == 0:
+        return
+    # per thread: the block, the target block (t), the soft-capped row (softcap)
+    scratch = np.empty((n_threads, slots * w + (scratch_row(C * 4, 4) if softcap > 0 else 0)), np.float32)
+    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
+        nr = min(rpb, n - r0)
+        xs = &scratch[threadid(), 0]
+        cap = xs + slots * w if softcap > 0 else NULL
+        fl_half_to_float(kind, &x[r0, 0], xs, nr * C)
+        if t is None:
+            fl_xent_label_rows(xs, xs if gp else NULL, nr, &y[r0], &p, &loss[r0], cap)
+        else:
+            fl_half_to_float(kind, &t[r0, 0], xs + w, nr * C)
+            fl_xent_prob_rows(xs, xs + w, xs if gp else NULL, nr, &p, &loss[r0], cap)
+        if gp:
+            fl_float_to_half(kind, xs, gp + r0 * C, nr * C)
+
+
 def xent_label_strided(const floating[:, :, ::1] x, const int64_t[:, ::1] y, floating[:, :, ::1] g,
                        const floating[::1] class_weight, double weight_sum, int64_t ignore_index,
                        double smoothing, double z_loss, double gscale, double[:, ::1] loss,
@@ -132,6 +171,35 @@ def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, bint log_out,
     cdef floating *op = &out[0, 0] if out is not None and n > 0 else NULL
     for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
         fl_softmax_rows(&x[r0, 0], op + r0 * C if op else NULL, min(rpb, n - r0), C, log_out, &lse[r0])
+
+
+def softmax_rows_half(int kind, const uint16_t[:, ::1] x, uint16_t[:, ::1] out, bint log_out,
+                      double[::1] lse, int n_threads):
+    """softmax_rows on half rows, a block at a time through float32 scratch (as xent_half)."""
+    cdef int64_t n = x.shape[0], C = x.shape[1]
+    cdef int64_t rpb = rows_per_block(C), r0, nr
+    cdef uint16_t *op = &out[0, 0] if out is not None and n > 0 else NULL
+    cdef float[:, ::1] scratch = np.empty((n_threads, scratch_row(rpb * C * 4, 4)), np.float32)
+    cdef float *xs
+    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
+        nr = min(rpb, n - r0)
+        xs = &scratch[threadid(), 0]
+        fl_half_to_float(kind, &x[r0, 0], xs, nr * C)
+        fl_softmax_rows(xs, xs if op else NULL, nr, C, log_out, &lse[r0])
+        if op:
+            fl_float_to_half(kind, xs, op + r0 * C, nr * C)
+
+
+def half_convert(int kind, uint16_t[::1] h, float[::1] f, bint to_half):
+    """f = float32(h) (to_half False) or h = half(f) (True) with the kernels' own conversions
+    (tests); h holds the half values' bits."""
+    cdef int64_t n = h.shape[0]
+    if n == 0:
+        return
+    if to_half:
+        fl_float_to_half(kind, &f[0], &h[0], n)
+    else:
+        fl_half_to_float(kind, &h[0], &f[0], n)
 
 
 def bce(const floating[::1] x, const floating[::1] t, const floating[::1] w, int64_t w_period,

@@ -6,7 +6,7 @@ import numpy as np
 
 from . import _classification as _k
 from . import _config
-from ._checks import check_label_array
+from ._checks import check_label_array, half_bits, half_kind
 
 
 def prepare_labels(target, row_shape, n_classes, ignore_index, class_weight=None, name="target",
@@ -28,11 +28,16 @@ def label_rows(x2, labels, *, class_weight=None, ignore_index=-100, smoothing=0.
                softcap=0.0, gscale=1.0, grad=None, n_threads=None):
     """Per-row cross-entropy (float64, already weighted) of C-contiguous (N, C) rows x2
     against checked int64 labels; the gradient of gscale * sum(rows) goes into grad
-    ((N, C) of x2's dtype, may be x2 itself)."""
+    ((N, C) of x2's dtype, may be x2 itself). Half rows (float16, bfloat16) take the half
+    kernel: computed in float32 (class_weight float32), the gradient in x2's dtype."""
     loss = np.empty(x2.shape[0], dtype=np.float64)
     nt = _config.threads_for(x2.size) if n_threads is None else n_threads
-    _k.xent_label(x2, labels, grad, class_weight, weight_sum(class_weight, x2.shape[1]),
-                  ignore_index, smoothing, z_loss, softcap, gscale, loss, nt)
+    args = (class_weight, weight_sum(class_weight, x2.shape[1]), ignore_index, smoothing, z_loss,
+            softcap, gscale, loss, nt)
+    if half_kind(x2.dtype) is None:
+        _k.xent_label(x2, labels, grad, *args)
+    else:
+        _k.xent_half(half_kind(x2.dtype), half_bits(x2), labels, None, half_bits(grad), *args)
     return loss
 
 
@@ -40,6 +45,11 @@ def prob_rows(x2, t2, *, class_weight=None, smoothing=0.0, z_loss=0.0, softcap=0
               grad=None):
     """As label_rows, with (N, C) probability targets t2 of x2's dtype."""
     loss = np.empty(x2.shape[0], dtype=np.float64)
-    _k.xent_prob(x2, t2, grad, class_weight, smoothing, z_loss, softcap, gscale, loss,
-                 _config.threads_for(x2.size))
+    nt = _config.threads_for(x2.size)
+    if half_kind(x2.dtype) is None:
+        _k.xent_prob(x2, t2, grad, class_weight, smoothing, z_loss, softcap, gscale, loss, nt)
+    else:
+        _k.xent_half(half_kind(x2.dtype), half_bits(x2), None, half_bits(t2), half_bits(grad), class_weight,
+                     0.0, 0, smoothing, z_loss, softcap, gscale, loss, nt)
     return loss
+

@@ -15,7 +15,8 @@ from . import _config
 from ._checks import (as_float_array, check_axis, check_broadcast, check_class_axis,
                       check_class_weight, check_grad_out, check_grad_outs, check_grad_request,
                       check_linear_layer, check_names, check_no_overlap, check_real,
-                      check_reduction, check_same_shape, result_dtype)
+                      check_reduction, check_same_shape, compute_dtype, half_bits, half_kind,
+                      result_dtype)
 from ._layout import as_rows, flat_full, grad_buffers, grad_rows, periodic
 from ._reduce import grad_scale, reduce_elements, reduce_rows
 from ._xent import label_rows, prepare_labels, prob_rows, weight_sum
@@ -38,8 +39,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     ----------
     logits : array_like, shape (..., C, ...)
         The classes along `axis` (-1: NumPy/JAX layout, so (B, T, V) LM logits work
-        directly; 1: PyTorch's (N, C, d1, ...)). float32/float64 kept, float16 computed in
-        float32, integers and bool in float64.
+        directly; 1: PyTorch's (N, C, d1, ...)). float32/float64 kept, float16 and bfloat16
+        read natively and computed in float32, integers and bool in float64.
     target : array_like
         Integer labels of logits' shape without `axis` (`ignore_index` marks rows that count
         for nothing), or float probabilities of logits' shape.
@@ -62,8 +63,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     return_grad : bool, default False
         Also return d(loss)/d(logits).
     grad_out : ndarray, optional
-        A C-contiguous buffer for the gradient (logits' shape, compute dtype), which may be
-        `logits` itself (overwritten in place).
+        A C-contiguous buffer for the gradient (logits' shape, compute dtype; half logits:
+        their dtype), which may be `logits` itself (overwritten in place).
 
     Returns
     -------
@@ -71,7 +72,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
         A NumPy scalar of the compute dtype, or with ``"none"`` the per-row losses of shape
         logits.shape without `axis`.
     grad : ndarray
-        With ``return_grad=True``: the gradient of `loss`, logits' shape, compute dtype.
+        With ``return_grad=True``: the gradient of `loss`, logits' shape, compute dtype
+        (half logits: their dtype).
 
     See Also
     --------
@@ -119,7 +121,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     >>> print(round(float(fastloss.cross_entropy(logits, probs)), 4))
     0.6964
     """
-    x = as_float_array(logits, "logits")
+    x = as_float_array(logits, "logits", half=True)
     reduction = check_reduction(reduction)
     check_grad_request(return_grad, grad_out)
     grad_out = check_grad_outs(grad_out, ["logits"])[0]
@@ -129,13 +131,22 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     zl = check_real(z_loss, "z_loss", 0.0)
     cap = 0.0 if softcap is None else check_real(softcap, "softcap", 0.0, low_open=True)
     ignore_index = int(ignore_index)
-    cw = check_class_weight(weight, C, x.dtype)
     t = np.asarray(target)
+    D = math.prod(x.shape[ax + 1:])
+    strided = t.dtype.kind in "iu" and ax != x.ndim - 1 and cap == 0 and D >= STRIDED_MIN_POSITIONS
+    xin = x
+    if half_kind(x.dtype) is not None and (strided or (t.dtype.kind not in "iu" and t.dtype != x.dtype)):
+        # half rows are read natively, not columns or targets of another dtype: those are
+        # computed on a float32 copy, and the gradient rounded to the logits' dtype at the end
+        x = x.astype(np.float32)
+        if grad_out is not None:
+            check_grad_out(grad_out, x.shape, xin.dtype)
+    cw = check_class_weight(weight, C, compute_dtype(x))
     row_shape = x.shape[:ax] + x.shape[ax + 1:]
     if t.dtype.kind in "iu":
         labels, denom = prepare_labels(t, row_shape, C, ignore_index, cw,
                                        against=f"logits {x.shape} without axis {axis}")
-    elif t.dtype.kind == "f":
+    elif t.dtype.kind == "f" or half_kind(t.dtype) is not None:
         if t.shape == row_shape != x.shape:
             raise ValueError(f"target is {t.dtype} with the shape of labels {t.shape}: the dtype "
                              f"decides, an integer target holds class labels and a float one "
@@ -150,18 +161,18 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
                         f"decides), got dtype {t.dtype}")
 
     check_no_overlap([("grad_out", grad_out)],
-                     [("logits", x), ("target", probs if labels is None else labels), ("weight", cw)],
+                     [("logits", xin), ("target", probs if labels is None else labels), ("weight", cw)],
                      in_place=("logits",))
     gscale = grad_scale(reduction, denom)
-    D = math.prod(x.shape[ax + 1:])
-    if labels is not None and ax != x.ndim - 1 and cap == 0 and D >= STRIDED_MIN_POSITIONS:
+    gout = grad_out if x is xin else None
+    if strided:
         rows, grad = _label_strided(x, ax, labels, cw, ignore_index, eps, zl, gscale,
-                                    return_grad, grad_out)
+                                    return_grad, gout)
     else:
         x2 = as_rows(x, ax)
         g2 = finish = None
         if return_grad:
-            g2, finish = grad_rows(x, ax, grad_out)
+            g2, finish = grad_rows(x, ax, gout)
         if labels is not None:
             rows = label_rows(x2, labels, class_weight=cw, ignore_index=ignore_index, smoothing=eps,
                               z_loss=zl, softcap=cap, gscale=gscale, grad=g2)
@@ -169,7 +180,13 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
             rows = prob_rows(x2, as_rows(probs, ax), class_weight=cw, smoothing=eps, z_loss=zl,
                              softcap=cap, gscale=gscale, grad=g2)
         grad = finish(g2) if return_grad else None
-    loss = reduce_rows(rows, row_shape, denom, reduction, x.dtype)
+    if return_grad and x is not xin:      # the float32 copy's gradient, rounded
+        if grad_out is None:
+            grad = grad.astype(xin.dtype)
+        else:
+            grad_out[...] = grad
+            grad = grad_out
+    loss = reduce_rows(rows, row_shape, denom, reduction, compute_dtype(x))
     return (loss, grad) if return_grad else loss
 
 
@@ -580,9 +597,9 @@ def _merged_axes(x, axis):
 
 
 def _softmax_call(x, axis, out, log_out, want_out, name="out"):
-    """(dtype, log-sum-exp of each row in x's shape less the class axes, softmax or
-    log-softmax or None)."""
-    x = as_float_array(x, "x")
+    """(compute dtype, log-sum-exp of each row in x's shape less the class axes, softmax or
+    log-softmax, in x's dtype, or None)."""
+    x = as_float_array(x, "x", half=True)
     merged = _merged_axes(x, axis)
     if merged is not None:                # through a merged copy, then into x's layout
         if want_out and out is not None:
@@ -602,8 +619,12 @@ def _softmax_call(x, axis, out, log_out, want_out, name="out"):
     if want_out:
         o2, finish = grad_rows(x, ax, out, name)
         check_no_overlap([(name, out)], [("x", x)], in_place=("x",))
-    _k.softmax_rows(x2, o2, log_out, lse, _config.threads_for(x2.size))
-    return x.dtype, lse.reshape(x.shape[:ax] + x.shape[ax + 1:]), (finish(o2) if want_out else None)
+    if half_kind(x.dtype) is None:
+        _k.softmax_rows(x2, o2, log_out, lse, _config.threads_for(x2.size))
+    else:
+        _k.softmax_rows_half(half_kind(x.dtype), half_bits(x2), half_bits(o2), log_out, lse,
+                             _config.threads_for(x2.size))
+    return compute_dtype(x), lse.reshape(x.shape[:ax] + x.shape[ax + 1:]), (finish(o2) if want_out else None)
 
 
 def logsumexp(x, *, axis=-1, return_grad=False, grad_out=None):

@@ -13,7 +13,7 @@ from . import _config
 from . import _divergence as _k
 from ._checks import (as_float_array, check_class_axis, check_grad_outs, check_grad_request,
                       check_no_overlap, check_real, check_reduction, check_same_shape,
-                      check_temperature, result_dtype)
+                      check_temperature, compute_dtype, half_bits, half_kind)
 from ._layout import as_rows, grad_rows
 from ._reduce import grad_scale, reduce_rows
 from ._xent import label_rows, prepare_labels
@@ -26,10 +26,12 @@ _config.register_kernels(_k)
 
 
 def _pair_setup(p_logits, q_logits, axis, names):
-    """Two logit arrays of one shape and compute dtype, and the class axis."""
-    a = as_float_array(p_logits, names[0])
-    b = as_float_array(q_logits, names[1])
-    dt = result_dtype(a, b)
+    """Two logit arrays of one shape and compute dtype, and the class axis. Two half arrays
+    of one dtype stay half (the kernels read them natively); mixed with another dtype, a
+    half array becomes float32."""
+    a = as_float_array(p_logits, names[0], half=True)
+    b = as_float_array(q_logits, names[1], half=True)
+    dt = a.dtype if a.dtype == b.dtype else np.result_type(compute_dtype(a), compute_dtype(b))
     a, b = a.astype(dt, copy=False), b.astype(dt, copy=False)
     ax = check_class_axis(a, axis, names[0])
     check_same_shape(a, names[0], b, names[1])
@@ -49,10 +51,18 @@ def _pair_call(kind, a, b, ax, inv_t, beta, reduction, return_grad, grad_out, na
         check_no_overlap([("grad_out[0]", outs[0]), ("grad_out[1]", outs[1])],
                          [(names[0], a), (names[1], b)], in_place=names)
     rows = np.empty(n, dtype=np.float64)
-    _k.pair_rows(kind, a2, b2, ga, gb, inv_t, beta, gs, gs, False, None, 0, rows,
-                 _config.threads_for(2 * a2.size))
-    loss = reduce_rows(rows, a.shape[:ax] + a.shape[ax + 1:], n, reduction, a.dtype)
+    _pair_rows(kind, a2, b2, ga, gb, inv_t, beta, gs, gs, False, None, 0, rows,
+               _config.threads_for(2 * a2.size))
+    loss = reduce_rows(rows, a.shape[:ax] + a.shape[ax + 1:], n, reduction, compute_dtype(a))
     return (loss, (fa(ga), fb(gb))) if return_grad else loss
+
+
+def _pair_rows(kind, a2, b2, ga, gb, *args):
+    """_divergence.pair_rows, or its half version for half rows (float16, bfloat16)."""
+    hk = half_kind(a2.dtype)
+    if hk is None:
+        return _k.pair_rows(kind, a2, b2, ga, gb, *args)
+    return _k.pair_rows_half(hk, kind, *[half_bits(v) for v in (a2, b2, ga, gb)], *args)
 
 
 # --- discrete distributions -----------------------------------------------------------
@@ -102,7 +112,7 @@ def entropy(logits, *, axis=-1, reduction="mean", return_grad=False, grad_out=No
     """
     reduction = check_reduction(reduction, batchmean=True)
     check_grad_request(return_grad, grad_out)
-    x = as_float_array(logits, "logits")
+    x = as_float_array(logits, "logits", half=True)
     ax = check_class_axis(x, axis, "logits")
     x2 = as_rows(x, ax)
     n = x2.shape[0]
@@ -112,8 +122,12 @@ def entropy(logits, *, axis=-1, reduction="mean", return_grad=False, grad_out=No
         g2, finish = grad_rows(x, ax, out)
         check_no_overlap([("grad_out", out)], [("logits", x)], in_place=("logits",))
     rows = np.empty(n, dtype=np.float64)
-    _k.entropy(x2, g2, grad_scale(reduction, n), rows, _config.threads_for(x2.size))
-    loss = reduce_rows(rows, x.shape[:ax] + x.shape[ax + 1:], n, reduction, x.dtype)
+    args = (grad_scale(reduction, n), rows, _config.threads_for(x2.size))
+    if half_kind(x.dtype) is None:
+        _k.entropy(x2, g2, *args)
+    else:
+        _k.entropy_half(half_kind(x.dtype), half_bits(x2), half_bits(g2), *args)
+    loss = reduce_rows(rows, x.shape[:ax] + x.shape[ax + 1:], n, reduction, compute_dtype(x))
     return (loss, finish(g2)) if return_grad else loss
 
 
@@ -336,8 +350,9 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
                                   n_threads=nt)
     if w_kl > 0:
         kl = np.empty(n, dtype=np.float64)
-        _k.pair_rows("kl", t2, s2, None, g2, 1.0 / T, 0.5, 0.0, gs * w_kl * T, w_ce > 0,
-                     labels, ignore_index, kl, nt)
+        # half: the cross-entropy gradient is rounded to half before the KL part is added
+        _pair_rows("kl", t2, s2, None, g2, 1.0 / T, 0.5, 0.0, gs * w_kl * T, w_ce > 0,
+                   labels, ignore_index, kl, nt)
         rows += (w_kl * T * T) * kl
-    loss = reduce_rows(rows, row_shape, denom, reduction, s.dtype)
+    loss = reduce_rows(rows, row_shape, denom, reduction, compute_dtype(s))
     return (loss, finish(g2)) if return_grad else loss

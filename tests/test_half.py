@@ -1,0 +1,284 @@
+"""float16 and bfloat16 inputs read natively (README, Conventions): every half result equals
+the float32 call on the upcast input (the kernels convert exactly and compute in float32),
+its gradient that float32 gradient rounded to the half dtype (within 1 half ulp), at every
+SIMD level, in place and into grad_out; and the conversions themselves, float16 over all
+65536 bit patterns against NumPy, bfloat16 against ml_dtypes."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastloss
+from fastloss import _classification as _k
+
+HALF = ["float16", "bfloat16"]
+
+
+@pytest.fixture(params=HALF)
+def half(request):
+    """The half dtype (bfloat16 needs ml_dtypes)."""
+    if request.param == "bfloat16":
+        return np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    return np.dtype(np.float16)
+
+
+def _logits(rng, shape, dtype, scale=3.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+def _ordered(h):
+    """Half values as integers in value order: neighbours differ by 1 (+0 and -0 both 0)."""
+    b = h.view(np.uint16).astype(np.int32)
+    return np.where(b & 0x8000, -(b & 0x7FFF), b)
+
+
+def assert_rounded(g, g32):
+    """g (half) is the float32 gradient g32 rounded to g's dtype, within 1 half ulp; NaN
+    where g32 is NaN."""
+    assert g.dtype != np.float32 and g.shape == g32.shape
+    nan = np.isnan(g32)
+    np.testing.assert_array_equal(np.isnan(g.astype(np.float32)), nan)
+    diff = np.abs(_ordered(g) - _ordered(g32.astype(g.dtype)))[~nan]
+    assert diff.max(initial=0) <= 1, f"{np.count_nonzero(diff > 1)} entries off by more than 1 ulp"
+
+
+def assert_same_loss(loss, loss32):
+    """The half call's loss is the float32 call's, in float32, up to float32 rounding."""
+    assert np.asarray(loss).dtype == np.float32
+    np.testing.assert_allclose(loss, loss32, rtol=4e-7, atol=0)
+
+
+def _pairs(rng, shape, dtype):
+    return _logits(rng, shape, dtype), _logits(rng, shape, dtype, 2.0)
+
+
+# (name, call(inputs, **kw), makes the inputs from (rng, dtype)), the gradients' count
+CASES = {
+    "ce_labels": (lambda x, **kw: fastloss.cross_entropy(x[0], x[1], **kw),
+                  lambda rng, dt: (_logits(rng, (6, 7, 300), dt), rng.integers(0, 300, (6, 7)))),
+    "ce_small_c": (lambda x, **kw: fastloss.cross_entropy(x[0], x[1], **kw),
+                   lambda rng, dt: (_logits(rng, (301, 10), dt), rng.integers(0, 10, 301))),
+    "ce_long_rows": (lambda x, **kw: fastloss.cross_entropy(x[0], x[1], **kw),
+                     lambda rng, dt: (_logits(rng, (3, 40000), dt), rng.integers(0, 40000, 3))),
+    "ce_options": (lambda x, **kw: fastloss.cross_entropy(x[0], x[1], label_smoothing=0.1, z_loss=1e-3,
+                                                          softcap=5.0, ignore_index=2, weight=x[2], **kw),
+                   lambda rng, dt: (_logits(rng, (50, 33), dt), rng.integers(0, 33, 50),
+                                    rng.random(33) + 0.5)),
+    "ce_probs": (lambda x, **kw: fastloss.cross_entropy(x[0], x[1], **kw),
+                 lambda rng, dt: (_logits(rng, (40, 70), dt), rng.dirichlet(np.ones(70), 40).astype(dt))),
+    "ce_axis1": (lambda x, **kw: fastloss.cross_entropy(x[0], x[1], axis=1, **kw),   # upcast path
+                 lambda rng, dt: (_logits(rng, (3, 5, 40), dt), rng.integers(0, 5, (3, 40)))),
+    "logsumexp": (lambda x, **kw: fastloss.logsumexp(x[0], **kw),
+                  lambda rng, dt: (_logits(rng, (20, 5000), dt),)),
+    "entropy": (lambda x, **kw: fastloss.entropy(x[0], **kw),
+                lambda rng, dt: (_logits(rng, (30, 500), dt),)),
+    "kl": (lambda x, **kw: fastloss.kl_divergence(x[0], x[1], temperature=2.0, **kw),
+           lambda rng, dt: _pairs(rng, (30, 500), dt)),
+    "js": (lambda x, **kw: fastloss.js_divergence(x[0], x[1], beta=0.3, **kw),
+           lambda rng, dt: _pairs(rng, (30, 500), dt)),
+    "distillation": (lambda x, **kw: fastloss.distillation_loss(x[0], x[1], temperature=2.0, **kw),
+                     lambda rng, dt: _pairs(rng, (30, 500), dt)),
+}
+REDUCED = [k for k in CASES if k != "logsumexp"]
+
+
+def _both(name, rng, half, **kw):
+    """(half inputs, the half call's result, the float32 call's on the upcast inputs)."""
+    call, make = CASES[name]
+    xs = make(rng, half)
+    x32 = tuple(a.astype(np.float32) if a.dtype == half else a for a in xs)
+    return xs, call(xs, **kw), call(x32, **kw)
+
+
+def _grads(g):
+    return g if isinstance(g, tuple) else (g,)
+
+
+@pytest.mark.parametrize("name", REDUCED)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_matches_float32(simd, rng, half, name, reduction):
+    xs, (loss, g), (loss32, g32) = _both(name, rng, half, reduction=reduction, return_grad=True)
+    assert_same_loss(loss, loss32)
+    assert_same_loss(CASES[name][0](xs, reduction=reduction), loss32)     # loss only
+    for a, b in zip(_grads(g), _grads(g32)):
+        assert a.dtype == half
+        assert_rounded(a, b)
+
+
+def test_distillation_with_target(simd, rng, half):
+    """With a target the cross-entropy gradient is rounded to half before the KL part is
+    added (two roundings): within 1 half ulp of the largest entry."""
+    s, t = _pairs(rng, (30, 500), half)
+    y = rng.integers(0, 500, 30)
+    y[3] = -100
+    loss, g = fastloss.distillation_loss(s, t, target=y, alpha=0.3, return_grad=True)
+    loss32, g32 = fastloss.distillation_loss(s.astype(np.float32), t.astype(np.float32), target=y,
+                                             alpha=0.3, return_grad=True)
+    assert_same_loss(loss, loss32)
+    assert g.dtype == half
+    eps = float(np.finfo(np.float16).eps) if half == np.float16 else 2.0 ** -7
+    np.testing.assert_allclose(g.astype(np.float32), g32, rtol=eps, atol=eps * np.abs(g32).max())
+
+
+def test_logsumexp_softmax(simd, rng, half):
+    x = _logits(rng, (20, 5000), half)
+    lse, g = fastloss.logsumexp(x, return_grad=True)
+    lse32, g32 = fastloss.logsumexp(x.astype(np.float32), return_grad=True)
+    assert_same_loss(lse, lse32)
+    assert_rounded(g, g32)
+    for fn in (fastloss.softmax, fastloss.log_softmax):
+        out = fn(x)
+        assert_rounded(out, fn(x.astype(np.float32)))
+        xi = x.copy()
+        assert fn(xi, out=xi) is xi
+        assert_rounded(xi, fn(x.astype(np.float32)))
+    assert_same_loss(fastloss.logsumexp(x, axis=None), fastloss.logsumexp(x.astype(np.float32), axis=None))
+
+
+@pytest.mark.parametrize("name", ["ce_labels", "ce_long_rows", "ce_probs", "ce_axis1", "entropy", "kl",
+                                  "js", "distillation"])
+def test_grad_out_and_in_place(rng, half, name, n_threads):
+    """Into a grad_out buffer and over the inputs (every half function allows grad_out =
+    its logits): the same gradients, for any thread count."""
+    call, make = CASES[name]
+    xs = make(rng, half)
+    loss, g = call(xs, return_grad=True)
+    g = _grads(g)
+    bufs = tuple(np.empty_like(a) for a in g)
+    loss2, g2 = call(xs, return_grad=True, grad_out=bufs if len(bufs) > 1 else bufs[0])
+    assert loss2 == loss and all(a is b for a, b in zip(_grads(g2), bufs))
+    xi = tuple(a.copy() for a in xs)
+    outs = xi[:len(g)]
+    loss3, g3 = call(xi, return_grad=True, grad_out=outs if len(outs) > 1 else outs[0])
+    assert loss3 == loss
+    for a, b, c in zip(_grads(g3), outs, g):
+        assert a is b
+        np.testing.assert_array_equal(a.view(np.uint16), c.view(np.uint16))
+
+
+def test_special_values(simd, rng, half):
+    """inf, -inf and NaN in half logits give what the float32 call gives on the upcast."""
+    x = _logits(rng, (8, 20), half)
+    x[0, 3], x[1, :] = np.inf, -np.inf
+    x[2, 5], x[3, 0] = np.nan, -np.inf
+    y = np.arange(8)
+    for name, call in (("ce", lambda a: fastloss.cross_entropy(a, y, reduction="none", return_grad=True)),
+                       ("entropy", lambda a: fastloss.entropy(a, reduction="none", return_grad=True)),
+                       ("kl", lambda a: fastloss.kl_divergence(a, a[::-1].copy(), reduction="none",
+                                                               return_grad=True))):
+        (loss, g), (loss32, g32) = call(x), call(x.astype(np.float32))
+        np.testing.assert_array_equal(loss, loss32, err_msg=name)
+        for a, b in zip(_grads(g), _grads(g32)):
+            assert_rounded(a, b)
+
+
+def test_ignore_index_and_empty(rng, half):
+    x = _logits(rng, (5, 9), half)
+    y = np.array([1, -100, 3, -100, 0])
+    loss, g = fastloss.cross_entropy(x, y, return_grad=True)
+    loss32, g32 = fastloss.cross_entropy(x.astype(np.float32), y, return_grad=True)
+    assert_same_loss(loss, loss32)
+    assert_rounded(g, g32)
+    assert not g[1].any() and not g[3].any()
+    loss, g = fastloss.cross_entropy(x[:0], y[:0], reduction="sum", return_grad=True)
+    assert loss == 0 and g.dtype == half and g.shape == (0, 9)
+
+
+def test_mixed_dtypes_upcast(rng, half):
+    """A half array with another dtype is computed in float32 (or float64) as before; a half
+    float target is not taken as labels."""
+    a, b = _pairs(rng, (4, 6), half)
+    loss, (ga, gb) = fastloss.kl_divergence(a, b.astype(np.float32), return_grad=True)
+    assert loss.dtype == ga.dtype == gb.dtype == np.float32
+    loss, g = fastloss.cross_entropy(a, b.astype(np.float32), return_grad=True)
+    assert loss.dtype == np.float32 and g.dtype == half      # the logits' dtype
+    loss, g = fastloss.mse_loss(a, b, return_grad=True)       # no half path: float32
+    assert loss.dtype == g.dtype == np.float32
+    with pytest.raises(ValueError, match="labels"):
+        fastloss.cross_entropy(a, np.zeros(4, dtype=half))
+
+
+def test_grad_out_dtype_checked(rng, half):
+    x = _logits(rng, (4, 6), half)
+    with pytest.raises(TypeError, match="grad_out"):
+        fastloss.cross_entropy(x, np.zeros(4, int), return_grad=True, grad_out=np.empty((4, 6), np.float32))
+
+
+def test_no_full_size_copy(half):
+    """Loss only on (64, 32000) half logits with 2 threads: no upcast copy (it would be twice
+    the input), only a few rows of per-thread scratch."""
+    x = np.zeros((64, 32000), dtype=half)
+    y = np.zeros(64, dtype=np.int64)
+    q = np.ones((64, 32000), dtype=half)
+    with fastloss.threads(2):
+        for call in (lambda: fastloss.cross_entropy(x, y), lambda: fastloss.kl_divergence(x, q)):
+            call()
+            tracemalloc.start()
+            try:
+                call()
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert peak < x.nbytes // 4, peak
+
+
+# --- the conversions themselves ---------------------------------------------------------
+
+def _to_float(kind, h):
+    f = np.empty(h.size, np.float32)
+    _k.half_convert(kind, np.ascontiguousarray(h, np.uint16), f, False)
+    return f
+
+
+def _to_half(kind, f):
+    h = np.empty(f.size, np.uint16)
+    _k.half_convert(kind, h, np.ascontiguousarray(f, np.float32), True)
+    return h
+
+
+def _float32_cases(rng, half_bits_to_float, inf_bits):
+    """Random float32 bit patterns (all exponents), specials, and for every finite half value
+    the midpoint to its successor and its two float32 neighbours (the ties and near-ties);
+    inf_bits: the half type's +inf."""
+    bits = rng.integers(0, 2 ** 32, 1 << 18, dtype=np.uint64).astype(np.uint32)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 65504.0, 65520.0, 65519.996, 1e-8, -6e-8,
+                        2.0 ** -25, 2.0 ** -24, 3.4e38], np.float32).view(np.uint32)
+    h = np.arange(0, inf_bits, dtype=np.uint32)
+    lo, hi = half_bits_to_float(h), half_bits_to_float(h + 1)
+    mid = ((lo.astype(np.float64) + hi) / 2).astype(np.float32).view(np.uint32)
+    ties = np.concatenate([mid, mid - 1, mid + 1])
+    ties = np.concatenate([ties, ties | 0x80000000])
+    return np.concatenate([bits, special, ties]).view(np.float32)
+
+
+def test_float16_conversion_exhaustive(simd):
+    h = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    want = h.view(np.float16).astype(np.float32)
+    got = _to_float(0, h)
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(got.view(np.uint32)[~nan], want.view(np.uint32)[~nan])
+    assert np.isnan(got[nan]).all()
+    np.testing.assert_array_equal(_to_half(0, got)[~nan], h[~nan])       # round trip
+    f = _float32_cases(np.random.default_rng(1),
+                       lambda b: b.astype(np.uint16).view(np.float16).astype(np.float32), 0x7C00)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = f.astype(np.float16)
+    nan = np.isnan(f)
+    np.testing.assert_array_equal(_to_half(0, f)[~nan], want.view(np.uint16)[~nan])
+    assert np.isnan(_to_half(0, f)[nan].view(np.float16)).all()
+
+
+def test_bfloat16_conversion(simd):
+    bf16 = pytest.importorskip("ml_dtypes").bfloat16
+    h = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    want = h.view(bf16).astype(np.float32)
+    got = _to_float(1, h)
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(got.view(np.uint32)[~nan], want.view(np.uint32)[~nan])
+    assert np.isnan(got[nan]).all()
+    f = _float32_cases(np.random.default_rng(2), lambda b: (b << 16).view(np.float32), 0x7F80)
+    with np.errstate(invalid="ignore"):
+        want = f.astype(bf16)
+    nan = np.isnan(f)
+    np.testing.assert_array_equal(_to_half(1, f)[~nan], want.view(np.uint16)[~nan])
+    assert np.isnan(_to_half(1, f)[nan].view(bf16).astype(np.float32)).all()
