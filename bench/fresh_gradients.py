@@ -26,11 +26,13 @@ def cases():
 
     e1, e2 = f32(2048, 4096), f32(4096, 8192)
     a, b = f32(1 << 24), f32(1 << 24)
+    s, t = f32(1 << 21), f32(1 << 21)
     ce = f32(2048, 32000)
     lab = rng.integers(0, 32000, 2048)
     return [
         ("entropy (2048, 4096)", lambda **k: fastloss.entropy(e1, **k), e1),
         ("entropy (4096, 8192)", lambda **k: fastloss.entropy(e2, **k), e2),
+        ("mse_loss 2M", lambda **k: fastloss.mse_loss(s, t, **k), s),
         ("mse_loss 16M", lambda **k: fastloss.mse_loss(a, b, **k), a),
         ("log_cosh_loss 16M", lambda **k: fastloss.log_cosh_loss(a, b, **k), a),
         ("cross_entropy (2048, 32000)", lambda **k: fastloss.cross_entropy(ce, lab, **k), ce),

@@ -34,7 +34,7 @@ from fastloss import reference
 RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 2e-5}
 # not losses: the runtime and the package's facts
 RUNTIME = {"__version__", "show_config", "get_num_threads", "set_num_threads", "threads",
-           "get_simd", "set_simd", "available_levels"}
+           "get_simd", "set_simd", "available_levels", "release_memory", "set_pool_limit"}
 FLOATS = [np.float64, np.float32, np.float16]
 INTS = [np.int64, np.int32, np.int8]
 LAYOUTS = ["C", "F", "negative", "strided", "readonly", "memmap"]
