@@ -1,13 +1,17 @@
 """Fresh gradients against grad_out: time and minor page faults per call.
 
-    python bench/fresh_gradients.py [--threads 2] [--rounds 7] [--calls 10]
+    PYTHONPATH=. python bench/fresh_gradients.py [--threads 2] [--rounds 5] [--filter entropy]
 
-Variants, interleaved round by round (one round: `calls` calls of each variant):
+Every benchmark case with a grad_out variant (python -m fastloss bench --list), at its
+default shape, float32, fastloss only, plus the larger shapes in EXTRA. Variants,
+interleaved round by round:
 - grad_out: into one reused, already-touched buffer;
 - grad: `loss, g = f(..., return_grad=True); del g` (the training loop: the previous
-  gradient is dropped before the next call);
-- keep: the same without `del g` (the previous gradient is alive during the call).
-Prints the median time per call and the mean minor page faults per call (getrusage).
+  gradient is dropped before the next call), with the gradient pool (fastloss/_pool.py);
+- keep: the same without `del g` (the previous gradient is alive during the call);
+- nopool: grad with fastloss.set_pool_limit(0) (every gradient a plain np.empty).
+Prints medians per call and the mean minor page faults per call (getrusage).
+PYTHONPATH=. makes the checkout's fastloss the one imported.
 """
 import argparse
 import resource
@@ -16,90 +20,88 @@ import time
 import numpy as np
 
 import fastloss
+from fastloss._bench import all_cases
 
-
-def cases():
-    rng = np.random.default_rng(0)
-
-    def f32(*shape):
-        return rng.standard_normal(shape, dtype=np.float32)
-
-    e1, e2 = f32(2048, 4096), f32(4096, 8192)
-    a, b = f32(1 << 24), f32(1 << 24)
-    s, t = f32(1 << 21), f32(1 << 21)
-    ce = f32(2048, 32000)
-    lab = rng.integers(0, 32000, 2048)
-    return [
-        ("entropy (2048, 4096)", lambda **k: fastloss.entropy(e1, **k), e1),
-        ("entropy (4096, 8192)", lambda **k: fastloss.entropy(e2, **k), e2),
-        ("mse_loss 2M", lambda **k: fastloss.mse_loss(s, t, **k), s),
-        ("mse_loss 16M", lambda **k: fastloss.mse_loss(a, b, **k), a),
-        ("log_cosh_loss 16M", lambda **k: fastloss.log_cosh_loss(a, b, **k), a),
-        ("cross_entropy (2048, 32000)", lambda **k: fastloss.cross_entropy(ce, lab, **k), ce),
-    ]
+VARIANTS = ("grad_out", "grad", "keep", "nopool")
+EXTRA = {"entropy": [(2048, 4096), (4096, 8192)], "mse_loss": [(16384, 1024)]}
 
 
 def minflt():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def run(variant, f, x, calls):
-    """Per-call times and the mean minor faults per call of `calls` calls (after one
-    untimed call)."""
-    times = []
-    f(return_grad=True)
-    if variant == "grad_out":
-        out = np.empty_like(x)
-        out.fill(0)
+def block(variant, grad_call, out_call, calls):
+    """Per-call times and the mean minor faults per call of `calls` calls after one
+    untimed call."""
+    limit = fastloss.set_pool_limit(0) if variant == "nopool" else None
+    try:
+        f = out_call if variant == "grad_out" else grad_call
+        g = f()
+        if variant != "keep":
+            g = None
+        times = []
         f0 = minflt()
         for _ in range(calls):
             t0 = time.perf_counter()
-            f(return_grad=True, grad_out=out)
+            if variant == "keep":
+                g = f()
+            else:
+                f()         # the result is dropped before the next call
             times.append(time.perf_counter() - t0)
-    elif variant == "grad":
-        f0 = minflt()
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            loss, g = f(return_grad=True)
-            del g
-            times.append(time.perf_counter() - t0)
-    else:
-        g = None
-        f0 = minflt()
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            loss, g = f(return_grad=True)
-            times.append(time.perf_counter() - t0)
-        del g
-    return times, (minflt() - f0) / calls
+        return times, (minflt() - f0) / calls
+    finally:
+        if limit is not None:
+            fastloss.set_pool_limit(limit)
+
+
+def jobs(names):
+    """(label, grad_call, out_call, gradient bytes) for each grad_out case and EXTRA shape."""
+    out = []
+    for case in all_cases():
+        if case.variant != "grad_out" or case.large or (names and case.func not in names):
+            continue
+        grad_case = next(c for c in all_cases() if c.sized == case.sized and c.variant == "grad")
+        for shape in [case.shape] + EXTRA.get(case.func, []):
+            d = case.make(shape, np.float32, np.random.default_rng(0))
+            out_call = case.impls["fastloss"](d)
+            grad_call = grad_case.impls["fastloss"](d)
+            gb = sum(a.nbytes for a in _grads(out_call()))
+            out.append((f"{case.sized} {'x'.join(map(str, shape))}", grad_call, out_call, gb))
+    return out
+
+
+def _grads(result):
+    g = result[1]
+    return g if isinstance(g, tuple) else (g,)
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--calls", type=int, default=10)
-    p.add_argument("--only", default="")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--budget", type=float, default=0.05, help="seconds per block")
+    p.add_argument("--filter", default="", help="function names, comma-separated")
     args = p.parse_args()
-    variants = ("grad_out", "grad", "keep")
+    names = [n for n in args.filter.split(",") if n]
+    print(f"{'case':40s} {'MiB':>5s}  " + "  ".join(f"{v:>17s}" for v in VARIANTS)
+          + "  grad/out keep/out nopool/out")
     with fastloss.threads(args.threads):
-        for name, f, x in cases():
-            if args.only and args.only not in name:
-                continue
-            f(return_grad=True)
-            times = {v: [] for v in variants}
-            faults = {v: [] for v in variants}
+        for label, grad_call, out_call, gb in jobs(names):
+            t0 = time.perf_counter()
+            out_call()
+            calls = int(min(20, max(3, args.budget / (time.perf_counter() - t0))))
+            times = {v: [] for v in VARIANTS}
+            faults = {v: [] for v in VARIANTS}
             for _ in range(args.rounds):
-                for v in variants:
-                    t, fl = run(v, f, x, args.calls)
+                for v in VARIANTS:
+                    t, f = block(v, grad_call, out_call, calls)
                     times[v] += t
-                    faults[v].append(fl)
-            med = {v: 1e3 * float(np.median(times[v])) for v in variants}
-            line = "  ".join(f"{v} {med[v]:7.2f} ms {np.mean(faults[v]):7.0f} flt"
-                             for v in variants)
-            print(f"{name:28s} {x.nbytes / 2**20:5.0f} MiB  {line}  "
-                  f"grad/grad_out {med['grad'] / med['grad_out']:.2f}x "
-                  f"keep/grad_out {med['keep'] / med['grad_out']:.2f}x", flush=True)
+                    faults[v].append(f)
+            med = {v: 1e3 * float(np.median(times[v])) for v in VARIANTS}
+            cells = "  ".join(f"{med[v]:7.2f} ms {np.mean(faults[v]):5.0f} f" for v in VARIANTS)
+            ratios = " ".join(f"{med[v] / med['grad_out']:8.2f}" for v in VARIANTS[1:])
+            print(f"{label:40s} {gb / 2**20:5.1f}  {cells}  {ratios}", flush=True)
+            fastloss.release_memory()
 
 
 if __name__ == "__main__":
