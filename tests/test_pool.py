@@ -67,6 +67,12 @@ def test_later_calls_never_change_an_earlier_gradient_or_its_views(name):
     views = [g[1], g.reshape(-1)[::3], g.T, g.view(np.int32), np.frombuffer(g.copy(), g.dtype)]
     if g.flags.c_contiguous:
         views.append(np.frombuffer(memoryview(g), g.dtype).reshape(g.shape))
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:                     # a tensor sharing the memory, seen as NumPy
+        views.append(torch.from_numpy(g)[1:].numpy())
     kept = [v.copy() for v in views]
     mv = memoryview(g)
     del g                                    # only views (and a memoryview) still see it
