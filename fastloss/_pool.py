@@ -81,7 +81,10 @@ def _claim(size):
             return owner
     if not _drop_free(size):
         return None
-    owner = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+    try:
+        owner = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+    except OSError:                         # no address space: np.empty says MemoryError
+        return None
     if hasattr(mmap, "MADV_HUGEPAGE"):
         owner.madvise(mmap.MADV_HUGEPAGE)    # a fault per 2 MiB on first use, as NumPy asks
     _owners.append(owner)
