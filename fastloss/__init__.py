@@ -14,10 +14,12 @@ from .gaussian import *  # noqa: F401,F403
 from .regression import *  # noqa: F401,F403
 from .metric import *  # noqa: F401,F403
 from ._info import show_config
+from ._pool import release_memory, set_pool_limit
 
 __all__ = [
     "__version__", "show_config",
     "get_num_threads", "set_num_threads", "threads", "get_simd", "set_simd", "available_levels",
+    "release_memory", "set_pool_limit",
     *classification.__all__, *divergence.__all__, *gaussian.__all__, *regression.__all__,
     *metric.__all__,
 ]

@@ -8,7 +8,8 @@ arrays, and every gradient buffer is made, checked and returned in one way:
 - flat: flat_full / periodic for elementwise losses (periodic keeps a broadcast weight
   small when it repeats);
 - broadcasting: BroadcastGrad sums a full-shape gradient back to its input's shape;
-- grad_buffers: one fresh or user-given (grad_out) buffer per gradient.
+- grad_buffers: one fresh or user-given (grad_out) buffer per gradient; fresh gradient
+  buffers come from _pool.empty (large ones reused once nothing sees them).
 
 See ARCHITECTURE.md for where this sits.
 """
@@ -16,6 +17,7 @@ import math
 
 import numpy as np
 
+from . import _pool
 from ._checks import check_grad_out, check_grad_outs
 from ._runtime import ELEMENT_BLOCK
 
@@ -36,7 +38,7 @@ def grad_rows(x, axis, grad_out, name="grad_out"):
         check_grad_out(grad_out, x.shape, x.dtype, name)
         if axis == x.ndim - 1:
             return grad_out.reshape(n, C), lambda g2: grad_out
-    g2 = np.empty((n, C), dtype=x.dtype)
+    g2 = _pool.empty((n, C), x.dtype)
     moved = np.moveaxis(x, axis, -1).shape
 
     def finish(g2):
@@ -54,7 +56,7 @@ def grad_buffers(grad_out, names, shapes, dtype):
     outs = check_grad_outs(grad_out, names)
     if not isinstance(shapes, list):
         shapes = [shapes] * len(names)
-    return [np.empty(shp, dtype=dtype) if g is None else
+    return [_pool.empty(shp, dtype) if g is None else
             check_grad_out(g, shp, dtype, "grad_out" if len(names) == 1 else f"grad_out[{i}]")
             for i, (g, shp) in enumerate(zip(outs, shapes))]
 
@@ -109,7 +111,7 @@ class BroadcastGrad:
         if self.in_shape == tuple(full_shape) and grad_out is not None:
             self.full = grad_out
         else:
-            self.full = np.empty(full_shape, dtype=dtype)
+            self.full = _pool.empty(full_shape, dtype)
         self.buf = self.full.reshape(-1)
 
     def result(self):

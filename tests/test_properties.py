@@ -38,7 +38,7 @@ HALF_NATIVE = {"cross_entropy", "logsumexp", "softmax", "log_softmax", "entropy"
                "js_divergence", "distillation_loss"}
 # not losses: the runtime and the package's facts
 RUNTIME = {"__version__", "show_config", "get_num_threads", "set_num_threads", "threads",
-           "get_simd", "set_simd", "available_levels"}
+           "get_simd", "set_simd", "available_levels", "release_memory", "set_pool_limit"}
 FLOATS = [np.float64, np.float32, np.float16]
 try:                                 # bfloat16 where ml_dtypes is installed
     from ml_dtypes import bfloat16

@@ -15,8 +15,10 @@ FORWARD = ("loss", "fwd")
 
 def fastloss_impl(fn, variant, args, wrt=(0,), kw_inputs=None, **kwargs):
     """fastloss: fn(*args) ("loss"), fn(..., return_grad=True) ("grad": a fresh gradient
-    each call), or fn(..., return_grad=True, grad_out=buffers) ("grad_out": buffers made
-    and touched once). kw_inputs: keyword argument -> input name (e.g. target="y")."""
+    each call, dropped before the next one as in a training loop: time_calls keeps no
+    result but the first), or fn(..., return_grad=True, grad_out=buffers) ("grad_out":
+    buffers made and touched once). kw_inputs: keyword argument -> input name (e.g.
+    target="y")."""
     def build(d):
         a = [d[n] for n in args]
         kw = dict(kwargs, **{k: d[n] for k, n in (kw_inputs or {}).items()})
