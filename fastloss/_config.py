@@ -34,7 +34,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 SERIAL_BELOW = 32768
 
 
-_local = threading.local()    # .n: this Python thread's own count (thread_local_threads)
+_local = threading.local()    # this Python thread's own settings (local_setting)
 
 
 def get_num_threads():
@@ -60,7 +60,7 @@ def get_num_threads():
     """
     if _forked:
         return 1
-    n = getattr(_local, "n", None)
+    n = local("n")
     if n is not None:
         return n
     if _user_threads is not None:
@@ -126,16 +126,26 @@ def threads(n):
 
 
 @contextlib.contextmanager
-def thread_local_threads(n):
-    """Kernels called from this Python thread use n threads inside the block (None: the
-    process-wide setting); other Python threads are not affected (fastloss.dask's
-    blocks, which run on several scheduler threads at once)."""
-    old = getattr(_local, "n", None)
-    _local.n = n
+def local_setting(name, value):
+    """Within it, local(name) is value on this Python thread only; other Python threads
+    keep theirs (fastloss.dask's blocks run on several scheduler threads at once)."""
+    old = getattr(_local, name, None)
+    setattr(_local, name, value)
     try:
         yield
     finally:
-        _local.n = old
+        setattr(_local, name, old)
+
+
+def local(name):
+    """This Python thread's value of a local_setting (None outside one)."""
+    return getattr(_local, name, None)
+
+
+def thread_local_threads(n):
+    """Kernels called from this Python thread use n threads inside the block (None: the
+    process-wide setting)."""
+    return local_setting("n", n)
 
 
 def threads_for(work):

@@ -7,26 +7,18 @@ when label smoothing makes the total nonzero), and its gradient scale is 1 / 0 =
 every gradient entry that a counted term enters is then NaN, and entries that count for
 nothing stay 0.
 """
-import contextlib
 import math
-import threading
 
 import numpy as np
 
-_local = threading.local()      # .float64: "sum" keeps the float64 total (float64_sums)
+from . import _config
 
 
-@contextlib.contextmanager
 def float64_sums():
     """Within it, on this Python thread, reduction="sum" returns the float64 total
     instead of rounding it to the compute dtype: fastloss.dask adds up blocks' partial
     sums as the in-memory call adds up its rows, rounding once at the end."""
-    prev = getattr(_local, "float64", False)
-    _local.float64 = True
-    try:
-        yield
-    finally:
-        _local.float64 = prev
+    return _config.local_setting("float64_sums", True)
 
 
 def grad_scale(reduction, denom):
@@ -39,7 +31,7 @@ def grad_scale(reduction, denom):
 def reduce_total(total, denom, reduction, dtype):
     """A float64 total as the reduced scalar of the compute dtype ("sum" or "mean")."""
     if reduction == "sum":
-        return np.float64(total) if getattr(_local, "float64", False) else dtype.type(total)
+        return np.float64(total) if _config.local("float64_sums") else dtype.type(total)
     if not denom:                # nothing to average (a smoothed total / 0 is NaN too, as PyTorch)
         return dtype.type(np.nan)
     return dtype.type(np.float64(total) / np.float64(denom))
