@@ -1,6 +1,9 @@
 # cython: language_level=3
 """What the compiled build can tell Python: OpenMP, its thread count, CPU SIMD level,
-and the kernels' elementwise block size."""
+and the kernels' elementwise block size; and the one thread pool every kernel module
+runs its parallel loops on (csrc/fl_pool.h, cimported through _runtime.pxd)."""
+from libc.stdint cimport int64_t
+
 from ._blocks cimport ELEMENT_BLOCK as EBLK
 
 # Elements per parallel work item of the elementwise losses (fastloss/_blocks.pxd):
@@ -49,6 +52,15 @@ cdef extern from *:
     }
     """
     int fl_advise_huge(size_t p, size_t n) nogil
+
+
+cdef extern from "fl_pool.h" nogil:
+    ctypedef void (*fl_block_fn)(void *ctx, int64_t block, int tid, const void *tag) noexcept nogil
+    void fl_run_blocks(fl_block_fn fn, void *ctx, int64_t nblocks, int nthreads)
+
+
+cdef void run_blocks(block_fn fn, void *ctx, int64_t n_blocks, int n_threads) noexcept nogil:
+    fl_run_blocks(fn, ctx, n_blocks, n_threads)
 
 
 def openmp_version():
