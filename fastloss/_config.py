@@ -153,24 +153,6 @@ def threads_for(work):
     return 1 if work < SERIAL_BELOW else get_num_threads()
 
 
-# Threads of the kernels that run right after a BLAS product (the metric and contrastive
-# losses' epilogues, linear_cross_entropy's row kernels). OpenBLAS's worker threads keep
-# spinning for a while after each product (OPENBLAS_THREAD_TIMEOUT, about 0.1 s by
-# default) and libgomp's team master spins at its closing barrier (GOMP_SPINCOUNT): with
-# every core taken, an OpenMP team's other threads wait for a scheduler tick. Measured on
-# 2 cores, a 2-thread kernel right after a product ran 10-20x slower than on 1 thread, and
-# every loss here was faster end to end with 1. None: the usual fastloss thread count,
-# for setups whose BLAS threads sleep at once (OPENBLAS_THREAD_TIMEOUT=4, or
-# OMP_WAIT_POLICY=passive, made the 2-thread kernels fast again in the same test).
-AFTER_BLAS_THREADS = 1
-
-
-def threads_after_blas(work):
-    """Thread count for a kernel that runs right after a BLAS product."""
-    n = threads_for(work)
-    return n if AFTER_BLAS_THREADS is None else max(1, min(n, AFTER_BLAS_THREADS))
-
-
 # --- SIMD level -----------------------------------------------------------------
 
 LEVELS = ("baseline", "avx2", "avx512")

@@ -6,5 +6,5 @@ from libc.stdint cimport int64_t
 ctypedef void (*block_fn)(void *ctx, int64_t block, int tid, const void *tag) noexcept nogil
 
 # Run fn for every block in [0, n_blocks) on up to n_threads threads, the caller one of
-# them (csrc/fl_pool.h); returns when all are done.
+# them (csrc/fl_threadpool.h); returns when all are done.
 cdef void run_blocks(block_fn fn, void *ctx, int64_t n_blocks, int n_threads) noexcept nogil

@@ -1,8 +1,9 @@
 # cython: language_level=3
 """What the compiled build can tell Python: OpenMP, its thread count, CPU SIMD level,
 and the kernels' elementwise block size; and the one thread pool every kernel module
-runs its parallel loops on (csrc/fl_pool.h, cimported through _runtime.pxd)."""
+runs its parallel loops on (csrc/fl_threadpool.h, cimported through _runtime.pxd)."""
 from libc.stdint cimport int64_t
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from ._blocks cimport ELEMENT_BLOCK as EBLK
 
@@ -54,13 +55,36 @@ cdef extern from *:
     int fl_advise_huge(size_t p, size_t n) nogil
 
 
-cdef extern from "fl_pool.h" nogil:
+cdef extern from "fl_threadpool.h" nogil:
     ctypedef void (*fl_block_fn)(void *ctx, int64_t block, int tid, const void *tag) noexcept nogil
     void fl_run_blocks(fl_block_fn fn, void *ctx, int64_t nblocks, int nthreads)
 
 
 cdef void run_blocks(block_fn fn, void *ctx, int64_t n_blocks, int n_threads) noexcept nogil:
     fl_run_blocks(fn, ctx, n_blocks, n_threads)
+
+
+cdef void _record_block(void *ctx, int64_t b, int tid, const void *tag) noexcept nogil:
+    cdef int64_t *out = <int64_t *>ctx
+    cdef timespec t0, t
+    clock_gettime(CLOCK_MONOTONIC, &t0)
+    while True:                       # 20 us of work, so that pool threads take part
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        if (t.tv_sec - t0.tv_sec) * 1000000000 + (t.tv_nsec - t0.tv_nsec) >= 20000:
+            break
+    out[2 * b] += 1
+    out[2 * b + 1] = tid
+
+
+def pool_record(int64_t n_blocks, int n_threads):
+    """Run n_blocks blocks on the pool; (times each block ran, the tid that ran it) as an
+    (n_blocks, 2) int64 array (tests)."""
+    import numpy as np
+    out = np.zeros((max(n_blocks, 1), 2), dtype=np.int64)
+    cdef int64_t[:, ::1] o = out
+    with nogil:
+        run_blocks(_record_block, &o[0, 0], n_blocks, n_threads)
+    return out[:n_blocks]
 
 
 def openmp_version():

@@ -354,7 +354,7 @@ def _linear_xent_blocks(h2, W, b, labels, cw, ignore_index, eps, zl, cap, gscale
         rows[r0:r1] = label_rows(Sb, labels[r0:r1], class_weight=cw, ignore_index=ignore_index,
                                  smoothing=eps, z_loss=zl, softcap=cap, gscale=gscale,
                                  grad=Sb if grads else None,
-                                 n_threads=_config.threads_after_blas(Sb.size))
+                                 n_threads=_config.threads_for(Sb.size))
         if g_in is not None:
             np.matmul(Sb, W, out=g_in[r0:r1])
         if g_w is not None:
@@ -411,7 +411,7 @@ def _linear_xent_loss(h2, W, b, labels, cw, ignore_index, eps, zl, budget):
             mc = S.max(axis=1)
             ref[c, :n] = np.where(mc == -np.inf, 0.0, mc)
             S -= ref[c, :n, None].astype(S.dtype)
-            _k.softmax_rows(S, None, False, lse[c, :n], _config.threads_after_blas(S.size))
+            _k.softmax_rows(S, None, False, lse[c, :n], _config.threads_for(S.size))
             if eps > 0:
                 sd[c, :n] = -np.einsum("ij,j->i", S, cw64[v0:v1], dtype=np.float64)
         M = ref[:, :n].max(axis=0)

@@ -3,8 +3,9 @@ loss, batch-hard / batch-all triplet mining, InfoNCE (and CLIP) and NT-Xent (Sim
 
 Thin wrappers over the shared layer (ARCHITECTURE.md): validate every argument
 (_checks.py), then alternate NumPy matrix products (BLAS, with BLAS's own threads)
-with the fused OpenMP epilogues of _metric.pyx, never both at once (and the
-epilogues on _config.threads_after_blas threads). The similarity matrix of the
+with the fused epilogues of _metric.pyx, never both at once (the epilogues run on
+fastloss's thread pool, whose calling thread takes the blocks that pool threads
+stuck behind BLAS's still-spinning workers do not). The similarity matrix of the
 contrastive losses is traversed by two kernels (statistics, then the gradient of the
 logits written in place), and the gradient goes back to the embeddings through BLAS.
 """
@@ -139,8 +140,8 @@ def _distances(x, y, metric, dtype, out):
     N, M = xa.shape[0], yc.shape[0]
     if N == 0 or M == 0:
         return
-    nt = _config.threads_after_blas(N * M)
-    ntn = _config.threads_after_blas(xa.size + yc.size)
+    nt = _config.threads_for(N * M)
+    ntn = _config.threads_for(xa.size + yc.size)
     xn = np.empty(N)
     _k.sq_norms(xa, xn, ntn)
     yn = xn if y is None else np.empty(M)
@@ -367,7 +368,7 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
     E = np.ascontiguousarray(E)
     lab32 = np.unique(lab, return_inverse=True)[1].reshape(-1).astype(np.int32)
     sq = np.empty(N)
-    _k.sq_norms(E, sq, _config.threads_after_blas(E.size))
+    _k.sq_norms(E, sq, _config.threads_for(E.size))
     sqT = sq.astype(dtype)
     Ec = _operand_copy(E)
     Gd = None
@@ -381,7 +382,7 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
         np.fill_diagonal(Gd, 0)
         Gd *= -0.5
         sqT = np.zeros(N, dtype=dtype)
-    nt = _config.threads_after_blas(N * N)
+    nt = _config.threads_for(N * N)
     grad = grad_buffers(grad_out, ["embeddings"], (N, D), dtype)[0] if return_grad else None
     if grad_out is not None:
         check_no_overlap([("grad_out", grad)], [("embeddings", E), ("labels", lab)])
@@ -401,7 +402,7 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
                 np.matmul(E[r0:r1], Ec[:r1].T, out=blk)
             else:
                 blk[...] = Gd[r0:r1, :r1]
-            ntb = _config.threads_after_blas(blk.size)
+            ntb = _config.threads_for(blk.size)
             _k.hard_rows(blk, r0, sqT, lab32, bp, pos, bn, neg, nanf, ntb)
             _k.hard_cols(blk, r0, sqT, lab32, bp, pos, bn, neg, nanf, ntb)
         if Gd is not None:
@@ -410,7 +411,7 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
             miss = np.flatnonzero((neg < 0) & (np.bincount(lab32)[lab32] < N))
             neg[miss] = [np.argmax(lab32 != lab32[i]) for i in miss]
         cp, cn = np.empty(N), np.empty(N)
-        ntv = _config.threads_after_blas(E.size)
+        ntv = _config.threads_for(E.size)
         _k.hard_finish(E, pos, neg, nanf, m, bool(squared), rows, cp, cn, ntv)
         denom = float(np.count_nonzero((pos >= 0) & (neg >= 0)))
         if reduction == "mean" and not denom:
@@ -513,7 +514,7 @@ def _sym_ce(qs, kh, gs, want_grad, nt):
     N, dtype = qs.shape[0], qs.dtype
     G = _k.CE_GROUP
     ng = -(-N // G)
-    U = _logit_bound(qs, kh, _config.threads_after_blas(qs.size))
+    U = _logit_bound(qs, kh, _config.threads_for(qs.size))
     rlse = np.empty(N)
     diag = np.empty(N)
     csum = np.empty((ng, N), dtype=dtype)
@@ -576,7 +577,7 @@ def _row_ce(qs, kh, labels_of, gs, want_grad, mask_self=False):
             i = np.arange(r1 - r0)
             Sb[i, i + r0] = -np.inf
         rows[r0:r1] = label_rows(Sb, labels_of(r0, r1), gscale=gs, grad=Sb if want_grad else None,
-                                 n_threads=_config.threads_after_blas(Sb.size))
+                                 n_threads=_config.threads_for(Sb.size))
         if want_grad:
             _logit_grad_back(Sb, qs, kh, r0, gq, gk, full)
     return rows, gq, gk
@@ -648,8 +649,8 @@ def info_nce_loss(query, key, *, temperature=0.07, symmetric=False, normalize=Tr
     q, k, t, reduction, grads = _views_setup(query, key, ("query", "key"), temperature, reduction,
                                              return_grad, grad_out)
     N, dtype = q.shape[0], q.dtype
-    ntv = _config.threads_after_blas(q.size)
-    nt = _config.threads_after_blas(N * N)
+    ntv = _config.threads_for(q.size)
+    nt = _config.threads_for(N * N)
     qs = _normalized(q, 1.0 / t, normalize, ntv)      # S = qs kh^T is already divided by t
     kh = _normalized(k, 1.0, normalize, ntv)
     gs = grad_scale(reduction, N)
@@ -717,8 +718,8 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, reduction="mean", return_grad=False
                                              return_grad, grad_out)
     (N, D), dtype = a.shape, a.dtype
     n2 = 2 * N
-    ntv = _config.threads_after_blas(a.size)
-    nt = _config.threads_after_blas(n2 * n2)
+    ntv = _config.threads_for(a.size)
+    nt = _config.threads_for(n2 * n2)
     scale = 1.0 / math.sqrt(t)                 # S = zs zs^T = cos / t
     zs = np.empty((n2, D), dtype=dtype)
     _k.normalize(a, zs[:N], scale, NORMALIZE_EPS, ntv)

@@ -655,7 +655,6 @@ def _run_all(rng_seed=7):
 
 def test_determinism_across_threads(monkeypatch):
     monkeypatch.setattr(metric, "HARD_BLOCK", 100)      # several blocks of the triangle walk
-    monkeypatch.setattr(fl._config, "AFTER_BLAS_THREADS", None)   # all threads between products too
     results = []
     for nt in (1, 2, 3):
         with fl.threads(nt):

@@ -18,6 +18,7 @@ examples:
   python -m fastloss bench                          # everything, float32, all threads
   python -m fastloss bench --quick                  # seconds: a smoke test
   python -m fastloss bench --filter cross_entropy --threads 1,2 --dtype float32,float64
+  python -m fastloss bench --filter logsumexp,mse_loss --after hot,matmul,idle
   python -m fastloss bench --json out.json --plot out.png   (--plot needs matplotlib)
   python -m fastloss bench --list                   # the case names --filter takes"""
 
@@ -47,6 +48,12 @@ def _dtype(s):
     return s
 
 
+def _after(s):
+    if s not in core.AFTER:
+        raise argparse.ArgumentTypeError(f"--after takes {', '.join(core.AFTER)}, got {s!r}")
+    return s
+
+
 def parser():
     p = argparse.ArgumentParser(prog="fastloss bench", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -62,6 +69,12 @@ def parser():
                    help="thread counts to run at (default: fastloss.get_num_threads())")
     p.add_argument("--dtype", metavar="DTYPE,...", type=_csv(_dtype, "dtypes"),
                    default=["float32"], help="float32 and/or float64 (default: float32)")
+    p.add_argument("--after", metavar="WHAT,...", type=_csv(_after, "conditions"),
+                   default=["hot"],
+                   help="what runs before each timed call: hot (nothing, the default), "
+                        "matmul (a NumPy matmul) and/or idle (0.3 s of sleep; 5 calls per "
+                        "implementation, so pick cases with --filter); several: a table each "
+                        "and one comparing them")
     p.add_argument("--scaling", action="store_true",
                    help="also time the scalable cases at 5 sizes spanning 256x "
                         "(implied by --plot)")
@@ -124,7 +137,14 @@ def main(argv=None):
     progress = runner.Progress()
     run = runner.Runner(quick=args.quick, seed=args.seed, progress=progress)
     run.measure_bandwidth()
-    results = run.run([(c, c.shape_for(args.quick)) for c in cases], dtypes, threads)
+    jobs = [(c, c.shape_for(args.quick)) for c in cases]
+    by_after = {}
+    for after in args.after:
+        run.after = after
+        label = f"after {after}: " if len(args.after) > 1 else ""
+        by_after[after] = run.run(jobs, dtypes, threads, label=label)
+    results = [r for rs in by_after.values() for r in rs]
+    run.after = "hot"
     scaling = []
     if args.scaling or args.plot:
         jobs = runner.scaling_jobs(cases, args.quick)
@@ -133,8 +153,15 @@ def main(argv=None):
 
     machine = core.machine()
     print(_header(machine))
-    print()
-    print(report.format_table(results, markdown=args.markdown))
+    for after, rs in by_after.items():
+        print()
+        if len(by_after) > 1 or after != "hot":
+            print(f"after {after}: {core.AFTER_TEXT[after]}")
+        print(report.format_table(rs, markdown=args.markdown))
+    if len(by_after) > 1:
+        print()
+        print("the same medians side by side")
+        print(report.format_after(by_after, markdown=args.markdown))
     if scaling:
         print()
         print(f"scaling: time against problem size ({dtypes[0]}, {max(threads)} threads)")
@@ -146,12 +173,13 @@ def main(argv=None):
 
     if args.json:
         settings = {"quick": args.quick, "large": args.large, "filter": names or None,
+                    "after": args.after,
                     "threads": threads, "dtypes": dtypes, "repeats": list(run.repeats),
                     "copy_bytes": copy_nbytes, "scaling_factors": list(runner.SCALING_FACTORS)}
         report.write_json(args.json, machine, settings, run.bandwidth, results, scaling)
         print(f"wrote {args.json}")
     if args.plot:
-        report.plot(args.plot, results, scaling, machine, run.bandwidth)
+        report.plot(args.plot, by_after[args.after[0]], scaling, machine, run.bandwidth)
         print(f"wrote {args.plot}")
     failed = [r for r in results + scaling if r.status.get("fastloss", "ok") != "ok"]
     if failed:

@@ -198,15 +198,42 @@ REPEATS = {"default": (5, 100, 0.15), "quick": (3, 20, 0.02)}
 WARM_UP = ("fastloss", "torch", "jax")
 
 
-def time_calls(fn, min_repeats=5, max_repeats=100, budget_s=0.15, warm_up=True):
+# What runs, untimed, before each timed call (--after). "hot": nothing, calls back to
+# back. "matmul": a 256 x 256 float32 NumPy matmul, whose BLAS threads are still
+# spinning when the timed call starts (a training step: matmul -> loss -> matmul).
+# "idle": 0.3 s of sleep, whose idle cores a virtual machine takes milliseconds to wake
+# (an evaluation loop waiting on I/O). Each call of every implementation gets the same.
+AFTER = ("hot", "matmul", "idle")
+AFTER_TEXT = {"hot": "calls back to back",
+              "matmul": "a 256x256 float32 NumPy matmul (untimed) before each call",
+              "idle": "0.3 s of sleep (untimed) before each call"}
+# "idle" repeats: (at least, at most, seconds) as REPEATS; 0.3 s per call bounds them.
+IDLE_REPEATS = (5, 5, 0.0)
+
+
+def before_call(after):
+    """The untimed function time_calls runs before each timed call under `after`."""
+    if after == "hot":
+        return None
+    if after == "idle":
+        return lambda: time.sleep(0.3)
+    a = np.random.default_rng(0).standard_normal((256, 256)).astype(np.float32)
+    out = np.empty_like(a)
+    return lambda: np.matmul(a, a, out=out)
+
+
+def time_calls(fn, min_repeats=5, max_repeats=100, budget_s=0.15, warm_up=True, before=None):
     """Call fn once untimed (warm_up: JIT compilation, first touch, caches), then
     time it with time.perf_counter until it ran at least min_repeats times and the
     timed calls add up to budget_s, or max_repeats times (or, for slow calls, 3 times
-    adding up to 2.5 budget_s). Returns (first result, Timing)."""
+    adding up to 2.5 budget_s). `before` (or None) runs untimed ahead of every call
+    (before_call). Returns (first result, Timing)."""
     first = fn() if warm_up else None
     t = Timing()
     total = 0.0
     while True:
+        if before is not None:
+            before()
         t0 = time.perf_counter()
         if first is None:
             first = fn()

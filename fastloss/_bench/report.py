@@ -46,20 +46,44 @@ def table_rows(results):
 
 def format_table(results, markdown=False):
     header, rows = table_rows(results)
+    return _table(header, rows, markdown, left=4)
+
+
+def format_after(by_after, markdown=False):
+    """One table comparing the --after conditions: a row per case and implementation, its
+    median under each condition (and, after the first, as a multiple of the first's)."""
+    conds = list(by_after)
+    base = by_after[conds[0]]
+    header = ["case", "shape", "dtype", "threads", "impl"] + [
+        c if i == 0 else f"{c} (x {conds[0]})" for i, c in enumerate(conds)]
+    rows = []
+    for i, r0 in enumerate(base):
+        for impl in ("fastloss",) + tuple(PEERS):
+            if r0.median(impl) is None:
+                continue
+            cells = [r0.case.id, shape_label(r0.shape), r0.dtype, str(r0.threads), impl]
+            for c in conds:
+                m = by_after[c][i].median(impl)
+                cells.append("" if m is None else fmt_time(m) if c == conds[0]
+                             else f"{fmt_time(m)} ({m / r0.median(impl):.2f})")
+            rows.append(cells)
+    return _table(header, rows, markdown, left=5)
+
+
+def _table(header, rows, markdown, left):
+    """Aligned text (the first `left` columns left-aligned) or Markdown."""
     if markdown:
         lines = ["| " + " | ".join(header) + " |",
-                 "|" + "|".join("---" if i < 4 else "---:" for i in range(len(header))) + "|"]
+                 "|" + "|".join("---" if i < left else "---:" for i in range(len(header))) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(header)]
 
     def line(cells):
-        return "  ".join(c.ljust(w) if i < 4 else c.rjust(w)
+        return "  ".join(c.ljust(w) if i < left else c.rjust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    out = [line(header), line(["-" * w for w in widths])]
-    out += [line(r) for r in rows]
-    return "\n".join(out)
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 def notes(results, bandwidth, copy_nbytes, thread_counts):
@@ -132,7 +156,7 @@ def result_dict(r):
         "case": r.case.id, "function": r.case.func, "family": r.case.family,
         "variant": r.case.variant, "size": r.case.tag or None,
         "shape": list(r.shape), "elements": r.elements, "dtype": r.dtype, "threads": r.threads,
-        "median_s": {k: t.median for k, t in r.times.items()},
+        "after": r.after, "median_s": {k: t.median for k, t in r.times.items()},
         "min_s": {k: t.min for k, t in r.times.items()},
         "repeats": {k: len(t.times) for k, t in r.times.items()},
         "status": dict(r.status),

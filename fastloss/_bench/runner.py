@@ -24,6 +24,7 @@ class Result:
     status: dict = field(default_factory=dict)
     nbytes: int = None
     floor_s: float = None
+    after: str = "hot"                            # core.AFTER: what ran before each call
 
     def median(self, impl):
         t = self.times.get(impl)
@@ -79,6 +80,7 @@ class Runner:
 
     def __init__(self, quick=False, seed=0, progress=None, bandwidth=None):
         self.quick = quick
+        self.after = "hot"          # core.AFTER; set between run() calls
         self.repeats = core.REPEATS["quick" if quick else "default"]
         self.seed = seed
         self.progress = progress or Progress(enabled=False)
@@ -128,7 +130,7 @@ class Runner:
         return [out[k] for k in sorted(out)]
 
     def _one(self, case, shape, dtype, t, inputs, head):
-        res = Result(case, tuple(shape), dtype, t)
+        res = Result(case, tuple(shape), dtype, t, after=self.after)
         if case.nbytes is not None:
             res.nbytes = int(case.nbytes(shape, np.dtype(dtype).itemsize))
             self.progress(f"{head}: copy floor")
@@ -142,7 +144,7 @@ class Runner:
                     res.status[impl] = "not installed"
                     continue
                 variant = case.variant if impl == "fastloss" else case.peer_variant
-                key = (case.func, case.tag, variant, impl, tuple(shape), dtype, t)
+                key = (case.func, case.tag, variant, impl, tuple(shape), dtype, t, self.after)
                 if key not in self._cache:
                     self.progress(f"{head}: {impl}")
                     self._cache[key] = self._time(case, impl, inputs)
@@ -161,10 +163,11 @@ class Runner:
         return res
 
     def _time(self, case, impl, inputs):
-        lo, hi, budget = self.repeats
+        lo, hi, budget = self.repeats if self.after != "idle" else core.IDLE_REPEATS
         try:
             fn = case.impls[impl](inputs)
-            first, timing = time_calls(fn, lo, hi, budget, warm_up=impl in core.WARM_UP)
+            first, timing = time_calls(fn, lo, hi, budget, warm_up=impl in core.WARM_UP,
+                                       before=core.before_call(self.after))
             summary = core.summarize(first)
             del first, fn
             return summary, timing, None

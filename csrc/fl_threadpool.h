@@ -15,7 +15,8 @@
  * One job runs at a time: a call made while another thread's job is running (Python
  * threads, fastloss.dask's blocks, XLA's threads) runs its blocks serially on its own
  * thread. Pool threads spin for FL_POOL_SPIN_NS after their last block (back-to-back
- * calls find them awake), then sleep on a condition variable; they are created on first
+ * calls find them awake), then sleep on a condition variable, woken by a job still
+ * running FL_POOL_WAKE_NS after it started; they are created on first
  * use, up to FL_POOL_MAX_THREADS - 1, with every signal blocked (Python handles signals on
  * its main thread), and forgotten in a child made by fork() (which gets fresh ones).
  *
@@ -28,15 +29,16 @@
  * compare-exchange fails. `done` counts finished blocks; the caller returns when it
  * reaches nblocks, and until then no job description changes. This file is included by
  * fastloss/_runtime.pyx only: one pool per process. */
-#ifndef FL_POOL_H
-#define FL_POOL_H
+#ifndef FL_THREADPOOL_H
+#define FL_THREADPOOL_H
 
 #include <stdint.h>
 
 typedef void (*fl_block_fn)(void *ctx, int64_t block, int tid, const void *tag);
 
 #define FL_POOL_MAX_THREADS 256
-#define FL_POOL_SPIN_NS 100000          /* 0.1 ms, about one row kernel's block x 5 */
+#define FL_POOL_SPIN_NS 100000          /* pool threads spin 0.1 ms after a job, then sleep */
+#define FL_POOL_WAKE_NS 50000           /* a job wakes sleeping pool threads after 50 us */
 #define FL_POOL_CLOSED UINT32_MAX
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -77,45 +79,50 @@ static int64_t fl_pool_now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Claim and run blocks of the current job as thread tid until none is left for it. */
-static void fl_pool_work(int tid) {
+/* Claim and run one block of the current job as thread tid; 0 when none is left for it. */
+static int fl_pool_run_one(int tid) {
     for (;;) {
         uint64_t t = atomic_load_explicit(&fl_pool.ticket, memory_order_acquire);
         uint32_t k = (uint32_t)t;
         if (k == FL_POOL_CLOSED
             || (int64_t)k >= atomic_load_explicit(&fl_pool.nblocks, memory_order_acquire)
             || tid >= atomic_load_explicit(&fl_pool.nthreads, memory_order_acquire))
-            return;
+            return 0;
         if (!atomic_compare_exchange_weak_explicit(&fl_pool.ticket, &t, t + 1,
                                                    memory_order_acq_rel, memory_order_acquire))
             continue;
         fl_block_fn fn = atomic_load_explicit(&fl_pool.fn, memory_order_acquire);
         fn(atomic_load_explicit(&fl_pool.ctx, memory_order_acquire), (int64_t)k, tid, 0);
         atomic_fetch_add_explicit(&fl_pool.done, 1, memory_order_release);
+        return 1;
     }
 }
 
 static void *fl_pool_thread(void *arg) {
     const int tid = (int)(intptr_t)arg;
-    uint32_t seen = (uint32_t)(atomic_load(&fl_pool.ticket) >> 32);
+    uint32_t seen = FL_POOL_CLOSED;      /* no job yet: join the current one, if any */
     for (;;) {
-        /* Wait for a job newer than `seen`: spin a little, then sleep. */
+        uint32_t g = (uint32_t)(atomic_load(&fl_pool.ticket) >> 32);
+        if (g != seen) {
+            seen = g;
+            while (fl_pool_run_one(tid))
+                ;
+            continue;
+        }
+        /* Wait for a newer job: spin a little, then sleep. */
         int64_t until = fl_pool_now_ns() + FL_POOL_SPIN_NS;
-        uint32_t g;
-        for (int i = 1; (g = (uint32_t)(atomic_load(&fl_pool.ticket) >> 32)) == seen; i++) {
+        for (int i = 1; (uint32_t)(atomic_load(&fl_pool.ticket) >> 32) == seen; i++) {
             fl_pool_pause();
             if (i % 64 == 0 && fl_pool_now_ns() > until) {
                 pthread_mutex_lock(&fl_pool.lock);
                 atomic_fetch_add(&fl_pool.sleepers, 1);
-                while ((g = (uint32_t)(atomic_load(&fl_pool.ticket) >> 32)) == seen)
+                while ((uint32_t)(atomic_load(&fl_pool.ticket) >> 32) == seen)
                     pthread_cond_wait(&fl_pool.wake, &fl_pool.lock);
                 atomic_fetch_sub(&fl_pool.sleepers, 1);
                 pthread_mutex_unlock(&fl_pool.lock);
                 break;
             }
         }
-        seen = g;
-        fl_pool_work(tid);
     }
     return 0;
 }
@@ -129,7 +136,7 @@ static void fl_pool_after_fork_child(void) {
     pthread_cond_init(&fl_pool.wake, 0);
 }
 
-/* Make sure n pool threads exist; returns how many do (fewer if creation failed). */
+/* Make sure n pool threads exist; returns n, or fewer if creating threads failed. */
 static int fl_pool_start(int n) {
     pthread_mutex_lock(&fl_pool.lock);
     if (!fl_pool.atfork_registered)
@@ -151,7 +158,8 @@ static int fl_pool_start(int n) {
         }
         pthread_sigmask(SIG_SETMASK, &old, 0);
     }
-    n = fl_pool.started;
+    if (n > fl_pool.started)
+        n = fl_pool.started;
     pthread_mutex_unlock(&fl_pool.lock);
     return n;
 }
@@ -177,12 +185,19 @@ static void fl_run_blocks(fl_block_fn fn, void *ctx, int64_t nblocks, int nthrea
     atomic_store_explicit(&fl_pool.nblocks, nblocks, memory_order_release);
     atomic_store_explicit(&fl_pool.nthreads, nthreads, memory_order_release);
     atomic_store(&fl_pool.ticket, g);            /* publish: block 0 is claimable */
-    if (atomic_load(&fl_pool.sleepers) > 0) {
-        pthread_mutex_lock(&fl_pool.lock);
-        pthread_cond_broadcast(&fl_pool.wake);
-        pthread_mutex_unlock(&fl_pool.lock);
+    /* Spinning pool threads join at once; sleeping ones are woken only if the job is
+       still running FL_POOL_WAKE_NS later: the wake-up costs the caller a system call,
+       and the woken thread may be scheduled on the caller's own core (the other busy
+       with another library's threads), which costs a short job more than it gains. */
+    int64_t wake_at = fl_pool_now_ns() + FL_POOL_WAKE_NS;
+    while (fl_pool_run_one(0)) {
+        if (wake_at && atomic_load(&fl_pool.sleepers) > 0 && fl_pool_now_ns() >= wake_at) {
+            pthread_mutex_lock(&fl_pool.lock);
+            pthread_cond_broadcast(&fl_pool.wake);
+            pthread_mutex_unlock(&fl_pool.lock);
+            wake_at = 0;
+        }
     }
-    fl_pool_work(0);
     /* Every block is claimed; wait for the ones pool threads are still running. */
     for (int i = 1; atomic_load_explicit(&fl_pool.done, memory_order_acquire) < nblocks; i++) {
         if (i % 256 == 0)
