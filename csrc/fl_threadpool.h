@@ -12,9 +12,10 @@
  * writes its own outputs and partial sums, indexed by b; per-thread scratch is indexed
  * by tid < nthreads.
  *
- * One job runs at a time: a call made while another thread's job is running (Python
- * threads, fastloss.dask's blocks, XLA's threads) runs its blocks serially on its own
- * thread. Pool threads spin for FL_POOL_SPIN_NS after their last block (back-to-back
+ * Each pool runs one job at a time. Callers on several threads at once (Python threads,
+ * fastloss.dask's blocks, XLA's threads) each take a free pool of FL_POOL_SLOTS, as
+ * each would get its own OpenMP team; with every pool taken, a call runs its blocks on
+ * its own thread. Pool threads spin for FL_POOL_SPIN_NS after their last block (back-to-back
  * calls find them awake), then sleep on a condition variable, woken by a job still
  * running FL_POOL_WAKE_NS after it started; they are created on first
  * use, up to FL_POOL_MAX_THREADS - 1, with every signal blocked (Python handles signals on
@@ -28,7 +29,7 @@
  * with acquire, so a thread that saw the new description sees the closed ticket and its
  * compare-exchange fails. `done` counts finished blocks; the caller returns when it
  * reaches nblocks, and until then no job description changes. This file is included by
- * fastloss/_runtime.pyx only: one pool per process. */
+ * fastloss/_runtime.pyx only: one set of pools per process. */
 #ifndef FL_THREADPOOL_H
 #define FL_THREADPOOL_H
 
@@ -36,7 +37,8 @@
 
 typedef void (*fl_block_fn)(void *ctx, int64_t block, int tid, const void *tag);
 
-#define FL_POOL_MAX_THREADS 256
+#define FL_POOL_SLOTS 8                 /* pools, for callers on several threads at once */
+#define FL_POOL_MAX_THREADS 256         /* threads of one job, the caller included */
 #define FL_POOL_SPIN_NS 100000          /* pool threads spin 0.1 ms after a job, then sleep */
 #define FL_POOL_WAKE_NS 50000           /* a job wakes sleeping pool threads after 50 us */
 #define FL_POOL_CLOSED UINT32_MAX
@@ -48,7 +50,7 @@ typedef void (*fl_block_fn)(void *ctx, int64_t block, int tid, const void *tag);
 #include <stdatomic.h>
 #include <time.h>
 
-static struct {
+struct fl_pool {
     _Atomic uint64_t ticket;               /* (generation << 32) | next block */
     _Atomic(fl_block_fn) fn;
     _Atomic(void *) ctx;
@@ -59,11 +61,12 @@ static struct {
     _Atomic int sleepers;                  /* pool threads in (or entering) cond_wait */
     uint32_t generation;                   /* written by the owning caller only */
     int started;                           /* pool threads created (under `lock`) */
-    int atfork_registered;
     pthread_mutex_t lock;
     pthread_cond_t wake;
-} fl_pool = {.ticket = FL_POOL_CLOSED, .lock = PTHREAD_MUTEX_INITIALIZER,
-             .wake = PTHREAD_COND_INITIALIZER};
+};
+
+static struct fl_pool fl_pools[FL_POOL_SLOTS];
+static pthread_once_t fl_pools_once = PTHREAD_ONCE_INIT;
 
 static inline void fl_pool_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -79,47 +82,53 @@ static int64_t fl_pool_now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Claim and run one block of the current job as thread tid; 0 when none is left for it. */
-static int fl_pool_run_one(int tid) {
+static uint32_t fl_pool_generation(struct fl_pool *P) {
+    return (uint32_t)(atomic_load(&P->ticket) >> 32);
+}
+
+/* Claim and run one block of P's current job as thread tid; 0 when none is left for it. */
+static int fl_pool_run_one(struct fl_pool *P, int tid) {
     for (;;) {
-        uint64_t t = atomic_load_explicit(&fl_pool.ticket, memory_order_acquire);
+        uint64_t t = atomic_load_explicit(&P->ticket, memory_order_acquire);
         uint32_t k = (uint32_t)t;
         if (k == FL_POOL_CLOSED
-            || (int64_t)k >= atomic_load_explicit(&fl_pool.nblocks, memory_order_acquire)
-            || tid >= atomic_load_explicit(&fl_pool.nthreads, memory_order_acquire))
+            || (int64_t)k >= atomic_load_explicit(&P->nblocks, memory_order_acquire)
+            || tid >= atomic_load_explicit(&P->nthreads, memory_order_acquire))
             return 0;
-        if (!atomic_compare_exchange_weak_explicit(&fl_pool.ticket, &t, t + 1,
+        if (!atomic_compare_exchange_weak_explicit(&P->ticket, &t, t + 1,
                                                    memory_order_acq_rel, memory_order_acquire))
             continue;
-        fl_block_fn fn = atomic_load_explicit(&fl_pool.fn, memory_order_acquire);
-        fn(atomic_load_explicit(&fl_pool.ctx, memory_order_acquire), (int64_t)k, tid, 0);
-        atomic_fetch_add_explicit(&fl_pool.done, 1, memory_order_release);
+        fl_block_fn fn = atomic_load_explicit(&P->fn, memory_order_acquire);
+        fn(atomic_load_explicit(&P->ctx, memory_order_acquire), (int64_t)k, tid, 0);
+        atomic_fetch_add_explicit(&P->done, 1, memory_order_release);
         return 1;
     }
 }
 
+/* A pool thread; arg: slot * FL_POOL_MAX_THREADS + tid. */
 static void *fl_pool_thread(void *arg) {
-    const int tid = (int)(intptr_t)arg;
+    struct fl_pool *P = &fl_pools[(intptr_t)arg / FL_POOL_MAX_THREADS];
+    const int tid = (int)((intptr_t)arg % FL_POOL_MAX_THREADS);
     uint32_t seen = FL_POOL_CLOSED;      /* no job yet: join the current one, if any */
     for (;;) {
-        uint32_t g = (uint32_t)(atomic_load(&fl_pool.ticket) >> 32);
+        uint32_t g = fl_pool_generation(P);
         if (g != seen) {
             seen = g;
-            while (fl_pool_run_one(tid))
+            while (fl_pool_run_one(P, tid))
                 ;
             continue;
         }
         /* Wait for a newer job: spin a little, then sleep. */
         int64_t until = fl_pool_now_ns() + FL_POOL_SPIN_NS;
-        for (int i = 1; (uint32_t)(atomic_load(&fl_pool.ticket) >> 32) == seen; i++) {
+        for (int i = 1; fl_pool_generation(P) == seen; i++) {
             fl_pool_pause();
             if (i % 64 == 0 && fl_pool_now_ns() > until) {
-                pthread_mutex_lock(&fl_pool.lock);
-                atomic_fetch_add(&fl_pool.sleepers, 1);
-                while ((uint32_t)(atomic_load(&fl_pool.ticket) >> 32) == seen)
-                    pthread_cond_wait(&fl_pool.wake, &fl_pool.lock);
-                atomic_fetch_sub(&fl_pool.sleepers, 1);
-                pthread_mutex_unlock(&fl_pool.lock);
+                pthread_mutex_lock(&P->lock);
+                atomic_fetch_add(&P->sleepers, 1);
+                while (fl_pool_generation(P) == seen)
+                    pthread_cond_wait(&P->wake, &P->lock);
+                atomic_fetch_sub(&P->sleepers, 1);
+                pthread_mutex_unlock(&P->lock);
                 break;
             }
         }
@@ -127,41 +136,62 @@ static void *fl_pool_thread(void *arg) {
     return 0;
 }
 
-/* In a child made by fork() only the forking thread exists: forget the pool threads. */
-static void fl_pool_after_fork_child(void) {
-    fl_pool.started = 0;
-    atomic_store(&fl_pool.busy, 0);
-    atomic_store(&fl_pool.sleepers, 0);
-    pthread_mutex_init(&fl_pool.lock, 0);
-    pthread_cond_init(&fl_pool.wake, 0);
+/* Fresh pools, no threads: at load, and in a child made by fork() (only the forking
+   thread exists there; a lock another thread held at fork time stays held). */
+static void fl_pools_reset(void) {
+    for (int s = 0; s < FL_POOL_SLOTS; s++) {
+        struct fl_pool *P = &fl_pools[s];
+        atomic_store(&P->ticket, (uint64_t)P->generation << 32 | FL_POOL_CLOSED);
+        atomic_store(&P->busy, 0);
+        atomic_store(&P->sleepers, 0);
+        P->started = 0;
+        pthread_mutex_init(&P->lock, 0);
+        pthread_cond_init(&P->wake, 0);
+    }
 }
 
-/* Make sure n pool threads exist; returns n, or fewer if creating threads failed. */
-static int fl_pool_start(int n) {
-    pthread_mutex_lock(&fl_pool.lock);
-    if (!fl_pool.atfork_registered)
-        fl_pool.atfork_registered = pthread_atfork(0, 0, fl_pool_after_fork_child) == 0;
-    if (fl_pool.started < n) {
+static void fl_pools_init(void) {
+    fl_pools_reset();
+    pthread_atfork(0, 0, fl_pools_reset);
+}
+
+/* Make sure P has n pool threads; returns n, or fewer if creating threads failed. */
+static int fl_pool_start(struct fl_pool *P, int n) {
+    pthread_mutex_lock(&P->lock);
+    if (P->started < n) {
         sigset_t all, old;
         sigfillset(&all);
         pthread_sigmask(SIG_SETMASK, &all, &old);   /* the new threads inherit this mask */
-        while (fl_pool.started < n) {
+        while (P->started < n) {
             pthread_t th;
             pthread_attr_t attr;
             pthread_attr_init(&attr);
             pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-            int rc = pthread_create(&th, &attr, fl_pool_thread, (void *)(intptr_t)(fl_pool.started + 1));
+            intptr_t arg = (intptr_t)(P - fl_pools) * FL_POOL_MAX_THREADS + P->started + 1;
+            int rc = pthread_create(&th, &attr, fl_pool_thread, (void *)arg);
             pthread_attr_destroy(&attr);
             if (rc != 0)
                 break;
-            fl_pool.started++;
+            P->started++;
         }
         pthread_sigmask(SIG_SETMASK, &old, 0);
     }
-    if (n > fl_pool.started)
-        n = fl_pool.started;
-    pthread_mutex_unlock(&fl_pool.lock);
+    if (n > P->started)
+        n = P->started;
+    pthread_mutex_unlock(&P->lock);
     return n;
+}
+
+/* A free pool, now owned by the caller, or NULL. */
+static struct fl_pool *fl_pool_acquire(void) {
+    pthread_once(&fl_pools_once, fl_pools_init);
+    for (int s = 0; s < FL_POOL_SLOTS; s++) {
+        int expected = 0;
+        if (atomic_load_explicit(&fl_pools[s].busy, memory_order_relaxed) == 0
+            && atomic_compare_exchange_strong(&fl_pools[s].busy, &expected, 1))
+            return &fl_pools[s];
+    }
+    return 0;
 }
 
 static void fl_run_blocks(fl_block_fn fn, void *ctx, int64_t nblocks, int nthreads) {
@@ -169,43 +199,42 @@ static void fl_run_blocks(fl_block_fn fn, void *ctx, int64_t nblocks, int nthrea
         nthreads = (int)nblocks;
     if (nthreads > FL_POOL_MAX_THREADS)
         nthreads = FL_POOL_MAX_THREADS;
-    int expected = 0;
-    if (nthreads <= 1 || nblocks >= (int64_t)FL_POOL_CLOSED
-        || !atomic_compare_exchange_strong(&fl_pool.busy, &expected, 1)) {
+    struct fl_pool *P = nthreads > 1 && nblocks < (int64_t)FL_POOL_CLOSED ? fl_pool_acquire() : 0;
+    if (!P) {
         for (int64_t b = 0; b < nblocks; b++)
             fn(ctx, b, 0, 0);
         return;
     }
-    nthreads = 1 + fl_pool_start(nthreads - 1);
-    const uint64_t g = (uint64_t)(++fl_pool.generation) << 32;
-    atomic_store(&fl_pool.ticket, g | FL_POOL_CLOSED);
-    atomic_store_explicit(&fl_pool.done, 0, memory_order_relaxed);
-    atomic_store_explicit(&fl_pool.fn, fn, memory_order_release);
-    atomic_store_explicit(&fl_pool.ctx, ctx, memory_order_release);
-    atomic_store_explicit(&fl_pool.nblocks, nblocks, memory_order_release);
-    atomic_store_explicit(&fl_pool.nthreads, nthreads, memory_order_release);
-    atomic_store(&fl_pool.ticket, g);            /* publish: block 0 is claimable */
+    nthreads = 1 + fl_pool_start(P, nthreads - 1);
+    const uint64_t g = (uint64_t)(++P->generation) << 32;
+    atomic_store(&P->ticket, g | FL_POOL_CLOSED);
+    atomic_store_explicit(&P->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&P->fn, fn, memory_order_release);
+    atomic_store_explicit(&P->ctx, ctx, memory_order_release);
+    atomic_store_explicit(&P->nblocks, nblocks, memory_order_release);
+    atomic_store_explicit(&P->nthreads, nthreads, memory_order_release);
+    atomic_store(&P->ticket, g);                 /* publish: block 0 is claimable */
     /* Spinning pool threads join at once; sleeping ones are woken only if the job is
        still running FL_POOL_WAKE_NS later: the wake-up costs the caller a system call,
        and the woken thread may be scheduled on the caller's own core (the other busy
        with another library's threads), which costs a short job more than it gains. */
     int64_t wake_at = fl_pool_now_ns() + FL_POOL_WAKE_NS;
-    while (fl_pool_run_one(0)) {
-        if (wake_at && atomic_load(&fl_pool.sleepers) > 0 && fl_pool_now_ns() >= wake_at) {
-            pthread_mutex_lock(&fl_pool.lock);
-            pthread_cond_broadcast(&fl_pool.wake);
-            pthread_mutex_unlock(&fl_pool.lock);
+    while (fl_pool_run_one(P, 0)) {
+        if (wake_at && atomic_load(&P->sleepers) > 0 && fl_pool_now_ns() >= wake_at) {
+            pthread_mutex_lock(&P->lock);
+            pthread_cond_broadcast(&P->wake);
+            pthread_mutex_unlock(&P->lock);
             wake_at = 0;
         }
     }
     /* Every block is claimed; wait for the ones pool threads are still running. */
-    for (int i = 1; atomic_load_explicit(&fl_pool.done, memory_order_acquire) < nblocks; i++) {
+    for (int i = 1; atomic_load_explicit(&P->done, memory_order_acquire) < nblocks; i++) {
         if (i % 256 == 0)
             sched_yield();
         else
             fl_pool_pause();
     }
-    atomic_store_explicit(&fl_pool.busy, 0, memory_order_release);
+    atomic_store_explicit(&P->busy, 0, memory_order_release);
 }
 
 #else   /* no POSIX threads: every loop runs on the calling thread */

@@ -10,23 +10,6 @@ from . import _runtime
 _user_threads = None  # set_num_threads(); None: follow OpenMP (OMP_NUM_THREADS, threadpoolctl)
 _lock = threading.Lock()
 
-# A child made by fork() runs every kernel on one thread. GNU libgomp does not survive
-# fork: once the parent has run a parallel region, the child's first multi-thread region
-# waits forever for pool threads that were not copied (multiprocessing's default start
-# method on Linux, PyTorch DataLoader workers). fastloss cannot tell whether the parent
-# (or PyTorch, which shares libgomp) started that pool, so every forked child is serial;
-# "spawn" children (and "forkserver" ones, unless fastloss was preloaded into the server)
-# load a fresh runtime and use threads as usual.
-_forked = False
-
-
-def _after_fork_in_child():
-    global _forked
-    _forked = True
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
 # Below this many elements a kernel runs on one thread: an OpenMP fork/join costs
 # ~1.5 us here, about what 4k elements of work take. Measured on the 2-core AMD EPYC
 # (Zen 4) dev machine, kernels called directly, medians of 200 calls: BCE at 32768
@@ -38,7 +21,7 @@ _local = threading.local()    # this Python thread's own settings (local_setting
 
 
 def get_num_threads():
-    """Threads a large kernel call will use (1 in a child made by fork()).
+    """Threads a large kernel call will use.
 
     Returns
     -------
@@ -58,8 +41,6 @@ def get_num_threads():
     ...     print(fastloss.get_num_threads())
     1
     """
-    if _forked:
-        return 1
     n = local("n")
     if n is not None:
         return n
@@ -78,8 +59,8 @@ def set_num_threads(n):
 
     Notes
     -----
-    Results do not depend on the thread count (bit-for-bit). A child made by ``fork()`` runs
-    on one thread whatever this says. Equivalent: ``torch.set_num_threads``.
+    Results do not depend on the thread count (bit-for-bit). Until this is called,
+    ``torch.set_num_threads`` sets fastloss's count too (both set OpenMP's).
 
     Examples
     --------
