@@ -1,19 +1,20 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""OpenMP kernels for the classification losses.
+"""Kernels for the classification losses.
 
 Each function takes already-checked, C-contiguous arrays (fastloss/_checks.py
-does the checking) and runs a `prange` over blocks of rows or elements; the
-per-block work is a C function from csrc/fl_classification.h picked for this
-CPU's SIMD level. Per-row losses come back in float64; elementwise losses are
-summed in float64 per fixed-size block, and the partial sums are added in block
-order, so results are identical for any number of threads.
+does the checking) and runs its blocks of rows or elements on the thread pool
+(_runtime.run_blocks): a job struct holds the loop's arguments and a block
+function does one block's work, a C function from csrc/fl_classification.h
+picked for this CPU's SIMD level. Per-row losses come back in float64;
+elementwise losses are summed in float64 per fixed-size block, and the partial
+sums are added in block order, so results are identical for any number of threads.
 """
 from cython cimport floating
-from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint16_t
 
 from ._blocks cimport ELEMENT_BLOCK as EBLK, ROW_WORK, n_blocks, ordered_sum, rows_per_block, scratch_row
 from ._half cimport fl_float_to_half, fl_half_set_level, fl_half_to_float
+from ._runtime cimport block_fn, run_blocks
 
 import numpy as np
 
@@ -60,23 +61,49 @@ def _scratch(x, int n_threads, double softcap):
     return np.empty((n_threads, x.shape[1]), dtype=np.asarray(x).dtype) if softcap > 0 else None
 
 
+cdef struct XentJob:
+    int64_t n, C, rows_per_block
+    const void *x
+    const int64_t *y             # labels, or NULL: target rows t
+    const void *t
+    void *g
+    const fl_xent_params *p
+    double *loss
+    void *scratch                # per-thread rows of `width` items (or NULL)
+    int64_t width
+    int kind                     # xent_half: the half format
+    int64_t slot                 # xent_half: float32 items per block of rows in scratch
+
+
+cdef void _xent_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef XentJob *j = <XentJob *>job
+    cdef int64_t r0 = b * j.rows_per_block, C = j.C
+    cdef int64_t nr = min(j.rows_per_block, j.n - r0)
+    cdef const floating *x = <const floating *>j.x + r0 * C
+    cdef floating *g = <floating *>j.g
+    cdef floating *sp = <floating *>j.scratch
+    if j.y:
+        fl_xent_label_rows(x, g + r0 * C if g else NULL, nr, j.y + r0, j.p, j.loss + r0,
+                           sp + tid * j.width if sp else NULL)
+    else:
+        fl_xent_prob_rows(x, <const floating *>j.t + r0 * C, g + r0 * C if g else NULL, nr, j.p,
+                          j.loss + r0, sp + tid * j.width if sp else NULL)
+
+
 cdef _xent_rows(const floating[:, ::1] x, const int64_t *y, const floating *t, floating[:, ::1] g,
                 const floating[::1] class_weight, fl_xent_params p, double[::1] loss, int n_threads):
-    """The row loop of xent_label (labels y) and xent_prob (target rows t, y NULL); p's
-    class_weight is set here."""
+    """The row loop of xent_label (labels y) and xent_prob (target rows t, y NULL) for
+    n > 0 rows; p's class_weight is set here."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
-    cdef int64_t rpb = rows_per_block(C), r0, nr
-    cdef floating *gp = &g[0, 0] if g is not None and n > 0 else NULL
+    cdef int64_t rpb = rows_per_block(C)
+    cdef floating *gp = &g[0, 0] if g is not None else NULL
     cdef floating[:, ::1] scratch = _scratch(x, n_threads, p.softcap)
-    cdef floating *sp
+    cdef floating *sp = &scratch[0, 0] if scratch is not None else NULL
     p.class_weight = &class_weight[0] if class_weight is not None else NULL
-    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
-        nr = min(rpb, n - r0)
-        sp = &scratch[threadid(), 0] if scratch is not None else NULL
-        if y:
-            fl_xent_label_rows(&x[r0, 0], gp + r0 * C if gp else NULL, nr, y + r0, &p, &loss[r0], sp)
-        else:
-            fl_xent_prob_rows(&x[r0, 0], t + r0 * C, gp + r0 * C if gp else NULL, nr, &p, &loss[r0], sp)
+    cdef XentJob job = XentJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], y=y, t=t, g=gp, p=&p,
+                               loss=&loss[0], scratch=sp, width=C, kind=0, slot=0)
+    with nogil:
+        run_blocks(<block_fn>_xent_block[floating], &job, n_blocks(n, rpb), n_threads)
 
 
 def xent_label(const floating[:, ::1] x, const int64_t[::1] y, floating[:, ::1] g,
@@ -102,6 +129,23 @@ def xent_prob(const floating[:, ::1] x, const floating[:, ::1] t, floating[:, ::
                    loss, n_threads)
 
 
+cdef void _xent_half_block(void *job, int64_t b, int tid, const void *tag) noexcept nogil:
+    cdef XentJob *j = <XentJob *>job
+    cdef int64_t r0 = b * j.rows_per_block, C = j.C, w = j.slot
+    cdef int64_t nr = min(j.rows_per_block, j.n - r0), m = nr * C
+    cdef float *xs = <float *>j.scratch + tid * j.width
+    cdef float *cap = xs + (2 if j.t else 1) * w if j.p.softcap > 0 else NULL
+    cdef uint16_t *gp = <uint16_t *>j.g
+    fl_half_to_float(j.kind, <const uint16_t *>j.x + r0 * C, xs, m)
+    if not j.t:
+        fl_xent_label_rows(xs, xs if gp else NULL, nr, j.y + r0, j.p, j.loss + r0, cap)
+    else:
+        fl_half_to_float(j.kind, <const uint16_t *>j.t + r0 * C, xs + w, m)
+        fl_xent_prob_rows(xs, xs + w, xs if gp else NULL, nr, j.p, j.loss + r0, cap)
+    if gp:
+        fl_float_to_half(j.kind, xs, gp + r0 * C, m)
+
+
 def xent_half(int kind, const uint16_t[:, ::1] x, const int64_t[::1] y, const uint16_t[:, ::1] t,
               uint16_t[:, ::1] g, const float[::1] class_weight, double weight_sum, int64_t ignore_index,
               double smoothing, double z_loss, double softcap, double gscale, double[::1] loss,
@@ -111,32 +155,43 @@ def xent_half(int kind, const uint16_t[:, ::1] x, const int64_t[::1] y, const ui
     the float32 kernel runs there (its gradient in place), and the gradient block is
     converted back into g (or None). g may be x: a block is written after it is read."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
-    cdef int64_t rpb = rows_per_block(C), r0, nr
+    cdef int64_t rpb = rows_per_block(C)
     cdef int64_t w = scratch_row(rpb * C * 4, 4), slots = 1 if t is None else 2
-    cdef uint16_t *gp = &g[0, 0] if g is not None and n > 0 else NULL
     cdef float[:, ::1] scratch
-    cdef float *xs
-    cdef float *cap
     cdef const float *cw = &class_weight[0] if class_weight is not None else NULL
     cdef fl_xent_params p = fl_xent_params(
         C=C, ignore_index=ignore_index, class_weight=cw, weight_sum=weight_sum, smoothing=smoothing,
         z_loss=z_loss, softcap=softcap, gscale=gscale)
     if n == 0:
         return
+    cdef const int64_t *yp = &y[0] if y is not None else NULL
+    cdef const uint16_t *tp = &t[0, 0] if t is not None else NULL
+    cdef uint16_t *gp = &g[0, 0] if g is not None else NULL
     # per thread: the block, the target block (t), the soft-capped row (softcap)
     scratch = np.empty((n_threads, slots * w + (scratch_row(C * 4, 4) if softcap > 0 else 0)), np.float32)
-    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
-        nr = min(rpb, n - r0)
-        xs = &scratch[threadid(), 0]
-        cap = xs + slots * w if softcap > 0 else NULL
-        fl_half_to_float(kind, &x[r0, 0], xs, nr * C)
-        if t is None:
-            fl_xent_label_rows(xs, xs if gp else NULL, nr, &y[r0], &p, &loss[r0], cap)
-        else:
-            fl_half_to_float(kind, &t[r0, 0], xs + w, nr * C)
-            fl_xent_prob_rows(xs, xs + w, xs if gp else NULL, nr, &p, &loss[r0], cap)
-        if gp:
-            fl_float_to_half(kind, xs, gp + r0 * C, nr * C)
+    cdef XentJob job = XentJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], y=yp, t=tp, g=gp, p=&p,
+                               loss=&loss[0], scratch=&scratch[0, 0], width=scratch.shape[1],
+                               kind=kind, slot=w)
+    with nogil:
+        run_blocks(_xent_half_block, &job, n_blocks(n, rpb), n_threads)
+
+
+cdef struct StridedJob:
+    int64_t C, D, cols_per_block, blocks_per_slice
+    const void *x
+    const int64_t *y
+    void *g
+    const fl_xent_params *p
+    double *loss
+
+
+cdef void _strided_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef StridedJob *j = <StridedJob *>job
+    cdef int64_t a = b // j.blocks_per_slice, C = j.C, D = j.D
+    cdef int64_t d0 = (b % j.blocks_per_slice) * j.cols_per_block
+    cdef floating *g = <floating *>j.g
+    fl_xent_label_cols(<const floating *>j.x + a * C * D, g + a * C * D if g else NULL, C, D, d0,
+                       min(D, d0 + j.cols_per_block), j.y + a * D, j.p, j.loss + a * D)
 
 
 def xent_label_strided(const floating[:, :, ::1] x, const int64_t[:, ::1] y, floating[:, :, ::1] g,
@@ -148,46 +203,78 @@ def xent_label_strided(const floating[:, :, ::1] x, const int64_t[:, ::1] y, flo
     cdef int64_t A = x.shape[0], C = x.shape[1], D = x.shape[2]
     # columns per work item: about ROW_WORK elements, whole cache lines
     cdef int64_t db = max(64, (ROW_WORK // C) // 64 * 64)
-    cdef int64_t nblk = n_blocks(D, db), i, a, d0
-    cdef floating *gp = &g[0, 0, 0] if g is not None and A * D > 0 else NULL
     cdef const floating *cw = &class_weight[0] if class_weight is not None else NULL
     cdef fl_xent_params p = fl_xent_params(
         C=C, ignore_index=ignore_index, class_weight=cw,
         weight_sum=weight_sum, smoothing=smoothing, z_loss=z_loss, softcap=0, gscale=gscale)
     if A * D == 0:
         return
-    for i in prange(A * nblk, nogil=True, schedule="static", num_threads=n_threads):
-        a = i // nblk
-        d0 = (i % nblk) * db
-        fl_xent_label_cols(&x[a, 0, 0], gp + a * C * D if gp else NULL, C, D, d0, min(D, d0 + db),
-                           &y[a, 0], &p, &loss[a, 0])
+    cdef floating *gp = &g[0, 0, 0] if g is not None else NULL
+    cdef StridedJob job = StridedJob(C=C, D=D, cols_per_block=db, blocks_per_slice=n_blocks(D, db),
+                                     x=&x[0, 0, 0], y=&y[0, 0], g=gp, p=&p, loss=&loss[0, 0])
+    with nogil:
+        run_blocks(<block_fn>_strided_block[floating], &job, A * job.blocks_per_slice, n_threads)
+
+
+cdef struct SoftmaxJob:
+    int64_t n, C, rows_per_block
+    const void *x
+    void *out
+    int log_out
+    double *lse
+    float *scratch               # softmax_rows_half: per-thread rows of `width` items
+    int64_t width
+    int kind                     # softmax_rows_half: the half format
+
+
+cdef void _softmax_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef SoftmaxJob *j = <SoftmaxJob *>job
+    cdef int64_t r0 = b * j.rows_per_block, C = j.C
+    cdef floating *op = <floating *>j.out
+    fl_softmax_rows(<const floating *>j.x + r0 * C, op + r0 * C if op else NULL,
+                    min(j.rows_per_block, j.n - r0), C, j.log_out, j.lse + r0)
 
 
 def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, bint log_out,
                  double[::1] lse, int n_threads):
     """lse[r] = logsumexp(x[r]); with out (or None), softmax or log-softmax of each row."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
-    cdef int64_t rpb = rows_per_block(C), r0
-    cdef floating *op = &out[0, 0] if out is not None and n > 0 else NULL
-    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
-        fl_softmax_rows(&x[r0, 0], op + r0 * C if op else NULL, min(rpb, n - r0), C, log_out, &lse[r0])
+    cdef int64_t rpb = rows_per_block(C)
+    if n == 0:
+        return
+    cdef floating *op = &out[0, 0] if out is not None else NULL
+    cdef SoftmaxJob job = SoftmaxJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], out=op, log_out=log_out,
+                                     lse=&lse[0], scratch=NULL, width=0, kind=0)
+    with nogil:
+        run_blocks(<block_fn>_softmax_block[floating], &job, n_blocks(n, rpb), n_threads)
+
+
+cdef void _softmax_half_block(void *job, int64_t b, int tid, const void *tag) noexcept nogil:
+    cdef SoftmaxJob *j = <SoftmaxJob *>job
+    cdef int64_t r0 = b * j.rows_per_block, C = j.C
+    cdef int64_t nr = min(j.rows_per_block, j.n - r0)
+    cdef float *xs = j.scratch + tid * j.width
+    cdef uint16_t *op = <uint16_t *>j.out
+    fl_half_to_float(j.kind, <const uint16_t *>j.x + r0 * C, xs, nr * C)
+    fl_softmax_rows(xs, xs if op else NULL, nr, C, j.log_out, j.lse + r0)
+    if op:
+        fl_float_to_half(j.kind, xs, op + r0 * C, nr * C)
 
 
 def softmax_rows_half(int kind, const uint16_t[:, ::1] x, uint16_t[:, ::1] out, bint log_out,
                       double[::1] lse, int n_threads):
     """softmax_rows on half rows, a block at a time through float32 scratch (as xent_half)."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
-    cdef int64_t rpb = rows_per_block(C), r0, nr
-    cdef uint16_t *op = &out[0, 0] if out is not None and n > 0 else NULL
+    cdef int64_t rpb = rows_per_block(C)
     cdef float[:, ::1] scratch = np.empty((n_threads, scratch_row(rpb * C * 4, 4)), np.float32)
-    cdef float *xs
-    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
-        nr = min(rpb, n - r0)
-        xs = &scratch[threadid(), 0]
-        fl_half_to_float(kind, &x[r0, 0], xs, nr * C)
-        fl_softmax_rows(xs, xs if op else NULL, nr, C, log_out, &lse[r0])
-        if op:
-            fl_float_to_half(kind, xs, op + r0 * C, nr * C)
+    if n == 0:
+        return
+    cdef uint16_t *op = &out[0, 0] if out is not None else NULL
+    cdef SoftmaxJob job = SoftmaxJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], out=op, log_out=log_out,
+                                     lse=&lse[0], scratch=&scratch[0, 0], width=scratch.shape[1],
+                                     kind=kind)
+    with nogil:
+        run_blocks(_softmax_half_block, &job, n_blocks(n, rpb), n_threads)
 
 
 def half_convert(int kind, uint16_t[::1] h, float[::1] f, bint to_half):
@@ -202,35 +289,73 @@ def half_convert(int kind, uint16_t[::1] h, float[::1] f, bint to_half):
         fl_half_to_float(kind, &h[0], &f[0], n)
 
 
+cdef struct SigmoidJob:
+    int64_t n, w_period, pw_period
+    const void *x
+    const void *t
+    const void *w
+    const void *pw
+    void *lout
+    void *g
+    double alpha, gamma, gscale
+    double *part
+
+
+cdef void _bce_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef SigmoidJob *j = <SigmoidJob *>job
+    cdef int64_t s = b * EBLK
+    cdef const floating *w = <const floating *>j.w
+    cdef const floating *pw = <const floating *>j.pw
+    cdef floating *lp = <floating *>j.lout
+    cdef floating *gp = <floating *>j.g
+    j.part[b] = fl_bce_block(<const floating *>j.x + s, <const floating *>j.t + s,
+                             w + s % j.w_period if w else NULL, pw + s % j.pw_period if pw else NULL,
+                             lp + s if lp else NULL, gp + s if gp else NULL, min(EBLK, j.n - s), j.gscale)
+
+
 def bce(const floating[::1] x, const floating[::1] t, const floating[::1] w, int64_t w_period,
         const floating[::1] pw, int64_t pw_period, floating[::1] lout, floating[::1] g,
         double gscale, int n_threads):
     """Sum of binary cross-entropy with logits over x (flat). w / pw are tiled weights:
     element i uses w[i % w_period]; each holds at least ELEMENT_BLOCK + period
     entries (or the whole array), so a block's weights are contiguous."""
-    cdef int64_t n = x.shape[0], s
+    cdef int64_t n = x.shape[0]
     cdef double[::1] part = np.empty(n_blocks(n, EBLK), dtype=np.float64)
+    if n == 0:
+        return 0.0
     cdef const floating *wp = &w[0] if w is not None else NULL
     cdef const floating *pwp = &pw[0] if pw is not None else NULL
-    cdef floating *lp = &lout[0] if lout is not None and n > 0 else NULL
-    cdef floating *gp = &g[0] if g is not None and n > 0 else NULL
-    for s in prange(0, n, EBLK, nogil=True, schedule="static", num_threads=n_threads):
-        part[s // EBLK] = fl_bce_block(&x[s], &t[s], wp + s % w_period if wp else NULL,
-                               pwp + s % pw_period if pwp else NULL, lp + s if lp else NULL,
-                               gp + s if gp else NULL, min(EBLK, n - s), gscale)
+    cdef floating *lp = &lout[0] if lout is not None else NULL
+    cdef floating *gp = &g[0] if g is not None else NULL
+    cdef SigmoidJob job = SigmoidJob(n=n, w_period=w_period, pw_period=pw_period, x=&x[0], t=&t[0], w=wp,
+                                     pw=pwp, lout=lp, g=gp, alpha=0, gamma=0, gscale=gscale, part=&part[0])
+    with nogil:
+        run_blocks(<block_fn>_bce_block[floating], &job, part.shape[0], n_threads)
     return ordered_sum(part)
+
+
+cdef void _focal_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef SigmoidJob *j = <SigmoidJob *>job
+    cdef int64_t s = b * EBLK
+    cdef floating *lp = <floating *>j.lout
+    cdef floating *gp = <floating *>j.g
+    j.part[b] = fl_focal_block(<const floating *>j.x + s, <const floating *>j.t + s, lp + s if lp else NULL,
+                               gp + s if gp else NULL, min(EBLK, j.n - s), j.alpha, j.gamma, j.gscale)
 
 
 def focal(const floating[::1] x, const floating[::1] t, double alpha, double gamma,
           floating[::1] lout, floating[::1] g, double gscale, int n_threads):
     """Sum of the sigmoid focal loss over x (flat); per-element loss and gradient optional."""
-    cdef int64_t n = x.shape[0], s
+    cdef int64_t n = x.shape[0]
     cdef double[::1] part = np.empty(n_blocks(n, EBLK), dtype=np.float64)
-    cdef floating *lp = &lout[0] if lout is not None and n > 0 else NULL
-    cdef floating *gp = &g[0] if g is not None and n > 0 else NULL
-    for s in prange(0, n, EBLK, nogil=True, schedule="static", num_threads=n_threads):
-        part[s // EBLK] = fl_focal_block(&x[s], &t[s], lp + s if lp else NULL, gp + s if gp else NULL,
-                                 min(EBLK, n - s), alpha, gamma, gscale)
+    if n == 0:
+        return 0.0
+    cdef floating *lp = &lout[0] if lout is not None else NULL
+    cdef floating *gp = &g[0] if g is not None else NULL
+    cdef SigmoidJob job = SigmoidJob(n=n, w_period=1, pw_period=1, x=&x[0], t=&t[0], w=NULL, pw=NULL,
+                                     lout=lp, g=gp, alpha=alpha, gamma=gamma, gscale=gscale, part=&part[0])
+    with nogil:
+        run_blocks(<block_fn>_focal_block[floating], &job, part.shape[0], n_threads)
     return ordered_sum(part)
 
 

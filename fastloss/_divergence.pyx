@@ -1,19 +1,20 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""OpenMP kernels for the divergences between softmax rows (entropy, KL, JS).
+"""Kernels for the divergences between softmax rows (entropy, KL, JS).
 
 Each function takes already-checked, C-contiguous arrays (fastloss/_checks.py
-does the checking) and runs a `prange` over blocks of rows or elements; the
-per-block work is a C function from csrc/fl_divergence.h picked for this CPU's
-SIMD level. Per-row losses come back in float64; rows are independent, so results
-are identical for any number of threads. The elementwise Gaussian losses are in
-fastloss/_gaussian.pyx.
+does the checking) and runs its blocks of rows on the thread pool
+(_runtime.run_blocks): a job struct holds the loop's arguments and a block
+function does one block's work, a C function from csrc/fl_divergence.h picked
+for this CPU's SIMD level. Per-row losses come back in float64; rows are
+independent, so results are identical for any number of threads. The elementwise
+Gaussian losses are in fastloss/_gaussian.pyx.
 """
 from cython cimport floating
-from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, uint16_t
 
-from ._blocks cimport rows_per_block, scratch_row
+from ._blocks cimport n_blocks, rows_per_block, scratch_row
 from ._half cimport fl_float_to_half, fl_half_set_level, fl_half_to_float
+from ._runtime cimport block_fn, run_blocks
 
 import numpy as np
 
@@ -68,21 +69,84 @@ cdef _thread_rows(int n_threads, int64_t width, size_t itemsize):
 
 # --- softmax rows ---------------------------------------------------------------------
 
+cdef struct EntropyJob:
+    int64_t n, C, rows_per_block
+    const void *x
+    void *g
+    double gscale
+    double *loss
+    void *scratch                # per-thread rows of `width` items (or NULL)
+    int64_t width
+    int stream
+    int kind                     # entropy_half: the half format
+    int64_t slot                 # entropy_half: float32 items per block of rows in scratch
+    int cache                    # entropy_half: the kernel's row cache follows the first slot
+
+
+cdef void _entropy_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef EntropyJob *j = <EntropyJob *>job
+    cdef int64_t r0 = b * j.rows_per_block, C = j.C
+    cdef floating *g = <floating *>j.g
+    cdef floating *sp = <floating *>j.scratch
+    fl_entropy_rows(<const floating *>j.x + r0 * C, g + r0 * C if g else NULL,
+                    min(j.rows_per_block, j.n - r0), C, j.gscale, j.loss + r0,
+                    sp + tid * j.width if sp else NULL, j.stream)
+
+
 def entropy(const floating[:, ::1] x, floating[:, ::1] g, double gscale, double[::1] loss,
             int n_threads):
     """Per-row entropy of softmax(x) into `loss`; gradient of gscale * sum into g (or None)."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
-    cdef int64_t rpb = rows_per_block(C), r0
-    cdef floating *gp = &g[0, 0] if g is not None and n > 0 else NULL
+    cdef int64_t rpb = rows_per_block(C)
     cdef floating[:, ::1] scratch = None
-    cdef int stream = gp != NULL and n * C * <int64_t> sizeof(floating) >= _stream_bytes
     if n == 0:
         return
+    cdef floating *gp = &g[0, 0] if g is not None else NULL
+    cdef int stream = gp != NULL and n * C * <int64_t> sizeof(floating) >= _stream_bytes
     if _cached(C, sizeof(floating)) and gp != NULL:
         scratch = _thread_rows(n_threads, 2 * C, sizeof(floating))
-    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
-        fl_entropy_rows(&x[r0, 0], gp + r0 * C if gp else NULL, min(rpb, n - r0), C, gscale, &loss[r0],
-                        &scratch[threadid(), 0] if scratch is not None else NULL, stream)
+    cdef floating *sp = &scratch[0, 0] if scratch is not None else NULL
+    cdef EntropyJob job = EntropyJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], g=gp, gscale=gscale,
+                                     loss=&loss[0], scratch=sp,
+                                     width=scratch.shape[1] if scratch is not None else 0,
+                                     stream=stream, kind=0, slot=0, cache=0)
+    with nogil:
+        run_blocks(<block_fn>_entropy_block[floating], &job, n_blocks(n, rpb), n_threads)
+
+
+cdef struct PairJob:
+    int64_t n, C, rows_per_block
+    const void *a
+    const void *b
+    void *ga
+    void *gb
+    const int64_t *labels
+    const fl_div_params *p
+    int js                       # JS, else KL
+    double *loss
+    void *scratch                # per-thread rows of `width` items (or NULL)
+    int64_t width
+    int kind                     # pair_rows_half: the half format
+    int64_t slot                 # pair_rows_half: float32 items per block of rows in scratch
+    int cache                    # pair_rows_half: the kernel's row cache follows the slots
+
+
+cdef void _pair_block(void *job, int64_t blk, int tid, const floating *tag) noexcept nogil:
+    cdef PairJob *j = <PairJob *>job
+    cdef int64_t r0 = blk * j.rows_per_block, C = j.C
+    cdef int64_t nr = min(j.rows_per_block, j.n - r0)
+    cdef const floating *a = <const floating *>j.a + r0 * C
+    cdef const floating *b = <const floating *>j.b + r0 * C
+    cdef floating *ga = <floating *>j.ga
+    cdef floating *gb = <floating *>j.gb
+    cdef floating *sp = <floating *>j.scratch
+    if sp:
+        sp += tid * j.width
+    if j.js:
+        fl_js_rows(a, b, ga + r0 * C if ga else NULL, gb + r0 * C if gb else NULL, nr, j.p, j.loss + r0, sp)
+    else:
+        fl_kl_rows(a, b, ga + r0 * C if ga else NULL, gb + r0 * C if gb else NULL, nr,
+                   j.labels + r0 if j.labels else NULL, j.p, j.loss + r0, sp)
 
 
 def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] ga,
@@ -93,30 +157,27 @@ def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floa
     into `loss`; gradients into ga / gb (either may be None). labels (or None): rows equal
     to ignore_index are skipped (KL only). accumulate_q: gb is added to."""
     cdef int64_t n = a.shape[0], C = a.shape[1]
-    cdef int64_t rpb = rows_per_block(C), r0, nr
-    cdef floating *gap = &ga[0, 0] if ga is not None and n > 0 else NULL
-    cdef floating *gbp = &gb[0, 0] if gb is not None and n > 0 else NULL
+    cdef int64_t rpb = rows_per_block(C)
     cdef floating[:, ::1] scratch = None
-    cdef floating *sp
-    cdef const int64_t *lab = &labels[0] if labels is not None and n > 0 else NULL
     cdef bint js = kind == "js"
+    if n == 0:
+        return
+    cdef floating *gap = &ga[0, 0] if ga is not None else NULL
+    cdef floating *gbp = &gb[0, 0] if gb is not None else NULL
+    cdef const int64_t *lab = &labels[0] if labels is not None else NULL
     cdef fl_div_params p = fl_div_params(
         C=C, inv_t=inv_t, beta=beta, gscale_p=gscale_p, gscale_q=gscale_q, accumulate_q=accumulate_q,
         ignore_index=ignore_index,
         stream=(gap != NULL or gbp != NULL) and n * C * <int64_t> sizeof(floating) >= _stream_bytes)
-    if n == 0:
-        return
     if _cached(C, sizeof(floating)) and (gap != NULL or gbp != NULL or js):
         scratch = _thread_rows(n_threads, (4 if js else 3) * C, sizeof(floating))
-    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
-        nr = min(rpb, n - r0)
-        sp = &scratch[threadid(), 0] if scratch is not None else NULL
-        if js:
-            fl_js_rows(&a[r0, 0], &b[r0, 0], gap + r0 * C if gap else NULL, gbp + r0 * C if gbp else NULL,
-                       nr, &p, &loss[r0], sp)
-        else:
-            fl_kl_rows(&a[r0, 0], &b[r0, 0], gap + r0 * C if gap else NULL, gbp + r0 * C if gbp else NULL,
-                       nr, lab + r0 if lab else NULL, &p, &loss[r0], sp)
+    cdef floating *sp = &scratch[0, 0] if scratch is not None else NULL
+    cdef PairJob job = PairJob(n=n, C=C, rows_per_block=rpb, a=&a[0, 0], b=&b[0, 0], ga=gap, gb=gbp,
+                               labels=lab, p=&p, js=js, loss=&loss[0], scratch=sp,
+                               width=scratch.shape[1] if scratch is not None else 0,
+                               kind=0, slot=0, cache=0)
+    with nogil:
+        run_blocks(<block_fn>_pair_block[floating], &job, n_blocks(n, rpb), n_threads)
 
 
 # --- half-precision rows: a block at a time through float32 scratch --------------------
@@ -127,26 +188,60 @@ def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floa
 # rows they read, which must not be another thread's scratch (its lines would bounce
 # between the cores).
 
+cdef void _entropy_half_block(void *job, int64_t b, int tid, const void *tag) noexcept nogil:
+    cdef EntropyJob *j = <EntropyJob *>job
+    cdef int64_t r0 = b * j.rows_per_block, C = j.C
+    cdef int64_t nr = min(j.rows_per_block, j.n - r0)
+    cdef float *xs = <float *>j.scratch + tid * j.width
+    cdef uint16_t *gp = <uint16_t *>j.g
+    fl_half_to_float(j.kind, <const uint16_t *>j.x + r0 * C, xs, nr * C)
+    fl_entropy_rows(xs, xs if gp else NULL, nr, C, j.gscale, j.loss + r0, xs + j.slot if j.cache else NULL, 0)
+    if gp:
+        fl_float_to_half(j.kind, xs, gp + r0 * C, nr * C)
+
+
 def entropy_half(int kind, const uint16_t[:, ::1] x, uint16_t[:, ::1] g, double gscale,
                  double[::1] loss, int n_threads):
     """entropy on half rows (kind: fastloss/_half.pxd)."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
-    cdef int64_t rpb = rows_per_block(C), r0, nr
+    cdef int64_t rpb = rows_per_block(C)
     cdef int64_t w = scratch_row(rpb * C * 4, 4)
-    cdef uint16_t *gp = &g[0, 0] if g is not None and n > 0 else NULL
-    cdef bint cache = _cached(C, 4) and gp != NULL
     cdef float[:, ::1] scratch
-    cdef float *xs
     if n == 0:
         return
+    cdef uint16_t *gp = &g[0, 0] if g is not None else NULL
+    cdef bint cache = _cached(C, 4) and gp != NULL
     scratch = _thread_rows(n_threads, 2 * w + (2 * C if cache else 0), 4)
-    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
-        nr = min(rpb, n - r0)
-        xs = &scratch[threadid(), 0]
-        fl_half_to_float(kind, &x[r0, 0], xs, nr * C)
-        fl_entropy_rows(xs, xs if gp else NULL, nr, C, gscale, &loss[r0], xs + w if cache else NULL, 0)
-        if gp:
-            fl_float_to_half(kind, xs, gp + r0 * C, nr * C)
+    cdef EntropyJob job = EntropyJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], g=gp, gscale=gscale,
+                                     loss=&loss[0], scratch=&scratch[0, 0], width=scratch.shape[1],
+                                     stream=0, kind=kind, slot=w, cache=cache)
+    with nogil:
+        run_blocks(_entropy_half_block, &job, n_blocks(n, rpb), n_threads)
+
+
+cdef void _pair_half_block(void *job, int64_t b, int tid, const void *tag) noexcept nogil:
+    cdef PairJob *j = <PairJob *>job
+    cdef int64_t r0 = b * j.rows_per_block, C = j.C, w = j.slot
+    cdef int64_t nr = min(j.rows_per_block, j.n - r0), m = nr * C
+    cdef int64_t slots = 3 if j.p.accumulate_q else 2
+    cdef float *s = <float *>j.scratch + tid * j.width
+    cdef float *sgb = s + 2 * w if j.p.accumulate_q else s + w
+    cdef float *cache = s + slots * w if j.cache else NULL
+    cdef uint16_t *gap = <uint16_t *>j.ga
+    cdef uint16_t *gbp = <uint16_t *>j.gb
+    fl_half_to_float(j.kind, <const uint16_t *>j.a + r0 * C, s, m)
+    fl_half_to_float(j.kind, <const uint16_t *>j.b + r0 * C, s + w, m)
+    if j.p.accumulate_q and gbp:
+        fl_half_to_float(j.kind, gbp + r0 * C, sgb, m)
+    if j.js:
+        fl_js_rows(s, s + w, s if gap else NULL, sgb if gbp else NULL, nr, j.p, j.loss + r0, cache)
+    else:
+        fl_kl_rows(s, s + w, s if gap else NULL, sgb if gbp else NULL, nr,
+                   j.labels + r0 if j.labels else NULL, j.p, j.loss + r0, cache)
+    if gap:
+        fl_float_to_half(j.kind, s, gap + r0 * C, m)
+    if gbp:
+        fl_float_to_half(j.kind, sgb, gbp + r0 * C, m)
 
 
 def pair_rows_half(int kind, str loss_kind, const uint16_t[:, ::1] a, const uint16_t[:, ::1] b,
@@ -156,40 +251,24 @@ def pair_rows_half(int kind, str loss_kind, const uint16_t[:, ::1] a, const uint
     """pair_rows on half rows (kind: fastloss/_half.pxd). With accumulate_q, gb's block is
     converted in, added to in float32 and converted back (rounded to half twice)."""
     cdef int64_t n = a.shape[0], C = a.shape[1]
-    cdef int64_t rpb = rows_per_block(C), r0, nr, m
+    cdef int64_t rpb = rows_per_block(C)
     cdef int64_t w = scratch_row(rpb * C * 4, 4)
-    cdef uint16_t *gap = &ga[0, 0] if ga is not None and n > 0 else NULL
-    cdef uint16_t *gbp = &gb[0, 0] if gb is not None and n > 0 else NULL
-    cdef const int64_t *lab = &labels[0] if labels is not None and n > 0 else NULL
     cdef bint js = loss_kind == "js"
-    cdef bint cache = _cached(C, 4) and (gap != NULL or gbp != NULL or js)
     # the b block's slot holds gb's block when both are needed apart (accumulate_q)
     cdef int64_t slots = 3 if accumulate_q else 2
     cdef float[:, ::1] scratch
-    cdef float *s
-    cdef float *sgb
     cdef fl_div_params p = fl_div_params(
         C=C, inv_t=inv_t, beta=beta, gscale_p=gscale_p, gscale_q=gscale_q, accumulate_q=accumulate_q,
         ignore_index=ignore_index, stream=0)
     if n == 0:
         return
+    cdef uint16_t *gap = &ga[0, 0] if ga is not None else NULL
+    cdef uint16_t *gbp = &gb[0, 0] if gb is not None else NULL
+    cdef const int64_t *lab = &labels[0] if labels is not None else NULL
+    cdef bint cache = _cached(C, 4) and (gap != NULL or gbp != NULL or js)
     scratch = _thread_rows(n_threads, (slots + 1) * w + ((4 if js else 3) * C if cache else 0), 4)
-    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
-        nr = min(rpb, n - r0)
-        m = nr * C
-        s = &scratch[threadid(), 0]
-        sgb = s + 2 * w if accumulate_q else s + w
-        fl_half_to_float(kind, &a[r0, 0], s, m)
-        fl_half_to_float(kind, &b[r0, 0], s + w, m)
-        if accumulate_q and gbp:
-            fl_half_to_float(kind, gbp + r0 * C, sgb, m)
-        if js:
-            fl_js_rows(s, s + w, s if gap else NULL, sgb if gbp else NULL, nr, &p, &loss[r0],
-                       s + slots * w if cache else NULL)
-        else:
-            fl_kl_rows(s, s + w, s if gap else NULL, sgb if gbp else NULL, nr, lab + r0 if lab else NULL,
-                       &p, &loss[r0], s + slots * w if cache else NULL)
-        if gap:
-            fl_float_to_half(kind, s, gap + r0 * C, m)
-        if gbp:
-            fl_float_to_half(kind, sgb, gbp + r0 * C, m)
+    cdef PairJob job = PairJob(n=n, C=C, rows_per_block=rpb, a=&a[0, 0], b=&b[0, 0], ga=gap, gb=gbp,
+                               labels=lab, p=&p, js=js, loss=&loss[0], scratch=&scratch[0, 0],
+                               width=scratch.shape[1], kind=kind, slot=w, cache=cache)
+    with nogil:
+        run_blocks(_pair_half_block, &job, n_blocks(n, rpb), n_threads)

@@ -1,18 +1,19 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""OpenMP kernels for the elementwise Gaussian losses (diagonal Gaussian KL, VAE
+"""Kernels for the elementwise Gaussian losses (diagonal Gaussian KL, VAE
 reconstruction, Gaussian NLL).
 
 Each function takes already-checked, C-contiguous flat arrays (fastloss/_checks.py
-does the checking) and runs a `prange` over blocks of rows or elements; the
-per-block work is a C function from csrc/fl_gaussian.h picked for this CPU's SIMD
-level. Sums are float64 per fixed-size block, added in block order, so results are
-identical for any number of threads.
+does the checking) and runs its blocks of rows or elements on the thread pool
+(_runtime.run_blocks): a job struct holds the loop's arguments and a block function
+does one block's work, C functions from csrc/fl_gaussian.h picked for this CPU's
+SIMD level. Sums are float64 per fixed-size block, added in block order, so results
+are identical for any number of threads.
 """
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
 from ._blocks cimport ELEMENT_BLOCK as EBLK, n_blocks, ordered_sum, rows_per_block
+from ._runtime cimport block_fn, run_blocks
 
 import numpy as np
 
@@ -40,6 +41,65 @@ cdef enum _Kind:
     _NLL
 
 
+# The arguments of _sum_items (which see), its T pointers as void pointers.
+cdef struct ItemsJob:
+    _Kind kind
+    int64_t n, width, count, per
+    bint rows
+    const void *a
+    const void *b
+    const void *c
+    const void *d
+    void *g0
+    void *g1
+    void *g2
+    void *g3
+    void *le
+    double *row_loss
+    int mode
+    double eps, cst, gscale
+    double *part
+
+
+cdef void _items_block(void *job, int64_t blk, int tid, const floating *tag) noexcept nogil:
+    """Items blk * per .. of _sum_items; their sum into part[blk]."""
+    cdef ItemsJob *j = <ItemsJob *>job
+    cdef const floating *a = <const floating *>j.a
+    cdef const floating *b = <const floating *>j.b
+    cdef const floating *c = <const floating *>j.c
+    cdef const floating *d = <const floating *>j.d
+    cdef floating *g0 = <floating *>j.g0
+    cdef floating *g1 = <floating *>j.g1
+    cdef floating *g2 = <floating *>j.g2
+    cdef floating *g3 = <floating *>j.g3
+    cdef floating *le = <floating *>j.le
+    cdef int64_t i, s, m
+    cdef double acc = 0.0, v, gsum
+    for i in range(blk * j.per, min(blk * j.per + j.per, j.count)):
+        s = i * j.width
+        m = min(j.width, j.n - s)
+        if j.kind == _KL:
+            v = fl_gauss_kl_block(a + s, b + s, c + s if c else NULL, d + s if d else NULL,
+                                  g0 + s if g0 else NULL, g1 + s if g1 else NULL, g2 + s if g2 else NULL,
+                                  g3 + s if g3 else NULL, le + s if le else NULL, m, j.gscale)
+        elif j.kind == _RECON:
+            v = fl_recon_block(a + s, b + s, j.mode, g0 + s if g0 else NULL, le + s if le else NULL, m,
+                               j.gscale)
+        elif j.rows:
+            gsum = 0.0
+            v = fl_nll_block(a + s, b + s, NULL, c[i], g0 + s if g0 else NULL, NULL, le + s if le else NULL,
+                             m, j.eps, j.cst, j.gscale, &gsum)
+            if g1:
+                g1[i] = <floating> gsum
+        else:
+            v = fl_nll_block(a + s, b + s, c + s, 0, g0 + s if g0 else NULL, g1 + s if g1 else NULL,
+                             le + s if le else NULL, m, j.eps, j.cst, j.gscale, NULL)
+        if j.row_loss:
+            j.row_loss[i] = v
+        acc = acc + v
+    j.part[blk] = acc
+
+
 cdef double _sum_items(_Kind kind, int64_t n, int64_t D, bint rows, const floating *a, const floating *b,
                        const floating *c, const floating *d, floating *g0, floating *g1, floating *g2,
                        floating *g3, floating *le, double *row_loss, int mode, double eps, double cst,
@@ -54,33 +114,13 @@ cdef double _sum_items(_Kind kind, int64_t n, int64_t D, bint rows, const floati
     cdef int64_t count = (n // D if D > 0 else 0) if rows else n_blocks(n, EBLK)
     cdef int64_t per = rows_per_block(D) if rows else 1
     cdef double[::1] part = np.empty(n_blocks(count, per), dtype=np.float64)
-    cdef int64_t i0, i, s, m
-    cdef double acc, v, gsum
-    for i0 in prange(0, count, per, nogil=True, schedule="static", num_threads=n_threads):
-        acc = 0.0
-        for i in range(i0, min(i0 + per, count)):
-            s = i * width
-            m = min(width, n - s)
-            if kind == _KL:
-                v = fl_gauss_kl_block(a + s, b + s, c + s if c else NULL, d + s if d else NULL,
-                                      g0 + s if g0 else NULL, g1 + s if g1 else NULL, g2 + s if g2 else NULL,
-                                      g3 + s if g3 else NULL, le + s if le else NULL, m, gscale)
-            elif kind == _RECON:
-                v = fl_recon_block(a + s, b + s, mode, g0 + s if g0 else NULL, le + s if le else NULL, m,
-                                   gscale)
-            elif rows:
-                gsum = 0.0
-                v = fl_nll_block(a + s, b + s, NULL, c[i], g0 + s if g0 else NULL, NULL, le + s if le else NULL,
-                                 m, eps, cst, gscale, &gsum)
-                if g1:
-                    g1[i] = <floating> gsum
-            else:
-                v = fl_nll_block(a + s, b + s, c + s, 0, g0 + s if g0 else NULL, g1 + s if g1 else NULL,
-                                 le + s if le else NULL, m, eps, cst, gscale, NULL)
-            if row_loss:
-                row_loss[i] = v
-            acc = acc + v
-        part[i0 // per] = acc
+    if count == 0:
+        return 0.0
+    cdef ItemsJob job = ItemsJob(kind=kind, n=n, width=width, count=count, per=per, rows=rows, a=a, b=b, c=c,
+                                 d=d, g0=g0, g1=g1, g2=g2, g3=g3, le=le, row_loss=row_loss, mode=mode, eps=eps,
+                                 cst=cst, gscale=gscale, part=&part[0])
+    with nogil:
+        run_blocks(<block_fn>_items_block[floating], &job, part.shape[0], n_threads)
     return ordered_sum(part)
 
 

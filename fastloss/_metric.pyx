@@ -1,19 +1,20 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""OpenMP kernels for the metric-learning and contrastive losses.
+"""Kernels for the metric-learning and contrastive losses.
 
 The matrix products are NumPy's (BLAS), called from fastloss/metric.py between
-these kernels, never inside a `prange`: BLAS and OpenMP threads take turns on
-the cores. Each function takes already-checked, C-contiguous arrays and runs a
-`prange` over fixed blocks (rows, row groups, column chunks or tiles) calling a
-C function from csrc/fl_metric.h picked for this CPU's SIMD level. Reductions
-are float64 per fixed block and combined in block order, so results are the
-same for any number of threads.
+these kernels, never inside one: BLAS's threads and fastloss's take turns on
+the cores. Each function takes already-checked, C-contiguous arrays and runs its
+fixed blocks (rows, row groups, column chunks or tiles) on the thread pool
+(_runtime.run_blocks): a job struct holds the loop's arguments and a block
+function does one block's work, a C function from csrc/fl_metric.h picked for
+this CPU's SIMD level. Reductions are float64 per fixed block and combined in
+block order, so results are the same for any number of threads.
 """
 from cython cimport floating
-from cython.parallel cimport prange, threadid
 from libc.stdint cimport int64_t, int32_t
 
 from ._blocks cimport COMBINE_COLS, HARD_COLS, SCATTER_COLS, n_blocks, rows_per_block, scratch_row
+from ._runtime cimport block_fn, run_blocks
 
 import numpy as np
 
@@ -65,38 +66,95 @@ DIST_SQ, DIST_EUCLID, DIST_COSINE = FL_DIST_SQ, FL_DIST_EUCLID, FL_DIST_COSINE
 # log-sum-exp is merged in the same order for any thread count.
 CE_GROUP = FL_CE_GROUP
 
+cdef enum:
+    # Anchors per block of batch-all mining: a row's cost depends on its labels
+    # (a sort of its positives or negatives), so blocks stay small.
+    MINE_ROWS = 8
+
 
 def set_level(int level):
     fl_metric_set_level(level)
 
 
+cdef struct NormJob:
+    int64_t n, D, rpb
+    const void *x
+    const void *gh
+    void *out
+    double *sq
+    double scale, eps, gscale
+
+
+cdef void _sq_norms_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef NormJob *j = <NormJob *>job
+    cdef int64_t r0 = b * j.rpb
+    fl_sq_norms(<const floating *>j.x + r0 * j.D, min(j.rpb, j.n - r0), j.D, j.sq + r0)
+
+
 def sq_norms(const floating[:, ::1] x, double[::1] out, int n_threads):
     """out[r] = ||x_r||^2 in float64."""
     cdef int64_t n = x.shape[0], D = x.shape[1]
-    cdef int64_t rpb = rows_per_block(D), r0
-    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
-        fl_sq_norms(&x[0, 0] + r0 * D, min(rpb, n - r0), D, &out[r0])
+    cdef int64_t rpb = rows_per_block(D)
+    if n == 0:
+        return
+    cdef NormJob job = NormJob(n=n, D=D, rpb=rpb, x=&x[0, 0], gh=NULL, out=NULL, sq=&out[0], scale=0,
+                               eps=0, gscale=0)
+    with nogil:
+        run_blocks(<block_fn>_sq_norms_block[floating], &job, n_blocks(n, rpb), n_threads)
+
+
+cdef void _normalize_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef NormJob *j = <NormJob *>job
+    cdef int64_t r0 = b * j.rpb
+    fl_normalize_rows(<const floating *>j.x + r0 * j.D, <floating *>j.out + r0 * j.D,
+                      min(j.rpb, j.n - r0), j.D, j.scale, j.eps)
 
 
 def normalize(const floating[:, ::1] x, floating[:, ::1] out, double scale, double eps, int n_threads):
     """out = scale * x / max(||x||, eps), row by row."""
     cdef int64_t n = x.shape[0], D = x.shape[1]
-    cdef int64_t rpb = rows_per_block(D), r0
-    if D == 0:
+    cdef int64_t rpb = rows_per_block(D)
+    if n == 0 or D == 0:
         return
-    for r0 in prange(0, n, rpb, nogil=True, schedule="static", num_threads=n_threads):
-        fl_normalize_rows(&x[r0, 0], &out[r0, 0], min(rpb, n - r0), D, scale, eps)
+    cdef NormJob job = NormJob(n=n, D=D, rpb=rpb, x=&x[0, 0], gh=NULL, out=&out[0, 0], sq=NULL,
+                               scale=scale, eps=eps, gscale=0)
+    with nogil:
+        run_blocks(<block_fn>_normalize_block[floating], &job, n_blocks(n, rpb), n_threads)
+
+
+cdef void _normalize_grad_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef NormJob *j = <NormJob *>job
+    cdef int64_t r0 = b * j.rpb
+    fl_normalize_grad_rows(<const floating *>j.x + r0 * j.D, <const floating *>j.gh + r0 * j.D,
+                           <floating *>j.out + r0 * j.D, min(j.rpb, j.n - r0), j.D, j.eps, j.gscale)
 
 
 def normalize_grad(const floating[:, ::1] x, floating[:, ::1] gh, floating[:, ::1] g, double eps,
                    double gscale, int n_threads):
     """g = gscale * (d normalize(x) / dx)^T gh, row by row; g may be gh."""
     cdef int64_t n = x.shape[0], D = x.shape[1]
-    cdef int64_t rpb = rows_per_block(D), r0
-    if D == 0:
+    cdef int64_t rpb = rows_per_block(D)
+    if n == 0 or D == 0:
         return
-    for r0 in prange(0, n, rpb, nogil=True, schedule="dynamic", num_threads=n_threads):
-        fl_normalize_grad_rows(&x[r0, 0], &gh[r0, 0], &g[r0, 0], min(rpb, n - r0), D, eps, gscale)
+    cdef NormJob job = NormJob(n=n, D=D, rpb=rpb, x=&x[0, 0], gh=&gh[0, 0], out=&g[0, 0], sq=NULL,
+                               scale=0, eps=eps, gscale=gscale)
+    with nogil:
+        run_blocks(<block_fn>_normalize_grad_block[floating], &job, n_blocks(n, rpb), n_threads)
+
+
+cdef struct DistJob:
+    int64_t n, M, rpb, diag0
+    void *G
+    const void *a
+    const void *b
+    int mode
+
+
+cdef void _dist_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef DistJob *j = <DistJob *>job
+    cdef int64_t r0 = b * j.rpb
+    fl_dist_rows(<floating *>j.G + r0 * j.M, min(j.rpb, j.n - r0), j.M, j.diag0 + r0 if j.diag0 >= 0 else -1,
+                 <const floating *>j.a + r0, j.b, j.mode)
 
 
 def dist_epilogue(floating[:, ::1] G, const floating[::1] a, const floating[::1] b, int64_t diag0,
@@ -104,11 +162,37 @@ def dist_epilogue(floating[:, ::1] G, const floating[::1] a, const floating[::1]
     """In place over G = x y^T: squared / Euclidean / cosine distances (see fl_dist_rows);
     diag0 >= 0: G's row r is x's row diag0 + r of a self-distance matrix."""
     cdef int64_t n = G.shape[0], M = G.shape[1]
-    cdef int64_t rpb = rows_per_block(M), r0
-    if M == 0:
+    cdef int64_t rpb = rows_per_block(M)
+    if n == 0 or M == 0:
         return
-    for r0 in prange(0, n, rpb, nogil=True, schedule="dynamic", num_threads=n_threads):
-        fl_dist_rows(&G[r0, 0], min(rpb, n - r0), M, diag0 + r0 if diag0 >= 0 else -1, &a[r0], &b[0], mode)
+    cdef DistJob job = DistJob(n=n, M=M, rpb=rpb, diag0=diag0, G=&G[0, 0], a=&a[0], b=&b[0], mode=mode)
+    with nogil:
+        run_blocks(<block_fn>_dist_block[floating], &job, n_blocks(n, rpb), n_threads)
+
+
+cdef struct TripletJob:
+    int64_t N, D, rpb
+    const void *a
+    const void *p
+    const void *n
+    void *ga
+    void *gp
+    void *gn
+    int kind, swap, squared
+    double pexp, eps, margin, gscale
+    double *loss
+
+
+cdef void _triplet_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef TripletJob *j = <TripletJob *>job
+    cdef int64_t r0 = b * j.rpb, o = r0 * j.D
+    cdef floating *ga = <floating *>j.ga
+    cdef floating *gp = <floating *>j.gp
+    cdef floating *gn = <floating *>j.gn
+    fl_triplet_rows(<const floating *>j.a + o, <const floating *>j.p + o, <const floating *>j.n + o,
+                    ga + o if ga else NULL, gp + o if gp else NULL, gn + o if gn else NULL,
+                    min(j.rpb, j.N - r0), j.D, j.kind, j.pexp, j.eps, j.margin, j.swap, j.squared,
+                    j.gscale, j.loss + r0)
 
 
 def triplet(const floating[:, ::1] a, const floating[:, ::1] p, const floating[:, ::1] n,
@@ -117,11 +201,7 @@ def triplet(const floating[:, ::1] a, const floating[:, ::1] p, const floating[:
             int n_threads):
     """Per-row triplet margin loss into `loss`; gradients (or None) of gscale * sum(loss)."""
     cdef int64_t N = a.shape[0], D = a.shape[1]
-    cdef int64_t rpb = rows_per_block(3 * D), b, r0
-    cdef bint grad = ga is not None
-    cdef floating *gap = &ga[0, 0] if grad and N > 0 and D > 0 else NULL
-    cdef floating *gpp = &gp[0, 0] if grad and N > 0 and D > 0 else NULL
-    cdef floating *gnp = &gn[0, 0] if grad and N > 0 and D > 0 else NULL
+    cdef int64_t rpb = rows_per_block(3 * D), b
     if N == 0:
         return
     if D == 0:
@@ -129,10 +209,33 @@ def triplet(const floating[:, ::1] a, const floating[:, ::1] p, const floating[:
         for b in range(N):
             loss[b] = margin
         return
-    for r0 in prange(0, N, rpb, nogil=True, schedule="static", num_threads=n_threads):
-        fl_triplet_rows(&a[r0, 0], &p[r0, 0], &n[r0, 0], gap + r0 * D if grad else NULL,
-                        gpp + r0 * D if grad else NULL, gnp + r0 * D if grad else NULL, min(rpb, N - r0), D,
-                        kind, pexp, eps, margin, swap, squared, gscale, &loss[r0])
+    cdef floating *gap = &ga[0, 0] if ga is not None else NULL
+    cdef floating *gpp = &gp[0, 0] if ga is not None else NULL
+    cdef floating *gnp = &gn[0, 0] if ga is not None else NULL
+    cdef TripletJob job = TripletJob(N=N, D=D, rpb=rpb, a=&a[0, 0], p=&p[0, 0], n=&n[0, 0], ga=gap, gp=gpp,
+                                     gn=gnp, kind=kind, swap=swap, squared=squared, pexp=pexp, eps=eps,
+                                     margin=margin, gscale=gscale, loss=&loss[0])
+    with nogil:
+        run_blocks(<block_fn>_triplet_block[floating], &job, n_blocks(N, rpb), n_threads)
+
+
+cdef struct HardJob:
+    int64_t nrow, nc, rpb, row0
+    const void *G
+    const void *sqn
+    const int32_t *lab
+    void *bp
+    int32_t *bpi
+    void *bn
+    int32_t *bni
+    int32_t *nanf
+
+
+cdef void _hard_rows_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef HardJob *j = <HardJob *>job
+    cdef int64_t r0 = b * j.rpb
+    fl_hard_rows(<const floating *>j.G + r0 * j.nc, min(j.rpb, j.nrow - r0), j.nc, j.row0 + r0, j.sqn, j.lab,
+                 j.bp, j.bpi, j.bn, j.bni, j.nanf)
 
 
 def hard_rows(const floating[:, ::1] G, int64_t row0, const floating[::1] sqn, const int32_t[::1] lab,
@@ -141,10 +244,20 @@ def hard_rows(const floating[:, ::1] G, int64_t row0, const floating[::1] sqn, c
     """Batch-hard mining, row part: anchors row0 .. row0 + len(G) over the candidates
     0 .. G.shape[1] - 1 (G: their dot products); sets their best pairs."""
     cdef int64_t nrow = G.shape[0], nc = G.shape[1]
-    cdef int64_t rpb = rows_per_block(nc), r0
-    for r0 in prange(0, nrow, rpb, nogil=True, schedule="dynamic", num_threads=n_threads):
-        fl_hard_rows(&G[r0, 0], min(rpb, nrow - r0), nc, row0 + r0, &sqn[0], &lab[0], &bp[0], &bpi[0],
-                     &bn[0], &bni[0], &nanf[0])
+    cdef int64_t rpb = rows_per_block(nc)
+    if nrow == 0:
+        return
+    cdef HardJob job = HardJob(nrow=nrow, nc=nc, rpb=rpb, row0=row0, G=&G[0, 0], sqn=&sqn[0], lab=&lab[0],
+                               bp=&bp[0], bpi=&bpi[0], bn=&bn[0], bni=&bni[0], nanf=&nanf[0])
+    with nogil:
+        run_blocks(<block_fn>_hard_rows_block[floating], &job, n_blocks(nrow, rpb), n_threads)
+
+
+cdef void _hard_cols_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef HardJob *j = <HardJob *>job
+    cdef int64_t c0 = b * HARD_COLS
+    fl_hard_cols(<const floating *>j.G, j.nrow, j.nc, j.row0, c0, min(c0 + HARD_COLS, j.row0), j.sqn, j.lab,
+                 j.bp, j.bpi, j.bn, j.bni, j.nanf)
 
 
 def hard_cols(const floating[:, ::1] G, int64_t row0, const floating[::1] sqn, const int32_t[::1] lab,
@@ -153,12 +266,33 @@ def hard_cols(const floating[:, ::1] G, int64_t row0, const floating[::1] sqn, c
     """Batch-hard mining, column part: the anchors 0 .. row0 - 1 against the candidates
     row0 .. row0 + len(G) - 1 (G's rows), updating their best pairs."""
     cdef int64_t nrow = G.shape[0], nc = G.shape[1]
-    cdef int64_t c0
-    if nrow == 0:
+    if nrow == 0 or row0 == 0:
         return
-    for c0 in prange(0, row0, HARD_COLS, nogil=True, schedule="dynamic", num_threads=n_threads):
-        fl_hard_cols(&G[0, 0], nrow, nc, row0, c0, min(c0 + HARD_COLS, row0), &sqn[0], &lab[0], &bp[0],
-                     &bpi[0], &bn[0], &bni[0], &nanf[0])
+    cdef HardJob job = HardJob(nrow=nrow, nc=nc, rpb=0, row0=row0, G=&G[0, 0], sqn=&sqn[0], lab=&lab[0],
+                               bp=&bp[0], bpi=&bpi[0], bn=&bn[0], bni=&bni[0], nanf=&nanf[0])
+    with nogil:
+        run_blocks(<block_fn>_hard_cols_block[floating], &job, n_blocks(row0, HARD_COLS), n_threads)
+
+
+cdef struct MinedJob:
+    int64_t N, D, rpb
+    const void *E
+    void *g
+    const int32_t *pos
+    const int32_t *neg
+    const int32_t *nanf
+    double margin, gscale
+    int squared
+    double *loss
+    double *cp
+    double *cn
+
+
+cdef void _hard_finish_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef MinedJob *j = <MinedJob *>job
+    cdef int64_t r0 = b * j.rpb
+    fl_hard_finish(<const floating *>j.E, j.D, r0, min(j.rpb, j.N - r0), j.pos, j.neg, j.nanf, j.margin,
+                   j.squared, j.loss, j.cp, j.cn)
 
 
 def hard_finish(const floating[:, ::1] E, const int32_t[::1] pos, const int32_t[::1] neg,
@@ -166,10 +300,22 @@ def hard_finish(const floating[:, ::1] E, const int32_t[::1] pos, const int32_t[
                 double[::1] cn, int n_threads):
     """Exact distances of the mined pairs, per-anchor loss and gradient coefficients."""
     cdef int64_t N = E.shape[0], D = E.shape[1]
-    cdef int64_t rpb = rows_per_block(3 * D), r0
-    for r0 in prange(0, N, rpb, nogil=True, schedule="dynamic", num_threads=n_threads):
-        fl_hard_finish(&E[0, 0] if D > 0 else NULL, D, r0, min(rpb, N - r0), &pos[0], &neg[0], &nanf[0],
-                       margin, squared, &loss[0], &cp[0], &cn[0])
+    cdef int64_t rpb = rows_per_block(3 * D)
+    if N == 0:
+        return
+    cdef const floating *ep = &E[0, 0] if D > 0 else NULL
+    cdef MinedJob job = MinedJob(N=N, D=D, rpb=rpb, E=ep, g=NULL, pos=&pos[0], neg=&neg[0], nanf=&nanf[0],
+                                 margin=margin, gscale=0, squared=squared, loss=&loss[0], cp=&cp[0],
+                                 cn=&cn[0])
+    with nogil:
+        run_blocks(<block_fn>_hard_finish_block[floating], &job, n_blocks(N, rpb), n_threads)
+
+
+cdef void _hard_scatter_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef MinedJob *j = <MinedJob *>job
+    cdef int64_t c0 = b * SCATTER_COLS
+    fl_hard_scatter(<const floating *>j.E, j.g, j.N, j.D, c0, min(c0 + SCATTER_COLS, j.D), j.pos, j.neg, j.cp,
+                    j.cn, j.gscale)
 
 
 def hard_scatter(const floating[:, ::1] E, floating[:, ::1] g, const int32_t[::1] pos,
@@ -177,39 +323,93 @@ def hard_scatter(const floating[:, ::1] E, floating[:, ::1] g, const int32_t[::1
                  int n_threads):
     """Batch-hard gradient into g (zeroed by the caller), parallel over column chunks."""
     cdef int64_t N = E.shape[0], D = E.shape[1]
-    cdef int64_t c0
-    if N == 0:
+    if N == 0 or D == 0:
         return
-    for c0 in prange(0, D, SCATTER_COLS, nogil=True, schedule="static", num_threads=n_threads):
-        fl_hard_scatter(&E[0, 0], &g[0, 0], N, D, c0, min(c0 + SCATTER_COLS, D), &pos[0], &neg[0], &cp[0],
-                        &cn[0], gscale)
+    # cp, cn: MinedJob's outputs of hard_finish, only read here
+    cdef MinedJob job = MinedJob(N=N, D=D, rpb=0, E=&E[0, 0], g=&g[0, 0], pos=&pos[0], neg=&neg[0], nanf=NULL,
+                                 margin=0, gscale=gscale, squared=0, loss=NULL, cp=<double *>&cp[0],
+                                 cn=<double *>&cn[0])
+    with nogil:
+        run_blocks(<block_fn>_hard_scatter_block[floating], &job, n_blocks(D, SCATTER_COLS), n_threads)
+
+
+cdef struct AllMineJob:
+    int64_t N, scratch_items
+    void *G
+    const void *sqn
+    const int32_t *lab
+    double margin
+    int squared
+    double *loss
+    int64_t *count
+    int64_t *scratch
+
+
+cdef void _all_mine_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef AllMineJob *j = <AllMineJob *>job
+    cdef int64_t r0 = b * MINE_ROWS
+    fl_all_mine_rows(<floating *>j.G + r0 * j.N, min(MINE_ROWS, j.N - r0), j.N, r0, j.sqn, j.lab, j.margin,
+                     j.squared, j.loss + r0, j.count + r0, j.scratch + tid * j.scratch_items)
 
 
 def all_mine(floating[:, ::1] G, const floating[::1] sqn, const int32_t[::1] lab, double margin,
              bint squared, double[::1] loss, int64_t[::1] count, int n_threads):
     """Batch-all mining over the full (N, N) matrix of dot products G, which becomes the
     matrix of dL/d(d^2) weights (see fl_all_mine_rows)."""
-    cdef int64_t N = G.shape[0], b
+    cdef int64_t N = G.shape[0]
     cdef int64_t[:, ::1] scratch
     if N == 0:
         return
     # per-thread scratch (fastloss/_blocks.pxd), rows of fl_all_mine_scratch_bytes(N), 8-byte aligned
     scratch = np.empty((n_threads, scratch_row(fl_all_mine_scratch_bytes(N), 8)), dtype=np.int64)
-    for b in prange(N, nogil=True, schedule="dynamic", chunksize=8, num_threads=n_threads):
-        fl_all_mine_rows(&G[b, 0], 1, N, b, &sqn[0], &lab[0], margin, squared, &loss[b], &count[b],
-                         &scratch[threadid(), 0])
+    cdef AllMineJob job = AllMineJob(N=N, scratch_items=scratch.shape[1], G=&G[0, 0], sqn=&sqn[0], lab=&lab[0],
+                                     margin=margin, squared=squared, loss=&loss[0], count=&count[0],
+                                     scratch=&scratch[0, 0])
+    with nogil:
+        run_blocks(<block_fn>_all_mine_block[floating], &job, n_blocks(N, MINE_ROWS), n_threads)
+
+
+cdef struct SymAddJob:
+    int64_t N, nt
+    void *Wm
+    double scale
+
+
+cdef void _sym_add_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef SymAddJob *j = <SymAddJob *>job
+    fl_sym_add_tiles(<floating *>j.Wm, j.N, j.nt - 1 - b, j.scale)
 
 
 def sym_add(floating[:, ::1] Wm, double scale, int n_threads):
     """Wm <- scale * (Wm + Wm^T), in place, by 64 x 64 tiles."""
-    cdef int64_t N = Wm.shape[0], nt = n_blocks(N, 64), t
+    cdef int64_t N = Wm.shape[0], nt = n_blocks(N, 64)
     if N == 0:
         return
-    for t in prange(nt, nogil=True, schedule="dynamic", num_threads=n_threads):
-        fl_sym_add_tiles(&Wm[0, 0], N, nt - 1 - t, scale)
+    cdef SymAddJob job = SymAddJob(N=N, nt=nt, Wm=&Wm[0, 0], scale=scale)
+    with nogil:
+        run_blocks(<block_fn>_sym_add_block[floating], &job, nt, n_threads)
 
 
 # --- contrastive cross-entropy (csrc/fl_contrastive_impl.h) ---------------------------
+
+cdef struct CeStatsJob:
+    int64_t n, nc, row0
+    const void *S
+    double *rlse
+    void *cmax
+    void *csum
+    double U
+
+
+cdef void _ce_stats_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef CeStatsJob *j = <CeStatsJob *>job
+    cdef int64_t r0 = b * FL_CE_GROUP
+    cdef int64_t g = j.row0 // FL_CE_GROUP + b
+    cdef floating *cmax = <floating *>j.cmax
+    cdef floating *csum = <floating *>j.csum
+    fl_ce_group_stats(<const floating *>j.S + r0 * j.nc, min(FL_CE_GROUP, j.n - r0), j.nc, j.rlse + j.row0 + r0,
+                      cmax + g * j.nc if cmax else NULL, csum + g * j.nc if cmax else NULL)
+
 
 def ce_stats(const floating[:, ::1] S, int64_t row0, double[::1] rlse, floating[:, ::1] cmax,
              floating[:, ::1] csum, int n_threads):
@@ -217,31 +417,21 @@ def ce_stats(const floating[:, ::1] S, int64_t row0, double[::1] rlse, floating[
     column statistics of every group of CE_GROUP rows (record row0 // CE_GROUP + g).
     row0 must be a multiple of CE_GROUP."""
     cdef int64_t n = S.shape[0], nc = S.shape[1]
-    cdef int64_t r0, g
-    cdef bint cols = cmax is not None
-    for r0 in prange(0, n, FL_CE_GROUP, nogil=True, schedule="dynamic", num_threads=n_threads):
-        g = row0 // FL_CE_GROUP + r0 // FL_CE_GROUP
-        fl_ce_group_stats(&S[r0, 0], min(FL_CE_GROUP, n - r0), nc, &rlse[row0 + r0],
-                          &cmax[g, 0] if cols else NULL, &csum[g, 0] if cols else NULL)
+    if n == 0:
+        return
+    cdef floating *cmp = &cmax[0, 0] if cmax is not None else NULL
+    cdef floating *csp = &csum[0, 0] if cmax is not None else NULL
+    cdef CeStatsJob job = CeStatsJob(n=n, nc=nc, row0=row0, S=&S[0, 0], rlse=&rlse[0], cmax=cmp, csum=csp, U=0)
+    with nogil:
+        run_blocks(<block_fn>_ce_stats_block[floating], &job, n_blocks(n, FL_CE_GROUP), n_threads)
 
 
-def ce_col_lse(const floating[:, ::1] cmax, const floating[:, ::1] csum, floating[::1] clse, int n_threads):
-    """clse[j] = log-sum-exp of column j from the group records, merged in group order."""
-    cdef int64_t ng = cmax.shape[0], nc = cmax.shape[1]
-    cdef int64_t c0
-    for c0 in prange(0, nc, COMBINE_COLS, nogil=True, schedule="static", num_threads=n_threads):
-        fl_ce_col_combine(&cmax[0, 0], &csum[0, 0], ng, nc, c0, min(c0 + COMBINE_COLS, nc), &clse[0])
-
-
-def ce_grad(floating[:, ::1] S, int64_t row0, const double[::1] rlse, double ra, const floating[::1] clse,
-            double cb, int64_t pos_off, int64_t period, double dcoef, int n_threads):
-    """In place over S's rows (global rows row0 + r): ra softmax_row + cb softmax_col, minus
-    dcoef at each row's positive column (row0 + r + pos_off) % period."""
-    cdef int64_t n = S.shape[0], nc = S.shape[1]
-    cdef int64_t rpb = rows_per_block(nc), r0
-    for r0 in prange(0, n, rpb, nogil=True, schedule="dynamic", num_threads=n_threads):
-        fl_ce_grad_rows(&S[r0, 0], min(rpb, n - r0), nc, row0 + r0, &rlse[row0 + r0], ra, &clse[0], cb,
-                        pos_off, period, dcoef)
+cdef void _ce_stats_bounded_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef CeStatsJob *j = <CeStatsJob *>job
+    cdef int64_t r0 = b * FL_CE_GROUP
+    fl_ce_group_stats_bounded(<const floating *>j.S + r0 * j.nc, min(FL_CE_GROUP, j.n - r0), j.nc,
+                              j.rlse + j.row0 + r0, <floating *>j.csum + (j.row0 // FL_CE_GROUP + b) * j.nc,
+                              j.U)
 
 
 def ce_stats_bounded(const floating[:, ::1] S, int64_t row0, double[::1] rlse, floating[:, ::1] csum,
@@ -249,10 +439,72 @@ def ce_stats_bounded(const floating[:, ::1] S, int64_t row0, double[::1] rlse, f
     """ce_stats for logits known to lie in [-U, U] (2U + log(ncols) <= 80): row log-sum-exp and
     per-group column sums of exp(S - U), one exponential per element."""
     cdef int64_t n = S.shape[0], nc = S.shape[1]
-    cdef int64_t r0
-    for r0 in prange(0, n, FL_CE_GROUP, nogil=True, schedule="dynamic", num_threads=n_threads):
-        fl_ce_group_stats_bounded(&S[r0, 0], min(FL_CE_GROUP, n - r0), nc, &rlse[row0 + r0],
-                                  &csum[row0 // FL_CE_GROUP + r0 // FL_CE_GROUP, 0], U)
+    if n == 0:
+        return
+    cdef CeStatsJob job = CeStatsJob(n=n, nc=nc, row0=row0, S=&S[0, 0], rlse=&rlse[0], cmax=NULL,
+                                     csum=&csum[0, 0], U=U)
+    with nogil:
+        run_blocks(<block_fn>_ce_stats_bounded_block[floating], &job, n_blocks(n, FL_CE_GROUP), n_threads)
+
+
+cdef struct CeColJob:
+    int64_t ng, nc
+    const void *cmax
+    const void *csum
+    void *clse
+
+
+cdef void _ce_col_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef CeColJob *j = <CeColJob *>job
+    cdef int64_t c0 = b * COMBINE_COLS
+    fl_ce_col_combine(<const floating *>j.cmax, j.csum, j.ng, j.nc, c0, min(c0 + COMBINE_COLS, j.nc), j.clse)
+
+
+def ce_col_lse(const floating[:, ::1] cmax, const floating[:, ::1] csum, floating[::1] clse, int n_threads):
+    """clse[j] = log-sum-exp of column j from the group records, merged in group order."""
+    cdef int64_t ng = cmax.shape[0], nc = cmax.shape[1]
+    if nc == 0:
+        return
+    cdef CeColJob job = CeColJob(ng=ng, nc=nc, cmax=&cmax[0, 0], csum=&csum[0, 0], clse=&clse[0])
+    with nogil:
+        run_blocks(<block_fn>_ce_col_block[floating], &job, n_blocks(nc, COMBINE_COLS), n_threads)
+
+
+cdef struct CeGradJob:
+    int64_t n, nc, rpb, row0, pos_off, period
+    void *S
+    const double *rlse
+    const void *clse
+    const void *b
+    double ra, cb, U, dcoef
+
+
+cdef void _ce_grad_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef CeGradJob *j = <CeGradJob *>job
+    cdef int64_t r0 = b * j.rpb
+    fl_ce_grad_rows(<floating *>j.S + r0 * j.nc, min(j.rpb, j.n - r0), j.nc, j.row0 + r0, j.rlse + j.row0 + r0,
+                    j.ra, j.clse, j.cb, j.pos_off, j.period, j.dcoef)
+
+
+def ce_grad(floating[:, ::1] S, int64_t row0, const double[::1] rlse, double ra, const floating[::1] clse,
+            double cb, int64_t pos_off, int64_t period, double dcoef, int n_threads):
+    """In place over S's rows (global rows row0 + r): ra softmax_row + cb softmax_col, minus
+    dcoef at each row's positive column (row0 + r + pos_off) % period."""
+    cdef int64_t n = S.shape[0], nc = S.shape[1]
+    cdef int64_t rpb = rows_per_block(nc)
+    if n == 0:
+        return
+    cdef CeGradJob job = CeGradJob(n=n, nc=nc, rpb=rpb, row0=row0, pos_off=pos_off, period=period, S=&S[0, 0],
+                                   rlse=&rlse[0], clse=&clse[0], b=NULL, ra=ra, cb=cb, U=0, dcoef=dcoef)
+    with nogil:
+        run_blocks(<block_fn>_ce_grad_block[floating], &job, n_blocks(n, rpb), n_threads)
+
+
+cdef void _ce_grad_bounded_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef CeGradJob *j = <CeGradJob *>job
+    cdef int64_t r0 = b * j.rpb
+    fl_ce_grad_rows_bounded(<floating *>j.S + r0 * j.nc, min(j.rpb, j.n - r0), j.nc, j.row0 + r0,
+                            j.rlse + j.row0 + r0, j.ra, j.b, j.cb, j.U, j.pos_off, j.period, j.dcoef)
 
 
 def ce_grad_bounded(floating[:, ::1] S, int64_t row0, const double[::1] rlse, double ra,
@@ -260,10 +512,13 @@ def ce_grad_bounded(floating[:, ::1] S, int64_t row0, const double[::1] rlse, do
                     double dcoef, int n_threads):
     """ce_grad for bounded logits, b[j] = exp(U - clse[j]): one exponential per element."""
     cdef int64_t n = S.shape[0], nc = S.shape[1]
-    cdef int64_t rpb = rows_per_block(nc), r0
-    for r0 in prange(0, n, rpb, nogil=True, schedule="dynamic", num_threads=n_threads):
-        fl_ce_grad_rows_bounded(&S[r0, 0], min(rpb, n - r0), nc, row0 + r0, &rlse[row0 + r0], ra, &b[0],
-                                cb, U, pos_off, period, dcoef)
+    cdef int64_t rpb = rows_per_block(nc)
+    if n == 0:
+        return
+    cdef CeGradJob job = CeGradJob(n=n, nc=nc, rpb=rpb, row0=row0, pos_off=pos_off, period=period, S=&S[0, 0],
+                                   rlse=&rlse[0], clse=NULL, b=&b[0], ra=ra, cb=cb, U=U, dcoef=dcoef)
+    with nogil:
+        run_blocks(<block_fn>_ce_grad_bounded_block[floating], &job, n_blocks(n, rpb), n_threads)
 
 
 def vector_sqrt(const floating[::1] x, floating[::1] y):
