@@ -34,8 +34,8 @@ cdef inline int64_t n_blocks(int64_t n, int64_t size) noexcept nogil:
 cdef inline int64_t scratch_row(int64_t nbytes, int64_t itemsize) noexcept nogil:
     """Items of `itemsize` bytes per row of per-thread scratch holding nbytes: whole
     cache lines, so no two threads write the same line. Per-thread scratch is a NumPy
-    array of n_threads such rows, allocated by the def before its prange and indexed
-    with threadid(); no kernel allocates."""
+    array of n_threads such rows, allocated by the def before its parallel loop and
+    indexed with the block function's tid; no kernel allocates."""
     return n_blocks(nbytes, CACHE_LINE) * CACHE_LINE // itemsize
 
 

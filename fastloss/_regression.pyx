@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""OpenMP kernels for the regression and bounding-box losses.
+"""Kernels for the regression and bounding-box losses.
 
 Each function takes already-checked, C-contiguous arrays (fastloss/_checks.py
 does the checking) and runs its fixed-size blocks of elements (or box pairs) on

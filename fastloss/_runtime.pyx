@@ -1,6 +1,6 @@
 # cython: language_level=3
 """What the compiled build can tell Python: OpenMP, its thread count, CPU SIMD level,
-and the kernels' elementwise block size; and the one thread pool every kernel module
+and the kernels' elementwise block size; and the thread pools every kernel module
 runs its parallel loops on (csrc/fl_threadpool.h, cimported through _runtime.pxd)."""
 from libc.stdint cimport int64_t
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -88,7 +88,8 @@ def pool_record(int64_t n_blocks, int n_threads):
 
 
 def openmp_version():
-    """The _OPENMP date macro the kernels were compiled with (0: built without OpenMP)."""
+    """The _OPENMP date macro of the build (0: built without OpenMP, whose
+    omp_get_max_threads() gives the default thread count)."""
     return FL_OPENMP_VERSION
 
 

@@ -32,7 +32,7 @@ too (weights >= 0); negative weights that cancel across blocks give a different 
 there.
 
 Threads: a Dask worker thread runs one block at a time, so by default each block's
-kernel runs on BLOCK_THREADS = 1 OpenMP thread and Dask's threads fill the cores, without
+kernel runs on BLOCK_THREADS = 1 thread and Dask's threads fill the cores, without
 oversubscribing them. Set fastloss.dask.BLOCK_THREADS = n (or None: fastloss's own setting,
 fastloss.set_num_threads / OMP_NUM_THREADS) before building the graph, e.g. for a
 cluster of one-thread workers on many-core machines; the value travels with the graph.
@@ -65,7 +65,7 @@ from ._checks import check_axis, check_broadcast, check_class_weight, check_redu
 from ._reduce import float64_sums, reduce_total
 from ._xent import prepare_labels
 
-# OpenMP threads per block's kernel call (None: fastloss's own thread setting).
+# Threads per block's kernel call (None: fastloss's own thread setting).
 BLOCK_THREADS = 1
 
 __all__ = ["BLOCK_THREADS"]
@@ -251,7 +251,7 @@ class _Call:
                    else tuple(s if self.ind[name][i] == cls else min(s, 1)
                               for i, s in enumerate(v.shape)))
             kw[name] = np.zeros(shp, dtype=v.dtype) if kind != "class" else np.ones(shp, v.dtype)
-        with _config.thread_local_threads(1):      # a one-row call: no OpenMP team to wake
+        with _config.thread_local_threads(1):      # a one-row call: no pool threads to wake
             return self.fn(**kw)
 
     def run(self, reduction, return_grad, denom, dtype, grads):

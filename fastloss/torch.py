@@ -27,7 +27,7 @@ torch's kl_div). The nn.Module drop-ins subclass their torch.nn namesakes.
   broadcast inputs) backward takes only a grad_output with one value everywhere
   (loss.sum(), loss.mean()), and raises otherwise.
 
-Threads: fastloss and PyTorch share one OpenMP runtime (libgomp). Until
+Threads: fastloss takes its default count from OpenMP, as PyTorch does (libgomp). Until
 fastloss.set_num_threads is called, fastloss uses OpenMP's setting, so torch.set_num_threads(n)
 sets fastloss's threads too; fastloss.set_num_threads(n) then pins fastloss's own count
 (torch's is left alone).

@@ -39,7 +39,7 @@ def simd(request):
 
 @pytest.fixture(params=[1, 2, 3])
 def n_threads(request):
-    """Runs the test with 1, 2 and 3 OpenMP threads (3: more threads than blocks of some inputs)."""
+    """Runs the test with 1, 2 and 3 threads (3: more threads than blocks of some inputs)."""
     with fastloss.threads(request.param):
         yield request.param
 

@@ -104,38 +104,6 @@ def test_serial_below_threshold():
         assert _config.threads_for(_config.SERIAL_BELOW) == 2
 
 
-FORK_CHILD = """
-import multiprocessing as mp, numpy as np, fastloss
-
-def work(_):
-    x = np.ones((256, 1000)); y = np.zeros(256, int)
-    with fastloss.threads(2):
-        return fastloss.get_num_threads(), float(fastloss.cross_entropy(x, y))
-
-if __name__ == "__main__":
-    with fastloss.threads(2):           # the parent's OpenMP pool now exists
-        want = float(fastloss.cross_entropy(np.ones((256, 1000)), np.zeros(256, int)))
-    with mp.get_context("fork").Pool(2) as pool:
-        got = pool.map_async(work, range(4)).get(timeout=60)
-    assert got == [(1, want)] * 4, got
-    with mp.get_context("spawn").Pool(1) as pool:    # a fresh runtime keeps its threads
-        print(pool.apply_async(fastloss.get_num_threads).get(timeout=60))
-"""
-
-
-def test_fork_child_runs_serially_instead_of_hanging(tmp_path):
-    # libgomp does not survive fork: without the at-fork rule the first 2-thread kernel
-    # in the child waits forever (issue 11).
-    script = tmp_path / "fork_child.py"
-    script.write_text(FORK_CHILD)
-    here = os.path.dirname(os.path.dirname(fl.__file__))     # this fastloss, installed or not
-    path = os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                         timeout=180, env=dict(os.environ, OMP_NUM_THREADS="2", PYTHONPATH=path))
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["2"]
-
-
 def test_thread_local_threads_is_per_python_thread():
     import threading
     fl.set_num_threads(2)
