@@ -12,7 +12,7 @@ the update. The loss step is
   numpy-f32     the same formula in float32 NumPy (max shift, exp, sum, log; softmax - onehot)
 and, as a whole step on PyTorch's ops, torch (the same MLP, F.cross_entropy, autograd,
 torch.set_num_threads(--threads)). Each variant's steps are interleaved with the others'
-(round robin, --repeats rounds after one untimed round); medians, plus fastloss.cross_entropy
+(round robin in a rotating order, --repeats rounds after one untimed round); medians, plus fastloss.cross_entropy
 timed alone between two matmuls ("loss after matmul") and back to back ("loss hot").
 """
 import argparse
@@ -79,7 +79,7 @@ def torch_step(torch):
             loss = F.cross_entropy(F.relu(tx @ tp[0] + tp[1]) @ tp[2] + tp[3], ty)
             loss.backward()
             opt.step()
-            return float(loss)
+            return float(loss.detach())
         return step
     return make
 
@@ -130,10 +130,13 @@ def main():
         return time.perf_counter() - t0
 
     times = {k: [] for k in list(steps) + ["loss after matmul", "loss hot"]}
+    names = list(steps)
     for r in range(args.repeats + 1):
-        for name, step in steps.items():
+        # rotate the order: each variant follows each other one equally often (a step
+        # right after torch's runs while torch's threads still spin)
+        for name in names[r % len(names):] + names[:r % len(names)]:
             t0 = time.perf_counter()
-            step()
+            steps[name]()
             if r:
                 times[name].append(time.perf_counter() - t0)
         for name, fn in (("loss after matmul", loss_after_matmul), ("loss hot", loss_hot)):

@@ -10,10 +10,9 @@ from . import _runtime
 _user_threads = None  # set_num_threads(); None: follow OpenMP (OMP_NUM_THREADS, threadpoolctl)
 _lock = threading.Lock()
 
-# Below this many elements a kernel runs on one thread: an OpenMP fork/join costs
-# ~1.5 us here, about what 4k elements of work take. Measured on the 2-core AMD EPYC
-# (Zen 4) dev machine, kernels called directly, medians of 200 calls: BCE at 32768
-# elements 41 us on 1 thread, 26 us on 2; at 16384 (one kernel block) 22 us vs 23 us.
+# Below this many elements (two element blocks) a kernel runs on one thread. Measured on the 2-core AMD EPYC (Zen 4) dev machine with the thread pool, kernels
+# called directly, medians of 300 calls: BCE at 32768 elements 44 us on 1 thread, 23 us on
+# 2; at 16384 (one kernel block) 23 us on either.
 SERIAL_BELOW = 32768
 
 
