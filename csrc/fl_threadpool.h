@@ -40,7 +40,7 @@ typedef void (*fl_block_fn)(void *ctx, int64_t block, int tid, const void *tag);
 #define FL_POOL_SLOTS 8                 /* pools, for callers on several threads at once */
 #define FL_POOL_MAX_THREADS 256         /* threads of one job, the caller included */
 #define FL_POOL_SPIN_NS 100000          /* pool threads spin 0.1 ms after a job, then sleep */
-#define FL_POOL_WAKE_NS 50000           /* a job wakes sleeping pool threads after 50 us */
+#define FL_POOL_WAKE_NS 200000          /* a job wakes sleeping pool threads after 0.2 ms */
 #define FL_POOL_CLOSED UINT32_MAX
 
 #if defined(__unix__) || defined(__APPLE__)
