@@ -2,7 +2,8 @@
 """What the compiled build can tell Python: OpenMP, its thread count, CPU SIMD level,
 and the kernels' elementwise block size; and the thread pools every kernel module
 runs its parallel loops on (csrc/fl_threadpool.h, cimported through _runtime.pxd)."""
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
+from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 from ._blocks cimport ELEMENT_BLOCK as EBLK
@@ -85,6 +86,51 @@ def pool_record(int64_t n_blocks, int n_threads):
     with nogil:
         run_blocks(_record_block, &o[0, 0], n_blocks, n_threads)
     return out[:n_blocks]
+
+
+# Bytes per block of copy(): large enough that a block's cost dwarfs taking it, small
+# enough that two threads share a few MiB evenly.
+cdef enum:
+    CBLK = 1 << 20
+COPY_BLOCK = CBLK
+
+
+cdef struct CopyJob:
+    int64_t n
+    const uint8_t *src
+    uint8_t *dst
+
+
+cdef void _copy_block(void *ctx, int64_t b, int tid, const void *tag) noexcept nogil:
+    cdef CopyJob *j = <CopyJob *>ctx
+    cdef int64_t s = b * CBLK
+    memcpy(j.dst + s, j.src + s, min(<int64_t>CBLK, j.n - s))
+
+
+def copy(src, dst, int n_threads):
+    """dst[:] = src on n_threads threads of the pool, in 1 MiB blocks (COPY_BLOCK): the
+    benchmark's floor, the fastest pass over memory fastloss's threads can make. src,
+    dst: 1-D C-contiguous uint8 arrays of the same length, dst writable."""
+    import numpy as np
+    for name, a in (("src", src), ("dst", dst)):
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"copy: {name} must be a NumPy array, got {type(a).__name__}")
+        if a.dtype != np.uint8 or a.ndim != 1 or not a.flags.c_contiguous:
+            raise ValueError(f"copy: {name} must be a 1-D C-contiguous uint8 array, got "
+                             f"{a.dtype} with shape {a.shape}")
+    if not dst.flags.writeable:
+        raise ValueError("copy: dst is read-only")
+    if src.shape != dst.shape:
+        raise ValueError(f"copy: src has {src.shape[0]} bytes, dst {dst.shape[0]}")
+    if n_threads < 1:
+        raise ValueError(f"copy: n_threads must be >= 1, got {n_threads}")
+    if src.shape[0] == 0:
+        return
+    cdef const uint8_t[::1] s = src
+    cdef uint8_t[::1] d = dst
+    cdef CopyJob job = CopyJob(s.shape[0], &s[0], &d[0])
+    with nogil:
+        run_blocks(_copy_block, &job, (job.n + CBLK - 1) // CBLK, n_threads)
 
 
 def openmp_version():

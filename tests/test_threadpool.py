@@ -108,3 +108,37 @@ def test_forked_child_gets_its_own_pool_threads(tmp_path):
                          timeout=180, env=dict(os.environ, PYTHONPATH=path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["ok"]
+
+
+# --- _runtime.copy: the benchmark's multi-threaded copy floor --------------------------
+
+@pytest.mark.parametrize("n", [0, 1, 1001, _runtime.COPY_BLOCK, 3 * _runtime.COPY_BLOCK + 12345])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_copy_is_bit_equal(rng, n, n_threads):
+    src = rng.integers(0, 256, n, dtype=np.uint8)
+    dst = np.zeros(n + 7, dtype=np.uint8)        # bytes past the end stay untouched
+    _runtime.copy(src, dst[:n], n_threads)
+    np.testing.assert_array_equal(dst[:n], src)
+    assert not dst[n:].any()
+
+
+@pytest.mark.parametrize("src, dst, exc, match", [
+    (np.zeros(8, np.uint8), np.zeros(9, np.uint8), ValueError, "src has 8 bytes, dst 9"),
+    (np.zeros(8, np.float32), np.zeros(8, np.float32), ValueError, "src must be a 1-D"),
+    (np.zeros(8, np.uint8), np.zeros((2, 4), np.uint8), ValueError, "dst must be a 1-D"),
+    (np.zeros(8, np.uint8), np.zeros(16, np.uint8)[::2], ValueError, "dst must be a 1-D C-contiguous"),
+    (bytearray(8), np.zeros(8, np.uint8), TypeError, "src must be a NumPy array, got bytearray"),
+])
+def test_copy_rejects_bad_input(src, dst, exc, match):
+    with pytest.raises(exc, match=match):
+        _runtime.copy(src, dst, 2)
+
+
+def test_copy_rejects_read_only_dst_and_bad_thread_count():
+    src = np.ones(8, np.uint8)
+    dst = np.zeros(8, np.uint8)
+    dst.setflags(write=False)
+    with pytest.raises(ValueError, match="dst is read-only"):
+        _runtime.copy(src, dst, 2)
+    with pytest.raises(ValueError, match="n_threads must be >= 1, got 0"):
+        _runtime.copy(src, np.zeros(8, np.uint8), 0)
