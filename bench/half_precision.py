@@ -8,8 +8,8 @@ Run from the checkout's root with PYTHONPATH=. (or with fastloss installed):
 For each dtype (float32, float16, bfloat16 when ml_dtypes is installed): the median of
 --repeats timed calls (the dtypes interleaved, so a busy neighbour slows them alike)
 after one untimed call; the floor, the bytes the call reads (the logits at their own
-itemsize, the labels) over the machine's copy bandwidth (np.copyto, read + write, one
-thread); the time over float32's (the target: <= 0.7); and the peak memory allocated
+itemsize, the labels) over the machine's copy bandwidth (read + write, the faster of
+np.copyto on one thread and fastloss._runtime.copy on fastloss's threads); the time over float32's (the target: <= 0.7); and the peak memory allocated
 during one call beyond its inputs (tracemalloc, which NumPy reports to; the target:
 <= 64 MiB).
 """
@@ -81,7 +81,7 @@ def run(shape, repeats):
     m = machine()
     print(f"{m['cpu']}, {m['usable_cpus']} usable CPUs; fastloss {fastloss.__version__}, "
           f"SIMD {m['fastloss_simd']}, {fastloss.get_num_threads()} threads; numpy {m['versions']['numpy']}")
-    bandwidth = copy_bandwidth()
+    bandwidth = max(copy_bandwidth(threads=fastloss.get_num_threads()).values())
     print(f"copy bandwidth (read + write): {bandwidth / 1e9:.1f} GB/s")
     dts = half_dtypes()
     p32 = rng.standard_normal(shape, dtype=np.float32) * np.float32(2)

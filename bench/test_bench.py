@@ -2,8 +2,10 @@
 (fastloss/_bench/: the registry; nothing is defined twice here).
 
 One test per case x implementation x dtype x thread count, grouped per case so that
-fastloss, its peers and the case's bandwidth floor (np.copyto of the bytes the case
-must move, "floor") appear in one table:
+fastloss, its peers and the case's bandwidth floor appear in one table: the bytes the
+case must move copied by np.copyto on one thread ("floor") and, at more than one
+thread, by fastloss._runtime.copy on that many threads of fastloss's pool
+("floor_pool"); the floor is the faster of the two:
 
     pytest bench/ --benchmark-only --benchmark-group-by=group
 
@@ -51,7 +53,8 @@ def pytest_generate_tests(metafunc):
         shape = case.shape_for(quick)
         for dtype in dtypes:
             for t in threads:
-                for impl in impls:
+                pool = ["floor_pool"] if "floor" in impls and t > 1 else []
+                for impl in impls + pool:
                     pid = f"{case.id}-{impl}-{dtype}-t{t}"
                     params.append(pytest.param((case, shape, impl, dtype, t), id=pid))
     metafunc.parametrize("bench_param", params)
@@ -71,12 +74,13 @@ def _inputs_for(case, shape, dtype):
 
 def test_bench(benchmark, bench_param):
     case, shape, impl, dtype, t = bench_param
-    if impl != "floor" and core.peer(impl) is None:
+    floor = impl in ("floor", "floor_pool")
+    if not floor and core.peer(impl) is None:
         pytest.skip(f"{impl} not installed")
     inputs = _inputs_for(case, shape, dtype)
     nbytes = case.nbytes(shape, np.dtype(dtype).itemsize) if case.nbytes else None
-    if impl == "floor":
-        build, label = core.copy_floor_impl(nbytes), "floor"
+    if floor:
+        build, label = core.copy_floor_impl(nbytes, t if impl == "floor_pool" else 1), impl
     else:
         build = case.impls[impl]
         label = f"{impl} ({case.variant})" if impl == "fastloss" else impl

@@ -11,7 +11,8 @@ Time fastloss's functions, loss alone and loss + gradient, against NumPy (always
 SciPy (where it has the function), PyTorch and JAX (when installed), on default
 shapes that take about a minute on a 2-core machine. Also measures the copy
 bandwidth in the same run and prints, for memory-bound cases, fastloss's time as a
-multiple of the time its bytes take at that bandwidth (x floor)."""
+multiple of the time the faster of two copies takes to move its bytes: np.copyto on
+one thread and fastloss's own copy on the row's threads (x floor)."""
 
 EPILOG = """\
 examples:
@@ -136,7 +137,7 @@ def main(argv=None):
     dtypes = args.dtype
     progress = runner.Progress()
     run = runner.Runner(quick=args.quick, seed=args.seed, progress=progress)
-    run.measure_bandwidth()
+    run.measure_bandwidth(max(threads))
     jobs = [(c, c.shape_for(args.quick)) for c in cases]
     by_after = {}
     for after in args.after:

@@ -347,28 +347,34 @@ def agree(ref, other, dtype):
 COPY_BYTES = {"default": 256 << 20, "quick": 64 << 20}
 
 
-def copy_bandwidth(nbytes=256 << 20, repeats=9):
-    """Read + write bandwidth in bytes/s of np.copyto between two float32 arrays of
-    nbytes each, the destination already touched (no page faults): the speed at which
-    one pass over memory can go. np.copyto runs on one thread."""
-    n = max(1, nbytes // 4)
-    src = np.ones(n, dtype=np.float32)
-    dst = np.zeros(n, dtype=np.float32)
-    np.copyto(dst, src)
-    _, t = time_calls(lambda: np.copyto(dst, src), repeats, repeats, 0.0)
-    return 2 * src.nbytes / t.median
-
-
-def copy_floor_impl(nbytes):
-    """build(inputs) for np.copyto moving nbytes (read + write) between touched buffers:
-    the floor as a benchmark of its own (the pytest suite shows it in each case's group)."""
+def copy_floor_impl(nbytes, threads=1):
+    """build(inputs) for a copy moving nbytes (nbytes / 2 read, nbytes / 2 written) between
+    already-touched uint8 buffers: np.copyto (one thread) when threads is 1, else
+    fastloss._runtime.copy on that many threads of fastloss's pool (1 MiB blocks). A
+    case's floor is the faster of the two at its thread count (the pytest suite shows
+    both in each case's group)."""
     def build(_inputs):
         n = max(1, nbytes // 2)
         src = np.ones(n, dtype=np.uint8)
         dst = np.zeros(n, dtype=np.uint8)
         np.copyto(dst, src)
-        return lambda: np.copyto(dst, src)
+        if threads == 1:
+            return lambda: np.copyto(dst, src)
+        from fastloss import _runtime
+        return lambda: _runtime.copy(src, dst, threads)
     return build
+
+
+def copy_bandwidth(nbytes=256 << 20, repeats=9, threads=1):
+    """Read + write bandwidth in bytes/s of copying nbytes into an already-touched buffer
+    (no page faults), as {thread count: bytes/s}: 1 for np.copyto, `threads` (if more)
+    for fastloss._runtime.copy on that many threads. The larger is the speed at which
+    one pass over memory can go with fastloss's threads."""
+    out = {}
+    for t in sorted({1, threads}):
+        _, tm = time_calls(copy_floor_impl(2 * nbytes, t)(None), repeats, repeats, 0.0)
+        out[t] = 2 * nbytes / tm.median
+    return out
 
 
 # --- the machine ---------------------------------------------------------------------

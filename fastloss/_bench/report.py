@@ -86,16 +86,34 @@ def _table(header, rows, markdown, left):
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+COPY_NAME = "fastloss._runtime.copy"
+COPY_TEXT = f"{COPY_NAME} (fastloss's thread pool, 1 MiB memcpy blocks)"
+
+
+def bandwidth_text(bandwidth, copy_nbytes):
+    """The copy-bandwidth line: the faster copy's, then each copy's ({threads: bytes/s})."""
+    each = "; ".join(f"{'np.copyto on one thread' if t == 1 else f'{COPY_NAME} on {t} threads'}: "
+                     f"{bw / 1e9:.1f} GB/s" for t, bw in sorted(bandwidth.items()))
+    return (f"copy bandwidth (the faster copy): {max(bandwidth.values()) / 1e9:.1f} GB/s ({each}; "
+            f"read + write, {copy_nbytes >> 20} MiB into an already-touched buffer, same run)")
+
+
 def notes(results, bandwidth, copy_nbytes, thread_counts):
     """The lines under the table: what the columns mean, bytes per case, peers."""
+    multi = [r for r in results if r.floor_times and r.threads > 1]
+    pool_won = sum(r.floor_threads > 1 for r in multi)
     lines = [
-        f"copy bandwidth: {bandwidth / 1e9:.1f} GB/s (read + write, np.copyto of "
-        f"{copy_nbytes >> 20} MiB into an already-touched buffer, one thread, same run)",
+        bandwidth_text(bandwidth, copy_nbytes),
         "times: median of at least 3 calls (5 when fast), after one untimed warm-up call for "
         "fastloss, torch and jax; vs PEER: peer time / fastloss time (> 1: fastloss is faster)",
-        "x floor: fastloss time / floor time, the floor being np.copyto (one thread, touched "
-        "buffers) moving the bytes the case must move, timed in the same run (1.00: fastloss "
-        "moves its data as fast as a copy). Bytes (s = bytes per element):",
+        "x floor: fastloss time / floor time, the floor being the faster of two copies of the "
+        "bytes the case must move between already-touched buffers, each timed (median) in the "
+        f"same run at that size: np.copyto (one thread) and {COPY_TEXT} on the row's threads "
+        "(1-thread rows: np.copyto alone); 1.00: fastloss moves its data as fast as the "
+        "faster copy"
+        + (f"; the multi-threaded copy was the faster in {pool_won} of {len(multi)} rows with "
+           "more than one thread" if multi else "")
+        + ". Bytes (s = bytes per element):",
     ]
     by_formula = {}
     for r in results:
@@ -162,7 +180,9 @@ def result_dict(r):
         "status": dict(r.status),
         "speedup": {p: r.speedup(p) for p in r.times if p != "fastloss"},
         "bytes": r.nbytes, "bytes_formula": r.case.bytes_formula or None,
-        "floor_s": r.floor_s, "x_floor": r.x_floor,
+        "floor_s": r.floor_s, "floor_threads": r.floor_threads,
+        "floor_times_s": {str(t): s for t, s in r.floor_times.items()} or None,
+        "x_floor": r.x_floor,
     }
 
 
@@ -170,11 +190,18 @@ def write_json(path, machine, settings, bandwidth, results, scaling):
     doc = {
         "machine": machine,
         "settings": settings,
-        "copy_bandwidth_bytes_per_s": bandwidth,
+        "copy_bandwidth_bytes_per_s": max(bandwidth.values()),
+        "copy_bandwidth_by_threads": {str(t): bw for t, bw in bandwidth.items()},
         "notes": {"jax_threads": core.JAX_THREADS_NOTE,
                   "speedup": "peer median / fastloss median",
-                  "x_floor": "fastloss median / floor_s; floor_s: median time of np.copyto "
-                             "moving `bytes` (half read, half written) into a touched buffer"},
+                  "x_floor": "fastloss median / floor_s; floor_s: the smaller of floor_times_s, "
+                             "the median times of copying `bytes` (half read, half written) "
+                             "into a touched buffer on 1 thread (np.copyto) and on the row's "
+                             "threads (fastloss._runtime.copy, fastloss's thread pool); "
+                             "floor_threads: which one it was",
+                  "copy_bandwidth": "copy_bandwidth_bytes_per_s: the larger of "
+                                    "copy_bandwidth_by_threads (1: np.copyto, more: "
+                                    "fastloss._runtime.copy)"},
         "results": [result_dict(r) for r in results],
         "scaling": [result_dict(r) for r in scaling],
     }
@@ -244,7 +271,7 @@ def plot(path, results, scaling, machine, bandwidth):
                         alpha=1 if impl == "fastloss" else 0.8)
             if v == variants[0] and vr and vr[0].floor_s:
                 ax.plot(n, [r.floor_s for r in vr], ":", color=colors["floor"],
-                        label=f"floor: np.copyto of the bytes ({v})")
+                        label=f"floor: the faster copy of the bytes ({v})")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("elements")
@@ -256,7 +283,7 @@ def plot(path, results, scaling, machine, bandwidth):
         ax.grid(which="both", alpha=0.3)
     fig.suptitle(f"fastloss {machine['versions']['fastloss']} on {machine['cpu']} "
                  f"({machine['usable_cpus']} CPUs), {machine['date'][:10]}; copy bandwidth "
-                 f"{bandwidth / 1e9:.1f} GB/s", fontsize=9)
+                 f"{max(bandwidth.values()) / 1e9:.1f} GB/s", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

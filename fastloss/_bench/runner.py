@@ -23,7 +23,9 @@ class Result:
     # impl -> "ok" | "not installed" | "differs" | "error: ..."
     status: dict = field(default_factory=dict)
     nbytes: int = None
-    floor_s: float = None
+    # copy threads -> median time of copying the case's bytes (1: np.copyto; the row's
+    # thread count, if more: fastloss._runtime.copy); the floor is the faster
+    floor_times: dict = field(default_factory=dict)
     after: str = "hot"                            # core.AFTER: what ran before each call
 
     def median(self, impl):
@@ -36,8 +38,18 @@ class Result:
         return b / a if a and b else None
 
     @property
+    def floor_s(self):
+        """The faster copy's time (None: the case has no floor)."""
+        return min(self.floor_times.values()) if self.floor_times else None
+
+    @property
+    def floor_threads(self):
+        """Which copy the floor is: 1 np.copyto, more fastloss._runtime.copy."""
+        return min(self.floor_times, key=self.floor_times.get) if self.floor_times else None
+
+    @property
     def x_floor(self):
-        """fastloss median / the time np.copyto takes to move the case's bytes."""
+        """fastloss median / the time the faster copy takes to move the case's bytes."""
         a = self.median("fastloss")
         return a / self.floor_s if a and self.floor_s else None
 
@@ -88,25 +100,29 @@ class Runner:
         self._cache = {}
         self._floors = {}
 
-    def measure_bandwidth(self):
-        self.progress("measuring copy bandwidth (np.copyto)")
-        self.bandwidth = core.copy_bandwidth(core.COPY_BYTES["quick" if self.quick else "default"])
+    def measure_bandwidth(self, threads=1):
+        """core.copy_bandwidth ({copy threads: bytes/s}) at 1 and `threads` threads."""
+        self.progress(f"measuring copy bandwidth (np.copyto; fastloss's copy on {threads} threads)")
+        self.bandwidth = core.copy_bandwidth(core.COPY_BYTES["quick" if self.quick else "default"],
+                                             threads=threads)
         return self.bandwidth
 
-    def floor(self, nbytes):
-        """Median time of np.copyto moving nbytes (nbytes / 2 read, nbytes / 2 written)
-        into an already-touched buffer: the time the case's bytes take at copy speed,
-        at the case's own size (so in cache where the case's data is)."""
-        if nbytes not in self._floors:
-            _, t = time_calls(core.copy_floor_impl(nbytes)(None), 3, 20, self.repeats[2] / 3)
-            self._floors[nbytes] = t.median
-        return self._floors[nbytes]
+    def floor(self, nbytes, threads=1):
+        """Median time of copying nbytes (nbytes / 2 read, nbytes / 2 written) into an
+        already-touched buffer on `threads` threads (core.copy_floor_impl): the time the
+        case's bytes take at copy speed, at the case's own size (so in cache where the
+        case's data is)."""
+        if (nbytes, threads) not in self._floors:
+            build = core.copy_floor_impl(nbytes, threads)
+            _, t = time_calls(build(None), 3, 20, self.repeats[2] / 3)
+            self._floors[nbytes, threads] = t.median
+        return self._floors[nbytes, threads]
 
     def run(self, jobs, dtypes, threads, label=""):
         """jobs: list of (case, shape). Returns Results ordered job, dtype, threads.
         Inputs are made once per (make, shape, dtype) and shared by the jobs using them."""
         if self.bandwidth is None:
-            self.measure_bandwidth()
+            self.measure_bandwidth(max(threads))
         groups = {}
         for j, (case, shape) in enumerate(jobs):
             groups.setdefault((case.make, tuple(shape)), []).append(j)
@@ -134,7 +150,7 @@ class Runner:
         if case.nbytes is not None:
             res.nbytes = int(case.nbytes(shape, np.dtype(dtype).itemsize))
             self.progress(f"{head}: copy floor")
-            res.floor_s = self.floor(res.nbytes)
+            res.floor_times = {n: self.floor(res.nbytes, n) for n in sorted({1, t})}
         ref = None
         with core.thread_limits(t):
             for impl in IMPLS:
