@@ -109,8 +109,8 @@ cdef void _copy_block(void *ctx, int64_t b, int tid, const void *tag) noexcept n
 
 def copy(src, dst, int n_threads):
     """dst[:] = src on n_threads threads of the pool, in 1 MiB blocks (COPY_BLOCK): the
-    benchmark's floor, the fastest pass over memory fastloss's threads can make. src,
-    dst: 1-D C-contiguous uint8 arrays of the same length, dst writable."""
+    benchmark's copy floor at more than one thread (np.copyto runs on one). src, dst:
+    1-D C-contiguous uint8 arrays of the same length that do not overlap, dst writable."""
     import numpy as np
     for name, a in (("src", src), ("dst", dst)):
         if not isinstance(a, np.ndarray):
@@ -122,6 +122,8 @@ def copy(src, dst, int n_threads):
         raise ValueError("copy: dst is read-only")
     if src.shape != dst.shape:
         raise ValueError(f"copy: src has {src.shape[0]} bytes, dst {dst.shape[0]}")
+    if np.may_share_memory(src, dst):              # memcpy of overlapping bytes is undefined
+        raise ValueError("copy: src and dst overlap")
     if n_threads < 1:
         raise ValueError(f"copy: n_threads must be >= 1, got {n_threads}")
     if src.shape[0] == 0:

@@ -134,11 +134,14 @@ def test_copy_rejects_bad_input(src, dst, exc, match):
         _runtime.copy(src, dst, 2)
 
 
-def test_copy_rejects_read_only_dst_and_bad_thread_count():
+def test_copy_rejects_read_only_dst_overlap_and_bad_thread_count():
     src = np.ones(8, np.uint8)
     dst = np.zeros(8, np.uint8)
     dst.setflags(write=False)
     with pytest.raises(ValueError, match="dst is read-only"):
         _runtime.copy(src, dst, 2)
+    buf = np.zeros(16, np.uint8)
+    with pytest.raises(ValueError, match="src and dst overlap"):
+        _runtime.copy(buf[:8], buf[4:12], 2)
     with pytest.raises(ValueError, match="n_threads must be >= 1, got 0"):
         _runtime.copy(src, np.zeros(8, np.uint8), 0)

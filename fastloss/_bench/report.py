@@ -90,10 +90,13 @@ COPY_NAME = "fastloss._runtime.copy"
 COPY_TEXT = f"{COPY_NAME} (fastloss's thread pool, 1 MiB memcpy blocks)"
 
 
+def _copy_on(threads):
+    return "np.copyto on one thread" if threads == 1 else f"{COPY_NAME} on {threads} threads"
+
+
 def bandwidth_text(bandwidth, copy_nbytes):
     """The copy-bandwidth line: the faster copy's, then each copy's ({threads: bytes/s})."""
-    each = "; ".join(f"{'np.copyto on one thread' if t == 1 else f'{COPY_NAME} on {t} threads'}: "
-                     f"{bw / 1e9:.1f} GB/s" for t, bw in sorted(bandwidth.items()))
+    each = "; ".join(f"{_copy_on(t)}: {bw / 1e9:.1f} GB/s" for t, bw in sorted(bandwidth.items()))
     return (f"copy bandwidth (the faster copy): {max(bandwidth.values()) / 1e9:.1f} GB/s ({each}; "
             f"read + write, {copy_nbytes >> 20} MiB into an already-touched buffer, same run)")
 
