@@ -38,13 +38,17 @@ static double N_(row_sumexp)(const T *x, T *e, int64_t C, T m) {
     return s;
 }
 
-/* First k < n with x[k] == v (v NaN: the first NaN); v is in x. */
+/* First k < n with x[k] == v (v NaN: the first NaN); v is in x. Four vectors are
+ * compared per step, so the horizontal test runs once per 4 W elements. */
 static int64_t N_(row_find)(const T *x, int64_t n, T v) {
     const int nan = v != v;
     int64_t k = 0;
-    for (; k + W <= n; k += W) {
-        V xk = N_(vload)(x + k);
-        VI hit = nan ? xk != xk : xk == v;
+    for (; k + 4 * W <= n; k += 4 * W) {
+        VI hit = {0};
+        for (int i = 0; i < 4; i++) {
+            const V xk = N_(vload)(x + k + i * W);
+            hit |= nan ? xk != xk : xk == v;
+        }
         TI any = 0;
         for (int j = 0; j < W; j++) any |= hit[j];
         if (any) break;
