@@ -321,7 +321,8 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
                 double a;
                 loss[r] = fl_label_row_loss(p, wy, (double)m, log(s), xy, wd.sd, &a);
                 if (gr) {
-                    N_(row_grad_pass)(xr, gr, C, m, cm, keep, gs * a / s, cw, (T)(gs * eps / (double)C));
+                    N_(row_grad_pass)(xr, gr, C, m, cm, keep, gs * a / s, cw,
+                                      (T)(gs * eps / (double)C));
                     gr[yr] -= (T)(gs * (1.0 - eps) * wy);
                     if (cap > 0) N_(softcap_grad)(gr, scratch, C, cap);
                 }
@@ -454,8 +455,9 @@ static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_o
         const T *xr = x + r * C;
         T *orow = out ? out + r * C : NULL;
         T m;
-        const double s = orow && !log_out && keep ? N_(row_exp_chunked)(xr, orow, C, &m, cm, NULL, NULL)
-                                                  : N_(row_online)(xr, C, &m, NULL, NULL);
+        const double s = orow && !log_out && keep
+                         ? N_(row_exp_chunked)(xr, orow, C, &m, cm, NULL, NULL)
+                         : N_(row_online)(xr, C, &m, NULL, NULL);
         lse[r] = fl_row_lse((double)m, log(s));
         if (!orow) continue;
         if (log_out) {

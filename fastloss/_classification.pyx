@@ -40,7 +40,8 @@ cdef extern from "fl_classification.h" nogil:
     void fl_xent_label_rows(const void *x, void *g, int64_t n, const int64_t *y, const fl_xent_params *p,
                             double *loss, void *scratch, const fl_xent_stats *st)
     void fl_xent_label_cols(const void *x, void *g, int64_t C, int64_t D, int64_t d0, int64_t d1,
-                            const int64_t *y, const fl_xent_params *p, double *loss, const fl_xent_stats *st)
+                            const int64_t *y, const fl_xent_params *p, double *loss,
+                            const fl_xent_stats *st)
     void fl_xent_prob_rows(const void *x, const void *t, void *g, int64_t n, const fl_xent_params *p,
                            double *loss, void *scratch, const fl_xent_stats *st)
     void fl_softmax_rows(const void *x, void *out, int64_t n, int64_t C, int log_out, double *lse)
