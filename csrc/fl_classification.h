@@ -31,6 +31,26 @@ typedef struct {
  * z-loss term is weighted like the row. Every term is taken relative to m, and m - xy,
  * logs and sd are >= 0: lse - xy would cancel when the logits are large (1e20 + log 2
  * rounds to 1e20). */
+/* Optional per-row statistics (cross_entropy's return_stats), indexed like the losses:
+ * a kernel given NULL does no extra work. */
+typedef struct {
+    double *lse;               /* log-sum-exp of the row (after softcap) */
+    int64_t *argmax;           /* first index of the row's largest logit (NaN: the first NaN) */
+    unsigned char *correct;    /* argmax == the label (or the target's argmax), row counted */
+} fl_xent_stats;
+
+/* log-sum-exp from the row max m and logs = log sum_k exp(x_k - m): a row whose max is not
+ * finite has its max (+inf, -inf or NaN) as its log-sum-exp, as logsumexp returns. */
+static inline double fl_row_lse(double m, double logs) {
+    return m > -INFINITY && m < INFINITY ? m + logs : m;
+}
+static inline void fl_put_stats(const fl_xent_stats *st, int64_t r, double m, double logs,
+                                int64_t am, int correct) {
+    st->lse[r] = fl_row_lse(m, logs);
+    st->argmax[r] = am;
+    st->correct[r] = (unsigned char)correct;
+}
+
 static inline double fl_label_row_loss(const fl_xent_params *p, double wy, double m, double logs,
                                        double xy, double sd, double *a) {
     const double eps = p->smoothing, zl = p->z_loss, C = (double)p->C, lse = m + logs;

@@ -38,6 +38,45 @@ static double N_(row_sumexp)(const T *x, T *e, int64_t C, T m) {
     return s;
 }
 
+/* First k < n with x[k] == v (v NaN: the first NaN); v is in x. Four vectors are
+ * compared per step, so the horizontal test runs once per 4 W elements. */
+static int64_t N_(row_find)(const T *x, int64_t n, T v) {
+    const int nan = v != v;
+    int64_t k = 0;
+    for (; k + 4 * W <= n; k += 4 * W) {
+        VI hit = {0};
+        for (int i = 0; i < 4; i++) {
+            const V xk = N_(vload)(x + k + i * W);
+            hit |= nan ? xk != xk : xk == v;
+        }
+        TI any = 0;
+        for (int j = 0; j < W; j++) any |= hit[j];
+        if (any) break;
+    }
+    for (; k < n; k++)
+        if (nan ? x[k] != x[k] : x[k] == v) return k;
+    return 0;
+}
+
+/* Running argmax over the chunks of a row (am NULL: not wanted), np.argmax's rule: the
+ * first maximum, or the first NaN. Chunk [b, b + n), of max mc, holds the first maximum so
+ * far when mc beats the max m of the chunks before it (greater, or the first NaN); an
+ * all -inf row keeps *am = 0. Called while the chunk is in L1 and before it is overwritten. */
+FL_INL void N_(amax_chunk)(int64_t *am, const T *x, int64_t b, int64_t n, T mc, T m) {
+    if (am && (mc > m || (mc != mc && m == m))) *am = b + N_(row_find)(x + b, n, mc);
+}
+static int64_t N_(row_argmax)(const T *x, int64_t n) {
+    int64_t am = 0;
+    N_(amax_chunk)(&am, x, 0, n, N_(row_max)(x, n), -(T)INFINITY);
+    return am;
+}
+/* The same rule across W rows at once (a lane per row): lanes where v, class c, beats
+ * the running max m take index c. Class indices fit TI (C < 2^31 for float32). */
+FL_INL VI N_(vamax_step)(VI am, V m, V v, int64_t c) {
+    const VI up = (v > m) | ((v != v) & (m == m));
+    return (up & ((VI){0} + (TI)c)) | (~up & am);
+}
+
 /* The weighted distance of a row from its max, gathered chunk by chunk while each chunk
  * is in L1 (row_online, row_exp_chunked): st = sum_k w_k and sd = sum_k w_k (m - x_k),
  * m the row max, for w_k = (t ? t_k kt + add : 1) (cw ? cw_k : 1); a term with w_k == 0
@@ -84,13 +123,14 @@ static void N_(wdev_chunk)(N_(wdev) *wd, const T *x, int64_t b, int64_t n, T mc)
 
 /* Online (streaming) max and sum of exponentials: one read of the row, for
  * rows too long to stay in cache between passes. Returns s = sum exp(x - m); wd (or
- * NULL) gathers the weighted distance from the max on the way. */
-static double N_(row_online)(const T *x, int64_t C, T *m_out, N_(wdev) *wd) {
+ * NULL) gathers the weighted distance from the max on the way, am (or NULL) the argmax. */
+static double N_(row_online)(const T *x, int64_t C, T *m_out, N_(wdev) *wd, int64_t *am) {
     T m = -(T)INFINITY;
     double s = 0.0;
     for (int64_t b = 0; b < C; b += FL_CHUNK) {
         int64_t n = C - b < FL_CHUNK ? C - b : FL_CHUNK;
         T mc = N_(row_max)(x + b, n);
+        N_(amax_chunk)(am, x, b, n, mc, m);
         if (wd) N_(wdev_chunk)(wd, x + b, b, n, mc);
         if (mc != mc) { *m_out = mc; return NAN; }
         if (mc > m) { s *= exp((double)m - (double)mc); m = mc; }
@@ -125,8 +165,9 @@ static void N_(row_grad)(const T *x, T *g, int64_t C, T m, T scale, int in_place
  * Each chunk is read from memory once and is still in L1 for its exp pass; the row's
  * max m goes to *m_out and the result is s = sum exp(x - m). Chunk c's exponentials
  * are exp(cm[c] - m) times too large: chunk_factor. A row whose max is NaN or +inf, or
- * all of whose entries are -inf, gives NaN. wd: as row_online's. */
-static double N_(row_exp_chunked)(const T *x, T *e, int64_t C, T *m_out, T *cm, N_(wdev) *wd) {
+ * all of whose entries are -inf, gives NaN. wd, am: as row_online's. */
+static double N_(row_exp_chunked)(const T *x, T *e, int64_t C, T *m_out, T *cm, N_(wdev) *wd,
+                                  int64_t *am) {
     double sc[FL_MAX_CHUNKS];
     const int64_t nc = (C + FL_CHUNK - 1) / FL_CHUNK;
     T m = -(T)INFINITY;
@@ -134,7 +175,8 @@ static double N_(row_exp_chunked)(const T *x, T *e, int64_t C, T *m_out, T *cm, 
         const int64_t b = c * FL_CHUNK, n = C - b < FL_CHUNK ? C - b : FL_CHUNK;
         const T mc = N_(row_max)(x + b, n);
         cm[c] = mc;
-        if (wd) N_(wdev_chunk)(wd, x + b, b, n, mc);   /* before e (maybe x) is written */
+        N_(amax_chunk)(am, x, b, n, mc, m);            /* before e (maybe x) is written */
+        if (wd) N_(wdev_chunk)(wd, x + b, b, n, mc);
         if (mc == -(T)INFINITY) {          /* all -inf: probabilities exactly 0 */
             memset(e + b, 0, (size_t)n * sizeof(T));
             sc[c] = 0.0;
@@ -183,7 +225,7 @@ static void N_(softcap_grad)(T *g, const T *xs, int64_t C, T cap) {
  * of W rows (the block is transposed through registers), so max, exp, sum and log
  * run across rows instead of wasting most lanes on a short row. */
 static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
-                                 const fl_xent_params *p, double *loss) {
+                                 const fl_xent_params *p, double *loss, const fl_xent_stats *st) {
     const int64_t C = p->C;
     const T *cw = (const T *)p->class_weight;
     const double eps = p->smoothing, gs = p->gscale;
@@ -197,7 +239,11 @@ static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
             xt[k] = N_(vload)(col);
         }
         V m = xt[0], s = N_(vset1)(0), sd = N_(vset1)(0);
-        for (int64_t k = 1; k < C; k++) m = N_(vmax_nan)(m, xt[k]);
+        VI am = {0};
+        for (int64_t k = 1; k < C; k++) {
+            if (st) am = N_(vamax_step)(am, m, xt[k], k);
+            m = N_(vmax_nan)(m, xt[k]);
+        }
         for (int64_t k = 0; k < C; k++) {
             if (eps > 0 && (!cw || cw[k] != 0)) sd += cw ? (m - xt[k]) * cw[k] : m - xt[k];
             xt[k] = N_(vexp)(xt[k] - m);
@@ -210,6 +256,8 @@ static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
         for (int j = 0; j < nr; j++) {
             const int64_t yr = y[r0 + j];
             ys[j] = yr;
+            if (st) fl_put_stats(st, r0 + j, (double)m[j], (double)logs[j], am[j],
+                                 yr != p->ignore_index && am[j] == yr);
             if (yr == p->ignore_index) { loss[r0 + j] = 0.0; scale[j] = 0; wys[j] = 0; continue; }
             const double wy = cw ? (double)cw[yr] : 1.0;
             double a;
@@ -234,10 +282,12 @@ static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
 }
 
 /* Softmax cross-entropy with integer labels, rows [0, n). Writes each row's loss
- * (already weighted) into loss[r]; with g, the gradient of sum_r loss[r] * gscale.
+ * (already weighted) into loss[r]; with g, the gradient of sum_r loss[r] * gscale; with
+ * st, each row's statistics (ignored rows too: their lse and argmax, not correct).
  * scratch: C elements of per-thread memory, used only with softcap. */
 static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
-                                const fl_xent_params *p, double *loss, T *scratch) {
+                                const fl_xent_params *p, double *loss, T *scratch,
+                                const fl_xent_stats *st) {
     const int64_t C = p->C;
     const T *cw = (const T *)p->class_weight;
     const double eps = p->smoothing, gs = p->gscale;
@@ -245,32 +295,42 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
     const int keep = C <= FL_MAX_CHUNKS * FL_CHUNK;
     T cm[FL_MAX_CHUNKS];
     if (C <= FL_SMALL_C && cap == 0) {
-        N_(xent_label_small)(x, g, n, y, p, loss);
+        N_(xent_label_small)(x, g, n, y, p, loss, st);
         return;
     }
     for (int64_t r = 0; r < n; r++) {
         const T *xr = x + r * C;
         T *gr = g ? g + r * C : NULL;
         const int64_t yr = y[r];
-        if (yr == p->ignore_index) {
-            loss[r] = 0.0;
-            if (gr) memset(gr, 0, (size_t)C * sizeof(T));
-            continue;
+        const int counted = yr != p->ignore_index;
+        if (counted || st) {
+            /* the argmax of the logits as given: the cap's rounding can tie logits far above it */
+            int64_t am = st && cap > 0 ? N_(row_argmax)(xr, C) : 0;
+            if (cap > 0) { N_(softcap_row)(xr, scratch, C, cap); xr = scratch; }
+            T *gk = counted ? gr : NULL;             /* an ignored row: its statistics alone */
+            const double xy = counted ? xr[yr] : 0.0;   /* read before gk (maybe x) is written */
+            N_(wdev) wd = {NULL, cw, 1, 0, 0.0, 0.0, 0.0, -INFINITY};
+            N_(wdev) *wdp = eps > 0 && counted ? &wd : NULL;
+            int64_t *amp = st && cap == 0 ? &am : NULL;
+            T m;
+            const double s = gk && keep ? N_(row_exp_chunked)(xr, gk, C, &m, cm, wdp, amp)
+                                        : N_(row_online)(xr, C, &m, wdp, amp);
+            if (st) fl_put_stats(st, r, (double)m, log(s), am, counted && am == yr);
+            if (counted) {
+                const double wy = cw ? (double)cw[yr] : 1.0;
+                double a;
+                loss[r] = fl_label_row_loss(p, wy, (double)m, log(s), xy, wd.sd, &a);
+                if (gr) {
+                    N_(row_grad_pass)(xr, gr, C, m, cm, keep, gs * a / s, cw,
+                                      (T)(gs * eps / (double)C));
+                    gr[yr] -= (T)(gs * (1.0 - eps) * wy);
+                    if (cap > 0) N_(softcap_grad)(gr, scratch, C, cap);
+                }
+                continue;
+            }
         }
-        if (cap > 0) { N_(softcap_row)(xr, scratch, C, cap); xr = scratch; }
-        const double wy = cw ? (double)cw[yr] : 1.0;
-        const double xy = xr[yr];
-        N_(wdev) wd = {NULL, cw, 1, 0, 0.0, 0.0, 0.0, -INFINITY}, *wdp = eps > 0 ? &wd : NULL;
-        T m;
-        const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm, wdp)
-                                    : N_(row_online)(xr, C, &m, wdp);
-        double a;
-        loss[r] = fl_label_row_loss(p, wy, (double)m, log(s), xy, wd.sd, &a);
-        if (gr) {
-            N_(row_grad_pass)(xr, gr, C, m, cm, keep, gs * a / s, cw, (T)(gs * eps / (double)C));
-            gr[yr] -= (T)(gs * (1.0 - eps) * wy);
-            if (cap > 0) N_(softcap_grad)(gr, scratch, C, cap);
-        }
+        loss[r] = 0.0;                               /* counts for nothing: zeroed after its stats */
+        if (gr) memset(gr, 0, (size_t)C * sizeof(T));
     }
 }
 
@@ -278,9 +338,11 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
  * one slab of C classes x D positions, class c of position d at x[c * D + d] (PyTorch's
  * (N, C, d1, ...) layout), columns [d0, d1). A vector holds W neighbouring positions, so
  * no transpose is needed; each pass over the C classes of a column block stays in L1.
- * y and loss hold the slab's D labels and losses; g (same layout as x) may alias x. */
+ * y, loss and st (or NULL) hold the slab's D labels, losses and statistics; g (same
+ * layout as x) may alias x. */
 static void N_(xent_label_cols)(const T *x, T *g, int64_t C, int64_t D, int64_t d0, int64_t d1,
-                                const int64_t *y, const fl_xent_params *p, double *loss) {
+                                const int64_t *y, const fl_xent_params *p, double *loss,
+                                const fl_xent_stats *st) {
     const T *cw = (const T *)p->class_weight;
     const double eps = p->smoothing, gs = p->gscale;
     const T bconst = (T)(gs * eps / (double)C);
@@ -292,7 +354,12 @@ static void N_(xent_label_cols)(const T *x, T *g, int64_t C, int64_t D, int64_t 
             xy[j] = yj == p->ignore_index ? 0.0 : (double)x[yj * D + d + j];
         }
         V m = N_(vset1)(-(T)INFINITY), s = N_(vset1)(0), sd = N_(vset1)(0);
-        for (int64_t c = 0; c < C; c++) m = N_(vmax_nan)(m, N_(vload_n)(x + c * D + d, nr, 0));
+        VI am = {0};
+        for (int64_t c = 0; c < C; c++) {
+            const V v = N_(vload_n)(x + c * D + d, nr, 0);
+            if (st) am = N_(vamax_step)(am, m, v, c);
+            m = N_(vmax_nan)(m, v);
+        }
         for (int64_t c = 0; c < C; c++) {
             V v = N_(vload_n)(x + c * D + d, nr, 0);
             if (eps > 0 && (!cw || cw[c] != 0)) sd += cw ? (m - v) * cw[c] : m - v;
@@ -304,6 +371,8 @@ static void N_(xent_label_cols)(const T *x, T *g, int64_t C, int64_t D, int64_t 
         T scale[W] = {0};
         for (int j = 0; j < nr; j++) {
             const int64_t yj = y[d + j];
+            if (st) fl_put_stats(st, d + j, (double)m[j], (double)logs[j], am[j],
+                                 yj != p->ignore_index && am[j] == yj);
             if (yj == p->ignore_index) { loss[d + j] = 0.0; continue; }
             double a;
             loss[d + j] = fl_label_row_loss(p, cw ? (double)cw[yj] : 1.0, (double)m[j],
@@ -329,9 +398,11 @@ static void N_(xent_label_cols)(const T *x, T *g, int64_t C, int64_t D, int64_t 
 
 /* Softmax cross-entropy with probability targets t (same layout as x). With
  * smoothing eps the target is (1 - eps) t + eps / C. The loss is
- * sum_k w_k t'_k (m - x_k) + st log s, relative to the row max m (see fl_label_row_loss). */
+ * sum_k w_k t'_k (m - x_k) + st log s, relative to the row max m (see fl_label_row_loss).
+ * stats (or NULL): as xent_label_rows', correct when the argmax is the target's. */
 static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
-                               const fl_xent_params *p, double *loss, T *scratch) {
+                               const fl_xent_params *p, double *loss, T *scratch,
+                               const fl_xent_stats *stats) {
     const int64_t C = p->C;
     const T *cw = (const T *)p->class_weight;
     const double zl = p->z_loss, gs = p->gscale;
@@ -342,12 +413,15 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
     for (int64_t r = 0; r < n; r++) {
         const T *xr = x + r * C, *tr = t + r * C;
         T *gr = g ? g + r * C : NULL;
+        int64_t am = stats && cap > 0 ? N_(row_argmax)(xr, C) : 0;   /* as xent_label_rows' */
         if (cap > 0) { N_(softcap_row)(xr, scratch, C, cap); xr = scratch; }
         /* st = sum_k w_k t'_k; sd = sum_k w_k t'_k (m - x_k) */
         N_(wdev) wd = {tr, cw, kt, add, 0.0, 0.0, 0.0, -INFINITY};
+        int64_t *amp = stats && cap == 0 ? &am : NULL;
         T m;
-        const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm, &wd)
-                                    : N_(row_online)(xr, C, &m, &wd);
+        const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm, &wd, amp)
+                                    : N_(row_online)(xr, C, &m, &wd, amp);
+        if (stats) fl_put_stats(stats, r, (double)m, log(s), am, am == N_(row_argmax)(tr, C));
         const double lse = (double)m + log(s), st = wd.st;
         double l = wd.sd + st * log(s);
         if (zl > 0) l += zl * lse * lse;
@@ -381,10 +455,10 @@ static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_o
         const T *xr = x + r * C;
         T *orow = out ? out + r * C : NULL;
         T m;
-        const double s = orow && !log_out && keep ? N_(row_exp_chunked)(xr, orow, C, &m, cm, NULL)
-                                                  : N_(row_online)(xr, C, &m, NULL);
-        /* a row whose max is not finite: its max (+inf, -inf or NaN) is its log-sum-exp */
-        lse[r] = m > -(T)INFINITY && m < (T)INFINITY ? (double)m + log(s) : (double)m;
+        const double s = orow && !log_out && keep
+                         ? N_(row_exp_chunked)(xr, orow, C, &m, cm, NULL, NULL)
+                         : N_(row_online)(xr, C, &m, NULL, NULL);
+        lse[r] = fl_row_lse((double)m, log(s));
         if (!orow) continue;
         if (log_out) {
             /* (x - m) - log s, not x - lse: that would cancel at large logits */

@@ -9,6 +9,7 @@ from ._version import __version__
 from ._config import get_num_threads, set_num_threads, threads, get_simd, set_simd, available_levels
 from . import classification, divergence, gaussian, metric, regression
 from .classification import *  # noqa: F401,F403  (each family's __all__)
+from .classification import CrossEntropyStats  # noqa: F401  (a result type; __all__ lists functions)
 from .divergence import *  # noqa: F401,F403
 from .gaussian import *  # noqa: F401,F403
 from .regression import *  # noqa: F401,F403

@@ -28,17 +28,22 @@ cdef extern from "fl_classification.h" nogil:
         double z_loss
         double softcap
         double gscale
+    ctypedef struct fl_xent_stats:
+        double *lse
+        int64_t *argmax
+        unsigned char *correct
     double fl_label_row_loss(const fl_xent_params *p, double wy, double m, double logs,
                              double xy, double sd, double *a)
     void fl_classification_set_level(int level)
     # One declaration per kernel for both dtypes (csrc/fl_common.h's FL_CALL): the
     # kernel's T pointers are void pointers here, its T scalars doubles.
     void fl_xent_label_rows(const void *x, void *g, int64_t n, const int64_t *y, const fl_xent_params *p,
-                            double *loss, void *scratch)
+                            double *loss, void *scratch, const fl_xent_stats *st)
     void fl_xent_label_cols(const void *x, void *g, int64_t C, int64_t D, int64_t d0, int64_t d1,
-                            const int64_t *y, const fl_xent_params *p, double *loss)
+                            const int64_t *y, const fl_xent_params *p, double *loss,
+                            const fl_xent_stats *st)
     void fl_xent_prob_rows(const void *x, const void *t, void *g, int64_t n, const fl_xent_params *p,
-                           double *loss, void *scratch)
+                           double *loss, void *scratch, const fl_xent_stats *st)
     void fl_softmax_rows(const void *x, void *out, int64_t n, int64_t C, int log_out, double *lse)
     double fl_bce_block(const void *x, const void *t, const void *w, const void *pw, void *lout, void *g,
                         int64_t n, double gscale)
@@ -61,6 +66,27 @@ def _scratch(x, int n_threads, double softcap):
     return np.empty((n_threads, x.shape[1]), dtype=np.asarray(x).dtype) if softcap > 0 else None
 
 
+cdef fl_xent_stats _stats(tuple stats):
+    """The kernels' view of (lse, argmax, correct) row arrays (float64, int64, uint8), or of
+    None: NULL pointers, no statistics."""
+    cdef double[::1] lse
+    cdef int64_t[::1] am
+    cdef unsigned char[::1] ok
+    if stats is None or stats[0].shape[0] == 0:
+        return fl_xent_stats(lse=NULL, argmax=NULL, correct=NULL)
+    lse, am, ok = stats
+    return fl_xent_stats(lse=&lse[0], argmax=&am[0], correct=&ok[0])
+
+
+cdef inline const fl_xent_stats *_stats_at(const fl_xent_stats *st, int64_t r0,
+                                           fl_xent_stats *out) noexcept nogil:
+    """st's arrays from row r0 on, in out (NULL when st holds none)."""
+    if st.lse == NULL:
+        return NULL
+    out[0] = fl_xent_stats(lse=st.lse + r0, argmax=st.argmax + r0, correct=st.correct + r0)
+    return out
+
+
 cdef struct XentJob:
     int64_t n, C, rows_per_block
     const void *x
@@ -73,6 +99,7 @@ cdef struct XentJob:
     int64_t width
     int kind                     # xent_half: the half format
     int64_t slot                 # xent_half: float32 items per block of rows in scratch
+    fl_xent_stats st             # per-row statistics (NULL pointers: none)
 
 
 cdef void _xent_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
@@ -82,16 +109,19 @@ cdef void _xent_block(void *job, int64_t b, int tid, const floating *tag) noexce
     cdef const floating *x = <const floating *>j.x + r0 * C
     cdef floating *g = <floating *>j.g
     cdef floating *sp = <floating *>j.scratch
+    cdef fl_xent_stats sb
+    cdef const fl_xent_stats *st = _stats_at(&j.st, r0, &sb)
     if j.y:
         fl_xent_label_rows(x, g + r0 * C if g else NULL, nr, j.y + r0, j.p, j.loss + r0,
-                           sp + tid * j.width if sp else NULL)
+                           sp + tid * j.width if sp else NULL, st)
     else:
         fl_xent_prob_rows(x, <const floating *>j.t + r0 * C, g + r0 * C if g else NULL, nr, j.p,
-                          j.loss + r0, sp + tid * j.width if sp else NULL)
+                          j.loss + r0, sp + tid * j.width if sp else NULL, st)
 
 
 cdef _xent_rows(const floating[:, ::1] x, const int64_t *y, const floating *t, floating[:, ::1] g,
-                const floating[::1] class_weight, fl_xent_params p, double[::1] loss, int n_threads):
+                const floating[::1] class_weight, fl_xent_params p, double[::1] loss, tuple stats,
+                int n_threads):
     """The row loop of xent_label (labels y) and xent_prob (target rows t, y NULL) for
     n > 0 rows; p's class_weight is set here."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
@@ -101,7 +131,7 @@ cdef _xent_rows(const floating[:, ::1] x, const int64_t *y, const floating *t, f
     cdef floating *sp = &scratch[0, 0] if scratch is not None else NULL
     p.class_weight = &class_weight[0] if class_weight is not None else NULL
     cdef XentJob job = XentJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], y=y, t=t, g=gp, p=&p,
-                               loss=&loss[0], scratch=sp, width=C, kind=0, slot=0)
+                               loss=&loss[0], scratch=sp, width=C, kind=0, slot=0, st=_stats(stats))
     with nogil:
         run_blocks(<block_fn>_xent_block[floating], &job, n_blocks(n, rpb), n_threads)
 
@@ -109,24 +139,26 @@ cdef _xent_rows(const floating[:, ::1] x, const int64_t *y, const floating *t, f
 def xent_label(const floating[:, ::1] x, const int64_t[::1] y, floating[:, ::1] g,
                const floating[::1] class_weight, double weight_sum, int64_t ignore_index,
                double smoothing, double z_loss, double softcap, double gscale,
-               double[::1] loss, int n_threads):
-    """Per-row softmax cross-entropy with integer labels into `loss`; gradient into g (or None)."""
+               double[::1] loss, tuple stats, int n_threads):
+    """Per-row softmax cross-entropy with integer labels into `loss`; gradient into g (or None);
+    per-row statistics into stats (lse, argmax, correct), or None."""
     if x.shape[0] > 0:
         _xent_rows(x, &y[0], NULL, g, class_weight,
                    fl_xent_params(C=x.shape[1], ignore_index=ignore_index, class_weight=NULL,
                                   weight_sum=weight_sum, smoothing=smoothing, z_loss=z_loss, softcap=softcap,
-                                  gscale=gscale), loss, n_threads)
+                                  gscale=gscale), loss, stats, n_threads)
 
 
 def xent_prob(const floating[:, ::1] x, const floating[:, ::1] t, floating[:, ::1] g,
               const floating[::1] class_weight, double smoothing, double z_loss,
-              double softcap, double gscale, double[::1] loss, int n_threads):
-    """Per-row softmax cross-entropy with probability targets into `loss`; gradient into g (or None)."""
+              double softcap, double gscale, double[::1] loss, tuple stats, int n_threads):
+    """Per-row softmax cross-entropy with probability targets into `loss`; gradient into g (or None);
+    stats as xent_label's."""
     if x.shape[0] > 0:
         _xent_rows(x, NULL, &t[0, 0], g, class_weight,
                    fl_xent_params(C=x.shape[1], ignore_index=0, class_weight=NULL, weight_sum=0,
                                   smoothing=smoothing, z_loss=z_loss, softcap=softcap, gscale=gscale),
-                   loss, n_threads)
+                   loss, stats, n_threads)
 
 
 cdef void _xent_half_block(void *job, int64_t b, int tid, const void *tag) noexcept nogil:
@@ -136,12 +168,14 @@ cdef void _xent_half_block(void *job, int64_t b, int tid, const void *tag) noexc
     cdef float *xs = <float *>j.scratch + tid * j.width
     cdef float *cap = xs + (2 if j.t else 1) * w if j.p.softcap > 0 else NULL
     cdef uint16_t *gp = <uint16_t *>j.g
+    cdef fl_xent_stats sb
+    cdef const fl_xent_stats *st = _stats_at(&j.st, r0, &sb)
     fl_half_to_float(j.kind, <const uint16_t *>j.x + r0 * C, xs, m)
     if not j.t:
-        fl_xent_label_rows(xs, xs if gp else NULL, nr, j.y + r0, j.p, j.loss + r0, cap)
+        fl_xent_label_rows(xs, xs if gp else NULL, nr, j.y + r0, j.p, j.loss + r0, cap, st)
     else:
         fl_half_to_float(j.kind, <const uint16_t *>j.t + r0 * C, xs + w, m)
-        fl_xent_prob_rows(xs, xs + w, xs if gp else NULL, nr, j.p, j.loss + r0, cap)
+        fl_xent_prob_rows(xs, xs + w, xs if gp else NULL, nr, j.p, j.loss + r0, cap, st)
     if gp:
         fl_float_to_half(j.kind, xs, gp + r0 * C, m)
 
@@ -149,7 +183,7 @@ cdef void _xent_half_block(void *job, int64_t b, int tid, const void *tag) noexc
 def xent_half(int kind, const uint16_t[:, ::1] x, const int64_t[::1] y, const uint16_t[:, ::1] t,
               uint16_t[:, ::1] g, const float[::1] class_weight, double weight_sum, int64_t ignore_index,
               double smoothing, double z_loss, double softcap, double gscale, double[::1] loss,
-              int n_threads):
+              tuple stats, int n_threads):
     """xent_label (labels y, t None) or xent_prob (targets t, y None) on half rows (kind:
     fastloss/_half.pxd): each block of rows is converted into per-thread float32 scratch,
     the float32 kernel runs there (its gradient in place), and the gradient block is
@@ -171,7 +205,7 @@ def xent_half(int kind, const uint16_t[:, ::1] x, const int64_t[::1] y, const ui
     scratch = np.empty((n_threads, slots * w + (scratch_row(C * 4, 4) if softcap > 0 else 0)), np.float32)
     cdef XentJob job = XentJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], y=yp, t=tp, g=gp, p=&p,
                                loss=&loss[0], scratch=&scratch[0, 0], width=scratch.shape[1],
-                               kind=kind, slot=w)
+                               kind=kind, slot=w, st=_stats(stats))
     with nogil:
         run_blocks(_xent_half_block, &job, n_blocks(n, rpb), n_threads)
 
@@ -183,6 +217,7 @@ cdef struct StridedJob:
     void *g
     const fl_xent_params *p
     double *loss
+    fl_xent_stats st
 
 
 cdef void _strided_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
@@ -190,16 +225,19 @@ cdef void _strided_block(void *job, int64_t b, int tid, const floating *tag) noe
     cdef int64_t a = b // j.blocks_per_slice, C = j.C, D = j.D
     cdef int64_t d0 = (b % j.blocks_per_slice) * j.cols_per_block
     cdef floating *g = <floating *>j.g
+    cdef fl_xent_stats sb
     fl_xent_label_cols(<const floating *>j.x + a * C * D, g + a * C * D if g else NULL, C, D, d0,
-                       min(D, d0 + j.cols_per_block), j.y + a * D, j.p, j.loss + a * D)
+                       min(D, d0 + j.cols_per_block), j.y + a * D, j.p, j.loss + a * D,
+                       _stats_at(&j.st, a * D, &sb))
 
 
 def xent_label_strided(const floating[:, :, ::1] x, const int64_t[:, ::1] y, floating[:, :, ::1] g,
                        const floating[::1] class_weight, double weight_sum, int64_t ignore_index,
                        double smoothing, double z_loss, double gscale, double[:, ::1] loss,
-                       int n_threads):
+                       tuple stats, int n_threads):
     """As xent_label for x of shape (A, C, D): the classes on the middle axis (PyTorch's
-    layout), labels and losses (A, D), gradient (or None) of x's shape."""
+    layout), labels and losses (A, D), statistics (or None) A * D flat, gradient (or None) of
+    x's shape."""
     cdef int64_t A = x.shape[0], C = x.shape[1], D = x.shape[2]
     # columns per work item: about ROW_WORK elements, whole cache lines
     cdef int64_t db = max(64, (ROW_WORK // C) // 64 * 64)
@@ -211,7 +249,8 @@ def xent_label_strided(const floating[:, :, ::1] x, const int64_t[:, ::1] y, flo
         return
     cdef floating *gp = &g[0, 0, 0] if g is not None else NULL
     cdef StridedJob job = StridedJob(C=C, D=D, cols_per_block=db, blocks_per_slice=n_blocks(D, db),
-                                     x=&x[0, 0, 0], y=&y[0, 0], g=gp, p=&p, loss=&loss[0, 0])
+                                     x=&x[0, 0, 0], y=&y[0, 0], g=gp, p=&p, loss=&loss[0, 0],
+                                     st=_stats(stats))
     with nogil:
         run_blocks(<block_fn>_strided_block[floating], &job, A * job.blocks_per_slice, n_threads)
 

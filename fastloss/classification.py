@@ -7,6 +7,7 @@ kernel of _classification.pyx (row cross-entropy through _xent.py), reduce
 (_reduce.py).
 """
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from ._checks import (as_float_array, check_axis, check_broadcast, check_class_a
                       result_dtype)
 from ._layout import as_rows, flat_full, grad_buffers, grad_rows, periodic
 from ._reduce import grad_scale, reduce_elements, reduce_rows
-from ._xent import label_rows, prepare_labels, prob_rows, weight_sum
+from ._xent import label_rows, new_stats, prepare_labels, prob_rows, weight_sum
 
 __all__ = ["cross_entropy", "linear_cross_entropy", "binary_cross_entropy_with_logits",
            "sigmoid_focal_loss", "logsumexp", "softmax", "log_softmax"]
@@ -29,8 +30,19 @@ _config.register_kernels(_k)
 
 # --- softmax cross-entropy ------------------------------------------------------------
 
+class CrossEntropyStats(NamedTuple):
+    """Per-row statistics of :func:`cross_entropy` (``return_stats=True``), each of the
+    per-row loss's shape: log-sum-exp of the logits the loss uses (after `softcap`), the
+    index of the largest logit (as ``np.argmax``) and whether it is the target's class in
+    a row that counts."""
+    lse: np.ndarray
+    argmax: np.ndarray
+    correct: np.ndarray
+
+
 def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, label_smoothing=0.0,
-                  z_loss=0.0, softcap=None, reduction="mean", return_grad=False, grad_out=None):
+                  z_loss=0.0, softcap=None, reduction="mean", return_grad=False, grad_out=None,
+                  return_stats=False):
     r"""Softmax cross-entropy between logits and integer labels or probability targets.
 
     Integer ``target`` means class labels, float ``target`` probabilities: the dtype decides.
@@ -65,6 +77,9 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     grad_out : ndarray, optional
         A C-contiguous buffer for the gradient (logits' shape, compute dtype; half logits:
         their dtype), which may be `logits` itself (overwritten in place).
+    return_stats : bool, default False
+        Also return per-row statistics from the same pass over the logits (perplexity and
+        accuracy without a second pass).
 
     Returns
     -------
@@ -74,6 +89,15 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     grad : ndarray
         With ``return_grad=True``: the gradient of `loss`, logits' shape, compute dtype
         (half logits: their dtype).
+    stats : CrossEntropyStats
+        With ``return_stats=True``, last: ``(lse, argmax, correct)``, each of the per-row
+        loss's shape (every row, ignored ones too). `lse` (float64): the log-sum-exp of the
+        row's logits after `softcap` (the one the loss uses; a row whose max is +-inf or NaN
+        has it as its lse, as :func:`logsumexp`). `argmax` (int64): the index of the row's
+        largest logit as given (before `softcap`), the first one on ties, the first NaN in a
+        row with NaN (``np.argmax``'s rule). `correct` (bool): ``argmax == label`` in a row
+        that counts (False where the label is `ignore_index`); probability targets: argmax
+        equals the target's argmax.
 
     See Also
     --------
@@ -120,6 +144,14 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     >>> probs = np.array([[0.7, 0.2, 0.1], [0.0, 1.0, 0.0]])
     >>> print(round(float(fastloss.cross_entropy(logits, probs)), 4))
     0.6964
+
+    Token accuracy and perplexity from the same pass:
+
+    >>> loss, stats = fastloss.cross_entropy(logits, np.array([0, 2]), return_stats=True)
+    >>> print(np.round(stats.lse, 4), stats.argmax, stats.correct)
+    [2.2413 1.5514] [0 1] [ True False]
+    >>> print(round(float(np.exp(loss)), 4), stats.correct.mean())
+    2.4507 0.5
     """
     x = as_float_array(logits, "logits", half=True)
     reduction = check_reduction(reduction)
@@ -165,9 +197,10 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
                      in_place=("logits",))
     gscale = grad_scale(reduction, denom)
     gout = grad_out if x is xin else None
+    stats = new_stats(math.prod(row_shape)) if return_stats else None
     if strided:
         rows, grad = _label_strided(x, ax, labels, cw, ignore_index, eps, zl, gscale,
-                                    return_grad, gout)
+                                    return_grad, gout, stats)
     else:
         x2 = as_rows(x, ax)
         g2 = finish = None
@@ -175,10 +208,10 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
             g2, finish = grad_rows(x, ax, gout)
         if labels is not None:
             rows = label_rows(x2, labels, class_weight=cw, ignore_index=ignore_index, smoothing=eps,
-                              z_loss=zl, softcap=cap, gscale=gscale, grad=g2)
+                              z_loss=zl, softcap=cap, gscale=gscale, grad=g2, stats=stats)
         else:
             rows = prob_rows(x2, as_rows(probs, ax), class_weight=cw, smoothing=eps, z_loss=zl,
-                             softcap=cap, gscale=gscale, grad=g2)
+                             softcap=cap, gscale=gscale, grad=g2, stats=stats)
         grad = finish(g2) if return_grad else None
     if return_grad and x is not xin:      # the float32 copy's gradient, rounded
         if grad_out is None:
@@ -187,7 +220,12 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
             grad_out[...] = grad
             grad = grad_out
     loss = reduce_rows(rows, row_shape, denom, reduction, compute_dtype(x))
-    return (loss, grad) if return_grad else loss
+    out = (loss, grad) if return_grad else (loss,)
+    if return_stats:
+        lse, am, ok = stats
+        out += (CrossEntropyStats(lse.reshape(row_shape), am.reshape(row_shape),
+                                  ok.view(bool).reshape(row_shape)),)
+    return out if len(out) > 1 else loss
 
 
 # A class axis that is not the last is read in place (no transposing copy) when at least
@@ -195,15 +233,17 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
 STRIDED_MIN_POSITIONS = 16
 
 
-def _label_strided(x, ax, labels, cw, ignore_index, eps, zl, gscale, return_grad, grad_out):
+def _label_strided(x, ax, labels, cw, ignore_index, eps, zl, gscale, return_grad, grad_out,
+                   stats=None):
     """Per-position losses (float64, flat) and the gradient (or None) for integer labels
-    with the classes on axis ax < ndim - 1, e.g. PyTorch's (N, C, H, W)."""
+    with the classes on axis ax < ndim - 1, e.g. PyTorch's (N, C, H, W); the positions'
+    statistics into stats (new_stats's flat arrays, or None)."""
     A, C, D = math.prod(x.shape[:ax]), x.shape[ax], math.prod(x.shape[ax + 1:])
     x3 = np.ascontiguousarray(x).reshape(A, C, D)
     grad = grad_buffers(grad_out, ["logits"], x.shape, x.dtype)[0] if return_grad else None
     rows = np.empty((A, D), dtype=np.float64)
     _k.xent_label_strided(x3, labels.reshape(A, D), None if grad is None else grad.reshape(A, C, D),
-                          cw, weight_sum(cw, C), ignore_index, eps, zl, gscale, rows,
+                          cw, weight_sum(cw, C), ignore_index, eps, zl, gscale, rows, stats,
                           _config.threads_for(x.size))
     return rows.reshape(-1), grad
 
