@@ -322,6 +322,9 @@ def _dask_version(fn, plan):
         if a.get("grad_out") is not None:
             raise ValueError("grad_out is not taken with Dask arrays: the gradients are "
                              "returned as Dask arrays (store them with da.store)")
+        if a.get("return_stats"):
+            raise ValueError("return_stats is not taken with Dask arrays yet: call "
+                             "fastloss.cross_entropy on each block (map_blocks) for per-row stats")
         return plan(fn, a)
 
     wrapper.__doc__ = (f"fastloss.{fn.__name__} on Dask arrays (lazy results; see the "

@@ -183,6 +183,8 @@ def test_bad_input():
         fld.cross_entropy(dx(X, (50, 3)), LABELS)
     with pytest.raises(ValueError, match="grad_out is not taken"):
         fld.mse_loss(dx(X), P, return_grad=True, grad_out=np.empty_like(X))
+    with pytest.raises(ValueError, match="return_stats is not taken"):
+        fld.cross_entropy(dx(X), LABELS, return_stats=True)
     with pytest.raises(ValueError, match="label_smoothing"):
         fld.cross_entropy(dx(X), LABELS, label_smoothing=2.0)      # at graph time
     with pytest.raises(ValueError, match="reduction"):
