@@ -16,8 +16,8 @@
  * fastloss.dask's blocks, XLA's threads) each take a free pool of FL_POOL_SLOTS, as
  * each would get its own OpenMP team; with every pool taken, a call runs its blocks on
  * its own thread. Pool threads spin for FL_POOL_SPIN_NS after their last block (back-to-back
- * calls find them awake), then sleep on a condition variable, woken by a job still
- * running FL_POOL_WAKE_NS after it started; they are created on first
+ * calls find them awake), then sleep on a condition variable, woken by a job whose first
+ * blocks predict FL_POOL_WAKE_NS or more on the caller alone; they are created on first
  * use, up to FL_POOL_MAX_THREADS - 1, with every signal blocked (Python handles signals on
  * its main thread), and forgotten in a child made by fork() (which gets fresh ones).
  *
@@ -40,7 +40,7 @@ typedef void (*fl_block_fn)(void *ctx, int64_t block, int tid, const void *tag);
 #define FL_POOL_SLOTS 8                 /* pools, for callers on several threads at once */
 #define FL_POOL_MAX_THREADS 256         /* threads of one job, the caller included */
 #define FL_POOL_SPIN_NS 100000          /* pool threads spin 0.1 ms after a job, then sleep */
-#define FL_POOL_WAKE_NS 200000          /* a job wakes sleeping pool threads after 0.2 ms */
+#define FL_POOL_WAKE_NS 100000          /* a job predicted to take 0.1 ms wakes sleepers */
 #define FL_POOL_CLOSED UINT32_MAX
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -214,17 +214,22 @@ static void fl_run_blocks(fl_block_fn fn, void *ctx, int64_t nblocks, int nthrea
     atomic_store_explicit(&P->nblocks, nblocks, memory_order_release);
     atomic_store_explicit(&P->nthreads, nthreads, memory_order_release);
     atomic_store(&P->ticket, g);                 /* publish: block 0 is claimable */
-    /* Spinning pool threads join at once; sleeping ones are woken only if the job is
-       still running FL_POOL_WAKE_NS later: the wake-up costs the caller a system call,
-       and the woken thread may be scheduled on the caller's own core (the other busy
-       with another library's threads), which costs a short job more than it gains. */
-    int64_t wake_at = fl_pool_now_ns() + FL_POOL_WAKE_NS;
+    /* Spinning pool threads join at once; sleeping ones are woken only once the job looks
+       long: its blocks so far, at the caller's pace, predict FL_POOL_WAKE_NS or more for the
+       whole job. A wake-up costs the caller a system call, and the woken thread may be
+       scheduled on the caller's own core (the other busy with another library's threads),
+       which costs a short job more than it gains. */
+    const int64_t start = fl_pool_now_ns();
+    int64_t mine = 0;
+    int asleep = 1;
     while (fl_pool_run_one(P, 0)) {
-        if (wake_at && atomic_load(&P->sleepers) > 0 && fl_pool_now_ns() >= wake_at) {
+        mine++;
+        if (asleep && atomic_load(&P->sleepers) > 0
+            && (fl_pool_now_ns() - start) * nblocks >= FL_POOL_WAKE_NS * mine) {
             pthread_mutex_lock(&P->lock);
             pthread_cond_broadcast(&P->wake);
             pthread_mutex_unlock(&P->lock);
-            wake_at = 0;
+            asleep = 0;
         }
     }
     /* Every block is claimed; wait for the ones pool threads are still running. */
