@@ -207,6 +207,39 @@ def test_markdown_and_dtype(capsys):
     assert "| logsumexp:fwd | 128x1024 | float64 |" in out
 
 
+def test_after_conditions(capsys, tmp_path, monkeypatch):
+    """--after: every timed call of every implementation follows the condition's untimed
+    call (counted here), a table per condition, one side by side, "after" in the JSON."""
+    seen = []
+    real = core.before_call
+
+    def counting(after):
+        fn = real(after)
+        if fn is None:
+            return None
+
+        def before():
+            seen.append(after)
+            fn()
+        return before
+    monkeypatch.setattr(core, "before_call", counting)
+    monkeypatch.setattr(core, "IDLE_REPEATS", (3, 3, 0.0))
+    path = tmp_path / "after.json"
+    rc, out, err = run_cli(capsys, "--quick", "--filter", "mse_loss:grad", "--after",
+                           "hot,matmul,idle", "--json", str(path))
+    assert rc == 0, err
+    for cond in ("after hot:", "after matmul:", "after idle:", "the same medians side by side",
+                 "matmul (x hot)", "idle (x hot)"):
+        assert cond in out
+    doc = json.loads(path.read_text())
+    assert [r["after"] for r in doc["results"]] == ["hot", "matmul", "idle"]
+    assert doc["settings"]["after"] == ["hot", "matmul", "idle"]
+    timed = {a: sum(r["repeats"].values()) for a, r in
+             ((r["after"], r) for r in doc["results"])}
+    assert seen.count("matmul") == timed["matmul"] and seen.count("idle") == timed["idle"]
+    assert timed["idle"] == 3 * len(doc["results"][2]["repeats"])
+
+
 def test_list(capsys):
     rc, out, _ = run_cli(capsys, "--list")
     assert rc == 0
@@ -220,6 +253,7 @@ def test_list(capsys):
     (["--threads", "0"], "thread counts must be positive integers"),
     (["--threads", "two"], "thread counts must be positive integers"),
     (["--dtype", "float16"], "dtype must be one of float32, float64"),
+    (["--after", "lunch"], "--after takes hot, matmul, idle"),
     (["--json", "/nonexistent-dir/x.json"], "--json: the folder"),
 ])
 def test_bad_arguments_exit_2(capsys, args, message):
