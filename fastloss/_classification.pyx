@@ -305,9 +305,10 @@ def softmax_rows_half(int kind, const uint16_t[:, ::1] x, uint16_t[:, ::1] out, 
     """softmax_rows on half rows, a block at a time through float32 scratch (as xent_half)."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
     cdef int64_t rpb = rows_per_block(C)
-    cdef float[:, ::1] scratch = np.empty((n_threads, scratch_row(rpb * C * 4, 4)), np.float32)
+    cdef float[:, ::1] scratch
     if n == 0:
         return
+    scratch = np.empty((n_threads, scratch_row(rpb * C * 4, 4)), np.float32)
     cdef uint16_t *op = &out[0, 0] if out is not None else NULL
     cdef SoftmaxJob job = SoftmaxJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], out=op, log_out=log_out,
                                      lse=&lse[0], scratch=&scratch[0, 0], width=scratch.shape[1],

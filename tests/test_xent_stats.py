@@ -1,8 +1,9 @@
 """cross_entropy(..., return_stats=True): per-row log-sum-exp, argmax and correct from the
 row kernels' own pass, against a NumPy float64 logsumexp (scipy's rule) and np.argmax on the
-same inputs, on every kernel path (short rows, long rows in chunks, rows too long to keep, soft-capped rows,
-a class axis that is not last, probability targets, half inputs) and SIMD level; the loss
-and the gradient are the same bits with and without the statistics, for any thread count."""
+same inputs, on every kernel path (short rows, long rows in chunks, rows too long to keep,
+soft-capped rows, a class axis that is not last, probability targets, half inputs) and SIMD
+level; the loss and the gradient are the same bits with and without the statistics, for any
+thread count."""
 import numpy as np
 import pytest
 
