@@ -228,15 +228,21 @@ def check_class_weight(weight, n_classes, dtype, name="weight"):
     return cw
 
 
-def check_label_array(target, row_shape, n_classes, ignore_index, name="target", against=""):
+def check_label_array(target, row_shape, n_classes, ignore_index, name="target", against="",
+                      where=None):
     """Integer labels of shape row_shape, each in [0, n_classes) or ignore_index, as a flat
-    int64 array, and the boolean mask of the rows that count (label != ignore_index)."""
+    int64 array, and the boolean mask of the rows that count (label != ignore_index and,
+    with `where` (boolean, row_shape), where True; the others' labels become ignore_index)."""
     labels = as_labels(target, name)
     if labels.shape != tuple(row_shape):
         raise ValueError(f"{name} labels have shape {labels.shape}, expected {tuple(row_shape)}"
                          + (f" ({against})" if against else ""))
     labels = labels.reshape(-1)
     counted = labels != ignore_index
+    if where is not None and not where.all():
+        where = where.reshape(-1)
+        counted &= where
+        labels = np.where(where, labels, ignore_index)
     bad = counted & ((labels < 0) | (labels >= n_classes))
     if bad.any():
         i = int(np.argmax(bad))

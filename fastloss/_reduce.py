@@ -22,10 +22,13 @@ def float64_sums():
 
 
 def grad_scale(reduction, denom):
-    """The factor the kernels apply to the gradient of the sum of the per-item losses."""
+    """The factor the kernels apply to the gradient of the sum of the per-item losses
+    (times a masked call's own factor: _mask.independent)."""
+    masked = _config.local("masked")
+    k = 1.0 if masked is None else masked.gscale
     if reduction != "mean":
-        return 1.0
-    return 1.0 / denom if denom else math.inf
+        return k
+    return k / denom if denom else math.inf
 
 
 def reduce_total(total, denom, reduction, dtype):
@@ -39,8 +42,12 @@ def reduce_total(total, denom, reduction, dtype):
 
 def reduce_rows(rows, shape, denom, reduction, dtype):
     """The loss from float64 per-row losses (row kernels): "none" gives them in the
-    compute dtype with the given shape."""
+    compute dtype with the given shape (float64 in a masked call, which sums them)."""
     if reduction == "none":
+        masked = _config.local("masked")
+        if masked is not None:
+            masked.dtype = dtype
+            return rows.reshape(shape)
         return rows.astype(dtype).reshape(shape)
     return reduce_total(float(np.sum(rows)), denom, reduction, dtype)
 
@@ -49,5 +56,7 @@ def reduce_elements(total, elem, shape, denom, reduction, dtype):
     """The loss from an elementwise kernel's float64 total and its per-element losses
     (elem, written only for "none")."""
     if reduction == "none":
+        if _config.local("masked") is not None:
+            _config.local("masked").dtype = dtype
         return elem.reshape(shape)
     return reduce_total(total, denom, reduction, dtype)

@@ -10,10 +10,13 @@ from ._checks import check_label_array, half_bits, half_kind
 
 
 def prepare_labels(target, row_shape, n_classes, ignore_index, class_weight=None, name="target",
-                   against=""):
+                   against="", where=None):
     """Checked flat int64 labels and the "mean" denominator: the number of counted rows,
-    or the sum of their class weights (PyTorch's rule)."""
-    labels, counted = check_label_array(target, row_shape, n_classes, ignore_index, name, against)
+    or the sum of their class weights (PyTorch's rule). where (a boolean array of
+    row_shape, or None): rows where it is False count for nothing, as ignore_index rows
+    (their labels become ignore_index, unchecked)."""
+    labels, counted = check_label_array(target, row_shape, n_classes, ignore_index, name, against,
+                                        where)
     if class_weight is None:
         return labels, float(np.count_nonzero(counted))
     return labels, float(np.sum(class_weight[labels[counted]], dtype=np.float64))

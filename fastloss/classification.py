@@ -18,6 +18,7 @@ from ._checks import (as_float_array, check_axis, check_broadcast, check_class_a
                       check_linear_layer, check_names, check_no_overlap, check_real,
                       check_reduction, check_same_shape, compute_dtype, half_bits, half_kind,
                       result_dtype)
+from ._mask import check_where, document, independent
 from ._layout import as_rows, flat_full, grad_buffers, grad_rows, periodic
 from ._reduce import grad_scale, reduce_elements, reduce_rows
 from ._xent import label_rows, new_stats, prepare_labels, prob_rows, weight_sum
@@ -41,8 +42,8 @@ class CrossEntropyStats(NamedTuple):
 
 
 def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, label_smoothing=0.0,
-                  z_loss=0.0, softcap=None, reduction="mean", return_grad=False, grad_out=None,
-                  return_stats=False):
+                  z_loss=0.0, softcap=None, where=None, reduction="mean", return_grad=False,
+                  grad_out=None, return_stats=False):
     r"""Softmax cross-entropy between logits and integer labels or probability targets.
 
     Integer ``target`` means class labels, float ``target`` probabilities: the dtype decides.
@@ -177,7 +178,8 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     row_shape = x.shape[:ax] + x.shape[ax + 1:]
     if t.dtype.kind in "iu":
         labels, denom = prepare_labels(t, row_shape, C, ignore_index, cw,
-                                       against=f"logits {x.shape} without axis {axis}")
+                                       against=f"logits {x.shape} without axis {axis}",
+                                       where=None if where is None else check_where(where, row_shape))
     elif t.dtype.kind == "f" or half_kind(t.dtype) is not None:
         if t.shape == row_shape != x.shape:
             raise ValueError(f"target is {t.dtype} with the shape of labels {t.shape}: the dtype "
@@ -188,6 +190,13 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
         check_same_shape(x, "logits", probs, "probability target")
         labels = None
         denom = float(math.prod(row_shape))
+        if where is not None:
+            return independent(
+                lambda: cross_entropy(logits, target, axis=axis, weight=weight, label_smoothing=eps,
+                                      z_loss=zl, softcap=softcap, reduction="none",
+                                      return_grad=return_grad, grad_out=grad_out,
+                                      return_stats=return_stats),
+                where, row_shape, reduction, return_grad, axes=[(ax,)], stats=return_stats)
     else:
         raise TypeError(f"target must be integer labels or float probabilities (the dtype "
                         f"decides), got dtype {t.dtype}")
@@ -260,7 +269,7 @@ _LINEAR_GRADS = ("input", "linear_weight", "linear_bias")
 
 def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
                          ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None,
-                         reduction="mean", return_grad=False, grad_out=None, grad_wrt=None,
+                         where=None, reduction="mean", return_grad=False, grad_out=None, grad_wrt=None,
                          block_bytes=None):
     r"""The language-model head and its cross-entropy without the (N, V) logits.
 
@@ -282,7 +291,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
         Integer labels.
     linear_bias : array_like, shape (V,), optional
         The head's bias.
-    weight, ignore_index, label_smoothing, z_loss, softcap, reduction
+    weight, ignore_index, label_smoothing, z_loss, softcap, where, reduction
         As :func:`cross_entropy`.
     return_grad : bool, default False
         Return ``(loss, grads)``, the gradients named by `grad_wrt` in argument order.
@@ -347,7 +356,8 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     ignore_index = int(ignore_index)
     row_shape = h.shape[:-1]
     labels, denom = prepare_labels(target, row_shape, V, ignore_index, cw,
-                                   against=f"input {h.shape} without its last axis")
+                                   against=f"input {h.shape} without its last axis",
+                                   where=None if where is None else check_where(where, row_shape))
     budget = (LINEAR_BLOCK_BYTES if block_bytes is None
               else int(check_real(block_bytes, "block_bytes", V * dtype.itemsize, finite=True)))
     R = budget // (V * dtype.itemsize)
@@ -487,7 +497,7 @@ def _sigmoid_setup(logits, target, reduction, return_grad, grad_out):
     return x, flat_full(x, x.shape), flat_full(t, x.shape), reduction, g
 
 
-def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
+def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None, where=None,
                                      reduction="mean", return_grad=False, grad_out=None):
     r"""PyTorch's binary_cross_entropy_with_logits (soft targets allowed, no clamping).
 
@@ -536,6 +546,10 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     >>> print(round(float(loss), 4), np.round(grad, 4))
     0.3048 [-0.0896  0.0397 -0.1258]
     """
+    if where is not None:
+        return independent(lambda: binary_cross_entropy_with_logits(
+            logits, target, weight=weight, pos_weight=pos_weight, reduction="none",
+            return_grad=return_grad, grad_out=grad_out), where, np.shape(logits), reduction, return_grad)
     x, xf, tf, reduction, g = _sigmoid_setup(logits, target, reduction, return_grad, grad_out)
     wa, pwa = _weight(weight, x, "weight"), _weight(pos_weight, x, "pos_weight")
     check_no_overlap([("grad_out", g)], [("weight", wa), ("pos_weight", pwa)])
@@ -557,7 +571,7 @@ def _weight(w, x, name):
     return w
 
 
-def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean",
+def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, where=None, reduction="mean",
                        return_grad=False, grad_out=None):
     r"""torchvision's sigmoid_focal_loss.
 
@@ -605,6 +619,10 @@ def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, reduction="mean
     >>> print(round(float(loss), 4), np.round(grad, 4))
     0.008 [-0.0044  0.0012 -0.0115]
     """
+    if where is not None:
+        return independent(lambda: sigmoid_focal_loss(
+            logits, target, alpha=alpha, gamma=gamma, reduction="none", return_grad=return_grad,
+            grad_out=grad_out), where, np.shape(logits), reduction, return_grad)
     x, xf, tf, reduction, g = _sigmoid_setup(logits, target, reduction, return_grad, grad_out)
     a = check_real(alpha, "alpha", high=1.0)
     gm = check_real(gamma, "gamma", 0.0)
@@ -781,3 +799,7 @@ def log_softmax(x, *, axis=-1, out=None):
     [-2.4076 -1.4076 -0.4076]
     """
     return _softmax_call(x, axis, out, True, True)[2]
+
+
+for _fn, _items in ((cross_entropy, "row"), (binary_cross_entropy_with_logits, "element"), (sigmoid_focal_loss, "element")):
+    document(_fn, _items)

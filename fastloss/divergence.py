@@ -11,10 +11,11 @@ import numpy as np
 
 from . import _config
 from . import _divergence as _k
-from ._checks import (as_float_array, check_class_axis, check_grad_outs, check_grad_request,
+from ._checks import (as_float_array, as_labels, check_class_axis, check_grad_outs, check_grad_request,
                       check_no_overlap, check_real, check_reduction, check_same_shape,
                       check_temperature, compute_dtype, half_bits, half_kind)
 from ._layout import as_rows, grad_rows
+from ._mask import check_where, document, independent
 from ._reduce import grad_scale, reduce_rows
 from ._xent import label_rows, prepare_labels
 # The Gaussian family first lived here: its names stay importable from this module.
@@ -57,6 +58,18 @@ def _pair_call(kind, a, b, ax, inv_t, beta, reduction, return_grad, grad_out, na
     return (loss, (fa(ga), fb(gb))) if return_grad else loss
 
 
+def _row_mask(labels, ignore_index, where, row_shape):
+    """The rows that count, as a where mask of row_shape: where, and labels !=
+    ignore_index when labels are given (None when neither is)."""
+    if labels is None:
+        return where
+    keep = as_labels(labels, "labels")
+    if keep.shape != row_shape:
+        raise ValueError(f"labels have shape {keep.shape}, expected the rows' shape {row_shape}")
+    keep = keep != int(ignore_index)
+    return keep if where is None else check_where(where, row_shape) & keep
+
+
 def _pair_rows(kind, a2, b2, ga, gb, *args):
     """_divergence.pair_rows, or its half version for half rows (float16, bfloat16)."""
     hk = half_kind(a2.dtype)
@@ -67,7 +80,8 @@ def _pair_rows(kind, a2, b2, ga, gb, *args):
 
 # --- discrete distributions -----------------------------------------------------------
 
-def entropy(logits, *, axis=-1, reduction="mean", return_grad=False, grad_out=None):
+def entropy(logits, *, axis=-1, labels=None, ignore_index=-100, where=None, reduction="mean",
+            return_grad=False, grad_out=None):
     r"""Shannon entropy H(softmax(logits)) of each distribution along `axis` (nats).
 
     Parameters
@@ -114,6 +128,12 @@ def entropy(logits, *, axis=-1, reduction="mean", return_grad=False, grad_out=No
     check_grad_request(return_grad, grad_out)
     x = as_float_array(logits, "logits", half=True)
     ax = check_class_axis(x, axis, "logits")
+    row_shape = x.shape[:ax] + x.shape[ax + 1:]
+    m = _row_mask(labels, ignore_index, where, row_shape)
+    if m is not None:
+        return independent(lambda: entropy(x, axis=axis, reduction="none", return_grad=return_grad,
+                                           grad_out=grad_out), m, row_shape, reduction,
+                           return_grad, axes=[(ax,)])
     x2 = as_rows(x, ax)
     n = x2.shape[0]
     g2 = None
@@ -127,12 +147,12 @@ def entropy(logits, *, axis=-1, reduction="mean", return_grad=False, grad_out=No
         _k.entropy(x2, g2, *args)
     else:
         _k.entropy_half(half_kind(x.dtype), half_bits(x2), half_bits(g2), *args)
-    loss = reduce_rows(rows, x.shape[:ax] + x.shape[ax + 1:], n, reduction, compute_dtype(x))
+    loss = reduce_rows(rows, row_shape, n, reduction, compute_dtype(x))
     return (loss, finish(g2)) if return_grad else loss
 
 
-def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, reduction="mean",
-                  return_grad=False, grad_out=None):
+def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, labels=None, ignore_index=-100,
+                  where=None, reduction="mean", return_grad=False, grad_out=None):
     r"""KL(softmax(p_logits / T) || softmax(q_logits / T)) of each distribution along `axis`.
 
     No T**2 factor (see :func:`distillation_loss`). +inf where q has no mass on p's support;
@@ -192,12 +212,18 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, reduction="me
     check_grad_request(return_grad, grad_out)
     t = check_temperature(temperature)
     a, b, ax = _pair_setup(p_logits, q_logits, axis, ("p_logits", "q_logits"))
+    m = _row_mask(labels, ignore_index, where, a.shape[:ax] + a.shape[ax + 1:])
+    if m is not None:
+        return independent(lambda: kl_divergence(a, b, axis=axis, temperature=t, reduction="none",
+                                                 return_grad=return_grad, grad_out=grad_out),
+                           m, m.shape, reduction, return_grad, axes=[(ax,), (ax,)])
     return _pair_call("kl", a, b, ax, 1.0 / t, 0.5, reduction, return_grad, grad_out,
                       ["p_logits", "q_logits"])
 
 
-def js_divergence(p_logits, q_logits, *, beta=0.5, axis=-1, temperature=1.0, reduction="mean",
-                  return_grad=False, grad_out=None):
+def js_divergence(p_logits, q_logits, *, beta=0.5, axis=-1, temperature=1.0, labels=None,
+                  ignore_index=-100, where=None, reduction="mean", return_grad=False,
+                  grad_out=None):
     r"""Generalised Jensen-Shannon divergence of p = softmax(p_logits / T) and
     q = softmax(q_logits / T) along `axis`.
 
@@ -250,12 +276,19 @@ def js_divergence(p_logits, q_logits, *, beta=0.5, axis=-1, temperature=1.0, red
     t = check_temperature(temperature)
     bt = check_real(beta, "beta", 0.0, 1.0)
     a, b, ax = _pair_setup(p_logits, q_logits, axis, ("p_logits", "q_logits"))
+    m = _row_mask(labels, ignore_index, where, a.shape[:ax] + a.shape[ax + 1:])
+    if m is not None:
+        return independent(lambda: js_divergence(a, b, beta=bt, axis=axis, temperature=t,
+                                                 reduction="none", return_grad=return_grad,
+                                                 grad_out=grad_out),
+                           m, m.shape, reduction, return_grad, axes=[(ax,), (ax,)])
     return _pair_call("js", a, b, ax, 1.0 / t, bt, reduction, return_grad, grad_out,
                       ["p_logits", "q_logits"])
 
 
 def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target=None, alpha=0.5,
-                      axis=-1, ignore_index=-100, reduction="mean", return_grad=False, grad_out=None):
+                      axis=-1, ignore_index=-100, where=None, reduction="mean", return_grad=False,
+                      grad_out=None):
     r"""Hinton's knowledge-distillation loss, per distribution along `axis`.
 
     ``T**2 * KL(softmax(teacher / T) || softmax(student / T))``, and with hard labels
@@ -323,6 +356,12 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
     al = check_real(alpha, "alpha", 0.0, 1.0)
     s, t, ax = _pair_setup(student_logits, teacher_logits, axis, ("student_logits", "teacher_logits"))
     row_shape = s.shape[:ax] + s.shape[ax + 1:]
+    if where is not None:
+        counted = None if target is None else np.asarray(target) != int(ignore_index)
+        return independent(lambda: distillation_loss(
+            s, t, temperature=T, target=target, alpha=al, axis=axis, ignore_index=ignore_index,
+            reduction="none", return_grad=return_grad, grad_out=grad_out),
+            where, row_shape, reduction, return_grad, axes=[(ax,)], item_weight=counted)
     s2, t2 = as_rows(s, ax), as_rows(t, ax)
     n = s2.shape[0]
     labels = None
@@ -356,3 +395,14 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
         rows += (w_kl * T * T) * kl
     loss = reduce_rows(rows, row_shape, denom, reduction, compute_dtype(s))
     return (loss, finish(g2)) if return_grad else loss
+
+
+_IGNORE_NOTE = """    labels : array_like of int, optional
+        The rows' labels (logits' shape without `axis`), e.g. a language model's targets
+        with padding: only compared with `ignore_index`.
+    ignore_index : int, default -100
+        With `labels`, rows whose label is ignore_index count for nothing (as `where`).
+"""
+for _fn in (entropy, kl_divergence, js_divergence):
+    document(_fn, "row", _IGNORE_NOTE)
+document(distillation_loss, "row")

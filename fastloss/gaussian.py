@@ -17,6 +17,7 @@ from . import _gaussian as _k
 from ._checks import (as_float_array, check_broadcast, check_choice, check_covariance,
                       check_grad_out, check_grad_outs, check_grad_request, check_no_overlap,
                       check_real, check_reduction, check_var_layout, grad_out_names, result_dtype)
+from ._mask import broadcast_inputs, document, independent
 from ._layout import BroadcastGrad, flat_full, row_sums, unbroadcast
 from ._reduce import grad_scale, reduce_elements, reduce_rows, reduce_total
 
@@ -61,8 +62,8 @@ def _broadcast_shape(arrays, names):
 
 # --- continuous distributions ---------------------------------------------------------
 
-def gaussian_kl(mu_p, logvar_p, mu_q=None, logvar_q=None, *, reduction="mean", return_grad=False,
-                grad_out=None):
+def gaussian_kl(mu_p, logvar_p, mu_q=None, logvar_q=None, *, where=None, reduction="mean",
+                return_grad=False, grad_out=None):
     r"""KL(N(mu_p, exp(logvar_p)) || N(mu_q, exp(logvar_q))) of diagonal Gaussians.
 
     Summed over the last axis (the latent dimensions) and reduced over the others; q
@@ -131,6 +132,12 @@ def gaussian_kl(mu_p, logvar_p, mu_q=None, logvar_q=None, *, reduction="mean", r
         raise ValueError("mu_p must have at least one dimension (the latent dimensions)")
     D = shape[-1]
     row_shape = shape[:-1]
+    if where is not None:
+        return broadcast_inputs(
+            lambda *full: gaussian_kl(**dict(zip(names, full)), reduction="none",
+                                      return_grad=return_grad),
+            where, row_shape, reduction, return_grad, grad_out, arrs, names, [shape] * len(arrs),
+            dtype)
     nrows = math.prod(row_shape)
     flat = dict(zip(names, (flat_full(a, shape) for a in arrs)))
     grads = {}
@@ -176,7 +183,8 @@ def _cholesky(c, name):
         raise _spd_error(c, name) from None
 
 
-def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, reduction="mean", return_grad=False, grad_out=None):
+def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, where=None, reduction="mean", return_grad=False,
+           grad_out=None):
     r"""KL(N(mu_p, cov_p) || N(mu_q, cov_q)) of full-covariance multivariate normals.
 
     Computed through Cholesky factors and triangular solves (LAPACK, in float64, returned in
@@ -258,6 +266,11 @@ def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, reduction="mean", return_grad=False, gra
     except ValueError:
         raise ValueError(f"batch shapes do not broadcast together: mu_p {mp.shape[:-1]}, "
                          f"cov_p {sp.shape[:-2]}, mu_q {mq.shape[:-1]}, cov_q {sq.shape[:-2]}") from None
+    if where is not None:
+        return broadcast_inputs(
+            lambda *full: mvn_kl(*full, reduction="none", return_grad=return_grad), where, batch,
+            reduction, return_grad, grad_out, arrs, list(names),
+            [batch + (d,), batch + (d, d)] * 2, dtype)
     Sp, Sq = check_covariance(sp, "cov_p"), check_covariance(sq, "cov_q")
     outs = check_grad_outs(grad_out, list(names)) if return_grad else None
     if return_grad:
@@ -303,7 +316,7 @@ def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, reduction="mean", return_grad=False, gra
     return loss, tuple(res)
 
 
-def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, reduction="mean",
+def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, where=None, reduction="mean",
              return_grad=False, grad_out=None):
     r"""VAE loss per sample (axis 0 is the batch).
 
@@ -373,6 +386,10 @@ def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, reduction="mea
     if m.shape[0] != r.shape[0]:
         raise ValueError(f"mu has batch size {m.shape[0]}, recon has {r.shape[0]} (axis 0)")
     B = r.shape[0]
+    if where is not None:
+        return independent(lambda: vae_loss(r, xt, m, lv, recon_loss=recon_loss, beta=bt,
+                                            reduction="none", return_grad=return_grad,
+                                            grad_out=grad_out), where, (B,), reduction, return_grad)
     Dr, Dz = math.prod(r.shape[1:]), math.prod(m.shape[1:])
     rf, xf = flat_full(r, r.shape), flat_full(xt, r.shape)
     mf, lvf = flat_full(m, m.shape), flat_full(lv, m.shape)
@@ -404,7 +421,7 @@ def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, reduction="mea
     return loss, (gr.result(), gm.result(), glv.result())
 
 
-def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, reduction="mean",
+def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, where=None, reduction="mean",
                       return_grad=False, grad_out=None):
     r"""PyTorch's gaussian_nll_loss.
 
@@ -468,6 +485,14 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, reduction="me
     layout = check_var_layout(va, shape)
     if va.size and np.min(va) < 0:
         raise ValueError("var has negative entries (variances must be >= 0)")
+    if where is not None:
+        # var per row as (..., 1), so that it broadcasts against input
+        vb = va.reshape(shape[:-1] + (1,)) if layout == "row" else va
+        return broadcast_inputs(
+            lambda xf, vf: gaussian_nll_loss(xf, ta, vf, full=full, eps=e, reduction="none",
+                                             return_grad=return_grad),
+            where, shape, reduction, return_grad, grad_out, [xa, vb], ["input", "var"],
+            [shape, shape], dtype, in_shapes=[shape, va.shape])
     n = xa.size
     D = shape[-1] if len(shape) else 1
     nrows = n // D if D else math.prod(shape[:-1])
@@ -500,3 +525,9 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, reduction="me
     if not return_grad:
         return loss
     return loss, (gx.result(), gv.result())
+
+
+document(gaussian_kl, "distribution")
+document(mvn_kl, "distribution")
+document(vae_loss, "sample")
+document(gaussian_nll_loss, "element")

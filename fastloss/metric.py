@@ -19,6 +19,7 @@ from ._checks import (as_float_array, as_labels, check_choice, check_grad_reques
                       check_no_overlap, check_real, check_reduction, check_same_shape,
                       check_temperature, grad_out_names, result_dtype)
 from ._layout import grad_buffers
+from ._mask import compact, document, independent
 from ._reduce import grad_scale, reduce_rows
 from ._xent import label_rows
 
@@ -196,7 +197,8 @@ def _direct(v, w, metric):
 # --- triplet margin loss ----------------------------------------------------------------
 
 def triplet_margin_loss(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e-6, swap=False,
-                        squared=False, reduction="mean", return_grad=False, grad_out=None):
+                        squared=False, where=None, reduction="mean", return_grad=False,
+                        grad_out=None):
     r"""PyTorch's triplet_margin_loss: ``max(d(a, p) - d(a, n) + margin, 0)`` per triplet.
 
     Parameters
@@ -275,6 +277,10 @@ def triplet_margin_loss(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e
     shape = a.shape
     D = shape[-1]
     N = 1 if a.ndim == 1 else shape[0]
+    if where is not None:
+        return independent(lambda: triplet_margin_loss(
+            a, pos, neg, margin=m, p=pe, eps=e, swap=swap, squared=squared, reduction="none",
+            return_grad=return_grad, grad_out=grad_out), where, shape[:-1], reduction, return_grad)
     a2, p2, n2 = (np.ascontiguousarray(t, dtype=dtype).reshape(N, D) for t in (a, pos, neg))
     kind = {1.0: _k.PNORM_1, 2.0: _k.PNORM_2, math.inf: _k.PNORM_INF}.get(pe, _k.PNORM_GEN)
     gs = grad_scale(reduction, N)
@@ -293,7 +299,7 @@ def triplet_margin_loss(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e
 # --- batch-hard / batch-all triplet loss ------------------------------------------------
 
 def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mining="hard",
-                            reduction="mean", return_grad=False, grad_out=None):
+                            where=None, reduction="mean", return_grad=False, grad_out=None):
     r"""Triplet loss with triplets mined inside the batch from integer labels.
 
     Hermans et al. 2017; distances Euclidean (or squared with ``squared=True``).
@@ -364,6 +370,11 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
     if lab.shape != (N,):
         raise ValueError(f"labels must have shape ({N},) (one per embedding row), got {lab.shape}")
     m = check_real(margin, "margin", 0.0)
+    if where is not None:
+        return compact(lambda e, y: batch_hard_triplet_loss(
+            e, y, margin=m, squared=squared, mining=mining, reduction=reduction,
+            return_grad=return_grad), where, N, reduction, return_grad, grad_out, [E],
+            ["embeddings"], others=[lab])
     dtype = E.dtype
     E = np.ascontiguousarray(E)
     lab32 = np.unique(lab, return_inverse=True)[1].reshape(-1).astype(np.int32)
@@ -456,9 +467,10 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
 
 # --- InfoNCE / CLIP ---------------------------------------------------------------------
 
-def _views_setup(x1, x2, names, temperature, reduction, return_grad, grad_out):
+def _views_setup(x1, x2, names, temperature, reduction, return_grad, grad_out, where=None):
     """Two checked (N, D) views (N >= 2) as C-contiguous arrays of one dtype, the
-    temperature, the reduction and the gradient buffers (or None)."""
+    temperature, the reduction and the gradient buffers (or None; also with `where`, whose
+    call allocates its own)."""
     reduction = check_reduction(reduction)
     check_grad_request(return_grad, grad_out)
     a = check_matrix(x1, names[0], min_rows=2)
@@ -468,7 +480,9 @@ def _views_setup(x1, x2, names, temperature, reduction, return_grad, grad_out):
     dtype = result_dtype(a, b)
     a = np.ascontiguousarray(a, dtype=dtype)
     b = np.ascontiguousarray(b, dtype=dtype)
-    grads = grad_buffers(grad_out, list(names), a.shape, dtype) if return_grad else None
+    if where is not None or not return_grad:
+        return a, b, t, reduction, None
+    grads = grad_buffers(grad_out, list(names), a.shape, dtype)
     if grad_out is not None:
         check_no_overlap(grad_out_names(grads), list(zip(names, (a, b))))
     return a, b, t, reduction, grads
@@ -595,7 +609,7 @@ def _logit_grad_back(dS, qs, kh, r0, gq, gk, full):
 
 
 def info_nce_loss(query, key, *, temperature=0.07, symmetric=False, normalize=True,
-                  reduction="mean", return_grad=False, grad_out=None):
+                  where=None, reduction="mean", return_grad=False, grad_out=None):
     r"""InfoNCE: softmax cross-entropy of ``q k^T / temperature`` with row i's positive at column i.
 
     Parameters
@@ -647,7 +661,12 @@ def info_nce_loss(query, key, *, temperature=0.07, symmetric=False, normalize=Tr
     0.1715
     """
     q, k, t, reduction, grads = _views_setup(query, key, ("query", "key"), temperature, reduction,
-                                             return_grad, grad_out)
+                                             return_grad, grad_out, where)
+    if where is not None:
+        return compact(lambda q_, k_: info_nce_loss(
+            q_, k_, temperature=t, symmetric=symmetric, normalize=normalize, reduction=reduction,
+            return_grad=return_grad), where, q.shape[0], reduction, return_grad, grad_out, [q, k],
+            ["query", "key"])
     N, dtype = q.shape[0], q.dtype
     ntv = _config.threads_for(q.size)
     nt = _config.threads_for(N * N)
@@ -669,7 +688,8 @@ def info_nce_loss(query, key, *, temperature=0.07, symmetric=False, normalize=Tr
 
 # --- NT-Xent (SimCLR) -------------------------------------------------------------------
 
-def nt_xent_loss(z1, z2, *, temperature=0.5, reduction="mean", return_grad=False, grad_out=None):
+def nt_xent_loss(z1, z2, *, temperature=0.5, where=None, reduction="mean", return_grad=False,
+                 grad_out=None):
     r"""SimCLR's NT-Xent loss over the 2N views ``z = [z1; z2]``.
 
     Parameters
@@ -715,7 +735,12 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, reduction="mean", return_grad=False
     0.322
     """
     a, b, t, reduction, grads = _views_setup(z1, z2, ("z1", "z2"), temperature, reduction,
-                                             return_grad, grad_out)
+                                             return_grad, grad_out, where)
+    if where is not None:
+        return compact(lambda a_, b_: nt_xent_loss(a_, b_, temperature=t, reduction=reduction,
+                                                   return_grad=return_grad),
+                       where, a.shape[0], reduction, return_grad, grad_out, [a, b], ["z1", "z2"],
+                       none_repeat=2)
     (N, D), dtype = a.shape, a.dtype
     n2 = 2 * N
     ntv = _config.threads_for(a.size)
@@ -755,3 +780,12 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, reduction="mean", return_grad=False
     _k.normalize_grad(a, np.ascontiguousarray(gz[:N]), grads[0], NORMALIZE_EPS, scale, ntv)
     _k.normalize_grad(b, np.ascontiguousarray(gz[N:]), grads[1], NORMALIZE_EPS, scale, ntv)
     return loss, tuple(grads)
+
+
+document(triplet_margin_loss, "triplet")
+_COMPACT_NOTE = ("        A masked sample leaves the batch: it is neither an anchor nor a negative (nor,\n"
+                 "        for labels, a positive).\n")
+for _fn in (batch_hard_triplet_loss, info_nce_loss):
+    document(_fn, "sample", _COMPACT_NOTE)
+document(nt_xent_loss, "pair", "        Shape (N,): a masked pair's two views leave the batch (neither anchors nor\n"
+                               "        negatives); ``\"none\"`` holds 0 at both.\n")

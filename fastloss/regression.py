@@ -14,6 +14,7 @@ from . import _regression as _k
 from ._checks import (as_float_array, check_broadcast, check_grad_request, check_no_overlap,
                       check_real, check_reduction, check_same_shape)
 from ._layout import flat_full, grad_buffers, periodic
+from ._mask import check_where, document, independent
 from ._reduce import grad_scale, reduce_elements
 
 __all__ = ["mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "log_cosh_loss",
@@ -24,7 +25,7 @@ _config.register_kernels(_k)
 
 # --- elementwise losses ---------------------------------------------------------------
 
-def _elementwise(name, input, target, param, weight, reduction, return_grad, grad_out):
+def _elementwise(name, input, target, param, weight, where, reduction, return_grad, grad_out):
     x = as_float_array(input, "input")
     reduction = check_reduction(reduction)
     check_grad_request(return_grad, grad_out)
@@ -41,6 +42,10 @@ def _elementwise(name, input, target, param, weight, reduction, return_grad, gra
         # sum of the broadcast weights: the period's C-ordered weights (so the sum does not
         # depend on the weight's memory layout), each repeated n / period times
         denom = float(np.sum(w[:period], dtype=np.float64)) * (n // period) if n else 0.0
+    if where is not None:
+        return independent(lambda: _elementwise(name, x, t, param, wa, None, "none", return_grad,
+                                                grad_out), where, x.shape, reduction, return_grad,
+                           item_weight=wa)
     g = grad_buffers(grad_out, ["input"], x.shape, x.dtype)[0] if return_grad else None
     if grad_out is not None:
         check_no_overlap([("grad_out", g)], [("input", x), ("target", t), ("weight", wa)],
@@ -101,8 +106,8 @@ def _elementwise_doc(summary, math, notes, params="", example=""):
 """ + example
 
 
-def mse_loss(input, target, *, weight=None, reduction="mean", return_grad=False, grad_out=None):
-    return _elementwise("mse", input, target, 0.0, weight, reduction, return_grad, grad_out)
+def mse_loss(input, target, *, weight=None, where=None, reduction="mean", return_grad=False, grad_out=None):
+    return _elementwise("mse", input, target, 0.0, weight, where, reduction, return_grad, grad_out)
 
 
 mse_loss.__doc__ = _elementwise_doc(
@@ -116,8 +121,8 @@ mse_loss.__doc__ = _elementwise_doc(
     """)
 
 
-def l1_loss(input, target, *, weight=None, reduction="mean", return_grad=False, grad_out=None):
-    return _elementwise("l1", input, target, 0.0, weight, reduction, return_grad, grad_out)
+def l1_loss(input, target, *, weight=None, where=None, reduction="mean", return_grad=False, grad_out=None):
+    return _elementwise("l1", input, target, 0.0, weight, where, reduction, return_grad, grad_out)
 
 
 l1_loss.__doc__ = _elementwise_doc(
@@ -131,10 +136,10 @@ l1_loss.__doc__ = _elementwise_doc(
     """)
 
 
-def huber_loss(input, target, *, delta=1.0, weight=None, reduction="mean", return_grad=False,
+def huber_loss(input, target, *, delta=1.0, weight=None, where=None, reduction="mean", return_grad=False,
                grad_out=None):
     d = check_real(delta, "delta", 0.0, low_open=True)
-    return _elementwise("huber", input, target, d, weight, reduction, return_grad, grad_out)
+    return _elementwise("huber", input, target, d, weight, where, reduction, return_grad, grad_out)
 
 
 huber_loss.__doc__ = _elementwise_doc(
@@ -154,10 +159,10 @@ huber_loss.__doc__ = _elementwise_doc(
     """)
 
 
-def smooth_l1_loss(input, target, *, beta=1.0, weight=None, reduction="mean", return_grad=False,
+def smooth_l1_loss(input, target, *, beta=1.0, weight=None, where=None, reduction="mean", return_grad=False,
                    grad_out=None):
     b = check_real(beta, "beta", 0.0)
-    return _elementwise("smooth_l1", input, target, b, weight, reduction, return_grad, grad_out)
+    return _elementwise("smooth_l1", input, target, b, weight, where, reduction, return_grad, grad_out)
 
 
 smooth_l1_loss.__doc__ = _elementwise_doc(
@@ -176,9 +181,9 @@ smooth_l1_loss.__doc__ = _elementwise_doc(
     """)
 
 
-def log_cosh_loss(input, target, *, weight=None, reduction="mean", return_grad=False,
+def log_cosh_loss(input, target, *, weight=None, where=None, reduction="mean", return_grad=False,
                   grad_out=None):
-    return _elementwise("log_cosh", input, target, 0.0, weight, reduction, return_grad, grad_out)
+    return _elementwise("log_cosh", input, target, 0.0, weight, where, reduction, return_grad, grad_out)
 
 
 log_cosh_loss.__doc__ = _elementwise_doc(
@@ -203,7 +208,7 @@ def _as_boxes(a, name, dtype=None):
     return b
 
 
-def _box(kind, boxes1, boxes2, eps, reduction, return_grad, grad_out):
+def _box(kind, boxes1, boxes2, eps, where, reduction, return_grad, grad_out):
     b1 = _as_boxes(boxes1, "boxes1")
     b2 = _as_boxes(boxes2, "boxes2", b1.dtype)
     reduction = check_reduction(reduction)
@@ -221,9 +226,14 @@ def _box(kind, boxes1, boxes2, eps, reduction, return_grad, grad_out):
         if bad >= 0:
             pos = np.unravel_index(bad, lead) if lead else ()
             pos = tuple(int(i) for i in pos)
-            where = f"{name}[{pos[0] if len(pos) == 1 else pos}]" if pos else name
-            raise ValueError(f"{where} = {c[bad].tolist()} has x2 < x1 or y2 < y1 "
+            at = f"{name}[{pos[0] if len(pos) == 1 else pos}]" if pos else name
+            raise ValueError(f"{at} = {c[bad].tolist()} has x2 < x1 or y2 < y1 "
                              f"(boxes must be (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2)")
+    if where is not None:
+        m = check_where(where, lead)
+        return independent(lambda: _box(kind, b1, b2, e, None, "none", return_grad, grad_out),
+                           m, lead, "sum" if reduction == "mean" and not m.any() else reduction,
+                           return_grad)
     g1 = g2 = None
     if return_grad:
         g1, g2 = grad_buffers(grad_out, ["boxes1", "boxes2"], b1.shape, b1.dtype)
@@ -287,9 +297,9 @@ def _box_doc(summary, math, notes, example):
 """ + example
 
 
-def generalized_box_iou_loss(boxes1, boxes2, *, eps=1e-7, reduction="mean", return_grad=False,
+def generalized_box_iou_loss(boxes1, boxes2, *, eps=1e-7, where=None, reduction="mean", return_grad=False,
                              grad_out=None):
-    return _box(_k.GIOU, boxes1, boxes2, eps, reduction, return_grad, grad_out)
+    return _box(_k.GIOU, boxes1, boxes2, eps, where, reduction, return_grad, grad_out)
 
 
 generalized_box_iou_loss.__doc__ = _box_doc(
@@ -303,9 +313,9 @@ generalized_box_iou_loss.__doc__ = _box_doc(
     """)
 
 
-def distance_box_iou_loss(boxes1, boxes2, *, eps=1e-7, reduction="mean", return_grad=False,
+def distance_box_iou_loss(boxes1, boxes2, *, eps=1e-7, where=None, reduction="mean", return_grad=False,
                           grad_out=None):
-    return _box(_k.DIOU, boxes1, boxes2, eps, reduction, return_grad, grad_out)
+    return _box(_k.DIOU, boxes1, boxes2, eps, where, reduction, return_grad, grad_out)
 
 
 distance_box_iou_loss.__doc__ = _box_doc(
@@ -319,9 +329,9 @@ distance_box_iou_loss.__doc__ = _box_doc(
     """)
 
 
-def complete_box_iou_loss(boxes1, boxes2, *, eps=1e-7, reduction="mean", return_grad=False,
+def complete_box_iou_loss(boxes1, boxes2, *, eps=1e-7, where=None, reduction="mean", return_grad=False,
                           grad_out=None):
-    return _box(_k.CIOU, boxes1, boxes2, eps, reduction, return_grad, grad_out)
+    return _box(_k.CIOU, boxes1, boxes2, eps, where, reduction, return_grad, grad_out)
 
 
 complete_box_iou_loss.__doc__ = _box_doc(
@@ -338,3 +348,9 @@ complete_box_iou_loss.__doc__ = _box_doc(
     >>> print(round(float(loss), 4), np.round(g1, 4))     # same aspect ratio: v = 0
     0.9683 [[-0.0593 -0.0593 -0.178  -0.178 ]]
     """)
+
+
+for _fn in (mse_loss, l1_loss, huber_loss, smooth_l1_loss, log_cosh_loss):
+    document(_fn, "element", "        With `weight`, the mean's denominator is the sum of the unmasked weights.\n")
+for _fn in (generalized_box_iou_loss, distance_box_iou_loss, complete_box_iou_loss):
+    document(_fn, "pair", "        The mean of no pairs is 0 (as torchvision's for no boxes).\n")
