@@ -325,6 +325,11 @@ def _dask_version(fn, plan):
         if a.get("return_stats"):
             raise ValueError("return_stats is not taken with Dask arrays yet: call "
                              "fastloss.cross_entropy on each block (map_blocks) for per-row stats")
+        for k in ("where", "labels"):
+            if a.get(k) is not None:
+                raise ValueError(f"{k}= is not taken with Dask arrays yet: call "
+                                 f"fastloss.{fn.__name__} on each block (map_blocks) with "
+                                 f"reduction='none' and reduce the kept items")
         return plan(fn, a)
 
     wrapper.__doc__ = (f"fastloss.{fn.__name__} on Dask arrays (lazy results; see the "

@@ -185,6 +185,10 @@ def test_bad_input():
         fld.mse_loss(dx(X), P, return_grad=True, grad_out=np.empty_like(X))
     with pytest.raises(ValueError, match="return_stats is not taken"):
         fld.cross_entropy(dx(X), LABELS, return_stats=True)
+    with pytest.raises(ValueError, match="where= is not taken"):
+        fld.cross_entropy(dx(X), LABELS, where=np.ones(len(LABELS), bool))
+    with pytest.raises(ValueError, match="labels= is not taken"):
+        fld.kl_divergence(dx(X), dx(X), labels=LABELS)
     with pytest.raises(ValueError, match="label_smoothing"):
         fld.cross_entropy(dx(X), LABELS, label_smoothing=2.0)      # at graph time
     with pytest.raises(ValueError, match="reduction"):
