@@ -68,6 +68,25 @@ def as_labels(target, name="target"):
     return np.asarray(arr, dtype=np.int64, order="C")
 
 
+def whole_labels(target, name="target"):
+    """Class labels held in a float array (read from CSV, say) as int64: each a whole
+    number, else ValueError naming the first that is not."""
+    t = np.asarray(target)
+    if t.dtype.kind in "iu":
+        return t
+    if t.dtype.kind not in "fb" and half_kind(t.dtype) is None:
+        raise TypeError(f"{name} must hold class labels (integers, or whole numbers in a float "
+                        f"array), got dtype {t.dtype}")
+    f = t.astype(np.float64)
+    bad = ~np.isfinite(f) | (f != np.round(f)) | (np.abs(f) > 2.0**62)
+    if bad.any():
+        i = np.unravel_index(int(np.argmax(bad)), t.shape)
+        pos = tuple(int(j) for j in i)
+        raise ValueError(f"{name}[{pos[0] if len(pos) == 1 else pos}] = {f[i]} is not a whole "
+                         f"number (target_kind='labels')")
+    return f.astype(np.int64)
+
+
 def check_reduction(reduction, batchmean=False):
     """One of "mean", "sum", "none" ("batchmean" is accepted as "mean" where allowed)."""
     if batchmean and reduction == "batchmean":

@@ -17,7 +17,7 @@ from ._checks import (as_float_array, check_axis, check_broadcast, check_class_a
                       check_class_weight, check_grad_out, check_grad_outs, check_grad_request,
                       check_linear_layer, check_names, check_no_overlap, check_real,
                       check_reduction, check_same_shape, compute_dtype, half_bits, half_kind,
-                      result_dtype)
+                      result_dtype, check_choice, whole_labels)
 from ._mask import check_where, document, independent
 from ._layout import as_rows, flat_full, grad_buffers, grad_rows, periodic
 from ._reduce import grad_scale, reduce_elements, reduce_rows
@@ -42,11 +42,12 @@ class CrossEntropyStats(NamedTuple):
 
 
 def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, label_smoothing=0.0,
-                  z_loss=0.0, softcap=None, where=None, reduction="mean", return_grad=False,
-                  grad_out=None, return_stats=False):
+                  z_loss=0.0, softcap=None, target_kind=None, where=None, reduction="mean",
+                  return_grad=False, grad_out=None, return_stats=False):
     r"""Softmax cross-entropy between logits and integer labels or probability targets.
 
-    Integer ``target`` means class labels, float ``target`` probabilities: the dtype decides.
+    Integer ``target`` means class labels, float ``target`` probabilities: the dtype decides,
+    unless `target_kind` says otherwise.
 
     Parameters
     ----------
@@ -70,6 +71,11 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
         Adds ``z_loss * logsumexp(row)**2`` per row (PaLM), weighted like the row.
     softcap : float > 0, optional
         Logits become ``softcap * tanh(logits / softcap)`` first (Gemma-2).
+    target_kind : {"labels", "probs"}, optional
+        What `target` holds when its dtype cannot say: "labels" takes whole numbers in a
+        float array (e.g. read from CSV) as class labels (ValueError naming the first that
+        is not), "probs" takes an integer array (e.g. one-hot) as probabilities. Default:
+        by dtype.
     reduction : {"mean", "sum", "none"}, default "mean"
         "mean": labels: :math:`\sum_i w_{y_i} l_i / \sum_i w_{y_i}` over counted rows, NaN
         when none counts; probabilities: over positions.
@@ -165,6 +171,12 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     cap = 0.0 if softcap is None else check_real(softcap, "softcap", 0.0, low_open=True)
     ignore_index = int(ignore_index)
     t = np.asarray(target)
+    if target_kind is not None:
+        check_choice(target_kind, "target_kind", ("labels", "probs"))
+        if target_kind == "labels":
+            t = whole_labels(t)
+        elif t.dtype.kind in "iub":
+            t = t.astype(compute_dtype(x))
     D = math.prod(x.shape[ax + 1:])
     strided = t.dtype.kind in "iu" and ax != x.ndim - 1 and cap == 0 and D >= STRIDED_MIN_POSITIONS
     xin = x
@@ -185,7 +197,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
             raise ValueError(f"target is {t.dtype} with the shape of labels {t.shape}: the dtype "
                              f"decides, an integer target holds class labels and a float one "
                              f"probabilities of logits' shape {x.shape}; for labels pass "
-                             f"target.astype(np.int64)")
+                             f"target_kind='labels' (or target.astype(np.int64))")
         probs = as_float_array(t, "target", x.dtype)
         check_same_shape(x, "logits", probs, "probability target")
         labels = None

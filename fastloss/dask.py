@@ -330,6 +330,9 @@ def _dask_version(fn, plan):
                 raise ValueError(f"{k}= is not taken with Dask arrays yet: call "
                                  f"fastloss.{fn.__name__} on each block (map_blocks) with "
                                  f"reduction='none' and reduce the kept items")
+        if a.get("target_kind") is not None:
+            raise ValueError("target_kind is not taken with Dask arrays: give the target the "
+                             "dtype that says what it holds (target.astype(np.int64) for labels)")
         return plan(fn, a)
 
     wrapper.__doc__ = (f"fastloss.{fn.__name__} on Dask arrays (lazy results; see the "

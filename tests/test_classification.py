@@ -577,3 +577,32 @@ def test_bce_and_focal_match_pytorch(rng):
         loss, g = fl.sigmoid_focal_loss(x, tb, alpha=alpha, gamma=gamma, return_grad=True)
         np.testing.assert_allclose(loss, lt.item(), rtol=1e-12)
         np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-9, atol=1e-15)
+
+
+def test_target_kind():
+    """target_kind says what the target holds when its dtype cannot: float labels (from a
+    CSV) and integer probabilities (one-hot) give the same results as the right dtype."""
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((6, 4))
+    y = np.array([0, 3, -100, 1, 2, 3])
+    want = fl.cross_entropy(x, y, return_grad=True)
+    for t in (y.astype(np.float64), y.astype(np.float32), y.astype(np.float16)):
+        got = fl.cross_entropy(x, t, target_kind="labels", return_grad=True)
+        assert got[0] == want[0]
+        np.testing.assert_array_equal(got[1], want[1])
+    onehot = np.eye(4, dtype=np.int8)[y[y >= 0]]
+    got = fl.cross_entropy(x[y >= 0], onehot, target_kind="probs", return_grad=True)
+    want = fl.cross_entropy(x[y >= 0], onehot.astype(np.float64), return_grad=True)
+    assert got[0] == want[0]
+    np.testing.assert_array_equal(got[1], want[1])
+    assert fl.cross_entropy(x, y, target_kind="labels") == fl.cross_entropy(x, y)
+    with pytest.raises(ValueError, match=r"target\[1\] = 2.5 is not a whole number"):
+        fl.cross_entropy(x, np.array([0, 2.5, 1, 1, 0, 0]), target_kind="labels")
+    with pytest.raises(ValueError, match=r"target\[0\] = nan is not a whole number"):
+        fl.cross_entropy(x, np.array([np.nan, 2, 1, 1, 0, 0]), target_kind="labels")
+    with pytest.raises(IndexError, match="out of range"):
+        fl.cross_entropy(x, np.array([0, 4.0, 1, 1, 0, 0]), target_kind="labels")
+    with pytest.raises(ValueError, match="target_kind must be one of"):
+        fl.cross_entropy(x, y, target_kind="prob")
+    with pytest.raises(ValueError, match="target_kind='labels'"):
+        fl.cross_entropy(x, y.astype(np.float64))

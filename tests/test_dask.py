@@ -189,6 +189,8 @@ def test_bad_input():
         fld.cross_entropy(dx(X), LABELS, where=np.ones(len(LABELS), bool))
     with pytest.raises(ValueError, match="labels= is not taken"):
         fld.kl_divergence(dx(X), dx(X), labels=LABELS)
+    with pytest.raises(ValueError, match="target_kind is not taken"):
+        fld.cross_entropy(dx(X), LABELS.astype(float), target_kind="labels")
     with pytest.raises(ValueError, match="label_smoothing"):
         fld.cross_entropy(dx(X), LABELS, label_smoothing=2.0)      # at graph time
     with pytest.raises(ValueError, match="reduction"):
