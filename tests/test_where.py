@@ -4,6 +4,8 @@ the unmasked items alone (rows taken out with NumPy indexing); the gradient of a
 item is 0, whatever its input holds."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastloss
 
@@ -343,3 +345,33 @@ def test_bad_where():
         fastloss.mse_loss(x, x, where=np.ones((3, 4, 1), bool))
     with pytest.raises(ValueError, match="where keeps 1 of 3 samples"):
         fastloss.nt_xent_loss(x, x, where=np.array([True, False, False]))
+
+
+ROW_LOSSES = {
+    "cross_entropy": lambda x, r: (fastloss.cross_entropy, [x], [r.integers(0, x.shape[-1], x.shape[0])]),
+    "cross_entropy:probs": lambda x, r: (fastloss.cross_entropy, [x],
+                                         [r.dirichlet(np.ones(x.shape[-1]), x.shape[0]).astype(x.dtype)]),
+    "kl_divergence": lambda x, r: (fastloss.kl_divergence, [x, x[::-1].copy()], []),
+    "entropy": lambda x, r: (fastloss.entropy, [x], []),
+    "mse_loss": lambda x, r: (fastloss.mse_loss, [x], [x[::-1].copy()]),
+}
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 24), c=st.integers(1, 40), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2**32 - 1), name=st.sampled_from(sorted(ROW_LOSSES)),
+       reduction=st.sampled_from(["mean", "sum"]))
+def test_property_masked_rows_are_the_kept_rows(n, c, dtype, seed, name, reduction):
+    r = np.random.default_rng(seed)
+    x = (3 * r.standard_normal((n, c))).astype(dtype)
+    keep = r.random(n) < r.random()                     # all kept or none kept included
+    fn, diff, other = ROW_LOSSES[name](x, r)
+    where = keep[:, None] if name == "mse_loss" else keep
+    got = fn(*diff, *other, where=where, reduction=reduction, return_grad=True)
+    want = fn(*[a[keep] for a in diff + other], reduction=reduction, return_grad=True)
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got[0], want[0], rtol=tol, atol=tol * 1e-3)
+    for g, w in zip(_grads(got), _grads(want)):
+        assert g.dtype == dtype and g.shape == x.shape
+        np.testing.assert_allclose(g[keep], w, rtol=tol, atol=tol * 1e-3)
+        assert not g[~keep].any()
