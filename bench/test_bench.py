@@ -51,7 +51,7 @@ def pytest_generate_tests(metafunc):
         if floor and case.nbytes is not None and case.variant == case.peer_variant:
             impls.append("floor")
         shape = case.shape_for(quick)
-        for dtype in dtypes:
+        for dtype in [case.dtype] if case.dtype else dtypes:     # half cases: their own
             for t in threads:
                 pool = ["floor_pool"] if "floor" in impls and t > 1 else []
                 for impl in impls + pool:

@@ -11,6 +11,7 @@ import pytest
 import fastloss
 from fastloss import __main__ as cli_main
 from fastloss._bench import UnknownName, all_cases, core, runner, select
+from fastloss._bench.builders import half_dtypes
 from fastloss._bench.cli import main as bench_main
 
 
@@ -55,8 +56,10 @@ def test_select():
     with pytest.raises(UnknownName, match="'nope'.*valid names: .*cross_entropy"):
         select(["softmax", "nope"])
     quick = select(["cross_entropy", "softmax", "cross_entropy:c10:loss"], quick=True)
-    assert sorted(c.id for c in quick) == ["cross_entropy:c10:grad", "cross_entropy:c10:loss",
-                                            "cross_entropy:v32k:grad", "softmax:fwd"]
+    halves = [f"cross_entropy:v32k-{h}:grad" for h in ("bf16", "f16")
+              if {"f16": "float16", "bf16": "bfloat16"}[h] in half_dtypes()]
+    assert sorted(c.id for c in quick) == sorted(["cross_entropy:c10:grad", "cross_entropy:c10:loss",
+                                                  "cross_entropy:v32k:grad", "softmax:fwd"] + halves)
     assert {c.variant for c in select(quick=True)} == {"grad", "fwd"}
 
 
@@ -65,6 +68,9 @@ def test_byte_formulas():
     n, c = 2048, 32000
     assert ce["loss"].nbytes((n, c), 4) == n * c * 4 + 8 * n
     assert ce["grad"].nbytes((n, c), 4) == 2 * n * c * 4 + 8 * n
+    half = {c.variant: c for c in select(["cross_entropy:v32k-f16"])}
+    assert half["loss"].dtype == "float16"
+    assert half["loss"].nbytes((n, c), 4) == n * c * 2 + 8 * n      # its own 2-byte logits
     bce = {c.variant: c for c in select(["binary_cross_entropy_with_logits"])}
     assert bce["loss"].nbytes((10, 3), 8) == 2 * 30 * 8
     assert bce["grad_out"].nbytes((10, 3), 8) == 3 * 30 * 8

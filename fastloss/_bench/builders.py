@@ -220,7 +220,8 @@ def oracle_impl(fn, variant, args, kw_inputs=None, **kwargs):
 
 def loss_cases(func, family, fl_fn, args, make, sizes, *, wrt=(0,), numpy=None, oracle=None,
                torch=None, jax=None, xp_fn=None, nbytes=None, formula=None, kwargs=None,
-               kw_inputs=None, variants=("loss", "grad", "grad_out"), notes=None, skip=None):
+               kw_inputs=None, variants=("loss", "grad", "grad_out"), notes=None, skip=None,
+               dtype=None):
     """Cases of one loss function: each variant at each size.
 
     fl_fn: the fastloss function, called fl_fn(*inputs[args], **kwargs).
@@ -236,7 +237,8 @@ def loss_cases(func, family, fl_fn, args, make, sizes, *, wrt=(0,), numpy=None, 
       argument -> input name, for inputs fl_fn takes by keyword (the peers get them
       positionally after args).
     notes: implementation -> a note printed under the table (e.g. what the peer runs).
-    skip: implementation -> why it is not run (printed under the table)."""
+    skip: implementation -> why it is not run (printed under the table).
+    dtype: the one dtype the cases run at (Case.dtype; half_cases)."""
     from .core import Case, scale_rows
     kwargs = kwargs or {}
     cases = []
@@ -265,7 +267,36 @@ def loss_cases(func, family, fl_fn, args, make, sizes, *, wrt=(0,), numpy=None, 
             cases.append(Case(func=func, family=family, variant=variant, tag=tag, shape=shape,
                               quick_shape=quick, make=make, impls=impls, nbytes=nb,
                               bytes_formula=formula(grad) if formula else "", large=large,
-                              scale=scale_rows if scaling and grad else None, peer_notes=pn))
+                              scale=scale_rows if scaling and grad else None, peer_notes=pn,
+                              dtype=dtype))
+    return cases
+
+
+def half_dtypes():
+    """The half formats the benchmark runs: float16, and bfloat16 where ml_dtypes is
+    installed."""
+    out = ["float16"]
+    try:
+        import ml_dtypes  # noqa: F401  (registers np.dtype("bfloat16"))
+        out.append("bfloat16")
+    except ImportError:
+        pass
+    return out
+
+
+def half_cases(func, make, names, sizes, nbytes, **kw):
+    """loss_cases at each half dtype: the inputs `names` made in float32 and rounded to it,
+    the floor from the bytes read at 2 bytes an element (nbytes(shape, itemsize, grad)),
+    each size's tag suffixed with the format ("v32k-f16")."""
+    cases = []
+    for hd in half_dtypes():
+        def make_half(shape, _dtype, rng, hd=hd):
+            d = make(shape, np.float32, rng)
+            return {k: v.astype(hd) if k in names else v for k, v in d.items()}
+        short = {"float16": "f16", "bfloat16": "bf16"}[hd]
+        sz = [(f"{t}-{short}" if t else short, *rest) for t, *rest in sizes]
+        cases += loss_cases(func, make=make_half, sizes=sz, dtype=hd,
+                            nbytes=lambda shp, s, g: nbytes(shp, 2, g), **kw)
     return cases
 
 

@@ -14,7 +14,7 @@ chunked path and the peak memory of each.
 import numpy as np
 
 from .. import classification as fl
-from .builders import jax_impl, loss_cases, size
+from .builders import half_cases, jax_impl, loss_cases, size
 from .core import Case, peer
 
 FAMILY = "classification"
@@ -67,6 +67,12 @@ def np_cross_entropy(x, y, grad, out=None):
     e[rows, y] -= 1
     e *= e.dtype.type(1.0 / n)
     return loss, e
+
+
+def np_cross_entropy_f32(x, y, grad):
+    """Half logits: NumPy computes in float32 (a careful user's upcast copy; float16
+    arithmetic would lose the sum over 32000 classes)."""
+    return np_cross_entropy(x.astype(np.float32), y, grad)
 
 
 def np_linear_cross_entropy(x, w, y, grad):
@@ -230,6 +236,12 @@ CASES = (
                 size((65536, 10), (8192, 10), "c10")],
                numpy=np_cross_entropy, torch=torch_cross_entropy, jax=jax_cross_entropy,
                nbytes=_label_bytes, formula=_label_formula)
+    # float16 / bfloat16 logits next to float32's v32k (issue #14): fastloss reads them
+    # natively; the floor is the bytes read at 2 bytes a logit
+    + half_cases("cross_entropy", make_labels, ("x",), [size((2048, 32000), (128, 4000), "v32k")],
+                 _label_bytes, family=FAMILY, fl_fn=fl.cross_entropy, args=("x", "y"),
+                 numpy=np_cross_entropy_f32, torch=torch_cross_entropy, jax=jax_cross_entropy,
+                 formula=_label_formula, notes={"numpy": "on a float32 copy"})
     + loss_cases("binary_cross_entropy_with_logits", FAMILY, fl.binary_cross_entropy_with_logits,
                  ("x", "t"), make_binary, [size((16384, 1024), (512, 1024), scaling=True)],
                  numpy=np_bce, torch=torch_bce, jax=jax_bce,

@@ -50,6 +50,8 @@ class Case:
       case is not part of it.
     peer_notes: implementation -> what it runs, where that needs saying (e.g. numpy:
       "the float64 oracle from fastloss.reference"); marked * in the table.
+    dtype: the one dtype the case runs at whatever --dtype says (the half-precision
+      cases: "float16", "bfloat16"); None: each --dtype.
     """
     func: str
     family: str
@@ -64,6 +66,7 @@ class Case:
     large: bool = False
     scale: Callable = None
     peer_notes: dict = field(default_factory=dict)
+    dtype: str = None
 
     @property
     def sized(self):
@@ -165,7 +168,11 @@ class Inputs:
 
     def torch(self, name):
         if name not in self._torch:
-            self._torch[name] = peer("torch").from_numpy(self.np[name])
+            torch, a = peer("torch"), self.np[name]
+            if a.dtype.name == "bfloat16":     # ml_dtypes: torch.from_numpy takes no bfloat16
+                self._torch[name] = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+            else:
+                self._torch[name] = torch.from_numpy(a)
         return self._torch[name]
 
     def jax(self, name):
@@ -319,12 +326,15 @@ def summarize(result):
             out.extend(summarize(r))
         return out
     if hasattr(result, "detach"):          # torch
-        result = result.detach().numpy()
+        result = result.detach()
+        if str(result.dtype) == "torch.bfloat16":      # no NumPy view of it
+            result = result.float()
+        result = result.numpy()
     a = np.asarray(result)
     return [np.array(a.reshape(-1)[:SAMPLE], dtype=np.float64)]
 
 
-AGREE_RTOL = {"float32": 2e-3, "float64": 1e-8}
+AGREE_RTOL = {"float16": 2e-2, "bfloat16": 5e-2, "float32": 2e-3, "float64": 1e-8}
 
 
 def agree(ref, other, dtype):

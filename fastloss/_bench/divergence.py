@@ -7,7 +7,7 @@ jit(value_and_grad) of the same formula.
 import numpy as np
 
 from .. import divergence as fl
-from .builders import bytes_formula, loss_cases, rows_bytes, size
+from .builders import bytes_formula, half_cases, loss_cases, rows_bytes, size
 from .core import peer
 
 FAMILY = "divergence"
@@ -64,6 +64,11 @@ def np_kl(p, q, grad):
     gq -= pp
     gq *= s
     return loss, diff, gq
+
+
+def np_kl_f32(p, q, grad):
+    """Half logits: NumPy computes on float32 copies."""
+    return np_kl(p.astype(np.float32), q.astype(np.float32), grad)
 
 
 def np_js(p, q, grad, beta=0.5):
@@ -150,6 +155,10 @@ CASES = (
                formula=bytes_formula("read logits N C s", "write grad N C s"))
     + loss_cases("kl_divergence", FAMILY, fl.kl_divergence, ("p", "q"), make_pair, _ROWS,
                  wrt=(0, 1), numpy=np_kl, xp_fn=xp_kl, torch=torch_kl, nbytes=rows_bytes(2, 2),
+                 formula=bytes_formula("read p, q logits 2 N C s", "write 2 grads 2 N C s"))
+    + half_cases("kl_divergence", make_pair, ("p", "q"), _ROWS, rows_bytes(2, 2), family=FAMILY,
+                 fl_fn=fl.kl_divergence, args=("p", "q"), wrt=(0, 1), numpy=np_kl_f32,
+                 xp_fn=xp_kl, torch=torch_kl, notes={"numpy": "on float32 copies"},
                  formula=bytes_formula("read p, q logits 2 N C s", "write 2 grads 2 N C s"))
     + loss_cases("js_divergence", FAMILY, fl.js_divergence, ("p", "q"), make_pair, _ROWS,
                  wrt=(0, 1), numpy=np_js, xp_fn=xp_js, nbytes=rows_bytes(2, 2),

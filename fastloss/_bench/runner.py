@@ -126,11 +126,16 @@ class Runner:
         groups = {}
         for j, (case, shape) in enumerate(jobs):
             groups.setdefault((case.make, tuple(shape)), []).append(j)
-        total = len(jobs) * len(dtypes) * len(threads)
+        total = sum(len(threads) * (1 if c.dtype else len(dtypes)) for c, _ in jobs)
         done = 0
         out = {}
         for (make, shape), members in groups.items():
+            fixed = jobs[members[0]][0].dtype       # one make: one case dtype (Case.dtype)
             for di, dtype in enumerate(dtypes):
+                if fixed is not None:
+                    if di > 0:
+                        continue
+                    dtype = fixed
                 rng = np.random.default_rng(self.seed)
                 self.progress(f"{label}making inputs {core.shape_label(shape)} {dtype}")
                 inputs = Inputs(make(shape, dtype, rng), dtype)
