@@ -11,7 +11,8 @@ argument is a Dask array the call goes straight to fastloss. With Dask arrays:
 - the losses are computed block by block by the fastloss kernels, with the in-memory
   semantics: "mean" is sum(w * l) / sum(w) of float64 partial sums over the blocks
   (a tree reduction, never a mean of per-block means), the denominator taken by the
-  in-memory rule (class weights, ignore_index, element weights; NaN when it is 0);
+  in-memory rule (class weights, ignore_index, where= masks (NumPy or Dask, taken to the
+  rows' or the elements' chunks), element weights; NaN when it is 0);
 - the results are lazy: a 0-d Dask array for "mean"/"sum" (`.compute()` gives a 0-d
   NumPy array of the compute dtype), a Dask array for "none", and with return_grad the
   gradient(s) as Dask arrays chunked like the input, scaled by the global denominator;
@@ -142,16 +143,26 @@ class _Den:
         return self.fn(**blocks, **self.opts)
 
 
-def _label_denom(target, weight=None, *, n_classes, ignore_index, dtype):
+def _label_denom(target, weight=None, where=None, *, n_classes, ignore_index, dtype):
     """A block's share of integer labels (prepare_labels' rule: counted rows or the sum of
-    their class weights)."""
+    their class weights; rows where `where` is False do not count)."""
     cw = check_class_weight(weight, n_classes, dtype)
-    return prepare_labels(target, target.shape, n_classes, ignore_index, cw)[1]
+    return prepare_labels(target, target.shape, n_classes, ignore_index, cw, where=where)[1]
 
 
-def _weight_denom(weight, *, dtype):
-    """A block's sum of element weights, converted to the compute dtype first."""
-    return float(np.sum(weight.astype(dtype, copy=False), dtype=np.float64))
+def _weight_denom(weight=None, where=None, *, dtype):
+    """A block's sum of element weights, converted to the compute dtype first (of the
+    elements `where` keeps; without weights, their number)."""
+    if weight is None:
+        return float(np.count_nonzero(where))
+    w = weight.astype(dtype, copy=False)
+    return float(np.sum(w if where is None else w[where], dtype=np.float64))
+
+
+def _kept_rows(where=None, labels=None, *, ignore_index=None):
+    """A block's rows that count for entropy, KL, JS: where, and labels != ignore_index."""
+    keep = np.ones(np.shape(where if labels is None else labels), bool) if where is None else where
+    return float(np.count_nonzero(keep if labels is None else keep & (labels != ignore_index)))
 
 
 def _den_block(den, ndim, *blocks):
@@ -325,11 +336,6 @@ def _dask_version(fn, plan):
         if a.get("return_stats"):
             raise ValueError("return_stats is not taken with Dask arrays yet: call "
                              "fastloss.cross_entropy on each block (map_blocks) for per-row stats")
-        for k in ("where", "labels"):
-            if a.get(k) is not None:
-                raise ValueError(f"{k}= is not taken with Dask arrays yet: call "
-                                 f"fastloss.{fn.__name__} on each block (map_blocks) with "
-                                 f"reduction='none' and reduce the kept items")
         if a.get("target_kind") is not None:
             raise ValueError("target_kind is not taken with Dask arrays: give the target the "
                              "dtype that says what it holds (target.astype(np.int64) for labels)")
@@ -365,6 +371,8 @@ def _cross_entropy(fn, a):
     kinds = [("logits", "full"), ("target", "rows" if labels else "full")]
     if _is_dask(a["weight"]):
         kinds.append(("weight", "class"))
+    a, masked = _rows_where(a, "logits", ax)
+    kinds += [("where", "rows")] * masked
     c = _Call(fn, a, kinds, ax)
     out = c.meta(kinds)
     dtype = (out[0] if a["return_grad"] else out).dtype
@@ -372,12 +380,26 @@ def _cross_entropy(fn, a):
     C = c.lead.shape[ax]
     if labels:
         dask_w = _is_dask(a["weight"])
-        denom = _Den(_label_denom, ["target"] + ["weight"] * dask_w, n_classes=C,
-                     ignore_index=int(a["ignore_index"]), dtype=dtype.str,
+        denom = _Den(_label_denom, ["target"] + ["weight"] * dask_w + ["where"] * masked,
+                     n_classes=C, ignore_index=int(a["ignore_index"]), dtype=dtype.str,
                      **({} if dask_w else {"weight": a["weight"]}))
+    elif masked:
+        denom = _Den(_weight_denom, ["where"], dtype=dtype.str)
     else:
         denom = float(math.prod(c.lead.shape) // C)
     return c.run(red, a["return_grad"], denom, dtype, 0)
+
+
+def _rows_where(a, first, ax):
+    """(a, masked): a with `where` broadcast to the rows' shape (the shape of `first`
+    without the class axis ax) as a Dask array, when it is given."""
+    if a.get("where") is None:
+        return a, False
+    x = da.asarray(a[first])
+    rows = x.shape[:ax] + x.shape[ax + 1:]
+    w = da.asarray(a["where"])
+    check_broadcast(w, rows, "where", against="the per-row loss")
+    return dict(a, where=da.broadcast_to(w, rows)), True
 
 
 def _rows_mean(fn, a, names, batchmean=True):
@@ -386,11 +408,19 @@ def _rows_mean(fn, a, names, batchmean=True):
     first = names[0]
     ax = _class_axis(a, first)
     kinds = [(n, "full") for n in names]
+    a, masked = _rows_where(a, first, ax)
+    kinds += [("where", "rows")] * masked
+    kept = ["where"] * masked
+    if a.get("labels") is not None:
+        kinds.append(("labels", "rows"))
+        kept.append("labels")
     c = _Call(fn, a, kinds, ax)
     out = c.meta(kinds)
     loss = out[0] if a["return_grad"] else out
     C = c.lead.shape[ax]
-    return c.run(_reduction(a, batchmean), a["return_grad"], float(math.prod(c.lead.shape) // C),
+    denom = (_Den(_kept_rows, kept, ignore_index=int(a.get("ignore_index", 0))) if kept
+             else float(math.prod(c.lead.shape) // C))
+    return c.run(_reduction(a, batchmean), a["return_grad"], denom,
                  np.asarray(loss).dtype, _ngrads(out) if a["return_grad"] else None)
 
 
@@ -399,10 +429,12 @@ def _distillation(fn, a):
         return _rows_mean(fn, a, ["student_logits", "teacher_logits"])
     ax = _class_axis(a, "student_logits")
     kinds = [("student_logits", "full"), ("teacher_logits", "full"), ("target", "rows")]
+    a, masked = _rows_where(a, "student_logits", ax)
+    kinds += [("where", "rows")] * masked
     c = _Call(fn, a, kinds, ax)
     out = c.meta(kinds)
     dtype = np.asarray(out[0] if a["return_grad"] else out).dtype
-    denom = _Den(_label_denom, ["target"], n_classes=c.lead.shape[ax],
+    denom = _Den(_label_denom, ["target"] + ["where"] * masked, n_classes=c.lead.shape[ax],
                  ignore_index=int(a["ignore_index"]), dtype=dtype.str)
     return c.run(_reduction(a, True), a["return_grad"], denom, dtype, 0)
 
@@ -429,14 +461,23 @@ def _elementwise(fn, a, first, weights=(), weighted_mean=False, batch="full"):
     ax = (x.ndim - 1) if batch == "rows" and x.ndim else None
     kinds = [(first, "full")] + [(n, "full") for n in _second(fn, first)]
     kinds += [(n, "bcast") for n in weights if a[n] is not None]
+    masked = a.get("where") is not None
+    if masked and batch == "rows":
+        # the mean of no kept pairs is 0 (the box losses' rule): a denominator that
+        # depends on the values cannot switch the reduction when the graph is built
+        raise ValueError(f"where= is not taken with Dask arrays by fastloss.dask.{fn.__name__}: "
+                         f"call it on each block (map_blocks) with reduction='none'")
+    kinds += [("where", "bcast")] * masked
     c = _Call(fn, a, kinds, ax)
     out = c.meta(kinds)
     loss = out[0] if a["return_grad"] else out
     red = _reduction(a)
     n = math.prod(c.lead.shape) // (c.lead.shape[ax] if ax is not None else 1)
     denom = float(n)
-    if weighted_mean and a["weight"] is not None:
-        denom = _Den(_weight_denom, ["weight"], dtype=np.asarray(loss).dtype.str)
+    weighted = weighted_mean and a["weight"] is not None
+    if weighted or masked:
+        denom = _Den(_weight_denom, ["weight"] * weighted + ["where"] * masked,
+                     dtype=np.asarray(loss).dtype.str)
     if batch == "rows" and red == "mean" and n == 0:
         red = "sum"          # the box losses' rule: the mean of no pairs is 0
     return c.run(red, a["return_grad"], denom, np.asarray(loss).dtype,

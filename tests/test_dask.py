@@ -185,10 +185,13 @@ def test_bad_input():
         fld.mse_loss(dx(X), P, return_grad=True, grad_out=np.empty_like(X))
     with pytest.raises(ValueError, match="return_stats is not taken"):
         fld.cross_entropy(dx(X), LABELS, return_stats=True)
-    with pytest.raises(ValueError, match="where= is not taken"):
-        fld.cross_entropy(dx(X), LABELS, where=np.ones(len(LABELS), bool))
-    with pytest.raises(ValueError, match="labels= is not taken"):
-        fld.kl_divergence(dx(X), dx(X), labels=LABELS)
+    with pytest.raises(ValueError, match="where= is not taken with Dask arrays by fastloss.dask.generalized_box_iou_loss"):
+        boxes = np.tile([0.0, 0.0, 1.0, 1.0], (4, 1))
+        fld.generalized_box_iou_loss(dx(boxes, 2), boxes, where=np.ones(4, bool))
+    with pytest.raises(ValueError, match=r"where of shape \(5,\) does not broadcast"):
+        fld.kl_divergence(dx(X), dx(X), where=np.ones(5, bool))
+    with pytest.raises(TypeError, match="where must be a boolean array"):
+        fld.entropy(dx(X), where=np.ones(N))
     with pytest.raises(ValueError, match="target_kind is not taken"):
         fld.cross_entropy(dx(X), LABELS.astype(float), target_kind="labels")
     with pytest.raises(ValueError, match="label_smoothing"):
@@ -262,3 +265,31 @@ def test_out_of_core_memmap_and_zarr(compute, tmp_path):
     zx = da.from_zarr(str(tmp_path / "x.zarr"))
     assert zx.numblocks == (3, 1)
     check_same(compute, "cross_entropy", (X, LABELS), (zx, LABELS), label_smoothing=0.1)
+
+
+KEEP = RNG.random(N) > 0.3
+
+
+@pytest.mark.parametrize("fn, args, opts", [
+    ("cross_entropy", "labels", dict(weight=CW, label_smoothing=0.1)),
+    ("cross_entropy", "probs", {}),
+    ("entropy", "x", dict(labels=LABELS)),
+    ("kl_divergence", "xp", {}),
+    ("js_divergence", "xp", dict(labels=LABELS, ignore_index=3)),
+    ("distillation_loss", "xp", dict(target=LABELS)),
+    ("mse_loss", "xp", dict(weight=CW, where=KEEP[:, None])),
+    ("binary_cross_entropy_with_logits", "xp", dict(where=np.arange(C) > 2)),
+    ("info_nce_loss", "xp", {}),
+    ("gaussian_kl", "xp", {}),
+])
+def test_where(compute, fn, args, opts):
+    """where= (NumPy or Dask, per row or broadcast per element) and labels= give the
+    in-memory masked results; the mean divides by the kept rows' (weighted) count."""
+    arrays = {"labels": (X, LABELS), "probs": (X, P / P.sum(1, keepdims=True)), "x": (X,),
+              "xp": (X, P)}[args]
+    whole = fn in ("info_nce_loss", "gaussian_kl")
+    dargs = tuple(dx(a, -1 if whole else ROWS[0] if a.ndim == 1 else ROWS) for a in arrays)
+    opts = dict({"where": KEEP}, **opts)
+    check_same(compute, fn, arrays, dargs, **opts)
+    if "where" in opts and opts["where"] is KEEP and not whole:        # a Dask mask too
+        check_same(compute, fn, arrays, dargs, **dict(opts, where=dx(KEEP, 29)))
