@@ -15,7 +15,8 @@ Two ways, by how a loss's items depend on its inputs:
 import numpy as np
 
 from . import _config
-from ._checks import check_broadcast, check_grad_out, check_grad_outs, check_reduction
+from ._checks import (check_broadcast, check_grad_out, check_grad_outs, check_no_overlap,
+                      check_reduction, grad_out_names)
 from ._layout import unbroadcast
 from ._reduce import grad_scale, reduce_total
 
@@ -81,10 +82,7 @@ def broadcast_inputs(call, where, shape, reduction, return_grad, grad_out, input
     (into grad_out when given), so a masked item adds nothing to a broadcast input's.
     in_shapes: the shapes the gradients come back in (default: the inputs')."""
     in_shapes = [np.shape(a) for a in inputs] if in_shapes is None else in_shapes
-    outs = check_grad_outs(grad_out, names) if return_grad else [None] * len(names)
-    for o, s, nm in zip(outs, in_shapes, names):
-        if o is not None:
-            check_grad_out(o, s, dtype, nm)
+    outs = _grad_outs(grad_out, return_grad, names, in_shapes, dtype, inputs)
     full = [np.broadcast_to(a, fs) for a, fs in zip(inputs, full_shapes)]
     out = independent(lambda: call(*full), where, shape, reduction, return_grad)
     if not return_grad:
@@ -126,10 +124,8 @@ def compact(call, where, n, reduction, return_grad, grad_out, inputs, names, oth
     if np.count_nonzero(m) < min_rows:
         raise ValueError(f"where keeps {np.count_nonzero(m)} of {n} samples; the loss needs at "
                          f"least {min_rows}")
-    outs = check_grad_outs(grad_out, names) if return_grad else [None] * len(names)
-    for o, a, nm in zip(outs, inputs, names):
-        if o is not None:
-            check_grad_out(o, a.shape, a.dtype, nm)
+    outs = _grad_outs(grad_out, return_grad, names, [a.shape for a in inputs], inputs[0].dtype,
+                      inputs)
     keep = np.flatnonzero(m)
     out = call(*(a[keep] for a in (*inputs, *others)))
     out = list(out) if isinstance(out, tuple) else [out]
@@ -148,6 +144,20 @@ def compact(call, where, n, reduction, return_grad, grad_out, inputs, names, oth
             full.append(g)
         out[1] = tuple(full) if isinstance(out[1], tuple) else full[0]
     return tuple(out) if len(out) > 1 else out[0]
+
+
+def _grad_outs(grad_out, return_grad, names, shapes, dtype, inputs):
+    """grad_out's buffers (None where not given), checked as the unmasked call checks
+    them: shape, dtype, and no overlap with an input or with each other."""
+    if not return_grad:
+        return [None] * len(names)
+    outs = check_grad_outs(grad_out, names)
+    labelled = grad_out_names(outs)
+    for (label, o), shape in zip(labelled, shapes):
+        if o is not None:
+            check_grad_out(o, shape, dtype, label)
+    check_no_overlap(labelled, list(zip(names, inputs)))
+    return outs
 
 
 def document(fn, items, note=""):

@@ -376,3 +376,21 @@ def test_property_masked_rows_are_the_kept_rows(n, c, dtype, seed, name, reducti
         assert g.dtype == dtype and g.shape == x.shape
         np.testing.assert_allclose(g[keep], w, rtol=tol, atol=tol * 1e-3)
         assert not g[~keep].any()
+
+
+def test_grad_out_checked_as_without_where():
+    """The masked paths that write grad_out themselves check it as the unmasked call
+    does: shape and dtype, and no overlap with an input."""
+    rng = np.random.default_rng(12)
+    q, k = rng.standard_normal((N, 4)), rng.standard_normal((N, 4))
+    with pytest.raises(ValueError, match=r"grad_out\[0\] must not overlap query"):
+        fastloss.info_nce_loss(q, k, where=KEEP, return_grad=True, grad_out=(q, np.empty_like(k)))
+    with pytest.raises(ValueError, match=r"grad_out\[1\]"):
+        fastloss.nt_xent_loss(q, k, where=KEEP, return_grad=True,
+                              grad_out=(np.empty_like(q), np.empty((N, 5))))
+    mu, lv = rng.standard_normal((N, 3)), rng.standard_normal((N, 3))
+    with pytest.raises(ValueError, match=r"grad_out\[1\] must not overlap logvar_p"):
+        fastloss.gaussian_kl(mu, lv, where=KEEP, return_grad=True, grad_out=(np.empty_like(mu), lv))
+    with pytest.raises(TypeError):
+        fastloss.gaussian_kl(mu, lv, where=KEEP, return_grad=True,
+                             grad_out=(np.empty((N, 3), np.float32), np.empty_like(lv)))
