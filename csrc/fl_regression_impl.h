@@ -101,11 +101,26 @@ FL_INL void N_(reg_point)(const int kind, V r, T p, V *l, V *d) {
     }
 }
 
+/* Unaligned bytes of a where= mask, one per lane. */
+typedef uint8_t N_(VB) __attribute__((vector_size(W), aligned(1), may_alias));
+
+/* Lanes of the mask bytes m[k..k+nk) that are nonzero, all-ones (the rest zero). */
+FL_INL VI N_(vkeep_bytes)(const uint8_t *m, int64_t k, int64_t nk) {
+    N_(VB) b = {0};
+    if (nk >= W)
+        b = *(const N_(VB) *)(m + k);
+    else
+        for (int j = 0; j < nk; j++) b[j] = m[k + j];
+    return __builtin_convertvector(b, VI) != 0;
+}
+
 /* One vector of nk <= W elements at offset k: stores w * l (lout) and w * dl/dx * gscale
  * (g) where asked, returns w * l with the lanes past nk zeroed (padded lanes have
- * r = 0 and l = 0 already; the select also keeps a weight's padding from mattering). */
-FL_INL V N_(reg_step)(const int kind, const T *x, const T *t, const T *w, T *lout, T *g,
-                      int64_t k, int64_t nk, T p, T gscale) {
+ * r = 0 and l = 0 already; the select also keeps a weight's padding from mattering).
+ * m (or NULL): the where= mask, one byte per element: where it is 0, l and the gradient
+ * are 0 (selected, so a NaN or inf there counts for nothing). */
+FL_INL V N_(reg_step)(const int kind, const T *x, const T *t, const T *w, const uint8_t *m,
+                      T *lout, T *g, int64_t k, int64_t nk, T p, T gscale) {
     V r = N_(vload_n)(x + k, nk, 0) - N_(vload_n)(t + k, nk, 0);
     V l, d;
     N_(reg_point)(kind, r, p, &l, &d);
@@ -114,33 +129,42 @@ FL_INL V N_(reg_step)(const int kind, const T *x, const T *t, const T *w, T *lou
         l *= wk;
         d *= wk;
     }
+    d *= gscale;
+    if (m) {             /* after the scale: an inf scale (nothing kept) gives 0 there too */
+        const VI keep = N_(vkeep_bytes)(m, k, nk);
+        l = N_(vsel)(keep, l, N_(vset1)(0));
+        d = N_(vsel)(keep, d, N_(vset1)(0));
+    }
     if (lout) N_(vstore_n)(lout + k, l, nk);
-    if (g) N_(vstore_n)(g + k, d * gscale, nk);
+    if (g) N_(vstore_n)(g + k, d, nk);
     return N_(vkeep_first)(l, nk);
 }
 
 /* One block of n elements: returns sum(w * l) (float64 over FL_SUM_BLOCK
  * pieces); lout (w * l per element) and g (w * dl/dx * gscale) are optional,
- * w is NULL (all ones) or n weights aligned with x. The partial vector is handled
- * after the loop, so the loop's accumulator never lives across a call. */
-FL_INL double N_(reg_impl)(const int kind, const T *x, const T *t, const T *w, T *lout, T *g,
-                           int64_t n, T p, T gscale) {
+ * w is NULL (all ones) or n weights aligned with x, m NULL or n mask bytes. The partial
+ * vector is handled after the loop, so the loop's accumulator never lives across a call. */
+FL_INL double N_(reg_impl)(const int kind, const T *x, const T *t, const T *w,
+                           const uint8_t *m, T *lout, T *g, int64_t n, T p, T gscale) {
     double total = 0.0;
     for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
         const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0);
         int64_t k = b;
-        for (; k + W <= end; k += W) acc += N_(reg_step)(kind, x, t, w, lout, g, k, W, p, gscale);
-        if (k < end) acc += N_(reg_step)(kind, x, t, w, lout, g, k, end - k, p, gscale);
+        for (; k + W <= end; k += W) acc += N_(reg_step)(kind, x, t, w, m, lout, g, k, W, p, gscale);
+        if (k < end) acc += N_(reg_step)(kind, x, t, w, m, lout, g, k, end - k, p, gscale);
         total += N_(vhsum)(acc);
     }
     return total;
 }
 
-/* Each loss as a separate, fully specialised loop (kind is checked by the caller). */
-static double N_(reg_block)(int kind, const T *x, const T *t, const T *w, T *lout, T *g,
-                            int64_t n, T p, T gscale) {
-#define FL_REG_CASE(k, str) case FL_REG_##k: return N_(reg_impl)(FL_REG_##k, x, t, w, lout, g, n, p, gscale);
+/* Each loss as a separate, fully specialised loop (kind is checked by the caller); the
+ * masked loop apart, so that the unmasked one carries no mask test. */
+static double N_(reg_block)(int kind, const T *x, const T *t, const T *w, const uint8_t *m,
+                            T *lout, T *g, int64_t n, T p, T gscale) {
+#define FL_REG_CASE(k, str) case FL_REG_##k: return m \
+    ? N_(reg_impl)(FL_REG_##k, x, t, w, m, lout, g, n, p, gscale) \
+    : N_(reg_impl)(FL_REG_##k, x, t, w, NULL, lout, g, n, p, gscale);
     switch (kind) {
     FL_REG_KINDS(FL_REG_CASE)
     }

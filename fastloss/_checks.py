@@ -259,7 +259,7 @@ def check_label_array(target, row_shape, n_classes, ignore_index, name="target",
     labels = labels.reshape(-1)
     counted = labels != ignore_index
     if where is not None and not where.all():
-        where = where.reshape(-1)
+        where = np.broadcast_to(where, row_shape).reshape(-1)
         counted &= where
         labels = np.where(where, labels, ignore_index)
     bad = counted & ((labels < 0) | (labels >= n_classes))

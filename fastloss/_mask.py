@@ -7,11 +7,14 @@ Two ways, by how a loss's items depend on its inputs:
   triplets): `independent` computes every item (reduction "none", the gradient already
   scaled for the masked mean by grad_scale), leaves the masked items out of the reduction
   and zeroes their gradient entries (NaN or inf there included). Cross-entropy with labels
-  masks natively instead: masked rows become ignore_index (no extra pass).
+  masks natively instead (masked rows become ignore_index: no extra pass), and so do the
+  elementwise regression kernels (a mask byte per element).
 - losses that compare a batch's rows with each other (InfoNCE, NT-Xent, batch-hard
   triplet): `compact` removes the masked samples from the batch (neither anchors nor
   negatives) and scatters the gradients back, zero in the masked rows.
 """
+import math
+
 import numpy as np
 
 from . import _config
@@ -31,12 +34,13 @@ class MaskedCall:
 
 
 def check_where(where, shape):
-    """where as a read-only boolean array of the per-item loss's shape."""
+    """where as a boolean array of the per-item loss's rank that broadcasts to its shape
+    (not broadcast: a mask per row of elements stays that small)."""
     w = np.asarray(where)
     if w.dtype != np.bool_:
         raise TypeError(f"where must be a boolean array, got dtype {w.dtype}")
     check_broadcast(w, shape, "where", against="the per-item loss")
-    return np.broadcast_to(w, shape)
+    return w.reshape((1,) * (len(shape) - w.ndim) + w.shape)
 
 
 def independent(call, where, shape, reduction, return_grad, *, axes=None, item_weight=None,
@@ -49,10 +53,10 @@ def independent(call, where, shape, reduction, return_grad, *, axes=None, item_w
     result ends with CrossEntropyStats, whose `correct` becomes False where masked."""
     m = check_where(where, shape)
     reduction = check_reduction(reduction, batchmean=True)
-    if item_weight is None:
-        denom = float(np.count_nonzero(m))
+    if item_weight is None:          # each entry of m stands for the same number of items
+        denom = float(np.count_nonzero(m) * (math.prod(shape) // m.size)) if m.size else 0.0
     else:
-        denom = float(np.sum(np.broadcast_to(item_weight, shape)[m], dtype=np.float64))
+        denom = float(np.sum(np.broadcast_to(item_weight, shape), where=m, dtype=np.float64))
     rec = MaskedCall(grad_scale(reduction, denom))
     with _config.local_setting("masked", rec):
         out = call()
@@ -61,16 +65,17 @@ def independent(call, where, shape, reduction, return_grad, *, axes=None, item_w
     dtype = rec.dtype or items.dtype
     if reduction == "none":
         loss = items.astype(dtype)        # a copy: items may be float64 or a kernel's own array
-        loss[~m] = 0                      # PyTorch's rule for rows that count for nothing
+        np.copyto(loss, 0, where=~m)      # PyTorch's rule for rows that count for nothing
     else:
-        loss = reduce_total(float(np.sum(items[m], dtype=np.float64)), denom, reduction, dtype)
+        loss = reduce_total(float(np.sum(items, where=m, dtype=np.float64)), denom, reduction,
+                            dtype)
     out[0] = loss
     if return_grad:
         grads = out[1] if isinstance(out[1], tuple) else (out[1],)
         for g, ax in zip(grads, axes if axes is not None else [None] * len(grads)):
             zero_masked(g, m, ax)
     if stats:
-        out[-1].correct[~m] = False
+        np.copyto(out[-1].correct, False, where=~m)
     return tuple(out) if len(out) > 1 else loss
 
 
@@ -98,14 +103,19 @@ def broadcast_inputs(call, where, shape, reduction, return_grad, grad_out, input
 
 
 def zero_masked(g, m, axes=None):
-    """g[...] = 0 at the items m leaves out; axes: g's axes beyond the items (None: the
-    trailing ones)."""
+    """g[...] = 0 at the items m (check_where's mask) leaves out; axes: g's axes beyond the
+    items (None: the trailing ones)."""
     if m.all():
         return
     if axes is None:
         axes = tuple(range(m.ndim, g.ndim))
-    if axes == tuple(range(m.ndim, g.ndim)) and g.flags.c_contiguous:
-        g.reshape(m.size, -1)[~m.reshape(-1)] = 0       # writes the masked rows only
+    lead = m.ndim
+    while lead and m.shape[lead - 1] == 1:      # the items' axes along which m is constant
+        lead -= 1
+    if axes == tuple(range(m.ndim, g.ndim)) and g.flags.c_contiguous and g.size:
+        # rows of g along which m is constant: write the masked rows only
+        rows = np.broadcast_to(m.reshape(m.shape[:lead]), g.shape[:lead]).reshape(-1)
+        g.reshape(rows.size, -1)[~rows] = 0
     else:
         np.copyto(g, 0, where=~np.expand_dims(m, axes))
 
@@ -119,7 +129,7 @@ def compact(call, where, n, reduction, return_grad, grad_out, inputs, names, oth
     a gradient (labels). The gradients come back at full size, zero in the masked rows
     (into grad_out when given). none_repeat: "none" holds that many blocks of n items
     (NT-Xent's two views). min_rows: the fewest samples the loss takes."""
-    m = check_where(where, (n,))
+    m = np.broadcast_to(check_where(where, (n,)), (n,))
     reduction = check_reduction(reduction)
     if np.count_nonzero(m) < min_rows:
         raise ValueError(f"where keeps {np.count_nonzero(m)} of {n} samples; the loss needs at "

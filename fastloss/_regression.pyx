@@ -10,7 +10,7 @@ partial sums are added in block order, so results are identical for any number
 of threads.
 """
 from cython cimport floating
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 
 from ._blocks cimport BOX_BLOCK as BBLK, ELEMENT_BLOCK as EBLK, n_blocks, ordered_sum
 from ._runtime cimport block_fn, run_blocks
@@ -23,8 +23,8 @@ cdef extern from "fl_regression.h" nogil:
     void fl_regression_set_level(int level)
     # One declaration per kernel for both dtypes (csrc/fl_common.h's FL_CALL): the
     # kernel's T pointers are void pointers here, its T scalars doubles.
-    double fl_reg_block(int kind, const void *x, const void *t, const void *w, void *lout, void *g,
-                        int64_t n, double param, double gscale)
+    double fl_reg_block(int kind, const void *x, const void *t, const void *w, const uint8_t *m,
+                        void *lout, void *g, int64_t n, double param, double gscale)
     double fl_box_block(int kind, const void *b1, const void *b2, void *lout, void *g1, void *g2,
                         int64_t n, double eps, double gscale)
     int64_t fl_box_first_bad(const void *boxes, int64_t n)
@@ -46,6 +46,7 @@ cdef struct ElementJob:
     const void *x
     const void *t
     const void *w
+    const uint8_t *m
     void *lout
     void *g
     double param, gscale
@@ -59,18 +60,21 @@ cdef void _element_block(void *job, int64_t b, int tid, const floating *tag) noe
     cdef floating *lp = <floating *>j.lout
     cdef floating *gp = <floating *>j.g
     j.part[b] = fl_reg_block(j.kind, <const floating *>j.x + s, <const floating *>j.t + s,
-                             w + s % j.w_period if w else NULL, lp + s if lp else NULL,
-                             gp + s if gp else NULL, min(EBLK, j.n - s), j.param, j.gscale)
+                             w + s % j.w_period if w else NULL, j.m + s if j.m else NULL,
+                             lp + s if lp else NULL, gp + s if gp else NULL,
+                             min(EBLK, j.n - s), j.param, j.gscale)
 
 
 def elementwise(str name, const floating[::1] x, const floating[::1] t, const floating[::1] w,
-                int64_t w_period, floating[::1] lout, floating[::1] g, double param,
-                double gscale, int n_threads):
+                int64_t w_period, const uint8_t[::1] m, floating[::1] lout, floating[::1] g,
+                double param, double gscale, int n_threads):
     """Sum of w * loss(x - t) over x (flat) for the loss `name` (an FL_REG_KINDS entry of
     csrc/fl_regression_impl.h). w (or None) is a tiled weight: element i
     uses w[i % w_period], and each block's run of weights is contiguous in w (see
-    fastloss._layout.periodic). lout (w * loss per element) and g (its
-    derivative with respect to x, times gscale) are optional. param: beta / delta."""
+    fastloss._layout.periodic). m (or None): the where= mask, a byte per element; a 0
+    byte's element counts for nothing (loss and gradient 0, whatever x holds there).
+    lout (w * loss per element) and g (its derivative with respect to x, times gscale)
+    are optional. param: beta / delta."""
     cdef int kind = fl_reg_kind(name.encode())
     cdef int64_t n = x.shape[0]
     cdef double[::1] part = np.empty(n_blocks(n, EBLK), dtype=np.float64)
@@ -81,8 +85,10 @@ def elementwise(str name, const floating[::1] x, const floating[::1] t, const fl
     cdef const floating *wp = &w[0] if w is not None else NULL
     cdef floating *lp = &lout[0] if lout is not None else NULL
     cdef floating *gp = &g[0] if g is not None else NULL
+    cdef const uint8_t *mp = &m[0] if m is not None else NULL
     cdef ElementJob job = ElementJob(kind=kind, n=n, w_period=w_period, x=&x[0], t=&t[0], w=wp,
-                                     lout=lp, g=gp, param=param, gscale=gscale, part=&part[0])
+                                     m=mp, lout=lp, g=gp,
+                                     param=param, gscale=gscale, part=&part[0])
     with nogil:
         run_blocks(<block_fn>_element_block[floating], &job, part.shape[0], n_threads)
     return ordered_sum(part)

@@ -42,16 +42,21 @@ def _elementwise(name, input, target, param, weight, where, reduction, return_gr
         # sum of the broadcast weights: the period's C-ordered weights (so the sum does not
         # depend on the weight's memory layout), each repeated n / period times
         denom = float(np.sum(w[:period], dtype=np.float64)) * (n // period) if n else 0.0
-    if where is not None:
-        return independent(lambda: _elementwise(name, x, t, param, wa, None, "none", return_grad,
-                                                grad_out), where, x.shape, reduction, return_grad,
-                           item_weight=wa)
+    mask = None
+    if where is not None:        # in the kernel: masked elements count for nothing
+        keep = np.ascontiguousarray(np.broadcast_to(check_where(where, x.shape), x.shape))
+        mask = keep.view(np.uint8).reshape(-1)
+        if w is None:
+            denom = float(np.count_nonzero(keep))
+        elif n:                  # the kept elements' weights (the period's, tiled n / period times)
+            denom = float(np.sum(np.broadcast_to(w[:period], (n // period, period)),
+                                 where=keep.reshape(-1, period), dtype=np.float64))
     g = grad_buffers(grad_out, ["input"], x.shape, x.dtype)[0] if return_grad else None
     if grad_out is not None:
         check_no_overlap([("grad_out", g)], [("input", x), ("target", t), ("weight", wa)],
                          in_place=("input",))
     lout = np.empty(n, dtype=x.dtype) if reduction == "none" else None
-    total = _k.elementwise(name, flat_full(x, x.shape), flat_full(t, x.shape), w, period, lout,
+    total = _k.elementwise(name, flat_full(x, x.shape), flat_full(t, x.shape), w, period, mask, lout,
                            g.reshape(-1) if g is not None else None, param,
                            grad_scale(reduction, denom), _config.threads_for(n))
     loss = reduce_elements(total, lout, x.shape, denom, reduction, x.dtype)

@@ -371,9 +371,9 @@ def test_elementwise_bad_input():
 def test_elementwise_kernel_names_its_loss():
     """The kernel takes the loss by name (csrc/fl_regression_impl.h's FL_REG_KINDS)."""
     x = np.arange(5.0)
-    assert _regression.elementwise("mse", x, x + 1, None, 1, None, None, 0.0, 1.0, 1) == 5.0
+    assert _regression.elementwise("mse", x, x + 1, None, 1, None, None, None, 0.0, 1.0, 1) == 5.0
     with pytest.raises(ValueError, match="no elementwise regression loss named 'nope'"):
-        _regression.elementwise("nope", x, x, None, 1, None, None, 0.0, 1.0, 1)
+        _regression.elementwise("nope", x, x, None, 1, None, None, None, 0.0, 1.0, 1)
 
 
 # --- boxes ---------------------------------------------------------------------------------
