@@ -153,12 +153,14 @@ static int N_(mvn_load)(const T *a, int64_t d, double tol, double *c) {
     double scale = 0.0, asym = 0.0;
     int finite = 1;
     for (int64_t i = 0; i < d; i++)
-        for (int64_t j = 0; j < d; j++) {
+        for (int64_t j = 0; j <= i; j++) {
             const double x = (double)a[i * d + j], y = (double)a[j * d + i];
-            finite &= isfinite(x) != 0;
-            scale = fmax(scale, fabs(x));
-            asym = fmax(asym, fabs(x - y));
-            c[i * d + j] = 0.5 * (x + y);
+            const double ax = fabs(x), ay = fabs(y), dxy = fabs(x - y);
+            finite &= (x - x == 0.0) & (y - y == 0.0);    /* no NaN or inf */
+            scale = ax > scale ? ax : scale;               /* not fmax: a libm call */
+            scale = ay > scale ? ay : scale;
+            asym = dxy > asym ? dxy : asym;
+            c[i * d + j] = c[j * d + i] = 0.5 * (x + y);
         }
     return finite && !(asym > tol * scale);
 }
@@ -173,11 +175,12 @@ static int N_(mvn_chol)(double *a, int64_t d) {
         if (!(s > 0.0)) return 0;
         s = sqrt(s);
         rj[j] = s;
+        const double inv = 1.0 / s;    /* one division per column, as LAPACK's potf2 */
         for (int64_t i = j + 1; i < d; i++) {
             double *ri = a + i * d;
             double t = ri[j];
             for (int64_t k = 0; k < j; k++) t -= ri[k] * rj[k];
-            ri[j] = t / s;
+            ri[j] = t * inv;
         }
         for (int64_t k = j + 1; k < d; k++) rj[k] = 0.0;
     }
