@@ -270,11 +270,11 @@ static int N_(mvn_kl_one)(const T *mp, const T *sp, const T *mq, const T *sq, in
         alpha[i] = has_inf || has_nan ? NAN : t;
     }
     for (int64_t c = 0; c < dd; c++) Spi[c] = Sqi[c] - Spi[c];
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = 0; j < d; j++) {
+    for (int64_t i = 0; i < d; i++)            /* symmetric: the lower triangle, mirrored */
+        for (int64_t j = 0; j <= i; j++) {
             double bb = 0.0;
             for (int64_t k = 0; k < d; k++) bb += Bm[i * d + k] * Bm[j * d + k];
-            Sqi[i * d + j] = Sqi[i * d + j] - bb - alpha[i] * alpha[j];
+            Sqi[i * d + j] = Sqi[j * d + i] = Sqi[i * d + j] - bb - alpha[i] * alpha[j];
         }
     N_(mvn_store)(out, 0, e, alpha, gscale, d);
     N_(mvn_store)(out, 1, e, Spi, 0.5 * gscale, dd);
