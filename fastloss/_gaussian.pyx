@@ -229,8 +229,8 @@ def mvn_kl(const floating[::1] mp, const floating[::1] sp, const floating[::1] m
     0 into status, or 1 / 2 where cov_p / cov_q is not finite, symmetric (to tol_p /
     tol_q times its largest entry) and positive definite (that element's loss and
     gradients are not written). Inputs are flat stacks of their own matrices (vectors);
-    idx: four int64 arrays (or None: the batch element itself), the index of element
-    e's in each. grads: None, or four C-contiguous arrays (or None) of nb matrices
+    idx: four int64 arrays (or None: the batch element itself), per batch element the
+    index of its matrix (vector) in each. grads: None, or four C-contiguous arrays (or None) of nb matrices
     (vectors), in the inputs' dtype or float64, that get the gradients times gscale."""
     cdef fl_mvn_out out
     cdef int m
