@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Kernels for the elementwise Gaussian losses (diagonal Gaussian KL, VAE
-reconstruction, Gaussian NLL).
+reconstruction, Gaussian NLL) and for mvn_kl (one small pair of covariances per item).
 
 Each function takes already-checked, C-contiguous flat arrays (fastloss/_checks.py
 does the checking) and runs its blocks of rows or elements on the thread pool
@@ -12,7 +12,7 @@ are identical for any number of threads.
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from ._blocks cimport ELEMENT_BLOCK as EBLK, n_blocks, ordered_sum, rows_per_block
+from ._blocks cimport ELEMENT_BLOCK as EBLK, n_blocks, ordered_sum, rows_per_block, scratch_row
 from ._runtime cimport block_fn, run_blocks
 
 import numpy as np
@@ -28,6 +28,13 @@ cdef extern from "fl_gaussian.h" nogil:
                           double gscale)
     double fl_nll_block(const void *x, const void *t, const void *var, double vconst, void *gx, void *gv,
                         void *lelem, int64_t n, double eps, double cst, double gscale, double *gv_sum)
+    ctypedef struct fl_mvn_out:
+        void *g[4]
+        int wide[4]
+    int64_t fl_mvn_scratch(int64_t d)
+    int fl_mvn_kl_one(const void *mp, const void *sp, const void *mq, const void *sq, int64_t d,
+                      double tol_p, double tol_q, double gscale, const fl_mvn_out *out, int64_t e,
+                      double *loss, double *scratch)
 
 
 def set_level(int level):
@@ -167,3 +174,83 @@ def nll(const floating[::1] x, const floating[::1] t, const floating[::1] var, b
     return _sum_items(_NLL, n, D, var_per_row, &x[0], &t[0], &var[0], NULL, &gx[0] if gx is not None else NULL,
                       &gv[0] if gv is not None else NULL, NULL, NULL,
                       &elem_loss[0] if elem_loss is not None else NULL, NULL, 0, eps, cst, gscale, n_threads)
+
+
+# The arguments of mvn_kl (which see), its T pointers as void pointers.
+cdef struct MvnJob:
+    const void *mp
+    const void *sp
+    const void *mq
+    const void *sq
+    const int64_t *idx[4]
+    int64_t nb, d, per, width
+    double tol_p, tol_q, gscale
+    const fl_mvn_out *out
+    double *loss
+    signed char *status
+    double *scratch
+
+
+cdef void _mvn_block(void *job, int64_t blk, int tid, const floating *tag) noexcept nogil:
+    """Batch elements blk * per .. of mvn_kl, each on its own."""
+    cdef MvnJob *j = <MvnJob *>job
+    cdef int64_t k[4]
+    cdef int64_t e, m, d = j.d
+    for e in range(blk * j.per, min(blk * j.per + j.per, j.nb)):
+        for m in range(4):
+            k[m] = j.idx[m][e] if j.idx[m] else e
+        j.status[e] = fl_mvn_kl_one(<const floating *>j.mp + k[0] * d, <const floating *>j.sp + k[1] * d * d,
+                                    <const floating *>j.mq + k[2] * d, <const floating *>j.sq + k[3] * d * d,
+                                    d, j.tol_p, j.tol_q, j.gscale, j.out, e, &j.loss[e],
+                                    j.scratch + tid * j.width)
+
+
+cdef const floating *_start(const floating[::1] a):
+    return &a[0] if a.shape[0] else NULL
+
+
+cdef const int64_t *_index(const int64_t[::1] idx):
+    return &idx[0] if idx is not None and idx.shape[0] else NULL
+
+
+cdef void *_data(a):
+    """Start of a C-contiguous array's data (NULL: None or empty)."""
+    cdef unsigned char[::1] raw
+    if a is None or a.size == 0:
+        return NULL
+    raw = a.reshape(-1).view(np.uint8)
+    return &raw[0]
+
+
+def mvn_kl(const floating[::1] mp, const floating[::1] sp, const floating[::1] mq, const floating[::1] sq,
+           int64_t d, int64_t nb, idx, double tol_p, double tol_q, grads, double gscale,
+           double[::1] loss, signed char[::1] status, int n_threads):
+    """KL of nb pairs of d-dimensional normals (d small): per-element losses into loss,
+    0 into status, or 1 / 2 where cov_p / cov_q is not finite, symmetric (to tol_p /
+    tol_q times its largest entry) and positive definite (that element's loss and
+    gradients are not written). Inputs are flat stacks of their own matrices (vectors);
+    idx: four int64 arrays (or None: the batch element itself), per batch element the
+    index of its matrix (vector) in each. grads: None, or four C-contiguous arrays (or None) of nb matrices
+    (vectors), in the inputs' dtype or float64, that get the gradients times gscale."""
+    cdef fl_mvn_out out
+    cdef int m
+    if nb == 0:
+        return
+    cdef MvnJob job
+    job.mp, job.sp = <const floating *>_start(mp), <const floating *>_start(sp)
+    job.mq, job.sq = <const floating *>_start(mq), <const floating *>_start(sq)
+    job.nb, job.d, job.per = nb, d, rows_per_block(d * d * d)
+    job.width = scratch_row(max(fl_mvn_scratch(d), 1) * 8, 8)
+    job.tol_p, job.tol_q, job.gscale = tol_p, tol_q, gscale
+    job.out, job.loss, job.status = NULL, &loss[0], &status[0]
+    for m in range(4):
+        job.idx[m] = _index(idx[m])
+        if grads is not None:
+            out.g[m] = _data(grads[m])
+            out.wide[m] = grads[m] is not None and grads[m].dtype == np.float64
+    if grads is not None:
+        job.out = &out
+    cdef double[:, ::1] scratch = np.empty((n_threads, job.width), dtype=np.float64)
+    job.scratch = &scratch[0, 0]
+    with nogil:
+        run_blocks(<block_fn>_mvn_block[floating], &job, n_blocks(nb, job.per), n_threads)

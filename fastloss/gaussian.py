@@ -5,14 +5,14 @@ gaussian_nll_loss, whose mean is over elements as in PyTorch.
 
 Thin wrappers over the shared layer (ARCHITECTURE.md): validate every argument
 (_checks.py), lay the data out as flat arrays broadcast to a common shape
-(_layout.py), call one fused kernel of _gaussian.pyx, reduce (_reduce.py); mvn_kl is
-NumPy/LAPACK in float64.
+(_layout.py), call one fused kernel of _gaussian.pyx, reduce (_reduce.py); mvn_kl runs one
+float64 kernel per pair of matrices up to dimension _MVN_KERNEL_D, NumPy/LAPACK above.
 """
 import math
 
 import numpy as np
 
-from . import _config
+from . import _config, _pool
 from . import _gaussian as _k
 from ._checks import (as_float_array, check_broadcast, check_choice, check_covariance,
                       check_grad_out, check_grad_outs, check_grad_request, check_no_overlap,
@@ -28,6 +28,10 @@ _config.register_kernels(_k)
 # "none" on rows shorter than this: per-element losses summed by NumPy, instead of one
 # kernel call per row.
 _SHORT_ROW = 64
+
+# mvn_kl: dimensions up to this run the per-matrix kernel (unblocked loops on float64
+# scratch of 8 d x d per thread); larger ones LAPACK, whose blocked routines win there.
+_MVN_KERNEL_D = 64
 
 
 def _row_losses(kernel, nrows, D, dtype):
@@ -164,16 +168,73 @@ def gaussian_kl(mu_p, logvar_p, mu_q=None, logvar_q=None, *, where=None, reducti
 
 def _spd_error(cov, name):
     """ValueError naming the first matrix of cov (float64, (..., d, d)) that is not SPD."""
-    batch = cov.shape[:-2]
     flat = cov.reshape((-1,) + cov.shape[-2:])
     for i in range(flat.shape[0]):
         try:
             np.linalg.cholesky(flat[i])
         except np.linalg.LinAlgError:
-            pos = np.unravel_index(i, batch) if batch else ()
-            where = f" (batch index {tuple(int(j) for j in pos)})" if batch else ""
-            return ValueError(f"{name} is not symmetric positive definite{where}")
-    return ValueError(f"{name} is not symmetric positive definite")
+            return _spd_error_at(i, cov.shape[:-2], name)
+    return _spd_error_at(None, cov.shape[:-2], name)
+
+
+def _spd_error_at(i, batch, name):
+    """ValueError naming matrix i (flat index into the batch shape, or None) of cov."""
+    where = ""
+    if batch and i is not None:
+        where = f" (batch index {tuple(int(j) for j in np.unravel_index(i, batch))})"
+    return ValueError(f"{name} is not symmetric positive definite{where}")
+
+
+def _own_index(own, batch):
+    """Per element of the batch, the flat index of an input's matrix (or vector) in its
+    own batch shape `own` (None: the same)."""
+    if own == batch:
+        return None
+    n = math.prod(own)
+    return np.ascontiguousarray(np.broadcast_to(np.arange(n, dtype=np.int64).reshape(own), batch)).reshape(-1)
+
+
+def _mvn_kl_kernel(arrs, dtype, batch, d, reduction, outs):
+    """mvn_kl for d <= _MVN_KERNEL_D (checked arguments, grad_out buffers or None): one
+    kernel call, which also checks the covariances (check_covariance's rules, then
+    positive definiteness); any failure is raised here, before a result is returned,
+    with check_covariance's or _spd_error's message."""
+    nb = math.prod(batch)
+    own = [a.shape[:a.ndim - k] for a, k in zip(arrs, (1, 2, 1, 2))]
+    idx = [_own_index(b, batch) for b in own]
+    flat = [np.ascontiguousarray(a, dtype=dtype).reshape(-1) for a in arrs]
+    tol_p, tol_q = (64 * np.finfo(a.dtype).eps for a in (arrs[1], arrs[3]))
+    grads = None
+    if outs is not None:
+        # full-shape inputs: straight into grad_out (or a fresh buffer); broadcast ones in
+        # float64, summed over the batch below and rounded once, as the LAPACK path
+        grads = [np.empty(batch + a.shape[len(b):], np.float64) if i is not None
+                 else out if out is not None else _pool.empty(a.shape, dtype)
+                 for a, b, i, out in zip(arrs, own, idx, outs)]
+    per = np.empty(nb, np.float64)
+    status = np.empty(nb, np.int8)
+    _k.mvn_kl(*flat, d, nb, idx, tol_p, tol_q, grads, grad_scale(reduction, nb), per, status,
+              _config.threads_for(nb * d ** 3))
+    if status.any():
+        check_covariance(arrs[1], "cov_p")
+        check_covariance(arrs[3], "cov_q")
+        for m, code, name in ((1, 1, "cov_p"), (3, 2, "cov_q")):
+            bad = np.flatnonzero(status == code)
+            if bad.size:
+                first = int(np.min(idx[m][bad])) if idx[m] is not None else int(bad[0])
+                raise _spd_error_at(first, own[m], name)
+    loss = reduce_rows(per, batch, nb, reduction, dtype)
+    if outs is None:
+        return loss
+    res = []
+    for g, a, out in zip(grads, arrs, outs):
+        if g.shape != a.shape:
+            g = unbroadcast(g, a.shape).astype(dtype)
+            if out is not None:
+                out[...] = g
+                g = out
+        res.append(g)
+    return loss, tuple(res)
 
 
 def _cholesky(c, name):
@@ -187,8 +248,8 @@ def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, where=None, reduction="mean", return_gra
            grad_out=None):
     r"""KL(N(mu_p, cov_p) || N(mu_q, cov_q)) of full-covariance multivariate normals.
 
-    Computed through Cholesky factors and triangular solves (LAPACK, in float64, returned in
-    the inputs' dtype).
+    Computed through Cholesky factors and triangular solves in float64, returned in the
+    inputs' dtype (a kernel per pair of matrices up to d = 64, LAPACK above).
 
     Parameters
     ----------
@@ -271,13 +332,15 @@ def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, where=None, reduction="mean", return_gra
             lambda *full: mvn_kl(*full, reduction="none", return_grad=return_grad), where, batch,
             reduction, return_grad, grad_out, arrs, list(names),
             [batch + (d,), batch + (d, d)] * 2, dtype)
-    Sp, Sq = check_covariance(sp, "cov_p"), check_covariance(sq, "cov_q")
     outs = check_grad_outs(grad_out, list(names)) if return_grad else None
     if return_grad:
         for i, a in enumerate(arrs):
             if outs[i] is not None:
                 check_grad_out(outs[i], a.shape, dtype, f"grad_out[{i}]")
         check_no_overlap(grad_out_names(outs), list(zip(names, arrs)))
+    if d <= _MVN_KERNEL_D:
+        return _mvn_kl_kernel(arrs, dtype, batch, d, reduction, outs)
+    Sp, Sq = check_covariance(sp, "cov_p"), check_covariance(sq, "cov_q")
     Lp, Lq = _cholesky(Sp, "cov_p"), _cholesky(Sq, "cov_q")
     Lp = np.broadcast_to(Lp, batch + (d, d))
     Lq = np.broadcast_to(Lq, batch + (d, d))

@@ -135,6 +135,148 @@ def test_mvn_kl_errors(rng):
     assert np.isnan(mvn_kl(nan_mu, Sp, mq, Sq, reduction="none")[0])
 
 
+
+# The kernel path (d <= 64, one C kernel per pair of matrices) and the LAPACK path (d > 64).
+
+def _spd_scaled(rng, batch, d):
+    """Well conditioned at any d (eigenvalues in about [0.5, 4.5])."""
+    a = rng.standard_normal(batch + (d, d))
+    return a @ np.swapaxes(a, -1, -2) / d + 0.5 * np.eye(d)
+
+
+MVN_BATCHES = [((3,), (3,)), ((2, 3), ()), ((2, 1), (3,)), ((), ())]
+
+
+def _check_mvn_dims(rng, dtype, reduction, batch_p, batch_q, d):
+    """Loss and the four gradients (broadcast ones summed) against the oracle."""
+    args = (rng.standard_normal(batch_p + (d,)).astype(dtype), _spd_scaled(rng, batch_p, d).astype(dtype),
+            rng.standard_normal(batch_q + (d,)).astype(dtype), _spd_scaled(rng, batch_q, d).astype(dtype))
+    kw = dict(reduction=reduction, return_grad=True)
+    fast, oracle = mvn_kl(*args, **kw), ref.mvn_kl(*args, **kw)
+    check_loss_and_grads(fast, oracle, dtype)
+    for g, a in zip(fast[1], args):
+        assert g.shape == a.shape
+    assert_close(mvn_kl(*args, reduction=reduction), oracle[0], dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("batch_p,batch_q", MVN_BATCHES)
+@pytest.mark.parametrize("d", [1, 2, 8, 64])
+def test_mvn_kl_kernel_dims(simd, rng, dtype, reduction, batch_p, batch_q, d):
+    _check_mvn_dims(rng, dtype, reduction, batch_p, batch_q, d)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("batch_p,batch_q", MVN_BATCHES)
+def test_mvn_kl_lapack_dim(rng, dtype, reduction, batch_p, batch_q):
+    _check_mvn_dims(rng, dtype, reduction, batch_p, batch_q, 65)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("d", [1, 3, 8])
+def test_mvn_kl_kernel_matches_lapack_path(monkeypatch, rng, dtype, d):
+    """The kernel gives the LAPACK path's results to float64 rounding (float32: the same
+    float64 values rounded once), broadcast gradients included."""
+    import fastloss.gaussian as fg
+    args = (rng.standard_normal((4, d)).astype(dtype), _spd_scaled(rng, (4,), d).astype(dtype),
+            rng.standard_normal((d,)).astype(dtype), _spd_scaled(rng, (1,), d).astype(dtype))
+    fast = mvn_kl(*args, reduction="none", return_grad=True)
+    monkeypatch.setattr(fg, "_MVN_KERNEL_D", -1)
+    lapack = mvn_kl(*args, reduction="none", return_grad=True)
+    rtol = 1e-12 if dtype == np.float64 else 2 ** -23
+    for a, b in zip((fast[0],) + fast[1], (lapack[0],) + lapack[1]):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.max(np.abs(b)))
+
+
+def test_mvn_kl_batch_finite_differences(rng):
+    """d = 3, a batch against a shared cov_q and mu_q, reduction "mean"."""
+    d = 3
+    mp, Sp = rng.standard_normal((2, d)), _spd_scaled(rng, (2,), d)
+    mq, Sq = rng.standard_normal(d), _spd_scaled(rng, (), d)
+    _, g = mvn_kl(mp, Sp, mq, Sq, return_grad=True)
+    sym = lambda S: 0.5 * (S + np.swapaxes(S, -1, -2))
+    fs = [lambda a: mvn_kl(a, Sp, mq, Sq), lambda a: mvn_kl(mp, sym(a), mq, Sq),
+          lambda a: mvn_kl(mp, Sp, a, Sq), lambda a: mvn_kl(mp, Sp, mq, sym(a))]
+    for gi, f, a in zip(g, fs, (mp, Sp, mq, Sq)):
+        np.testing.assert_allclose(gi, fd_grad(f, a, h=1e-4), atol=1e-8)
+
+
+def test_mvn_kl_threads_bit_identical(rng):
+    import fastloss
+    d = 8
+    args = (rng.standard_normal((300, d)), _spd_scaled(rng, (300,), d), rng.standard_normal(d),
+            _spd_scaled(rng, (), d))
+    with fastloss.threads(1):
+        one = mvn_kl(*args, return_grad=True)
+    with fastloss.threads(2):
+        two = mvn_kl(*args, return_grad=True)
+    assert one[0] == two[0]
+    for a, b in zip(one[1], two[1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_mvn_kl_grad_out_broadcast(rng):
+    """grad_out for full and broadcast inputs: the fresh call's values, in the buffers."""
+    d = 4
+    args = (rng.standard_normal((5, d)).astype(np.float32), _spd_scaled(rng, (5,), d).astype(np.float32),
+            rng.standard_normal((1, d)).astype(np.float32), _spd_scaled(rng, (), d).astype(np.float32))
+    loss, want = mvn_kl(*args, return_grad=True)
+    outs = tuple(np.full(a.shape, np.nan, np.float32) for a in args)
+    loss2, got = mvn_kl(*args, return_grad=True, grad_out=outs)
+    assert loss2 == loss
+    for g, w, o in zip(got, want, outs):
+        assert g is o
+        np.testing.assert_array_equal(g, w)
+
+
+@pytest.mark.parametrize("d", [3, 65])
+def test_mvn_kl_not_spd_index(rng, d):
+    """The first matrix that is not positive definite, in the covariance's own batch
+    shape, from the kernel (d = 3) as from LAPACK (d = 65); cov_p before cov_q; NaN and
+    asymmetry before positive definiteness."""
+    mp, mq = rng.standard_normal((2, 3, d)), rng.standard_normal(d)
+    Sp, Sq = _spd_scaled(rng, (2, 3), d), _spd_scaled(rng, (3,), d)
+    badp, badq = Sp.copy(), Sq.copy()
+    badp[1, 0] = -np.eye(d)
+    badp[1, 2, 0, 0] = -1.0
+    badq[2] = np.diag(np.r_[1.0, -np.ones(d - 1)])
+    with pytest.raises(ValueError, match=r"cov_p is not symmetric positive definite \(batch index \(1, 0\)\)"):
+        mvn_kl(mp, badp, mq, badq)
+    with pytest.raises(ValueError, match=r"cov_q is not symmetric positive definite \(batch index \(2,\)\)"):
+        mvn_kl(mp, Sp, mq, badq)
+    with pytest.raises(ValueError, match=r"cov_q is not symmetric positive definite$"):
+        mvn_kl(mp, Sp, mq, badq[2])
+    nanq = Sq.copy()
+    nanq[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="cov_q contains NaN"):
+        mvn_kl(mp, badp, mq, nanq)
+    asym = Sp.copy()
+    asym[0, 0, 0, 1] += 0.5
+    with pytest.raises(ValueError, match="cov_p is not symmetric"):
+        mvn_kl(mp, asym, mq, badq)
+    infp = Sp.copy()
+    infp[1, 1, 0, 0] = np.inf
+    with pytest.raises(ValueError, match="cov_p contains infinite"):
+        mvn_kl(mp, infp, mq, Sq)
+    with pytest.raises(ValueError, match="cov_p is not symmetric positive definite"):
+        mvn_kl(mp, badp, mq, Sq, return_grad=True)
+
+
+def test_mvn_kl_float32_symmetry_tolerance(rng):
+    """float32 covariances with float64 means: the symmetry check keeps float32's
+    tolerance (64 eps of the covariance's dtype), as check_covariance does."""
+    d = 5
+    S = _spd_scaled(rng, (2,), d).astype(np.float32)
+    S[:, 0, 1] = np.nextafter(S[:, 1, 0], np.float32(np.inf))
+    mp, mq = rng.standard_normal((2, d)), rng.standard_normal(d)
+    loss, g = mvn_kl(mp, S, mq, S[0], return_grad=True)
+    assert np.asarray(loss).dtype == np.float64
+    assert_close(loss, ref.mvn_kl(mp, S, mq, S[0]), np.float64)
+
+
 # --- VAE -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
