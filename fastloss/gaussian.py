@@ -257,7 +257,8 @@ def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, where=None, reduction="mean", return_gra
         Means.
     cov_p, cov_q : array_like, shape (..., d, d)
         Covariances; batch dimensions broadcast together. A covariance that is not
-        symmetric positive definite, or holds NaN or inf: ValueError naming it.
+        symmetric positive definite, or holds NaN or inf: ValueError naming it (checked as
+        the matrices are factorised: `grad_out` may then hold other matrices' gradients).
     reduction : {"mean", "sum", "none"}, default "mean"
         "mean" over distributions ("batchmean" is an alias); "none": the batch shape.
     return_grad : bool, default False
