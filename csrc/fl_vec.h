@@ -26,6 +26,11 @@
  * then added into a float64 total. Fixed, so results do not depend on how rows or
  * blocks are split between threads (and changing it changes results). */
 #define FL_SUM_BLOCK 256
+/* Vectors per group of the one-pass softmax rows (row_lse1, kl_row1): a group's max is
+ * taken in registers before its exponentials, and its per-lane sums go into float64. */
+#define FL_GROUP 8
+/* The source kind of a row read as T itself (the others: fl_half.h's FL_FLOAT16, FL_BFLOAT16). */
+#define FL_NATIVE (-1)
 /* 1/d!, d = 0..13: the Taylor coefficients of exp (and, from d = 2, of expm1). */
 static const double fl_inv_fact[14] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120,
     1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800,
@@ -252,6 +257,99 @@ FL_INL V N_(vlog1p_unit)(V x) {
     return two_s + two_s * s2 * q;
 }
 #undef LOG1P_UNIT_TERMS
+
+/* Any lane of a comparison mask set: one instruction per level (a loop over lanes
+ * becomes a chain of extracts). */
+FL_INL int N_(vany)(VI m) {
+#if FL_X86_DISPATCH && FL_VBYTES == 64 && FL_DOUBLE
+    return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0;
+#elif FL_X86_DISPATCH && FL_VBYTES == 64
+    return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0;
+#elif FL_X86_DISPATCH && FL_VBYTES == 32 && FL_DOUBLE
+    return _mm256_movemask_pd((__m256d)m) != 0;
+#elif FL_X86_DISPATCH && FL_VBYTES == 32
+    return _mm256_movemask_ps((__m256)m) != 0;
+#elif FL_X86_DISPATCH && FL_DOUBLE
+    return _mm_movemask_pd((__m128d)m) != 0;
+#elif FL_X86_DISPATCH
+    return _mm_movemask_ps((__m128)m) != 0;
+#else
+    TI any = 0;
+    for (int j = 0; j < W; j++) any |= m[j];
+    return any != 0;
+#endif
+}
+
+/* Rows read from their source: T itself (kind FL_NATIVE), or, in float32 where fl_half.h
+ * is included, float16 / bfloat16 bits (kind FL_FLOAT16 / FL_BFLOAT16) converted exactly
+ * in registers, as fl_half_to_float does (no scratch round trip). kind is a constant at
+ * every call site, so each caller compiles to one of the three loads. */
+#if defined(FL_HALF_H) && !FL_DOUBLE
+typedef uint16_t N_(VH) __attribute__((vector_size(FL_VBYTES / 2), aligned(2), may_alias));
+FL_INL V N_(vload_half)(int kind, const uint16_t *p) {
+    const VI u = __builtin_convertvector(*(const N_(VH) *)p, VI);
+    if (kind == FL_BFLOAT16) return (V)(u << 16);
+#if FL_X86_DISPATCH && FL_VBYTES == 64
+    (void)u;
+    return (V)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+#else
+    /* fl_h2f_one on W lanes (no F16C at these levels: it is not implied by them) */
+    const VI a = u & 0x7fff, e = a >> 10, sign = (u & 0x8000) << 16;
+    VI bits = (a << 13) + (112 << 23);                   /* rebias 15 -> 127 */
+    bits += (e == 31) & (112 << 23);                     /* inf, NaN: exponent all ones */
+    const V sub = __builtin_convertvector(a, V) * 0x1p-24f;   /* zero, subnormal: exact */
+    return (V)((VI)N_(vsel)(e == 0, sub, (V)bits) | sign);
+#endif
+}
+#endif
+FL_INL T N_(src_one)(const void *x, int kind, int64_t k) {
+#if defined(FL_HALF_H) && !FL_DOUBLE
+    if (kind == FL_BFLOAT16) return fl_u2f((uint32_t)((const uint16_t *)x)[k] << 16);
+    if (kind == FL_FLOAT16) return fl_h2f_one(((const uint16_t *)x)[k]);
+#endif
+    (void)kind;
+    return ((const T *)x)[k];
+}
+/* W elements from element k of the source; with n < W, the first n and then `pad`. */
+FL_INL V N_(vload_src)(const void *x, int kind, int64_t k, int64_t n, T pad) {
+    if (n < W) {
+        T buf[W];
+        for (int j = 0; j < W; j++) buf[j] = j < n ? N_(src_one)(x, kind, k + j) : pad;
+        return N_(vload)(buf);
+    }
+#if defined(FL_HALF_H) && !FL_DOUBLE
+    if (kind != FL_NATIVE) return N_(vload_half)(kind, (const uint16_t *)x + k);
+#endif
+    return N_(vload)((const T *)x + k);
+}
+
+/* A group of FL_GROUP vectors from element k (n elements left in the row: lanes past
+ * them read as -inf) and its lane-wise max, NaN lost (one maxps a vector). */
+FL_INL V N_(group_load)(V *xv, const void *x, int kind, int64_t k, int64_t n) {
+    for (int i = 0; i < FL_GROUP; i++) xv[i] = N_(vload_src)(x, kind, k + i * W, n - i * W, -(T)INFINITY);
+    V m = xv[0];
+    for (int i = 1; i < FL_GROUP; i++) m = N_(vsel)(xv[i] > m, xv[i], m);
+    return m;
+}
+/* The largest lane of a group max (NaN lanes ignored); the first of a group's elements
+ * equal to v. */
+FL_INL T N_(vhmax)(V v) {
+    T m = -(T)INFINITY;
+    for (int j = 0; j < W; j++) m = v[j] > m ? v[j] : m;
+    return m;
+}
+FL_INL int64_t N_(group_find)(const V *xv, T v) {
+    for (int i = 0; i < FL_GROUP; i++)
+        for (int j = 0; j < W; j++)
+            if (xv[i][j] == v) return i * W + j;
+    return 0;
+}
+/* A NaN among a group's elements. */
+FL_INL int N_(group_nan)(const V *xv) {
+    VI nan = {0};
+    for (int i = 0; i < FL_GROUP; i++) nan |= xv[i] != xv[i];
+    return N_(vany)(nan);
+}
 
 /* Row helpers shared by the families. */
 
