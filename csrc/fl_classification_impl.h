@@ -131,24 +131,26 @@ static void N_(wdev_chunk)(N_(wdev) *wd, const T *x, int64_t b, int64_t n, T mc)
 FL_INL int N_(row_lse1)(const void *x, int kind, int64_t C, T *m_out, double *s_out, int64_t *am) {
     T M = -(T)INFINITY;
     VD acc = N_(dv_dzero)();
-    V zs = N_(vset1)(0), xv[FL_GROUP];   /* zs: the sum of every x - M, NaN iff a NaN was seen */
+    V zs = N_(vset1)(0);                  /* the sum of every x - M: NaN iff a NaN was seen */
     for (int64_t k = 0; k < C; k += FL_GROUP * W) {
-        const V gm = C - k >= FL_GROUP * W ? N_(group_load)(xv, x, kind, k, FL_GROUP * W)
-                                           : N_(group_load)(xv, x, kind, k, C - k);
+        /* n: a constant for whole groups, so their loads take no tail branches */
+        const int64_t n = C - k >= FL_GROUP * W ? FL_GROUP * W : C - k;
+        const V gm = C - k >= FL_GROUP * W ? N_(group_max)(x, kind, k, FL_GROUP * W)
+                                           : N_(group_max)(x, kind, k, n);
         if (__builtin_expect(N_(vany)(gm > M), 0)) {
             const T mc = N_(vhmax)(gm);
             if (mc == (T)INFINITY) return 0;
-            if (am) *am = k + N_(group_find)(xv, mc);
+            if (am) *am = k + N_(group_find)(x, kind, k, n, mc);
             if (M != -(T)INFINITY) acc *= exp((double)M - (double)mc);
             M = mc;
         }
         if (M == -(T)INFINITY) {          /* every element so far is -inf (or NaN): adds 0 */
-            if (N_(group_nan)(xv)) return 0;
+            if (N_(group_nan)(x, kind, k, n)) return 0;
             continue;
         }
         V s = N_(vset1)(0);
         for (int i = 0; i < FL_GROUP; i++) {
-            const V z = xv[i] - M;
+            const V z = N_(vload_src)(x, kind, k + i * W, n - i * W, -(T)INFINITY) - M;
             zs += z;
             s += N_(vexp_le0)(z);
         }

@@ -170,11 +170,12 @@ FL_INL V N_(vexp)(V x) {
 }
 
 /* exp(x) for x <= 0 and not NaN (-inf allowed), the softmax case x - max(row):
- * vexp without the overflow and NaN lanes. */
+ * vexp without the overflow and NaN lanes. Lanes below X_EXP_MIN are zeroed at the end,
+ * so they skip vexp's clamp (their reduction may be NaN or wrap: discarded). */
 FL_INL V N_(vexp_le0)(V x) {
     VI under = x < (T)X_EXP_MIN;
     VI ni;
-    V p = N_(vexp_core)(N_(vsel)(under, N_(vset1)((T)X_EXP_MIN), x), &ni);
+    V p = N_(vexp_core)(x, &ni);
     V res = (V)((VI)p + (ni << MANT_BITS));
     return (V)(~under & (VI)res);
 }
@@ -280,6 +281,26 @@ FL_INL int N_(vany)(VI m) {
 #endif
 }
 
+/* max(a, b) for lanes without NaN (a NaN lane gives b): one maxps, where vsel's bit
+ * select takes three instructions. */
+FL_INL V N_(vmax_plain)(V a, V b) {
+#if FL_X86_DISPATCH && FL_VBYTES == 64 && FL_DOUBLE
+    return (V)_mm512_max_pd((__m512d)a, (__m512d)b);
+#elif FL_X86_DISPATCH && FL_VBYTES == 64
+    return (V)_mm512_max_ps((__m512)a, (__m512)b);
+#elif FL_X86_DISPATCH && FL_VBYTES == 32 && FL_DOUBLE
+    return (V)_mm256_max_pd((__m256d)a, (__m256d)b);
+#elif FL_X86_DISPATCH && FL_VBYTES == 32
+    return (V)_mm256_max_ps((__m256)a, (__m256)b);
+#elif FL_X86_DISPATCH && FL_DOUBLE
+    return (V)_mm_max_pd((__m128d)a, (__m128d)b);
+#elif FL_X86_DISPATCH
+    return (V)_mm_max_ps((__m128)a, (__m128)b);
+#else
+    return N_(vsel)(a > b, a, b);
+#endif
+}
+
 /* Rows read from their source: T itself (kind FL_NATIVE), or, in float32 where fl_half.h
  * is included, float16 / bfloat16 bits (kind FL_FLOAT16 / FL_BFLOAT16) converted exactly
  * in registers, as fl_half_to_float does (no scratch round trip). kind is a constant at
@@ -323,31 +344,34 @@ FL_INL V N_(vload_src)(const void *x, int kind, int64_t k, int64_t n, T pad) {
     return N_(vload)((const T *)x + k);
 }
 
-/* A group of FL_GROUP vectors from element k (n elements left in the row: lanes past
- * them read as -inf) and its lane-wise max, NaN lost (one maxps a vector). */
-FL_INL V N_(group_load)(V *xv, const void *x, int kind, int64_t k, int64_t n) {
-    for (int i = 0; i < FL_GROUP; i++) xv[i] = N_(vload_src)(x, kind, k + i * W, n - i * W, -(T)INFINITY);
-    V m = xv[0];
-    for (int i = 1; i < FL_GROUP; i++) m = N_(vsel)(xv[i] > m, xv[i], m);
+/* The lane-wise max of a group: FL_GROUP vectors from element k, n elements left in the
+ * row (lanes past them read as -inf; NaN lanes: undefined). The group's exponentials
+ * then read it again, from L1: cheaper than holding it in (too few) registers. */
+FL_INL V N_(group_max)(const void *x, int kind, int64_t k, int64_t n) {
+    V m = N_(vload_src)(x, kind, k, n, -(T)INFINITY);
+    for (int i = 1; i < FL_GROUP; i++)
+        m = N_(vmax_plain)(N_(vload_src)(x, kind, k + i * W, n - i * W, -(T)INFINITY), m);
     return m;
 }
-/* The largest lane of a group max (NaN lanes ignored); the first of a group's elements
- * equal to v. */
+/* The largest lane of a group max (NaN lanes ignored). */
 FL_INL T N_(vhmax)(V v) {
     T m = -(T)INFINITY;
     for (int j = 0; j < W; j++) m = v[j] > m ? v[j] : m;
     return m;
 }
-FL_INL int64_t N_(group_find)(const V *xv, T v) {
-    for (int i = 0; i < FL_GROUP; i++)
-        for (int j = 0; j < W; j++)
-            if (xv[i][j] == v) return i * W + j;
+/* The offset in the group (as group_max's) of its first element equal to v (v in it). */
+FL_INL int64_t N_(group_find)(const void *x, int kind, int64_t k, int64_t n, T v) {
+    for (int64_t j = 0; j < n && j < FL_GROUP * W; j++)
+        if (N_(src_one)(x, kind, k + j) == v) return j;
     return 0;
 }
-/* A NaN among a group's elements. */
-FL_INL int N_(group_nan)(const V *xv) {
+/* A NaN in the group. */
+FL_INL int N_(group_nan)(const void *x, int kind, int64_t k, int64_t n) {
     VI nan = {0};
-    for (int i = 0; i < FL_GROUP; i++) nan |= xv[i] != xv[i];
+    for (int i = 0; i < FL_GROUP; i++) {
+        const V v = N_(vload_src)(x, kind, k + i * W, n - i * W, 0);
+        nan |= v != v;
+    }
     return N_(vany)(nan);
 }
 
