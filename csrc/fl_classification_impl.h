@@ -132,11 +132,12 @@ FL_INL int N_(row_lse1)(const void *x, int kind, int64_t C, T *m_out, double *s_
     T M = -(T)INFINITY;
     VD acc = N_(dv_dzero)();
     V zs = N_(vset1)(0);                  /* the sum of every x - M: NaN iff a NaN was seen */
+    T keep[FL_GROUP * W];
     for (int64_t k = 0; k < C; k += FL_GROUP * W) {
         /* n: a constant for whole groups, so their loads take no tail branches */
         const int64_t n = C - k >= FL_GROUP * W ? FL_GROUP * W : C - k;
-        const V gm = C - k >= FL_GROUP * W ? N_(group_max)(x, kind, k, FL_GROUP * W)
-                                           : N_(group_max)(x, kind, k, n);
+        const V gm = C - k >= FL_GROUP * W ? N_(group_max)(x, kind, k, FL_GROUP * W, keep)
+                                           : N_(group_max)(x, kind, k, n, keep);
         if (__builtin_expect(N_(vany)(gm > M), 0)) {
             const T mc = N_(vhmax)(gm);
             if (mc == (T)INFINITY) return 0;
@@ -150,7 +151,7 @@ FL_INL int N_(row_lse1)(const void *x, int kind, int64_t C, T *m_out, double *s_
         }
         V s = N_(vset1)(0);
         for (int i = 0; i < FL_GROUP; i++) {
-            const V z = N_(vload_src)(x, kind, k + i * W, n - i * W, -(T)INFINITY) - M;
+            const V z = N_(group_vec)(x, kind, k, n, keep, i) - M;
             zs += z;
             s += N_(vexp_le0)(z);
         }

@@ -275,15 +275,16 @@ FL_INL int N_(kl_row1)(const void *a, const void *b, int kind, int64_t C, T h, T
     T Ma = -(T)INFINITY, Mb = -(T)INFINITY, ma_h = 0, mb_h = 0;
     VD vsa = N_(dv_dzero)(), vsb = vsa, vt = vsa;
     V zs = N_(vset1)(0);                  /* the sum of every za + zb: NaN iff a NaN was seen */
+    T keep_a[FL_GROUP * W], keep_b[FL_GROUP * W];
     for (int64_t k = 0; k < C; k += FL_GROUP * W) {
         const int64_t n = C - k >= FL_GROUP * W ? FL_GROUP * W : C - k;   /* as row_lse1's */
         V gma, gmb;
         if (C - k >= FL_GROUP * W) {
-            gma = N_(group_max)(a, kind, k, FL_GROUP * W);
-            gmb = N_(group_max)(b, kind, k, FL_GROUP * W);
+            gma = N_(group_max)(a, kind, k, FL_GROUP * W, keep_a);
+            gmb = N_(group_max)(b, kind, k, FL_GROUP * W, keep_b);
         } else {
-            gma = N_(group_max)(a, kind, k, n);
-            gmb = N_(group_max)(b, kind, k, n);
+            gma = N_(group_max)(a, kind, k, n, keep_a);
+            gmb = N_(group_max)(b, kind, k, n, keep_b);
         }
         if (__builtin_expect(N_(vany)((gma > Ma) | (gmb > Mb)), 0)) {
             const T ca = N_(vhmax)(gma), cb = N_(vhmax)(gmb);
@@ -304,8 +305,8 @@ FL_INL int N_(kl_row1)(const void *a, const void *b, int kind, int64_t C, T h, T
         if (Ma == -(T)INFINITY || Mb == -(T)INFINITY) return 0;
         V acc_a = N_(vset1)(0), acc_b = acc_a, acc_t = acc_a;
         for (int i = 0; i < FL_GROUP; i++) {
-            const V av = N_(vload_src)(a, kind, k + i * W, n - i * W, -(T)INFINITY);
-            const V bv = N_(vload_src)(b, kind, k + i * W, n - i * W, -(T)INFINITY);
+            const V av = N_(group_vec)(a, kind, k, n, keep_a, i);
+            const V bv = N_(group_vec)(b, kind, k, n, keep_b, i);
             const N_(kl_v) o = N_(kl_vec)(av, bv, ma_h, mb_h, h, ith);
             zs += N_(dv_scaled)(av, ma_h, h, ith) + N_(dv_scaled)(bv, mb_h, h, ith);
             acc_a += o.ea;

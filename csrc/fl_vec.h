@@ -346,12 +346,22 @@ FL_INL V N_(vload_src)(const void *x, int kind, int64_t k, int64_t n, T pad) {
 
 /* The lane-wise max of a group: FL_GROUP vectors from element k, n elements left in the
  * row (lanes past them read as -inf; NaN lanes: undefined). The group's exponentials
- * then read it again, from L1: cheaper than holding it in (too few) registers. */
-FL_INL V N_(group_max)(const void *x, int kind, int64_t k, int64_t n) {
-    V m = N_(vload_src)(x, kind, k, n, -(T)INFINITY);
-    for (int i = 1; i < FL_GROUP; i++)
-        m = N_(vmax_plain)(N_(vload_src)(x, kind, k + i * W, n - i * W, -(T)INFINITY), m);
+ * then read it again from L1 (cheaper than holding it in too few registers): a row of T
+ * from the row itself, a half row from `keep` (FL_GROUP W elements, padded with -inf),
+ * where its converted values are stored here, so each is converted once. */
+FL_INL V N_(group_max)(const void *x, int kind, int64_t k, int64_t n, T *keep) {
+    V m = N_(vset1)(-(T)INFINITY);
+    for (int i = 0; i < FL_GROUP; i++) {
+        const V v = N_(vload_src)(x, kind, k + i * W, n - i * W, -(T)INFINITY);
+        if (kind != FL_NATIVE) N_(vstore)(keep + i * W, v);
+        m = N_(vmax_plain)(v, m);
+    }
     return m;
+}
+/* Vector i of a group read by group_max. */
+FL_INL V N_(group_vec)(const void *x, int kind, int64_t k, int64_t n, const T *keep, int i) {
+    return kind == FL_NATIVE ? N_(vload_src)(x, kind, k + i * W, n - i * W, -(T)INFINITY)
+                             : N_(vload)(keep + i * W);
 }
 /* The largest lane of a group max (NaN lanes ignored). */
 FL_INL T N_(vhmax)(V v) {
