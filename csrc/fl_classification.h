@@ -61,6 +61,7 @@ static inline double fl_label_row_loss(const fl_xent_params *p, double wy, doubl
     return l;
 }
 
+#include "fl_half.h"           /* before the bodies: their half-row reads (fl_vec.h) */
 #define FL_BODY "fl_classification_impl.h"
 #include "fl_instantiate.h"
 #undef FL_BODY
@@ -69,6 +70,15 @@ static inline double fl_label_row_loss(const fl_xent_params *p, double wy, doubl
     X(xent_label_rows) X(xent_label_cols) X(xent_prob_rows) X(softmax_rows)     \
     X(bce_block) X(focal_block) X(exp_array) X(log_array) X(log1p_array) X(log1p_unit_array)
 FL_DISPATCH(classification, FL_CLASSIFICATION_KERNELS)
+
+/* The float32-only kernel of half rows, at the level fl_classification_set_half_level
+ * picks (with every other kernel's, and the half conversions'). */
+static __typeof__(&xent_label_half_f32_baseline) fl_xent_label_half = xent_label_half_f32_baseline;
+static void fl_classification_set_half_level(int level) {
+    fl_classification_set_level(level);
+    fl_half_set_level(level);
+    fl_xent_label_half = FL_LEVEL_FN(xent_label_half, f32, level);
+}
 
 /* One name per kernel for both dtypes (fl_common.h's FL_CALL). */
 #define fl_xent_label_rows(...) FL_CALL(fl_xent_label_rows, __VA_ARGS__)

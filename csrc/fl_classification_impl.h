@@ -121,10 +121,56 @@ static void N_(wdev_chunk)(N_(wdev) *wd, const T *x, int64_t b, int64_t n, T mc)
     }
 }
 
+/* The max m and s = sum exp(x - m) of a row (T, or half: kind, fl_vec.h's vload_src) in
+ * one read, without weighted distances: groups of FL_GROUP vectors, each group's exp taken
+ * from the running max M, which moves to the group's max when that is larger; the float64
+ * lane sums are then scaled by exp(M_old - M_new) (rare: a few times a row unless the
+ * logits rise along it). am (or NULL): the argmax, np.argmax's first maximum. The plain
+ * max does not see NaN, so a row holding a NaN or +inf returns 0 (no result) and the
+ * caller takes row_online's exact path, which gives those rows their meaning; else 1. */
+FL_INL int N_(row_lse1)(const void *x, int kind, int64_t C, T *m_out, double *s_out, int64_t *am) {
+    T M = -(T)INFINITY;
+    VD acc = N_(dv_dzero)();
+    V zs = N_(vset1)(0);                  /* the sum of every x - M: NaN iff a NaN was seen */
+    T keep[FL_GROUP * W];
+    for (int64_t k = 0; k < C; k += FL_GROUP * W) {
+        /* n: a constant for whole groups, so their loads take no tail branches */
+        const int64_t n = C - k >= FL_GROUP * W ? FL_GROUP * W : C - k;
+        const V gm = C - k >= FL_GROUP * W ? N_(group_max)(x, kind, k, FL_GROUP * W, keep)
+                                           : N_(group_max)(x, kind, k, n, keep);
+        if (__builtin_expect(N_(vany)(gm > M), 0)) {
+            const T mc = N_(vhmax)(gm);
+            if (mc == (T)INFINITY) return 0;
+            if (am) *am = k + N_(group_find)(x, kind, k, n, mc);
+            if (M != -(T)INFINITY) acc *= exp((double)M - (double)mc);
+            M = mc;
+        }
+        if (M == -(T)INFINITY) {          /* every element so far is -inf (or NaN): adds 0 */
+            if (N_(group_nan)(x, kind, k, n)) return 0;
+            continue;
+        }
+        V s = N_(vset1)(0);
+        for (int i = 0; i < FL_GROUP; i++) {
+            const V z = N_(group_vec)(x, kind, k, n, keep, i) - M;
+            zs += z;
+            s += N_(vexp_le0)(z);
+        }
+        acc = N_(dv_widen_add)(acc, s);
+    }
+    if (N_(vany)(zs != zs)) return 0;
+    *m_out = M;
+    *s_out = N_(dv_dsum)(acc);
+    return 1;
+}
+
 /* Online (streaming) max and sum of exponentials: one read of the row, for
  * rows too long to stay in cache between passes. Returns s = sum exp(x - m); wd (or
- * NULL) gathers the weighted distance from the max on the way, am (or NULL) the argmax. */
+ * NULL) gathers the weighted distance from the max on the way, am (or NULL) the argmax.
+ * Without wd, row_lse1's one pass unless the row holds a NaN or +inf. */
 static double N_(row_online)(const T *x, int64_t C, T *m_out, N_(wdev) *wd, int64_t *am) {
+    double s1;
+    if (!wd && N_(row_lse1)(x, FL_NATIVE, C, m_out, &s1, am)) return s1;
+    if (am) *am = 0;
     T m = -(T)INFINITY;
     double s = 0.0;
     for (int64_t b = 0; b < C; b += FL_CHUNK) {
@@ -333,6 +379,42 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
         if (gr) memset(gr, 0, (size_t)C * sizeof(T));
     }
 }
+
+#if !FL_DOUBLE
+/* xent_label_rows on float16 / bfloat16 rows (kind: fl_half.h), loss only, without label
+ * smoothing or softcap (the other cases convert a block into float32 first): row_lse1
+ * reads the half values straight into registers, so each row is read once at its own
+ * width. A row holding a NaN or +inf is converted into scratch (C elements) for
+ * row_online's exact path. Same results as xent_label_rows on the float32 upcast. */
+static void N_(xent_label_half)(int kind, const uint16_t *x, int64_t n, const int64_t *y,
+                                const fl_xent_params *p, double *loss, T *scratch,
+                                const fl_xent_stats *st) {
+    const int64_t C = p->C;
+    const T *cw = (const T *)p->class_weight;
+    for (int64_t r = 0; r < n; r++) {
+        const uint16_t *xr = x + r * C;
+        const int64_t yr = y[r];
+        const int counted = yr != p->ignore_index;
+        loss[r] = 0.0;
+        if (!counted && !st) continue;
+        int64_t am = 0;
+        T m;
+        double s;
+        int ok = kind == FL_BFLOAT16 ? N_(row_lse1)(xr, FL_BFLOAT16, C, &m, &s, st ? &am : NULL)
+                                     : N_(row_lse1)(xr, FL_FLOAT16, C, &m, &s, st ? &am : NULL);
+        if (!ok) {
+            fl_half_to_float(kind, xr, scratch, C);
+            s = N_(row_online)(scratch, C, &m, NULL, st ? &am : NULL);
+        }
+        if (st) fl_put_stats(st, r, (double)m, log(s), am, counted && am == yr);
+        if (counted) {
+            double a;
+            loss[r] = fl_label_row_loss(p, cw ? (double)cw[yr] : 1.0, (double)m, log(s),
+                                        (double)N_(src_one)(xr, kind, yr), 0.0, &a);
+        }
+    }
+}
+#endif
 
 /* Softmax cross-entropy with integer labels for a class axis that is not the last:
  * one slab of C classes x D positions, class c of position d at x[c * D + d] (PyTorch's

@@ -44,6 +44,7 @@ enum { FL_BASELINE = 0, FL_AVX2 = 1, FL_AVX512 = 2 };
 
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 #define FL_X86_DISPATCH 1
+#include <immintrin.h>         /* the few per-level intrinsics of fl_vec.h and the bodies */
 #else
 #define FL_X86_DISPATCH 0
 #endif

@@ -3,9 +3,6 @@
 #ifndef FL_DIVERGENCE_H
 #define FL_DIVERGENCE_H
 #include "fl_common.h"
-#if FL_X86_DISPATCH
-#include <immintrin.h>         /* streaming stores */
-#endif
 
 /* Rows up to this many bytes (per input) keep their exponentials in per-thread
  * scratch between passes; the rows, their exponentials and the log-mixture
@@ -24,12 +21,22 @@ typedef struct {
     int stream;                /* write gradients with streaming stores (far larger than the caches) */
 } fl_div_params;
 
+#include "fl_half.h"           /* before the bodies: their half-row reads (fl_vec.h) */
 #define FL_BODY "fl_divergence_impl.h"
 #include "fl_instantiate.h"
 #undef FL_BODY
 
 #define FL_DIVERGENCE_KERNELS(X) X(entropy_rows) X(kl_rows) X(js_rows)
 FL_DISPATCH(divergence, FL_DIVERGENCE_KERNELS)
+
+/* The float32-only kernel of half rows, at the level fl_divergence_set_half_level picks
+ * (with every other kernel's, and the half conversions'). */
+static __typeof__(&kl_rows_half_f32_baseline) fl_kl_rows_half = kl_rows_half_f32_baseline;
+static void fl_divergence_set_half_level(int level) {
+    fl_divergence_set_level(level);
+    fl_half_set_level(level);
+    fl_kl_rows_half = FL_LEVEL_FN(kl_rows_half, f32, level);
+}
 
 /* One name per kernel for both dtypes (fl_common.h's FL_CALL). */
 #define fl_entropy_rows(...) FL_CALL(fl_entropy_rows, __VA_ARGS__)

@@ -261,6 +261,75 @@ FL_INL N_(kl_v) N_(kl_vec)(V a, V b, T ma_h, T mb_h, T h, T ith) {
     return o;
 }
 
+/* The KL of one row pair without gradients in one read of each row (T, or half: kind,
+ * fl_vec.h's vload_src), as row_lse1 (fl_classification_impl.h) reads a softmax row:
+ * groups of FL_GROUP vectors of each row, za and zb taken from the running maxima Ma, Mb.
+ * When they grow, the float64 lane sums move to the new maxima: za falls by
+ * da = (Ma_new - Ma) / T and zb by db, so ea scales by exp(-da), eb by exp(-db) and
+ * sum ea d (d = za - zb) becomes exp(-da) (sum ea d + (db - da) sum ea), exactly
+ * unchanged when da == db (p == q stays KL 0). A row pair holding a NaN or +inf, or with a
+ * whole first group of -inf, returns 0 (no result: kl_rows' exact path); else 1 with
+ * the divergence in *loss. */
+FL_INL int N_(kl_row1)(const void *a, const void *b, int kind, int64_t C, T h, T ith, double it,
+                       double *loss) {
+    T Ma = -(T)INFINITY, Mb = -(T)INFINITY, ma_h = 0, mb_h = 0;
+    VD vsa = N_(dv_dzero)(), vsb = vsa, vt = vsa;
+    V zs = N_(vset1)(0);                  /* the sum of every za + zb: NaN iff a NaN was seen */
+    T keep_a[FL_GROUP * W], keep_b[FL_GROUP * W];
+    for (int64_t k = 0; k < C; k += FL_GROUP * W) {
+        const int64_t n = C - k >= FL_GROUP * W ? FL_GROUP * W : C - k;   /* as row_lse1's */
+        V gma, gmb;
+        if (C - k >= FL_GROUP * W) {
+            gma = N_(group_max)(a, kind, k, FL_GROUP * W, keep_a);
+            gmb = N_(group_max)(b, kind, k, FL_GROUP * W, keep_b);
+        } else {
+            gma = N_(group_max)(a, kind, k, n, keep_a);
+            gmb = N_(group_max)(b, kind, k, n, keep_b);
+        }
+        if (__builtin_expect(N_(vany)((gma > Ma) | (gmb > Mb)), 0)) {
+            const T ca = N_(vhmax)(gma), cb = N_(vhmax)(gmb);
+            const T na = ca > Ma ? ca : Ma, nb = cb > Mb ? cb : Mb;
+            if (na == (T)INFINITY || nb == (T)INFINITY) return 0;
+            if (Ma != -(T)INFINITY && Mb != -(T)INFINITY) {
+                const double da = ((double)na - (double)Ma) * it, db = ((double)nb - (double)Mb) * it;
+                const double fa = exp(-da);
+                vt = (vt + (db - da) * vsa) * fa;
+                vsa *= fa;
+                vsb *= exp(-db);
+            }
+            Ma = na;
+            Mb = nb;
+            ma_h = Ma * h;
+            mb_h = Mb * h;
+        }
+        if (Ma == -(T)INFINITY || Mb == -(T)INFINITY) return 0;
+        V acc_a = N_(vset1)(0), acc_b = acc_a, acc_t = acc_a;
+        for (int i = 0; i < FL_GROUP; i++) {
+            const V av = N_(group_vec)(a, kind, k, n, keep_a, i);
+            const V bv = N_(group_vec)(b, kind, k, n, keep_b, i);
+            const N_(kl_v) o = N_(kl_vec)(av, bv, ma_h, mb_h, h, ith);
+            zs += N_(dv_scaled)(av, ma_h, h, ith) + N_(dv_scaled)(bv, mb_h, h, ith);
+            acc_a += o.ea;
+            acc_b += o.eb;
+            acc_t += o.ea * o.d;
+        }
+        vsa = N_(dv_widen_add)(vsa, acc_a);
+        vsb = N_(dv_widen_add)(vsb, acc_b);
+        vt = N_(dv_widen_add)(vt, acc_t);
+    }
+    if (N_(vany)(zs != zs)) return 0;
+    const double sa = N_(dv_dsum)(vsa), sb = N_(dv_dsum)(vsb);
+    *loss = N_(dv_dsum)(vt) / sa - log(sa) + log(sb);
+    return 1;
+}
+
+/* kl_row1 with temperature 1 compiled apart (the usual case): its scaling x h - m h times
+ * ith is then x - m, the same bits, with two instructions fewer per element. */
+FL_INL int N_(kl_row1_any_t)(const void *a, const void *b, int kind, int64_t C, T h, T ith,
+                             double it, double *loss) {
+    return it == 1.0 ? N_(kl_row1)(a, b, kind, C, 1, 1, 1.0, loss) : N_(kl_row1)(a, b, kind, C, h, ith, it, loss);
+}
+
 static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const int64_t *labels,
                         const fl_div_params *p, double *loss, T *scratch) {
     const int64_t C = p->C, Cv = C - C % W, nt = C - Cv;
@@ -272,6 +341,8 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
         const T *ar = a + r * C, *br = b + r * C;
         T *gar = ga ? ga + r * C : NULL, *gbr = gb ? gb + r * C : NULL;
         if (N_(dv_skip_row)(p, labels, r, gar, gbr, loss)) continue;
+        if (!gar && !gbr && N_(kl_row1_any_t)(ar, br, FL_NATIVE, C, h, ith, p->inv_t, &loss[r]))
+            continue;
         T ma, mb;
         N_(dv_max2)(ar, br, C, &ma, &mb);
         if (N_(dv_bad_row)(ma, mb, C, &loss[r], gar, gbr)) continue;
@@ -336,6 +407,30 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
     }
     N_(dv_fence)(stream);
 }
+
+#if !FL_DOUBLE
+/* kl_rows without gradients on float16 / bfloat16 row pairs (kind: fl_half.h): kl_row1
+ * reads the half values straight into registers (each row read once, at its own width);
+ * a pair it gives no result for is converted into scratch (2 C elements) for kl_rows.
+ * Same results as kl_rows on the float32 upcasts. */
+static void N_(kl_rows_half)(int kind, const uint16_t *a, const uint16_t *b, int64_t n,
+                             const int64_t *labels, const fl_div_params *p, double *loss,
+                             T *scratch) {
+    const int64_t C = p->C;
+    T h, ith;
+    N_(dv_temp)((T)p->inv_t, &h, &ith);
+    for (int64_t r = 0; r < n; r++) {
+        const uint16_t *ar = a + r * C, *br = b + r * C;
+        if (N_(dv_skip_row)(p, labels, r, NULL, NULL, loss)) continue;
+        if (kind == FL_BFLOAT16 ? N_(kl_row1_any_t)(ar, br, FL_BFLOAT16, C, h, ith, p->inv_t, &loss[r])
+                                : N_(kl_row1_any_t)(ar, br, FL_FLOAT16, C, h, ith, p->inv_t, &loss[r]))
+            continue;
+        fl_half_to_float(kind, ar, scratch, C);
+        fl_half_to_float(kind, br, scratch + C, C);
+        N_(kl_rows)(scratch, scratch + C, NULL, NULL, 1, NULL, p, &loss[r], NULL);
+    }
+}
+#endif
 
 /* Generalised Jensen-Shannon divergence per row, into loss[r]:
  *   JS = beta KL(p || m) + (1 - beta) KL(q || m),  m = beta p + (1 - beta) q,

@@ -26,6 +26,11 @@
  * then added into a float64 total. Fixed, so results do not depend on how rows or
  * blocks are split between threads (and changing it changes results). */
 #define FL_SUM_BLOCK 256
+/* Vectors per group of the one-pass softmax rows (row_lse1, kl_row1): a group's max is
+ * taken in registers before its exponentials, and its per-lane sums go into float64. */
+#define FL_GROUP 8
+/* The source kind of a row read as T itself (the others: fl_half.h's FL_FLOAT16, FL_BFLOAT16). */
+#define FL_NATIVE (-1)
 /* 1/d!, d = 0..13: the Taylor coefficients of exp (and, from d = 2, of expm1). */
 static const double fl_inv_fact[14] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120,
     1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800,
@@ -139,12 +144,25 @@ FL_INL V N_(vexp_reduce)(V xs, VI *ni) {
     return xs - n * N_(ln2_hi) - n * N_(ln2_lo);
 }
 
-/* The core of exp for xs already clamped to [X_EXP_MIN, X_EXP_MAX]: exp(r) by
- * Taylor/Horner after vexp_reduce, n in *ni. */
+/* The core of exp for xs already clamped to [X_EXP_MIN, X_EXP_MAX]: exp(r) by Horner
+ * after vexp_reduce, n in *ni: float64 Taylor to degree EXP_DEG; float32 a degree-6
+ * minimax polynomial of the relative error on |r| <= ln2/2 (1.9e-9, 0.03 ulp: one FMA
+ * fewer than Taylor's degree 7, as accurate once rounded), fitted by Lawson's algorithm,
+ * exp(0) = 1 kept exact. */
+#if !FL_DOUBLE
+static const float N_(exp_poly)[7] = {1.0f, 1.0f, 0.49999991059303284f, 0.16666419804096222f,
+                                      0.04166814684867859f, 0.00837488379329443f,
+                                      0.0013841355685144663f};
+#endif
 FL_INL V N_(vexp_core)(V xs, VI *ni) {
     V r = N_(vexp_reduce)(xs, ni);
+#if FL_DOUBLE
     V p = N_(vset1)((T)fl_inv_fact[EXP_DEG]);
     for (int d = EXP_DEG - 1; d >= 0; d--) p = p * r + (T)fl_inv_fact[d];
+#else
+    V p = N_(vset1)(N_(exp_poly)[6]);
+    for (int d = 5; d >= 0; d--) p = p * r + N_(exp_poly)[d];
+#endif
     return p;
 }
 
@@ -165,11 +183,12 @@ FL_INL V N_(vexp)(V x) {
 }
 
 /* exp(x) for x <= 0 and not NaN (-inf allowed), the softmax case x - max(row):
- * vexp without the overflow and NaN lanes. */
+ * vexp without the overflow and NaN lanes. Lanes below X_EXP_MIN are zeroed at the end,
+ * so they skip vexp's clamp (their reduction may be NaN or wrap: discarded). */
 FL_INL V N_(vexp_le0)(V x) {
     VI under = x < (T)X_EXP_MIN;
     VI ni;
-    V p = N_(vexp_core)(N_(vsel)(under, N_(vset1)((T)X_EXP_MIN), x), &ni);
+    V p = N_(vexp_core)(x, &ni);
     V res = (V)((VI)p + (ni << MANT_BITS));
     return (V)(~under & (VI)res);
 }
@@ -252,6 +271,132 @@ FL_INL V N_(vlog1p_unit)(V x) {
     return two_s + two_s * s2 * q;
 }
 #undef LOG1P_UNIT_TERMS
+
+/* Any lane of a comparison mask set: one instruction per level (a loop over lanes
+ * becomes a chain of extracts). */
+FL_INL int N_(vany)(VI m) {
+#if FL_X86_DISPATCH && FL_VBYTES == 64 && FL_DOUBLE
+    return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0;
+#elif FL_X86_DISPATCH && FL_VBYTES == 64
+    return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0;
+#elif FL_X86_DISPATCH && FL_VBYTES == 32 && FL_DOUBLE
+    return _mm256_movemask_pd((__m256d)m) != 0;
+#elif FL_X86_DISPATCH && FL_VBYTES == 32
+    return _mm256_movemask_ps((__m256)m) != 0;
+#elif FL_X86_DISPATCH && FL_DOUBLE
+    return _mm_movemask_pd((__m128d)m) != 0;
+#elif FL_X86_DISPATCH
+    return _mm_movemask_ps((__m128)m) != 0;
+#else
+    TI any = 0;
+    for (int j = 0; j < W; j++) any |= m[j];
+    return any != 0;
+#endif
+}
+
+/* max(a, b) for lanes without NaN (a NaN lane gives b): one maxps, where vsel's bit
+ * select takes three instructions. */
+FL_INL V N_(vmax_plain)(V a, V b) {
+#if FL_X86_DISPATCH && FL_VBYTES == 64 && FL_DOUBLE
+    return (V)_mm512_max_pd((__m512d)a, (__m512d)b);
+#elif FL_X86_DISPATCH && FL_VBYTES == 64
+    return (V)_mm512_max_ps((__m512)a, (__m512)b);
+#elif FL_X86_DISPATCH && FL_VBYTES == 32 && FL_DOUBLE
+    return (V)_mm256_max_pd((__m256d)a, (__m256d)b);
+#elif FL_X86_DISPATCH && FL_VBYTES == 32
+    return (V)_mm256_max_ps((__m256)a, (__m256)b);
+#elif FL_X86_DISPATCH && FL_DOUBLE
+    return (V)_mm_max_pd((__m128d)a, (__m128d)b);
+#elif FL_X86_DISPATCH
+    return (V)_mm_max_ps((__m128)a, (__m128)b);
+#else
+    return N_(vsel)(a > b, a, b);
+#endif
+}
+
+/* Rows read from their source: T itself (kind FL_NATIVE), or, in float32 where fl_half.h
+ * is included, float16 / bfloat16 bits (kind FL_FLOAT16 / FL_BFLOAT16) converted exactly
+ * in registers, as fl_half_to_float does (no scratch round trip). kind is a constant at
+ * every call site, so each caller compiles to one of the three loads. */
+#if defined(FL_HALF_H) && !FL_DOUBLE
+typedef uint16_t N_(VH) __attribute__((vector_size(FL_VBYTES / 2), aligned(2), may_alias));
+FL_INL V N_(vload_half)(int kind, const uint16_t *p) {
+    const VI u = __builtin_convertvector(*(const N_(VH) *)p, VI);
+    if (kind == FL_BFLOAT16) return (V)(u << 16);
+#if FL_X86_DISPATCH && FL_VBYTES == 64
+    (void)u;
+    return (V)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+#else
+    /* fl_h2f_one on W lanes (no F16C at these levels: it is not implied by them) */
+    const VI a = u & 0x7fff, e = a >> 10, sign = (u & 0x8000) << 16;
+    VI bits = (a << 13) + (112 << 23);                   /* rebias 15 -> 127 */
+    bits += (e == 31) & (112 << 23);                     /* inf, NaN: exponent all ones */
+    const V sub = __builtin_convertvector(a, V) * 0x1p-24f;   /* zero, subnormal: exact */
+    return (V)((VI)N_(vsel)(e == 0, sub, (V)bits) | sign);
+#endif
+}
+#endif
+FL_INL T N_(src_one)(const void *x, int kind, int64_t k) {
+#if defined(FL_HALF_H) && !FL_DOUBLE
+    if (kind == FL_BFLOAT16) return fl_u2f((uint32_t)((const uint16_t *)x)[k] << 16);
+    if (kind == FL_FLOAT16) return fl_h2f_one(((const uint16_t *)x)[k]);
+#endif
+    (void)kind;
+    return ((const T *)x)[k];
+}
+/* W elements from element k of the source; with n < W, the first n and then `pad`. */
+FL_INL V N_(vload_src)(const void *x, int kind, int64_t k, int64_t n, T pad) {
+    if (n < W) {
+        T buf[W];
+        for (int j = 0; j < W; j++) buf[j] = j < n ? N_(src_one)(x, kind, k + j) : pad;
+        return N_(vload)(buf);
+    }
+#if defined(FL_HALF_H) && !FL_DOUBLE
+    if (kind != FL_NATIVE) return N_(vload_half)(kind, (const uint16_t *)x + k);
+#endif
+    return N_(vload)((const T *)x + k);
+}
+
+/* The lane-wise max of a group: FL_GROUP vectors from element k, n elements left in the
+ * row (lanes past them read as -inf; NaN lanes: undefined). The group's exponentials
+ * then read it again from L1 (cheaper than holding it in too few registers): a row of T
+ * from the row itself, a half row from `keep` (FL_GROUP W elements, padded with -inf),
+ * where its converted values are stored here, so each is converted once. */
+FL_INL V N_(group_max)(const void *x, int kind, int64_t k, int64_t n, T *keep) {
+    V m = N_(vset1)(-(T)INFINITY);
+    for (int i = 0; i < FL_GROUP; i++) {
+        const V v = N_(vload_src)(x, kind, k + i * W, n - i * W, -(T)INFINITY);
+        if (kind != FL_NATIVE) N_(vstore)(keep + i * W, v);
+        m = N_(vmax_plain)(v, m);
+    }
+    return m;
+}
+/* Vector i of a group read by group_max. */
+FL_INL V N_(group_vec)(const void *x, int kind, int64_t k, int64_t n, const T *keep, int i) {
+    return kind == FL_NATIVE ? N_(vload_src)(x, kind, k + i * W, n - i * W, -(T)INFINITY)
+                             : N_(vload)(keep + i * W);
+}
+/* The largest lane of a group max (NaN lanes ignored). */
+FL_INL T N_(vhmax)(V v) {
+    T m = -(T)INFINITY;
+    for (int j = 0; j < W; j++) m = v[j] > m ? v[j] : m;
+    return m;
+}
+/* The offset in the group (as group_max's) of its first element equal to v (v in it). */
+FL_INL int64_t N_(group_find)(const void *x, int kind, int64_t k, int64_t n, T v) {
+    for (int64_t j = 0; j < n && j < FL_GROUP * W; j++)
+        if (N_(src_one)(x, kind, k + j) == v) return j;
+    return 0;
+}
+/* A NaN in the group. */
+FL_INL int N_(group_nan)(const void *x, int kind, int64_t k, int64_t n) {
+    VI nan = {0};
+    for (int i = 0; i < FL_GROUP; i++) {
+        const V v = N_(vload_src)(x, kind, k + i * W, n - i * W, 0);
+        nan |= v != v;
+    }
+    return N_(vany)(nan);
+}
 
 /* Row helpers shared by the families. */
 

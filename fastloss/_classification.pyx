@@ -13,7 +13,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t, uint16_t
 
 from ._blocks cimport ELEMENT_BLOCK as EBLK, ROW_WORK, n_blocks, ordered_sum, rows_per_block, scratch_row
-from ._half cimport fl_float_to_half, fl_half_set_level, fl_half_to_float
+from ._half cimport fl_float_to_half, fl_half_to_float
 from ._runtime cimport block_fn, run_blocks
 
 import numpy as np
@@ -32,9 +32,10 @@ cdef extern from "fl_classification.h" nogil:
         double *lse
         int64_t *argmax
         unsigned char *correct
+    int FL_SMALL_C
     double fl_label_row_loss(const fl_xent_params *p, double wy, double m, double logs,
                              double xy, double sd, double *a)
-    void fl_classification_set_level(int level)
+    void fl_classification_set_half_level(int level)
     # One declaration per kernel for both dtypes (csrc/fl_common.h's FL_CALL): the
     # kernel's T pointers are void pointers here, its T scalars doubles.
     void fl_xent_label_rows(const void *x, void *g, int64_t n, const int64_t *y, const fl_xent_params *p,
@@ -45,6 +46,10 @@ cdef extern from "fl_classification.h" nogil:
     void fl_xent_prob_rows(const void *x, const void *t, void *g, int64_t n, const fl_xent_params *p,
                            double *loss, void *scratch, const fl_xent_stats *st)
     void fl_softmax_rows(const void *x, void *out, int64_t n, int64_t C, int log_out, double *lse)
+    # float32 only: loss-only label rows of half values, read without a float32 copy
+    void fl_xent_label_half(int kind, const uint16_t *x, int64_t n, const int64_t *y,
+                            const fl_xent_params *p, double *loss, float *scratch,
+                            const fl_xent_stats *st)
     double fl_bce_block(const void *x, const void *t, const void *w, const void *pw, void *lout, void *g,
                         int64_t n, double gscale)
     double fl_focal_block(const void *x, const void *t, void *lout, void *g, int64_t n, double alpha,
@@ -56,8 +61,7 @@ cdef extern from "fl_classification.h" nogil:
 
 
 def set_level(int level):
-    fl_classification_set_level(level)
-    fl_half_set_level(level)
+    fl_classification_set_half_level(level)
 
 
 def _scratch(x, int n_threads, double softcap):
@@ -99,6 +103,7 @@ cdef struct XentJob:
     int64_t width
     int kind                     # xent_half: the half format
     int64_t slot                 # xent_half: float32 items per block of rows in scratch
+    bint direct                  # xent_half: rows read as half (fl_xent_label_half), no block copy
     fl_xent_stats st             # per-row statistics (NULL pointers: none)
 
 
@@ -131,7 +136,8 @@ cdef _xent_rows(const floating[:, ::1] x, const int64_t *y, const floating *t, f
     cdef floating *sp = &scratch[0, 0] if scratch is not None else NULL
     p.class_weight = &class_weight[0] if class_weight is not None else NULL
     cdef XentJob job = XentJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], y=y, t=t, g=gp, p=&p,
-                               loss=&loss[0], scratch=sp, width=C, kind=0, slot=0, st=_stats(stats))
+                               loss=&loss[0], scratch=sp, width=C, kind=0, slot=0, direct=False,
+                               st=_stats(stats))
     with nogil:
         run_blocks(<block_fn>_xent_block[floating], &job, n_blocks(n, rpb), n_threads)
 
@@ -170,6 +176,9 @@ cdef void _xent_half_block(void *job, int64_t b, int tid, const void *tag) noexc
     cdef uint16_t *gp = <uint16_t *>j.g
     cdef fl_xent_stats sb
     cdef const fl_xent_stats *st = _stats_at(&j.st, r0, &sb)
+    if j.direct:
+        fl_xent_label_half(j.kind, <const uint16_t *>j.x + r0 * C, nr, j.y + r0, j.p, j.loss + r0, xs, st)
+        return
     fl_half_to_float(j.kind, <const uint16_t *>j.x + r0 * C, xs, m)
     if not j.t:
         fl_xent_label_rows(xs, xs if gp else NULL, nr, j.y + r0, j.p, j.loss + r0, cap, st)
@@ -187,7 +196,9 @@ def xent_half(int kind, const uint16_t[:, ::1] x, const int64_t[::1] y, const ui
     """xent_label (labels y, t None) or xent_prob (targets t, y None) on half rows (kind:
     fastloss/_half.pxd): each block of rows is converted into per-thread float32 scratch,
     the float32 kernel runs there (its gradient in place), and the gradient block is
-    converted back into g (or None). g may be x: a block is written after it is read."""
+    converted back into g (or None). g may be x: a block is written after it is read.
+    Loss-only label rows of more than FL_SMALL_C classes without smoothing or softcap are
+    read as half directly (fl_xent_label_half; the scratch only for rows holding NaN or inf)."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
     cdef int64_t rpb = rows_per_block(C)
     cdef int64_t w = scratch_row(rpb * C * 4, 4), slots = 1 if t is None else 2
@@ -205,7 +216,9 @@ def xent_half(int kind, const uint16_t[:, ::1] x, const int64_t[::1] y, const ui
     scratch = np.empty((n_threads, slots * w + (scratch_row(C * 4, 4) if softcap > 0 else 0)), np.float32)
     cdef XentJob job = XentJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], y=yp, t=tp, g=gp, p=&p,
                                loss=&loss[0], scratch=&scratch[0, 0], width=scratch.shape[1],
-                               kind=kind, slot=w, st=_stats(stats))
+                               kind=kind, slot=w, st=_stats(stats),
+                               direct=g is None and t is None and softcap == 0 and smoothing == 0
+                                      and C > FL_SMALL_C)
     with nogil:
         run_blocks(_xent_half_block, &job, n_blocks(n, rpb), n_threads)
 

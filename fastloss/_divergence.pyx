@@ -13,7 +13,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t, uint16_t
 
 from ._blocks cimport n_blocks, rows_per_block, scratch_row
-from ._half cimport fl_float_to_half, fl_half_set_level, fl_half_to_float
+from ._half cimport fl_float_to_half, fl_half_to_float
 from ._runtime cimport block_fn, run_blocks
 
 import numpy as np
@@ -29,7 +29,7 @@ cdef extern from "fl_divergence.h" nogil:
         int64_t ignore_index
         int stream
     int FL_DIV_ROW_CACHE_BYTES
-    void fl_divergence_set_level(int level)
+    void fl_divergence_set_half_level(int level)
     # One declaration per kernel for both dtypes (csrc/fl_common.h's FL_CALL): the
     # kernel's T pointers are void pointers here.
     void fl_entropy_rows(const void *x, void *g, int64_t n, int64_t C, double gscale, double *loss,
@@ -38,6 +38,9 @@ cdef extern from "fl_divergence.h" nogil:
                     const fl_div_params *p, double *loss, void *scratch)
     void fl_js_rows(const void *a, const void *b, void *ga, void *gb, int64_t n, const fl_div_params *p,
                     double *loss, void *scratch)
+    # float32 only: KL without gradients of half row pairs, read without a float32 copy
+    void fl_kl_rows_half(int kind, const uint16_t *a, const uint16_t *b, int64_t n, const int64_t *labels,
+                         const fl_div_params *p, double *loss, float *scratch)
 
 # Gradients of at least this many bytes are written with streaming stores (they
 # cannot stay in cache anyway, and a streaming store does not read the line first).
@@ -53,8 +56,7 @@ def set_stream_bytes(int64_t nbytes):
 
 
 def set_level(int level):
-    fl_divergence_set_level(level)
-    fl_half_set_level(level)
+    fl_divergence_set_half_level(level)
 
 
 cdef inline bint _cached(int64_t C, size_t itemsize) noexcept nogil:
@@ -229,6 +231,10 @@ cdef void _pair_half_block(void *job, int64_t b, int tid, const void *tag) noexc
     cdef float *cache = s + slots * w if j.cache else NULL
     cdef uint16_t *gap = <uint16_t *>j.ga
     cdef uint16_t *gbp = <uint16_t *>j.gb
+    if not j.js and not gap and not gbp:
+        fl_kl_rows_half(j.kind, <const uint16_t *>j.a + r0 * C, <const uint16_t *>j.b + r0 * C, nr,
+                        j.labels + r0 if j.labels else NULL, j.p, j.loss + r0, s)
+        return
     fl_half_to_float(j.kind, <const uint16_t *>j.a + r0 * C, s, m)
     fl_half_to_float(j.kind, <const uint16_t *>j.b + r0 * C, s + w, m)
     if j.p.accumulate_q and gbp:
@@ -249,7 +255,9 @@ def pair_rows_half(int kind, str loss_kind, const uint16_t[:, ::1] a, const uint
                    double gscale_q, bint accumulate_q, const int64_t[::1] labels, int64_t ignore_index,
                    double[::1] loss, int n_threads):
     """pair_rows on half rows (kind: fastloss/_half.pxd). With accumulate_q, gb's block is
-    converted in, added to in float32 and converted back (rounded to half twice)."""
+    converted in, added to in float32 and converted back (rounded to half twice). KL without
+    gradients reads the half rows directly (fl_kl_rows_half; the scratch only for rows holding
+    NaN or inf)."""
     cdef int64_t n = a.shape[0], C = a.shape[1]
     cdef int64_t rpb = rows_per_block(C)
     cdef int64_t w = scratch_row(rpb * C * 4, 4)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastloss
+import fastloss.reference
 from fastloss import _classification as _k
 
 HALF = ["float16", "bfloat16"]
@@ -282,3 +283,125 @@ def test_bfloat16_conversion(simd):
     nan = np.isnan(f)
     np.testing.assert_array_equal(_to_half(1, f)[~nan], want.view(np.uint16)[~nan])
     assert np.isnan(_to_half(1, f)[nan].view(bf16).astype(np.float32)).all()
+
+
+# --- loss-only rows in one pass (row_lse1, kl_row1): float32, and half read in registers --
+
+@pytest.fixture(params=["float32", "float16", "bfloat16"])
+def dt3(request):
+    """float32 (the one-pass rows' float32 path) and the half dtypes (their direct path)."""
+    if request.param == "bfloat16":
+        return np.dtype(pytest.importorskip("ml_dtypes").bfloat16)
+    return np.dtype(request.param)
+
+
+def _one_pass_rows(rng, n=8, C=1001):
+    """Rows for the running max: rising along the row (a rescale every group), falling, more
+    than a group of -inf first, the max tied in two groups, a wide range (exp underflows),
+    random; C > a group, not a multiple of one."""
+    x = rng.standard_normal((n, C)) * 3
+    x[0] += np.linspace(-40, 40, C)
+    x[1] -= np.linspace(-40, 40, C)
+    x[2, :300] = -np.inf
+    x[3, 200] = x[3, 700] = 20.0
+    x[4] *= 30
+    return x
+
+
+def _np_lse(x):
+    m = np.max(x, axis=-1, keepdims=True)
+    return (m + np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True)))[..., 0]
+
+
+def test_one_pass_cross_entropy(simd, rng, dt3):
+    """Loss only (and with stats) against the float64 oracle on the same values, the argmax
+    NumPy's; equal to the gradient path's loss within float32 rounding; half rows give
+    exactly the float32 call on the upcast."""
+    x = _one_pass_rows(rng).astype(dt3)
+    y = rng.integers(0, x.shape[1], x.shape[0])
+    y[2] = 500
+    x64 = x.astype(np.float64)
+    loss, st = fastloss.cross_entropy(x, y, reduction="none", return_stats=True)
+    np.testing.assert_allclose(loss, fastloss.reference.cross_entropy(x64, y, reduction="none"),
+                               rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(st.lse, _np_lse(x64), rtol=2e-7, atol=0)
+    np.testing.assert_array_equal(st.argmax, np.argmax(x64, axis=-1))
+    assert st.argmax[3] == 200
+    np.testing.assert_array_equal(fastloss.cross_entropy(x, y, reduction="none"), loss)
+    np.testing.assert_allclose(loss, fastloss.cross_entropy(x, y, reduction="none", return_grad=True)[0],
+                               rtol=1e-6, atol=1e-6)
+    if dt3 != np.float32:
+        loss32, st32 = fastloss.cross_entropy(x.astype(np.float32), y, reduction="none", return_stats=True)
+        np.testing.assert_array_equal(loss, loss32)
+        for a, b in zip(st, st32):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_one_pass_half_values_exact(simd, half):
+    """Every finite half value, read in registers (and, past the last whole vector, one by
+    one), is its exact float32: alone in a row of -inf, it is the row's lse and argmax."""
+    bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    v = bits.view(half)
+    v = v[np.isfinite(v.astype(np.float32))]
+    C = 165
+    x = np.full((v.size, C), -np.inf, dtype=half)
+    pos = np.arange(v.size) % C
+    x[np.arange(v.size), pos] = v
+    loss, st = fastloss.cross_entropy(x, pos, reduction="none", return_stats=True)
+    np.testing.assert_array_equal(st.lse, v.astype(np.float32))      # -0's lse: -0 + log 1 = +0
+    np.testing.assert_array_equal(st.argmax, pos)
+    assert not loss.any()
+
+
+def _special_rows(C=300):
+    """Rows only the exact path gives a meaning: NaN, +inf, all -inf, NaN after a group of
+    -inf, +inf and NaN; and a finite row after a group of -inf."""
+    x = np.random.default_rng(5).standard_normal((7, C))
+    x[0, 200] = np.nan
+    x[1, 250] = np.inf
+    x[2] = -np.inf
+    x[3, :200] = -np.inf
+    x[3, 10] = np.nan
+    x[4, 20], x[4, 290] = np.inf, np.nan
+    x[5, :150] = -np.inf
+    return x
+
+
+def test_one_pass_special_rows(simd, dt3):
+    """NaN and inf give what the gradient path (unchanged: README's table) gives; stats too."""
+    x = _special_rows().astype(dt3)
+    y = np.full(x.shape[0], 160)
+    loss, st = fastloss.cross_entropy(x, y, reduction="none", return_stats=True)
+    lg, _, sg = fastloss.cross_entropy(x, y, reduction="none", return_grad=True, return_stats=True)
+    np.testing.assert_array_equal(loss[:5], lg[:5])
+    assert np.isnan(loss[:5]).all() and np.isfinite(loss[5:]).all()
+    np.testing.assert_allclose(loss[5:], lg[5:], rtol=1e-6)
+    np.testing.assert_array_equal(st.lse[:5], sg.lse[:5])          # NaN, inf, -inf, NaN, NaN
+    np.testing.assert_allclose(st.lse[5:], _np_lse(x[5:].astype(np.float64)), rtol=2e-7)
+    np.testing.assert_array_equal(st.argmax, np.argmax(x.astype(np.float64), axis=-1))
+    b = np.random.default_rng(6).standard_normal(x.shape).astype(dt3)
+    b[6, 40] = -np.inf                                      # q has no mass where p has
+    for p, q in ((x, b), (b, x)):
+        kl = fastloss.kl_divergence(p, q, reduction="none")
+        kg = fastloss.kl_divergence(p, q, reduction="none", return_grad=True)[0]
+        np.testing.assert_array_equal(kl[:5], kg[:5])
+        np.testing.assert_allclose(kl[5:], kg[5:], rtol=1e-6)
+    assert fastloss.kl_divergence(x, b, reduction="none")[6] == np.inf
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_one_pass_kl(simd, rng, dt3, temperature):
+    """Loss only against the float64 oracle and the gradient path's loss; KL(p || p) is
+    exactly 0 however often the maxima move; half: exactly the float32 call on the upcast."""
+    a = _one_pass_rows(rng).astype(dt3)
+    b = (_one_pass_rows(rng) + rng.standard_normal(a.shape)).astype(dt3)
+    kl = fastloss.kl_divergence(a, b, temperature=temperature, reduction="none")
+    ref = fastloss.reference.kl_divergence(a.astype(np.float64), b.astype(np.float64),
+                                           temperature=temperature, reduction="none")
+    np.testing.assert_allclose(kl, ref, rtol=2e-6, atol=2e-6)
+    np.testing.assert_allclose(kl, fastloss.kl_divergence(a, b, temperature=temperature, reduction="none",
+                                                          return_grad=True)[0], rtol=2e-6, atol=2e-6)
+    assert not fastloss.kl_divergence(a, a, temperature=temperature, reduction="none").any()
+    if dt3 != np.float32:
+        np.testing.assert_array_equal(kl, fastloss.kl_divergence(a.astype(np.float32), b.astype(np.float32),
+                                                                 temperature=temperature, reduction="none"))
