@@ -226,15 +226,18 @@ def _mvn_kl_kernel(arrs, dtype, batch, d, reduction, outs):
     loss = reduce_rows(per, batch, nb, reduction, dtype)
     if outs is None:
         return loss
-    res = []
-    for g, a, out in zip(grads, arrs, outs):
-        if g.shape != a.shape:
-            g = unbroadcast(g, a.shape).astype(dtype)
-            if out is not None:
-                out[...] = g
-                g = out
-        res.append(g)
-    return loss, tuple(res)
+    return loss, tuple(g if g.shape == a.shape else _summed(g, a.shape, dtype, out)
+                       for g, a, out in zip(grads, arrs, outs))
+
+
+def _summed(g, shape, dtype, out):
+    """A full-batch gradient g summed over the axes an input of `shape` was broadcast
+    along, in dtype, into out when given."""
+    r = unbroadcast(g, shape).astype(dtype)
+    if out is None:
+        return r
+    out[...] = r
+    return out
 
 
 def _cholesky(c, name):
@@ -370,14 +373,7 @@ def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, where=None, reduction="mean", return_gra
          0.5 * gs * (Sq_inv - Sp_inv),
          -gs * alpha,
          0.5 * gs * (Sq_inv - B @ np.swapaxes(B, -1, -2) - alpha[..., :, None] * alpha[..., None, :])]
-    res = []
-    for gi, a, out in zip(g, arrs, outs):
-        r = unbroadcast(gi, a.shape).astype(dtype)
-        if out is not None:
-            out[...] = r
-            r = out
-        res.append(r)
-    return loss, tuple(res)
+    return loss, tuple(_summed(gi, a.shape, dtype, out) for gi, a, out in zip(g, arrs, outs))
 
 
 def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, where=None, reduction="mean",
