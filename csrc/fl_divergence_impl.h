@@ -148,6 +148,16 @@ static int64_t N_(dv_find)(const T *x, int64_t C, T m) {
     return 0;
 }
 
+/* dv_max2, and with am_a (or NULL) the rows' argmaxes into *am_a, *am_b while the rows
+ * are in cache. */
+static void N_(dv_max2_at)(const T *a, const T *b, int64_t C, T *ma, T *mb, int64_t *am_a,
+                           int64_t *am_b) {
+    N_(dv_max2)(a, b, C, ma, mb);
+    if (!am_a) return;
+    *am_a = N_(dv_find)(a, C, *ma);
+    *am_b = N_(dv_find)(b, C, *mb);
+}
+
 /* A row whose maximum is NaN, +inf or -inf (no distribution): loss and gradients NaN. */
 static int N_(dv_bad_row)(T m1, T m2, int64_t C, double *loss, T *g1, T *g2) {
     if (m1 > -(T)INFINITY && m1 < (T)INFINITY && m2 > -(T)INFINITY && m2 < (T)INFINITY) return 0;
@@ -361,18 +371,15 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
     for (int64_t r = 0; r < n; r++) {
         const T *ar = a + r * C, *br = b + r * C;
         T *gar = ga ? ga + r * C : NULL, *gbr = gb ? gb + r * C : NULL;
-        const int skip = N_(dv_skip_row)(p, labels, r, gar, gbr, loss);
-        if (skip && !am_a) continue;
-        if (!skip && !gar && !gbr && N_(kl_row1_any_t)(ar, br, FL_NATIVE, C, h, ith, p->inv_t, &loss[r],
-                                                       am_a ? am_a + r : NULL, am_b ? am_b + r : NULL))
-            continue;
+        int64_t *pa = am_a ? am_a + r : NULL, *pb = am_b ? am_b + r : NULL;
         T ma, mb;
-        N_(dv_max2)(ar, br, C, &ma, &mb);
-        if (am_a) {                       /* while the rows are in cache */
-            am_a[r] = N_(dv_find)(ar, C, ma);
-            am_b[r] = N_(dv_find)(br, C, mb);
-        }
-        if (skip || N_(dv_bad_row)(ma, mb, C, &loss[r], gar, gbr)) continue;
+        /* a skipped row's argmaxes before its gradients (which may be the rows) are zeroed */
+        if (pa && labels && labels[r] == p->ignore_index) N_(dv_max2_at)(ar, br, C, &ma, &mb, pa, pb);
+        if (N_(dv_skip_row)(p, labels, r, gar, gbr, loss)) continue;
+        if (!gar && !gbr && N_(kl_row1_any_t)(ar, br, FL_NATIVE, C, h, ith, p->inv_t, &loss[r], pa, pb))
+            continue;
+        N_(dv_max2_at)(ar, br, C, &ma, &mb, pa, pb);
+        if (N_(dv_bad_row)(ma, mb, C, &loss[r], gar, gbr)) continue;
         const T ma_h = ma * h, mb_h = mb * h;
         VD vsa = N_(dv_dzero)(), vsb = vsa, vt = vsa;
         N_(kl_v) o;
