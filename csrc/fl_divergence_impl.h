@@ -134,6 +134,30 @@ static void N_(dv_max2)(const T *a, const T *b, int64_t C, T *ma, T *mb) {
     *mb = tb == tb ? xb : N_(row_max)(b, C);
 }
 
+/* np.argmax of a row whose max m is known: the first k with x[k] == m, or the first NaN
+ * when m is NaN (an all -inf row: 0). One vector compared per step, the hit found in it. */
+static int64_t N_(dv_find)(const T *x, int64_t C, T m) {
+    const int nan = m != m;
+    for (int64_t k = 0; k < C; k += W) {
+        const int64_t nk = C - k < W ? C - k : W;
+        const V v = N_(vload_n)(x + k, nk, nan ? (T)0 : (T)NAN);   /* padding never matches */
+        if (!N_(vany)(nan ? v != v : v == m)) continue;
+        for (int64_t j = k; j < k + nk; j++)
+            if (nan ? x[j] != x[j] : x[j] == m) return j;
+    }
+    return 0;
+}
+
+/* dv_max2, and with am_a (or NULL) the rows' argmaxes into *am_a, *am_b while the rows
+ * are in cache. */
+static void N_(dv_max2_at)(const T *a, const T *b, int64_t C, T *ma, T *mb, int64_t *am_a,
+                           int64_t *am_b) {
+    N_(dv_max2)(a, b, C, ma, mb);
+    if (!am_a) return;
+    *am_a = N_(dv_find)(a, C, *ma);
+    *am_b = N_(dv_find)(b, C, *mb);
+}
+
 /* A row whose maximum is NaN, +inf or -inf (no distribution): loss and gradients NaN. */
 static int N_(dv_bad_row)(T m1, T m2, int64_t C, double *loss, T *g1, T *g2) {
     if (m1 > -(T)INFINITY && m1 < (T)INFINITY && m2 > -(T)INFINITY && m2 < (T)INFINITY) return 0;
@@ -250,7 +274,9 @@ static int N_(dv_skip_row)(const fl_div_params *p, const int64_t *labels, int64_
  * added to. Where q has no mass on p's support, d = +inf and KL = +inf.
  * labels: NULL, or one per row; rows labelled p->ignore_index are skipped.
  * scratch: NULL or 3 C elements (ea, eb, d), so the gradient pass reads neither
- * input again; without it (long rows) that pass recomputes them. */
+ * input again; without it (long rows) that pass recomputes them.
+ * am_a, am_b: NULL, or the argmax of each row of a and of b (np.argmax's rule), skipped
+ * rows too; kl_rows' statistics, found with the maxima. */
 typedef struct { V ea, eb, d; } N_(kl_v);
 FL_INL N_(kl_v) N_(kl_vec)(V a, V b, T ma_h, T mb_h, T h, T ith) {
     N_(kl_v) o;
@@ -269,9 +295,10 @@ FL_INL N_(kl_v) N_(kl_vec)(V a, V b, T ma_h, T mb_h, T h, T ith) {
  * sum ea d (d = za - zb) becomes exp(-da) (sum ea d + (db - da) sum ea), exactly
  * unchanged when da == db (p == q stays KL 0). A row pair holding a NaN or +inf, or with a
  * whole first group of -inf, returns 0 (no result: kl_rows' exact path); else 1 with
- * the divergence in *loss. */
+ * the divergence in *loss. am_a, am_b (or NULL): each row's argmax (np.argmax's first
+ * maximum), taken where its running max grows, as row_lse1's. */
 FL_INL int N_(kl_row1)(const void *a, const void *b, int kind, int64_t C, T h, T ith, double it,
-                       double *loss) {
+                       double *loss, int64_t *am_a, int64_t *am_b) {
     T Ma = -(T)INFINITY, Mb = -(T)INFINITY, ma_h = 0, mb_h = 0;
     VD vsa = N_(dv_dzero)(), vsb = vsa, vt = vsa;
     V zs = N_(vset1)(0);                  /* the sum of every za + zb: NaN iff a NaN was seen */
@@ -290,6 +317,8 @@ FL_INL int N_(kl_row1)(const void *a, const void *b, int kind, int64_t C, T h, T
             const T ca = N_(vhmax)(gma), cb = N_(vhmax)(gmb);
             const T na = ca > Ma ? ca : Ma, nb = cb > Mb ? cb : Mb;
             if (na == (T)INFINITY || nb == (T)INFINITY) return 0;
+            if (am_a && ca > Ma) *am_a = k + N_(group_find)(a, kind, k, n, ca);
+            if (am_b && cb > Mb) *am_b = k + N_(group_find)(b, kind, k, n, cb);
             if (Ma != -(T)INFINITY && Mb != -(T)INFINITY) {
                 const double da = ((double)na - (double)Ma) * it, db = ((double)nb - (double)Mb) * it;
                 const double fa = exp(-da);
@@ -326,12 +355,14 @@ FL_INL int N_(kl_row1)(const void *a, const void *b, int kind, int64_t C, T h, T
 /* kl_row1 with temperature 1 compiled apart (the usual case): its scaling x h - m h times
  * ith is then x - m, the same bits, with two instructions fewer per element. */
 FL_INL int N_(kl_row1_any_t)(const void *a, const void *b, int kind, int64_t C, T h, T ith,
-                             double it, double *loss) {
-    return it == 1.0 ? N_(kl_row1)(a, b, kind, C, 1, 1, 1.0, loss) : N_(kl_row1)(a, b, kind, C, h, ith, it, loss);
+                             double it, double *loss, int64_t *am_a, int64_t *am_b) {
+    return it == 1.0 ? N_(kl_row1)(a, b, kind, C, 1, 1, 1.0, loss, am_a, am_b)
+                     : N_(kl_row1)(a, b, kind, C, h, ith, it, loss, am_a, am_b);
 }
 
 static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const int64_t *labels,
-                        const fl_div_params *p, double *loss, T *scratch) {
+                        const fl_div_params *p, double *loss, T *scratch, int64_t *am_a,
+                        int64_t *am_b) {
     const int64_t C = p->C, Cv = C - C % W, nt = C - Cv;
     T h, ith;
     N_(dv_temp)((T)p->inv_t, &h, &ith);
@@ -340,11 +371,14 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
     for (int64_t r = 0; r < n; r++) {
         const T *ar = a + r * C, *br = b + r * C;
         T *gar = ga ? ga + r * C : NULL, *gbr = gb ? gb + r * C : NULL;
-        if (N_(dv_skip_row)(p, labels, r, gar, gbr, loss)) continue;
-        if (!gar && !gbr && N_(kl_row1_any_t)(ar, br, FL_NATIVE, C, h, ith, p->inv_t, &loss[r]))
-            continue;
+        int64_t *pa = am_a ? am_a + r : NULL, *pb = am_b ? am_b + r : NULL;
         T ma, mb;
-        N_(dv_max2)(ar, br, C, &ma, &mb);
+        /* a skipped row's argmaxes before its gradients (which may be the rows) are zeroed */
+        if (pa && labels && labels[r] == p->ignore_index) N_(dv_max2_at)(ar, br, C, &ma, &mb, pa, pb);
+        if (N_(dv_skip_row)(p, labels, r, gar, gbr, loss)) continue;
+        if (!gar && !gbr && N_(kl_row1_any_t)(ar, br, FL_NATIVE, C, h, ith, p->inv_t, &loss[r], pa, pb))
+            continue;
+        N_(dv_max2_at)(ar, br, C, &ma, &mb, pa, pb);
         if (N_(dv_bad_row)(ma, mb, C, &loss[r], gar, gbr)) continue;
         const T ma_h = ma * h, mb_h = mb * h;
         VD vsa = N_(dv_dzero)(), vsb = vsa, vt = vsa;
@@ -411,23 +445,27 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
 #if !FL_DOUBLE
 /* kl_rows without gradients on float16 / bfloat16 row pairs (kind: fl_half.h): kl_row1
  * reads the half values straight into registers (each row read once, at its own width);
- * a pair it gives no result for is converted into scratch (2 C elements) for kl_rows.
- * Same results as kl_rows on the float32 upcasts. */
+ * a pair it gives no result for (or a skipped one whose argmaxes are wanted) is converted
+ * into scratch (2 C elements) for kl_rows. Same results as kl_rows on the float32 upcasts. */
 static void N_(kl_rows_half)(int kind, const uint16_t *a, const uint16_t *b, int64_t n,
                              const int64_t *labels, const fl_div_params *p, double *loss,
-                             T *scratch) {
+                             T *scratch, int64_t *am_a, int64_t *am_b) {
     const int64_t C = p->C;
     T h, ith;
     N_(dv_temp)((T)p->inv_t, &h, &ith);
     for (int64_t r = 0; r < n; r++) {
         const uint16_t *ar = a + r * C, *br = b + r * C;
-        if (N_(dv_skip_row)(p, labels, r, NULL, NULL, loss)) continue;
-        if (kind == FL_BFLOAT16 ? N_(kl_row1_any_t)(ar, br, FL_BFLOAT16, C, h, ith, p->inv_t, &loss[r])
-                                : N_(kl_row1_any_t)(ar, br, FL_FLOAT16, C, h, ith, p->inv_t, &loss[r]))
+        int64_t *pa = am_a ? am_a + r : NULL, *pb = am_b ? am_b + r : NULL;
+        const int skip = N_(dv_skip_row)(p, labels, r, NULL, NULL, loss);
+        if (skip && !pa) continue;
+        if (!skip && (kind == FL_BFLOAT16
+                      ? N_(kl_row1_any_t)(ar, br, FL_BFLOAT16, C, h, ith, p->inv_t, &loss[r], pa, pb)
+                      : N_(kl_row1_any_t)(ar, br, FL_FLOAT16, C, h, ith, p->inv_t, &loss[r], pa, pb)))
             continue;
         fl_half_to_float(kind, ar, scratch, C);
         fl_half_to_float(kind, br, scratch + C, C);
-        N_(kl_rows)(scratch, scratch + C, NULL, NULL, 1, NULL, p, &loss[r], NULL);
+        N_(kl_rows)(scratch, scratch + C, NULL, NULL, 1, labels ? labels + r : NULL, p, &loss[r], NULL,
+                    pa, pb);
     }
 }
 #endif

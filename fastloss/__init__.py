@@ -11,6 +11,7 @@ from . import classification, divergence, gaussian, metric, regression
 from .classification import *  # noqa: F401,F403  (each family's __all__)
 from .classification import CrossEntropyStats  # noqa: F401  (a result type; __all__ lists functions)
 from .divergence import *  # noqa: F401,F403
+from .divergence import DistillationStats, DivergenceStats  # noqa: F401  (result types)
 from .gaussian import *  # noqa: F401,F403
 from .regression import *  # noqa: F401,F403
 from .metric import *  # noqa: F401,F403

@@ -35,12 +35,13 @@ cdef extern from "fl_divergence.h" nogil:
     void fl_entropy_rows(const void *x, void *g, int64_t n, int64_t C, double gscale, double *loss,
                          void *scratch, int stream)
     void fl_kl_rows(const void *a, const void *b, void *ga, void *gb, int64_t n, const int64_t *labels,
-                    const fl_div_params *p, double *loss, void *scratch)
+                    const fl_div_params *p, double *loss, void *scratch, int64_t *am_a, int64_t *am_b)
     void fl_js_rows(const void *a, const void *b, void *ga, void *gb, int64_t n, const fl_div_params *p,
                     double *loss, void *scratch)
     # float32 only: KL without gradients of half row pairs, read without a float32 copy
     void fl_kl_rows_half(int kind, const uint16_t *a, const uint16_t *b, int64_t n, const int64_t *labels,
-                         const fl_div_params *p, double *loss, float *scratch)
+                         const fl_div_params *p, double *loss, float *scratch, int64_t *am_a,
+                         int64_t *am_b)
 
 # Gradients of at least this many bytes are written with streaming stores (they
 # cannot stay in cache anyway, and a streaming store does not read the line first).
@@ -126,6 +127,8 @@ cdef struct PairJob:
     const fl_div_params *p
     int js                       # JS, else KL
     double *loss
+    int64_t *am_a                # KL: each row's argmax of a and of b (or NULL)
+    int64_t *am_b
     void *scratch                # per-thread rows of `width` items (or NULL)
     int64_t width
     int kind                     # pair_rows_half: the half format
@@ -148,16 +151,18 @@ cdef void _pair_block(void *job, int64_t blk, int tid, const floating *tag) noex
         fl_js_rows(a, b, ga + r0 * C if ga else NULL, gb + r0 * C if gb else NULL, nr, j.p, j.loss + r0, sp)
     else:
         fl_kl_rows(a, b, ga + r0 * C if ga else NULL, gb + r0 * C if gb else NULL, nr,
-                   j.labels + r0 if j.labels else NULL, j.p, j.loss + r0, sp)
+                   j.labels + r0 if j.labels else NULL, j.p, j.loss + r0, sp,
+                   j.am_a + r0 if j.am_a else NULL, j.am_b + r0 if j.am_b else NULL)
 
 
 def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] ga,
               floating[:, ::1] gb, double inv_t, double beta, double gscale_p, double gscale_q,
               bint accumulate_q, const int64_t[::1] labels, int64_t ignore_index,
-              double[::1] loss, int n_threads):
+              double[::1] loss, int64_t[:, ::1] argmax, int n_threads):
     """Per-row KL(softmax(a/T) || softmax(b/T)) (kind "kl") or generalised JS (kind "js")
     into `loss`; gradients into ga / gb (either may be None). labels (or None): rows equal
-    to ignore_index are skipped (KL only). accumulate_q: gb is added to."""
+    to ignore_index are skipped (KL only). accumulate_q: gb is added to. argmax (KL; or
+    None): (2, n), each row's argmax of a and of b, skipped rows too."""
     cdef int64_t n = a.shape[0], C = a.shape[1]
     cdef int64_t rpb = rows_per_block(C)
     cdef floating[:, ::1] scratch = None
@@ -167,6 +172,8 @@ def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floa
     cdef floating *gap = &ga[0, 0] if ga is not None else NULL
     cdef floating *gbp = &gb[0, 0] if gb is not None else NULL
     cdef const int64_t *lab = &labels[0] if labels is not None else NULL
+    cdef int64_t *am = &argmax[0, 0] if argmax is not None else NULL
+    cdef int64_t *am_b = am + n if am != NULL else NULL
     cdef fl_div_params p = fl_div_params(
         C=C, inv_t=inv_t, beta=beta, gscale_p=gscale_p, gscale_q=gscale_q, accumulate_q=accumulate_q,
         ignore_index=ignore_index,
@@ -175,7 +182,8 @@ def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floa
         scratch = _thread_rows(n_threads, (4 if js else 3) * C, sizeof(floating))
     cdef floating *sp = &scratch[0, 0] if scratch is not None else NULL
     cdef PairJob job = PairJob(n=n, C=C, rows_per_block=rpb, a=&a[0, 0], b=&b[0, 0], ga=gap, gb=gbp,
-                               labels=lab, p=&p, js=js, loss=&loss[0], scratch=sp,
+                               labels=lab, p=&p, js=js, loss=&loss[0], am_a=am, am_b=am_b,
+                               scratch=sp,
                                width=scratch.shape[1] if scratch is not None else 0,
                                kind=0, slot=0, cache=0)
     with nogil:
@@ -233,7 +241,8 @@ cdef void _pair_half_block(void *job, int64_t b, int tid, const void *tag) noexc
     cdef uint16_t *gbp = <uint16_t *>j.gb
     if not j.js and not gap and not gbp:
         fl_kl_rows_half(j.kind, <const uint16_t *>j.a + r0 * C, <const uint16_t *>j.b + r0 * C, nr,
-                        j.labels + r0 if j.labels else NULL, j.p, j.loss + r0, s)
+                        j.labels + r0 if j.labels else NULL, j.p, j.loss + r0, s,
+                        j.am_a + r0 if j.am_a else NULL, j.am_b + r0 if j.am_b else NULL)
         return
     fl_half_to_float(j.kind, <const uint16_t *>j.a + r0 * C, s, m)
     fl_half_to_float(j.kind, <const uint16_t *>j.b + r0 * C, s + w, m)
@@ -243,7 +252,8 @@ cdef void _pair_half_block(void *job, int64_t b, int tid, const void *tag) noexc
         fl_js_rows(s, s + w, s if gap else NULL, sgb if gbp else NULL, nr, j.p, j.loss + r0, cache)
     else:
         fl_kl_rows(s, s + w, s if gap else NULL, sgb if gbp else NULL, nr,
-                   j.labels + r0 if j.labels else NULL, j.p, j.loss + r0, cache)
+                   j.labels + r0 if j.labels else NULL, j.p, j.loss + r0, cache,
+                   j.am_a + r0 if j.am_a else NULL, j.am_b + r0 if j.am_b else NULL)
     if gap:
         fl_float_to_half(j.kind, s, gap + r0 * C, m)
     if gbp:
@@ -253,7 +263,7 @@ cdef void _pair_half_block(void *job, int64_t b, int tid, const void *tag) noexc
 def pair_rows_half(int kind, str loss_kind, const uint16_t[:, ::1] a, const uint16_t[:, ::1] b,
                    uint16_t[:, ::1] ga, uint16_t[:, ::1] gb, double inv_t, double beta, double gscale_p,
                    double gscale_q, bint accumulate_q, const int64_t[::1] labels, int64_t ignore_index,
-                   double[::1] loss, int n_threads):
+                   double[::1] loss, int64_t[:, ::1] argmax, int n_threads):
     """pair_rows on half rows (kind: fastloss/_half.pxd). With accumulate_q, gb's block is
     converted in, added to in float32 and converted back (rounded to half twice). KL without
     gradients reads the half rows directly (fl_kl_rows_half; the scratch only for rows holding
@@ -273,10 +283,13 @@ def pair_rows_half(int kind, str loss_kind, const uint16_t[:, ::1] a, const uint
     cdef uint16_t *gap = &ga[0, 0] if ga is not None else NULL
     cdef uint16_t *gbp = &gb[0, 0] if gb is not None else NULL
     cdef const int64_t *lab = &labels[0] if labels is not None else NULL
+    cdef int64_t *am = &argmax[0, 0] if argmax is not None else NULL
+    cdef int64_t *am_b = am + n if am != NULL else NULL
     cdef bint cache = _cached(C, 4) and (gap != NULL or gbp != NULL or js)
     scratch = _thread_rows(n_threads, (slots + 1) * w + ((4 if js else 3) * C if cache else 0), 4)
     cdef PairJob job = PairJob(n=n, C=C, rows_per_block=rpb, a=&a[0, 0], b=&b[0, 0], ga=gap, gb=gbp,
-                               labels=lab, p=&p, js=js, loss=&loss[0], scratch=&scratch[0, 0],
+                               labels=lab, p=&p, js=js, loss=&loss[0], am_a=am, am_b=am_b,
+                               scratch=&scratch[0, 0],
                                width=scratch.shape[1], kind=kind, slot=w, cache=cache)
     with nogil:
         run_blocks(_pair_half_block, &job, n_blocks(n, rpb), n_threads)

@@ -50,7 +50,8 @@ def independent(call, where, shape, reduction, return_grad, *, axes=None, item_w
     shape. axes: per gradient, the axes a gradient has beyond the items (default: the
     trailing ones). item_weight (broadcastable to shape): each item's share of the mean's
     denominator, as the loss counts it (regression weights, counted rows). stats: the
-    result ends with CrossEntropyStats, whose `correct` becomes False where masked."""
+    result ends with a statistics tuple (CrossEntropyStats, DivergenceStats, ...) whose
+    last field, a boolean per row (`correct`, `agree`), becomes False where masked."""
     m = check_where(where, shape)
     reduction = check_reduction(reduction, batchmean=True)
     if item_weight is None:          # each entry of m stands for the same number of items
@@ -75,7 +76,7 @@ def independent(call, where, shape, reduction, return_grad, *, axes=None, item_w
         for g, ax in zip(grads, axes if axes is not None else [None] * len(grads)):
             zero_masked(g, m, ax)
     if stats:
-        np.copyto(out[-1].correct, False, where=~m)
+        np.copyto(out[-1][-1], False, where=~m)
     return tuple(out) if len(out) > 1 else loss
 
 

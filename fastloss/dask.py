@@ -334,8 +334,8 @@ def _dask_version(fn, plan):
             raise ValueError("grad_out is not taken with Dask arrays: the gradients are "
                              "returned as Dask arrays (store them with da.store)")
         if a.get("return_stats"):
-            raise ValueError("return_stats is not taken with Dask arrays yet: call "
-                             "fastloss.cross_entropy on each block (map_blocks) for per-row stats")
+            raise ValueError(f"return_stats is not taken with Dask arrays yet: call "
+                             f"fastloss.{fn.__name__} on each block (map_blocks) for per-row stats")
         if a.get("target_kind") is not None:
             raise ValueError("target_kind is not taken with Dask arrays: give the target the "
                              "dtype that says what it holds (target.astype(np.int64) for labels)")

@@ -7,6 +7,8 @@ Thin wrappers over the shared layer (ARCHITECTURE.md): validate every argument
 kernel of _divergence.pyx, reduce (_reduce.py). The Gaussian family lives in
 gaussian.py; its names are importable from here too, where the README first put them.
 """
+from typing import NamedTuple
+
 import numpy as np
 
 from . import _config
@@ -26,6 +28,32 @@ __all__ = ["entropy", "kl_divergence", "js_divergence", "distillation_loss"]
 _config.register_kernels(_k)
 
 
+class DivergenceStats(NamedTuple):
+    """Per-row statistics of :func:`kl_divergence` (``return_stats=True``), each of the
+    per-row loss's shape: the index of the largest logit of each input (as ``np.argmax``)
+    and whether they are the same class in a row that counts."""
+    argmax_p: np.ndarray
+    argmax_q: np.ndarray
+    agree: np.ndarray
+
+
+class DistillationStats(NamedTuple):
+    """Per-row statistics of :func:`distillation_loss` (``return_stats=True``), as
+    :class:`DivergenceStats`: the student's and the teacher's argmax and their agreement."""
+    argmax_student: np.ndarray
+    argmax_teacher: np.ndarray
+    agree: np.ndarray
+
+
+def _stats(cls, am, row_shape, counted=None):
+    """cls of the kernel's (2, n) argmaxes, in its fields' order; agree is False where
+    counted (or None: every row counts) is."""
+    agree = am[0] == am[1]
+    if counted is not None:
+        agree &= counted.reshape(-1)
+    return cls(am[0].reshape(row_shape), am[1].reshape(row_shape), agree.reshape(row_shape))
+
+
 def _pair_setup(p_logits, q_logits, axis, names):
     """Two logit arrays of one shape and compute dtype, and the class axis. Two half arrays
     of one dtype stay half (the kernels read them natively); mixed with another dtype, a
@@ -39,7 +67,8 @@ def _pair_setup(p_logits, q_logits, axis, names):
     return a, b, ax
 
 
-def _pair_call(kind, a, b, ax, inv_t, beta, reduction, return_grad, grad_out, names):
+def _pair_call(kind, a, b, ax, inv_t, beta, reduction, return_grad, grad_out, names,
+               return_stats=False):
     a2, b2 = as_rows(a, ax), as_rows(b, ax)
     n = a2.shape[0]
     gs = grad_scale(reduction, n) * inv_t
@@ -52,10 +81,15 @@ def _pair_call(kind, a, b, ax, inv_t, beta, reduction, return_grad, grad_out, na
         check_no_overlap([("grad_out[0]", outs[0]), ("grad_out[1]", outs[1])],
                          [(names[0], a), (names[1], b)], in_place=names)
     rows = np.empty(n, dtype=np.float64)
-    _pair_rows(kind, a2, b2, ga, gb, inv_t, beta, gs, gs, False, None, 0, rows,
+    am = np.empty((2, n), np.int64) if return_stats else None
+    _pair_rows(kind, a2, b2, ga, gb, inv_t, beta, gs, gs, False, None, 0, rows, am,
                _config.threads_for(2 * a2.size))
-    loss = reduce_rows(rows, a.shape[:ax] + a.shape[ax + 1:], n, reduction, compute_dtype(a))
-    return (loss, (fa(ga), fb(gb))) if return_grad else loss
+    row_shape = a.shape[:ax] + a.shape[ax + 1:]
+    loss = reduce_rows(rows, row_shape, n, reduction, compute_dtype(a))
+    out = (loss, (fa(ga), fb(gb))) if return_grad else (loss,)
+    if return_stats:
+        out += (_stats(DivergenceStats, am, row_shape),)
+    return out if len(out) > 1 else loss
 
 
 def _row_mask(labels, ignore_index, where, row_shape):
@@ -152,7 +186,7 @@ def entropy(logits, *, axis=-1, labels=None, ignore_index=-100, where=None, redu
 
 
 def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, labels=None, ignore_index=-100,
-                  where=None, reduction="mean", return_grad=False, grad_out=None):
+                  where=None, reduction="mean", return_grad=False, grad_out=None, return_stats=False):
     r"""KL(softmax(p_logits / T) || softmax(q_logits / T)) of each distribution along `axis`.
 
     No T**2 factor (see :func:`distillation_loss`). +inf where q has no mass on p's support;
@@ -174,6 +208,9 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, labels=None, 
         Gradients with respect to both inputs, (grad_p, grad_q).
     grad_out : tuple of two ndarray, optional
         C-contiguous buffers (either may be its input array; see the overlap rule).
+    return_stats : bool, default False
+        Also return per-row statistics from the same pass over the logits (how often a
+        student's top class is its teacher's without a second pass).
 
     Returns
     -------
@@ -181,6 +218,13 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, labels=None, 
         Compute dtype; ``"none"``: the shape without `axis`.
     grads : tuple of two ndarray
         With ``return_grad=True``: (grad_p, grad_q), the inputs' shape.
+    stats : DivergenceStats
+        With ``return_stats=True``, last: ``(argmax_p, argmax_q, agree)``, each of the
+        per-row loss's shape (every row, masked ones too). `argmax_p`, `argmax_q` (int64):
+        the index of the row's largest logit as given (the temperature changes none), the
+        first one on ties, the first NaN in a row with NaN, 0 in an all -inf row
+        (``np.argmax``'s rule). `agree` (bool): ``argmax_p == argmax_q`` in a row that
+        counts (False where `where` is False or the label is `ignore_index`).
 
     Notes
     -----
@@ -207,6 +251,9 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, labels=None, 
     >>> print(np.round(g_q, 4))
     [[-0.25  0.25]
      [-0.4   0.4 ]]
+    >>> loss, stats = fastloss.kl_divergence(p, q, return_stats=True)
+    >>> print(stats.argmax_p, stats.argmax_q, stats.agree)
+    [0 0] [1 0] [False  True]
     """
     reduction = check_reduction(reduction, batchmean=True)
     check_grad_request(return_grad, grad_out)
@@ -215,10 +262,12 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, labels=None, 
     m = _row_mask(labels, ignore_index, where, a.shape[:ax] + a.shape[ax + 1:])
     if m is not None:
         return independent(lambda: kl_divergence(a, b, axis=axis, temperature=t, reduction="none",
-                                                 return_grad=return_grad, grad_out=grad_out),
-                           m, m.shape, reduction, return_grad, axes=[(ax,), (ax,)])
+                                                 return_grad=return_grad, grad_out=grad_out,
+                                                 return_stats=return_stats),
+                           m, m.shape, reduction, return_grad, axes=[(ax,), (ax,)],
+                           stats=return_stats)
     return _pair_call("kl", a, b, ax, 1.0 / t, 0.5, reduction, return_grad, grad_out,
-                      ["p_logits", "q_logits"])
+                      ["p_logits", "q_logits"], return_stats)
 
 
 def js_divergence(p_logits, q_logits, *, beta=0.5, axis=-1, temperature=1.0, labels=None,
@@ -288,7 +337,7 @@ def js_divergence(p_logits, q_logits, *, beta=0.5, axis=-1, temperature=1.0, lab
 
 def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target=None, alpha=0.5,
                       axis=-1, ignore_index=-100, where=None, reduction="mean", return_grad=False,
-                      grad_out=None):
+                      grad_out=None, return_stats=False):
     r"""Hinton's knowledge-distillation loss, per distribution along `axis`.
 
     ``T**2 * KL(softmax(teacher / T) || softmax(student / T))``, and with hard labels
@@ -317,6 +366,9 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
         The gradient with respect to the student logits only.
     grad_out : ndarray, optional
         A C-contiguous buffer for it; may be `student_logits` itself.
+    return_stats : bool, default False
+        Also return per-row statistics from the KD term's pass over the logits (it reads
+        the teacher also with ``alpha=0``).
 
     Returns
     -------
@@ -324,6 +376,10 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
         Compute dtype; ``"none"``: the shape without `axis`.
     grad : ndarray
         With ``return_grad=True``: the student logits' shape.
+    stats : DistillationStats
+        With ``return_stats=True``, last: ``(argmax_student, argmax_teacher, agree)``, each
+        of the per-row loss's shape, as :func:`kl_divergence`'s (the logits as given);
+        `agree` is False where `where` is False or the target is `ignore_index`.
 
     Notes
     -----
@@ -360,8 +416,10 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
         counted = None if target is None else np.asarray(target) != int(ignore_index)
         return independent(lambda: distillation_loss(
             s, t, temperature=T, target=target, alpha=al, axis=axis, ignore_index=ignore_index,
-            reduction="none", return_grad=return_grad, grad_out=grad_out),
-            where, row_shape, reduction, return_grad, axes=[(ax,)], item_weight=counted)
+            reduction="none", return_grad=return_grad, grad_out=grad_out,
+            return_stats=return_stats),
+            where, row_shape, reduction, return_grad, axes=[(ax,)], item_weight=counted,
+            stats=return_stats)
     s2, t2 = as_rows(s, ax), as_rows(t, ax)
     n = s2.shape[0]
     labels = None
@@ -380,21 +438,27 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
         g2, finish = grad_rows(s, ax, out)
         check_no_overlap([("grad_out", out)], [("student_logits", s), ("teacher_logits", t),
                                                ("target", labels)], in_place=("student_logits",))
-        if w_ce > 0 and w_kl > 0 and np.shares_memory(g2, s2):
+        if w_ce > 0 and (w_kl > 0 or return_stats) and np.shares_memory(g2, s2):
             s2 = s2.copy()   # the cross-entropy pass writes g2 before the KL pass reads s2
     nt = _config.threads_for(2 * s2.size)
     rows = np.zeros(n, dtype=np.float64)
     if w_ce > 0:
         rows += w_ce * label_rows(s2, labels, ignore_index=ignore_index, gscale=gs * w_ce, grad=g2,
                                   n_threads=nt)
-    if w_kl > 0:
+    am = np.empty((2, n), np.int64) if return_stats else None
+    if w_kl > 0 or return_stats:          # alpha = 0: the pass for the argmaxes alone
         kl = np.empty(n, dtype=np.float64)
         # half: the cross-entropy gradient is rounded to half before the KL part is added
-        _pair_rows("kl", t2, s2, None, g2, 1.0 / T, 0.5, 0.0, gs * w_kl * T, w_ce > 0,
-                   labels, ignore_index, kl, nt)
-        rows += (w_kl * T * T) * kl
+        _pair_rows("kl", t2, s2, None, g2 if w_kl > 0 else None, 1.0 / T, 0.5, 0.0,
+                   gs * w_kl * T, w_ce > 0, labels, ignore_index, kl, am, nt)
+        if w_kl > 0:
+            rows += (w_kl * T * T) * kl
     loss = reduce_rows(rows, row_shape, denom, reduction, compute_dtype(s))
-    return (loss, finish(g2)) if return_grad else loss
+    out = (loss, finish(g2)) if return_grad else (loss,)
+    if return_stats:          # the kernel's a is the teacher
+        out += (_stats(DistillationStats, am[::-1], row_shape,
+                       None if labels is None else labels != ignore_index),)
+    return out if len(out) > 1 else loss
 
 
 _IGNORE_NOTE = """    labels : array_like of int, optional
