@@ -38,26 +38,6 @@ static double N_(row_sumexp)(const T *x, T *e, int64_t C, T m) {
     return s;
 }
 
-/* First k < n with x[k] == v (v NaN: the first NaN); v is in x. Four vectors are
- * compared per step, so the horizontal test runs once per 4 W elements. */
-static int64_t N_(row_find)(const T *x, int64_t n, T v) {
-    const int nan = v != v;
-    int64_t k = 0;
-    for (; k + 4 * W <= n; k += 4 * W) {
-        VI hit = {0};
-        for (int i = 0; i < 4; i++) {
-            const V xk = N_(vload)(x + k + i * W);
-            hit |= nan ? xk != xk : xk == v;
-        }
-        TI any = 0;
-        for (int j = 0; j < W; j++) any |= hit[j];
-        if (any) break;
-    }
-    for (; k < n; k++)
-        if (nan ? x[k] != x[k] : x[k] == v) return k;
-    return 0;
-}
-
 /* Running argmax over the chunks of a row (am NULL: not wanted), np.argmax's rule: the
  * first maximum, or the first NaN. Chunk [b, b + n), of max mc, holds the first maximum so
  * far when mc beats the max m of the chunks before it (greater, or the first NaN); an

@@ -134,28 +134,14 @@ static void N_(dv_max2)(const T *a, const T *b, int64_t C, T *ma, T *mb) {
     *mb = tb == tb ? xb : N_(row_max)(b, C);
 }
 
-/* np.argmax of a row whose max m is known: the first k with x[k] == m, or the first NaN
- * when m is NaN (an all -inf row: 0). One vector compared per step, the hit found in it. */
-static int64_t N_(dv_find)(const T *x, int64_t C, T m) {
-    const int nan = m != m;
-    for (int64_t k = 0; k < C; k += W) {
-        const int64_t nk = C - k < W ? C - k : W;
-        const V v = N_(vload_n)(x + k, nk, nan ? (T)0 : (T)NAN);   /* padding never matches */
-        if (!N_(vany)(nan ? v != v : v == m)) continue;
-        for (int64_t j = k; j < k + nk; j++)
-            if (nan ? x[j] != x[j] : x[j] == m) return j;
-    }
-    return 0;
-}
-
 /* dv_max2, and with am_a (or NULL) the rows' argmaxes into *am_a, *am_b while the rows
  * are in cache. */
 static void N_(dv_max2_at)(const T *a, const T *b, int64_t C, T *ma, T *mb, int64_t *am_a,
                            int64_t *am_b) {
     N_(dv_max2)(a, b, C, ma, mb);
     if (!am_a) return;
-    *am_a = N_(dv_find)(a, C, *ma);
-    *am_b = N_(dv_find)(b, C, *mb);
+    *am_a = N_(row_find)(a, C, *ma);
+    *am_b = N_(row_find)(b, C, *mb);
 }
 
 /* A row whose maximum is NaN, +inf or -inf (no distribution): loss and gradients NaN. */

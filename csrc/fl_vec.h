@@ -382,9 +382,29 @@ FL_INL T N_(vhmax)(V v) {
     for (int j = 0; j < W; j++) m = v[j] > m ? v[j] : m;
     return m;
 }
+/* np.argmax of a row whose maximum v is known: the first k < n with x[k] == v (v NaN:
+ * the first NaN; 0 when none, e.g. an empty row). Four vectors are compared per step, so
+ * the horizontal test runs once per 4 W elements. */
+__attribute__((unused)) static int64_t N_(row_find)(const T *x, int64_t n, T v) {
+    const int nan = v != v;
+    int64_t k = 0;
+    for (; k + 4 * W <= n; k += 4 * W) {
+        VI hit = {0};
+        for (int i = 0; i < 4; i++) {
+            const V xk = N_(vload)(x + k + i * W);
+            hit |= nan ? xk != xk : xk == v;
+        }
+        if (N_(vany)(hit)) break;
+    }
+    for (; k < n; k++)
+        if (nan ? x[k] != x[k] : x[k] == v) return k;
+    return 0;
+}
 /* The offset in the group (as group_max's) of its first element equal to v (v in it). */
 FL_INL int64_t N_(group_find)(const void *x, int kind, int64_t k, int64_t n, T v) {
-    for (int64_t j = 0; j < n && j < FL_GROUP * W; j++)
+    const int64_t m = n < FL_GROUP * W ? n : FL_GROUP * W;
+    if (kind == FL_NATIVE) return N_(row_find)((const T *)x + k, m, v);
+    for (int64_t j = 0; j < m; j++)
         if (N_(src_one)(x, kind, k + j) == v) return j;
     return 0;
 }
