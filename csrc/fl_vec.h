@@ -105,6 +105,17 @@ FL_INL VI N_(vfirst)(int64_t n) {
 /* v with the lanes j >= n zeroed (n < W: the partial vector at an array's end), so that
  * padding lanes add nothing to a sum. */
 FL_INL V N_(vkeep_first)(V v, int64_t n) { return n < W ? N_(vsel)(N_(vfirst)(n), v, N_(vset1)(0)) : v; }
+/* Unaligned bytes of a where= mask, one per lane. */
+typedef uint8_t N_(VB) __attribute__((vector_size(W), aligned(1), may_alias));
+/* Lanes of the where= mask bytes m[k..k+nk) that are nonzero, all-ones (the rest zero). */
+FL_INL VI N_(vkeep_bytes)(const uint8_t *m, int64_t k, int64_t nk) {
+    N_(VB) b = {0};
+    if (nk >= W)
+        b = *(const N_(VB) *)(m + k);
+    else
+        for (int j = 0; j < nk; j++) b[j] = m[k + j];
+    return __builtin_convertvector(b, VI) != 0;
+}
 FL_INL double N_(vhsum)(V v) {
     double s = 0.0;
     for (int j = 0; j < W; j++) s += (double)v[j];
