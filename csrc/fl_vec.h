@@ -221,7 +221,7 @@ FL_INL V N_(vexp_core)(V xs, VI *ni) {
 
 /* exp(x) = 2^n exp(r), for every x. A vector whose lanes all lie in [X_EXP_MIN, exp_plain]
  * (the usual case) needs none of the clamps and special cases below, and skips them: the
- * same bits for less work (BCE's exp(-|x|) went from 1.24 to 0.96 ns an element). */
+ * same bits for less work (BCE with logits: 1.24 -> 0.99 ns an element, one AVX-512 core). */
 FL_INL V N_(vexp)(V x) {
     if (__builtin_expect(!N_(vany)(~((x >= (T)X_EXP_MIN) & (x <= N_(exp_plain)))), 1)) {
         VI ni;
