@@ -532,72 +532,121 @@ static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_o
     }
 }
 
-/* Binary cross-entropy with logits over n elements (bce_logits_point), times w.
- * w, pw: NULL or n weights aligned with x. Returns sum l (float64 blocks);
- * lout (per-element loss) and g (gradient times gscale) are optional. */
-static double N_(bce_block)(const T *x, const T *t, const T *w, const T *pw, T *lout,
-                            T *g, int64_t n, T gscale) {
+/* The end of one vector of nk <= W elements of a sigmoid loss at offset k, loss l and
+ * gradient d (already times gscale): m (or NULL) is the where= mask, one byte per element;
+ * where it is 0, l and d are selected to 0 (after the scale: an inf scale, nothing kept,
+ * gives 0 there too, and so does a NaN or inf input). Stores l (lout) and d (g) where
+ * asked; returns l with the lanes past nk zeroed, for the sum. */
+FL_INL V N_(sigmoid_store)(V l, V d, const uint8_t *m, T *lout, T *g, int64_t k, int64_t nk) {
+    if (m) {
+        const VI keep = N_(vkeep_bytes)(m, k, nk);
+        l = N_(vsel)(keep, l, N_(vset1)(0));
+        d = N_(vsel)(keep, d, N_(vset1)(0));
+    }
+    if (lout) N_(vstore_n)(lout + k, l, nk);
+    if (g) N_(vstore_n)(g + k, d, nk);
+    return N_(vkeep_first)(l, nk);
+}
+
+/* Binary cross-entropy with logits (bce_logits_point) times w, one vector (sigmoid_store).
+ * w, pw: NULL or weights aligned with x. */
+FL_INL V N_(bce_step)(const T *x, const T *t, const T *w, const T *pw, const uint8_t *m,
+                      T *lout, T *g, int64_t k, int64_t nk, T gscale) {
+    V l, d;
+    N_(bce_logits_point)(N_(vload_n)(x + k, nk, 0), N_(vload_n)(t + k, nk, 0),
+                         pw ? pw + k : NULL, nk, &l, &d);
+    if (w) {
+        const V wk = N_(vload_n)(w + k, nk, 0);
+        l *= wk;
+        d *= wk;
+    }
+    return N_(sigmoid_store)(l, d * gscale, m, lout, g, k, nk);
+}
+
+/* n elements: returns sum l (float64 over FL_SUM_BLOCK pieces); the partial vector is
+ * handled after the loop, so the loop's accumulator never lives across a call. */
+FL_INL double N_(bce_impl)(const T *x, const T *t, const T *w, const T *pw, const uint8_t *m,
+                           T *lout, T *g, int64_t n, T gscale) {
     double total = 0.0;
     for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
-        int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
+        const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0);
-        for (int64_t k = b; k < end; k += W) {
-            int64_t nk = end - k;
-            V xk = N_(vload_n)(x + k, nk, 0);
-            V tk = N_(vload_n)(t + k, nk, 0);
-            V l, gk;
-            N_(bce_logits_point)(xk, tk, pw ? pw + k : NULL, nk, &l, &gk);
-            if (w) {
-                V wk = N_(vload_n)(w + k, nk, 0);
-                l *= wk;
-                gk *= wk;
-            }
-            acc += N_(vkeep_first)(l, nk);
-            if (lout) N_(vstore_n)(lout + k, l, nk);
-            if (g) N_(vstore_n)(g + k, gk * gscale, nk);
-        }
+        int64_t k = b;
+        for (; k + W <= end; k += W) acc += N_(bce_step)(x, t, w, pw, m, lout, g, k, W, gscale);
+        if (k < end) acc += N_(bce_step)(x, t, w, pw, m, lout, g, k, end - k, gscale);
         total += N_(vhsum)(acc);
     }
     return total;
 }
 
-/* torchvision's sigmoid focal loss over n elements:
+/* Binary cross-entropy with logits over n elements (bce_step). m: NULL or n where= mask
+ * bytes; lout (per-element loss) and g (gradient times gscale) are optional. The loops with
+ * and without a mask or a gradient are apart, so that none carries another's work. */
+static double N_(bce_block)(const T *x, const T *t, const T *w, const T *pw, const uint8_t *m,
+                            T *lout, T *g, int64_t n, T gscale) {
+    if (m) return g ? N_(bce_impl)(x, t, w, pw, m, lout, g, n, gscale)
+                    : N_(bce_impl)(x, t, w, pw, m, lout, NULL, n, gscale);
+    return g ? N_(bce_impl)(x, t, w, pw, NULL, lout, g, n, gscale)
+             : N_(bce_impl)(x, t, w, pw, NULL, lout, NULL, n, gscale);
+}
+
+/* torchvision's sigmoid focal loss, one vector (sigmoid_store):
  *   l = alpha_t * bce(x, t) * (1 - p_t)^gamma,  p_t = p t + (1 - p)(1 - t),
  *   alpha_t = alpha t + (1 - alpha)(1 - t) (alpha < 0: alpha_t = 1).
  * bce and its derivative p - t come from bce_logits_point, whose terms do not cancel;
  * 1 - p_t is formed as p (1 - t) + (1 - p) t from both sigmoids. So the loss keeps its
  * relative accuracy as p_t -> 1 (x * t - x would lose log1p(e) at large |x|). A negative
- * 1 - p_t (a target outside [0, 1]) makes (1 - p_t)^gamma NaN for gamma > 0. */
-static double N_(focal_block)(const T *x, const T *t, T *lout, T *g, int64_t n,
-                              T alpha, T gamma, T gscale) {
+ * 1 - p_t (a target outside [0, 1]) makes (1 - p_t)^gamma NaN for gamma > 0. sq: gamma
+ * is 2 (the default), whose power is a product. */
+FL_INL V N_(focal_step)(const int sq, const T *x, const T *t, const uint8_t *m, T *lout, T *g,
+                        int64_t k, int64_t nk, T alpha, T gamma, T gscale) {
+    const V xk = N_(vload_n)(x + k, nk, 0), tk = N_(vload_n)(t + k, nk, 0);
+    V ce, dce;
+    N_(bce_logits_point)(xk, tk, NULL, nk, &ce, &dce);
+    const V e = N_(vexp)(N_(vsel)(xk < (T)0, xk, -xk));   /* as bce_logits_point's (CSE) */
+    const V d = (T)1 / ((T)1 + e);
+    const V p = N_(vsel)(xk < (T)0, e * d, d);     /* sigmoid(x) */
+    const V q = N_(vsel)(xk < (T)0, d, e * d);     /* sigmoid(-x) */
+    const V one_minus_pt = p * ((T)1 - tk) + q * tk;
+    V f, fd;                                        /* (1-p_t)^gamma, gamma (1-p_t)^(gamma-1) */
+    if (sq) {
+        f = N_(vsel)(one_minus_pt < (T)0, N_(vset1)((T)NAN), one_minus_pt * one_minus_pt);
+        fd = one_minus_pt + one_minus_pt;
+    } else {
+        f = gamma == (T)0 ? N_(vset1)(1) : N_(vexp)(gamma * N_(vlog)(one_minus_pt));
+        fd = gamma * f / one_minus_pt;
+    }
+    const V at = alpha < (T)0 ? N_(vset1)(1) : alpha * tk + ((T)1 - alpha) * ((T)1 - tk);
+    const V l = at * ce * f;
+    /* d(1-p_t)/dx = -p q (2t - 1); df/dx = gamma (1-p_t)^(gamma-1) times that */
+    const V df = N_(vsel)(one_minus_pt == (T)0, N_(vset1)(0), fd * (-(p * q) * ((T)2 * tk - (T)1)));
+    return N_(sigmoid_store)(l, at * (dce * f + ce * df) * gscale, m, lout, g, k, nk);
+}
+
+FL_INL double N_(focal_impl)(const int sq, const T *x, const T *t, const uint8_t *m, T *lout,
+                             T *g, int64_t n, T alpha, T gamma, T gscale) {
     double total = 0.0;
     for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
-        int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
+        const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0);
-        for (int64_t k = b; k < end; k += W) {
-            int64_t nk = end - k;
-            V xk = N_(vload_n)(x + k, nk, 0);
-            V tk = N_(vload_n)(t + k, nk, 0);
-            V ce, dce;
-            N_(bce_logits_point)(xk, tk, NULL, nk, &ce, &dce);
-            V e = N_(vexp)(N_(vsel)(xk < (T)0, xk, -xk));   /* as bce_logits_point's (CSE) */
-            V d = (T)1 / ((T)1 + e);
-            V p = N_(vsel)(xk < (T)0, e * d, d);     /* sigmoid(x) */
-            V q = N_(vsel)(xk < (T)0, d, e * d);     /* sigmoid(-x) */
-            V one_minus_pt = p * ((T)1 - tk) + q * tk;
-            V f = gamma == (T)0 ? N_(vset1)(1) : N_(vexp)(gamma * N_(vlog)(one_minus_pt));
-            V at = alpha < (T)0 ? N_(vset1)(1) : alpha * tk + ((T)1 - alpha) * ((T)1 - tk);
-            V l = at * ce * f;
-            acc += N_(vkeep_first)(l, nk);
-            if (lout) N_(vstore_n)(lout + k, l, nk);
-            if (g) {
-                /* d(1-p_t)/dx = -p q (2t - 1); df/dx = gamma f / (1-p_t) * that */
-                V df = N_(vsel)(one_minus_pt == (T)0, N_(vset1)(0),
-                                gamma * f / one_minus_pt * (-(p * q) * ((T)2 * tk - (T)1)));
-                N_(vstore_n)(g + k, at * (dce * f + ce * df) * gscale, nk);
-            }
-        }
+        int64_t k = b;
+        for (; k + W <= end; k += W)
+            acc += N_(focal_step)(sq, x, t, m, lout, g, k, W, alpha, gamma, gscale);
+        if (k < end) acc += N_(focal_step)(sq, x, t, m, lout, g, k, end - k, alpha, gamma, gscale);
         total += N_(vhsum)(acc);
     }
     return total;
+}
+
+/* The sigmoid focal loss over n elements (focal_step); m, lout, g: as bce_block's. */
+static double N_(focal_block)(const T *x, const T *t, const uint8_t *m, T *lout, T *g, int64_t n,
+                              T alpha, T gamma, T gscale) {
+#define FL_FOCAL(sq, mm, gg) N_(focal_impl)(sq, x, t, mm, lout, gg, n, alpha, gamma, gscale)
+    if (gamma == (T)2) {
+        if (m) return g ? FL_FOCAL(1, m, g) : FL_FOCAL(1, m, NULL);
+        return g ? FL_FOCAL(1, NULL, g) : FL_FOCAL(1, NULL, NULL);
+    }
+    if (m) return g ? FL_FOCAL(0, m, g) : FL_FOCAL(0, m, NULL);
+    return g ? FL_FOCAL(0, NULL, g) : FL_FOCAL(0, NULL, NULL);
+#undef FL_FOCAL
 }

@@ -101,19 +101,6 @@ FL_INL void N_(reg_point)(const int kind, V r, T p, V *l, V *d) {
     }
 }
 
-/* Unaligned bytes of a where= mask, one per lane. */
-typedef uint8_t N_(VB) __attribute__((vector_size(W), aligned(1), may_alias));
-
-/* Lanes of the mask bytes m[k..k+nk) that are nonzero, all-ones (the rest zero). */
-FL_INL VI N_(vkeep_bytes)(const uint8_t *m, int64_t k, int64_t nk) {
-    N_(VB) b = {0};
-    if (nk >= W)
-        b = *(const N_(VB) *)(m + k);
-    else
-        for (int j = 0; j < nk; j++) b[j] = m[k + j];
-    return __builtin_convertvector(b, VI) != 0;
-}
-
 /* One vector of nk <= W elements at offset k: stores w * l (lout) and w * dl/dx * gscale
  * (g) where asked, returns w * l with the lanes past nk zeroed (padded lanes have
  * r = 0 and l = 0 already; the select also keeps a weight's padding from mattering).

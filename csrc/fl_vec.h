@@ -105,6 +105,34 @@ FL_INL VI N_(vfirst)(int64_t n) {
 /* v with the lanes j >= n zeroed (n < W: the partial vector at an array's end), so that
  * padding lanes add nothing to a sum. */
 FL_INL V N_(vkeep_first)(V v, int64_t n) { return n < W ? N_(vsel)(N_(vfirst)(n), v, N_(vset1)(0)) : v; }
+/* Lanes of the where= mask bytes m[k..k+nk) that are nonzero, all-ones (the rest zero).
+ * One zero-extending load per level: GCC 12 widens a byte vector (__builtin_convertvector)
+ * a byte at a time, which made a masked BCE 1.5x slower. */
+FL_INL VI N_(vkeep_bytes)(const uint8_t *m, int64_t k, int64_t nk) {
+    uint8_t buf[W] = {0};
+    const uint8_t *p = m + k;
+    if (nk < W) {
+        for (int j = 0; j < nk; j++) buf[j] = p[j];
+        p = buf;
+    }
+#if FL_X86_DISPATCH && FL_VBYTES == 64 && FL_DOUBLE
+    return (VI)_mm512_cvtepu8_epi64(_mm_loadl_epi64((const __m128i *)p)) != 0;
+#elif FL_X86_DISPATCH && FL_VBYTES == 64
+    return (VI)_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)) != 0;
+#elif FL_X86_DISPATCH && FL_VBYTES == 32 && FL_DOUBLE
+    int32_t b4;
+    memcpy(&b4, p, 4);
+    return (VI)_mm256_cvtepu8_epi64(_mm_cvtsi32_si128(b4)) != 0;
+#elif FL_X86_DISPATCH && FL_VBYTES == 32
+    return (VI)_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)) != 0;
+#else
+    TI b[W];
+    for (int j = 0; j < W; j++) b[j] = p[j];
+    VI v;
+    memcpy(&v, b, sizeof v);
+    return v != 0;
+#endif
+}
 FL_INL double N_(vhsum)(V v) {
     double s = 0.0;
     for (int j = 0; j < W; j++) s += (double)v[j];
@@ -124,14 +152,39 @@ FL_INL VI N_(vsignbit)(void) { return (VI)(-N_(vset1)((T)0)); }   /* -(+0) = -0 
 FL_INL V N_(vabs)(V x) { return (V)((VI)x & ~N_(vsignbit)()); }
 FL_INL V N_(vxorsign)(V x, V s) { return (V)((VI)x ^ ((VI)s & N_(vsignbit)())); }
 
+/* Any lane of a comparison mask set: one instruction per level (a loop over lanes
+ * becomes a chain of extracts). */
+FL_INL int N_(vany)(VI m) {
+#if FL_X86_DISPATCH && FL_VBYTES == 64 && FL_DOUBLE
+    return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0;
+#elif FL_X86_DISPATCH && FL_VBYTES == 64
+    return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0;
+#elif FL_X86_DISPATCH && FL_VBYTES == 32 && FL_DOUBLE
+    return _mm256_movemask_pd((__m256d)m) != 0;
+#elif FL_X86_DISPATCH && FL_VBYTES == 32
+    return _mm256_movemask_ps((__m256)m) != 0;
+#elif FL_X86_DISPATCH && FL_DOUBLE
+    return _mm_movemask_pd((__m128d)m) != 0;
+#elif FL_X86_DISPATCH
+    return _mm_movemask_ps((__m128)m) != 0;
+#else
+    TI any = 0;
+    for (int j = 0; j < W; j++) any |= m[j];
+    return any != 0;
+#endif
+}
+
 /* ln2 = ln2_hi + ln2_lo, ln2_hi with trailing zero bits so n * ln2_hi is exact for
- * every n that occurs (Cody-Waite); the shifter: adding it rounds to an integer. */
+ * every n that occurs (Cody-Waite); the shifter: adding it rounds to an integer; up to
+ * exp_plain, n <= EXP_BIAS (2^n is a normal number). */
 #if FL_DOUBLE
 static const T N_(ln2_hi) = 6.93147180369123816490e-01, N_(ln2_lo) = 1.90821492927058770002e-10;
 static const T N_(exp_shifter) = 6755399441055744.0;   /* 1.5 * 2^52 */
+static const T N_(exp_plain) = 709.0;                  /* below EXP_BIAS ln2 */
 #else
 static const T N_(ln2_hi) = 0.693359375f, N_(ln2_lo) = -2.12194440e-4f;
 static const T N_(exp_shifter) = 12582912.0f;          /* 1.5 * 2^23 */
+static const T N_(exp_plain) = 88.0f;
 #endif
 
 /* Range reduction of exp and expm1: xs = n ln2 + r, n = round(xs / ln2), |r| <= ln2/2,
@@ -166,8 +219,15 @@ FL_INL V N_(vexp_core)(V xs, VI *ni) {
     return p;
 }
 
-/* exp(x) = 2^n exp(r), for every x. */
+/* exp(x) = 2^n exp(r), for every x. A vector whose lanes all lie in [X_EXP_MIN, exp_plain]
+ * (the usual case) needs none of the clamps and special cases below, and skips them: the
+ * same bits for less work (BCE with logits: 1.24 -> 0.99 ns an element, one AVX-512 core). */
 FL_INL V N_(vexp)(V x) {
+    if (__builtin_expect(!N_(vany)(~((x >= (T)X_EXP_MIN) & (x <= N_(exp_plain)))), 1)) {
+        VI ni;
+        const V p = N_(vexp_core)(x, &ni);
+        return (V)((VI)p + (ni << MANT_BITS));
+    }
     V xs = N_(vsel)(x < (T)X_EXP_MIN, N_(vset1)((T)X_EXP_MIN), x);
     xs = N_(vsel)(xs > (T)X_EXP_MAX, N_(vset1)((T)X_EXP_MAX), xs);
     VI ni;
@@ -271,28 +331,6 @@ FL_INL V N_(vlog1p_unit)(V x) {
     return two_s + two_s * s2 * q;
 }
 #undef LOG1P_UNIT_TERMS
-
-/* Any lane of a comparison mask set: one instruction per level (a loop over lanes
- * becomes a chain of extracts). */
-FL_INL int N_(vany)(VI m) {
-#if FL_X86_DISPATCH && FL_VBYTES == 64 && FL_DOUBLE
-    return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0;
-#elif FL_X86_DISPATCH && FL_VBYTES == 64
-    return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0;
-#elif FL_X86_DISPATCH && FL_VBYTES == 32 && FL_DOUBLE
-    return _mm256_movemask_pd((__m256d)m) != 0;
-#elif FL_X86_DISPATCH && FL_VBYTES == 32
-    return _mm256_movemask_ps((__m256)m) != 0;
-#elif FL_X86_DISPATCH && FL_DOUBLE
-    return _mm_movemask_pd((__m128d)m) != 0;
-#elif FL_X86_DISPATCH
-    return _mm_movemask_ps((__m128)m) != 0;
-#else
-    TI any = 0;
-    for (int j = 0; j < W; j++) any |= m[j];
-    return any != 0;
-#endif
-}
 
 /* max(a, b) for lanes without NaN (a NaN lane gives b): one maxps, where vsel's bit
  * select takes three instructions. */

@@ -10,7 +10,7 @@ elementwise losses are summed in float64 per fixed-size block, and the partial
 sums are added in block order, so results are identical for any number of threads.
 """
 from cython cimport floating
-from libc.stdint cimport int64_t, uint16_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t
 
 from ._blocks cimport ELEMENT_BLOCK as EBLK, ROW_WORK, n_blocks, ordered_sum, rows_per_block, scratch_row
 from ._half cimport fl_float_to_half, fl_half_to_float
@@ -50,10 +50,10 @@ cdef extern from "fl_classification.h" nogil:
     void fl_xent_label_half(int kind, const uint16_t *x, int64_t n, const int64_t *y,
                             const fl_xent_params *p, double *loss, float *scratch,
                             const fl_xent_stats *st)
-    double fl_bce_block(const void *x, const void *t, const void *w, const void *pw, void *lout, void *g,
-                        int64_t n, double gscale)
-    double fl_focal_block(const void *x, const void *t, void *lout, void *g, int64_t n, double alpha,
-                          double gamma, double gscale)
+    double fl_bce_block(const void *x, const void *t, const void *w, const void *pw, const uint8_t *m,
+                        void *lout, void *g, int64_t n, double gscale)
+    double fl_focal_block(const void *x, const void *t, const uint8_t *m, void *lout, void *g,
+                          int64_t n, double alpha, double gamma, double gscale)
     void fl_exp_array(const void *x, void *y, int64_t n)
     void fl_log_array(const void *x, void *y, int64_t n)
     void fl_log1p_array(const void *x, void *y, int64_t n)
@@ -348,6 +348,7 @@ cdef struct SigmoidJob:
     const void *t
     const void *w
     const void *pw
+    const uint8_t *m
     void *lout
     void *g
     double alpha, gamma, gscale
@@ -363,25 +364,30 @@ cdef void _bce_block(void *job, int64_t b, int tid, const floating *tag) noexcep
     cdef floating *gp = <floating *>j.g
     j.part[b] = fl_bce_block(<const floating *>j.x + s, <const floating *>j.t + s,
                              w + s % j.w_period if w else NULL, pw + s % j.pw_period if pw else NULL,
-                             lp + s if lp else NULL, gp + s if gp else NULL, min(EBLK, j.n - s), j.gscale)
+                             j.m + s if j.m else NULL, lp + s if lp else NULL, gp + s if gp else NULL,
+                             min(EBLK, j.n - s), j.gscale)
 
 
 def bce(const floating[::1] x, const floating[::1] t, const floating[::1] w, int64_t w_period,
-        const floating[::1] pw, int64_t pw_period, floating[::1] lout, floating[::1] g,
-        double gscale, int n_threads):
+        const floating[::1] pw, int64_t pw_period, const uint8_t[::1] m, floating[::1] lout,
+        floating[::1] g, double gscale, int n_threads):
     """Sum of binary cross-entropy with logits over x (flat). w / pw are tiled weights:
     element i uses w[i % w_period]; each holds at least ELEMENT_BLOCK + period
-    entries (or the whole array), so a block's weights are contiguous."""
+    entries (or the whole array), so a block's weights are contiguous. m (or None): the
+    where= mask, a byte per element; a 0 byte's element counts for nothing (loss and
+    gradient 0, whatever x holds there)."""
     cdef int64_t n = x.shape[0]
     cdef double[::1] part = np.empty(n_blocks(n, EBLK), dtype=np.float64)
     if n == 0:
         return 0.0
     cdef const floating *wp = &w[0] if w is not None else NULL
     cdef const floating *pwp = &pw[0] if pw is not None else NULL
+    cdef const uint8_t *mp = &m[0] if m is not None else NULL
     cdef floating *lp = &lout[0] if lout is not None else NULL
     cdef floating *gp = &g[0] if g is not None else NULL
     cdef SigmoidJob job = SigmoidJob(n=n, w_period=w_period, pw_period=pw_period, x=&x[0], t=&t[0], w=wp,
-                                     pw=pwp, lout=lp, g=gp, alpha=0, gamma=0, gscale=gscale, part=&part[0])
+                                     pw=pwp, m=mp, lout=lp, g=gp, alpha=0, gamma=0, gscale=gscale,
+                                     part=&part[0])
     with nogil:
         run_blocks(<block_fn>_bce_block[floating], &job, part.shape[0], n_threads)
     return ordered_sum(part)
@@ -392,21 +398,25 @@ cdef void _focal_block(void *job, int64_t b, int tid, const floating *tag) noexc
     cdef int64_t s = b * EBLK
     cdef floating *lp = <floating *>j.lout
     cdef floating *gp = <floating *>j.g
-    j.part[b] = fl_focal_block(<const floating *>j.x + s, <const floating *>j.t + s, lp + s if lp else NULL,
+    j.part[b] = fl_focal_block(<const floating *>j.x + s, <const floating *>j.t + s,
+                               j.m + s if j.m else NULL, lp + s if lp else NULL,
                                gp + s if gp else NULL, min(EBLK, j.n - s), j.alpha, j.gamma, j.gscale)
 
 
 def focal(const floating[::1] x, const floating[::1] t, double alpha, double gamma,
-          floating[::1] lout, floating[::1] g, double gscale, int n_threads):
-    """Sum of the sigmoid focal loss over x (flat); per-element loss and gradient optional."""
+          const uint8_t[::1] m, floating[::1] lout, floating[::1] g, double gscale, int n_threads):
+    """Sum of the sigmoid focal loss over x (flat); m: as bce's; per-element loss and
+    gradient optional."""
     cdef int64_t n = x.shape[0]
     cdef double[::1] part = np.empty(n_blocks(n, EBLK), dtype=np.float64)
     if n == 0:
         return 0.0
+    cdef const uint8_t *mp = &m[0] if m is not None else NULL
     cdef floating *lp = &lout[0] if lout is not None else NULL
     cdef floating *gp = &g[0] if g is not None else NULL
     cdef SigmoidJob job = SigmoidJob(n=n, w_period=1, pw_period=1, x=&x[0], t=&t[0], w=NULL, pw=NULL,
-                                     lout=lp, g=gp, alpha=alpha, gamma=gamma, gscale=gscale, part=&part[0])
+                                     m=mp, lout=lp, g=gp, alpha=alpha, gamma=gamma, gscale=gscale,
+                                     part=&part[0])
     with nogil:
         run_blocks(<block_fn>_focal_block[floating], &job, part.shape[0], n_threads)
     return ordered_sum(part)

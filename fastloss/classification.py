@@ -558,20 +558,27 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     >>> print(round(float(loss), 4), np.round(grad, 4))
     0.3048 [-0.0896  0.0397 -0.1258]
     """
-    if where is not None:
-        return independent(lambda: binary_cross_entropy_with_logits(
-            logits, target, weight=weight, pos_weight=pos_weight, reduction="none",
-            return_grad=return_grad, grad_out=grad_out), where, np.shape(logits), reduction, return_grad)
     x, xf, tf, reduction, g = _sigmoid_setup(logits, target, reduction, return_grad, grad_out)
     wa, pwa = _weight(weight, x, "weight"), _weight(pos_weight, x, "pos_weight")
     check_no_overlap([("grad_out", g)], [("weight", wa), ("pos_weight", pwa)])
     w, wp = (None, 1) if wa is None else periodic(wa, x.shape)
     pw, pwp = (None, 1) if pwa is None else periodic(pwa, x.shape)
+    mask, denom = _element_mask(where, x)
     lout = np.empty(x.size, dtype=x.dtype) if reduction == "none" else None
-    total = _k.bce(xf, tf, w, wp, pw, pwp, lout, g.reshape(-1) if g is not None else None,
-                   grad_scale(reduction, x.size), _config.threads_for(x.size))
-    loss = reduce_elements(total, lout, x.shape, x.size, reduction, x.dtype)
+    total = _k.bce(xf, tf, w, wp, pw, pwp, mask, lout, g.reshape(-1) if g is not None else None,
+                   grad_scale(reduction, denom), _config.threads_for(x.size))
+    loss = reduce_elements(total, lout, x.shape, denom, reduction, x.dtype)
     return (loss, g) if return_grad else loss
+
+
+def _element_mask(where, x):
+    """where= of an elementwise sigmoid loss as the kernels take it (None, or a byte per
+    element of x, C order), and the mean's denominator: the kept elements (weights do not
+    enter it, PyTorch's rule)."""
+    if where is None:
+        return None, float(x.size)
+    keep = np.ascontiguousarray(np.broadcast_to(check_where(where, x.shape), x.shape))
+    return keep.view(np.uint8).reshape(-1), float(np.count_nonzero(keep))
 
 
 def _weight(w, x, name):
@@ -631,17 +638,14 @@ def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, where=None, red
     >>> print(round(float(loss), 4), np.round(grad, 4))
     0.008 [-0.0044  0.0012 -0.0115]
     """
-    if where is not None:
-        return independent(lambda: sigmoid_focal_loss(
-            logits, target, alpha=alpha, gamma=gamma, reduction="none", return_grad=return_grad,
-            grad_out=grad_out), where, np.shape(logits), reduction, return_grad)
     x, xf, tf, reduction, g = _sigmoid_setup(logits, target, reduction, return_grad, grad_out)
     a = check_real(alpha, "alpha", high=1.0)
     gm = check_real(gamma, "gamma", 0.0)
+    mask, denom = _element_mask(where, x)
     lout = np.empty(x.size, dtype=x.dtype) if reduction == "none" else None
-    total = _k.focal(xf, tf, a, gm, lout, g.reshape(-1) if g is not None else None,
-                     grad_scale(reduction, x.size), _config.threads_for(x.size))
-    loss = reduce_elements(total, lout, x.shape, x.size, reduction, x.dtype)
+    total = _k.focal(xf, tf, a, gm, mask, lout, g.reshape(-1) if g is not None else None,
+                     grad_scale(reduction, denom), _config.threads_for(x.size))
+    loss = reduce_elements(total, lout, x.shape, denom, reduction, x.dtype)
     return (loss, g) if return_grad else loss
 
 

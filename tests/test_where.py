@@ -394,3 +394,69 @@ def test_grad_out_checked_as_without_where():
     with pytest.raises(TypeError):
         fastloss.gaussian_kl(mu, lv, where=KEEP, return_grad=True,
                              grad_out=(np.empty((N, 3), np.float32), np.empty_like(lv)))
+
+
+SIGMOID = {
+    "binary_cross_entropy_with_logits": (fastloss.binary_cross_entropy_with_logits,
+                                         {"weight": np.linspace(0.5, 2.0, 37),
+                                          "pos_weight": np.full(37, 3.0)}),
+    "sigmoid_focal_loss": (fastloss.sigmoid_focal_loss, {}),
+    "sigmoid_focal_loss:gamma": (fastloss.sigmoid_focal_loss, {"gamma": 0.5, "alpha": -1.0}),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(SIGMOID))
+def test_sigmoid_where_per_element_in_the_kernel(simd, monkeypatch, name, dtype):
+    """A mask per element (not per row) and a (C,) mask broadcast over rows, in the BCE and
+    focal kernels (the generic `independent` path is not taken): the loss is the oracle's
+    per-element losses summed over the kept elements (over their count for "mean"), the
+    gradient the oracle's, scaled alike, where kept and exactly 0 elsewhere, also where the
+    logits hold NaN or inf; "none" holds 0 where masked."""
+    import fastloss.classification
+    import fastloss.reference as ref
+
+    def no_generic_path(*args, **kwargs):
+        raise AssertionError("the generic where= path was taken")
+    monkeypatch.setattr(fastloss.classification, "independent", no_generic_path)
+    fn, kw = SIGMOID[name]
+    r = np.random.default_rng(13)
+    x = (3 * r.standard_normal((300, 37))).astype(dtype)   # > one kernel block of elements
+    t = r.random((300, 37)).astype(dtype)
+    t[::3] = np.round(t[::3])
+    rfn = getattr(ref, name.split(":")[0])
+    rl, rg = rfn(x, t, **kw, reduction="none", return_grad=True)
+    tol = dict(rtol=2e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    for keep in (r.random(x.shape) < 0.6, r.random(37) < 0.5):
+        full = np.broadcast_to(keep, x.shape)
+        bad = x.copy()
+        bad[~full] = np.where(r.random(np.count_nonzero(~full)) < 0.5, np.nan, np.inf)
+        n = np.count_nonzero(full)
+        for reduction, scale in (("mean", 1.0 / n), ("sum", 1.0)):
+            loss, g = fn(bad, t, **kw, where=keep, reduction=reduction, return_grad=True)
+            assert loss.dtype == dtype and g.dtype == dtype
+            np.testing.assert_allclose(loss, np.sum(rl[full]) * scale, **tol)
+            np.testing.assert_allclose(g, np.where(full, rg * scale, 0), **tol)
+            assert not g[~full].any()
+        none = fn(bad, t, **kw, where=keep, reduction="none")
+        np.testing.assert_allclose(none, np.where(full, rl, 0), **tol)
+        assert not none[~full].any()
+    nothing = np.zeros(37, bool)
+    loss, g = fn(x, t, **kw, where=nothing, return_grad=True)     # mean of nothing: NaN
+    assert np.isnan(loss) and not g.any()
+    assert fn(x, t, **kw, where=nothing, reduction="sum") == 0
+
+
+def test_sigmoid_where_bitwise_identical_across_threads():
+    r = np.random.default_rng(14)
+    x = r.standard_normal((700, 1001)).astype(np.float32)
+    t = r.random((700, 1001)).astype(np.float32)
+    keep = r.random((700, 1001)) < 0.7
+    results = []
+    for n in (1, 2, 3):
+        with fastloss.threads(n):
+            results.append([fastloss.binary_cross_entropy_with_logits(x, t, where=keep, return_grad=True),
+                            fastloss.sigmoid_focal_loss(x, t, where=keep, return_grad=True)])
+    for other in results[1:]:
+        for (l0, g0), (l1, g1) in zip(results[0], other):
+            assert l0.tobytes() == l1.tobytes() and g0.tobytes() == g1.tobytes()
