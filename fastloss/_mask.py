@@ -8,7 +8,7 @@ Two ways, by how a loss's items depend on its inputs:
   scaled for the masked mean by grad_scale), leaves the masked items out of the reduction
   and zeroes their gradient entries (NaN or inf there included). Cross-entropy with labels
   masks natively instead (masked rows become ignore_index: no extra pass), and so do the
-  elementwise regression kernels (a mask byte per element).
+  elementwise regression, BCE and focal kernels (a mask byte per element).
 - losses that compare a batch's rows with each other (InfoNCE, NT-Xent, batch-hard
   triplet): `compact` removes the masked samples from the batch (neither anchors nor
   negatives) and scatters the gradients back, zero in the masked rows.
