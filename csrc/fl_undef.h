@@ -15,6 +15,7 @@
 #undef SUBNORMAL_LOG2
 #undef T
 #undef TI
+#undef TU
 #undef V
 #undef VI
 #undef VU

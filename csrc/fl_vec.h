@@ -42,6 +42,7 @@ static const double fl_inv_fact[14] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0
 #if FL_DOUBLE
 #define T double
 #define TI int64_t
+#define TU uint64_t
 #define MANT_BITS 52
 #define EXP_BIAS 1023
 #define W (FL_VBYTES / 8)
@@ -55,6 +56,7 @@ static const double fl_inv_fact[14] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0
 #else
 #define T float
 #define TI int32_t
+#define TU uint32_t
 #define MANT_BITS 23
 #define EXP_BIAS 127
 #define W (FL_VBYTES / 4)
@@ -69,6 +71,8 @@ static const double fl_inv_fact[14] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0
 
 typedef T N_(V) __attribute__((vector_size(FL_VBYTES)));
 typedef TI N_(VI) __attribute__((vector_size(FL_VBYTES)));
+/* Unsigned lanes: bit arithmetic that may wrap (defined for unsigned, not for signed). */
+typedef TU N_(VUI) __attribute__((vector_size(FL_VBYTES)));
 /* Unaligned, aliasing-safe view of memory as V. */
 typedef T N_(VU) __attribute__((vector_size(FL_VBYTES), aligned(sizeof(T)), may_alias));
 #define V N_(V)
@@ -249,7 +253,8 @@ FL_INL V N_(vexp_le0)(V x) {
     VI under = x < (T)X_EXP_MIN;
     VI ni;
     V p = N_(vexp_core)(x, &ni);
-    V res = (V)((VI)p + (ni << MANT_BITS));
+    /* unsigned: the discarded lanes' exponent may wrap */
+    V res = (V)((N_(VUI))p + ((N_(VUI))ni << MANT_BITS));
     return (V)(~under & (VI)res);
 }
 
