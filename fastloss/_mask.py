@@ -43,6 +43,13 @@ def check_where(where, shape):
     return w.reshape((1,) * (len(shape) - w.ndim) + w.shape)
 
 
+def element_mask(where, shape):
+    """where= of an elementwise loss as its kernel takes it: a byte per element of `shape`
+    (C order, flat; 1: the element counts)."""
+    keep = np.ascontiguousarray(np.broadcast_to(check_where(where, shape), shape))
+    return keep.view(np.uint8).reshape(-1)
+
+
 def independent(call, where, shape, reduction, return_grad, *, axes=None, item_weight=None,
                 stats=False):
     """The masked result of a loss whose items are independent. call() runs the loss with

@@ -13,12 +13,12 @@ import numpy as np
 
 from . import _classification as _k
 from . import _config
-from ._checks import (as_float_array, check_axis, check_broadcast, check_class_axis,
+from ._checks import (as_float_array, check_axis, check_broadcast, check_choice, check_class_axis,
                       check_class_weight, check_grad_out, check_grad_outs, check_grad_request,
                       check_linear_layer, check_names, check_no_overlap, check_real,
                       check_reduction, check_same_shape, compute_dtype, half_bits, half_kind,
-                      result_dtype, check_choice, whole_labels)
-from ._mask import check_where, document, independent
+                      result_dtype, whole_labels)
+from ._mask import check_where, document, element_mask, independent
 from ._layout import as_rows, flat_full, grad_buffers, grad_rows, periodic
 from ._reduce import grad_scale, reduce_elements, reduce_rows
 from ._xent import label_rows, new_stats, prepare_labels, prob_rows, weight_sum
@@ -572,13 +572,13 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
 
 
 def _element_mask(where, x):
-    """where= of an elementwise sigmoid loss as the kernels take it (None, or a byte per
-    element of x, C order), and the mean's denominator: the kept elements (weights do not
-    enter it, PyTorch's rule)."""
+    """where= of an elementwise sigmoid loss as the kernels take it (None, or
+    _mask.element_mask's bytes), and the mean's denominator: the kept elements (weights do
+    not enter it, PyTorch's rule)."""
     if where is None:
         return None, float(x.size)
-    keep = np.ascontiguousarray(np.broadcast_to(check_where(where, x.shape), x.shape))
-    return keep.view(np.uint8).reshape(-1), float(np.count_nonzero(keep))
+    mask = element_mask(where, x.shape)
+    return mask, float(np.count_nonzero(mask))
 
 
 def _weight(w, x, name):
@@ -817,5 +817,6 @@ def log_softmax(x, *, axis=-1, out=None):
     return _softmax_call(x, axis, out, True, True)[2]
 
 
-for _fn, _items in ((cross_entropy, "row"), (binary_cross_entropy_with_logits, "element"), (sigmoid_focal_loss, "element")):
+for _fn, _items in ((cross_entropy, "row"), (binary_cross_entropy_with_logits, "element"),
+                    (sigmoid_focal_loss, "element")):
     document(_fn, _items)

@@ -14,7 +14,7 @@ from . import _regression as _k
 from ._checks import (as_float_array, check_broadcast, check_grad_request, check_no_overlap,
                       check_real, check_reduction, check_same_shape)
 from ._layout import flat_full, grad_buffers, periodic
-from ._mask import check_where, document, independent
+from ._mask import check_where, document, element_mask, independent
 from ._reduce import grad_scale, reduce_elements
 
 __all__ = ["mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "log_cosh_loss",
@@ -44,20 +44,19 @@ def _elementwise(name, input, target, param, weight, where, reduction, return_gr
         denom = float(np.sum(w[:period], dtype=np.float64)) * (n // period) if n else 0.0
     mask = None
     if where is not None:        # in the kernel: masked elements count for nothing
-        keep = np.ascontiguousarray(np.broadcast_to(check_where(where, x.shape), x.shape))
-        mask = keep.view(np.uint8).reshape(-1)
+        mask = element_mask(where, x.shape)
         if w is None:
-            denom = float(np.count_nonzero(keep))
+            denom = float(np.count_nonzero(mask))
         elif n:                  # the kept elements' weights (the period's, tiled n / period times)
             denom = float(np.sum(np.broadcast_to(w[:period], (n // period, period)),
-                                 where=keep.reshape(-1, period), dtype=np.float64))
+                                 where=mask.view(bool).reshape(-1, period), dtype=np.float64))
     g = grad_buffers(grad_out, ["input"], x.shape, x.dtype)[0] if return_grad else None
     if grad_out is not None:
         check_no_overlap([("grad_out", g)], [("input", x), ("target", t), ("weight", wa)],
                          in_place=("input",))
     lout = np.empty(n, dtype=x.dtype) if reduction == "none" else None
-    total = _k.elementwise(name, flat_full(x, x.shape), flat_full(t, x.shape), w, period, mask, lout,
-                           g.reshape(-1) if g is not None else None, param,
+    total = _k.elementwise(name, flat_full(x, x.shape), flat_full(t, x.shape), w, period, mask,
+                           lout, g.reshape(-1) if g is not None else None, param,
                            grad_scale(reduction, denom), _config.threads_for(n))
     loss = reduce_elements(total, lout, x.shape, denom, reduction, x.dtype)
     return (loss, g) if return_grad else loss
@@ -111,7 +110,8 @@ def _elementwise_doc(summary, math, notes, params="", example=""):
 """ + example
 
 
-def mse_loss(input, target, *, weight=None, where=None, reduction="mean", return_grad=False, grad_out=None):
+def mse_loss(input, target, *, weight=None, where=None, reduction="mean", return_grad=False,
+             grad_out=None):
     return _elementwise("mse", input, target, 0.0, weight, where, reduction, return_grad, grad_out)
 
 
@@ -126,7 +126,8 @@ mse_loss.__doc__ = _elementwise_doc(
     """)
 
 
-def l1_loss(input, target, *, weight=None, where=None, reduction="mean", return_grad=False, grad_out=None):
+def l1_loss(input, target, *, weight=None, where=None, reduction="mean", return_grad=False,
+            grad_out=None):
     return _elementwise("l1", input, target, 0.0, weight, where, reduction, return_grad, grad_out)
 
 
@@ -141,7 +142,8 @@ l1_loss.__doc__ = _elementwise_doc(
     """)
 
 
-def huber_loss(input, target, *, delta=1.0, weight=None, where=None, reduction="mean", return_grad=False,
+def huber_loss(input, target, *, delta=1.0, weight=None, where=None, reduction="mean",
+               return_grad=False,
                grad_out=None):
     d = check_real(delta, "delta", 0.0, low_open=True)
     return _elementwise("huber", input, target, d, weight, where, reduction, return_grad, grad_out)
@@ -164,10 +166,12 @@ huber_loss.__doc__ = _elementwise_doc(
     """)
 
 
-def smooth_l1_loss(input, target, *, beta=1.0, weight=None, where=None, reduction="mean", return_grad=False,
+def smooth_l1_loss(input, target, *, beta=1.0, weight=None, where=None, reduction="mean",
+                   return_grad=False,
                    grad_out=None):
     b = check_real(beta, "beta", 0.0)
-    return _elementwise("smooth_l1", input, target, b, weight, where, reduction, return_grad, grad_out)
+    return _elementwise("smooth_l1", input, target, b, weight, where, reduction, return_grad,
+                        grad_out)
 
 
 smooth_l1_loss.__doc__ = _elementwise_doc(
@@ -188,7 +192,8 @@ smooth_l1_loss.__doc__ = _elementwise_doc(
 
 def log_cosh_loss(input, target, *, weight=None, where=None, reduction="mean", return_grad=False,
                   grad_out=None):
-    return _elementwise("log_cosh", input, target, 0.0, weight, where, reduction, return_grad, grad_out)
+    return _elementwise("log_cosh", input, target, 0.0, weight, where, reduction, return_grad,
+                        grad_out)
 
 
 log_cosh_loss.__doc__ = _elementwise_doc(
@@ -302,7 +307,8 @@ def _box_doc(summary, math, notes, example):
 """ + example
 
 
-def generalized_box_iou_loss(boxes1, boxes2, *, eps=1e-7, where=None, reduction="mean", return_grad=False,
+def generalized_box_iou_loss(boxes1, boxes2, *, eps=1e-7, where=None, reduction="mean",
+                             return_grad=False,
                              grad_out=None):
     return _box(_k.GIOU, boxes1, boxes2, eps, where, reduction, return_grad, grad_out)
 
@@ -318,7 +324,8 @@ generalized_box_iou_loss.__doc__ = _box_doc(
     """)
 
 
-def distance_box_iou_loss(boxes1, boxes2, *, eps=1e-7, where=None, reduction="mean", return_grad=False,
+def distance_box_iou_loss(boxes1, boxes2, *, eps=1e-7, where=None, reduction="mean",
+                          return_grad=False,
                           grad_out=None):
     return _box(_k.DIOU, boxes1, boxes2, eps, where, reduction, return_grad, grad_out)
 
@@ -334,7 +341,8 @@ distance_box_iou_loss.__doc__ = _box_doc(
     """)
 
 
-def complete_box_iou_loss(boxes1, boxes2, *, eps=1e-7, where=None, reduction="mean", return_grad=False,
+def complete_box_iou_loss(boxes1, boxes2, *, eps=1e-7, where=None, reduction="mean",
+                          return_grad=False,
                           grad_out=None):
     return _box(_k.CIOU, boxes1, boxes2, eps, where, reduction, return_grad, grad_out)
 
@@ -356,6 +364,7 @@ complete_box_iou_loss.__doc__ = _box_doc(
 
 
 for _fn in (mse_loss, l1_loss, huber_loss, smooth_l1_loss, log_cosh_loss):
-    document(_fn, "element", "        With `weight`, the mean's denominator is the sum of the unmasked weights.\n")
+    document(_fn, "element",
+             "        With `weight`, the mean's denominator is the sum of the unmasked weights.\n")
 for _fn in (generalized_box_iou_loss, distance_box_iou_loss, complete_box_iou_loss):
     document(_fn, "pair", "        The mean of no pairs is 0 (as torchvision's for no boxes).\n")
