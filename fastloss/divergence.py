@@ -259,12 +259,13 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, labels=None, 
     check_grad_request(return_grad, grad_out)
     t = check_temperature(temperature)
     a, b, ax = _pair_setup(p_logits, q_logits, axis, ("p_logits", "q_logits"))
-    m = _row_mask(labels, ignore_index, where, a.shape[:ax] + a.shape[ax + 1:])
+    row_shape = a.shape[:ax] + a.shape[ax + 1:]
+    m = _row_mask(labels, ignore_index, where, row_shape)
     if m is not None:
         return independent(lambda: kl_divergence(a, b, axis=axis, temperature=t, reduction="none",
                                                  return_grad=return_grad, grad_out=grad_out,
                                                  return_stats=return_stats),
-                           m, m.shape, reduction, return_grad, axes=[(ax,), (ax,)],
+                           m, row_shape, reduction, return_grad, axes=[(ax,), (ax,)],
                            stats=return_stats)
     return _pair_call("kl", a, b, ax, 1.0 / t, 0.5, reduction, return_grad, grad_out,
                       ["p_logits", "q_logits"], return_stats)
@@ -325,12 +326,13 @@ def js_divergence(p_logits, q_logits, *, beta=0.5, axis=-1, temperature=1.0, lab
     t = check_temperature(temperature)
     bt = check_real(beta, "beta", 0.0, 1.0)
     a, b, ax = _pair_setup(p_logits, q_logits, axis, ("p_logits", "q_logits"))
-    m = _row_mask(labels, ignore_index, where, a.shape[:ax] + a.shape[ax + 1:])
+    row_shape = a.shape[:ax] + a.shape[ax + 1:]
+    m = _row_mask(labels, ignore_index, where, row_shape)
     if m is not None:
         return independent(lambda: js_divergence(a, b, beta=bt, axis=axis, temperature=t,
                                                  reduction="none", return_grad=return_grad,
                                                  grad_out=grad_out),
-                           m, m.shape, reduction, return_grad, axes=[(ax,), (ax,)])
+                           m, row_shape, reduction, return_grad, axes=[(ax,), (ax,)])
     return _pair_call("js", a, b, ax, 1.0 / t, bt, reduction, return_grad, grad_out,
                       ["p_logits", "q_logits"])
 

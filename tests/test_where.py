@@ -460,3 +460,22 @@ def test_sigmoid_where_bitwise_identical_across_threads():
     for other in results[1:]:
         for (l0, g0), (l1, g1) in zip(results[0], other):
             assert l0.tobytes() == l1.tobytes() and g0.tobytes() == g1.tobytes()
+
+
+@pytest.mark.parametrize("fn", [fastloss.entropy, fastloss.kl_divergence, fastloss.js_divergence,
+                                fastloss.distillation_loss, fastloss.cross_entropy])
+def test_mask_broadcast_over_rows(fn):
+    """A (T,) mask against (B, T) rows counts B * kept rows in the mean, as the same mask
+    written out at full size."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((3, 5, 4))
+    other = rng.integers(0, 4, (3, 5)) if fn is fastloss.cross_entropy else rng.standard_normal((3, 5, 4))
+    args = (x,) if fn is fastloss.entropy else (x, other)
+    keep = np.array([True, False, True, True, False])
+    for reduction in ("mean", "sum", "none"):
+        got = fn(*args, where=keep, reduction=reduction, return_grad=True)
+        want = fn(*args, where=np.broadcast_to(keep, (3, 5)).copy(), reduction=reduction,
+                  return_grad=True)
+        np.testing.assert_array_equal(got[0], want[0])
+        for g, w in zip(_grads(got), _grads(want)):
+            np.testing.assert_array_equal(g, w)
