@@ -532,23 +532,7 @@ static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_o
     }
 }
 
-/* The end of one vector of nk <= W elements of a sigmoid loss at offset k, loss l and
- * gradient d (already times gscale): m (or NULL) is the where= mask, one byte per element;
- * where it is 0, l and d are selected to 0 (after the scale: an inf scale, nothing kept,
- * gives 0 there too, and so does a NaN or inf input). Stores l (lout) and d (g) where
- * asked; returns l with the lanes past nk zeroed, for the sum. */
-FL_INL V N_(sigmoid_store)(V l, V d, const uint8_t *m, T *lout, T *g, int64_t k, int64_t nk) {
-    if (m) {
-        const VI keep = N_(vkeep_bytes)(m, k, nk);
-        l = N_(vsel)(keep, l, N_(vset1)(0));
-        d = N_(vsel)(keep, d, N_(vset1)(0));
-    }
-    if (lout) N_(vstore_n)(lout + k, l, nk);
-    if (g) N_(vstore_n)(g + k, d, nk);
-    return N_(vkeep_first)(l, nk);
-}
-
-/* Binary cross-entropy with logits (bce_logits_point) times w, one vector (sigmoid_store).
+/* Binary cross-entropy with logits (bce_logits_point) times w, one vector (masked_store).
  * w, pw: NULL or weights aligned with x. */
 FL_INL V N_(bce_step)(const T *x, const T *t, const T *w, const T *pw, const uint8_t *m,
                       T *lout, T *g, int64_t k, int64_t nk, T gscale) {
@@ -560,7 +544,7 @@ FL_INL V N_(bce_step)(const T *x, const T *t, const T *w, const T *pw, const uin
         l *= wk;
         d *= wk;
     }
-    return N_(sigmoid_store)(l, d * gscale, m, lout, g, k, nk);
+    return N_(masked_store)(l, d * gscale, m, lout, g, k, nk);
 }
 
 /* n elements: returns sum l (float64 over FL_SUM_BLOCK pieces); the partial vector is
@@ -590,7 +574,7 @@ static double N_(bce_block)(const T *x, const T *t, const T *w, const T *pw, con
              : N_(bce_impl)(x, t, w, pw, NULL, lout, NULL, n, gscale);
 }
 
-/* torchvision's sigmoid focal loss, one vector (sigmoid_store):
+/* torchvision's sigmoid focal loss, one vector (masked_store):
  *   l = alpha_t * bce(x, t) * (1 - p_t)^gamma,  p_t = p t + (1 - p)(1 - t),
  *   alpha_t = alpha t + (1 - alpha)(1 - t) (alpha < 0: alpha_t = 1).
  * bce and its derivative p - t come from bce_logits_point, whose terms do not cancel;
@@ -620,7 +604,7 @@ FL_INL V N_(focal_step)(const int sq, const T *x, const T *t, const uint8_t *m, 
     const V l = at * ce * f;
     /* d(1-p_t)/dx = -p q (2t - 1); df/dx = gamma (1-p_t)^(gamma-1) times that */
     const V df = N_(vsel)(one_minus_pt == (T)0, N_(vset1)(0), fd * (-(p * q) * ((T)2 * tk - (T)1)));
-    return N_(sigmoid_store)(l, at * (dce * f + ce * df) * gscale, m, lout, g, k, nk);
+    return N_(masked_store)(l, at * (dce * f + ce * df) * gscale, m, lout, g, k, nk);
 }
 
 FL_INL double N_(focal_impl)(const int sq, const T *x, const T *t, const uint8_t *m, T *lout,

@@ -116,15 +116,7 @@ FL_INL V N_(reg_step)(const int kind, const T *x, const T *t, const T *w, const 
         l *= wk;
         d *= wk;
     }
-    d *= gscale;
-    if (m) {             /* after the scale: an inf scale (nothing kept) gives 0 there too */
-        const VI keep = N_(vkeep_bytes)(m, k, nk);
-        l = N_(vsel)(keep, l, N_(vset1)(0));
-        d = N_(vsel)(keep, d, N_(vset1)(0));
-    }
-    if (lout) N_(vstore_n)(lout + k, l, nk);
-    if (g) N_(vstore_n)(g + k, d, nk);
-    return N_(vkeep_first)(l, nk);
+    return N_(masked_store)(l, d * gscale, m, lout, g, k, nk);
 }
 
 /* One block of n elements: returns sum(w * l) (float64 over FL_SUM_BLOCK

@@ -461,6 +461,22 @@ FL_INL int N_(group_nan)(const void *x, int kind, int64_t k, int64_t n) {
     return N_(vany)(nan);
 }
 
+/* The end of one vector of nk <= W elements of an elementwise loss at offset k, loss l and
+ * gradient d (already times gscale): m (or NULL) is the where= mask, one byte per element;
+ * where it is 0, l and d are selected to 0 (after the scale: an inf scale, nothing kept,
+ * gives 0 there too, and so does a NaN or inf input). Stores l (lout) and d (g) where
+ * asked; returns l with the lanes past nk zeroed, for the sum. */
+FL_INL V N_(masked_store)(V l, V d, const uint8_t *m, T *lout, T *g, int64_t k, int64_t nk) {
+    if (m) {
+        const VI keep = N_(vkeep_bytes)(m, k, nk);
+        l = N_(vsel)(keep, l, N_(vset1)(0));
+        d = N_(vsel)(keep, d, N_(vset1)(0));
+    }
+    if (lout) N_(vstore_n)(lout + k, l, nk);
+    if (g) N_(vstore_n)(g + k, d, nk);
+    return N_(vkeep_first)(l, nk);
+}
+
 /* Row helpers shared by the families. */
 
 /* Max of n elements; NaN anywhere makes it NaN. */
