@@ -68,7 +68,7 @@ static inline double fl_label_row_loss(const fl_xent_params *p, double wy, doubl
 
 #define FL_CLASSIFICATION_KERNELS(X)                                               \
     X(xent_label_rows) X(xent_label_cols) X(xent_prob_rows) X(softmax_rows)     \
-    X(bce_block) X(focal_block) X(exp_array) X(log_array) X(log1p_array) X(log1p_unit_array)
+    X(bce_block) X(focal_block) X(exp_array) X(exp_le0_array) X(log_array) X(log1p_array) X(log1p_unit_array)
 FL_DISPATCH(classification, FL_CLASSIFICATION_KERNELS)
 
 /* The float32-only kernel of half rows, at the level fl_classification_set_half_level
@@ -90,6 +90,7 @@ static void fl_classification_set_half_level(int level) {
 #define fl_focal_block(...) FL_CALL(fl_focal_block, __VA_ARGS__)
 /* the vector math alone, for the accuracy tests */
 #define fl_exp_array(...) FL_CALL(fl_exp_array, __VA_ARGS__)
+#define fl_exp_le0_array(...) FL_CALL(fl_exp_le0_array, __VA_ARGS__)
 #define fl_log_array(...) FL_CALL(fl_log_array, __VA_ARGS__)
 #define fl_log1p_array(...) FL_CALL(fl_log1p_array, __VA_ARGS__)
 #define fl_log1p_unit_array(...) FL_CALL(fl_log1p_unit_array, __VA_ARGS__)

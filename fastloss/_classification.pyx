@@ -55,6 +55,7 @@ cdef extern from "fl_classification.h" nogil:
     double fl_focal_block(const void *x, const void *t, const uint8_t *m, void *lout, void *g,
                           int64_t n, double alpha, double gamma, double gscale)
     void fl_exp_array(const void *x, void *y, int64_t n)
+    void fl_exp_le0_array(const void *x, void *y, int64_t n)
     void fl_log_array(const void *x, void *y, int64_t n)
     void fl_log1p_array(const void *x, void *y, int64_t n)
     void fl_log1p_unit_array(const void *x, void *y, int64_t n)
@@ -438,12 +439,14 @@ def label_losses(const double[::1] m, const double[::1] logs, const double[::1] 
 
 
 def vector_math(str fn, const floating[::1] x, floating[::1] y):
-    """y = exp/log/log1p/log1p_unit(x) with the kernels' own vectorised functions (accuracy tests)."""
+    """y = exp/exp_le0/log/log1p/log1p_unit(x) with the kernels' own vectorised functions (accuracy tests)."""
     cdef int64_t n = x.shape[0]
     if n == 0:
         return
     if fn == "exp":
         fl_exp_array(&x[0], &y[0], n)
+    elif fn == "exp_le0":
+        fl_exp_le0_array(&x[0], &y[0], n)
     elif fn == "log":
         fl_log_array(&x[0], &y[0], n)
     elif fn == "log1p":

@@ -5,7 +5,7 @@ import pytest
 
 from fastloss import _classification as _k
 
-ULP_BOUND = {"exp": 2.0, "log": 2.0, "log1p": 3.0, "log1p_unit": 2.0}   # as documented in csrc/fl_vec.h
+ULP_BOUND = {"exp": 2.0, "exp_le0": 2.0, "log": 2.0, "log1p": 3.0, "log1p_unit": 2.0}   # as documented in csrc/fl_vec.h
 
 
 def _run(fn, x):
@@ -15,7 +15,7 @@ def _run(fn, x):
 
 
 def _max_ulp(x, y, fn):
-    ref_fn = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "log1p_unit": np.log1p}[fn]
+    ref_fn = {"exp": np.exp, "exp_le0": np.exp, "log": np.log, "log1p": np.log1p, "log1p_unit": np.log1p}[fn]
     if x.dtype == np.float32:
         ref = ref_fn(x.astype(np.float64))
     else:
@@ -40,6 +40,19 @@ def test_exp_ulp(simd, dtype):
     assert _max_ulp(x, _run("exp", x), "exp") <= ULP_BOUND["exp"]
     small = _grid(-1.0, 1.0, dtype, seed=1)
     assert _max_ulp(small, _run("exp", small), "exp") <= ULP_BOUND["exp"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_le0_ulp(simd, dtype):
+    """exp for x <= 0 (softmax rows; a table form at AVX-512 float32) over [log(smallest
+    normal), 0], around 0, and flushed to +0 below, -inf included."""
+    lo = -87.33 if dtype == np.float32 else -708.39
+    for x in (_grid(lo, 0.0, dtype), _grid(-1.0, 0.0, dtype, seed=1), -np.abs(_grid(-1e-3, 1e-3, dtype))):
+        assert _max_ulp(x, _run("exp_le0", x), "exp_le0") <= ULP_BOUND["exp_le0"]
+    under = np.array([-87.4, -100.0, -1e30, -np.inf] if dtype == np.float32 else [-708.5, -1e300, -np.inf],
+                     dtype=dtype)
+    np.testing.assert_array_equal(_run("exp_le0", under), 0.0)
+    np.testing.assert_array_equal(_run("exp_le0", np.array([0.0, -0.0], dtype=dtype)), 1.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
