@@ -750,7 +750,9 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, where=None, reduction="mean", retur
     _k.normalize(a, zs[:N], scale, NORMALIZE_EPS, ntv)
     _k.normalize(b, zs[N:], scale, NORMALIZE_EPS, ntv)
     gs = grad_scale(reduction, n2)
-    if n2 * n2 * dtype.itemsize <= _S_MAX_BYTES:
+    if not return_grad and n2 * n2 * dtype.itemsize <= _S_MAX_BYTES:
+        rows = _nt_xent_rows(zs, N, nt)
+    elif n2 * n2 * dtype.itemsize <= _S_MAX_BYTES:
         # S is symmetric: row statistics suffice, and the gradient of the logits,
         # symmetrised (dS + dS^T), goes back through one product.
         S = np.empty((n2, n2), dtype=dtype)
@@ -780,6 +782,35 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, where=None, reduction="mean", retur
     _k.normalize_grad(a, np.ascontiguousarray(gz[:N]), grads[0], NORMALIZE_EPS, scale, ntv)
     _k.normalize_grad(b, np.ascontiguousarray(gz[N:]), grads[1], NORMALIZE_EPS, scale, ntv)
     return loss, tuple(grads)
+
+
+def _nt_xent_rows(zs, N, nt):
+    """NT-Xent per-view losses without gradient, from three of the four N x N blocks of
+    the symmetric S = zs zs^T (A = z1's rows, B = z2's): S_AA, S_AB, S_BB, S_BA being
+    S_AB^T. Three products instead of one of four times their work (the product is
+    most of the call): a row of A takes the log-sum-exp of its rows in S_AA and S_AB,
+    a row of B of its column in S_AB and its row in S_BB; the positives are S_AB's
+    diagonal."""
+    dtype, G = zs.dtype, _k.CE_GROUP
+    a, b = zs[:N], zs[N:]
+    bc = _operand_copy(b)
+    r = np.empty((3, N))                       # row log-sum-exp of S_AA, S_AB, S_BB
+    M = np.empty((N, N), dtype=dtype)
+    for k, (p, q) in enumerate(((a, _operand_copy(a)), (a, bc), (b, bc))):
+        np.matmul(p, q.T, out=M)
+        if k == 1:
+            pos = np.diagonal(M).astype(np.float64)
+            ng = -(-N // G)
+            cmax, csum = np.empty((ng, N), dtype=dtype), np.empty((ng, N), dtype=dtype)
+            clse = np.empty(N, dtype=dtype)
+            _k.ce_stats(M, 0, r[k], cmax, csum, nt)
+            _k.ce_col_lse(cmax, csum, clse, _config.threads_for(N))
+        else:
+            np.fill_diagonal(M, -np.inf)
+            _k.ce_stats(M, 0, r[k], None, None, nt)
+    with np.errstate(invalid="ignore"):
+        return np.concatenate([np.logaddexp(r[0], r[1]) - pos,
+                               np.logaddexp(clse.astype(np.float64), r[2]) - pos])
 
 
 document(triplet_margin_loss, "triplet")

@@ -1,6 +1,7 @@
 """The Gaussian family (gaussian_kl, mvn_kl, vae_loss, gaussian_nll_loss) against the
 float64 oracles, finite differences and PyTorch; edge cases and bad input."""
 
+import fastloss
 import numpy as np
 import pytest
 
@@ -433,6 +434,31 @@ def test_gaussians_match_pytorch(rng):
 def test_bad_gaussian_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_nll_negative_var_anywhere(dtype, nthreads):
+    """A var of the input's shape is checked inside the kernel's pass: one negative entry
+    in any block (first, last, the partial tail vector) is found on every path, and a
+    caller's grad_out is left untouched (checked before the kernel); -0.0 is not negative."""
+    shape = (3, 40000)                        # several ELEMENT_BLOCK work items
+    x = np.zeros(shape, dtype)
+    for pos in [(0, 0), (1, 12345), (2, 39999)]:
+        var = np.ones(shape, dtype)
+        var[pos] = -1e-30
+        with fastloss.threads(nthreads):
+            with pytest.raises(ValueError, match="var has negative"):
+                gaussian_nll_loss(x, x, var)
+            with pytest.raises(ValueError, match="var has negative"):
+                gaussian_nll_loss(x, x, var, reduction="none", return_grad=True)
+            bufs = (np.full(shape, 7, dtype), np.full(shape, 7, dtype))
+            with pytest.raises(ValueError, match="var has negative"):
+                gaussian_nll_loss(x, x, var, return_grad=True, grad_out=bufs)
+            assert (bufs[0] == 7).all() and (bufs[1] == 7).all()
+        var[pos] = -0.0
+        assert gaussian_nll_loss(x, x, var) == gaussian_nll_loss(x, x, np.abs(var))
 
 
 # --- special values (the README's table) -------------------------------------------------------
