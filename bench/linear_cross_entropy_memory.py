@@ -149,8 +149,9 @@ def child(method, shape, repeats, threads, block_bytes=None, seed=0):
     with stack, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # a tiny call first: code pages, thread pools and caches resident before the base
+        # (two blocks of 4 tokens: fastloss's accumulating product and its BLAS loaded too)
         k = min(16, v)
-        _build(method, x[:8].copy(), w[:k].copy(), y[:8] % k)()
+        _build(method, x[:8].copy(), w[:k].copy(), y[:8] % k, block_bytes=4 * k * 4)()
         base_kib = _status_kib("VmRSS")
         reset = _reset_peak()
         if not reset:

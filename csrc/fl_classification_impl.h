@@ -510,7 +510,10 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
 
 /* Per row: lse[r] = log sum exp(x_r); with out, also softmax (log_out == 0) or
  * log-softmax (log_out == 1) into out (may alias x). */
-static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_out, double *lse) {
+/* With shift (not NULL): shift[r] = the row max (0 for an all -inf row) and lse[r] the
+ * log-sum-exp relative to it (m + log s would round away log s at large m). */
+static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_out, double *lse,
+                             double *shift) {
     const int keep = C <= FL_MAX_CHUNKS * FL_CHUNK;
     T cm[FL_MAX_CHUNKS];
     for (int64_t r = 0; r < n; r++) {
@@ -520,7 +523,12 @@ static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_o
         const double s = orow && !log_out && keep
                          ? N_(row_exp_chunked)(xr, orow, C, &m, cm, NULL, NULL)
                          : N_(row_online)(xr, C, &m, NULL, NULL);
-        lse[r] = fl_row_lse((double)m, log(s));
+        if (shift) {
+            shift[r] = m == -INFINITY ? 0.0 : (double)m;
+            lse[r] = m > -INFINITY && m < INFINITY ? log(s) : m == -INFINITY ? -INFINITY : (double)NAN;
+        } else {
+            lse[r] = fl_row_lse((double)m, log(s));
+        }
         if (!orow) continue;
         if (log_out) {
             /* (x - m) - log s, not x - lse: that would cancel at large logits */

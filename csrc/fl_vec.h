@@ -269,8 +269,9 @@ FL_INL V N_(vexp_le0)(V x) {
     const V k = kf - N_(exp_shifter);
     const V r = (x - k * (N_(ln2_hi) / 16)) - k * (N_(ln2_lo) / 16);
     const V q = r + r * r * (0.50001615285873413f + r * 0.16666720807552338f);
-    const V t = (V)((VI)_mm512_permutexvar_ps((__m512i)kf, _mm512_loadu_ps((const float *)fl_exp2_16)) +
-                    ((VI)kf << 19));
+    /* unsigned lanes: the shift drops kf's high bits, and discarded lanes may wrap */
+    const V t = (V)((N_(VUI))_mm512_permutexvar_ps((__m512i)kf, _mm512_loadu_ps((const float *)fl_exp2_16)) +
+                    ((N_(VUI))kf << 19));
     const V res = t + t * q;
 #else
     VI ni;

@@ -45,7 +45,8 @@ cdef extern from "fl_classification.h" nogil:
                             const fl_xent_stats *st)
     void fl_xent_prob_rows(const void *x, const void *t, void *g, int64_t n, const fl_xent_params *p,
                            double *loss, void *scratch, const fl_xent_stats *st)
-    void fl_softmax_rows(const void *x, void *out, int64_t n, int64_t C, int log_out, double *lse)
+    void fl_softmax_rows(const void *x, void *out, int64_t n, int64_t C, int log_out, double *lse,
+                         double *shift)
     # float32 only: loss-only label rows of half values, read without a float32 copy
     void fl_xent_label_half(int kind, const uint16_t *x, int64_t n, const int64_t *y,
                             const fl_xent_params *p, double *loss, float *scratch,
@@ -275,6 +276,7 @@ cdef struct SoftmaxJob:
     void *out
     int log_out
     double *lse
+    double *shift                # NULL, or the rows' max (lse relative to it)
     float *scratch               # softmax_rows_half: per-thread rows of `width` items
     int64_t width
     int kind                     # softmax_rows_half: the half format
@@ -285,19 +287,25 @@ cdef void _softmax_block(void *job, int64_t b, int tid, const floating *tag) noe
     cdef int64_t r0 = b * j.rows_per_block, C = j.C
     cdef floating *op = <floating *>j.out
     fl_softmax_rows(<const floating *>j.x + r0 * C, op + r0 * C if op else NULL,
-                    min(j.rows_per_block, j.n - r0), C, j.log_out, j.lse + r0)
+                    min(j.rows_per_block, j.n - r0), C, j.log_out, j.lse + r0,
+                    j.shift + r0 if j.shift else NULL)
 
 
 def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, bint log_out,
-                 double[::1] lse, int n_threads):
-    """lse[r] = logsumexp(x[r]); with out (or None), softmax or log-softmax of each row."""
+                 double[::1] lse, int n_threads, double[::1] shift=None):
+    """lse[r] = logsumexp(x[r]); with out (or None), softmax or log-softmax of each row. With
+    shift: shift[r] = the row max (0 if all -inf), lse[r] relative to it."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
     cdef int64_t rpb = rows_per_block(C)
     if n == 0:
         return
     cdef floating *op = &out[0, 0] if out is not None else NULL
+    cdef double *sp = NULL
+    if shift is not None:
+        sp = &shift[0]
     cdef SoftmaxJob job = SoftmaxJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], out=op, log_out=log_out,
-                                     lse=&lse[0], scratch=NULL, width=0, kind=0)
+                                     lse=&lse[0], shift=sp,
+                                     scratch=NULL, width=0, kind=0)
     with nogil:
         run_blocks(<block_fn>_softmax_block[floating], &job, n_blocks(n, rpb), n_threads)
 
@@ -309,7 +317,7 @@ cdef void _softmax_half_block(void *job, int64_t b, int tid, const void *tag) no
     cdef float *xs = j.scratch + tid * j.width
     cdef uint16_t *op = <uint16_t *>j.out
     fl_half_to_float(j.kind, <const uint16_t *>j.x + r0 * C, xs, nr * C)
-    fl_softmax_rows(xs, xs if op else NULL, nr, C, j.log_out, j.lse + r0)
+    fl_softmax_rows(xs, xs if op else NULL, nr, C, j.log_out, j.lse + r0, NULL)
     if op:
         fl_float_to_half(j.kind, xs, op + r0 * C, nr * C)
 
@@ -325,7 +333,7 @@ def softmax_rows_half(int kind, const uint16_t[:, ::1] x, uint16_t[:, ::1] out, 
     scratch = np.empty((n_threads, scratch_row(rpb * C * 4, 4)), np.float32)
     cdef uint16_t *op = &out[0, 0] if out is not None else NULL
     cdef SoftmaxJob job = SoftmaxJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], out=op, log_out=log_out,
-                                     lse=&lse[0], scratch=&scratch[0, 0], width=scratch.shape[1],
+                                     lse=&lse[0], shift=NULL, scratch=&scratch[0, 0], width=scratch.shape[1],
                                      kind=kind)
     with nogil:
         run_blocks(_softmax_half_block, &job, n_blocks(n, rpb), n_threads)

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import _classification as _k
 from . import _config
+from ._blas import add_product
 from ._checks import (as_float_array, check_axis, check_broadcast, check_choice, check_class_axis,
                       check_class_weight, check_grad_out, check_grad_outs, check_grad_request,
                       check_linear_layer, check_names, check_no_overlap, check_real,
@@ -272,10 +273,7 @@ def _label_strided(x, ax, labels, cw, ignore_index, eps, zl, gscale, return_grad
 # --- the language-model head and its cross-entropy ------------------------------------
 
 # Default budget of linear_cross_entropy's block of logits (rows x V x itemsize).
-LINEAR_BLOCK_BYTES = 64 << 20
-# Rows of the weight gradient updated per product when it accumulates over token blocks:
-# a (rows, D) product of this many bytes stays in the last-level cache until it is added.
-_ACCUMULATE_BYTES = 4 << 20
+LINEAR_BLOCK_BYTES = 128 << 20
 _LINEAR_GRADS = ("input", "linear_weight", "linear_bias")
 
 
@@ -390,9 +388,16 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
         rows = _linear_xent_loss(h2, W, b, labels, cw, ignore_index, eps, zl, budget)
     else:
         rows = _linear_xent_blocks(h2, W, b, labels, cw, ignore_index, eps, zl, cap,
-                                   grad_scale(reduction, denom), grads, min(R, max(h2.shape[0], 1)))
+                                   grad_scale(reduction, denom), grads, _even_blocks(h2.shape[0], R))
     loss = reduce_rows(rows, row_shape, denom, reduction, dtype)
     return (loss, tuple(grads[n] for n in wrt)) if return_grad else loss
+
+
+def _even_blocks(N, R):
+    """Rows per block of N tokens, at most R: the fewest blocks, of nearly equal size (a
+    short last block would make a small, inefficient product)."""
+    n_blocks = max(1, -(-N // R))
+    return max(1, -(-N // n_blocks))
 
 
 def _linear_xent_blocks(h2, W, b, labels, cw, ignore_index, eps, zl, cap, gscale, grads, R):
@@ -423,7 +428,7 @@ def _linear_xent_blocks(h2, W, b, labels, cw, ignore_index, eps, zl, cap, gscale
             if r0 == 0:
                 np.matmul(Sb.T, hb, out=g_w)
             else:
-                _add_product(g_w, Sb.T, hb)
+                add_product(g_w, Sb.T, hb)
         if b_sum is not None:
             b_sum += np.sum(Sb, axis=0, dtype=np.float64)
     if g_b is not None:
@@ -439,8 +444,8 @@ _LOSS_CHUNK_CLASSES = 8192
 
 def _linear_xent_loss(h2, W, b, labels, cw, ignore_index, eps, zl, budget):
     """Per-token losses without gradients, a chunk of classes at a time, so each block of
-    tokens reads the weight once and the products stay wide. Each chunk's logits are
-    shifted by their row max before its log-sum-exp (and smoothing sum), and the chunks
+    tokens reads the weight once and the products stay wide. Each chunk's log-sum-exp
+    (and smoothing sum) is taken relative to its row max by the row kernel, and the chunks
     combine relative to the largest max: the row kernels' loss formula then never
     subtracts two large numbers (lse - x_y would, at large logits)."""
     N, V = h2.shape[0], W.shape[0]
@@ -455,7 +460,7 @@ def _linear_xent_loss(h2, W, b, labels, cw, ignore_index, eps, zl, budget):
     rows = np.empty(N, dtype=np.float64)
     starts = range(0, V, Vc)
     # per row and chunk: the shift (max, or 0 for an all -inf chunk), the log-sum-exp
-    # and the smoothing sum sum_k w_k (shift - x_k) of the shifted logits
+    # and the smoothing sum sum_k w_k (shift - x_k) relative to it
     ref, lse, sd = (np.empty((len(starts), R)) for _ in range(3))
     wc = np.add.reduceat(cw64, list(starts))[:, None]
     for r0 in range(0, N, R):
@@ -470,11 +475,9 @@ def _linear_xent_loss(h2, W, b, labels, cw, ignore_index, eps, zl, budget):
                 S += b[v0:v1]
             here = np.nonzero((yb >= v0) & (yb < v1))[0]
             xy[here] = S[here, yb[here] - v0]
-            mc = S.max(axis=1)
-            ref[c, :n] = np.where(mc == -np.inf, 0.0, mc)
-            S -= ref[c, :n, None].astype(S.dtype)
-            _k.softmax_rows(S, None, False, lse[c, :n], _config.threads_for(S.size))
+            _k.softmax_rows(S, None, False, lse[c, :n], _config.threads_for(S.size), ref[c, :n])
             if eps > 0:
+                S -= ref[c, :n, None].astype(S.dtype)       # (ref: S's own max, cast exactly)
                 sd[c, :n] = -np.einsum("ij,j->i", S, cw64[v0:v1], dtype=np.float64)
         M = ref[:, :n].max(axis=0)
         with np.errstate(invalid="ignore"):
@@ -483,16 +486,6 @@ def _linear_xent_loss(h2, W, b, labels, cw, ignore_index, eps, zl, budget):
         _k.label_losses(M, logs, xy, sdm, wy[r0:r1], counted[r0:r1].view(np.uint8), V,
                         weight_sum(cw, V), eps, zl, rows[r0:r1])
     return rows
-
-
-def _add_product(out, a, b):
-    """out += a @ b, a few rows of out at a time (no temporary of out's size)."""
-    step = max(1, _ACCUMULATE_BYTES // (out.shape[1] * out.itemsize))
-    tmp = np.empty((min(step, out.shape[0]), out.shape[1]), dtype=out.dtype)
-    for i in range(0, out.shape[0], step):
-        t = tmp[:min(step, out.shape[0] - i)]
-        np.matmul(a[i:i + step], b, out=t)
-        out[i:i + step] += t
 
 
 # --- sigmoid losses -------------------------------------------------------------------

@@ -192,6 +192,51 @@ def test_loss_only_in_class_chunks(monkeypatch, rng, dtype, reduction, lead, bia
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_loss_only_chunks_large_and_masked_logits(monkeypatch, rng, dtype, smoothing):
+    """The chunks' log-sum-exps combine in float64: logits offset by 1e4 (float32) or 1e8
+    (float64) through the bias lose nothing (multiples of 1/64: every logit exact in both
+    dtypes, so the oracle sees the same ones), and a chunk of classes masked out by a -inf
+    bias (a vocabulary mask) counts for nothing."""
+    from fastloss import classification
+    monkeypatch.setattr(classification, "_LOSS_CHUNK_CLASSES", 8)
+    D, V = 13, 37
+    x = (rng.integers(-4, 5, (30, D)) / 8).astype(dtype)
+    W = (rng.integers(-4, 5, (V, D)) / 8).astype(dtype)
+    b = (rng.integers(-16, 17, V) / 8).astype(dtype)
+    y = rng.integers(0, V, 30)
+    big = b + dtype(1e4 if dtype == np.float32 else 1e8)
+    masked = b.copy()
+    masked[8:16] = -np.inf
+    y[y // 8 == 1] = 0                                    # no label in the masked chunk
+    weight = rng.uniform(0.1, 2.0, V)
+    for bias in (big, masked):
+        for kw in (dict(), dict(weight=weight, z_loss=1e-6 if bias is big else 1e-2)):
+            expected = ref.linear_cross_entropy(x, W, y, linear_bias=bias, reduction="none",
+                                                label_smoothing=smoothing if bias is big else 0.0,
+                                                **kw)
+            got = fl.linear_cross_entropy(x, W, y, linear_bias=bias, reduction="none",
+                                          label_smoothing=smoothing if bias is big else 0.0, **kw)
+            assert np.all(np.isfinite(got))
+            assert_close(got, expected, dtype)
+
+
+def test_weight_gradient_without_scipy(monkeypatch, rng):
+    """Without SciPy the weight gradient accumulates over token blocks through NumPy alone
+    (a temporary of a few rows): the same gradients as with SciPy's gemm, to rounding."""
+    from fastloss import _blas
+    x, W, b, y = _problem(rng, (40,), 9, 300, np.float32, ignore=True)
+    block = 7 * _row_bytes(300, np.float32)
+    with_scipy = fl.linear_cross_entropy(x, W, y, linear_bias=b, return_grad=True, block_bytes=block)
+    monkeypatch.setattr(_blas, "_scipy_gemm", lambda dtype: None)
+    monkeypatch.setattr(_blas, "_ACCUMULATE_BYTES", 64 * 9 * 4)      # several row slices of W
+    without = fl.linear_cross_entropy(x, W, y, linear_bias=b, return_grad=True, block_bytes=block)
+    expected = ref.linear_cross_entropy(x, W, y, linear_bias=b, return_grad=True)
+    _check(without, expected, np.float32)
+    _check(with_scipy, expected, np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_simd_levels(simd, rng, dtype):
     x, W, b, y = _problem(rng, (5, 9), 16, 70, dtype, ignore=True)
     kw = dict(linear_bias=b, weight=rng.uniform(0.1, 2.0, 70), label_smoothing=0.1, z_loss=1e-3,
@@ -203,9 +248,9 @@ def test_simd_levels(simd, rng, dtype):
 
 
 def test_default_block_budget(rng):
-    """block_bytes=None is LINEAR_BLOCK_BYTES (64 MiB): the same bits as passing it."""
+    """block_bytes=None is LINEAR_BLOCK_BYTES (128 MiB): the same bits as passing it."""
     from fastloss import classification
-    assert classification.LINEAR_BLOCK_BYTES == 64 * 2 ** 20
+    assert classification.LINEAR_BLOCK_BYTES == 128 * 2 ** 20
     x, W, b, y = _problem(rng, (20,), 8, 30, np.float32, ignore=True)
     a = fl.linear_cross_entropy(x, W, y, linear_bias=b, return_grad=True)
     c = fl.linear_cross_entropy(x, W, y, linear_bias=b, return_grad=True,
