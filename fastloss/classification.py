@@ -285,11 +285,14 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
 
     ``cross_entropy(input @ linear_weight.T + linear_bias, target, ...)``: PyTorch's
     ``F.linear_cross_entropy``, plus `z_loss` and `softcap`. The tokens go in blocks whose
-    logits take at most `block_bytes` (default ``LINEAR_BLOCK_BYTES``, 64 MiB): per block one
-    product for the logits, the fused cross-entropy kernel writing the logits' gradient in
-    place, and the products back to the input and the weight (BLAS through NumPy's matmul);
-    without gradients (and softcap) the classes are read in chunks instead, each chunk's
-    log-sum-exp taken relative to its max, so each block of tokens reads the weight once.
+    logits take at most `block_bytes` (default ``LINEAR_BLOCK_BYTES``, 128 MiB), in blocks of
+    even size: per block one product for the logits, the fused cross-entropy kernel writing
+    the logits' gradient in place, and the products back to the input and the weight (BLAS
+    through NumPy's matmul; the weight's gradient accumulates over the blocks through SciPy's
+    gemm when SciPy is installed, else through a small temporary); without gradients (and
+    softcap) the classes are read in chunks of at most 8 MiB of logits instead, each chunk's
+    log-sum-exp taken relative to its max, so each block of up to 1024 tokens reads the
+    weight once.
 
     Parameters
     ----------
@@ -436,9 +439,12 @@ def _linear_xent_blocks(h2, W, b, labels, cw, ignore_index, eps, zl, cap, gscale
     return rows
 
 
-# Classes per logits chunk of the loss-only path: wide enough for an efficient product,
-# and the tokens of one chunk of logits (the budget over this width) share each read of
-# the weight.
+# The loss-only path's chunk of logits: at most this many bytes (and the budget), up to
+# _LOSS_TOKENS tokens by at least _LOSS_MIN_CLASSES (products still efficient) and at
+# most _LOSS_CHUNK_CLASSES classes; the tokens of one chunk share each read of the weight.
+_LOSS_BLOCK_BYTES = 8 << 20
+_LOSS_TOKENS = 1024
+_LOSS_MIN_CLASSES = 256
 _LOSS_CHUNK_CLASSES = 8192
 
 
@@ -448,9 +454,11 @@ def _linear_xent_loss(h2, W, b, labels, cw, ignore_index, eps, zl, budget):
     (and smoothing sum) is taken relative to its row max by the row kernel, and the chunks
     combine relative to the largest max: the row kernels' loss formula then never
     subtracts two large numbers (lse - x_y would, at large logits)."""
-    N, V = h2.shape[0], W.shape[0]
-    Vc = max(1, min(V, _LOSS_CHUNK_CLASSES, budget // W.itemsize))
-    R = max(1, min(N, budget // (Vc * W.itemsize)))
+    N, V, item = h2.shape[0], W.shape[0], W.itemsize
+    cap = min(budget, _LOSS_BLOCK_BYTES)
+    Vc = max(1, min(V, _LOSS_CHUNK_CLASSES, cap // item,
+                    max(_LOSS_MIN_CLASSES, cap // (max(1, min(N, _LOSS_TOKENS)) * item))))
+    R = max(1, min(N, cap // (Vc * item)))
     buf = np.empty(R * Vc, dtype=W.dtype)
     counted = labels != ignore_index
     y = np.where(counted, labels, -1)
