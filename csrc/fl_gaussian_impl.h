@@ -84,13 +84,10 @@ static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, 
  *   dl/dx = (x - t) / v,  dl/dvar = 0.5 (1 / v - (x - t)^2 / v^2)
  * (the clamp passes the gradient straight through, as PyTorch's no-grad clamp).
  * var NULL: every element uses vconst, and *gv_sum (if given) gets sum dl/dvar
- * times gscale in float64 (a per-row variance). Gradients optional, scaled by gscale.
- * neg (optional, with var): set to 1 when some var < 0 (the caller's ValueError), else
- * 0: the check rides on this pass instead of a pass of its own over var. */
+ * times gscale in float64 (a per-row variance). Gradients optional, scaled by gscale. */
 static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,
-                            T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum, int *neg) {
+                            T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum) {
     VD total = N_(dv_dzero)(), gvs = total;
-    VI negm = (VI)N_(vset1)(0);
     const T half = (T)0.5, hg = (T)0.5 * gscale;
     const V vc = N_(vset1)(vconst < eps ? eps : vconst);  /* NaN stays NaN */
     const V lvc = N_(vlog)(vc);
@@ -102,8 +99,7 @@ static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *g
             V d = N_(vload_n)(x + k, nk, 0) - N_(vload_n)(t + k, nk, 0);
             V v, lv;
             if (var) {
-                v = N_(vload_n)(var + k, nk, 1);          /* padding 1: not negative */
-                negm |= v < (T)0;
+                v = N_(vload_n)(var + k, nk, 1);
                 v = N_(vsel)(v < eps, N_(vset1)(eps), v);
                 lv = N_(vlog)(v);
             } else {
@@ -127,7 +123,6 @@ static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *g
         if (gv_sum) gvs = N_(dv_widen_add)(gvs, accg);
     }
     if (gv_sum) *gv_sum = N_(dv_dsum)(gvs);
-    if (neg) *neg = N_(vany)(negm);
     return N_(dv_dsum)(total);
 }
 

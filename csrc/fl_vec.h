@@ -531,32 +531,20 @@ __attribute__((unused)) static double N_(row_dot)(const T *x, const T *y, int64_
     return s;
 }
 
-/* Elementwise entry points, used by the accuracy tests (unused in most modules). */
-__attribute__((unused)) static void N_(exp_array)(const T *x, T *y, int64_t n) {
-    int64_t i = 0;
-    for (; i + W <= n; i += W) N_(vstore)(y + i, N_(vexp)(N_(vload)(x + i)));
-    if (i < n) N_(vstore_part)(y + i, N_(vexp)(N_(vload_part)(x + i, n - i, 0)), n - i);
-}
-__attribute__((unused)) static void N_(exp_le0_array)(const T *x, T *y, int64_t n) {
-    int64_t i = 0;
-    for (; i + W <= n; i += W) N_(vstore)(y + i, N_(vexp_le0)(N_(vload)(x + i)));
-    if (i < n) N_(vstore_part)(y + i, N_(vexp_le0)(N_(vload_part)(x + i, n - i, 0)), n - i);
-}
-__attribute__((unused)) static void N_(log_array)(const T *x, T *y, int64_t n) {
-    int64_t i = 0;
-    for (; i + W <= n; i += W) N_(vstore)(y + i, N_(vlog)(N_(vload)(x + i)));
-    if (i < n) N_(vstore_part)(y + i, N_(vlog)(N_(vload_part)(x + i, n - i, 1)), n - i);
-}
-__attribute__((unused)) static void N_(log1p_unit_array)(const T *x, T *y, int64_t n) {
-    int64_t i = 0;
-    for (; i + W <= n; i += W) N_(vstore)(y + i, N_(vlog1p_unit)(N_(vload)(x + i)));
-    if (i < n) N_(vstore_part)(y + i, N_(vlog1p_unit)(N_(vload_part)(x + i, n - i, 0)), n - i);
-}
-__attribute__((unused)) static void N_(log1p_array)(const T *x, T *y, int64_t n) {
-    int64_t i = 0;
-    for (; i + W <= n; i += W) N_(vstore)(y + i, N_(vlog1p)(N_(vload)(x + i)));
-    if (i < n) N_(vstore_part)(y + i, N_(vlog1p)(N_(vload_part)(x + i, n - i, 0)), n - i);
-}
+/* Elementwise entry points, used by the accuracy tests (unused in most modules); pad: the
+ * missing lanes of the last partial vector (a value inside f's domain). */
+#define FL_ARRAY_FN(name, f, pad)                                                          \
+    __attribute__((unused)) static void N_(name)(const T *x, T *y, int64_t n) {            \
+        int64_t i = 0;                                                                     \
+        for (; i + W <= n; i += W) N_(vstore)(y + i, N_(f)(N_(vload)(x + i)));              \
+        if (i < n) N_(vstore_part)(y + i, N_(f)(N_(vload_part)(x + i, n - i, pad)), n - i); \
+    }
+FL_ARRAY_FN(exp_array, vexp, 0)
+FL_ARRAY_FN(exp_le0_array, vexp_le0, 0)
+FL_ARRAY_FN(log_array, vlog, 1)
+FL_ARRAY_FN(log1p_unit_array, vlog1p_unit, 0)
+FL_ARRAY_FN(log1p_array, vlog1p, 0)
+#undef FL_ARRAY_FN
 
 /* Float64 partial sums kept as vectors (the divergence and Gaussian bodies): a
  * block of FL_SUM_BLOCK elements is summed per lane in the row dtype, then widened

@@ -3,7 +3,8 @@
 linear_cross_entropy accumulates the weight's gradient over blocks of tokens. SciPy's BLAS
 wrappers (an optional dependency) do it in one call; without SciPy a few rows of out at a
 time go through a small temporary, which costs an extra pass over out and many small
-products (measured 1.2-1.3x slower per accumulation at 1024 x 128256 x 1024)."""
+products (the whole linear_cross_entropy call with gradients measured 1.10x slower at
+1024 x 1024 x 128256, default blocks)."""
 import numpy as np
 
 # Rows of out per product of the NumPy fallback: a (rows, n) temporary of this many bytes
@@ -27,7 +28,7 @@ def add_product(out, a, b):
     if gemm is not None:
         # in Fortran order the call is out.T += b.T @ a.T, every operand without a copy
         res = gemm(1.0, b.T, a, beta=1.0, c=out.T, overwrite_c=True, trans_b=True)
-        if not np.shares_memory(res, out):       # a copy was made: put the result back
+        if not np.shares_memory(res, out):       # out not C-contiguous: f2py worked on a copy
             out[...] = res.T
         return
     step = max(1, _ACCUMULATE_BYTES // (out.shape[1] * out.itemsize))

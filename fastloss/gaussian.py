@@ -543,13 +543,8 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, where=None, r
     check_broadcast(ta, xa.shape, "target", against="input")
     shape = xa.shape
     layout = check_var_layout(va, shape)
-    # A var of the input's shape is checked by the kernel, in its own pass over var (a
-    # separate np.min pass cost a fifth of the loss-only call); the error then comes after
-    # the kernel, which wrote only buffers of its own. With caller-owned grad_out buffers
-    # (nothing of the caller's is written before an error) and masked calls, here first.
-    in_kernel = layout not in ("scalar", "row") and grad_out is None and where is None
-    if va.size and not in_kernel and np.min(va) < 0:
-        _negative_var()
+    if va.size and np.min(va) < 0:
+        raise ValueError("var has negative entries (variances must be >= 0)")
     if where is not None:
         # var per row as (..., 1), so that it broadcasts against input
         vb = va.reshape(shape[:-1] + (1,)) if layout == "row" else va
@@ -578,24 +573,18 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, where=None, r
                 else np.ascontiguousarray(va).reshape(-1))
         # zeros: rows of no elements (D = 0), which the kernel skips, have gradient 0
         grow = np.zeros(nrows, dtype=dtype) if return_grad else None
-        total, _ = _k.nll(xf, tf, vrow, True, gx.buf if gx else None, grow, D, elem, e, cst, gs, nt)
+        total = _k.nll(xf, tf, vrow, True, gx.buf if gx else None, grow, D, elem, e, cst, gs, nt)
         if return_grad:
             gv.full[...] = (np.sum(grow, dtype=np.float64) if layout == "scalar"
                             else grow.reshape(va.shape))
     else:
         vf = flat_full(va, shape)
-        total, negative = _k.nll(xf, tf, vf, False, gx.buf if gx else None, gv.buf if gv else None,
-                                 max(D, 1), elem, e, cst, gs, nt)
-        if negative:
-            _negative_var()
+        total = _k.nll(xf, tf, vf, False, gx.buf if gx else None, gv.buf if gv else None,
+                       max(D, 1), elem, e, cst, gs, nt)
     loss = reduce_elements(total, elem, shape, n, reduction, dtype)
     if not return_grad:
         return loss
     return loss, (gx.result(), gv.result())
-
-
-def _negative_var():
-    raise ValueError("var has negative entries (variances must be >= 0)")
 
 
 document(gaussian_kl, "distribution")

@@ -436,13 +436,12 @@ def test_bad_gaussian_input(call, exc, match):
         call()
 
 
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("nthreads", [1, 2])
 def test_nll_negative_var_anywhere(dtype, nthreads):
-    """A var of the input's shape is checked inside the kernel's pass: one negative entry
-    in any block (first, last, the partial tail vector) is found on every path, and a
-    caller's grad_out is left untouched (checked before the kernel); -0.0 is not negative."""
+    """One negative var entry anywhere (first, middle, last element of several work items)
+    is a ValueError before any kernel, on every path (a caller's grad_out left untouched);
+    -0.0 is not negative."""
     shape = (3, 40000)                        # several ELEMENT_BLOCK work items
     x = np.zeros(shape, dtype)
     for pos in [(0, 0), (1, 12345), (2, 39999)]:

@@ -221,6 +221,25 @@ def test_loss_only_chunks_large_and_masked_logits(monkeypatch, rng, dtype, smoot
             assert_close(got, expected, dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scipy_gemm", [True, False])
+def test_add_product(monkeypatch, rng, dtype, scipy_gemm):
+    """_blas.add_product: out += a @ b in place, with SciPy's gemm or NumPy alone, for the
+    layout linear_cross_entropy passes (a = S.T) and for a strided out (SciPy works on a
+    copy, which is written back), several NumPy row slices of out."""
+    from fastloss import _blas
+    if not scipy_gemm:
+        monkeypatch.setattr(_blas, "_scipy_gemm", lambda dtype: None)
+    monkeypatch.setattr(_blas, "_ACCUMULATE_BYTES", 16 * 9 * np.dtype(dtype).itemsize)
+    S = rng.standard_normal((5, 70)).astype(dtype)
+    h = rng.standard_normal((5, 9)).astype(dtype)
+    base = rng.standard_normal((70, 18)).astype(dtype)
+    for out in (base[:, :9].copy(), base.copy()[:, ::2]):
+        expected = out.astype(np.float64) + S.T.astype(np.float64) @ h
+        _blas.add_product(out, S.T, h)
+        assert_close(out, expected, dtype)
+
+
 def test_weight_gradient_without_scipy(monkeypatch, rng):
     """Without SciPy the weight gradient accumulates over token blocks through NumPy alone
     (a temporary of a few rows): the same gradients as with SciPy's gemm, to rounding."""
