@@ -1,6 +1,7 @@
 """The benchmark command line (python -m fastloss bench) and its case registry:
 quick runs of filtered cases, the JSON file, the errors, and that every peer
 computes the same numbers as fastloss (on the --quick shapes)."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -124,6 +125,40 @@ def test_floor_is_the_faster_copy_at_the_rows_threads():
         assert f"faster in {int(fastest == 2)} of 1 rows with more than one thread" in text
     assert ("copy bandwidth (the faster copy): 30.0 GB/s (np.copyto on one thread: 20.0 GB/s; "
             "fastloss._runtime.copy on 2 threads: 30.0 GB/s;") in text
+
+
+def test_products_column_times_the_cases_products_at_the_rows_threads(monkeypatch):
+    calls = []
+    real = core.products_impl
+
+    def spy(shapes, dtype):
+        calls.append((tuple(shapes), dtype))
+        return real(shapes, dtype)
+    monkeypatch.setattr(core, "products_impl", spy)
+    case = dataclasses.replace(_fake_case(np.sum), products_formula="x @ y",
+                               products=lambda shp: [(shp[0], shp[1], 3), (2, 2, 2)])
+    run = runner.Runner(quick=True, bandwidth={1: 1e9})
+    one, two = run.run([(case, (4, 8))], ["float64"], [1, 2])
+    assert calls == [(((4, 8, 3), (2, 2, 2)), "float64")] * 2      # once per thread count
+    for r in (one, two):
+        assert r.products == [(4, 8, 3), (2, 2, 2)] and r.products_s > 0
+        assert r.x_products == r.median("fastloss") / r.products_s
+    from fastloss._bench import report
+    header, rows = report.table_rows([one, two])
+    assert header[-1] == "x products" and rows[1][-1] == f"{two.x_products:.2f}"
+    assert report.result_dict(two)["products_mkn"] == [(4, 8, 3), (2, 2, 2)]
+    assert "  x @ y: fake:loss" in report.notes([one, two], {1: 2e10}, 64 << 20, [1, 2])
+    plain = runner.Runner(quick=True, bandwidth={1: 1e9}).run(
+        [(_fake_case(np.sum), (4, 8))], ["float64"], [1])
+    assert "x products" not in report.table_rows(plain)[0]       # no products, no column
+    # the benchmark's product formulas: the shapes the math needs
+    ids = {c.id: c for c in select(["metric", "linear_cross_entropy:v32k"])}
+    assert ids["pairwise_distances:fwd"].products((2048, 128)) == [(2048, 128, 2048)]
+    assert ids["info_nce_loss:grad"].products((8, 4)) == [(8, 4, 8), (8, 8, 4), (8, 8, 4)]
+    assert ids["nt_xent_loss:loss"].products((8, 4)) == [(16, 4, 16)]
+    assert ids["linear_cross_entropy:v32k:grad"].products((2, 3, 5)) == [(2, 3, 5), (2, 5, 3),
+                                                                         (5, 2, 3)]
+    assert ids["triplet_margin_loss:loss"].products is None
 
 
 def test_copy_floor_impl_times_the_pool_copy_at_more_than_one_thread(monkeypatch):

@@ -221,7 +221,7 @@ def oracle_impl(fn, variant, args, kw_inputs=None, **kwargs):
 def loss_cases(func, family, fl_fn, args, make, sizes, *, wrt=(0,), numpy=None, oracle=None,
                torch=None, jax=None, xp_fn=None, nbytes=None, formula=None, kwargs=None,
                kw_inputs=None, variants=("loss", "grad", "grad_out"), notes=None, skip=None,
-               dtype=None):
+               dtype=None, products=None):
     """Cases of one loss function: each variant at each size.
 
     fl_fn: the fastloss function, called fl_fn(*inputs[args], **kwargs).
@@ -238,7 +238,9 @@ def loss_cases(func, family, fl_fn, args, make, sizes, *, wrt=(0,), numpy=None, 
       positionally after args).
     notes: implementation -> a note printed under the table (e.g. what the peer runs).
     skip: implementation -> why it is not run (printed under the table).
-    dtype: the one dtype the cases run at (Case.dtype; half_cases)."""
+    dtype: the one dtype the cases run at (Case.dtype; half_cases).
+    products(shape, grad) -> ([(m, k, n), ...], words): the matrix products the math
+      needs, for cases dominated by them (Case.products)."""
     from .core import Case, scale_rows
     kwargs = kwargs or {}
     cases = []
@@ -268,7 +270,9 @@ def loss_cases(func, family, fl_fn, args, make, sizes, *, wrt=(0,), numpy=None, 
                               quick_shape=quick, make=make, impls=impls, nbytes=nb,
                               bytes_formula=formula(grad) if formula else "", large=large,
                               scale=scale_rows if scaling and grad else None, peer_notes=pn,
-                              dtype=dtype))
+                              dtype=dtype,
+                              products=products and (lambda shp, g=grad: products(shp, g)[0]),
+                              products_formula=products(shape, grad)[1] if products else ""))
     return cases
 
 

@@ -229,6 +229,15 @@ def _softmax_cases(func, fl_fn, np_fn, sp_name, torch_name, jax_name, shape, qui
                  make=make_logits, impls=impls, nbytes=nbytes, bytes_formula=formula)]
 
 
+def _head_products(shape, grad):
+    """The logits x @ W.T, and for gradients dlogits @ W and dlogits.T @ x."""
+    n, d, v = shape
+    if not grad:
+        return [(n, d, v)], "logits x @ W.T (N D V)"
+    return ([(n, d, v), (n, v, d), (v, n, d)],
+            "logits x @ W.T, dlogits @ W, dlogits.T @ x (3 N D V)")
+
+
 CASES = (
     loss_cases("cross_entropy", FAMILY, fl.cross_entropy, ("x", "y"), make_labels,
                [size((2048, 32000), (128, 4000), "v32k", scaling=True),
@@ -261,7 +270,7 @@ CASES = (
                  make_head, [size((2048, 1024, 32000), (128, 64, 1000), "v32k"),
                              size((1024, 1024, 128256), (16, 64, 8000), "v128k", large=True)],
                  wrt=(0, 1), numpy=np_linear_cross_entropy, torch=torch_linear_cross_entropy,
-                 variants=("loss", "grad"),
+                 variants=("loss", "grad"), products=_head_products,
                  notes={"numpy": "unfused: logits = x @ W.T, cross-entropy in place, 2 GEMMs",
                         "torch": "F.linear_cross_entropy, reference path (options=None)"})
 )

@@ -52,6 +52,9 @@ class Case:
       "the float64 oracle from fastloss.reference"); marked * in the table.
     dtype: the one dtype the case runs at whatever --dtype says (the half-precision
       cases: "float16", "bfloat16"); None: each --dtype.
+    products(shape): the matrix products (m, k, n) the case's math needs, for a case
+      dominated by them (None: it is not); products_formula says them in words. The
+      report divides fastloss's time by theirs through NumPy's matmul (products_impl).
     """
     func: str
     family: str
@@ -67,6 +70,8 @@ class Case:
     scale: Callable = None
     peer_notes: dict = field(default_factory=dict)
     dtype: str = None
+    products: Callable = None
+    products_formula: str = ""
 
     @property
     def sized(self):
@@ -372,6 +377,22 @@ def copy_floor_impl(nbytes, threads=1):
             return lambda: np.copyto(dst, src)
         from fastloss import _runtime
         return lambda: _runtime.copy(src, dst, threads)
+    return build
+
+
+def products_impl(shapes, dtype):
+    """build(inputs) for the matrix products shapes [(m, k, n), ...]: np.matmul of an
+    (m, k) by a (k, n) array of dtype into a preallocated (m, n) output, one after the
+    other: the time BLAS takes for a case's products alone (Case.products)."""
+    def build(_inputs):
+        rng = np.random.default_rng(0)
+        ops = [(rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype),
+                np.empty((m, n), dtype)) for m, k, n in shapes]
+
+        def run():
+            for a, b, c in ops:
+                np.matmul(a, b, out=c)
+        return run
     return build
 
 

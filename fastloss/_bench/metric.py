@@ -161,6 +161,26 @@ def xp_nt_xent(xp, z1, z2, temperature=0.5):
 
 # --- the cases ------------------------------------------------------------------------
 
+def _gram_products(shape, grad):
+    """One N x N product of N x D rows (distances, mining: their gradients are gathers)."""
+    n, d = shape
+    return [(n, d, n)], "x @ y.T or e @ e.T (N D N)"
+
+
+def _info_nce_products(shape, grad):
+    n, d = shape
+    if not grad:
+        return [(n, d, n)], "S = q @ k.T (N D N)"
+    return [(n, d, n), (n, n, d), (n, n, d)], "S = q @ k.T, dS @ k, dS.T @ q (3 N D N)"
+
+
+def _nt_xent_products(shape, grad):
+    m, d = 2 * shape[0], shape[1]
+    if not grad:
+        return [(m, d, m)], "S = z @ z.T of the 2N views (4 N D N)"
+    return [(m, d, m), (m, m, d)], "S = z @ z.T of the 2N views, dS @ z (8 N D N)"
+
+
 def _pairwise_case(shape, quick):
     from .builders import xp
     impls = {
@@ -173,6 +193,8 @@ def _pairwise_case(shape, quick):
     }
     return [Case(func="pairwise_distances", family=FAMILY, variant="fwd", shape=shape,
                  quick_shape=quick, make=make_xy, impls=impls,
+                 products=lambda shp: _gram_products(shp, False)[0],
+                 products_formula=_gram_products(shape, False)[1],
                  peer_notes={"scipy": "scipy.spatial.distance.cdist (direct differences, "
                                       "float64)", "torch": "torch.cdist(x, y) ** 2"})]
 
@@ -187,11 +209,11 @@ CASES = (
                                    + (" + write 3 grads 3 N D s" if g else ""))
     + loss_cases("batch_hard_triplet_loss", FAMILY, fl.batch_hard_triplet_loss, ("e", "lab"),
                  make_embeddings, [size((1024, 128), (128, 32))], numpy=np_batch_hard,
-                 xp_fn=xp_batch_hard)
+                 xp_fn=xp_batch_hard, products=_gram_products)
     + loss_cases("info_nce_loss", FAMILY, fl.info_nce_loss, ("z1", "z2"), make_views,
                  [size((2048, 256), (128, 32))], wrt=(0, 1), oracle=ref.info_nce_loss,
-                 xp_fn=xp_info_nce)
+                 xp_fn=xp_info_nce, products=_info_nce_products)
     + loss_cases("nt_xent_loss", FAMILY, fl.nt_xent_loss, ("z1", "z2"), make_views,
                  [size((1024, 256), (64, 32))], wrt=(0, 1), oracle=ref.nt_xent_loss,
-                 xp_fn=xp_nt_xent)
+                 xp_fn=xp_nt_xent, products=_nt_xent_products)
 )

@@ -23,8 +23,9 @@ def table_rows(results):
     """(header, rows) of the table: strings only."""
     peers = [p for p in peers_in(results)
              if any(r.status.get(p) not in (None, "not installed") for r in results)]
+    mm = any(r.products_s for r in results)
     header = (["case", "shape", "dtype", "threads", "fastloss"] + peers
-              + [f"vs {p}" for p in peers] + ["x floor"])
+              + [f"vs {p}" for p in peers] + ["x floor"] + (["x products"] if mm else []))
     rows = []
     for r in results:
         cells = [r.case.id, shape_label(r.shape), r.dtype, str(r.threads)]
@@ -40,6 +41,9 @@ def table_rows(results):
         cells += [_speedup(r.speedup(p)) for p in peers]
         xf = r.x_floor
         cells.append(f"{xf:.2f}" if xf is not None else "")
+        if mm:
+            xp = r.x_products
+            cells.append(f"{xp:.2f}" if xp is not None else "")
         rows.append(cells)
     return header, rows
 
@@ -129,6 +133,19 @@ def notes(results, bandwidth, copy_nbytes, thread_counts):
                 names.append(name)
     for f, names in by_formula.items():
         lines.append(f"  {f}: {', '.join(names)}")
+    by_products = {}
+    for r in results:
+        if r.case.products_formula:
+            names = by_products.setdefault(r.case.products_formula, [])
+            if r.case.id not in names:
+                names.append(r.case.id)
+    if by_products:
+        lines.append("x products: fastloss time / the time of the matrix products the case's math "
+                     "needs (rows dominated by them), each np.matmul of random arrays of the "
+                     "row's dtype into a preallocated output, BLAS on the row's threads, timed "
+                     "(median) in the same run; 1.00: fastloss takes as long as its products alone:")
+        for f, names in by_products.items():
+            lines.append(f"  {f}: {', '.join(names)}")
     if any(r.case.variant == "grad_out" for r in results):
         lines.append("grad: the gradient goes into a new array each call; grad_out: into a reused "
                      "buffer (fastloss's grad_out=). Peers have no such option: their grad_out "
@@ -186,6 +203,7 @@ def result_dict(r):
         "floor_s": r.floor_s, "floor_threads": r.floor_threads,
         "floor_times_s": {str(t): s for t, s in r.floor_times.items()} or None,
         "x_floor": r.x_floor,
+        "products_mkn": r.products, "products_s": r.products_s, "x_products": r.x_products,
     }
 
 
@@ -202,6 +220,9 @@ def write_json(path, machine, settings, bandwidth, results, scaling):
                              "into a touched buffer on 1 thread (np.copyto) and on the row's "
                              "threads (fastloss._runtime.copy, fastloss's thread pool); "
                              "floor_threads: which one it was",
+                  "x_products": "fastloss median / products_s; products_s: the median time of "
+                                "the matrix products products_mkn ((m, k, n): an m x k by k x n "
+                                "np.matmul into a preallocated output, BLAS on the row's threads)",
                   "copy_bandwidth": "copy_bandwidth_bytes_per_s: the larger of "
                                     "copy_bandwidth_by_threads (1: np.copyto, more: "
                                     "fastloss._runtime.copy)"},

@@ -27,6 +27,10 @@ class Result:
     # thread count, if more: fastloss._runtime.copy); the floor is the faster
     floor_times: dict = field(default_factory=dict)
     after: str = "hot"                            # core.AFTER: what ran before each call
+    # Case.products at this shape, and their median time through NumPy's matmul at the
+    # row's thread count (same run)
+    products: list = None
+    products_s: float = None
 
     def median(self, impl):
         t = self.times.get(impl)
@@ -52,6 +56,12 @@ class Result:
         """fastloss median / the time the faster copy takes to move the case's bytes."""
         a = self.median("fastloss")
         return a / self.floor_s if a and self.floor_s else None
+
+    @property
+    def x_products(self):
+        """fastloss median / the time of the case's matrix products alone."""
+        a = self.median("fastloss")
+        return a / self.products_s if a and self.products_s else None
 
     @property
     def elements(self):
@@ -99,6 +109,7 @@ class Runner:
         self.bandwidth = bandwidth
         self._cache = {}
         self._floors = {}
+        self._products = {}
 
     def measure_bandwidth(self, threads=1):
         """core.copy_bandwidth ({copy threads: bytes/s}) at 1 and `threads` threads."""
@@ -117,6 +128,16 @@ class Runner:
             _, t = time_calls(build(None), 3, 20, self.repeats[2] / 3)
             self._floors[nbytes, threads] = t.median
         return self._floors[nbytes, threads]
+
+    def products_time(self, shapes, dtype, threads):
+        """Median time of the matrix products shapes [(m, k, n), ...] through NumPy's matmul
+        on `threads` BLAS threads (core.products_impl), after one untimed call."""
+        key = (tuple(shapes), dtype, threads)
+        if key not in self._products:
+            with core.thread_limits(threads):
+                _, t = time_calls(core.products_impl(shapes, dtype)(None), *self.repeats)
+            self._products[key] = t.median
+        return self._products[key]
 
     def run(self, jobs, dtypes, threads, label=""):
         """jobs: list of (case, shape). Returns Results ordered job, dtype, threads.
@@ -156,6 +177,10 @@ class Runner:
             res.nbytes = int(case.nbytes(shape, np.dtype(dtype).itemsize))
             self.progress(f"{head}: copy floor")
             res.floor_times = {n: self.floor(res.nbytes, n) for n in sorted({1, t})}
+        if case.products is not None:
+            res.products = [tuple(p) for p in case.products(shape)]
+            self.progress(f"{head}: matrix products")
+            res.products_s = self.products_time(res.products, dtype, t)
         ref = None
         with core.thread_limits(t):
             for impl in IMPLS:
