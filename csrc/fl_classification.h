@@ -51,15 +51,19 @@ static inline void fl_put_stats(const fl_xent_stats *st, int64_t r, double m, do
     st->correct[r] = (unsigned char)correct;
 }
 
-static inline double fl_label_row_loss(const fl_xent_params *p, double wy, double m, double logs,
-                                       double xy, double sd, double *a) {
-    const double eps = p->smoothing, zl = p->z_loss, C = (double)p->C, lse = m + logs;
-    double l = (1.0 - eps) * wy * ((m - xy) + logs);
-    *a = (1.0 - eps) * wy + eps * p->weight_sum / C;
-    if (eps > 0) l += eps / C * (sd + p->weight_sum * logs);
-    if (zl > 0) { l += zl * wy * lse * lse; *a += 2.0 * zl * wy * lse; }
-    return l;
-}
+/* Written once for D = double (fl_label_row_loss) and for D a vector of doubles (the
+ * small-row kernel's W rows at once, the same operations lane by lane). */
+#define FL_LABEL_ROW_LOSS(NAME, D)                                                         \
+    static inline D NAME(const fl_xent_params *p, D wy, D m, D logs, D xy, D sd, D *a) {   \
+        const double eps = p->smoothing, zl = p->z_loss, C = (double)p->C;                 \
+        const D lse = m + logs;                                                            \
+        D l = (1.0 - eps) * wy * ((m - xy) + logs);                                        \
+        *a = (1.0 - eps) * wy + eps * p->weight_sum / C;                                   \
+        if (eps > 0) l += eps / C * (sd + p->weight_sum * logs);                           \
+        if (zl > 0) { l += zl * wy * lse * lse; *a += 2.0 * zl * wy * lse; }               \
+        return l;                                                                          \
+    }
+FL_LABEL_ROW_LOSS(fl_label_row_loss, double)
 
 #include "fl_half.h"           /* before the bodies: their half-row reads (fl_vec.h) */
 #define FL_BODY "fl_classification_impl.h"

@@ -248,61 +248,98 @@ static void N_(softcap_grad)(T *g, const T *xs, int64_t C, T cap) {
 }
 
 /* xent_label_rows for rows of at most FL_SMALL_C classes: a vector holds one class
- * of W rows (the block is transposed through registers), so max, exp, sum and log
- * run across rows instead of wasting most lanes on a short row. */
+ * of W rows, so max, exp, sum, log and the rows' losses (label_row_loss_v: float64 lanes)
+ * run across rows instead of wasting most lanes on a short row. A block of W rows is
+ * read and written as whole vectors and transposed in registers, tile by tile
+ * (vtranspose: W classes of W rows). A vector that runs past a row's end holds the
+ * next row's head: its lanes go to classes >= C, unused; on the way back such a store
+ * writes over the next row's head, which that row's own store (later) puts right, so
+ * tiles are stored last to first and the block's last row stores only its own part. */
+FL_LABEL_ROW_LOSS(N_(label_row_loss_v), VD)
+typedef double N_(VDU) __attribute__((vector_size(W * 8), aligned(8), may_alias));
 static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
                                  const fl_xent_params *p, double *loss, const fl_xent_stats *st) {
-    const int64_t C = p->C;
+    const int64_t C = p->C, nt = (C + W - 1) / W;   /* tiles of W classes */
     const T *cw = (const T *)p->class_weight;
     const double eps = p->smoothing, gs = p->gscale;
+    const T bconst = (T)(gs * eps / (double)C);
     V xt[FL_SMALL_C];
     for (int64_t r0 = 0; r0 < n; r0 += W) {
-        const int64_t nr = n - r0 < W ? n - r0 : W;
+        const int64_t nr = n - r0 < W ? n - r0 : W, ne = nr * C;   /* elements in the block */
         const T *xb = x + r0 * C;
-        for (int64_t k = 0; k < C; k++) {
-            T col[W];
-            for (int j = 0; j < W; j++) col[j] = j < nr ? xb[j * C + k] : 0;
-            xt[k] = N_(vload)(col);
+        /* the labels as lanes of T (exact: < FL_SMALL_C; compared as T, which every level
+         * does in one instruction): an ignored row (and a lane past the rows) is -1 */
+        T yb[W];
+        for (int j = 0; j < W; j++)
+            yb[j] = j < nr && y[r0 + j] != p->ignore_index ? (T)y[r0 + j] : -1;
+        const V yv = N_(vload)(yb);
+        const VI ign = yv < 0;
+        const int any_ign = N_(vany)(ign);
+        for (int64_t t = 0; t < nt; t++) {
+            V v[W];
+            for (int j = 0; j < W; j++) {
+                const int64_t o = j * C + t * W;
+                v[j] = o + W <= ne ? N_(vload)(xb + o)
+                                   : o < ne ? N_(vload_first)(xb + o, ne - o) : N_(vset1)(0);
+            }
+            N_(vtranspose)(v);
+            for (int c = 0; c < W; c++) xt[t * W + c] = v[c];
         }
-        V m = xt[0], s = N_(vset1)(0), sd = N_(vset1)(0);
+        /* each row's label logit and weight (selected: cheaper than W scalar reads) */
+        V m = xt[0], s = N_(vset1)(0), sd = N_(vset1)(0), xy = N_(vset1)(0), wy = N_(vset1)(1);
         VI am = {0};
-        for (int64_t k = 1; k < C; k++) {
+        for (int64_t k = 0; k < C; k++) {
+            const VI yk = yv == (T)k;
+            xy = N_(vsel)(yk, xt[k], xy);
+            if (cw) wy = N_(vsel)(yk, N_(vset1)(cw[k]), wy);
+            if (k == 0) continue;
             if (st) am = N_(vamax_step)(am, m, xt[k], k);
             m = N_(vmax_nan)(m, xt[k]);
         }
         for (int64_t k = 0; k < C; k++) {
             if (eps > 0 && (!cw || cw[k] != 0)) sd += cw ? (m - xt[k]) * cw[k] : m - xt[k];
-            xt[k] = N_(vexp)(xt[k] - m);
+            xt[k] = N_(vexp_le0)(xt[k] - m);   /* m not finite: NaN lanes, see s */
             s += xt[k];
         }
-        V logs = N_(vlog)(s);
-        T scale[W] = {0};
-        double wys[W];
-        int64_t ys[W];
+        /* a row whose max is NaN or infinite (a NaN, +inf, or only -inf) is NaN, as its
+         * x - m would make it: vexp_le0 does not promise NaN there */
+        s = N_(vsel)((m > -(T)INFINITY) & (m < (T)INFINITY), s, N_(vset1)((T)NAN));
+        const V logs = N_(vlog)(s);
+        const VD wyd = __builtin_convertvector(wy, VD), md = __builtin_convertvector(m, VD);
+        const VD logsd = __builtin_convertvector(logs, VD);
+        VD a;
+        const VD l = N_(label_row_loss_v)(p, wyd, md, logsd, __builtin_convertvector(xy, VD),
+                                          __builtin_convertvector(sd, VD), &a);
+        if (nr == W) *(N_(VDU) *)(loss + r0) = l;
         for (int j = 0; j < nr; j++) {
-            const int64_t yr = y[r0 + j];
-            ys[j] = yr;
+            if (nr < W) loss[r0 + j] = l[j];
+            if (yb[j] < 0) loss[r0 + j] = 0.0;
             if (st) fl_put_stats(st, r0 + j, (double)m[j], (double)logs[j], am[j],
-                                 yr != p->ignore_index && am[j] == yr);
-            if (yr == p->ignore_index) { loss[r0 + j] = 0.0; scale[j] = 0; wys[j] = 0; continue; }
-            const double wy = cw ? (double)cw[yr] : 1.0;
-            double a;
-            loss[r0 + j] = fl_label_row_loss(p, wy, (double)m[j], (double)logs[j],
-                                             (double)xb[j * C + yr], (double)sd[j], &a);
-            scale[j] = (T)(gs * a / (double)s[j]);
-            wys[j] = wy;
+                                 yb[j] >= 0 && am[j] == y[r0 + j]);
         }
         if (!g) continue;
         T *gb = g + r0 * C;
-        const V vscale = N_(vload)(scale);
-        const T bconst = (T)(gs * eps / (double)C);
-        for (int64_t k = 0; k < C; k++) {
-            V gk = xt[k] * vscale - (cw ? bconst * cw[k] : bconst);
-            for (int j = 0; j < nr; j++) gb[j * C + k] = gk[j];
-        }
-        for (int j = 0; j < nr; j++) {
-            if (ys[j] == p->ignore_index) memset(gb + j * C, 0, (size_t)C * sizeof(T));
-            else gb[j * C + ys[j]] -= (T)(gs * (1.0 - eps) * wys[j]);
+        const V scale = N_(vsel)(ign, N_(vset1)(0),
+                                 __builtin_convertvector(gs * a / __builtin_convertvector(s, VD), V));
+        const V cy = __builtin_convertvector(gs * (1.0 - eps) * wyd, V);   /* at the label */
+        for (int64_t t = nt - 1; t >= 0; t--) {
+            V v[W];
+            for (int c = 0; c < W; c++) {
+                const int64_t k = t * W + c;
+                V gk = N_(vset1)(0);
+                if (k < C) {
+                    gk = xt[k] * scale - (cw ? bconst * cw[k] : bconst);
+                    gk -= N_(vsel)(yv == (T)k, cy, N_(vset1)(0));
+                    if (any_ign) gk = N_(vsel)(ign, N_(vset1)(0), gk);
+                }
+                v[c] = gk;
+            }
+            N_(vtranspose)(v);
+            for (int j = 0; j < nr; j++) {
+                const int64_t o = j * C + t * W;
+                if (o + W <= ne) N_(vstore)(gb + o, v[j]);
+                else N_(vstore_first)(gb + o, v[j], C - t * W);
+            }
         }
     }
 }

@@ -143,6 +143,63 @@ FL_INL VI N_(vkeep_bytes)(const uint8_t *m, int64_t k, int64_t nk) {
     return v != 0;
 #endif
 }
+/* The first n <= W elements of p into the first lanes (the rest read 0), and the store
+ * of a vector's first n lanes: one masked instruction at AVX-512 (and AVX2's load); else
+ * vload_part, vstore_part (AVX2's masked store is slow on AMD). */
+FL_INL V N_(vload_first)(const T *p, int64_t n) {
+#if FL_X86_DISPATCH && FL_VBYTES == 64 && FL_DOUBLE
+    return (V)_mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1), p);
+#elif FL_X86_DISPATCH && FL_VBYTES == 64
+    return (V)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+#elif FL_X86_DISPATCH && FL_VBYTES == 32 && FL_DOUBLE
+    return (V)_mm256_maskload_pd(p, (__m256i)N_(vfirst)(n));
+#elif FL_X86_DISPATCH && FL_VBYTES == 32
+    return (V)_mm256_maskload_ps(p, (__m256i)N_(vfirst)(n));
+#else
+    return N_(vload_part)(p, n, 0);
+#endif
+}
+FL_INL void N_(vstore_first)(T *p, V v, int64_t n) {
+#if FL_X86_DISPATCH && FL_VBYTES == 64 && FL_DOUBLE
+    _mm512_mask_storeu_pd(p, (__mmask8)((1u << n) - 1), (__m512d)v);
+#elif FL_X86_DISPATCH && FL_VBYTES == 64
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+#else
+    N_(vstore_part)(p, v, n);
+#endif
+}
+/* Transposes W vectors in place (a W x W tile: v[r][c] becomes v[c][r]): log2(W) stages,
+ * stage h swapping the off-diagonal h x h blocks of each pair of rows r, r + h by
+ * constant two-vector shuffles (GCC picks each level's instructions for them). */
+#if FL_VBYTES / (4 + 4 * FL_DOUBLE) == 16
+#define FL_LANES(F, h) F(h, 0), F(h, 1), F(h, 2), F(h, 3), F(h, 4), F(h, 5), F(h, 6), F(h, 7), \
+    F(h, 8), F(h, 9), F(h, 10), F(h, 11), F(h, 12), F(h, 13), F(h, 14), F(h, 15)
+#elif FL_VBYTES / (4 + 4 * FL_DOUBLE) == 8
+#define FL_LANES(F, h) F(h, 0), F(h, 1), F(h, 2), F(h, 3), F(h, 4), F(h, 5), F(h, 6), F(h, 7)
+#elif FL_VBYTES / (4 + 4 * FL_DOUBLE) == 4
+#define FL_LANES(F, h) F(h, 0), F(h, 1), F(h, 2), F(h, 3)
+#else
+#define FL_LANES(F, h) F(h, 0), F(h, 1)
+#endif
+#define FL_BF_LO(h, c) ((c) & (h) ? W + (c) - (h) : (c))   /* row r: b's block left of a's */
+#define FL_BF_HI(h, c) ((c) & (h) ? W + (c) : (c) + (h))   /* row r + h: a's block right of b's */
+#define FL_BF_STAGE(h)                                                              \
+    if ((h) < W) {                                                                  \
+        const VI lo = {FL_LANES(FL_BF_LO, h)}, hi = {FL_LANES(FL_BF_HI, h)};         \
+        for (int r = 0; r < W; r++)                                                 \
+            if (!(r & (h))) {                                                       \
+                const V a = v[r], b = v[r + (h)];                                   \
+                v[r] = __builtin_shuffle(a, b, lo);                                 \
+                v[r + (h)] = __builtin_shuffle(a, b, hi);                           \
+            }                                                                       \
+    }
+FL_INL void N_(vtranspose)(V *v) {
+    FL_BF_STAGE(8) FL_BF_STAGE(4) FL_BF_STAGE(2) FL_BF_STAGE(1)
+}
+#undef FL_BF_STAGE
+#undef FL_BF_HI
+#undef FL_BF_LO
+#undef FL_LANES
 FL_INL double N_(vhsum)(V v) {
     double s = 0.0;
     for (int j = 0; j < W; j++) s += (double)v[j];
