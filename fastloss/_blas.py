@@ -1,10 +1,13 @@
-"""The one BLAS product NumPy's matmul cannot do: out += a @ b in place (gemm with beta = 1).
+"""Matrix products of linear_cross_entropy through one BLAS library: out = a @ b, or
+out += a @ b (gemm with beta = 1, which NumPy's matmul cannot do).
 
-linear_cross_entropy accumulates the weight's gradient over blocks of tokens. SciPy's BLAS
-wrappers (an optional dependency) do it in one call; without SciPy a few rows of out at a
-time go through a small temporary, which costs an extra pass over out and many small
-products (the whole linear_cross_entropy call with gradients measured 1.10x slower at
-1024 x 1024 x 128256, default blocks)."""
+With SciPy installed (an optional dependency) every product goes through SciPy's BLAS
+wrappers: the weight's gradient accumulates over blocks of tokens in one call, and no
+product alternates with NumPy's BLAS, a second OpenBLAS whose idle threads keep spinning
+for a while after each product and so take cores from the other library's threads.
+Without SciPy: NumPy's matmul, accumulating a few rows of out at a time through a small
+temporary (an extra pass over out and many small products: the whole call with gradients
+measured 1.10x slower at 1024 x 1024 x 128256, default blocks)."""
 import numpy as np
 
 # Rows of out per product of the NumPy fallback: a (rows, n) temporary of this many bytes
@@ -21,17 +24,36 @@ def _scipy_gemm(dtype):
     return blas.get_blas_funcs("gemm", dtype=dtype)
 
 
-def add_product(out, a, b):
-    """out += a @ b for C-contiguous out (m, n), F-contiguous a (m, k) (a transposed
-    C-contiguous array) and C-contiguous b (k, n), all of out's dtype."""
+def _fortran(m):
+    """(f, trans): a Fortran-ordered array f with op(f) = m (f = m.T of a C-ordered m,
+    transposed back by the BLAS call), copying only when m is neither."""
+    if m.flags.f_contiguous:
+        return m, False
+    if m.flags.c_contiguous:
+        return m.T, True
+    return np.asfortranarray(m), False
+
+
+def product(out, a, b, accumulate=False):
+    """out = a @ b (accumulate: out += a @ b) for a (m, k), b (k, n), out (m, n) of one dtype."""
+    if out.size == 0 or a.shape[1] == 0:        # f2py rejects empty operands
+        if not accumulate:
+            out[...] = 0
+        return
     gemm = _scipy_gemm(out.dtype)
     if gemm is not None:
-        # in Fortran order the call is out.T += b.T @ a.T, every operand without a copy
-        res = gemm(1.0, b.T, a, beta=1.0, c=out.T, overwrite_c=True, trans_b=True)
-        if not np.shares_memory(res, out):       # out not C-contiguous: f2py worked on a copy
-            out[...] = res.T
+        # BLAS is column-major: a C-ordered out is the Fortran array out.T = b.T @ a.T
+        c, x, y = (out.T, b.T, a.T) if out.flags.c_contiguous else (out, a, b)
+        (fx, tx), (fy, ty) = _fortran(x), _fortran(y)
+        res = gemm(1.0, fx, fy, beta=1.0 if accumulate else 0.0, c=c, overwrite_c=True,
+                   trans_a=tx, trans_b=ty)
+        if not np.shares_memory(res, out):       # out neither C- nor F-ordered: f2py's copy
+            c[...] = res
         return
-    step = max(1, _ACCUMULATE_BYTES // (out.shape[1] * out.itemsize))
+    if not accumulate:
+        np.matmul(a, b, out=out)
+        return
+    step = max(1, _ACCUMULATE_BYTES // (max(1, out.shape[1]) * out.itemsize))
     tmp = np.empty((min(step, out.shape[0]), out.shape[1]), dtype=out.dtype)
     for i in range(0, out.shape[0], step):
         t = tmp[:min(step, out.shape[0] - i)]

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _classification as _k
 from . import _config
-from ._blas import add_product
+from ._blas import product
 from ._checks import (as_float_array, check_axis, check_broadcast, check_choice, check_class_axis,
                       check_class_weight, check_grad_out, check_grad_outs, check_grad_request,
                       check_linear_layer, check_names, check_no_overlap, check_real,
@@ -287,9 +287,9 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     ``F.linear_cross_entropy``, plus `z_loss` and `softcap`. The tokens go in blocks whose
     logits take at most `block_bytes` (default ``LINEAR_BLOCK_BYTES``, 128 MiB), in blocks of
     even size: per block one product for the logits, the fused cross-entropy kernel writing
-    the logits' gradient in place, and the products back to the input and the weight (BLAS
-    through NumPy's matmul; the weight's gradient accumulates over the blocks through SciPy's
-    gemm when SciPy is installed, else through a small temporary); without gradients (and
+    the logits' gradient in place, and the products back to the input and the weight (every
+    product through SciPy's BLAS when SciPy is installed, the weight's gradient accumulating
+    over the blocks in gemm; else NumPy's matmul and a small temporary); without gradients (and
     softcap) the classes are read in chunks of at most 8 MiB of logits instead, each chunk's
     log-sum-exp taken relative to its max, so each block of up to 1024 tokens reads the
     weight once.
@@ -385,7 +385,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
                          [("input", h), ("linear_weight", w), ("linear_bias", b), ("target", labels),
                           ("weight", cw)])
 
-    h2 = np.ascontiguousarray(h, dtype=dtype).reshape(-1, D)
+    h2 = np.ascontiguousarray(h, dtype=dtype).reshape(math.prod(row_shape), D)
     W = np.ascontiguousarray(w, dtype=dtype)
     if not return_grad and cap == 0:
         rows = _linear_xent_loss(h2, W, b, labels, cw, ignore_index, eps, zl, budget)
@@ -418,7 +418,7 @@ def _linear_xent_blocks(h2, W, b, labels, cw, ignore_index, eps, zl, cap, gscale
     for r0 in range(0, N, R):
         r1 = min(N, r0 + R)
         Sb, hb = S[:r1 - r0], h2[r0:r1]
-        np.matmul(hb, W.T, out=Sb)
+        product(Sb, hb, W.T)
         if b is not None:
             Sb += b
         rows[r0:r1] = label_rows(Sb, labels[r0:r1], class_weight=cw, ignore_index=ignore_index,
@@ -426,12 +426,9 @@ def _linear_xent_blocks(h2, W, b, labels, cw, ignore_index, eps, zl, cap, gscale
                                  grad=Sb if grads else None,
                                  n_threads=_config.threads_for(Sb.size))
         if g_in is not None:
-            np.matmul(Sb, W, out=g_in[r0:r1])
+            product(g_in[r0:r1], Sb, W)
         if g_w is not None:
-            if r0 == 0:
-                np.matmul(Sb.T, hb, out=g_w)
-            else:
-                add_product(g_w, Sb.T, hb)
+            product(g_w, Sb.T, hb, accumulate=r0 > 0)
         if b_sum is not None:
             b_sum += np.sum(Sb, axis=0, dtype=np.float64)
     if g_b is not None:
@@ -478,7 +475,7 @@ def _linear_xent_loss(h2, W, b, labels, cw, ignore_index, eps, zl, budget):
         for c, v0 in enumerate(starts):
             v1 = min(V, v0 + Vc)
             S = buf[:n * (v1 - v0)].reshape(n, v1 - v0)
-            np.matmul(hb, W[v0:v1].T, out=S)
+            product(S, hb, W[v0:v1].T)
             if b is not None:
                 S += b[v0:v1]
             here = np.nonzero((yb >= v0) & (yb < v1))[0]

@@ -223,21 +223,26 @@ def test_loss_only_chunks_large_and_masked_logits(monkeypatch, rng, dtype, smoot
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("scipy_gemm", [True, False])
-def test_add_product(monkeypatch, rng, dtype, scipy_gemm):
-    """_blas.add_product: out += a @ b in place, with SciPy's gemm or NumPy alone, for the
-    layout linear_cross_entropy passes (a = S.T) and for a strided out (SciPy works on a
-    copy, which is written back), several NumPy row slices of out."""
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_product(monkeypatch, rng, dtype, scipy_gemm, accumulate):
+    """_blas.product: out = a @ b or out += a @ b, with SciPy's gemm or NumPy alone, for
+    C-, F-ordered and strided operands (linear_cross_entropy passes S.T, W.T, slices) and
+    C-, F-ordered and strided out (SciPy works on a copy of a strided out, written back);
+    several NumPy row slices of out when accumulating."""
     from fastloss import _blas
     if not scipy_gemm:
         monkeypatch.setattr(_blas, "_scipy_gemm", lambda dtype: None)
     monkeypatch.setattr(_blas, "_ACCUMULATE_BYTES", 16 * 9 * np.dtype(dtype).itemsize)
     S = rng.standard_normal((5, 70)).astype(dtype)
-    h = rng.standard_normal((5, 9)).astype(dtype)
+    h = rng.standard_normal((10, 18)).astype(dtype)
     base = rng.standard_normal((70, 18)).astype(dtype)
-    for out in (base[:, :9].copy(), base.copy()[:, ::2]):
-        expected = out.astype(np.float64) + S.T.astype(np.float64) @ h
-        _blas.add_product(out, S.T, h)
-        assert_close(out, expected, dtype)
+    for a in (S.T, np.ascontiguousarray(S.T), S[:, ::1].T[::2]):
+        for b in (h[:5, :9], h[::2, ::2], np.asfortranarray(h[:5, :9])):
+            m = a.shape[0]
+            for out in (base[:m, :9].copy(), np.asfortranarray(base[:m, :9]), base.copy()[:m, ::2]):
+                expected = (out.astype(np.float64) if accumulate else 0) + a.astype(np.float64) @ b
+                _blas.product(out, a, b, accumulate=accumulate)
+                assert_close(out, expected, dtype)
 
 
 def test_weight_gradient_without_scipy(monkeypatch, rng):
@@ -512,6 +517,21 @@ def test_zero_tokens(dtype, lead):
     assert gx.shape == x.shape and gW.shape == W.shape and gb.shape == b.shape
     np.testing.assert_array_equal(gW, 0)
     np.testing.assert_array_equal(gb, 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lead", [(3,), (2, 3)])
+def test_zero_features(rng, dtype, lead):
+    """D = 0: the logits are the bias (or 0), every gradient but the bias's is empty
+    (was a reshape error of the tokens' (N, 0) view)."""
+    x, W, b = np.zeros(lead + (0,), dtype), np.zeros((5, 0), dtype), rng.standard_normal(5).astype(dtype)
+    y = rng.integers(0, 5, lead)
+    for bias in (None, b):
+        for kw in ({}, {"label_smoothing": 0.1}):
+            expected = ref.linear_cross_entropy(x, W, y, linear_bias=bias, return_grad=True, **kw)
+            got = fl.linear_cross_entropy(x, W, y, linear_bias=bias, return_grad=True, **kw)
+            _check(got, expected, dtype)
+            assert_close(fl.linear_cross_entropy(x, W, y, linear_bias=bias, **kw), expected[0], dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -80,7 +80,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     if grad_wrt is None:
         grad_wrt = ("input", "linear_weight") + (("linear_bias",) if linear_bias is not None else ())
     G2 = G.reshape(-1, W.shape[0])                  # (tokens, V)
-    x2 = x.reshape(-1, W.shape[1])                  # (tokens, D)
+    x2 = x.reshape(G2.shape[0], W.shape[1])         # (tokens, D)
     grads = {"input": G @ W, "linear_weight": G2.T @ x2, "linear_bias": G2.sum(axis=0)}
     return loss, tuple(g for name, g in grads.items() if name in grad_wrt)  # argument order
 
