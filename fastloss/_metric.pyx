@@ -313,8 +313,8 @@ def hard_finish(const floating[:, ::1] E, const int32_t[::1] pos, const int32_t[
 
 cdef void _hard_scatter_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
     cdef MinedJob *j = <MinedJob *>job
-    cdef int64_t c0 = b * SCATTER_COLS
-    fl_hard_scatter(<const floating *>j.E, j.g, j.N, j.D, c0, min(c0 + SCATTER_COLS, j.D), j.pos, j.neg, j.cp,
+    cdef int64_t c0 = b * j.rpb
+    fl_hard_scatter(<const floating *>j.E, j.g, j.N, j.D, c0, min(c0 + j.rpb, j.D), j.pos, j.neg, j.cp,
                     j.cn, j.gscale)
 
 
@@ -325,12 +325,15 @@ def hard_scatter(const floating[:, ::1] E, floating[:, ::1] g, const int32_t[::1
     cdef int64_t N = E.shape[0], D = E.shape[1]
     if N == 0 or D == 0:
         return
-    # cp, cn: MinedJob's outputs of hard_finish, only read here
-    cdef MinedJob job = MinedJob(N=N, D=D, rpb=0, E=&E[0, 0], g=&g[0, 0], pos=&pos[0], neg=&neg[0], nanf=NULL,
+    # Column chunks of SCATTER_COLS, narrower (down to 64) when that leaves a thread
+    # without one: every element sees the same updates in the same order for any split.
+    cdef int64_t cols = min(SCATTER_COLS, max(64, (D + n_threads - 1) // n_threads))
+    # cp, cn: MinedJob's outputs of hard_finish, only read here; rpb: columns per block
+    cdef MinedJob job = MinedJob(N=N, D=D, rpb=cols, E=&E[0, 0], g=&g[0, 0], pos=&pos[0], neg=&neg[0], nanf=NULL,
                                  margin=0, gscale=gscale, squared=0, loss=NULL, cp=<double *>&cp[0],
                                  cn=<double *>&cn[0])
     with nogil:
-        run_blocks(<block_fn>_hard_scatter_block[floating], &job, n_blocks(D, SCATTER_COLS), n_threads)
+        run_blocks(<block_fn>_hard_scatter_block[floating], &job, n_blocks(D, cols), n_threads)
 
 
 cdef struct AllMineJob:

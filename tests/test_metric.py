@@ -445,6 +445,23 @@ def test_batch_hard_edges():
                                rtol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("mining", ["hard", "all"])
+def test_batch_hard_wide_labels(rng, mining):
+    """Labels are only compared: int32 values are used as they are, labels beyond int32
+    (here 2**40 + k, -2**40 - k) by their ranks; both give the small labels' result, also
+    with an inf row (the direct-distance path, which counts each label's rows)."""
+    E = _emb(rng, (30, 4), np.float64)
+    small = rng.integers(0, 4, 30)
+    for lab in (small - 2, np.where(small % 2, 2**40 + small, -2**40 - small)):
+        for Ei in (E, np.where(np.arange(30)[:, None] == 3, np.inf, E)):
+            want = batch_hard_triplet_loss(Ei, small, mining=mining, reduction="none",
+                                           return_grad=True)
+            got = batch_hard_triplet_loss(Ei, lab, mining=mining, reduction="none", return_grad=True)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+
+
 def test_batch_hard_bad_input():
     E = np.ones((4, 3))
     with pytest.raises(ValueError, match="labels must have shape"):
