@@ -58,6 +58,8 @@ cdef extern from "fl_metric.h" nogil:
     void fl_ce_grad_rows_bounded(void *S, int64_t nr, int64_t nc, int64_t r0, const double *rlse, double ra,
                                  const void *b, double cb, double U, int64_t pos_off, int64_t period,
                                  double dcoef)
+    void fl_ce_tri_stats_bounded(const void *S, int64_t nr, int64_t nc, int64_t i0, double *rsum, void *csum,
+                                 double U)
     void fl_sqrt_array(const void *x, void *y, int64_t n)
 
 PNORM_1, PNORM_2, PNORM_INF, PNORM_GEN = FL_PNORM_1, FL_PNORM_2, FL_PNORM_INF, FL_PNORM_GEN
@@ -448,6 +450,27 @@ def ce_stats_bounded(const floating[:, ::1] S, int64_t row0, double[::1] rlse, f
                                      csum=&csum[0, 0], U=U)
     with nogil:
         run_blocks(<block_fn>_ce_stats_bounded_block[floating], &job, n_blocks(n, FL_CE_GROUP), n_threads)
+
+
+cdef void _ce_tri_stats_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef CeStatsJob *j = <CeStatsJob *>job
+    cdef int64_t r0 = b * FL_CE_GROUP
+    fl_ce_tri_stats_bounded(<const floating *>j.S + r0 * j.nc, min(FL_CE_GROUP, j.n - r0), j.nc, r0, j.rlse + r0,
+                            <floating *>j.csum + b * j.nc, j.U)
+
+
+def ce_tri_stats_bounded(const floating[:, ::1] S, double[::1] rsum, floating[:, ::1] csum, double U,
+                         int n_threads):
+    """Sums of exp(S - U) over a symmetric S's lower triangle alone (diagonal excluded):
+    rsum[i] over j < i, and per group of CE_GROUP rows (record g) the column sums over
+    the group's rows; logits in [-U, U] as for ce_stats_bounded."""
+    cdef int64_t n = S.shape[0], nc = S.shape[1]
+    if n == 0:
+        return
+    cdef CeStatsJob job = CeStatsJob(n=n, nc=nc, row0=0, S=&S[0, 0], rlse=&rsum[0], cmax=NULL,
+                                     csum=&csum[0, 0], U=U)
+    with nogil:
+        run_blocks(<block_fn>_ce_tri_stats_block[floating], &job, n_blocks(n, FL_CE_GROUP), n_threads)
 
 
 cdef struct CeColJob:

@@ -9,6 +9,7 @@ stuck behind BLAS's still-spinning workers do not). The similarity matrix of the
 contrastive losses is traversed by two kernels (statistics, then the gradient of the
 logits written in place), and the gradient goes back to the embeddings through BLAS.
 """
+import functools
 import math
 
 import numpy as np
@@ -521,9 +522,12 @@ def _logit_bound(a, b, nt):
     """U with |a_i . b_j| <= U for all rows (Cauchy-Schwarz, plus the product's rounding),
     when 2U + log(rows of b) <= 80: exp(S - U) is then a normal number everywhere and the
     one-exponential kernels apply. None otherwise (or for NaN/inf)."""
-    na, nb = np.empty(a.shape[0]), np.empty(b.shape[0])
+    na = np.empty(a.shape[0])
     _k.sq_norms(a, na, nt)
-    _k.sq_norms(b, nb, nt)
+    nb = na
+    if b is not a:
+        nb = np.empty(b.shape[0])
+        _k.sq_norms(b, nb, nt)
     u = math.sqrt(float(np.max(na))) * math.sqrt(float(np.max(nb)))
     u *= 1.0 + 4.0 * a.shape[1] * np.finfo(a.dtype).eps
     if not math.isfinite(u) or 2.0 * u + math.log(b.shape[0]) > 80.0:
@@ -761,7 +765,7 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, where=None, reduction="mean", retur
     _k.normalize(b, zs[N:], scale, NORMALIZE_EPS, ntv)
     gs = grad_scale(reduction, n2)
     if not return_grad and n2 * n2 * dtype.itemsize <= _S_MAX_BYTES:
-        rows = _nt_xent_rows(zs, N, nt)
+        rows = _nt_xent_rows(zs, N, nt, ntv)
     elif n2 * n2 * dtype.itemsize <= _S_MAX_BYTES:
         # S is symmetric: row statistics suffice, and the gradient of the logits,
         # symmetrised (dS + dS^T), goes back through one product.
@@ -794,24 +798,52 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, where=None, reduction="mean", retur
     return loss, tuple(grads)
 
 
-def _nt_xent_rows(zs, N, nt):
+def _nt_xent_rows(zs, N, nt, ntv):
     """NT-Xent per-view losses without gradient, from three of the four N x N blocks of
     the symmetric S = zs zs^T (A = z1's rows, B = z2's): S_AA, S_AB, S_BB, S_BA being
     S_AB^T. Three products instead of one of four times their work (the product is
     most of the call): a row of A takes the log-sum-exp of its rows in S_AA and S_AB,
     a row of B of its column in S_AB and its row in S_BB; the positives are S_AB's
-    diagonal."""
+    diagonal. With SciPy and bounded logits (_logit_bound), S_AA and S_BB are lower
+    triangles from syrk (half a gemm's products each), summed over rows and columns at
+    once by ce_tri_stats_bounded."""
     dtype, G = zs.dtype, _k.CE_GROUP
     a, b = zs[:N], zs[N:]
+    ng = -(-N // G)
+    M = np.empty((N, N), dtype=dtype)
+    csum = np.empty((ng, N), dtype=dtype)
+    U = _logit_bound(zs, zs, ntv)
+    blas = None if U is None else _scipy_syrk_gemm(dtype)
+    if blas is not None:
+        syrk, gemm = blas
+        lse = []                                # log-sum-exp of S_AA's, S_BB's rows
+        for p in (a, b):
+            # in Fortran order M.T's upper triangle is M's lower one: p p^T = (p^T)^T p^T
+            res = syrk(1.0, p.T, trans=1, lower=0, c=M.T, overwrite_c=True, beta=0.0)
+            if not np.shares_memory(res, M):    # f2py worked on a copy
+                M[...] = res.T
+            rsum = np.empty(N)
+            _k.ce_tri_stats_bounded(M, rsum, csum, U, nt)
+            with np.errstate(divide="ignore"):
+                lse.append(U + np.log(rsum + np.sum(csum, axis=0, dtype=np.float64)))
+        # S_AB by the same BLAS as the triangles (a second library's threads would still be
+        # spinning): in Fortran order M.T = b a^T
+        res = gemm(1.0, b.T, a.T, trans_a=True, c=M.T, overwrite_c=True, beta=0.0)
+        if not np.shares_memory(res, M):
+            M[...] = res.T
+        pos = np.diagonal(M).astype(np.float64)
+        rab = np.empty(N)
+        _k.ce_stats_bounded(M, 0, rab, csum, U, nt)
+        clse = U + np.log(np.sum(csum, axis=0, dtype=np.float64))
+        with np.errstate(invalid="ignore"):
+            return np.concatenate([np.logaddexp(lse[0], rab) - pos, np.logaddexp(clse, lse[1]) - pos])
     bc = _operand_copy(b)
     r = np.empty((3, N))                       # row log-sum-exp of S_AA, S_AB, S_BB
-    M = np.empty((N, N), dtype=dtype)
     for k, (p, q) in enumerate(((a, _operand_copy(a)), (a, bc), (b, bc))):
         np.matmul(p, q.T, out=M)
         if k == 1:
             pos = np.diagonal(M).astype(np.float64)
-            ng = -(-N // G)
-            cmax, csum = np.empty((ng, N), dtype=dtype), np.empty((ng, N), dtype=dtype)
+            cmax = np.empty((ng, N), dtype=dtype)
             clse = np.empty(N, dtype=dtype)
             _k.ce_stats(M, 0, r[k], cmax, csum, nt)
             _k.ce_col_lse(cmax, csum, clse, _config.threads_for(N))
@@ -823,10 +855,12 @@ def _nt_xent_rows(zs, N, nt):
                                np.logaddexp(clse.astype(np.float64), r[2]) - pos])
 
 
-document(triplet_margin_loss, "triplet")
-_COMPACT_NOTE = ("        A masked sample leaves the batch: it is neither an anchor nor a negative (nor,\n"
-                 "        for labels, a positive).\n")
-for _fn in (batch_hard_triplet_loss, info_nce_loss):
-    document(_fn, "sample", _COMPACT_NOTE)
-document(nt_xent_loss, "pair", "        Shape (N,): a masked pair's two views leave the batch (neither anchors nor\n"
-                               "        negatives); ``\"none\"`` holds 0 at both.\n")
+@functools.lru_cache(maxsize=None)
+def _scipy_syrk_gemm(dtype):
+    """SciPy's BLAS ?syrk and ?gemm for dtype, or None without SciPy (NumPy sends x @ x.T
+    to syrk too, but then mirrors the triangle serially)."""
+    try:
+        from scipy.linalg import blas
+    except ImportError:
+        return None
+    return blas.get_blas_funcs(("syrk", "gemm"), dtype=dtype)

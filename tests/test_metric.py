@@ -605,6 +605,29 @@ def test_nt_xent_oracle(simd, rng, dtype, reduction, temperature):
     _check(nt_xent_loss(a, b, **kw), ref.nt_xent_loss(a, b, **kw), dtype, tol)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("temperature", [0.5, 0.05, 0.02])     # 0.02: beyond the bounded kernels
+@pytest.mark.parametrize("syrk", [True, False], ids=["syrk", "gemm"])
+def test_nt_xent_loss_only(simd, rng, monkeypatch, dtype, reduction, temperature, syrk):
+    """The loss-only path (three blocks of S; with SciPy, S_AA and S_BB as syrk triangles
+    summed by rows and columns at once) against the oracle; 70 rows: several row groups,
+    the last one partial."""
+    if not syrk:
+        monkeypatch.setattr(metric, "_scipy_syrk_gemm", lambda dtype: None)
+    elif metric._scipy_syrk_gemm(np.dtype(dtype)) is None:
+        pytest.skip("SciPy not installed")
+    a, b = _emb(rng, (70, 11), dtype), _emb(rng, (70, 11), dtype)
+    kw = dict(temperature=temperature, reduction=reduction)
+    tol = dict(rtol=TOL[np.dtype(dtype)]["rtol"],
+               atol=TOL[np.dtype(dtype)]["atol"] + 16 * np.finfo(dtype).eps / temperature)
+    loss = nt_xent_loss(a, b, **kw)
+    assert np.asarray(loss).dtype == dtype
+    np.testing.assert_allclose(np.asarray(loss, np.float64), ref.nt_xent_loss(a, b, **kw), **tol)
+    # the loss of the gradient path (the whole S) agrees
+    np.testing.assert_allclose(loss, nt_xent_loss(a, b, return_grad=True, **kw)[0], **tol)
+
+
 def test_nt_xent_fd(rng):
     a, b = _emb(rng, (4, 3), np.float64), _emb(rng, (4, 3), np.float64)
     _, (ga, gb) = nt_xent_loss(a, b, temperature=0.3, return_grad=True)
@@ -667,11 +690,15 @@ def _run_all(rng_seed=7):
               nt_xent_loss(q, k, return_grad=True)):
         out.append(r[0])
         out.extend(_as_tuple(r[1]))
+    out.append(nt_xent_loss(q, k, reduction="none"))
     return out
 
 
-def test_determinism_across_threads(monkeypatch):
+@pytest.mark.parametrize("syrk", [True, False], ids=["syrk", "gemm"])
+def test_determinism_across_threads(monkeypatch, syrk):
     monkeypatch.setattr(metric, "HARD_BLOCK", 100)      # several blocks of the triangle walk
+    if not syrk:
+        monkeypatch.setattr(metric, "_scipy_syrk_gemm", lambda dtype: None)
     results = []
     for nt in (1, 2, 3):
         with fl.threads(nt):
