@@ -57,7 +57,7 @@ cdef extern from "fl_metric.h" nogil:
                                    double U)
     void fl_ce_grad_rows_bounded(void *S, int64_t nr, int64_t nc, int64_t r0, const double *rlse, double ra,
                                  const void *b, double cb, double U, int64_t pos_off, int64_t period,
-                                 double dcoef)
+                                 double dcoef, int tri)
     void fl_ce_tri_stats_bounded(const void *S, int64_t nr, int64_t nc, int64_t i0, double *rsum, void *csum,
                                  double U)
     void fl_sqrt_array(const void *x, void *y, int64_t n)
@@ -503,6 +503,7 @@ cdef struct CeGradJob:
     const void *clse
     const void *b
     double ra, cb, U, dcoef
+    int tri
 
 
 cdef void _ce_grad_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
@@ -521,7 +522,7 @@ def ce_grad(floating[:, ::1] S, int64_t row0, const double[::1] rlse, double ra,
     if n == 0:
         return
     cdef CeGradJob job = CeGradJob(n=n, nc=nc, rpb=rpb, row0=row0, pos_off=pos_off, period=period, S=&S[0, 0],
-                                   rlse=&rlse[0], clse=&clse[0], b=NULL, ra=ra, cb=cb, U=0, dcoef=dcoef)
+                                   rlse=&rlse[0], clse=&clse[0], b=NULL, ra=ra, cb=cb, U=0, dcoef=dcoef, tri=0)
     with nogil:
         run_blocks(<block_fn>_ce_grad_block[floating], &job, n_blocks(n, rpb), n_threads)
 
@@ -530,19 +531,21 @@ cdef void _ce_grad_bounded_block(void *job, int64_t b, int tid, const floating *
     cdef CeGradJob *j = <CeGradJob *>job
     cdef int64_t r0 = b * j.rpb
     fl_ce_grad_rows_bounded(<floating *>j.S + r0 * j.nc, min(j.rpb, j.n - r0), j.nc, j.row0 + r0,
-                            j.rlse + j.row0 + r0, j.ra, j.b, j.cb, j.U, j.pos_off, j.period, j.dcoef)
+                            j.rlse + j.row0 + r0, j.ra, j.b, j.cb, j.U, j.pos_off, j.period, j.dcoef, j.tri)
 
 
 def ce_grad_bounded(floating[:, ::1] S, int64_t row0, const double[::1] rlse, double ra,
                     const floating[::1] b, double cb, double U, int64_t pos_off, int64_t period,
-                    double dcoef, int n_threads):
-    """ce_grad for bounded logits, b[j] = exp(U - clse[j]): one exponential per element."""
+                    double dcoef, int n_threads, bint tri=False):
+    """ce_grad for bounded logits, b[j] = exp(U - clse[j]): one exponential per element.
+    tri: S is symmetric and only its lower triangle is read and written (see
+    fl_ce_grad_rows_bounded)."""
     cdef int64_t n = S.shape[0], nc = S.shape[1]
     cdef int64_t rpb = rows_per_block(nc)
     if n == 0:
         return
     cdef CeGradJob job = CeGradJob(n=n, nc=nc, rpb=rpb, row0=row0, pos_off=pos_off, period=period, S=&S[0, 0],
-                                   rlse=&rlse[0], clse=NULL, b=&b[0], ra=ra, cb=cb, U=U, dcoef=dcoef)
+                                   rlse=&rlse[0], clse=NULL, b=&b[0], ra=ra, cb=cb, U=U, dcoef=dcoef, tri=tri)
     with nogil:
         run_blocks(<block_fn>_ce_grad_bounded_block[floating], &job, n_blocks(n, rpb), n_threads)
 

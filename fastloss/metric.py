@@ -9,6 +9,7 @@ stuck behind BLAS's still-spinning workers do not). The similarity matrix of the
 contrastive losses is traversed by two kernels (statistics, then the gradient of the
 logits written in place), and the gradient goes back to the embeddings through BLAS.
 """
+import collections
 import functools
 import math
 
@@ -768,17 +769,34 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, where=None, reduction="mean", retur
         rows = _nt_xent_rows(zs, N, nt, ntv)
     elif n2 * n2 * dtype.itemsize <= _S_MAX_BYTES:
         # S is symmetric: row statistics suffice, and the gradient of the logits,
-        # symmetrised (dS + dS^T), goes back through one product.
+        # symmetrised (dS + dS^T), goes back through one product. With SciPy and bounded
+        # logits only S's lower triangle is formed (syrk: half the products), summed by
+        # rows and columns at once, turned into dS's and read back by symm.
         S = np.empty((n2, n2), dtype=dtype)
-        np.matmul(zs, _operand_copy(zs).T, out=S)
-        np.fill_diagonal(S, -np.inf)
-        i = np.arange(n2)
-        posv = S[i, (i + N) % n2].astype(np.float64)
-        rlse = np.empty(n2)
-        _k.ce_stats(S, 0, rlse, None, None, nt)
-        rows = rlse - posv
-        if return_grad:
-            U = _logit_bound(zs, zs, ntv)
+        U = _logit_bound(zs, zs, ntv)
+        blas = None if U is None else _scipy_blas(dtype)
+        if blas is not None:
+            _lower_gram(blas.syrk, zs, S)
+            rsum, csum = np.empty(n2), np.empty((-(-n2 // _k.CE_GROUP), n2), dtype=dtype)
+            _k.ce_tri_stats_bounded(S, rsum, csum, U, nt)
+            rlse = U + np.log(rsum + np.sum(csum, axis=0, dtype=np.float64))
+            posv = S[np.arange(N, n2), np.arange(N)].astype(np.float64)   # (N + k, k): lower
+            rows = rlse - np.concatenate([posv, posv])
+            _k.ce_grad_bounded(S, 0, rlse, gs, np.exp(U - rlse).astype(dtype), gs, U, N, n2,
+                               2.0 * gs, nt, True)
+            gz = np.empty_like(zs)
+            # in Fortran order gz.T = zs^T dS, dS's lower triangle being S.T's upper one
+            res = blas.symm(1.0, S.T, zs.T, side=1, lower=0, c=gz.T, overwrite_c=True, beta=0.0)
+            if not np.shares_memory(res, gz):
+                gz[...] = res.T
+        else:
+            np.matmul(zs, _operand_copy(zs).T, out=S)
+            np.fill_diagonal(S, -np.inf)
+            i = np.arange(n2)
+            posv = S[i, (i + N) % n2].astype(np.float64)
+            rlse = np.empty(n2)
+            _k.ce_stats(S, 0, rlse, None, None, nt)
+            rows = rlse - posv
             if U is None:
                 _k.ce_grad(S, 0, rlse, gs, rlse.astype(dtype), gs, N, n2, 2.0 * gs, nt)
             else:
@@ -813,22 +831,18 @@ def _nt_xent_rows(zs, N, nt, ntv):
     M = np.empty((N, N), dtype=dtype)
     csum = np.empty((ng, N), dtype=dtype)
     U = _logit_bound(zs, zs, ntv)
-    blas = None if U is None else _scipy_syrk_gemm(dtype)
+    blas = None if U is None else _scipy_blas(dtype)
     if blas is not None:
-        syrk, gemm = blas
         lse = []                                # log-sum-exp of S_AA's, S_BB's rows
         for p in (a, b):
-            # in Fortran order M.T's upper triangle is M's lower one: p p^T = (p^T)^T p^T
-            res = syrk(1.0, p.T, trans=1, lower=0, c=M.T, overwrite_c=True, beta=0.0)
-            if not np.shares_memory(res, M):    # f2py worked on a copy
-                M[...] = res.T
+            _lower_gram(blas.syrk, p, M)
             rsum = np.empty(N)
             _k.ce_tri_stats_bounded(M, rsum, csum, U, nt)
             with np.errstate(divide="ignore"):
                 lse.append(U + np.log(rsum + np.sum(csum, axis=0, dtype=np.float64)))
         # S_AB by the same BLAS as the triangles (a second library's threads would still be
         # spinning): in Fortran order M.T = b a^T
-        res = gemm(1.0, b.T, a.T, trans_a=True, c=M.T, overwrite_c=True, beta=0.0)
+        res = blas.gemm(1.0, b.T, a.T, trans_a=True, c=M.T, overwrite_c=True, beta=0.0)
         if not np.shares_memory(res, M):
             M[...] = res.T
         pos = np.diagonal(M).astype(np.float64)
@@ -855,12 +869,33 @@ def _nt_xent_rows(zs, N, nt, ntv):
                                np.logaddexp(clse.astype(np.float64), r[2]) - pos])
 
 
+_Blas = collections.namedtuple("_Blas", "syrk gemm symm")
+
+
 @functools.lru_cache(maxsize=None)
-def _scipy_syrk_gemm(dtype):
-    """SciPy's BLAS ?syrk and ?gemm for dtype, or None without SciPy (NumPy sends x @ x.T
-    to syrk too, but then mirrors the triangle serially)."""
+def _scipy_blas(dtype):
+    """SciPy's BLAS ?syrk, ?gemm and ?symm for dtype, or None without SciPy (NumPy sends
+    x @ x.T to syrk too, but then mirrors the triangle serially)."""
     try:
         from scipy.linalg import blas
     except ImportError:
         return None
-    return blas.get_blas_funcs(("syrk", "gemm"), dtype=dtype)
+    return _Blas(*blas.get_blas_funcs(("syrk", "gemm", "symm"), dtype=dtype))
+
+
+def _lower_gram(syrk, x, out):
+    """out's lower triangle (diagonal included) = x x^T's, by BLAS syrk (half the products
+    of a gemm); out's other entries are left as they were."""
+    # in Fortran order out.T's upper triangle is out's lower one, and x x^T = (x^T)^T x^T
+    res = syrk(1.0, x.T, trans=1, lower=0, c=out.T, overwrite_c=True, beta=0.0)
+    if not np.shares_memory(res, out):          # f2py worked on a copy
+        out[...] = res.T
+
+
+document(triplet_margin_loss, "triplet")
+_COMPACT_NOTE = ("        A masked sample leaves the batch: it is neither an anchor nor a negative (nor,\n"
+                 "        for labels, a positive).\n")
+for _fn in (batch_hard_triplet_loss, info_nce_loss):
+    document(_fn, "sample", _COMPACT_NOTE)
+document(nt_xent_loss, "pair", "        Shape (N,): a masked pair's two views leave the batch (neither anchors nor\n"
+                               "        negatives); ``\"none\"`` holds 0 at both.\n")

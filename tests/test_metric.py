@@ -597,7 +597,14 @@ def test_info_nce_bad_input():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("temperature", [0.5, 0.05, 0.02])     # 0.02: beyond the bounded kernels
-def test_nt_xent_oracle(simd, rng, dtype, reduction, temperature):
+@pytest.mark.parametrize("syrk", [True, False], ids=["syrk", "gemm"])
+def test_nt_xent_oracle(simd, rng, monkeypatch, dtype, reduction, temperature, syrk):
+    """With SciPy and bounded logits S is a syrk triangle, its gradient read back by
+    symm; else the whole S from gemm. 40 pairs: 80 rows, the last row group partial."""
+    if not syrk:
+        monkeypatch.setattr(metric, "_scipy_blas", lambda dtype: None)
+    elif metric._scipy_blas(np.dtype(dtype)) is None:
+        pytest.skip("SciPy not installed")
     a, b = _emb(rng, (40, 11), dtype), _emb(rng, (40, 11), dtype)
     kw = dict(temperature=temperature, reduction=reduction, return_grad=True)
     tol = dict(rtol=TOL[np.dtype(dtype)]["rtol"],
@@ -614,8 +621,8 @@ def test_nt_xent_loss_only(simd, rng, monkeypatch, dtype, reduction, temperature
     summed by rows and columns at once) against the oracle; 70 rows: several row groups,
     the last one partial."""
     if not syrk:
-        monkeypatch.setattr(metric, "_scipy_syrk_gemm", lambda dtype: None)
-    elif metric._scipy_syrk_gemm(np.dtype(dtype)) is None:
+        monkeypatch.setattr(metric, "_scipy_blas", lambda dtype: None)
+    elif metric._scipy_blas(np.dtype(dtype)) is None:
         pytest.skip("SciPy not installed")
     a, b = _emb(rng, (70, 11), dtype), _emb(rng, (70, 11), dtype)
     kw = dict(temperature=temperature, reduction=reduction)
@@ -698,7 +705,7 @@ def _run_all(rng_seed=7):
 def test_determinism_across_threads(monkeypatch, syrk):
     monkeypatch.setattr(metric, "HARD_BLOCK", 100)      # several blocks of the triangle walk
     if not syrk:
-        monkeypatch.setattr(metric, "_scipy_syrk_gemm", lambda dtype: None)
+        monkeypatch.setattr(metric, "_scipy_blas", lambda dtype: None)
     results = []
     for nt in (1, 2, 3):
         with fl.threads(nt):
