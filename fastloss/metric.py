@@ -8,6 +8,8 @@ fastloss's thread pool, whose calling thread takes the blocks that pool threads
 stuck behind BLAS's still-spinning workers do not). The similarity matrix of the
 contrastive losses is traversed by two kernels (statistics, then the gradient of the
 logits written in place), and the gradient goes back to the embeddings through BLAS.
+NT-Xent's similarity blocks are symmetric: with SciPy installed (and bounded logits)
+they are lower triangles from SciPy's BLAS syrk (half the products), read back by symm.
 """
 import collections
 import functools
