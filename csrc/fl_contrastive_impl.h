@@ -132,6 +132,35 @@ static void N_(ce_group_stats_bounded)(const T *S, int64_t nr, int64_t nc, doubl
     }
 }
 
+/* ce_group_stats_bounded for a symmetric S of which only the lower triangle was
+ * computed (BLAS syrk, half the products of a gemm), diagonal excluded (NT-Xent's
+ * self-similarity): rows [i0, i0 + nr) of S (nc columns, S points at row i0).
+ * rsum[r] = sum over j < i0 + r of exp(S_rj - U) (float64), and the group's record
+ * csum[j] = sum over its rows i > j of exp(S_ij - U): the upper triangle's share of
+ * row j, merged over the groups by the caller. Each entry of the triangle takes one
+ * exponential for both its row and its column. */
+static void N_(ce_tri_stats_bounded)(const T *S, int64_t nr, int64_t nc, int64_t i0, double *rsum, T *csum,
+                                     double U) {
+    for (int64_t j = 0; j < nc; j++) csum[j] = 0;
+    for (int64_t r = 0; r < nr; r++) {
+        const T *row = S + r * nc;
+        const int64_t n = i0 + r;
+        double s = 0.0;
+        for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
+            const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
+            V acc = N_(vset1)(0);
+            for (int64_t j = b; j < end; j += W) {
+                const int64_t nj = end - j;
+                V e = N_(vexp_le0)(N_(vload_n)(row + j, nj, -(T)INFINITY) - (T)U);
+                acc += e;
+                N_(vstore_n)(csum + j, N_(vload_n)(csum + j, nj, 0) + e, nj);
+            }
+            s += N_(vhsum)(acc);
+        }
+        rsum[r] = s;
+    }
+}
+
 /* Columns [c0, c1): merges the ng group records (rows of cmax/csum, nc wide) in
  * group order into clse[j] = logsumexp of column j. */
 static void N_(ce_col_combine)(const T *cmax, const T *csum, int64_t ng, int64_t nc, int64_t c0,
@@ -181,19 +210,26 @@ static void N_(ce_grad_rows)(T *S, int64_t nr, int64_t nc, int64_t r0, const dou
 /* ce_grad_rows when the logits are bounded as for ce_group_stats_bounded:
  *   S_ij <- e_ij (ra + cb a_i b_j) - dcoef [j == t(i)],
  * e_ij = exp(S_ij - rlse_i), a_i = exp(rlse_i - U), b_j = exp(U - clse_j): one
- * exponential per element (a_i b_j = exp(rlse_i - clse_j) stays within e^+-80). */
+ * exponential per element (a_i b_j = exp(rlse_i - clse_j) stays within e^+-80).
+ * tri: S is symmetric and holds only its lower triangle (BLAS syrk, then symm):
+ * row i is written on its columns j < i, its diagonal set to 0 (the excluded
+ * self-similarity), its positive subtracted only where it lies there. */
 static void N_(ce_grad_rows_bounded)(T *S, int64_t nr, int64_t nc, int64_t r0, const double *rlse, T ra,
-                                     const T *b, T cb, double U, int64_t pos_off, int64_t period, T dcoef) {
+                                     const T *b, T cb, double U, int64_t pos_off, int64_t period, T dcoef,
+                                     int tri) {
     for (int64_t r = 0; r < nr; r++) {
         T *row = S + r * nc;
+        const int64_t i = r0 + r, t = (i + pos_off) % period;
+        const int64_t w = tri && i < nc ? i : nc;
         const T rl = (T)rlse[r];
         const T ca = cb * (T)exp(rlse[r] - U);
-        for (int64_t j = 0; j < nc; j += W) {
-            const int64_t nj = nc - j;
+        for (int64_t j = 0; j < w; j += W) {
+            const int64_t nj = w - j;
             V x = N_(vload_n)(row + j, nj, 0);
             V g = N_(vexp_le0)(x - rl) * (ra + ca * N_(vload_n)(b + j, nj, 0));
             N_(vstore_n)(row + j, g, nj);
         }
-        row[(r0 + r + pos_off) % period] -= dcoef;
+        if (tri) row[i] = 0;
+        if (!tri || t < i) row[t] -= dcoef;
     }
 }

@@ -44,7 +44,7 @@ static inline int64_t fl_all_mine_scratch_bytes(int64_t N) {
     X(hard_rows) X(hard_cols) X(hard_finish) X(hard_scatter) X(all_mine_rows)         \
     X(sym_add_tiles) X(sqrt_array)                                                    \
     X(ce_group_stats) X(ce_group_stats_bounded) X(ce_col_combine) X(ce_grad_rows)     \
-    X(ce_grad_rows_bounded)
+    X(ce_grad_rows_bounded) X(ce_tri_stats_bounded)
 FL_DISPATCH(metric, FL_METRIC_KERNELS)
 
 /* One name per kernel for both dtypes (fl_common.h's FL_CALL). */
@@ -67,5 +67,6 @@ FL_DISPATCH(metric, FL_METRIC_KERNELS)
 #define fl_ce_col_combine(...) FL_CALL(fl_ce_col_combine, __VA_ARGS__)
 #define fl_ce_grad_rows(...) FL_CALL(fl_ce_grad_rows, __VA_ARGS__)
 #define fl_ce_grad_rows_bounded(...) FL_CALL(fl_ce_grad_rows_bounded, __VA_ARGS__)
+#define fl_ce_tri_stats_bounded(...) FL_CALL(fl_ce_tri_stats_bounded, __VA_ARGS__)
 
 #endif

@@ -57,7 +57,9 @@ cdef extern from "fl_metric.h" nogil:
                                    double U)
     void fl_ce_grad_rows_bounded(void *S, int64_t nr, int64_t nc, int64_t r0, const double *rlse, double ra,
                                  const void *b, double cb, double U, int64_t pos_off, int64_t period,
-                                 double dcoef)
+                                 double dcoef, int tri)
+    void fl_ce_tri_stats_bounded(const void *S, int64_t nr, int64_t nc, int64_t i0, double *rsum, void *csum,
+                                 double U)
     void fl_sqrt_array(const void *x, void *y, int64_t n)
 
 PNORM_1, PNORM_2, PNORM_INF, PNORM_GEN = FL_PNORM_1, FL_PNORM_2, FL_PNORM_INF, FL_PNORM_GEN
@@ -313,8 +315,8 @@ def hard_finish(const floating[:, ::1] E, const int32_t[::1] pos, const int32_t[
 
 cdef void _hard_scatter_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
     cdef MinedJob *j = <MinedJob *>job
-    cdef int64_t c0 = b * SCATTER_COLS
-    fl_hard_scatter(<const floating *>j.E, j.g, j.N, j.D, c0, min(c0 + SCATTER_COLS, j.D), j.pos, j.neg, j.cp,
+    cdef int64_t c0 = b * j.rpb
+    fl_hard_scatter(<const floating *>j.E, j.g, j.N, j.D, c0, min(c0 + j.rpb, j.D), j.pos, j.neg, j.cp,
                     j.cn, j.gscale)
 
 
@@ -325,12 +327,15 @@ def hard_scatter(const floating[:, ::1] E, floating[:, ::1] g, const int32_t[::1
     cdef int64_t N = E.shape[0], D = E.shape[1]
     if N == 0 or D == 0:
         return
-    # cp, cn: MinedJob's outputs of hard_finish, only read here
-    cdef MinedJob job = MinedJob(N=N, D=D, rpb=0, E=&E[0, 0], g=&g[0, 0], pos=&pos[0], neg=&neg[0], nanf=NULL,
+    # Column chunks of SCATTER_COLS, narrower (down to 64) when that leaves a thread
+    # without one: every element sees the same updates in the same order for any split.
+    cdef int64_t cols = min(SCATTER_COLS, max(64, (D + n_threads - 1) // n_threads))
+    # cp, cn: MinedJob's outputs of hard_finish, only read here; rpb: columns per block
+    cdef MinedJob job = MinedJob(N=N, D=D, rpb=cols, E=&E[0, 0], g=&g[0, 0], pos=&pos[0], neg=&neg[0], nanf=NULL,
                                  margin=0, gscale=gscale, squared=0, loss=NULL, cp=<double *>&cp[0],
                                  cn=<double *>&cn[0])
     with nogil:
-        run_blocks(<block_fn>_hard_scatter_block[floating], &job, n_blocks(D, SCATTER_COLS), n_threads)
+        run_blocks(<block_fn>_hard_scatter_block[floating], &job, n_blocks(D, cols), n_threads)
 
 
 cdef struct AllMineJob:
@@ -447,6 +452,27 @@ def ce_stats_bounded(const floating[:, ::1] S, int64_t row0, double[::1] rlse, f
         run_blocks(<block_fn>_ce_stats_bounded_block[floating], &job, n_blocks(n, FL_CE_GROUP), n_threads)
 
 
+cdef void _ce_tri_stats_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef CeStatsJob *j = <CeStatsJob *>job
+    cdef int64_t r0 = b * FL_CE_GROUP
+    fl_ce_tri_stats_bounded(<const floating *>j.S + r0 * j.nc, min(FL_CE_GROUP, j.n - r0), j.nc, r0, j.rlse + r0,
+                            <floating *>j.csum + b * j.nc, j.U)
+
+
+def ce_tri_stats_bounded(const floating[:, ::1] S, double[::1] rsum, floating[:, ::1] csum, double U,
+                         int n_threads):
+    """Sums of exp(S - U) over a symmetric S's lower triangle alone (diagonal excluded):
+    rsum[i] over j < i, and per group of CE_GROUP rows (record g) the column sums over
+    the group's rows; logits in [-U, U] as for ce_stats_bounded."""
+    cdef int64_t n = S.shape[0], nc = S.shape[1]
+    if n == 0:
+        return
+    cdef CeStatsJob job = CeStatsJob(n=n, nc=nc, row0=0, S=&S[0, 0], rlse=&rsum[0], cmax=NULL,
+                                     csum=&csum[0, 0], U=U)
+    with nogil:
+        run_blocks(<block_fn>_ce_tri_stats_block[floating], &job, n_blocks(n, FL_CE_GROUP), n_threads)
+
+
 cdef struct CeColJob:
     int64_t ng, nc
     const void *cmax
@@ -477,6 +503,7 @@ cdef struct CeGradJob:
     const void *clse
     const void *b
     double ra, cb, U, dcoef
+    int tri
 
 
 cdef void _ce_grad_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
@@ -495,7 +522,7 @@ def ce_grad(floating[:, ::1] S, int64_t row0, const double[::1] rlse, double ra,
     if n == 0:
         return
     cdef CeGradJob job = CeGradJob(n=n, nc=nc, rpb=rpb, row0=row0, pos_off=pos_off, period=period, S=&S[0, 0],
-                                   rlse=&rlse[0], clse=&clse[0], b=NULL, ra=ra, cb=cb, U=0, dcoef=dcoef)
+                                   rlse=&rlse[0], clse=&clse[0], b=NULL, ra=ra, cb=cb, U=0, dcoef=dcoef, tri=0)
     with nogil:
         run_blocks(<block_fn>_ce_grad_block[floating], &job, n_blocks(n, rpb), n_threads)
 
@@ -504,19 +531,21 @@ cdef void _ce_grad_bounded_block(void *job, int64_t b, int tid, const floating *
     cdef CeGradJob *j = <CeGradJob *>job
     cdef int64_t r0 = b * j.rpb
     fl_ce_grad_rows_bounded(<floating *>j.S + r0 * j.nc, min(j.rpb, j.n - r0), j.nc, j.row0 + r0,
-                            j.rlse + j.row0 + r0, j.ra, j.b, j.cb, j.U, j.pos_off, j.period, j.dcoef)
+                            j.rlse + j.row0 + r0, j.ra, j.b, j.cb, j.U, j.pos_off, j.period, j.dcoef, j.tri)
 
 
 def ce_grad_bounded(floating[:, ::1] S, int64_t row0, const double[::1] rlse, double ra,
                     const floating[::1] b, double cb, double U, int64_t pos_off, int64_t period,
-                    double dcoef, int n_threads):
-    """ce_grad for bounded logits, b[j] = exp(U - clse[j]): one exponential per element."""
+                    double dcoef, int n_threads, bint tri=False):
+    """ce_grad for bounded logits, b[j] = exp(U - clse[j]): one exponential per element.
+    tri: S is symmetric and only its lower triangle is read and written (see
+    fl_ce_grad_rows_bounded)."""
     cdef int64_t n = S.shape[0], nc = S.shape[1]
     cdef int64_t rpb = rows_per_block(nc)
     if n == 0:
         return
     cdef CeGradJob job = CeGradJob(n=n, nc=nc, rpb=rpb, row0=row0, pos_off=pos_off, period=period, S=&S[0, 0],
-                                   rlse=&rlse[0], clse=NULL, b=&b[0], ra=ra, cb=cb, U=U, dcoef=dcoef)
+                                   rlse=&rlse[0], clse=NULL, b=&b[0], ra=ra, cb=cb, U=U, dcoef=dcoef, tri=tri)
     with nogil:
         run_blocks(<block_fn>_ce_grad_bounded_block[floating], &job, n_blocks(n, rpb), n_threads)
 

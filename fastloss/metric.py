@@ -8,7 +8,11 @@ fastloss's thread pool, whose calling thread takes the blocks that pool threads
 stuck behind BLAS's still-spinning workers do not). The similarity matrix of the
 contrastive losses is traversed by two kernels (statistics, then the gradient of the
 logits written in place), and the gradient goes back to the embeddings through BLAS.
+NT-Xent's similarity blocks are symmetric: with SciPy installed (and bounded logits)
+they are lower triangles from SciPy's BLAS syrk (half the products), read back by symm.
 """
+import collections
+import functools
 import math
 
 import numpy as np
@@ -47,6 +51,15 @@ def _block_rows(n_rows, row_bytes, multiple=1):
     """Rows per block of about _BLOCK_BYTES, a multiple of `multiple`."""
     b = max(multiple, (_BLOCK_BYTES // max(row_bytes, 1)) // multiple * multiple)
     return min(b, n_rows)
+
+
+def _label_ids(lab):
+    """int32 labels with the same equalities as the int64 labels lab (the kernels only
+    compare them): lab itself when it fits, else the ranks among its distinct values
+    (np.unique's sort cost about 4% of a 1024 x 128 batch-hard call)."""
+    if lab.size and (lab.min() < np.iinfo(np.int32).min or lab.max() > np.iinfo(np.int32).max):
+        return np.unique(lab, return_inverse=True)[1].reshape(-1).astype(np.int32)
+    return lab.astype(np.int32)
 
 
 def _operand_copy(x):
@@ -377,11 +390,10 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
             ["embeddings"], others=[lab])
     dtype = E.dtype
     E = np.ascontiguousarray(E)
-    lab32 = np.unique(lab, return_inverse=True)[1].reshape(-1).astype(np.int32)
+    lab32 = _label_ids(lab)
     sq = np.empty(N)
     _k.sq_norms(E, sq, _config.threads_for(E.size))
     sqT = sq.astype(dtype)
-    Ec = _operand_copy(E)
     Gd = None
     if _nonfinite_rows(sq, dtype).size:
         # A row with inf or NaN entries (or an overflowing norm): the identity would give
@@ -406,11 +418,12 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
         pos, neg, nanf = (np.empty(N, dtype=np.int32) for _ in range(3))
         B = min(N, HARD_BLOCK)
         buf = np.empty(B * N, dtype=dtype)
+        first = _operand_copy(E[:B]) if Gd is None else None   # only block 0 is E_b E_b^T
         for r0 in range(0, N, B):
             r1 = min(N, r0 + B)
             blk = buf[:(r1 - r0) * r1].reshape(r1 - r0, r1)
             if Gd is None:
-                np.matmul(E[r0:r1], Ec[:r1].T, out=blk)
+                np.matmul(E[r0:r1], (first if r0 == 0 else E[:r1]).T, out=blk)
             else:
                 blk[...] = Gd[r0:r1, :r1]
             ntb = _config.threads_for(blk.size)
@@ -419,7 +432,8 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
         if Gd is not None:
             # negatives all at distance inf are never "nearer" than the initial inf: the
             # nearest is then the first of them
-            miss = np.flatnonzero((neg < 0) & (np.bincount(lab32)[lab32] < N))
+            _, inv, count = np.unique(lab32, return_inverse=True, return_counts=True)
+            miss = np.flatnonzero((neg < 0) & (count[inv] < N))
             neg[miss] = [np.argmax(lab32 != lab32[i]) for i in miss]
         cp, cn = np.empty(N), np.empty(N)
         ntv = _config.threads_for(E.size)
@@ -433,7 +447,7 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
     else:
         if Gd is None:
             G = np.empty((N, N), dtype=dtype)
-            np.matmul(E, Ec.T, out=G)
+            np.matmul(E, _operand_copy(E).T, out=G)
         else:
             # a triplet with d_ap = d_an = inf has loss inf - inf = NaN, which the kernel's
             # counting (by comparisons) does not see
@@ -511,9 +525,12 @@ def _logit_bound(a, b, nt):
     """U with |a_i . b_j| <= U for all rows (Cauchy-Schwarz, plus the product's rounding),
     when 2U + log(rows of b) <= 80: exp(S - U) is then a normal number everywhere and the
     one-exponential kernels apply. None otherwise (or for NaN/inf)."""
-    na, nb = np.empty(a.shape[0]), np.empty(b.shape[0])
+    na = np.empty(a.shape[0])
     _k.sq_norms(a, na, nt)
-    _k.sq_norms(b, nb, nt)
+    nb = na
+    if b is not a:
+        nb = np.empty(b.shape[0])
+        _k.sq_norms(b, nb, nt)
     u = math.sqrt(float(np.max(na))) * math.sqrt(float(np.max(nb)))
     u *= 1.0 + 4.0 * a.shape[1] * np.finfo(a.dtype).eps
     if not math.isfinite(u) or 2.0 * u + math.log(b.shape[0]) > 80.0:
@@ -751,20 +768,37 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, where=None, reduction="mean", retur
     _k.normalize(b, zs[N:], scale, NORMALIZE_EPS, ntv)
     gs = grad_scale(reduction, n2)
     if not return_grad and n2 * n2 * dtype.itemsize <= _S_MAX_BYTES:
-        rows = _nt_xent_rows(zs, N, nt)
+        rows = _nt_xent_rows(zs, N, nt, ntv)
     elif n2 * n2 * dtype.itemsize <= _S_MAX_BYTES:
         # S is symmetric: row statistics suffice, and the gradient of the logits,
-        # symmetrised (dS + dS^T), goes back through one product.
+        # symmetrised (dS + dS^T), goes back through one product. With SciPy and bounded
+        # logits only S's lower triangle is formed (syrk: half the products), summed by
+        # rows and columns at once, turned into dS's and read back by symm.
         S = np.empty((n2, n2), dtype=dtype)
-        np.matmul(zs, _operand_copy(zs).T, out=S)
-        np.fill_diagonal(S, -np.inf)
-        i = np.arange(n2)
-        posv = S[i, (i + N) % n2].astype(np.float64)
-        rlse = np.empty(n2)
-        _k.ce_stats(S, 0, rlse, None, None, nt)
-        rows = rlse - posv
-        if return_grad:
-            U = _logit_bound(zs, zs, ntv)
+        U = _logit_bound(zs, zs, ntv)
+        blas = None if U is None else _scipy_blas(dtype)
+        if blas is not None:
+            _lower_gram(blas.syrk, zs, S)
+            rsum, csum = np.empty(n2), np.empty((-(-n2 // _k.CE_GROUP), n2), dtype=dtype)
+            _k.ce_tri_stats_bounded(S, rsum, csum, U, nt)
+            rlse = U + np.log(rsum + np.sum(csum, axis=0, dtype=np.float64))
+            posv = S[np.arange(N, n2), np.arange(N)].astype(np.float64)   # (N + k, k): lower
+            rows = rlse - np.concatenate([posv, posv])
+            _k.ce_grad_bounded(S, 0, rlse, gs, np.exp(U - rlse).astype(dtype), gs, U, N, n2,
+                               2.0 * gs, nt, True)
+            gz = np.empty_like(zs)
+            # in Fortran order gz.T = zs^T dS, dS's lower triangle being S.T's upper one
+            res = blas.symm(1.0, S.T, zs.T, side=1, lower=0, c=gz.T, overwrite_c=True, beta=0.0)
+            if not np.shares_memory(res, gz):
+                gz[...] = res.T
+        else:
+            np.matmul(zs, _operand_copy(zs).T, out=S)
+            np.fill_diagonal(S, -np.inf)
+            i = np.arange(n2)
+            posv = S[i, (i + N) % n2].astype(np.float64)
+            rlse = np.empty(n2)
+            _k.ce_stats(S, 0, rlse, None, None, nt)
+            rows = rlse - posv
             if U is None:
                 _k.ce_grad(S, 0, rlse, gs, rlse.astype(dtype), gs, N, n2, 2.0 * gs, nt)
             else:
@@ -784,24 +818,48 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, where=None, reduction="mean", retur
     return loss, tuple(grads)
 
 
-def _nt_xent_rows(zs, N, nt):
+def _nt_xent_rows(zs, N, nt, ntv):
     """NT-Xent per-view losses without gradient, from three of the four N x N blocks of
     the symmetric S = zs zs^T (A = z1's rows, B = z2's): S_AA, S_AB, S_BB, S_BA being
     S_AB^T. Three products instead of one of four times their work (the product is
     most of the call): a row of A takes the log-sum-exp of its rows in S_AA and S_AB,
     a row of B of its column in S_AB and its row in S_BB; the positives are S_AB's
-    diagonal."""
+    diagonal. With SciPy and bounded logits (_logit_bound), S_AA and S_BB are lower
+    triangles from syrk (half a gemm's products each), summed over rows and columns at
+    once by ce_tri_stats_bounded."""
     dtype, G = zs.dtype, _k.CE_GROUP
     a, b = zs[:N], zs[N:]
+    ng = -(-N // G)
+    M = np.empty((N, N), dtype=dtype)
+    csum = np.empty((ng, N), dtype=dtype)
+    U = _logit_bound(zs, zs, ntv)
+    blas = None if U is None else _scipy_blas(dtype)
+    if blas is not None:
+        lse = []                                # log-sum-exp of S_AA's, S_BB's rows
+        for p in (a, b):
+            _lower_gram(blas.syrk, p, M)
+            rsum = np.empty(N)
+            _k.ce_tri_stats_bounded(M, rsum, csum, U, nt)
+            with np.errstate(divide="ignore"):
+                lse.append(U + np.log(rsum + np.sum(csum, axis=0, dtype=np.float64)))
+        # S_AB by the same BLAS as the triangles (a second library's threads would still be
+        # spinning): in Fortran order M.T = b a^T
+        res = blas.gemm(1.0, b.T, a.T, trans_a=True, c=M.T, overwrite_c=True, beta=0.0)
+        if not np.shares_memory(res, M):
+            M[...] = res.T
+        pos = np.diagonal(M).astype(np.float64)
+        rab = np.empty(N)
+        _k.ce_stats_bounded(M, 0, rab, csum, U, nt)
+        clse = U + np.log(np.sum(csum, axis=0, dtype=np.float64))
+        with np.errstate(invalid="ignore"):
+            return np.concatenate([np.logaddexp(lse[0], rab) - pos, np.logaddexp(clse, lse[1]) - pos])
     bc = _operand_copy(b)
     r = np.empty((3, N))                       # row log-sum-exp of S_AA, S_AB, S_BB
-    M = np.empty((N, N), dtype=dtype)
     for k, (p, q) in enumerate(((a, _operand_copy(a)), (a, bc), (b, bc))):
         np.matmul(p, q.T, out=M)
         if k == 1:
             pos = np.diagonal(M).astype(np.float64)
-            ng = -(-N // G)
-            cmax, csum = np.empty((ng, N), dtype=dtype), np.empty((ng, N), dtype=dtype)
+            cmax = np.empty((ng, N), dtype=dtype)
             clse = np.empty(N, dtype=dtype)
             _k.ce_stats(M, 0, r[k], cmax, csum, nt)
             _k.ce_col_lse(cmax, csum, clse, _config.threads_for(N))
@@ -811,6 +869,29 @@ def _nt_xent_rows(zs, N, nt):
     with np.errstate(invalid="ignore"):
         return np.concatenate([np.logaddexp(r[0], r[1]) - pos,
                                np.logaddexp(clse.astype(np.float64), r[2]) - pos])
+
+
+_Blas = collections.namedtuple("_Blas", "syrk gemm symm")
+
+
+@functools.lru_cache(maxsize=None)
+def _scipy_blas(dtype):
+    """SciPy's BLAS ?syrk, ?gemm and ?symm for dtype, or None without SciPy (NumPy sends
+    x @ x.T to syrk too, but then mirrors the triangle serially)."""
+    try:
+        from scipy.linalg import blas
+    except ImportError:
+        return None
+    return _Blas(*blas.get_blas_funcs(("syrk", "gemm", "symm"), dtype=dtype))
+
+
+def _lower_gram(syrk, x, out):
+    """out's lower triangle (diagonal included) = x x^T's, by BLAS syrk (half the products
+    of a gemm); out's other entries are left as they were."""
+    # in Fortran order out.T's upper triangle is out's lower one, and x x^T = (x^T)^T x^T
+    res = syrk(1.0, x.T, trans=1, lower=0, c=out.T, overwrite_c=True, beta=0.0)
+    if not np.shares_memory(res, out):          # f2py worked on a copy
+        out[...] = res.T
 
 
 document(triplet_margin_loss, "triplet")

@@ -445,6 +445,23 @@ def test_batch_hard_edges():
                                rtol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("mining", ["hard", "all"])
+def test_batch_hard_wide_labels(rng, mining):
+    """Labels are only compared: int32 values are used as they are, labels beyond int32
+    (here 2**40 + k, -2**40 - k) by their ranks; both give the small labels' result, also
+    with an inf row (the direct-distance path, which counts each label's rows)."""
+    E = _emb(rng, (30, 4), np.float64)
+    small = rng.integers(0, 4, 30)
+    for lab in (small - 2, np.where(small % 2, 2**40 + small, -2**40 - small)):
+        for Ei in (E, np.where(np.arange(30)[:, None] == 3, np.inf, E)):
+            want = batch_hard_triplet_loss(Ei, small, mining=mining, reduction="none",
+                                           return_grad=True)
+            got = batch_hard_triplet_loss(Ei, lab, mining=mining, reduction="none", return_grad=True)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+
+
 def test_batch_hard_bad_input():
     E = np.ones((4, 3))
     with pytest.raises(ValueError, match="labels must have shape"):
@@ -580,12 +597,42 @@ def test_info_nce_bad_input():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("temperature", [0.5, 0.05, 0.02])     # 0.02: beyond the bounded kernels
-def test_nt_xent_oracle(simd, rng, dtype, reduction, temperature):
+@pytest.mark.parametrize("syrk", [True, False], ids=["syrk", "gemm"])
+def test_nt_xent_oracle(simd, rng, monkeypatch, dtype, reduction, temperature, syrk):
+    """With SciPy and bounded logits S is a syrk triangle, its gradient read back by
+    symm; else the whole S from gemm. 40 pairs: 80 rows, the last row group partial."""
+    if not syrk:
+        monkeypatch.setattr(metric, "_scipy_blas", lambda dtype: None)
+    elif metric._scipy_blas(np.dtype(dtype)) is None:
+        pytest.skip("SciPy not installed")
     a, b = _emb(rng, (40, 11), dtype), _emb(rng, (40, 11), dtype)
     kw = dict(temperature=temperature, reduction=reduction, return_grad=True)
     tol = dict(rtol=TOL[np.dtype(dtype)]["rtol"],
                atol=TOL[np.dtype(dtype)]["atol"] + 16 * np.finfo(dtype).eps / temperature)
     _check(nt_xent_loss(a, b, **kw), ref.nt_xent_loss(a, b, **kw), dtype, tol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("temperature", [0.5, 0.05, 0.02])     # 0.02: beyond the bounded kernels
+@pytest.mark.parametrize("syrk", [True, False], ids=["syrk", "gemm"])
+def test_nt_xent_loss_only(simd, rng, monkeypatch, dtype, reduction, temperature, syrk):
+    """The loss-only path (three blocks of S; with SciPy, S_AA and S_BB as syrk triangles
+    summed by rows and columns at once) against the oracle; 70 rows: several row groups,
+    the last one partial."""
+    if not syrk:
+        monkeypatch.setattr(metric, "_scipy_blas", lambda dtype: None)
+    elif metric._scipy_blas(np.dtype(dtype)) is None:
+        pytest.skip("SciPy not installed")
+    a, b = _emb(rng, (70, 11), dtype), _emb(rng, (70, 11), dtype)
+    kw = dict(temperature=temperature, reduction=reduction)
+    tol = dict(rtol=TOL[np.dtype(dtype)]["rtol"],
+               atol=TOL[np.dtype(dtype)]["atol"] + 16 * np.finfo(dtype).eps / temperature)
+    loss = nt_xent_loss(a, b, **kw)
+    assert np.asarray(loss).dtype == dtype
+    np.testing.assert_allclose(np.asarray(loss, np.float64), ref.nt_xent_loss(a, b, **kw), **tol)
+    # the loss of the gradient path (the whole S) agrees
+    np.testing.assert_allclose(loss, nt_xent_loss(a, b, return_grad=True, **kw)[0], **tol)
 
 
 def test_nt_xent_fd(rng):
@@ -650,11 +697,15 @@ def _run_all(rng_seed=7):
               nt_xent_loss(q, k, return_grad=True)):
         out.append(r[0])
         out.extend(_as_tuple(r[1]))
+    out.append(nt_xent_loss(q, k, reduction="none"))
     return out
 
 
-def test_determinism_across_threads(monkeypatch):
+@pytest.mark.parametrize("syrk", [True, False], ids=["syrk", "gemm"])
+def test_determinism_across_threads(monkeypatch, syrk):
     monkeypatch.setattr(metric, "HARD_BLOCK", 100)      # several blocks of the triangle walk
+    if not syrk:
+        monkeypatch.setattr(metric, "_scipy_blas", lambda dtype: None)
     results = []
     for nt in (1, 2, 3):
         with fl.threads(nt):
