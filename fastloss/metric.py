@@ -11,13 +11,11 @@ logits written in place), and the gradient goes back to the embeddings through B
 NT-Xent's similarity blocks are symmetric: with SciPy installed (and bounded logits)
 they are lower triangles from SciPy's BLAS syrk (half the products), read back by symm.
 """
-import collections
-import functools
 import math
 
 import numpy as np
 
-from . import _config
+from . import _blas, _config
 from . import _metric as _k
 from ._checks import (as_float_array, as_labels, check_choice, check_grad_request, check_matrix,
                       check_no_overlap, check_real, check_reduction, check_same_shape,
@@ -776,9 +774,9 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, where=None, reduction="mean", retur
         # rows and columns at once, turned into dS's and read back by symm.
         S = np.empty((n2, n2), dtype=dtype)
         U = _logit_bound(zs, zs, ntv)
-        blas = None if U is None else _scipy_blas(dtype)
+        blas = None if U is None else _blas.scipy_blas(dtype)
         if blas is not None:
-            _lower_gram(blas.syrk, zs, S)
+            _blas.lower_gram(blas.syrk, zs, S)
             rsum, csum = np.empty(n2), np.empty((-(-n2 // _k.CE_GROUP), n2), dtype=dtype)
             _k.ce_tri_stats_bounded(S, rsum, csum, U, nt)
             rlse = U + np.log(rsum + np.sum(csum, axis=0, dtype=np.float64))
@@ -833,20 +831,18 @@ def _nt_xent_rows(zs, N, nt, ntv):
     M = np.empty((N, N), dtype=dtype)
     csum = np.empty((ng, N), dtype=dtype)
     U = _logit_bound(zs, zs, ntv)
-    blas = None if U is None else _scipy_blas(dtype)
+    blas = None if U is None else _blas.scipy_blas(dtype)
     if blas is not None:
         lse = []                                # log-sum-exp of S_AA's, S_BB's rows
         for p in (a, b):
-            _lower_gram(blas.syrk, p, M)
+            _blas.lower_gram(blas.syrk, p, M)
             rsum = np.empty(N)
             _k.ce_tri_stats_bounded(M, rsum, csum, U, nt)
             with np.errstate(divide="ignore"):
                 lse.append(U + np.log(rsum + np.sum(csum, axis=0, dtype=np.float64)))
         # S_AB by the same BLAS as the triangles (a second library's threads would still be
-        # spinning): in Fortran order M.T = b a^T
-        res = blas.gemm(1.0, b.T, a.T, trans_a=True, c=M.T, overwrite_c=True, beta=0.0)
-        if not np.shares_memory(res, M):
-            M[...] = res.T
+        # spinning)
+        _blas.product(M, a, b.T)
         pos = np.diagonal(M).astype(np.float64)
         rab = np.empty(N)
         _k.ce_stats_bounded(M, 0, rab, csum, U, nt)
@@ -869,29 +865,6 @@ def _nt_xent_rows(zs, N, nt, ntv):
     with np.errstate(invalid="ignore"):
         return np.concatenate([np.logaddexp(r[0], r[1]) - pos,
                                np.logaddexp(clse.astype(np.float64), r[2]) - pos])
-
-
-_Blas = collections.namedtuple("_Blas", "syrk gemm symm")
-
-
-@functools.lru_cache(maxsize=None)
-def _scipy_blas(dtype):
-    """SciPy's BLAS ?syrk, ?gemm and ?symm for dtype, or None without SciPy (NumPy sends
-    x @ x.T to syrk too, but then mirrors the triangle serially)."""
-    try:
-        from scipy.linalg import blas
-    except ImportError:
-        return None
-    return _Blas(*blas.get_blas_funcs(("syrk", "gemm", "symm"), dtype=dtype))
-
-
-def _lower_gram(syrk, x, out):
-    """out's lower triangle (diagonal included) = x x^T's, by BLAS syrk (half the products
-    of a gemm); out's other entries are left as they were."""
-    # in Fortran order out.T's upper triangle is out's lower one, and x x^T = (x^T)^T x^T
-    res = syrk(1.0, x.T, trans=1, lower=0, c=out.T, overwrite_c=True, beta=0.0)
-    if not np.shares_memory(res, out):          # f2py worked on a copy
-        out[...] = res.T
 
 
 document(triplet_margin_loss, "triplet")

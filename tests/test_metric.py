@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fastloss as fl
-from fastloss import _metric, metric
+from fastloss import _blas, _metric, metric
 from fastloss.metric import (batch_hard_triplet_loss, info_nce_loss, nt_xent_loss, pairwise_distances,
                              triplet_margin_loss)
 from fastloss.reference import metric as ref
@@ -602,8 +602,8 @@ def test_nt_xent_oracle(simd, rng, monkeypatch, dtype, reduction, temperature, s
     """With SciPy and bounded logits S is a syrk triangle, its gradient read back by
     symm; else the whole S from gemm. 40 pairs: 80 rows, the last row group partial."""
     if not syrk:
-        monkeypatch.setattr(metric, "_scipy_blas", lambda dtype: None)
-    elif metric._scipy_blas(np.dtype(dtype)) is None:
+        monkeypatch.setattr(_blas, "scipy_blas", lambda dtype: None)
+    elif _blas.scipy_blas(dtype) is None:
         pytest.skip("SciPy not installed")
     a, b = _emb(rng, (40, 11), dtype), _emb(rng, (40, 11), dtype)
     kw = dict(temperature=temperature, reduction=reduction, return_grad=True)
@@ -621,8 +621,8 @@ def test_nt_xent_loss_only(simd, rng, monkeypatch, dtype, reduction, temperature
     summed by rows and columns at once) against the oracle; 70 rows: several row groups,
     the last one partial."""
     if not syrk:
-        monkeypatch.setattr(metric, "_scipy_blas", lambda dtype: None)
-    elif metric._scipy_blas(np.dtype(dtype)) is None:
+        monkeypatch.setattr(_blas, "scipy_blas", lambda dtype: None)
+    elif _blas.scipy_blas(dtype) is None:
         pytest.skip("SciPy not installed")
     a, b = _emb(rng, (70, 11), dtype), _emb(rng, (70, 11), dtype)
     kw = dict(temperature=temperature, reduction=reduction)
@@ -705,7 +705,7 @@ def _run_all(rng_seed=7):
 def test_determinism_across_threads(monkeypatch, syrk):
     monkeypatch.setattr(metric, "HARD_BLOCK", 100)      # several blocks of the triangle walk
     if not syrk:
-        monkeypatch.setattr(metric, "_scipy_blas", lambda dtype: None)
+        monkeypatch.setattr(_blas, "scipy_blas", lambda dtype: None)
     results = []
     for nt in (1, 2, 3):
         with fl.threads(nt):
