@@ -105,6 +105,25 @@ static void N_(ce_group_stats)(const T *S, int64_t nr, int64_t nc, double *rlse,
     for (int64_t r = 0; r < nr; r++) rlse[r] = (double)rm[r] + log(rs[r]);
 }
 
+/* sum_j exp(row_j - shift) over j < n (float64 over FL_SUM_BLOCK pieces; shift >= every
+ * row_j), each term times a also added into csum[j]: a row's and the columns' sums of one
+ * exponential per element. */
+FL_INL double N_(exp_sum_into_cols)(const T *row, int64_t n, T shift, T a, T *csum) {
+    double s = 0.0;
+    for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
+        const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
+        V acc = N_(vset1)(0);
+        for (int64_t j = b; j < end; j += W) {
+            const int64_t nj = end - j;
+            V e = N_(vexp_le0)(N_(vload_n)(row + j, nj, -(T)INFINITY) - shift);
+            acc += e;
+            N_(vstore_n)(csum + j, N_(vload_n)(csum + j, nj, 0) + e * a, nj);
+        }
+        s += N_(vhsum)(acc);
+    }
+    return s;
+}
+
 /* Fast statistics when every logit is known to lie in [-U, U] with 2U + log(nc) <= 80
  * (the caller's bound from the row norms): then exp(S_rj - U) is a normal number, so
  * the column sums need no maxima: csum[j] = sum over the group's rows of
@@ -115,20 +134,7 @@ static void N_(ce_group_stats_bounded)(const T *S, int64_t nr, int64_t nc, doubl
     for (int64_t r = 0; r < nr; r++) {
         const T *row = S + r * nc;
         const T m = N_(row_max)(row, nc);
-        const T a = (T)exp((double)m - U);
-        double s = 0.0;
-        for (int64_t b = 0; b < nc; b += FL_SUM_BLOCK) {
-            const int64_t end = b + FL_SUM_BLOCK < nc ? b + FL_SUM_BLOCK : nc;
-            V acc = N_(vset1)(0);
-            for (int64_t j = b; j < end; j += W) {
-                const int64_t nj = end - j;
-                V e = N_(vexp_le0)(N_(vload_n)(row + j, nj, -(T)INFINITY) - m);
-                acc += e;
-                N_(vstore_n)(csum + j, N_(vload_n)(csum + j, nj, 0) + e * a, nj);
-            }
-            s += N_(vhsum)(acc);
-        }
-        rlse[r] = (double)m + log(s);
+        rlse[r] = (double)m + log(N_(exp_sum_into_cols)(row, nc, m, (T)exp((double)m - U), csum));
     }
 }
 
@@ -144,20 +150,7 @@ static void N_(ce_tri_stats_bounded)(const T *S, int64_t nr, int64_t nc, int64_t
     for (int64_t j = 0; j < nc; j++) csum[j] = 0;
     for (int64_t r = 0; r < nr; r++) {
         const T *row = S + r * nc;
-        const int64_t n = i0 + r;
-        double s = 0.0;
-        for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
-            const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
-            V acc = N_(vset1)(0);
-            for (int64_t j = b; j < end; j += W) {
-                const int64_t nj = end - j;
-                V e = N_(vexp_le0)(N_(vload_n)(row + j, nj, -(T)INFINITY) - (T)U);
-                acc += e;
-                N_(vstore_n)(csum + j, N_(vload_n)(csum + j, nj, 0) + e, nj);
-            }
-            s += N_(vhsum)(acc);
-        }
-        rsum[r] = s;
+        rsum[r] = N_(exp_sum_into_cols)(row, i0 + r, (T)U, 1, csum);
     }
 }
 

@@ -59,3 +59,27 @@ def torch_leaf(a, grad=True):
     """a as a float64 torch tensor (skips the test when torch is not installed)."""
     torch = pytest.importorskip("torch")
     return torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=grad)
+
+
+def special_rows(C):
+    """Ten float64 rows of C classes for np.argmax's rule and logsumexp's special values:
+    ties, -inf, +inf, NaN, a maximum in a middle chunk and a rising row, each on either side."""
+    far = C - 1
+    x = np.zeros((10, C))
+    x[0, [1, far]] = 3.0                          # a tie: the first
+    x[1, :] = -np.inf                             # all -inf: index 0, lse -inf
+    x[2, ::2] = -np.inf                           # -inf entries are legal
+    x[2, far] = 5.0
+    x[3, [2, far]] = np.nan                       # the first NaN
+    x[3, 1] = 7.0
+    x[4, far] = np.nan                            # a NaN after the maximum
+    x[4, 0] = 9.0
+    x[5, [1, far]] = np.inf                       # +inf: the first, lse inf
+    x[6, far // 2] = 2.0                          # the maximum in a middle chunk, tied later
+    x[6, far] = 2.0
+    x[7, 0] = -np.inf                             # -inf first, then the zeros: index 1
+    x[8] = np.linspace(-5, 5, C)                  # rising: the running max grows every group
+    x[8, far // 3] = 5.0                          # ... tied with the last, earlier
+    x[9, :C // 2 + 1] = -np.inf                   # a first group of -inf (the exact path)
+    x[9, far] = 1.0
+    return x

@@ -10,6 +10,8 @@ import pytest
 import fastloss
 from fastloss import DistillationStats, DivergenceStats
 
+from helpers import special_rows
+
 # 9: one partial group; 1000: many groups (maxima in later groups); 60000 float32 /
 # 30000 float64: rows longer than the kernel keeps (the gradient pass recomputes)
 CLASSES = [9, 1000]
@@ -91,24 +93,7 @@ def test_kl_rows_too_long_to_keep(rng, return_grad):
 def _special(C, dtype):
     """Rows of (p, q) for np.argmax's rule: ties, -inf, +inf, NaN, a maximum in a middle
     group and a rising row, each on either side."""
-    far = C - 1
-    x = np.zeros((10, C))
-    x[0, [1, far]] = 3.0                          # a tie: the first
-    x[1, :] = -np.inf                             # all -inf: index 0
-    x[2, ::2] = -np.inf                           # -inf entries are legal
-    x[2, far] = 5.0
-    x[3, [2, far]] = np.nan                       # the first NaN
-    x[3, 1] = 7.0
-    x[4, far] = np.nan                            # a NaN after the maximum
-    x[4, 0] = 9.0
-    x[5, [1, far]] = np.inf                       # +inf: the first
-    x[6, far // 2] = 2.0                          # the maximum in a middle group, tied later
-    x[6, far] = 2.0
-    x[7, 0] = -np.inf                             # -inf first, then the zeros: index 1
-    x[8] = np.linspace(-5, 5, C)                  # rising: the running max grows every group
-    x[8, far // 3] = 5.0                          # ... tied with the last, earlier
-    x[9, :C // 2 + 1] = -np.inf                   # a first group of -inf (the exact path)
-    x[9, far] = 1.0
+    x = special_rows(C)
     y = np.roll(x, 3, axis=0)                     # every kind of row against every other
     y[6] = x[6]                                   # equal rows agree
     return x.astype(dtype), y.astype(dtype)

@@ -77,14 +77,7 @@ def _spd(rng, batch, d):
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("batch_p,batch_q", [((), ()), ((5,), (5,)), ((2, 3), ()), ((4,), (1,))])
 def test_mvn_kl_matrix(rng, dtype, reduction, batch_p, batch_q):
-    d = 4
-    args = (rng.standard_normal(batch_p + (d,)).astype(dtype), _spd(rng, batch_p, d).astype(dtype),
-            rng.standard_normal(batch_q + (d,)).astype(dtype), _spd(rng, batch_q, d).astype(dtype))
-    kw = dict(reduction=reduction, return_grad=True)
-    fast, oracle = mvn_kl(*args, **kw), ref.mvn_kl(*args, **kw)
-    check_loss_and_grads(fast, oracle, dtype)
-    for g, a in zip(fast[1], args):
-        assert g.shape == a.shape
+    _check_mvn_dims(rng, dtype, reduction, batch_p, batch_q, 4, spd=_spd)
 
 
 def test_mvn_kl_finite_differences_and_diagonal(rng):
@@ -148,10 +141,12 @@ def _spd_scaled(rng, batch, d):
 MVN_BATCHES = [((3,), (3,)), ((2, 3), ()), ((2, 1), (3,)), ((), ())]
 
 
-def _check_mvn_dims(rng, dtype, reduction, batch_p, batch_q, d):
-    """Loss and the four gradients (broadcast ones summed) against the oracle."""
-    args = (rng.standard_normal(batch_p + (d,)).astype(dtype), _spd_scaled(rng, batch_p, d).astype(dtype),
-            rng.standard_normal(batch_q + (d,)).astype(dtype), _spd_scaled(rng, batch_q, d).astype(dtype))
+def _check_mvn_dims(rng, dtype, reduction, batch_p, batch_q, d, spd=None):
+    """Loss and the four gradients (broadcast ones summed) against the oracle; covariances
+    from spd (default _spd_scaled)."""
+    spd = spd or _spd_scaled
+    args = (rng.standard_normal(batch_p + (d,)).astype(dtype), spd(rng, batch_p, d).astype(dtype),
+            rng.standard_normal(batch_q + (d,)).astype(dtype), spd(rng, batch_q, d).astype(dtype))
     kw = dict(reduction=reduction, return_grad=True)
     fast, oracle = mvn_kl(*args, **kw), ref.mvn_kl(*args, **kw)
     check_loss_and_grads(fast, oracle, dtype)

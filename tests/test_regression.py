@@ -11,7 +11,7 @@ from fastloss import _regression, _runtime
 from fastloss.regression import (complete_box_iou_loss, distance_box_iou_loss,
                                  generalized_box_iou_loss, huber_loss, l1_loss, log_cosh_loss,
                                  mse_loss, smooth_l1_loss)
-from helpers import assert_close, fd_grad
+from helpers import assert_close, check_loss_and_grads, fd_grad
 
 DTYPES = [np.float32, np.float64]
 REDUCTIONS = ["mean", "sum", "none"]
@@ -42,15 +42,6 @@ BOX_IDS = [b[0] for b in BOXES]
 BOX_GRAD_RTOL32 = 2e-5
 
 
-def _check(fast, oracle, dtype):
-    loss, grad = fast
-    rloss, rgrad = oracle
-    assert np.asarray(loss).dtype == dtype
-    assert grad.dtype == dtype
-    assert_close(loss, rloss, dtype)
-    assert_close(grad, rgrad, dtype, grad=True)
-
-
 def _pair(rng, shape, dtype, scale=2.0):
     x = (rng.standard_normal(shape) * scale).astype(dtype)
     t = (rng.standard_normal(shape) * scale).astype(dtype)
@@ -67,7 +58,7 @@ def test_elementwise_matrix(simd, rng, dtype, reduction, wshape, name, fast, ora
     x, t = _pair(rng, (37, 29), dtype)        # 1073 elements: several sum blocks and a vector tail
     w = None if wshape is None else rng.uniform(0.1, 2.0, wshape)
     args = dict(kw, weight=w, reduction=reduction, return_grad=True)
-    _check(fast(x, t, **args), oracle(x, t, **args), dtype)
+    check_loss_and_grads(fast(x, t, **args), oracle(x, t, **args), dtype)
     assert_close(fast(x, t, **dict(args, return_grad=False)), oracle(x, t, **args)[0], dtype)
 
 
@@ -171,7 +162,7 @@ def test_weight_tiling_large(rng):
     x, t = _pair(rng, (n_rows, C), np.float32)
     for w in (rng.uniform(0.1, 2.0, C), rng.uniform(0.1, 2.0, (n_rows, 1)), rng.uniform(0.1, 2.0, (n_rows, C))):
         for fn, oracle in ((huber_loss, ref.huber_loss), (log_cosh_loss, ref.log_cosh_loss)):
-            _check(fn(x, t, weight=w, return_grad=True), oracle(x, t, weight=w, return_grad=True), np.float32)
+            check_loss_and_grads(fn(x, t, weight=w, return_grad=True), oracle(x, t, weight=w, return_grad=True), np.float32)
             assert_close(fn(x, t, weight=w, reduction="none"), oracle(x, t, weight=w, reduction="none"),
                          np.float32)
 

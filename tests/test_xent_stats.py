@@ -10,6 +10,8 @@ import pytest
 import fastloss
 from fastloss import CrossEntropyStats
 
+from helpers import special_rows
+
 # rows of 5 (the transposed short-row path), 33, 1000 and 9000 (three chunks of 4096) classes
 CLASSES = [5, 33, 1000, 9000]
 LONG = 256 * 4096 + 10          # longer than the kernels keep: the online (streaming) path
@@ -94,19 +96,7 @@ def test_ties_infinities_nan(simd, C, return_grad):
     """np.argmax's rule: the first maximum, the first NaN; rows of -inf, +inf and NaN get
     logsumexp's lse. Positions sit in different chunks for the long rows."""
     far = C - 1
-    x = np.zeros((8, C))
-    x[0, [1, far]] = 3.0                          # a tie: the first
-    x[1, :] = -np.inf                             # all -inf: index 0, lse -inf
-    x[2, ::2] = -np.inf                           # -inf entries are legal
-    x[2, far] = 5.0
-    x[3, [2, far]] = np.nan                       # the first NaN
-    x[3, 1] = 7.0
-    x[4, far] = np.nan                            # a NaN after the maximum
-    x[4, 0] = 9.0
-    x[5, [1, far]] = np.inf                       # +inf: the first, lse inf
-    x[6, far // 2] = 2.0                          # the maximum in a middle chunk
-    x[6, far] = 2.0
-    x[7, 0] = -np.inf                             # -inf first, then the zeros: index 1
+    x = special_rows(C)[:8]
     y = np.array([1, 0, far, 2, far, 1, far // 2, 1])
     for dtype in (np.float64, np.float32):
         xd = x.astype(dtype)
