@@ -55,7 +55,7 @@ def product(out, a, b, accumulate=False):
         c, x, y = (out.T, b.T, a.T) if out.flags.c_contiguous else (out, a, b)
         (fx, tx), (fy, ty) = _fortran(x), _fortran(y)
         res = funcs.gemm(1.0, fx, fy, beta=1.0 if accumulate else 0.0, c=c, overwrite_c=True,
-                   trans_a=tx, trans_b=ty)
+                         trans_a=tx, trans_b=ty)
         if not np.shares_memory(res, out):       # out neither C- nor F-ordered: f2py's copy
             c[...] = res
         return
