@@ -163,8 +163,7 @@ FL_INL V N_(vshare)(VI win, V a, V b) {
     return N_(vsel)(win, N_(vset1)((T)1), N_(vsel)(a == b, N_(vset1)((T)0.5), N_(vset1)((T)0)));
 }
 
-/* Two-source lane shuffles with constant indices, per vector width (GCC >= 12 and
- * Clang have __builtin_shufflevector; older GCC takes an index vector). */
+/* Index lists for fl_vec.h's FL_SHUF (two-source lane shuffles), per vector width. */
 #if W == 2
 #define FL_EVEN 0, 2
 #define FL_ODD 1, 3
@@ -185,11 +184,6 @@ FL_INL V N_(vshare)(VI win, V a, V b) {
 #define FL_ODD 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
 #define FL_ZLO 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
 #define FL_ZHI 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
-#endif
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
-#define FL_SHUF(a, b, idx) __builtin_shufflevector(a, b, idx)
-#else
-#define FL_SHUF(a, b, idx) __builtin_shuffle(a, b, (VI){idx})
 #endif
 
 /* W boxes (4W contiguous values) from p into c[0..3], one vector per coordinate:
@@ -230,7 +224,6 @@ FL_INL void N_(box_store)(T *p, int64_t nb, const V *c) {
 #undef FL_ODD
 #undef FL_ZLO
 #undef FL_ZHI
-#undef FL_SHUF
 
 /* atan2(y, x) for x >= 0 (so the result is in [-pi/2, pi/2]); 0 when x = y = 0.
  * With a = |y|, lo = min(a, x), hi = max(a, x): atan(lo / hi) in [0, pi/4], reduced

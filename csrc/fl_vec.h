@@ -168,15 +168,24 @@ FL_INL void N_(vstore_first)(T *p, V v, int64_t n) {
     N_(vstore_part)(p, v, n);
 #endif
 }
+/* Two-source lane shuffle with constant indices (a comma list): GCC >= 12 and Clang have
+ * __builtin_shufflevector; older GCC takes an index vector. */
+#ifndef FL_SHUF
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define FL_SHUF(a, b, idx) __builtin_shufflevector(a, b, idx)
+#else
+#define FL_SHUF(a, b, idx) __builtin_shuffle(a, b, (VI){idx})
+#endif
+#endif
 /* Transposes W vectors in place (a W x W tile: v[r][c] becomes v[c][r]): log2(W) stages,
  * stage h swapping the off-diagonal h x h blocks of each pair of rows r, r + h by
- * constant two-vector shuffles (GCC picks each level's instructions for them). */
-#if FL_VBYTES / (4 + 4 * FL_DOUBLE) == 16
+ * constant two-vector shuffles (the compiler picks each level's instructions for them). */
+#if W == 16
 #define FL_LANES(F, h) F(h, 0), F(h, 1), F(h, 2), F(h, 3), F(h, 4), F(h, 5), F(h, 6), F(h, 7), \
     F(h, 8), F(h, 9), F(h, 10), F(h, 11), F(h, 12), F(h, 13), F(h, 14), F(h, 15)
-#elif FL_VBYTES / (4 + 4 * FL_DOUBLE) == 8
+#elif W == 8
 #define FL_LANES(F, h) F(h, 0), F(h, 1), F(h, 2), F(h, 3), F(h, 4), F(h, 5), F(h, 6), F(h, 7)
-#elif FL_VBYTES / (4 + 4 * FL_DOUBLE) == 4
+#elif W == 4
 #define FL_LANES(F, h) F(h, 0), F(h, 1), F(h, 2), F(h, 3)
 #else
 #define FL_LANES(F, h) F(h, 0), F(h, 1)
@@ -184,17 +193,23 @@ FL_INL void N_(vstore_first)(T *p, V v, int64_t n) {
 #define FL_BF_LO(h, c) ((c) & (h) ? W + (c) - (h) : (c))   /* row r: b's block left of a's */
 #define FL_BF_HI(h, c) ((c) & (h) ? W + (c) : (c) + (h))   /* row r + h: a's block right of b's */
 #define FL_BF_STAGE(h)                                                              \
-    if ((h) < W) {                                                                  \
-        const VI lo = {FL_LANES(FL_BF_LO, h)}, hi = {FL_LANES(FL_BF_HI, h)};         \
-        for (int r = 0; r < W; r++)                                                 \
-            if (!(r & (h))) {                                                       \
-                const V a = v[r], b = v[r + (h)];                                   \
-                v[r] = __builtin_shuffle(a, b, lo);                                 \
-                v[r + (h)] = __builtin_shuffle(a, b, hi);                           \
-            }                                                                       \
-    }
+    for (int r = 0; r < W; r++)                                                     \
+        if (!(r & (h))) {                                                           \
+            const V a = v[r], b = v[r + (h)];                                       \
+            v[r] = FL_SHUF(a, b, FL_LANES(FL_BF_LO, h));                            \
+            v[r + (h)] = FL_SHUF(a, b, FL_LANES(FL_BF_HI, h));                      \
+        }
 FL_INL void N_(vtranspose)(V *v) {
-    FL_BF_STAGE(8) FL_BF_STAGE(4) FL_BF_STAGE(2) FL_BF_STAGE(1)
+#if W >= 16
+    FL_BF_STAGE(8)
+#endif
+#if W >= 8
+    FL_BF_STAGE(4)
+#endif
+#if W >= 4
+    FL_BF_STAGE(2)
+#endif
+    FL_BF_STAGE(1)
 }
 #undef FL_BF_STAGE
 #undef FL_BF_HI

@@ -1,5 +1,5 @@
 """SciPy's BLAS, where NumPy's matmul is not enough: out += a @ b (gemm with beta = 1),
-x @ x.T as one triangle (syrk: half the products) and its product back (symm).
+x @ x.T as one triangle (syrk: half the products) and a product by such a triangle (symm).
 
 linear_cross_entropy: out = a @ b, or out += a @ b, through one BLAS library.
 
@@ -56,8 +56,7 @@ def product(out, a, b, accumulate=False):
         (fx, tx), (fy, ty) = _fortran(x), _fortran(y)
         res = funcs.gemm(1.0, fx, fy, beta=1.0 if accumulate else 0.0, c=c, overwrite_c=True,
                          trans_a=tx, trans_b=ty)
-        if not np.shares_memory(res, out):       # out neither C- nor F-ordered: f2py's copy
-            c[...] = res
+        _into(c, res)
         return
     if not accumulate:
         np.matmul(a, b, out=out)
@@ -75,6 +74,17 @@ def lower_gram(syrk, x, out):
     a gemm; NumPy sends x @ x.T to syrk too but then mirrors the triangle serially); out's
     other entries are left as they were. out: C-ordered."""
     # in Fortran order out.T's upper triangle is out's lower one, and x x^T = (x^T)^T x^T
-    res = syrk(1.0, x.T, trans=1, lower=0, c=out.T, overwrite_c=True, beta=0.0)
-    if not np.shares_memory(res, out):          # f2py worked on a copy
-        out[...] = res.T
+    _into(out.T, syrk(1.0, x.T, trans=1, lower=0, c=out.T, overwrite_c=True, beta=0.0))
+
+
+def lower_symm(symm, s, x, out):
+    """out = S @ x for the symmetric S whose lower triangle s holds (lower_gram's); s, x and
+    out C-ordered."""
+    # in Fortran order out.T = x^T S, S's lower triangle being s.T's upper one
+    _into(out.T, symm(1.0, s.T, x.T, side=1, lower=0, c=out.T, overwrite_c=True, beta=0.0))
+
+
+def _into(c, res):
+    """c = res where f2py had to work on a copy of c (c neither C- nor Fortran-ordered)."""
+    if not np.shares_memory(res, c):
+        c[...] = res

@@ -785,10 +785,7 @@ def nt_xent_loss(z1, z2, *, temperature=0.5, where=None, reduction="mean", retur
             _k.ce_grad_bounded(S, 0, rlse, gs, np.exp(U - rlse).astype(dtype), gs, U, N, n2,
                                2.0 * gs, nt, True)
             gz = np.empty_like(zs)
-            # in Fortran order gz.T = zs^T dS, dS's lower triangle being S.T's upper one
-            res = blas.symm(1.0, S.T, zs.T, side=1, lower=0, c=gz.T, overwrite_c=True, beta=0.0)
-            if not np.shares_memory(res, gz):
-                gz[...] = res.T
+            _blas.lower_symm(blas.symm, S, zs, gz)
         else:
             np.matmul(zs, _operand_copy(zs).T, out=S)
             np.fill_diagonal(S, -np.inf)
@@ -830,9 +827,9 @@ def _nt_xent_rows(zs, N, nt, ntv):
     ng = -(-N // G)
     M = np.empty((N, N), dtype=dtype)
     csum = np.empty((ng, N), dtype=dtype)
-    U = _logit_bound(zs, zs, ntv)
-    blas = None if U is None else _blas.scipy_blas(dtype)
-    if blas is not None:
+    blas = _blas.scipy_blas(dtype)
+    U = None if blas is None else _logit_bound(zs, zs, ntv)     # only the syrk path uses it
+    if U is not None:
         lse = []                                # log-sum-exp of S_AA's, S_BB's rows
         for p in (a, b):
             _blas.lower_gram(blas.syrk, p, M)

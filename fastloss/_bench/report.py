@@ -122,30 +122,16 @@ def notes(results, bandwidth, copy_nbytes, thread_counts):
            "more than one thread" if multi else "")
         + ". Bytes (s = bytes per element):",
     ]
-    by_formula = {}
-    for r in results:
-        f = r.case.bytes_formula
-        if f:
-            names = by_formula.setdefault(f, [])
-            v = "loss" if r.case.variant in ("loss", "fwd") else "grad"
-            name = f"{r.case.func}:{v}" if r.case.variant != "fwd" else r.case.func
-            if name not in names:
-                names.append(name)
-    for f, names in by_formula.items():
-        lines.append(f"  {f}: {', '.join(names)}")
-    by_products = {}
-    for r in results:
-        if r.case.products_formula:
-            names = by_products.setdefault(r.case.products_formula, [])
-            if r.case.id not in names:
-                names.append(r.case.id)
+    lines += _by_formula(results, lambda c: c.bytes_formula,
+                         lambda c: c.func if c.variant == "fwd"
+                         else f"{c.func}:{'loss' if c.variant == 'loss' else 'grad'}")
+    by_products = _by_formula(results, lambda c: c.products_formula, lambda c: c.id)
     if by_products:
         lines.append("x products: fastloss time / the time of the matrix products the case's math "
                      "needs (rows dominated by them), each np.matmul of random arrays of the "
                      "row's dtype into a preallocated output, BLAS on the row's threads, timed "
                      "(median) in the same run; 1.00: fastloss takes as long as its products alone:")
-        for f, names in by_products.items():
-            lines.append(f"  {f}: {', '.join(names)}")
+        lines += by_products
     if any(r.case.variant == "grad_out" for r in results):
         lines.append("grad: the gradient goes into a new array each call; grad_out: into a reused "
                      "buffer (fastloss's grad_out=). Peers have no such option: their grad_out "
@@ -185,6 +171,19 @@ def notes(results, bandwidth, copy_nbytes, thread_counts):
     for r, p, st in errs:
         lines.append(f"{r.case.id} {r.dtype} threads={r.threads} {p}: {st}")
     return lines
+
+
+def _by_formula(results, formula, name):
+    """Lines "  formula: name, name, ..." for the results' cases that have a formula, names
+    in first-seen order without repeats."""
+    groups = {}
+    for r in results:
+        f = formula(r.case)
+        if f:
+            names = groups.setdefault(f, [])
+            if name(r.case) not in names:
+                names.append(name(r.case))
+    return [f"  {f}: {', '.join(names)}" for f, names in groups.items()]
 
 
 # --- JSON ----------------------------------------------------------------------------------
