@@ -455,6 +455,19 @@ def test_nll_negative_var_anywhere(dtype, nthreads):
         assert gaussian_nll_loss(x, x, var) == gaussian_nll_loss(x, x, np.abs(var))
 
 
+@pytest.mark.parametrize("var", [np.array([1.0, -2.0, 1.0]), np.array([[1.0], [1.0], [-2.0]]),
+                                 np.float64(-1.0)], ids=["row", "row1", "scalar"])
+def test_nll_negative_var_per_row_masked_or_empty(var):
+    """The check on the per-row and scalar variances, with a where= mask (masked entries
+    too, as PyTorch checks all of var) and on an empty input, where no kernel reads var."""
+    x = np.zeros((3, 5))
+    for kw in [{}, {"where": np.zeros((3, 5), bool)}, {"return_grad": True}]:
+        with pytest.raises(ValueError, match="var has negative"):
+            gaussian_nll_loss(x, x, var, **kw)
+    with pytest.raises(ValueError, match="var has negative"):
+        gaussian_nll_loss(np.zeros((0, 5)), np.zeros((0, 5)), np.float64(-1.0))
+
+
 # --- special values (the README's table) -------------------------------------------------------
 # One entry of row 1 set to +inf, -inf or NaN: loss and gradients are the formula evaluated
 # directly, as the oracle (and torch.distributions) does: e.g. gaussian_kl with logvar_p = +inf
