@@ -19,6 +19,7 @@ typedef struct {
     int accumulate_q;          /* add q's gradient to gq instead of overwriting it */
     int64_t ignore_index;      /* rows whose label (kl_rows' labels argument) equals this are skipped */
     int stream;                /* write gradients with streaming stores (far larger than the caches) */
+    double ce_scale;           /* kl_rows with ce_loss: the gradient scale of b's cross-entropy */
 } fl_div_params;
 
 #include "fl_half.h"           /* before the bodies: their half-row reads (fl_vec.h) */

@@ -55,31 +55,32 @@ FL_INL V N_(dv_fma)(V a, V b, V c) {
 
 /* One vector of the row writer below, at offset k, n <= W lanes. */
 FL_INL V N_(dv_write_vec)(const T *g, const T *X, const T *Z, const T *Y, T s1, T s0, T sy,
-                          int acc, int64_t k, int64_t n) {
+                          int acc, const T *E, T se, int64_t k, int64_t n) {
     V x = N_(vload_n)(X + k, n, 0);
     V v = N_(dv_fma)(x, N_(vset1)(s1), Z ? -N_(vload_n)(Z + k, n, 0) : N_(vset1)(s0));
     V m = Y ? N_(vload_n)(Y + k, n, 0) : N_(vset1)(sy);
-    return acc ? N_(dv_fma)(v, m, N_(vload_n)(g + k, n, 0)) : v * m;
+    v = acc ? N_(dv_fma)(v, m, N_(vload_n)(g + k, n, 0)) : v * m;
+    return E ? N_(dv_fma)(N_(vload_n)(E + k, n, 0), N_(vset1)(se), v) : v;
 }
 
 /* g[k] = (X[k] s1 - Z[k]) Y[k]  (Z NULL: X[k] s1 + s0; Y NULL: times sy), plus g[k]
- * if acc, for k < C: the gradient pass of every softmax-row kernel, over rows held
- * in scratch. With stream, the aligned middle of the row goes out with streaming
- * stores (the caller fences). */
+ * if acc, plus E[k] se if E, for k < C: the gradient pass of every softmax-row kernel,
+ * over rows held in scratch. With stream, the aligned middle of the row goes out with
+ * streaming stores (the caller fences). */
 static void N_(dv_write_row)(T *g, int64_t C, const T *X, const T *Z, const T *Y, T s1, T s0,
-                             T sy, int acc, int stream) {
+                             T sy, int acc, const T *E, T se, int stream) {
+#define FL_WRITE_VEC(k, n) N_(dv_write_vec)(g, X, Z, Y, s1, s0, sy, acc, E, se, k, n)
     int64_t k = 0;
     if (FL_X86_DISPATCH && stream && ((uintptr_t)g % sizeof(T)) == 0) {
         int64_t h = (int64_t)(((FL_VBYTES - (uintptr_t)g % FL_VBYTES) % FL_VBYTES) / sizeof(T));
         if (h > C) h = C;
-        if (h > 0) N_(vstore_part)(g, N_(dv_write_vec)(g, X, Z, Y, s1, s0, sy, acc, 0, h), h);
-        for (k = h; k + W <= C; k += W)
-            N_(dv_stream)(g + k, N_(dv_write_vec)(g, X, Z, Y, s1, s0, sy, acc, k, W));
+        if (h > 0) N_(vstore_part)(g, FL_WRITE_VEC(0, h), h);
+        for (k = h; k + W <= C; k += W) N_(dv_stream)(g + k, FL_WRITE_VEC(k, W));
     } else {
-        for (; k + W <= C; k += W)
-            N_(vstore)(g + k, N_(dv_write_vec)(g, X, Z, Y, s1, s0, sy, acc, k, W));
+        for (; k + W <= C; k += W) N_(vstore)(g + k, FL_WRITE_VEC(k, W));
     }
-    if (k < C) N_(vstore_part)(g + k, N_(dv_write_vec)(g, X, Z, Y, s1, s0, sy, acc, k, C - k), C - k);
+    if (k < C) N_(vstore_part)(g + k, FL_WRITE_VEC(k, C - k), C - k);
+#undef FL_WRITE_VEC
 }
 
 /* Orders this thread's streaming stores before whatever follows (another thread's reads). */
@@ -215,7 +216,7 @@ static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gsca
         /* g = (z - ts) e (-gscale / s) */
         const T c = (T)(-gscale / s), cts = (T)(gscale * ts / s);
         if (scratch) {
-            N_(dv_write_row)(gr, C, sz, NULL, se, c, cts, 0, 0, stream);
+            N_(dv_write_row)(gr, C, sz, NULL, se, c, cts, 0, 0, NULL, 0, stream);
             continue;
         }
         for (int64_t k = 0; k < C; k += W) {
@@ -259,8 +260,12 @@ static int N_(dv_skip_row)(const fl_div_params *p, const int64_t *labels, int64_
  * the 1 / T of the chain rule and the reduction); with accumulate_q, gb is
  * added to. Where q has no mass on p's support, d = +inf and KL = +inf.
  * labels: NULL, or one per row; rows labelled p->ignore_index are skipped.
- * scratch: NULL or 3 C elements (ea, eb, d), so the gradient pass reads neither
- * input again; without it (long rows) that pass recomputes them.
+ * ce_loss (distillation with hard labels, or NULL): also the cross-entropy of b at
+ * temperature 1 against labels, log s1 + max b - b_y with e1 = exp(b - max b), s1 = sum e1,
+ * into ce_loss[r], its gradient ce_scale (e1 / s1 - [k = y]) added to gb: the same pass,
+ * so the rows are read and gb written once (at T = 1, e1 is eb).
+ * scratch: NULL or 3 C elements (ea, eb, d), 4 C with ce_loss at T != 1 (e1), so the
+ * gradient pass reads neither input again; without it (long rows) that pass recomputes them.
  * am_a, am_b: NULL, or the argmax of each row of a and of b (np.argmax's rule), skipped
  * rows too; kl_rows' statistics, found with the maxima. */
 typedef struct { V ea, eb, d; } N_(kl_v);
@@ -347,13 +352,15 @@ FL_INL int N_(kl_row1_any_t)(const void *a, const void *b, int kind, int64_t C, 
 }
 
 static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const int64_t *labels,
-                        const fl_div_params *p, double *loss, T *scratch, int64_t *am_a,
-                        int64_t *am_b) {
+                        const fl_div_params *p, double *loss, double *ce_loss, T *scratch,
+                        int64_t *am_a, int64_t *am_b) {
     const int64_t C = p->C, Cv = C - C % W, nt = C - Cv;
     T h, ith;
     N_(dv_temp)((T)p->inv_t, &h, &ith);
     const int acc_q = p->accumulate_q, stream = p->stream;
     T *sa_buf = scratch, *sb_buf = scratch ? scratch + C : NULL, *sd_buf = scratch ? scratch + 2 * C : NULL;
+    const int ce = ce_loss != NULL, ce_t1 = ce && p->inv_t == 1.0;   /* ce_t1: e1 is eb */
+    T *s1_buf = ce_t1 ? sb_buf : ce && scratch ? scratch + 3 * C : NULL;
     for (int64_t r = 0; r < n; r++) {
         const T *ar = a + r * C, *br = b + r * C;
         T *gar = ga ? ga + r * C : NULL, *gbr = gb ? gb + r * C : NULL;
@@ -361,22 +368,31 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
         T ma, mb;
         /* a skipped row's argmaxes before its gradients (which may be the rows) are zeroed */
         if (pa && labels && labels[r] == p->ignore_index) N_(dv_max2_at)(ar, br, C, &ma, &mb, pa, pb);
-        if (N_(dv_skip_row)(p, labels, r, gar, gbr, loss)) continue;
-        if (!gar && !gbr && N_(kl_row1_any_t)(ar, br, FL_NATIVE, C, h, ith, p->inv_t, &loss[r], pa, pb))
+        if (N_(dv_skip_row)(p, labels, r, gar, gbr, loss)) {
+            if (ce) ce_loss[r] = 0.0;
+            continue;
+        }
+        if (!ce && !gar && !gbr && N_(kl_row1_any_t)(ar, br, FL_NATIVE, C, h, ith, p->inv_t, &loss[r], pa, pb))
             continue;
         N_(dv_max2_at)(ar, br, C, &ma, &mb, pa, pb);
-        if (N_(dv_bad_row)(ma, mb, C, &loss[r], gar, gbr)) continue;
+        if (N_(dv_bad_row)(ma, mb, C, &loss[r], gar, gbr)) {
+            if (ce) ce_loss[r] = NAN;
+            continue;
+        }
         const T ma_h = ma * h, mb_h = mb * h;
-        VD vsa = N_(dv_dzero)(), vsb = vsa, vt = vsa;
+        const int64_t y = ce ? labels[r] : 0;
+        const T by = ce ? br[y] : 0;       /* before gb (which may be b) is written */
+        VD vsa = N_(dv_dzero)(), vsb = vsa, vt = vsa, vs1 = vsa;
         N_(kl_v) o;
         for (int64_t k0 = 0; k0 < Cv; k0 += FL_SUM_BLOCK) {
             const int64_t end = k0 + FL_SUM_BLOCK < Cv ? k0 + FL_SUM_BLOCK : Cv;
-            V acc_a = N_(vset1)(0), acc_b = N_(vset1)(0), acc_t = N_(vset1)(0);
+            V acc_a = N_(vset1)(0), acc_b = N_(vset1)(0), acc_t = N_(vset1)(0), acc_1 = acc_a;
             for (int64_t k = k0; k < end; k += W) {
                 /* the next row pair streams in while this one is computed */
                 __builtin_prefetch(ar + C + k);
                 __builtin_prefetch(br + C + k);
-                o = N_(kl_vec)(N_(vload)(ar + k), N_(vload)(br + k), ma_h, mb_h, h, ith);
+                const V bk = N_(vload)(br + k);
+                o = N_(kl_vec)(N_(vload)(ar + k), bk, ma_h, mb_h, h, ith);
                 acc_a += o.ea;
                 acc_b += o.eb;
                 acc_t += o.ea * o.d;
@@ -385,14 +401,20 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
                     N_(vstore)(sb_buf + k, o.eb);
                     N_(vstore)(sd_buf + k, o.d);
                 }
+                if (ce && !ce_t1) {
+                    const V e1 = N_(vexp_le0)(bk - mb);
+                    acc_1 += e1;
+                    if (s1_buf) N_(vstore)(s1_buf + k, e1);
+                }
             }
             vsa = N_(dv_widen_add)(vsa, acc_a);
             vsb = N_(dv_widen_add)(vsb, acc_b);
             vt = N_(dv_widen_add)(vt, acc_t);
+            if (ce && !ce_t1) vs1 = N_(dv_widen_add)(vs1, acc_1);
         }
         if (nt) {
-            o = N_(kl_vec)(N_(vload_part)(ar + Cv, nt, -(T)INFINITY),
-                           N_(vload_part)(br + Cv, nt, -(T)INFINITY), ma_h, mb_h, h, ith);
+            const V bk = N_(vload_part)(br + Cv, nt, -(T)INFINITY);
+            o = N_(kl_vec)(N_(vload_part)(ar + Cv, nt, -(T)INFINITY), bk, ma_h, mb_h, h, ith);
             vsa = N_(dv_widen_add)(vsa, o.ea);
             vsb = N_(dv_widen_add)(vsb, o.eb);
             vt = N_(dv_widen_add)(vt, o.ea * o.d);
@@ -401,29 +423,39 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
                 N_(vstore_part)(sb_buf + Cv, o.eb, nt);
                 N_(vstore_part)(sd_buf + Cv, o.d, nt);
             }
-        }
-        const double sa = N_(dv_dsum)(vsa), sb = N_(dv_dsum)(vsb), c = N_(dv_dsum)(vt) / sa;
-        loss[r] = c - log(sa) + log(sb);
-        if (!gar && !gbr) continue;
-        /* ga = (d pg - pc) ea, gb = (eb sa / sb - ea) qa */
-        const T pg = (T)(p->gscale_p / sa), pc = (T)(c * p->gscale_p / sa);
-        const T rab = (T)(sa / sb), qa = (T)(p->gscale_q / sa);
-        if (scratch) {
-            if (gar) N_(dv_write_row)(gar, C, sd_buf, NULL, sa_buf, pg, -pc, 0, 0, stream);
-            if (gbr) N_(dv_write_row)(gbr, C, sb_buf, sa_buf, NULL, rab, 0, qa, acc_q, stream);
-            continue;
-        }
-        for (int64_t k = 0; k < C; k += W) {
-            const int64_t nk = C - k < W ? C - k : W;
-            o = N_(kl_vec)(N_(vload_n)(ar + k, nk, -(T)INFINITY), N_(vload_n)(br + k, nk, -(T)INFINITY),
-                           ma_h, mb_h, h, ith);
-            if (gar) N_(vstore_n)(gar + k, N_(dv_fma)(o.d, N_(vset1)(pg), N_(vset1)(-pc)) * o.ea, nk);
-            if (gbr) {
-                V gk = N_(dv_fma)(o.eb, N_(vset1)(rab), -o.ea);
-                gk = acc_q ? N_(dv_fma)(gk, N_(vset1)(qa), N_(vload_n)(gbr + k, nk, 0)) : gk * qa;
-                N_(vstore_n)(gbr + k, gk, nk);
+            if (ce && !ce_t1) {
+                const V e1 = N_(vexp_le0)(bk - mb);
+                vs1 = N_(dv_widen_add)(vs1, e1);
+                if (s1_buf) N_(vstore_part)(s1_buf + Cv, e1, nt);
             }
         }
+        const double sa = N_(dv_dsum)(vsa), sb = N_(dv_dsum)(vsb), c = N_(dv_dsum)(vt) / sa;
+        const double s1 = ce_t1 ? sb : N_(dv_dsum)(vs1);
+        loss[r] = c - log(sa) + log(sb);
+        if (ce) ce_loss[r] = ((double)mb - (double)by) + log(s1);
+        if (!gar && !gbr) continue;
+        /* ga = (d pg - pc) ea, gb = (eb sa / sb - ea) qa [+ e1 cs - ce_scale at y] */
+        const T pg = (T)(p->gscale_p / sa), pc = (T)(c * p->gscale_p / sa);
+        const T rab = (T)(sa / sb), qa = (T)(p->gscale_q / sa), cs = (T)(ce ? p->ce_scale / s1 : 0.0);
+        if (scratch) {
+            if (gar) N_(dv_write_row)(gar, C, sd_buf, NULL, sa_buf, pg, -pc, 0, 0, NULL, 0, stream);
+            if (gbr) N_(dv_write_row)(gbr, C, sb_buf, sa_buf, NULL, rab, 0, qa, acc_q, s1_buf, cs, stream);
+        } else {
+            for (int64_t k = 0; k < C; k += W) {
+                const int64_t nk = C - k < W ? C - k : W;
+                const V bk = N_(vload_n)(br + k, nk, -(T)INFINITY);
+                o = N_(kl_vec)(N_(vload_n)(ar + k, nk, -(T)INFINITY), bk, ma_h, mb_h, h, ith);
+                if (gar) N_(vstore_n)(gar + k, N_(dv_fma)(o.d, N_(vset1)(pg), N_(vset1)(-pc)) * o.ea, nk);
+                if (gbr) {
+                    V gk = N_(dv_fma)(o.eb, N_(vset1)(rab), -o.ea);
+                    gk = acc_q ? N_(dv_fma)(gk, N_(vset1)(qa), N_(vload_n)(gbr + k, nk, 0)) : gk * qa;
+                    if (ce) gk = N_(dv_fma)(ce_t1 ? o.eb : N_(vexp_le0)(bk - mb), N_(vset1)(cs), gk);
+                    N_(vstore_n)(gbr + k, gk, nk);
+                }
+            }
+        }
+        /* the label's term; a streamed store above is seen by this thread's own read */
+        if (ce && gbr) gbr[y] -= (T)p->ce_scale;
     }
     N_(dv_fence)(stream);
 }
@@ -451,7 +483,7 @@ static void N_(kl_rows_half)(int kind, const uint16_t *a, const uint16_t *b, int
         fl_half_to_float(kind, ar, scratch, C);
         fl_half_to_float(kind, br, scratch + C, C);
         N_(kl_rows)(scratch, scratch + C, NULL, NULL, 1, labels ? labels + r : NULL, p, &loss[r], NULL,
-                    pa, pb);
+                    NULL, pa, pb);
     }
 }
 #endif
@@ -581,8 +613,8 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
         const T gpa = (T)(p->gscale_p * beta / sa), gqb = (T)(p->gscale_q * (1.0 - beta) / sb);
         const T kpg = (T)(kp * p->gscale_p * beta / sa), kqg = (T)(kq * p->gscale_q * (1.0 - beta) / sb);
         if (scratch) {
-            if (gar) N_(dv_write_row)(gar, C, su_buf, NULL, sa_buf, gpa, -kpg, 0, 0, stream);
-            if (gbr) N_(dv_write_row)(gbr, C, sv_buf, NULL, sb_buf, gqb, -kqg, 0, 0, stream);
+            if (gar) N_(dv_write_row)(gar, C, su_buf, NULL, sa_buf, gpa, -kpg, 0, 0, NULL, 0, stream);
+            if (gbr) N_(dv_write_row)(gbr, C, sv_buf, NULL, sb_buf, gqb, -kqg, 0, 0, NULL, 0, stream);
             continue;
         }
         for (int64_t k = 0; k < C; k += W) {

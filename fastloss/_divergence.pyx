@@ -28,6 +28,7 @@ cdef extern from "fl_divergence.h" nogil:
         int accumulate_q
         int64_t ignore_index
         int stream
+        double ce_scale
     int FL_DIV_ROW_CACHE_BYTES
     void fl_divergence_set_half_level(int level)
     # One declaration per kernel for both dtypes (csrc/fl_common.h's FL_CALL): the
@@ -35,7 +36,8 @@ cdef extern from "fl_divergence.h" nogil:
     void fl_entropy_rows(const void *x, void *g, int64_t n, int64_t C, double gscale, double *loss,
                          void *scratch, int stream)
     void fl_kl_rows(const void *a, const void *b, void *ga, void *gb, int64_t n, const int64_t *labels,
-                    const fl_div_params *p, double *loss, void *scratch, int64_t *am_a, int64_t *am_b)
+                    const fl_div_params *p, double *loss, double *ce_loss, void *scratch, int64_t *am_a,
+                    int64_t *am_b)
     void fl_js_rows(const void *a, const void *b, void *ga, void *gb, int64_t n, const fl_div_params *p,
                     double *loss, void *scratch)
     # float32 only: KL without gradients of half row pairs, read without a float32 copy
@@ -58,6 +60,12 @@ def set_stream_bytes(int64_t nbytes):
 
 def set_level(int level):
     fl_divergence_set_half_level(level)
+
+
+cdef inline int64_t _pair_cache_rows(bint js, bint ce, double inv_t) noexcept nogil:
+    """Rows of C items the pair kernels keep per thread: JS 4, KL 3 (4 with the
+    cross-entropy at a temperature other than 1)."""
+    return 4 if js or (ce and inv_t != 1.0) else 3
 
 
 cdef inline bint _cached(int64_t C, size_t itemsize) noexcept nogil:
@@ -127,6 +135,7 @@ cdef struct PairJob:
     const fl_div_params *p
     int js                       # JS, else KL
     double *loss
+    double *ce_loss              # KL: b's cross-entropy against labels (distillation; or NULL)
     int64_t *am_a                # KL: each row's argmax of a and of b (or NULL)
     int64_t *am_b
     void *scratch                # per-thread rows of `width` items (or NULL)
@@ -151,18 +160,22 @@ cdef void _pair_block(void *job, int64_t blk, int tid, const floating *tag) noex
         fl_js_rows(a, b, ga + r0 * C if ga else NULL, gb + r0 * C if gb else NULL, nr, j.p, j.loss + r0, sp)
     else:
         fl_kl_rows(a, b, ga + r0 * C if ga else NULL, gb + r0 * C if gb else NULL, nr,
-                   j.labels + r0 if j.labels else NULL, j.p, j.loss + r0, sp,
+                   j.labels + r0 if j.labels else NULL, j.p, j.loss + r0,
+                   j.ce_loss + r0 if j.ce_loss else NULL, sp,
                    j.am_a + r0 if j.am_a else NULL, j.am_b + r0 if j.am_b else NULL)
 
 
 def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] ga,
               floating[:, ::1] gb, double inv_t, double beta, double gscale_p, double gscale_q,
               bint accumulate_q, const int64_t[::1] labels, int64_t ignore_index,
-              double[::1] loss, int64_t[:, ::1] argmax, int n_threads):
+              double[::1] loss, int64_t[:, ::1] argmax, int n_threads, double[::1] ce_loss=None,
+              double ce_scale=0.0):
     """Per-row KL(softmax(a/T) || softmax(b/T)) (kind "kl") or generalised JS (kind "js")
     into `loss`; gradients into ga / gb (either may be None). labels (or None): rows equal
     to ignore_index are skipped (KL only). accumulate_q: gb is added to. argmax (KL; or
-    None): (2, n), each row's argmax of a and of b, skipped rows too."""
+    None): (2, n), each row's argmax of a and of b, skipped rows too. ce_loss (KL with
+    labels; or None): also b's cross-entropy against the labels at temperature 1 per row,
+    its gradient times ce_scale added to gb, in the same pass (distillation)."""
     cdef int64_t n = a.shape[0], C = a.shape[1]
     cdef int64_t rpb = rows_per_block(C)
     cdef floating[:, ::1] scratch = None
@@ -174,15 +187,17 @@ def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floa
     cdef const int64_t *lab = &labels[0] if labels is not None else NULL
     cdef int64_t *am = &argmax[0, 0] if argmax is not None else NULL
     cdef int64_t *am_b = am + n if am != NULL else NULL
+    cdef double *cep = &ce_loss[0] if ce_loss is not None else NULL
     cdef fl_div_params p = fl_div_params(
         C=C, inv_t=inv_t, beta=beta, gscale_p=gscale_p, gscale_q=gscale_q, accumulate_q=accumulate_q,
         ignore_index=ignore_index,
-        stream=(gap != NULL or gbp != NULL) and n * C * <int64_t> sizeof(floating) >= _stream_bytes)
+        stream=(gap != NULL or gbp != NULL) and n * C * <int64_t> sizeof(floating) >= _stream_bytes,
+        ce_scale=ce_scale)
     if _cached(C, sizeof(floating)) and (gap != NULL or gbp != NULL or js):
-        scratch = _thread_rows(n_threads, (4 if js else 3) * C, sizeof(floating))
+        scratch = _thread_rows(n_threads, _pair_cache_rows(js, cep != NULL, inv_t) * C, sizeof(floating))
     cdef floating *sp = &scratch[0, 0] if scratch is not None else NULL
     cdef PairJob job = PairJob(n=n, C=C, rows_per_block=rpb, a=&a[0, 0], b=&b[0, 0], ga=gap, gb=gbp,
-                               labels=lab, p=&p, js=js, loss=&loss[0], am_a=am, am_b=am_b,
+                               labels=lab, p=&p, js=js, loss=&loss[0], ce_loss=cep, am_a=am, am_b=am_b,
                                scratch=sp,
                                width=scratch.shape[1] if scratch is not None else 0,
                                kind=0, slot=0, cache=0)
@@ -239,7 +254,7 @@ cdef void _pair_half_block(void *job, int64_t b, int tid, const void *tag) noexc
     cdef float *cache = s + slots * w if j.cache else NULL
     cdef uint16_t *gap = <uint16_t *>j.ga
     cdef uint16_t *gbp = <uint16_t *>j.gb
-    if not j.js and not gap and not gbp:
+    if not j.js and not gap and not gbp and not j.ce_loss:
         fl_kl_rows_half(j.kind, <const uint16_t *>j.a + r0 * C, <const uint16_t *>j.b + r0 * C, nr,
                         j.labels + r0 if j.labels else NULL, j.p, j.loss + r0, s,
                         j.am_a + r0 if j.am_a else NULL, j.am_b + r0 if j.am_b else NULL)
@@ -252,7 +267,8 @@ cdef void _pair_half_block(void *job, int64_t b, int tid, const void *tag) noexc
         fl_js_rows(s, s + w, s if gap else NULL, sgb if gbp else NULL, nr, j.p, j.loss + r0, cache)
     else:
         fl_kl_rows(s, s + w, s if gap else NULL, sgb if gbp else NULL, nr,
-                   j.labels + r0 if j.labels else NULL, j.p, j.loss + r0, cache,
+                   j.labels + r0 if j.labels else NULL, j.p, j.loss + r0,
+                   j.ce_loss + r0 if j.ce_loss else NULL, cache,
                    j.am_a + r0 if j.am_a else NULL, j.am_b + r0 if j.am_b else NULL)
     if gap:
         fl_float_to_half(j.kind, s, gap + r0 * C, m)
@@ -263,7 +279,8 @@ cdef void _pair_half_block(void *job, int64_t b, int tid, const void *tag) noexc
 def pair_rows_half(int kind, str loss_kind, const uint16_t[:, ::1] a, const uint16_t[:, ::1] b,
                    uint16_t[:, ::1] ga, uint16_t[:, ::1] gb, double inv_t, double beta, double gscale_p,
                    double gscale_q, bint accumulate_q, const int64_t[::1] labels, int64_t ignore_index,
-                   double[::1] loss, int64_t[:, ::1] argmax, int n_threads):
+                   double[::1] loss, int64_t[:, ::1] argmax, int n_threads, double[::1] ce_loss=None,
+                   double ce_scale=0.0):
     """pair_rows on half rows (kind: fastloss/_half.pxd). With accumulate_q, gb's block is
     converted in, added to in float32 and converted back (rounded to half twice). KL without
     gradients reads the half rows directly (fl_kl_rows_half; the scratch only for rows holding
@@ -275,9 +292,10 @@ def pair_rows_half(int kind, str loss_kind, const uint16_t[:, ::1] a, const uint
     # the b block's slot holds gb's block when both are needed apart (accumulate_q)
     cdef int64_t slots = 3 if accumulate_q else 2
     cdef float[:, ::1] scratch
+    cdef double *cep = &ce_loss[0] if ce_loss is not None else NULL
     cdef fl_div_params p = fl_div_params(
         C=C, inv_t=inv_t, beta=beta, gscale_p=gscale_p, gscale_q=gscale_q, accumulate_q=accumulate_q,
-        ignore_index=ignore_index, stream=0)
+        ignore_index=ignore_index, stream=0, ce_scale=ce_scale)
     if n == 0:
         return
     cdef uint16_t *gap = &ga[0, 0] if ga is not None else NULL
@@ -286,9 +304,10 @@ def pair_rows_half(int kind, str loss_kind, const uint16_t[:, ::1] a, const uint
     cdef int64_t *am = &argmax[0, 0] if argmax is not None else NULL
     cdef int64_t *am_b = am + n if am != NULL else NULL
     cdef bint cache = _cached(C, 4) and (gap != NULL or gbp != NULL or js)
-    scratch = _thread_rows(n_threads, (slots + 1) * w + ((4 if js else 3) * C if cache else 0), 4)
+    scratch = _thread_rows(n_threads, (slots + 1) * w + (_pair_cache_rows(js, cep != NULL, inv_t) * C
+                                                         if cache else 0), 4)
     cdef PairJob job = PairJob(n=n, C=C, rows_per_block=rpb, a=&a[0, 0], b=&b[0, 0], ga=gap, gb=gbp,
-                               labels=lab, p=&p, js=js, loss=&loss[0], am_a=am, am_b=am_b,
+                               labels=lab, p=&p, js=js, loss=&loss[0], ce_loss=cep, am_a=am, am_b=am_b,
                                scratch=&scratch[0, 0],
                                width=scratch.shape[1], kind=kind, slot=w, cache=cache)
     with nogil:

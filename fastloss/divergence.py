@@ -434,27 +434,32 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
         denom = float(n)
         w_kl, w_ce = 1.0, 0.0
     gs = grad_scale(reduction, denom)
+    # both terms: the KL kernel adds the student's cross-entropy in its own pass (each row
+    # read and the gradient written once); alpha = 0: the cross-entropy kernel alone
+    fused = w_ce > 0 and w_kl > 0
     g2 = None
     if return_grad:
         out = check_grad_outs(grad_out, ["student_logits"])[0]
         g2, finish = grad_rows(s, ax, out)
         check_no_overlap([("grad_out", out)], [("student_logits", s), ("teacher_logits", t),
                                                ("target", labels)], in_place=("student_logits",))
-        if w_ce > 0 and (w_kl > 0 or return_stats) and np.shares_memory(g2, s2):
-            s2 = s2.copy()   # the cross-entropy pass writes g2 before the KL pass reads s2
+        if w_ce > 0 and not fused and return_stats and np.shares_memory(g2, s2):
+            s2 = s2.copy()   # the cross-entropy pass writes g2 before the stats pass reads s2
     nt = _config.threads_for(2 * s2.size)
     rows = np.zeros(n, dtype=np.float64)
-    if w_ce > 0:
+    if w_ce > 0 and not fused:
         rows += w_ce * label_rows(s2, labels, ignore_index=ignore_index, gscale=gs * w_ce, grad=g2,
                                   n_threads=nt)
     am = np.empty((2, n), np.int64) if return_stats else None
     if w_kl > 0 or return_stats:          # alpha = 0: the pass for the argmaxes alone
         kl = np.empty(n, dtype=np.float64)
-        # half: the cross-entropy gradient is rounded to half before the KL part is added
+        ce = np.empty(n, dtype=np.float64) if fused else None
         _pair_rows("kl", t2, s2, None, g2 if w_kl > 0 else None, 1.0 / T, 0.5, 0.0,
-                   gs * w_kl * T, w_ce > 0, labels, ignore_index, kl, am, nt)
+                   gs * w_kl * T, False, labels, ignore_index, kl, am, nt, ce, gs * w_ce)
         if w_kl > 0:
             rows += (w_kl * T * T) * kl
+        if fused:
+            rows += w_ce * ce
     loss = reduce_rows(rows, row_shape, denom, reduction, compute_dtype(s))
     out = (loss, finish(g2)) if return_grad else (loss,)
     if return_stats:          # the kernel's a is the teacher
