@@ -57,6 +57,10 @@ def _rows(name, value):
         "js q_logits": ("js_divergence", (BASE, x1)),
         "distillation student": ("distillation_loss", (x1, BASE)),
         "distillation teacher": ("distillation_loss", (BASE, x1)),
+        # with a target (row 0's label: class 2): the cross-entropy in the KL kernel's pass
+        "distillation+ce student": ("distillation_loss", (x1, BASE, {"target": LABELS})),
+        "distillation+ce student[label]": ("distillation_loss", (xl, BASE, {"target": LABELS})),
+        "distillation+ce teacher": ("distillation_loss", (BASE, x1, {"target": LABELS})),
     }[name]
 
 
@@ -132,16 +136,25 @@ SPECIAL = {
     ("distillation teacher", INF): ("nan", "nan"),
     ("distillation teacher", -INF): ("finite", "finite"),
     ("distillation teacher", NAN): ("nan", "nan"),
+    ("distillation+ce student", INF): ("nan", "nan"),
+    ("distillation+ce student", -INF): (INF, "finite"),     # the teacher has mass there
+    ("distillation+ce student", NAN): ("nan", "nan"),
+    ("distillation+ce student[label]", -INF): (INF, "finite"),   # the label has probability 0
+    ("distillation+ce teacher", INF): ("nan", "nan"),
+    ("distillation+ce teacher", -INF): ("finite", "finite"),
+    ("distillation+ce teacher", NAN): ("nan", "nan"),
 }
 
 
 def _call(mod, fname, args, dtype):
     f = getattr(mod, fname)
+    extra = args[-1] if isinstance(args[-1], dict) else {}
+    args = args[:-1] if extra else args
     args = tuple(a.astype(dtype) if getattr(a, "dtype", None) is not None and a.dtype.kind == "f"
                  else a for a in args)    # the oracle gets the same values
     if fname in ("softmax", "log_softmax"):
         return None, f(*args)
-    kw = {} if fname == "logsumexp" else {"reduction": "none"}
+    kw = dict(extra) if fname == "logsumexp" else dict(extra, reduction="none")
     if len(args) == 3:                     # cross_entropy with label smoothing
         args, kw = args[:2], dict(kw, label_smoothing=args[2])
     return f(*args, return_grad=True, **kw)
