@@ -84,15 +84,10 @@ static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, 
  *   dl/dx = (x - t) / v,  dl/dvar = 0.5 (1 / v - (x - t)^2 / v^2)
  * (the clamp passes the gradient straight through, as PyTorch's no-grad clamp).
  * var NULL: every element uses vconst, and *gv_sum (if given) gets sum dl/dvar
- * times gscale in float64 (a per-row variance). Gradients optional, scaled by gscale.
- * *negative is set to 1 when a variance is below 0 (PyTorch's error: the caller raises
- * it; a separate pass over var only to check it cost a third of the loss's time). */
+ * times gscale in float64 (a per-row variance). Gradients optional, scaled by gscale. */
 static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,
-                            T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum,
-                            int *negative) {
+                            T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum) {
     VD total = N_(dv_dzero)(), gvs = total;
-    VI neg = {0};
-    if (vconst < 0) *negative = 1;
     const T half = (T)0.5, hg = (T)0.5 * gscale;
     const V vc = N_(vset1)(vconst < eps ? eps : vconst);  /* NaN stays NaN */
     const V lvc = N_(vlog)(vc);
@@ -105,7 +100,6 @@ static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *g
             V v, lv;
             if (var) {
                 v = N_(vload_n)(var + k, nk, 1);
-                neg |= v < 0;
                 v = N_(vsel)(v < eps, N_(vset1)(eps), v);
                 lv = N_(vlog)(v);
             } else {
@@ -129,8 +123,18 @@ static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *g
         if (gv_sum) gvs = N_(dv_widen_add)(gvs, accg);
     }
     if (gv_sum) *gv_sum = N_(dv_dsum)(gvs);
-    if (N_(vany)(neg)) *negative = 1;
     return N_(dv_dsum)(total);
+}
+
+/* Whether one of n variances is below 0 (PyTorch's error; NaN is not), one vector test
+ * per W: gaussian_nll_loss's check of var, its blocks in parallel before the kernel (a
+ * single-threaded NumPy min over var cost a third of the loss's time). */
+static int N_(any_negative)(const T *v, int64_t n) {
+    VI neg = {0};
+    int64_t k = 0;
+    for (; k + W <= n; k += W) neg |= N_(vload)(v + k) < 0;
+    if (k < n) neg |= N_(vload_part)(v + k, n - k, 0) < 0;
+    return N_(vany)(neg);
 }
 
 /* --- mvn_kl: KL(N(mp, Sp) || N(mq, Sq)) of one pair of full covariances -------------

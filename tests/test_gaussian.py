@@ -468,6 +468,14 @@ def test_nll_negative_var_per_row_masked_or_empty(var):
         gaussian_nll_loss(np.zeros((0, 5)), np.zeros((0, 5)), np.float64(-1.0))
 
 
+def test_nll_negative_var_next_to_nan():
+    """A NaN variance does not hide a negative one (np.min(var) would be NaN there)."""
+    var = np.ones((4, 40000))
+    var[0, 0], var[3, 39999] = np.nan, -1.0
+    with pytest.raises(ValueError, match="var has negative"):
+        gaussian_nll_loss(np.zeros_like(var), np.zeros_like(var), var)
+
+
 # --- special values (the README's table) -------------------------------------------------------
 # One entry of row 1 set to +inf, -inf or NaN: loss and gradients are the formula evaluated
 # directly, as the oracle (and torch.distributions) does: e.g. gaussian_kl with logvar_p = +inf
