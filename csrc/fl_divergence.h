@@ -16,7 +16,6 @@ typedef struct {
     double beta;               /* JS: weight of p in the mixture m = beta p + (1 - beta) q */
     double gscale_p;           /* gradient of p's logits is scaled by this */
     double gscale_q;           /* gradient of q's logits is scaled by this */
-    int accumulate_q;          /* add q's gradient to gq instead of overwriting it */
     int64_t ignore_index;      /* rows whose label (kl_rows' labels argument) equals this are skipped */
     int stream;                /* write gradients with streaming stores (far larger than the caches) */
     double ce_scale;           /* kl_rows with ce_loss: the gradient scale of b's cross-entropy */

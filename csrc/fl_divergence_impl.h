@@ -54,22 +54,21 @@ FL_INL V N_(dv_fma)(V a, V b, V c) {
 }
 
 /* One vector of the row writer below, at offset k, n <= W lanes. */
-FL_INL V N_(dv_write_vec)(const T *g, const T *X, const T *Z, const T *Y, T s1, T s0, T sy,
-                          int acc, const T *E, T se, int64_t k, int64_t n) {
+FL_INL V N_(dv_write_vec)(const T *X, const T *Z, const T *Y, T s1, T s0, T sy, const T *E,
+                          T se, int64_t k, int64_t n) {
     V x = N_(vload_n)(X + k, n, 0);
     V v = N_(dv_fma)(x, N_(vset1)(s1), Z ? -N_(vload_n)(Z + k, n, 0) : N_(vset1)(s0));
-    V m = Y ? N_(vload_n)(Y + k, n, 0) : N_(vset1)(sy);
-    v = acc ? N_(dv_fma)(v, m, N_(vload_n)(g + k, n, 0)) : v * m;
+    v *= Y ? N_(vload_n)(Y + k, n, 0) : N_(vset1)(sy);
     return E ? N_(dv_fma)(N_(vload_n)(E + k, n, 0), N_(vset1)(se), v) : v;
 }
 
-/* g[k] = (X[k] s1 - Z[k]) Y[k]  (Z NULL: X[k] s1 + s0; Y NULL: times sy), plus g[k]
- * if acc, plus E[k] se if E, for k < C: the gradient pass of every softmax-row kernel,
- * over rows held in scratch. With stream, the aligned middle of the row goes out with
- * streaming stores (the caller fences). */
+/* g[k] = (X[k] s1 - Z[k]) Y[k]  (Z NULL: X[k] s1 + s0; Y NULL: times sy), plus E[k] se
+ * if E, for k < C: the gradient pass of every softmax-row kernel, over rows held in
+ * scratch. With stream, the aligned middle of the row goes out with streaming stores
+ * (the caller fences). */
 static void N_(dv_write_row)(T *g, int64_t C, const T *X, const T *Z, const T *Y, T s1, T s0,
-                             T sy, int acc, const T *E, T se, int stream) {
-#define FL_WRITE_VEC(k, n) N_(dv_write_vec)(g, X, Z, Y, s1, s0, sy, acc, E, se, k, n)
+                             T sy, const T *E, T se, int stream) {
+#define FL_WRITE_VEC(k, n) N_(dv_write_vec)(X, Z, Y, s1, s0, sy, E, se, k, n)
     int64_t k = 0;
     if (FL_X86_DISPATCH && stream && ((uintptr_t)g % sizeof(T)) == 0) {
         int64_t h = (int64_t)(((FL_VBYTES - (uintptr_t)g % FL_VBYTES) % FL_VBYTES) / sizeof(T));
@@ -216,7 +215,7 @@ static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gsca
         /* g = (z - ts) e (-gscale / s) */
         const T c = (T)(-gscale / s), cts = (T)(gscale * ts / s);
         if (scratch) {
-            N_(dv_write_row)(gr, C, sz, NULL, se, c, cts, 0, 0, NULL, 0, stream);
+            N_(dv_write_row)(gr, C, sz, NULL, se, c, cts, 0, NULL, 0, stream);
             continue;
         }
         for (int64_t k = 0; k < C; k += W) {
@@ -239,14 +238,14 @@ static void N_(dv_temp)(T it, T *h, T *ith) {
     *ith = it / *h;
 }
 
-/* Skipped row (label == ignore_index): loss 0, gradient 0 (q's left alone when
- * accumulating). Returns 1 when the row is skipped. */
+/* Skipped row (label == ignore_index): loss 0, gradient 0. Returns 1 when the row is
+ * skipped. */
 static int N_(dv_skip_row)(const fl_div_params *p, const int64_t *labels, int64_t r, T *gar, T *gbr,
                            double *loss) {
     if (!labels || labels[r] != p->ignore_index) return 0;
     loss[r] = 0.0;
     if (gar) memset(gar, 0, (size_t)p->C * sizeof(T));
-    if (gbr && !p->accumulate_q) memset(gbr, 0, (size_t)p->C * sizeof(T));
+    if (gbr) memset(gbr, 0, (size_t)p->C * sizeof(T));
     return 1;
 }
 
@@ -257,8 +256,8 @@ static int N_(dv_skip_row)(const fl_div_params *p, const int64_t *labels, int64_
  *   dKL/dza_j = p_j (log p_j - log q_j - KL) = (ea_j / sa) (d_j - c),
  *   dKL/dzb_j = q_j - p_j.
  * ga / gb (either may be NULL) get those times gscale_p / gscale_q (which carry
- * the 1 / T of the chain rule and the reduction); with accumulate_q, gb is
- * added to. Where q has no mass on p's support, d = +inf and KL = +inf.
+ * the 1 / T of the chain rule and the reduction). Where q has no mass on p's support,
+ * d = +inf and KL = +inf.
  * labels: NULL, or one per row; rows labelled p->ignore_index are skipped.
  * ce_loss (distillation with hard labels, or NULL): also the cross-entropy of b at
  * temperature 1 against labels, log s1 + max b - b_y with e1 = exp(b - max b), s1 = sum e1,
@@ -357,7 +356,7 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
     const int64_t C = p->C, Cv = C - C % W, nt = C - Cv;
     T h, ith;
     N_(dv_temp)((T)p->inv_t, &h, &ith);
-    const int acc_q = p->accumulate_q, stream = p->stream;
+    const int stream = p->stream;
     T *sa_buf = scratch, *sb_buf = scratch ? scratch + C : NULL, *sd_buf = scratch ? scratch + 2 * C : NULL;
     const int ce = ce_loss != NULL, ce_t1 = ce && p->inv_t == 1.0;   /* ce_t1: e1 is eb */
     T *s1_buf = ce_t1 ? sb_buf : ce && scratch ? scratch + 3 * C : NULL;
@@ -438,8 +437,8 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
         const T pg = (T)(p->gscale_p / sa), pc = (T)(c * p->gscale_p / sa);
         const T rab = (T)(sa / sb), qa = (T)(p->gscale_q / sa), cs = (T)(ce ? p->ce_scale / s1 : 0.0);
         if (scratch) {
-            if (gar) N_(dv_write_row)(gar, C, sd_buf, NULL, sa_buf, pg, -pc, 0, 0, NULL, 0, stream);
-            if (gbr) N_(dv_write_row)(gbr, C, sb_buf, sa_buf, NULL, rab, 0, qa, acc_q, s1_buf, cs, stream);
+            if (gar) N_(dv_write_row)(gar, C, sd_buf, NULL, sa_buf, pg, -pc, 0, NULL, 0, stream);
+            if (gbr) N_(dv_write_row)(gbr, C, sb_buf, sa_buf, NULL, rab, 0, qa, s1_buf, cs, stream);
         } else {
             for (int64_t k = 0; k < C; k += W) {
                 const int64_t nk = C - k < W ? C - k : W;
@@ -447,8 +446,7 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
                 o = N_(kl_vec)(N_(vload_n)(ar + k, nk, -(T)INFINITY), bk, ma_h, mb_h, h, ith);
                 if (gar) N_(vstore_n)(gar + k, N_(dv_fma)(o.d, N_(vset1)(pg), N_(vset1)(-pc)) * o.ea, nk);
                 if (gbr) {
-                    V gk = N_(dv_fma)(o.eb, N_(vset1)(rab), -o.ea);
-                    gk = acc_q ? N_(dv_fma)(gk, N_(vset1)(qa), N_(vload_n)(gbr + k, nk, 0)) : gk * qa;
+                    V gk = N_(dv_fma)(o.eb, N_(vset1)(rab), -o.ea) * qa;
                     if (ce) gk = N_(dv_fma)(ce_t1 ? o.eb : N_(vexp_le0)(bk - mb), N_(vset1)(cs), gk);
                     N_(vstore_n)(gbr + k, gk, nk);
                 }
@@ -613,8 +611,8 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
         const T gpa = (T)(p->gscale_p * beta / sa), gqb = (T)(p->gscale_q * (1.0 - beta) / sb);
         const T kpg = (T)(kp * p->gscale_p * beta / sa), kqg = (T)(kq * p->gscale_q * (1.0 - beta) / sb);
         if (scratch) {
-            if (gar) N_(dv_write_row)(gar, C, su_buf, NULL, sa_buf, gpa, -kpg, 0, 0, NULL, 0, stream);
-            if (gbr) N_(dv_write_row)(gbr, C, sv_buf, NULL, sb_buf, gqb, -kqg, 0, 0, NULL, 0, stream);
+            if (gar) N_(dv_write_row)(gar, C, su_buf, NULL, sa_buf, gpa, -kpg, 0, NULL, 0, stream);
+            if (gbr) N_(dv_write_row)(gbr, C, sv_buf, NULL, sb_buf, gqb, -kqg, 0, NULL, 0, stream);
             continue;
         }
         for (int64_t k = 0; k < C; k += W) {

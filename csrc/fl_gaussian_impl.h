@@ -126,17 +126,6 @@ static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *g
     return N_(dv_dsum)(total);
 }
 
-/* Whether one of n variances is below 0 (PyTorch's error; NaN is not), one vector test
- * per W: gaussian_nll_loss's check of var, its blocks in parallel before the kernel (a
- * single-threaded NumPy min over var cost a third of the loss's time). */
-static int N_(any_negative)(const T *v, int64_t n) {
-    VI neg = {0};
-    int64_t k = 0;
-    for (; k + W <= n; k += W) neg |= N_(vload)(v + k) < 0;
-    if (k < n) neg |= N_(vload_part)(v + k, n - k, 0) < 0;
-    return N_(vany)(neg);
-}
-
 /* --- mvn_kl: KL(N(mp, Sp) || N(mq, Sq)) of one pair of full covariances -------------
  * Small dense linear algebra in float64 (whatever T), row-major d x d scratch,
  * unblocked loops: for d <= 64 (fastloss/gaussian.py) they beat one LAPACK call per

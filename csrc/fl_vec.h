@@ -376,9 +376,9 @@ FL_INL V N_(vexpm1_le1)(V z) {
 /* log(x) = e*ln2 + 2*atanh(s), x = m * 2^e, m in [sqrt(1/2), sqrt(2)), s = (m-1)/(m+1). */
 FL_INL V N_(vlog)(V x) {
 #if FL_X86_DISPATCH && FL_VBYTES == 64
-    /* AVX-512's getmant / getexp split every x exactly, subnormals included (no rescaling
-     * and no integer work: a third fewer instructions); x < 0 or NaN: a NaN mantissa and
-     * so a NaN result; x = 0: e = -inf; x = inf: the selects below */
+    /* AVX-512's getmant / getexp split every x exactly, subnormals included: no rescaling,
+     * no integer work, and x < 0 or NaN give a NaN mantissa and so a NaN result without a
+     * select; x = 0 (e = -inf) and x = inf take the two selects below */
 #if FL_DOUBLE
     V m = (V)_mm512_getmant_pd((__m512d)x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_nan);
     V ef = (V)_mm512_getexp_pd((__m512d)x);

@@ -307,6 +307,15 @@ def check_var_layout(v, shape):
                      f"1, or a scalar")
 
 
+def check_nonnegative(a, name, what):
+    """ValueError when an entry of the array a is below 0 (NaN is not). np.min reads a once
+    at memory speed; only a NaN minimum, which would hide a negative entry, looks again."""
+    if a.size:
+        m = np.min(a)
+        if m < 0 or (m != m and np.any(a < 0)):
+            raise ValueError(f"{name} has negative entries ({what})")
+
+
 def check_names(value, name, allowed):
     """A tuple of distinct names from `allowed`, in allowed's order (a str is one name)."""
     names = (value,) if isinstance(value, str) else value

@@ -25,7 +25,6 @@ cdef extern from "fl_divergence.h" nogil:
         double beta
         double gscale_p
         double gscale_q
-        int accumulate_q
         int64_t ignore_index
         int stream
         double ce_scale
@@ -167,12 +166,12 @@ cdef void _pair_block(void *job, int64_t blk, int tid, const floating *tag) noex
 
 def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] ga,
               floating[:, ::1] gb, double inv_t, double beta, double gscale_p, double gscale_q,
-              bint accumulate_q, const int64_t[::1] labels, int64_t ignore_index,
+              const int64_t[::1] labels, int64_t ignore_index,
               double[::1] loss, int64_t[:, ::1] argmax, int n_threads, double[::1] ce_loss=None,
               double ce_scale=0.0):
     """Per-row KL(softmax(a/T) || softmax(b/T)) (kind "kl") or generalised JS (kind "js")
     into `loss`; gradients into ga / gb (either may be None). labels (or None): rows equal
-    to ignore_index are skipped (KL only). accumulate_q: gb is added to. argmax (KL; or
+    to ignore_index are skipped (KL only). argmax (KL; or
     None): (2, n), each row's argmax of a and of b, skipped rows too. ce_loss (KL with
     labels; or None): also b's cross-entropy against the labels at temperature 1 per row,
     its gradient times ce_scale added to gb, in the same pass (distillation)."""
@@ -189,8 +188,7 @@ def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floa
     cdef int64_t *am_b = am + n if am != NULL else NULL
     cdef double *cep = &ce_loss[0] if ce_loss is not None else NULL
     cdef fl_div_params p = fl_div_params(
-        C=C, inv_t=inv_t, beta=beta, gscale_p=gscale_p, gscale_q=gscale_q, accumulate_q=accumulate_q,
-        ignore_index=ignore_index,
+        C=C, inv_t=inv_t, beta=beta, gscale_p=gscale_p, gscale_q=gscale_q, ignore_index=ignore_index,
         stream=(gap != NULL or gbp != NULL) and n * C * <int64_t> sizeof(floating) >= _stream_bytes,
         ce_scale=ce_scale)
     if _cached(C, sizeof(floating)) and (gap != NULL or gbp != NULL or js):
@@ -248,10 +246,8 @@ cdef void _pair_half_block(void *job, int64_t b, int tid, const void *tag) noexc
     cdef PairJob *j = <PairJob *>job
     cdef int64_t r0 = b * j.rows_per_block, C = j.C, w = j.slot
     cdef int64_t nr = min(j.rows_per_block, j.n - r0), m = nr * C
-    cdef int64_t slots = 3 if j.p.accumulate_q else 2
     cdef float *s = <float *>j.scratch + tid * j.width
-    cdef float *sgb = s + 2 * w if j.p.accumulate_q else s + w
-    cdef float *cache = s + slots * w if j.cache else NULL
+    cdef float *cache = s + 2 * w if j.cache else NULL
     cdef uint16_t *gap = <uint16_t *>j.ga
     cdef uint16_t *gbp = <uint16_t *>j.gb
     if not j.js and not gap and not gbp and not j.ce_loss:
@@ -261,41 +257,36 @@ cdef void _pair_half_block(void *job, int64_t b, int tid, const void *tag) noexc
         return
     fl_half_to_float(j.kind, <const uint16_t *>j.a + r0 * C, s, m)
     fl_half_to_float(j.kind, <const uint16_t *>j.b + r0 * C, s + w, m)
-    if j.p.accumulate_q and gbp:
-        fl_half_to_float(j.kind, gbp + r0 * C, sgb, m)
     if j.js:
-        fl_js_rows(s, s + w, s if gap else NULL, sgb if gbp else NULL, nr, j.p, j.loss + r0, cache)
+        fl_js_rows(s, s + w, s if gap else NULL, s + w if gbp else NULL, nr, j.p, j.loss + r0, cache)
     else:
-        fl_kl_rows(s, s + w, s if gap else NULL, sgb if gbp else NULL, nr,
+        fl_kl_rows(s, s + w, s if gap else NULL, s + w if gbp else NULL, nr,
                    j.labels + r0 if j.labels else NULL, j.p, j.loss + r0,
                    j.ce_loss + r0 if j.ce_loss else NULL, cache,
                    j.am_a + r0 if j.am_a else NULL, j.am_b + r0 if j.am_b else NULL)
     if gap:
         fl_float_to_half(j.kind, s, gap + r0 * C, m)
     if gbp:
-        fl_float_to_half(j.kind, sgb, gbp + r0 * C, m)
+        fl_float_to_half(j.kind, s + w, gbp + r0 * C, m)
 
 
 def pair_rows_half(int kind, str loss_kind, const uint16_t[:, ::1] a, const uint16_t[:, ::1] b,
                    uint16_t[:, ::1] ga, uint16_t[:, ::1] gb, double inv_t, double beta, double gscale_p,
-                   double gscale_q, bint accumulate_q, const int64_t[::1] labels, int64_t ignore_index,
+                   double gscale_q, const int64_t[::1] labels, int64_t ignore_index,
                    double[::1] loss, int64_t[:, ::1] argmax, int n_threads, double[::1] ce_loss=None,
                    double ce_scale=0.0):
-    """pair_rows on half rows (kind: fastloss/_half.pxd). With accumulate_q, gb's block is
-    converted in, added to in float32 and converted back (rounded to half twice). KL without
-    gradients reads the half rows directly (fl_kl_rows_half; the scratch only for rows holding
+    """pair_rows on half rows (kind: fastloss/_half.pxd). KL without gradients (and without
+    ce_loss) reads the half rows directly (fl_kl_rows_half; the scratch only for rows holding
     NaN or inf)."""
     cdef int64_t n = a.shape[0], C = a.shape[1]
     cdef int64_t rpb = rows_per_block(C)
     cdef int64_t w = scratch_row(rpb * C * 4, 4)
     cdef bint js = loss_kind == "js"
-    # the b block's slot holds gb's block when both are needed apart (accumulate_q)
-    cdef int64_t slots = 3 if accumulate_q else 2
     cdef float[:, ::1] scratch
     cdef double *cep = &ce_loss[0] if ce_loss is not None else NULL
     cdef fl_div_params p = fl_div_params(
-        C=C, inv_t=inv_t, beta=beta, gscale_p=gscale_p, gscale_q=gscale_q, accumulate_q=accumulate_q,
-        ignore_index=ignore_index, stream=0, ce_scale=ce_scale)
+        C=C, inv_t=inv_t, beta=beta, gscale_p=gscale_p, gscale_q=gscale_q, ignore_index=ignore_index,
+        stream=0, ce_scale=ce_scale)
     if n == 0:
         return
     cdef uint16_t *gap = &ga[0, 0] if ga is not None else NULL
@@ -304,8 +295,9 @@ def pair_rows_half(int kind, str loss_kind, const uint16_t[:, ::1] a, const uint
     cdef int64_t *am = &argmax[0, 0] if argmax is not None else NULL
     cdef int64_t *am_b = am + n if am != NULL else NULL
     cdef bint cache = _cached(C, 4) and (gap != NULL or gbp != NULL or js)
-    scratch = _thread_rows(n_threads, (slots + 1) * w + (_pair_cache_rows(js, cep != NULL, inv_t) * C
-                                                         if cache else 0), 4)
+    # per thread: a's and b's blocks (the gradients written over them), the kernel's row
+    # cache, and a block of padding
+    scratch = _thread_rows(n_threads, 3 * w + (_pair_cache_rows(js, cep != NULL, inv_t) * C if cache else 0), 4)
     cdef PairJob job = PairJob(n=n, C=C, rows_per_block=rpb, a=&a[0, 0], b=&b[0, 0], ga=gap, gb=gbp,
                                labels=lab, p=&p, js=js, loss=&loss[0], ce_loss=cep, am_a=am, am_b=am_b,
                                scratch=&scratch[0, 0],

@@ -28,7 +28,6 @@ cdef extern from "fl_gaussian.h" nogil:
                           double gscale)
     double fl_nll_block(const void *x, const void *t, const void *var, double vconst, void *gx, void *gv,
                         void *lelem, int64_t n, double eps, double cst, double gscale, double *gv_sum)
-    int fl_any_negative(const void *v, int64_t n)
     ctypedef struct fl_mvn_out:
         void *g[4]
         int wide[4]
@@ -175,30 +174,6 @@ def nll(const floating[::1] x, const floating[::1] t, const floating[::1] var, b
     return _sum_items(_NLL, n, D, var_per_row, &x[0], &t[0], &var[0], NULL, &gx[0] if gx is not None else NULL,
                       &gv[0] if gv is not None else NULL, NULL, NULL,
                       &elem_loss[0] if elem_loss is not None else NULL, NULL, 0, eps, cst, gscale, n_threads)
-
-
-cdef struct NegativeJob:
-    const void *v
-    int64_t n
-    int *found
-
-
-cdef void _negative_block(void *job, int64_t blk, int tid, const floating *tag) noexcept nogil:
-    cdef NegativeJob *j = <NegativeJob *>job
-    cdef int64_t s = blk * EBLK
-    j.found[blk] = fl_any_negative(<const floating *>j.v + s, min(EBLK, j.n - s))
-
-
-def any_negative(const floating[::1] v, int n_threads):
-    """Whether an entry of v is below 0 (NaN is not), its blocks in parallel."""
-    cdef int64_t n = v.shape[0]
-    if n == 0:
-        return False
-    cdef int[::1] found = np.zeros(n_blocks(n, EBLK), dtype=np.intc)
-    cdef NegativeJob job = NegativeJob(v=&v[0], n=n, found=&found[0])
-    with nogil:
-        run_blocks(<block_fn>_negative_block[floating], &job, found.shape[0], n_threads)
-    return bool(np.any(found))
 
 
 # The arguments of mvn_kl (which see), its T pointers as void pointers.

@@ -290,8 +290,8 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     the logits' gradient in place, and the products back to the input and the weight (every
     product through SciPy's BLAS when SciPy is installed, the weight's gradient accumulating
     over the blocks in gemm; else NumPy's matmul and a small temporary); without gradients (and
-    softcap) the classes are read in chunks of at most 8 MiB of logits instead, each chunk's
-    log-sum-exp taken relative to its max, so each block of up to 1024 tokens reads the
+    softcap) the classes are read in chunks of at most 16 MiB of logits instead, each chunk's
+    log-sum-exp taken relative to its max, so each block of up to 2048 tokens reads the
     weight once.
 
     Parameters

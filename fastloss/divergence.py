@@ -82,7 +82,7 @@ def _pair_call(kind, a, b, ax, inv_t, beta, reduction, return_grad, grad_out, na
                          [(names[0], a), (names[1], b)], in_place=names)
     rows = np.empty(n, dtype=np.float64)
     am = np.empty((2, n), np.int64) if return_stats else None
-    _pair_rows(kind, a2, b2, ga, gb, inv_t, beta, gs, gs, False, None, 0, rows, am,
+    _pair_rows(kind, a2, b2, ga, gb, inv_t, beta, gs, gs, None, 0, rows, am,
                _config.threads_for(2 * a2.size))
     row_shape = a.shape[:ax] + a.shape[ax + 1:]
     loss = reduce_rows(rows, row_shape, n, reduction, compute_dtype(a))
@@ -455,7 +455,7 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
         kl = np.empty(n, dtype=np.float64)
         ce = np.empty(n, dtype=np.float64) if fused else None
         _pair_rows("kl", t2, s2, None, g2 if w_kl > 0 else None, 1.0 / T, 0.5, 0.0,
-                   gs * w_kl * T, False, labels, ignore_index, kl, am, nt, ce, gs * w_ce)
+                   gs * w_kl * T, labels, ignore_index, kl, am, nt, ce, gs * w_ce)
         if w_kl > 0:
             rows += (w_kl * T * T) * kl
         if fused:
