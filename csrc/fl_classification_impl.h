@@ -583,7 +583,7 @@ FL_INL V N_(bce_step)(const T *x, const T *t, const T *w, const T *pw, const uin
                       T *lout, T *g, int64_t k, int64_t nk, T gscale) {
     V l, d;
     N_(bce_logits_point)(N_(vload_n)(x + k, nk, 0), N_(vload_n)(t + k, nk, 0),
-                         pw ? pw + k : NULL, nk, &l, &d);
+                         pw ? pw + k : NULL, nk, &l, &d, NULL, NULL);
     if (w) {
         const V wk = N_(vload_n)(w + k, nk, 0);
         l *= wk;
@@ -621,47 +621,44 @@ static double N_(bce_block)(const T *x, const T *t, const T *w, const T *pw, con
 
 /* torchvision's sigmoid focal loss, one vector (masked_store):
  *   l = alpha_t * bce(x, t) * (1 - p_t)^gamma,  p_t = p t + (1 - p)(1 - t),
- *   alpha_t = alpha t + (1 - alpha)(1 - t) (alpha < 0: alpha_t = 1).
+ *   alpha_t = alpha t + (1 - alpha)(1 - t) = a0 + a1 t (a0 = 1 - alpha, a1 = 2 alpha - 1;
+ *   alpha < 0: a0 = 1, a1 = 0).
  * bce and its derivative p - t come from bce_logits_point, whose terms do not cancel;
  * 1 - p_t is formed as p (1 - t) + (1 - p) t from both sigmoids. So the loss keeps its
  * relative accuracy as p_t -> 1 (x * t - x would lose log1p(e) at large |x|). A negative
  * 1 - p_t (a target outside [0, 1]) makes (1 - p_t)^gamma NaN for gamma > 0. sq: gamma
- * is 2 (the default), whose power is a product. */
+ * is 2 (the default), whose power is a product and whose derivative 2 (1 - p_t) needs no
+ * care at 1 - p_t = 0. */
 FL_INL V N_(focal_step)(const int sq, const T *x, const T *t, const uint8_t *m, T *lout, T *g,
-                        int64_t k, int64_t nk, T alpha, T gamma, T gscale) {
+                        int64_t k, int64_t nk, T a0, T a1, T gamma, T gscale) {
     const V xk = N_(vload_n)(x + k, nk, 0), tk = N_(vload_n)(t + k, nk, 0);
-    V ce, dce;
-    N_(bce_logits_point)(xk, tk, NULL, nk, &ce, &dce);
-    const V e = N_(vexp)(N_(vsel)(xk < (T)0, xk, -xk));   /* as bce_logits_point's (CSE) */
-    const V d = (T)1 / ((T)1 + e);
-    const V p = N_(vsel)(xk < (T)0, e * d, d);     /* sigmoid(x) */
-    const V q = N_(vsel)(xk < (T)0, d, e * d);     /* sigmoid(-x) */
+    V ce, dce, p, q;                                /* p = sigmoid(x), q = sigmoid(-x) */
+    N_(bce_logits_point)(xk, tk, NULL, nk, &ce, &dce, &p, &q);
     const V one_minus_pt = p * ((T)1 - tk) + q * tk;
-    V f, fd;                                        /* (1-p_t)^gamma, gamma (1-p_t)^(gamma-1) */
+    /* d(1-p_t)/dx = p q (1 - 2t); df/dx = gamma (1-p_t)^(gamma-1) times that */
+    const V dpt = (p * q) * ((T)1 - (T)2 * tk);
+    V f, df;                                        /* (1-p_t)^gamma and its derivative */
     if (sq) {
         f = N_(vsel)(one_minus_pt < (T)0, N_(vset1)((T)NAN), one_minus_pt * one_minus_pt);
-        fd = one_minus_pt + one_minus_pt;
+        df = (one_minus_pt + one_minus_pt) * dpt;
     } else {
         f = gamma == (T)0 ? N_(vset1)(1) : N_(vexp)(gamma * N_(vlog)(one_minus_pt));
-        fd = gamma * f / one_minus_pt;
+        df = N_(vsel)(one_minus_pt == (T)0, N_(vset1)(0), gamma * f / one_minus_pt * dpt);
     }
-    const V at = alpha < (T)0 ? N_(vset1)(1) : alpha * tk + ((T)1 - alpha) * ((T)1 - tk);
-    const V l = at * ce * f;
-    /* d(1-p_t)/dx = -p q (2t - 1); df/dx = gamma (1-p_t)^(gamma-1) times that */
-    const V df = N_(vsel)(one_minus_pt == (T)0, N_(vset1)(0), fd * (-(p * q) * ((T)2 * tk - (T)1)));
-    return N_(masked_store)(l, at * (dce * f + ce * df) * gscale, m, lout, g, k, nk);
+    const V at = a0 + a1 * tk;
+    return N_(masked_store)(at * ce * f, at * (dce * f + ce * df) * gscale, m, lout, g, k, nk);
 }
 
 FL_INL double N_(focal_impl)(const int sq, const T *x, const T *t, const uint8_t *m, T *lout,
-                             T *g, int64_t n, T alpha, T gamma, T gscale) {
+                             T *g, int64_t n, T a0, T a1, T gamma, T gscale) {
     double total = 0.0;
     for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
         const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0);
         int64_t k = b;
         for (; k + W <= end; k += W)
-            acc += N_(focal_step)(sq, x, t, m, lout, g, k, W, alpha, gamma, gscale);
-        if (k < end) acc += N_(focal_step)(sq, x, t, m, lout, g, k, end - k, alpha, gamma, gscale);
+            acc += N_(focal_step)(sq, x, t, m, lout, g, k, W, a0, a1, gamma, gscale);
+        if (k < end) acc += N_(focal_step)(sq, x, t, m, lout, g, k, end - k, a0, a1, gamma, gscale);
         total += N_(vhsum)(acc);
     }
     return total;
@@ -670,7 +667,8 @@ FL_INL double N_(focal_impl)(const int sq, const T *x, const T *t, const uint8_t
 /* The sigmoid focal loss over n elements (focal_step); m, lout, g: as bce_block's. */
 static double N_(focal_block)(const T *x, const T *t, const uint8_t *m, T *lout, T *g, int64_t n,
                               T alpha, T gamma, T gscale) {
-#define FL_FOCAL(sq, mm, gg) N_(focal_impl)(sq, x, t, mm, lout, gg, n, alpha, gamma, gscale)
+    const T a0 = alpha < (T)0 ? (T)1 : (T)1 - alpha, a1 = alpha < (T)0 ? (T)0 : (T)2 * alpha - (T)1;
+#define FL_FOCAL(sq, mm, gg) N_(focal_impl)(sq, x, t, mm, lout, gg, n, a0, a1, gamma, gscale)
     if (gamma == (T)2) {
         if (m) return g ? FL_FOCAL(1, m, g) : FL_FOCAL(1, m, NULL);
         return g ? FL_FOCAL(1, NULL, g) : FL_FOCAL(1, NULL, NULL);

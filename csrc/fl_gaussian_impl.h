@@ -67,7 +67,7 @@ static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, 
             if (mode == 0) {
                 N_(sqerr_point)(rk - xk, &l, &gk);     /* padded lanes: l = 0 */
             } else {
-                N_(bce_logits_point)(rk, xk, NULL, nk, &l, &gk);
+                N_(bce_logits_point)(rk, xk, NULL, nk, &l, &gk, NULL, NULL);
                 l = N_(vkeep_first)(l, nk);
             }
             acc += l;

@@ -16,13 +16,19 @@ FL_INL void N_(sqerr_point)(V r, V *l, V *d) {
  * softplus(-x) = log1p(e) + max(-x, 0) with e = exp(-|x|), and for x < 0,
  * (1 - t) x - lw x = -pw t x; likewise dl/dx = lw sigmoid(x) - pw t for x < 0.
  * pw: NULL (all ones) or the nk weights of this vector, read after exp (that order
- * keeps bce_block's loop as compiled before the split into this function). */
-FL_INL void N_(bce_logits_point)(V x, V t, const T *pw, int64_t nk, V *l, V *d) {
+ * keeps bce_block's loop as compiled before the split into this function).
+ * p, q: NULL, or sigmoid(x) and sigmoid(-x) from the same exponential (the focal loss). */
+FL_INL void N_(bce_logits_point)(V x, V t, const T *pw, int64_t nk, V *l, V *d, V *p, V *q) {
     VI neg = x < (T)0;
-    V e = N_(vexp)(N_(vsel)(neg, x, -x));    /* exp(-|x|) in (0, 1] */
+    V e = N_(vexp_le0_nan)(N_(vsel)(neg, x, -x));    /* exp(-|x|) in [0, 1] */
     V pwk = pw ? N_(vload_n)(pw, nk, 1) : N_(vset1)(1);
     V lw = (pwk - (T)1) * t + (T)1;
     *l = N_(vsel)(neg, -(pwk * t) * x, ((T)1 - t) * x) + lw * N_(vlog1p_unit)(e);
     V s = (T)1 / ((T)1 + e);                 /* sigmoid(|x|); e s = sigmoid(-|x|) */
-    *d = N_(vsel)(neg, lw * (e * s) - pwk * t, ((T)1 - t) - lw * (e * s));
+    V es = e * s;
+    *d = N_(vsel)(neg, lw * es - pwk * t, ((T)1 - t) - lw * es);
+    if (p) {
+        *p = N_(vsel)(neg, es, s);
+        *q = N_(vsel)(neg, s, es);
+    }
 }
