@@ -84,24 +84,37 @@ static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, 
  *   dl/dx = (x - t) / v,  dl/dvar = 0.5 (1 / v - (x - t)^2 / v^2)
  * (the clamp passes the gradient straight through, as PyTorch's no-grad clamp).
  * var NULL: every element uses vconst, and *gv_sum (if given) gets sum dl/dvar
- * times gscale in float64 (a per-row variance). Gradients optional, scaled by gscale. */
+ * times gscale in float64 (a per-row variance). Gradients optional, scaled by gscale.
+ * Without per-element losses the sum of log v is taken as log of products (a log an
+ * element made the loss compute-bound): per lane and block the mantissas multiply in
+ * float64 (vfrexp1: within 2^(+-FL_SUM_BLOCK / 2W)) and the exponents add; then one log per
+ * lane and block of the product rounded to T, plus what that rounding lost, so the sum
+ * keeps the accuracy of a sum of logs also where var is near 1 and the logs are small. */
 static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,
                             T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum) {
-    VD total = N_(dv_dzero)(), gvs = total;
+    VD total = N_(dv_dzero)(), gvs = total, logs = total, exps = total, one = total + 1.0;
     const T half = (T)0.5, hg = (T)0.5 * gscale;
     const V vc = N_(vset1)(vconst < eps ? eps : vconst);  /* NaN stays NaN */
     const V lvc = N_(vlog)(vc);
+    const int products = var && !lelem;
     for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
         const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
-        V acc = N_(vset1)(0), accg = N_(vset1)(0);
+        V acc = N_(vset1)(0), accg = N_(vset1)(0), se = N_(vset1)(0);
+        VD pm = one;
         for (int64_t k = b; k < end; k += W) {
             const int64_t nk = end - k;
             V d = N_(vload_n)(x + k, nk, 0) - N_(vload_n)(t + k, nk, 0);
-            V v, lv;
+            V v, lv = N_(vset1)(0);
             if (var) {
-                v = N_(vload_n)(var + k, nk, 1);
+                v = N_(vload_n)(var + k, nk, 1);     /* padded lanes: v = 1, log v = 0 */
                 v = N_(vsel)(v < eps, N_(vset1)(eps), v);
-                lv = N_(vlog)(v);
+                if (products) {
+                    V e;
+                    pm *= __builtin_convertvector(N_(vfrexp1)(v, &e), VD);
+                    se += e;
+                } else {
+                    lv = N_(vlog)(v);
+                }
             } else {
                 v = vc;
                 lv = lvc;
@@ -121,9 +134,17 @@ static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *g
         }
         total = N_(dv_widen_add)(total, acc);
         if (gv_sum) gvs = N_(dv_widen_add)(gvs, accg);
+        if (products) {
+            const V p = __builtin_convertvector(pm, V);
+            V lost = __builtin_convertvector(pm - __builtin_convertvector(p, VD), V) / p;
+            lost = N_(vsel)(lost != lost, N_(vset1)(0), lost);   /* p = 0, inf or NaN: log p is all */
+            logs = N_(dv_widen_add)(logs, N_(vlog)(p) + lost);
+            exps = N_(dv_widen_add)(exps, se);
+        }
     }
     if (gv_sum) *gv_sum = N_(dv_dsum)(gvs);
-    return N_(dv_dsum)(total);
+    if (!products) return N_(dv_dsum)(total);
+    return N_(dv_dsum)(total) + 0.5 * (N_(dv_dsum)(logs) + 0.69314718055994530942 * N_(dv_dsum)(exps));
 }
 
 /* --- mvn_kl: KL(N(mp, Sp) || N(mq, Sq)) of one pair of full covariances -------------

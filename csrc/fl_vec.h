@@ -385,18 +385,17 @@ FL_INL V N_(vexpm1_le1)(V z) {
     return two_n * em + (two_n - (T)1.0);
 }
 
-/* log(x) = e*ln2 + 2*atanh(s), x = m * 2^e, m in [sqrt(1/2), sqrt(2)), s = (m-1)/(m+1). */
-FL_INL V N_(vlog)(V x) {
+/* x = m 2^ef exactly, m in [1, 2), for every finite x > 0 (subnormals included); other
+ * lanes get values that vlog and vfrexp1 replace. AVX-512's getmant / getexp need no
+ * rescaling and no integer work (and give a NaN mantissa for x < 0 or NaN). */
+FL_INL V N_(vsplit)(V x, V *ef) {
 #if FL_X86_DISPATCH && FL_VBYTES == 64
-    /* AVX-512's getmant / getexp split every x exactly, subnormals included: no rescaling,
-     * no integer work, and x < 0 or NaN give a NaN mantissa and so a NaN result without a
-     * select; x = 0 (e = -inf) and x = inf take the two selects below */
 #if FL_DOUBLE
-    V m = (V)_mm512_getmant_pd((__m512d)x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_nan);
-    V ef = (V)_mm512_getexp_pd((__m512d)x);
+    *ef = (V)_mm512_getexp_pd((__m512d)x);
+    return (V)_mm512_getmant_pd((__m512d)x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_nan);
 #else
-    V m = (V)_mm512_getmant_ps((__m512)x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_nan);
-    V ef = (V)_mm512_getexp_ps((__m512)x);
+    *ef = (V)_mm512_getexp_ps((__m512)x);
+    return (V)_mm512_getmant_ps((__m512)x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_nan);
 #endif
 #else
 #if FL_DOUBLE
@@ -408,13 +407,35 @@ FL_INL V N_(vlog)(V x) {
     V xs = N_(vsel)(tiny, x * (T)SUBNORMAL_SCALE, x);
     VI bits = (VI)xs;
     VI e = ((bits >> MANT_BITS) & (TI)(2 * EXP_BIAS + 1)) - (TI)EXP_BIAS;
-    V m = (V)((bits & mant_mask) | one_bits);     /* in [1, 2) */
-    V ef = __builtin_convertvector(e, V);
-    ef = N_(vsel)(tiny, ef - (T)SUBNORMAL_LOG2, ef);
+    *ef = N_(vsel)(tiny, __builtin_convertvector(e, V) - (T)SUBNORMAL_LOG2, __builtin_convertvector(e, V));
+    return (V)((bits & mant_mask) | one_bits);
 #endif
-    VI hi = m > (T)1.41421356237309504880;
-    m = N_(vsel)(hi, m * (T)0.5, m);
-    ef = ef + (V)(hi & (VI)N_(vset1)((T)1.0));
+}
+
+/* vsplit's m in [1, 2) moved to [sqrt(1/2), sqrt(2)) (ef adjusted): x near 1 gives m near 1. */
+FL_INL V N_(vcenter)(V m, V *ef) {
+    const VI hi = m > (T)1.41421356237309504880;
+    *ef = *ef + (V)(hi & (VI)N_(vset1)((T)1.0));
+    return N_(vsel)(hi, m * (T)0.5, m);
+}
+
+/* x = m 2^ef, m in [sqrt(1/2), sqrt(2)), for x >= 0 or NaN, where x = 0, +inf and NaN give
+ * m = x and ef = 0: a product of the m's and a sum of the ef's then give log of a product
+ * of x's as log(prod m) + ln2 sum ef, one log for many elements (gaussian_nll_loss's sum
+ * of log var); x near 1 keeps m near 1 and so log(prod m) small and accurate. */
+FL_INL V N_(vfrexp1)(V x, V *ef) {
+    const VI normal = (x > (T)0) & (x < (T)INFINITY);
+    const V m = N_(vcenter)(N_(vsplit)(x, ef), ef);
+    *ef = (V)(normal & (VI)*ef);
+    return N_(vsel)(normal, m, x);
+}
+
+/* log(x) = e*ln2 + 2*atanh(s), x = m * 2^e, m in [sqrt(1/2), sqrt(2)), s = (m-1)/(m+1).
+ * At AVX-512 x < 0 or NaN give a NaN mantissa and so a NaN result without a select; x = 0
+ * (e = -inf) and x = inf take the two selects below. */
+FL_INL V N_(vlog)(V x) {
+    V ef;
+    V m = N_(vcenter)(N_(vsplit)(x, &ef), &ef);
     V s = (m - (T)1.0) / (m + (T)1.0);
     V s2 = s * s;
     /* 2*atanh(s) = 2s + 2s * s2 * q, q = sum_{k>=1} s2^(k-1) / (2k+1) */

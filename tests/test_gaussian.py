@@ -334,6 +334,30 @@ def test_gaussian_nll_finite_differences(rng):
                                    atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gaussian_nll_sum_of_logs(simd, rng, dtype):
+    """The reduced loss sums log var as logs of per-lane products of mantissas: as accurate
+    as a sum of logs where var is near 1 (small logs), across blocks and lane tails, and
+    0, -0, inf and NaN in var give what their logs give."""
+    for n in (1, 17, 255, 256, 257, 3001):
+        x = (rng.standard_normal(n) * 0.01).astype(dtype)
+        var = (1 + rng.standard_normal(n) * 1e-3).astype(dtype)
+        want = ref.gaussian_nll_loss(x, 0.0, var, reduction="sum")
+        assert gaussian_nll_loss(x, 0.0, var, reduction="sum") == pytest.approx(
+            want, rel=2e-5 if dtype == np.float32 else 1e-12, abs=0)
+        wide = rng.uniform(1e-30, 1e30, n).astype(dtype)       # exponents far from 0
+        assert gaussian_nll_loss(x, 0.0, wide, reduction="sum") == pytest.approx(
+            ref.gaussian_nll_loss(x, 0.0, wide, reduction="sum"), rel=1e-6)
+    # var 0: log 0 + 1 / 0 = -inf + inf; -0: -inf - inf; inf: inf + 0
+    for special, want in ((0.0, np.nan), (-0.0, -np.inf), (np.inf, np.inf), (np.nan, np.nan)):
+        var = np.ones(300, dtype)
+        var[123] = special
+        with np.errstate(divide="ignore", invalid="ignore"):
+            oracle = ref.gaussian_nll_loss(np.ones(300), 0.0, var, eps=0.0, reduction="sum")
+        got = gaussian_nll_loss(np.ones(300, dtype), 0.0, var, eps=0.0, reduction="sum")
+        np.testing.assert_equal([got, oracle], [want, want])
+
+
 def test_gaussian_nll_edge_cases():
     assert np.isnan(gaussian_nll_loss(np.array([1.0, np.nan]), np.zeros(2), np.ones(2)))
     loss, (gx, gv) = gaussian_nll_loss(np.zeros((0, 3)), np.zeros((0, 3)), np.ones((0, 3)),

@@ -90,7 +90,7 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, reduction="me
     vshape = v.shape
     if v.shape != x.shape and v.ndim and v.shape == x.shape[:-1]:
         v = v[..., None]
-    vc = np.maximum(v, eps)
+    vc = np.where(v < eps, eps, v)     # PyTorch's clamp: -0 stays -0 at eps = 0, NaN stays NaN
     d = x - t
     per = 0.5 * (np.log(vc) + d ** 2 / vc) + (0.5 * math.log(2 * math.pi) if full else 0.0)
     per = np.broadcast_to(per, x.shape)
