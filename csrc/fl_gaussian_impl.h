@@ -144,7 +144,7 @@ static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *g
     }
     if (gv_sum) *gv_sum = N_(dv_dsum)(gvs);
     if (!products) return N_(dv_dsum)(total);
-    return N_(dv_dsum)(total) + 0.5 * (N_(dv_dsum)(logs) + 0.69314718055994530942 * N_(dv_dsum)(exps));
+    return N_(dv_dsum)(total) + 0.5 * (N_(dv_dsum)(logs) + FL_LN2 * N_(dv_dsum)(exps));
 }
 
 /* --- mvn_kl: KL(N(mp, Sp) || N(mq, Sq)) of one pair of full covariances -------------

@@ -62,7 +62,7 @@ FL_INL void N_(vlogcosh)(V r, V *l, V *d) {
     for (int k = FL_ATANH_TERMS - 2; k >= 1; k--) q = q * s2 + (T)(1.0 / (2 * k + 1));
     V two_s = s + s;
     V lc = two_s + two_s * s2 * q;             /* 2 atanh(s) */
-    *l = N_(vsel)(small, lc, (a - (T)0.69314718055994530942) + lc);
+    *l = N_(vsel)(small, lc, (a - (T)FL_LN2) + lc);
     *d = N_(vxorsign)(th, r);
 }
 #undef FL_ATANH_TERMS

@@ -15,9 +15,11 @@
  *          number are flushed to +0 (x < log(FLT_MIN) ~ -87.34, log(DBL_MIN) ~ -708.4).
  *   vexp_le0 (x <= 0) float32 <= 2 ulp (the AVX-512 table form: <= 1 ulp measured),
  *          float64 <= 2 ulp; flushed to +0 below the smallest normal number as vexp.
+ *          It does not promise NaN in -> NaN out; vexp_le0_nan does.
  *   vlog   float32 <= 2 ulp, float64 <= 2 ulp, all positive inputs incl. subnormals.
  *   vlog1p float32 <= 3 ulp, float64 <= 3 ulp for x > -1 (log's error plus the correction's).
  *   vlog1p_unit (x in [0, 1] only) float32 <= 2 ulp, float64 <= 2 ulp.
+ *   vsplit, vfrexp1: exact (x = m 2^e).
  * Special values follow C99: exp(-inf)=0, exp(inf)=inf, log(0)=-inf, log(x<0)=NaN,
  * NaN in -> NaN out. */
 
@@ -33,6 +35,8 @@
 #define FL_GROUP 8
 /* The source kind of a row read as T itself (the others: fl_half.h's FL_FLOAT16, FL_BFLOAT16). */
 #define FL_NATIVE (-1)
+/* log(2), for scalar and per-lane terms outside the vector log. */
+#define FL_LN2 0.69314718055994530942
 /* 1/d!, d = 0..13: the Taylor coefficients of exp (and, from d = 2, of expm1). */
 static const double fl_inv_fact[14] = {1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120,
     1.0 / 720, 1.0 / 5040, 1.0 / 40320, 1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800,
