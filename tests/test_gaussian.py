@@ -458,20 +458,24 @@ def test_bad_gaussian_input(call, exc, match):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("nthreads", [1, 2])
-def test_nll_negative_var_anywhere(dtype, nthreads):
-    """One negative var entry anywhere (first, middle, last element of several work items)
-    is a ValueError before any kernel, on every path (a caller's grad_out left untouched);
-    -0.0 is not negative."""
-    shape = (3, 40000)                        # several ELEMENT_BLOCK work items
+def test_nll_negative_var_anywhere(dtype, nthreads, simd):
+    """One negative var entry anywhere (first, middle, last element of several work items,
+    a vector's tail lanes) is a ValueError on every path, at every SIMD level (the kernel's
+    pass over an elementwise var makes the check where the caller holds no output: a
+    caller's grad_out is checked before and left untouched); -0.0 is not negative."""
+    shape = (3, 40001)                        # several ELEMENT_BLOCK work items, a partial vector
     x = np.zeros(shape, dtype)
-    for pos in [(0, 0), (1, 12345), (2, 39999)]:
+    for pos in [(0, 0), (1, 12345), (2, 39999), (2, 40000)]:
         var = np.ones(shape, dtype)
         var[pos] = -1e-30
         with fastloss.threads(nthreads):
-            with pytest.raises(ValueError, match="var has negative"):
-                gaussian_nll_loss(x, x, var)
-            with pytest.raises(ValueError, match="var has negative"):
-                gaussian_nll_loss(x, x, var, reduction="none", return_grad=True)
+            for kw in [{}, {"reduction": "none"}, {"reduction": "sum", "return_grad": True},
+                       {"where": np.ones(shape, bool)}]:
+                with pytest.raises(ValueError, match="var has negative"):
+                    gaussian_nll_loss(x, x, var, **kw)
+            x2 = np.zeros((3, 2) + shape[1:], dtype)
+            with pytest.raises(ValueError, match="var has negative"):   # the "axis" layout
+                gaussian_nll_loss(x2, x2, var[:, None])
             bufs = (np.full(shape, 7, dtype), np.full(shape, 7, dtype))
             with pytest.raises(ValueError, match="var has negative"):
                 gaussian_nll_loss(x, x, var, return_grad=True, grad_out=bufs)
