@@ -16,11 +16,11 @@ def half_kind(dtype):
     """The half-precision kind of a dtype for the kernels (fastloss/_half.pxd): 0 float16,
     1 bfloat16 (ml_dtypes', told by its name, so ml_dtypes is never imported here), None
     for any other dtype."""
+    if dtype.itemsize != 2:      # first: dtype.name is slow, and this runs on every call
+        return None
     if dtype == np.float16:
         return 0
-    if dtype.name == "bfloat16" and dtype.itemsize == 2:
-        return 1
-    return None
+    return 1 if dtype.name == "bfloat16" else None
 
 
 def half_bits(a):

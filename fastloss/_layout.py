@@ -24,7 +24,7 @@ from ._runtime import ELEMENT_BLOCK
 
 def as_rows(x, axis):
     """x with `axis` moved last, as C-contiguous (N, C) rows (a view when x already is)."""
-    xm = np.moveaxis(x, axis, -1)
+    xm = x if axis in (-1, x.ndim - 1) else np.moveaxis(x, axis, -1)
     return np.ascontiguousarray(xm).reshape(-1, xm.shape[-1])
 
 
