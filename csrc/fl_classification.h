@@ -75,13 +75,16 @@ FL_LABEL_ROW_LOSS(fl_label_row_loss, double)
     X(bce_block) X(focal_block) X(exp_array) X(exp_le0_array) X(log_array) X(log1p_array) X(log1p_unit_array)
 FL_DISPATCH(classification, FL_CLASSIFICATION_KERNELS)
 
-/* The float32-only kernel of half rows, at the level fl_classification_set_half_level
- * picks (with every other kernel's, and the half conversions'). */
+/* The float32-only kernels (half rows; the label check, which has no T), at the level
+ * fl_classification_set_half_level picks (with every other kernel's, and the half
+ * conversions'). */
 static __typeof__(&xent_label_half_f32_baseline) fl_xent_label_half = xent_label_half_f32_baseline;
+static __typeof__(&label_scan_f32_baseline) fl_label_scan = label_scan_f32_baseline;
 static void fl_classification_set_half_level(int level) {
     fl_classification_set_level(level);
     fl_half_set_level(level);
     fl_xent_label_half = FL_LEVEL_FN(xent_label_half, f32, level);
+    fl_label_scan = FL_LEVEL_FN(label_scan, f32, level);
 }
 
 /* One name per kernel for both dtypes (fl_common.h's FL_CALL). */

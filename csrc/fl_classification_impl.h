@@ -431,6 +431,26 @@ static void N_(xent_label_half)(int kind, const uint16_t *x, int64_t n, const in
         }
     }
 }
+
+/* The check of integer labels (fastloss/_checks.py's check_label_array) in one pass: the
+ * number of counted labels (!= ignore) into *counted, and the index of the first counted
+ * label outside [0, C), or -1. Branch-free (one unsigned compare catches both ends), so
+ * the compiler vectorises it where the level has 64-bit compares; float32's
+ * instantiation only, the labels having no T. */
+static int64_t N_(label_scan)(const int64_t *y, int64_t n, int64_t C, int64_t ignore,
+                              int64_t *counted) {
+    int64_t count = 0, bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t c = y[i] != ignore;
+        count += c;
+        bad |= c & ((uint64_t)y[i] >= (uint64_t)C);
+    }
+    *counted = count;
+    if (bad)
+        for (int64_t i = 0; i < n; i++)                  /* the error's path: the first */
+            if (y[i] != ignore && (uint64_t)y[i] >= (uint64_t)C) return i;
+    return -1;
+}
 #endif
 
 /* Softmax cross-entropy with integer labels for a class axis that is not the last:

@@ -9,6 +9,8 @@ import operator
 
 import numpy as np
 
+from ._classification import label_scan
+
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -250,21 +252,19 @@ def check_class_weight(weight, n_classes, dtype, name="weight"):
 def check_label_array(target, row_shape, n_classes, ignore_index, name="target", against="",
                       where=None):
     """Integer labels of shape row_shape, each in [0, n_classes) or ignore_index, as a flat
-    int64 array, and the boolean mask of the rows that count (label != ignore_index and,
-    with `where` (boolean, row_shape), where True; the others' labels become ignore_index)."""
+    int64 array, and the number of rows that count (label != ignore_index and, with `where`
+    (boolean, row_shape), where True; the others' labels become ignore_index). One pass of
+    a C kernel: a handful of NumPy passes took 50 us of a 390 us cross-entropy of 65536 rows."""
     labels = as_labels(target, name)
     if labels.shape != tuple(row_shape):
         raise ValueError(f"{name} labels have shape {labels.shape}, expected {tuple(row_shape)}"
                          + (f" ({against})" if against else ""))
     labels = labels.reshape(-1)
-    counted = labels != ignore_index
     if where is not None and not where.all():
         where = np.broadcast_to(where, row_shape).reshape(-1)
-        counted &= where
         labels = np.where(where, labels, ignore_index)
-    bad = counted & ((labels < 0) | (labels >= n_classes))
-    if bad.any():
-        i = int(np.argmax(bad))
+    counted, i = label_scan(labels, n_classes, ignore_index)
+    if i >= 0:
         pos = tuple(int(j) for j in np.unravel_index(i, row_shape))
         raise IndexError(f"{name}[{pos if len(pos) != 1 else pos[0]}] = {labels[i]} is out of "
                          f"range for {n_classes} classes (expected 0 <= label < {n_classes} "

@@ -51,6 +51,7 @@ cdef extern from "fl_classification.h" nogil:
     void fl_xent_label_half(int kind, const uint16_t *x, int64_t n, const int64_t *y,
                             const fl_xent_params *p, double *loss, float *scratch,
                             const fl_xent_stats *st)
+    int64_t fl_label_scan(const int64_t *y, int64_t n, int64_t C, int64_t ignore, int64_t *counted)
     double fl_bce_block(const void *x, const void *t, const void *w, const void *pw, const uint8_t *m,
                         void *lout, void *g, int64_t n, double gscale)
     double fl_focal_block(const void *x, const void *t, const uint8_t *m, void *lout, void *g,
@@ -64,6 +65,16 @@ cdef extern from "fl_classification.h" nogil:
 
 def set_level(int level):
     fl_classification_set_half_level(level)
+
+
+def label_scan(const int64_t[::1] y, int64_t C, int64_t ignore_index):
+    """(the number of labels != ignore_index, the index of the first of them outside [0, C)
+    or -1): _checks.check_label_array's test in one pass."""
+    cdef int64_t counted = 0, bad = -1
+    if y.shape[0]:
+        with nogil:
+            bad = fl_label_scan(&y[0], y.shape[0], C, ignore_index, &counted)
+    return counted, bad
 
 
 def _scratch(x, int n_threads, double softcap):

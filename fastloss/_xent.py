@@ -18,8 +18,8 @@ def prepare_labels(target, row_shape, n_classes, ignore_index, class_weight=None
     labels, counted = check_label_array(target, row_shape, n_classes, ignore_index, name, against,
                                         where)
     if class_weight is None:
-        return labels, float(np.count_nonzero(counted))
-    return labels, float(np.sum(class_weight[labels[counted]], dtype=np.float64))
+        return labels, float(counted)
+    return labels, float(np.sum(class_weight[labels[labels != ignore_index]], dtype=np.float64))
 
 
 def weight_sum(class_weight, C):

@@ -340,6 +340,32 @@ def test_bad_labels():
         fl.cross_entropy(x, np.array([0, 1, 2, -100]), ignore_index=-1)
 
 
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 1000])
+def test_label_scan(simd, rng, n):
+    """The one-pass label check (csrc label_scan) at every SIMD level, n around a vector:
+    the first bad label's position (either end of the range, int64's extremes, the first
+    of two) and the count of rows that are not ignore_index, which the mean divides by."""
+    C = 5
+    x = rng.standard_normal((n, C))
+    for ignore in [-100, 0, C]:
+        y = rng.integers(0, C, n)
+        y[rng.random(n) < 0.3] = ignore
+        counted = np.count_nonzero(y != ignore)
+        total = fl.cross_entropy(x, y, ignore_index=ignore, reduction="sum")
+        mean = fl.cross_entropy(x, y, ignore_index=ignore)
+        assert (np.isnan(mean) if counted == 0 else mean == pytest.approx(total / counted, rel=1e-15))
+        for bad in [C, -1, np.iinfo(np.int64).max, np.iinfo(np.int64).min]:
+            if bad == ignore:
+                continue
+            for pos in sorted({0, n // 2, n - 1}):
+                yb = y.copy()
+                yb[pos] = bad
+                if pos + 1 < n:
+                    yb[-1] = C + 1                      # a later bad label is not the one named
+                with pytest.raises(IndexError, match=rf"target\[{pos}\] = {bad} is out of range"):
+                    fl.cross_entropy(x, yb, ignore_index=ignore)
+
+
 @pytest.mark.parametrize("kwargs,exc,match", [
     (dict(reduction="avg"), ValueError, "reduction"),
     (dict(label_smoothing=1.5), ValueError, "label_smoothing"),
