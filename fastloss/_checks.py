@@ -249,6 +249,18 @@ def check_class_weight(weight, n_classes, dtype, name="weight"):
     return cw
 
 
+def check_ignore_index(value, name="ignore_index"):
+    """An integer (Python or NumPy, not float or str) that int64 holds, as int: the kernels
+    compare int64 labels with it."""
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if not -(1 << 63) <= v < (1 << 63):
+        raise ValueError(f"{name} = {v} does not fit int64, which labels are compared in")
+    return v
+
+
 def check_label_array(target, row_shape, n_classes, ignore_index, name="target", against="",
                       where=None):
     """Integer labels of shape row_shape, each in [0, n_classes) or ignore_index, as a flat

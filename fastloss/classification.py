@@ -15,7 +15,7 @@ from . import _classification as _k
 from . import _config
 from ._blas import product
 from ._checks import (as_float_array, check_axis, check_broadcast, check_choice, check_class_axis,
-                      check_class_weight, check_grad_out, check_grad_outs, check_grad_request,
+                      check_class_weight, check_grad_out, check_grad_outs, check_grad_request, check_ignore_index,
                       check_linear_layer, check_names, check_no_overlap, check_real,
                       check_reduction, check_same_shape, compute_dtype, half_bits, half_kind,
                       result_dtype, whole_labels)
@@ -170,7 +170,7 @@ def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, la
     eps = check_real(label_smoothing, "label_smoothing", 0.0, 1.0)
     zl = check_real(z_loss, "z_loss", 0.0)
     cap = 0.0 if softcap is None else check_real(softcap, "softcap", 0.0, low_open=True)
-    ignore_index = int(ignore_index)
+    ignore_index = check_ignore_index(ignore_index)
     t = np.asarray(target)
     if target_kind is not None:
         check_choice(target_kind, "target_kind", ("labels", "probs"))
@@ -366,7 +366,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     eps = check_real(label_smoothing, "label_smoothing", 0.0, 1.0)
     zl = check_real(z_loss, "z_loss", 0.0)
     cap = 0.0 if softcap is None else check_real(softcap, "softcap", 0.0, low_open=True)
-    ignore_index = int(ignore_index)
+    ignore_index = check_ignore_index(ignore_index)
     row_shape = h.shape[:-1]
     labels, denom = prepare_labels(target, row_shape, V, ignore_index, cw,
                                    against=f"input {h.shape} without its last axis",

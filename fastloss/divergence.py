@@ -14,6 +14,7 @@ import numpy as np
 from . import _config
 from . import _divergence as _k
 from ._checks import (as_float_array, as_labels, check_class_axis, check_grad_outs, check_grad_request,
+                      check_ignore_index,
                       check_no_overlap, check_real, check_reduction, check_same_shape,
                       check_temperature, compute_dtype, half_bits, half_kind)
 from ._layout import as_rows, grad_rows
@@ -425,7 +426,7 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
     s2, t2 = as_rows(s, ax), as_rows(t, ax)
     n = s2.shape[0]
     labels = None
-    ignore_index = int(ignore_index)
+    ignore_index = check_ignore_index(ignore_index)
     if target is not None:
         labels, denom = prepare_labels(target, row_shape, s.shape[ax], ignore_index,
                                        against=f"student_logits {s.shape} without axis {axis}")

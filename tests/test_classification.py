@@ -340,6 +340,21 @@ def test_bad_labels():
         fl.cross_entropy(x, np.array([0, 1, 2, -100]), ignore_index=-1)
 
 
+@pytest.mark.parametrize("value,exc,match", [
+    (2.0, TypeError, "ignore_index must be an integer"), ("5", TypeError, "ignore_index must be an integer"),
+    (2 ** 63, ValueError, "does not fit int64"), (-2 ** 63 - 1, ValueError, "does not fit int64")])
+def test_bad_ignore_index(value, exc, match):
+    """A float or str ignore_index is not truncated into a label; one int64 cannot hold is
+    a ValueError (it was an OverflowError from deep inside)."""
+    x, y = np.zeros((4, 3)), np.array([0, 1, 2, 0])
+    for call in [lambda: fl.cross_entropy(x, y, ignore_index=value),
+                 lambda: fl.distillation_loss(x, x, target=y, ignore_index=value),
+                 lambda: fl.linear_cross_entropy(x, np.zeros((5, 3)), y, ignore_index=value)]:
+        with pytest.raises(exc, match=match):
+            call()
+    assert fl.cross_entropy(x, y, ignore_index=np.int32(2)) == fl.cross_entropy(x, y, ignore_index=2)
+
+
 @pytest.mark.parametrize("n", [1, 7, 8, 9, 1000])
 def test_label_scan(simd, rng, n):
     """The one-pass label check (csrc label_scan) at every SIMD level, n around a vector:
