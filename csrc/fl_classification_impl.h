@@ -130,7 +130,7 @@ FL_INL int N_(row_lse1)(const void *x, int kind, int64_t C, T *m_out, double *s_
             continue;
         }
         V s = N_(vset1)(0);
-        for (int i = 0; i < FL_GROUP; i++) {
+        for (int i = 0; i < FL_GROUP && i * W < n; i++) {
             const V z = N_(group_vec)(x, kind, k, n, keep, i) - M;
             zs += z;
             s += N_(vexp_le0)(z);

@@ -323,7 +323,7 @@ FL_INL int N_(kl_row1)(const void *a, const void *b, int kind, int64_t C, T h, T
         }
         if (Ma == -(T)INFINITY || Mb == -(T)INFINITY) return 0;
         V acc_a = N_(vset1)(0), acc_b = acc_a, acc_t = acc_a;
-        for (int i = 0; i < FL_GROUP; i++) {
+        for (int i = 0; i < FL_GROUP && i * W < n; i++) {   /* the vectors group_max read */
             const V av = N_(group_vec)(a, kind, k, n, keep_a, i);
             const V bv = N_(group_vec)(b, kind, k, n, keep_b, i);
             const N_(kl_v) o = N_(kl_vec)(av, bv, ma_h, mb_h, h, ith);

@@ -550,13 +550,14 @@ FL_INL V N_(vload_src)(const void *x, int kind, int64_t k, int64_t n, T pad) {
 }
 
 /* The lane-wise max of a group: FL_GROUP vectors from element k, n elements left in the
- * row (lanes past them read as -inf; NaN lanes: undefined). The group's exponentials
+ * row (lanes past them read as -inf; NaN lanes: undefined; a row's last, partial group
+ * reads only the vectors that hold its elements: a short row paid for FL_GROUP). The group's exponentials
  * then read it again from L1 (cheaper than holding it in too few registers): a row of T
  * from the row itself, a half row from `keep` (FL_GROUP W elements, padded with -inf),
  * where its converted values are stored here, so each is converted once. */
 FL_INL V N_(group_max)(const void *x, int kind, int64_t k, int64_t n, T *keep) {
     V m = N_(vset1)(-(T)INFINITY);
-    for (int i = 0; i < FL_GROUP; i++) {
+    for (int i = 0; i < FL_GROUP && i * W < n; i++) {
         const V v = N_(vload_src)(x, kind, k + i * W, n - i * W, -(T)INFINITY);
         if (kind != FL_NATIVE) N_(vstore)(keep + i * W, v);
         m = N_(vmax_plain)(v, m);
@@ -603,7 +604,7 @@ FL_INL int64_t N_(group_find)(const void *x, int kind, int64_t k, int64_t n, T v
 /* A NaN in the group. */
 FL_INL int N_(group_nan)(const void *x, int kind, int64_t k, int64_t n) {
     VI nan = {0};
-    for (int i = 0; i < FL_GROUP; i++) {
+    for (int i = 0; i < FL_GROUP && i * W < n; i++) {
         const V v = N_(vload_src)(x, kind, k + i * W, n - i * W, 0);
         nan |= v != v;
     }

@@ -336,6 +336,27 @@ def test_one_pass_cross_entropy(simd, rng, dt3):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("C", [3, 17, 33, 65, 100, 129, 200])
+def test_one_pass_short_rows(simd, rng, dt3, C):
+    """Rows shorter than a group or ending in a partial one (a group is 8 vectors: 16 to 128
+    elements by level and dtype), the special values (special_rows) in that last group: the
+    one-pass loss (row_lse1, kl_row1) reads only the vectors that hold the row, and equals
+    the gradient path's loss, which reads the row its own way."""
+    from helpers import special_rows
+    x = np.concatenate([special_rows(C), rng.standard_normal((6, C)) * 4]).astype(dt3)
+    y = rng.integers(0, C, x.shape[0])
+    loss = fastloss.cross_entropy(x, y, reduction="none")
+    with_grad = fastloss.cross_entropy(x, y, reduction="none", return_grad=True)[0]
+    np.testing.assert_allclose(loss, with_grad, rtol=2e-6, atol=1e-6)
+    ok = np.isfinite(x.astype(np.float64)).all(axis=1)
+    np.testing.assert_allclose(loss[ok], fastloss.reference.cross_entropy(
+        x[ok].astype(np.float64), y[ok], reduction="none"), rtol=2e-6, atol=1e-6)
+    q = np.roll(x, 1, axis=0)
+    kl = fastloss.kl_divergence(x, q, reduction="none")
+    np.testing.assert_allclose(kl, fastloss.kl_divergence(x, q, reduction="none", return_grad=True)[0],
+                               rtol=2e-5, atol=2e-6)
+
+
 def test_one_pass_half_values_exact(simd, half):
     """Every finite half value, read in registers (and, past the last whole vector, one by
     one), is its exact float32: alone in a row of -inf, it is the row's lse and argmax."""
