@@ -247,11 +247,11 @@ static void N_(softcap_grad)(T *g, const T *xs, int64_t C, T cap) {
     for (int64_t k = 0; k < C; k++) { T u = xs[k] * inv; g[k] *= (T)1 - u * u; }
 }
 
-/* xent_label_rows for rows of at most FL_SMALL_C classes: a vector holds one class
- * of W rows, so max, exp, sum, log and the rows' losses (label_row_loss_v: float64 lanes)
- * run across rows instead of wasting most lanes on a short row. A block of W rows is
- * read and written as whole vectors and transposed in registers, tile by tile
- * (vtranspose: W classes of W rows). A vector that runs past a row's end holds the
+/* xent_label_rows for rows of at most FL_SMALL_C (float64: FL_SMALL_C_F64) classes: a
+ * vector holds one class of W rows, so max, exp, sum, log and the rows' losses
+ * (label_row_loss_v: float64 lanes) run across rows instead of wasting most lanes on a
+ * short row. A block of W rows is read and written as whole vectors and transposed in
+ * registers, tile by tile (vtranspose: W classes of W rows). A vector that runs past a row's end holds the
  * next row's head: its lanes go to classes >= C, unused; on the way back such a store
  * writes over the next row's head, which that row's own store (later) puts right, so
  * tiles are stored last to first and the block's last row stores only its own part. */
@@ -357,7 +357,7 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
     const T cap = (T)p->softcap;
     const int keep = C <= FL_MAX_CHUNKS * FL_CHUNK;
     T cm[FL_MAX_CHUNKS];
-    if (C <= FL_SMALL_C && cap == 0) {
+    if (C <= (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C) && cap == 0) {
         N_(xent_label_small)(x, g, n, y, p, loss, st);
         return;
     }

@@ -1,4 +1,5 @@
-"""cross_entropy with labels on rows of at most 32 classes (FL_SMALL_C): the kernel that
+"""cross_entropy with labels on rows of at most 48 classes in float32 (FL_SMALL_C), 32 in
+float64 (FL_SMALL_C_F64; the classes above take the row path there): the kernel that
 reads a block of W rows as whole vectors, transposes it in registers (tiles of W classes)
 and writes the gradient back the same way. Every row count around the vector widths
 (2, 4, 8, 16 rows), class counts below, at and above one tile, every option, special
@@ -11,7 +12,7 @@ import fastloss.reference as ref
 from helpers import assert_close
 
 DTYPES = [np.float32, np.float64]
-CLASSES = [1, 2, 3, 7, 8, 10, 16, 17, 31, 32]
+CLASSES = [1, 2, 3, 7, 8, 10, 16, 17, 31, 32, 33, 47, 48, 49]
 ROWS = [1, 3, 16, 17, 37]
 
 
@@ -48,7 +49,7 @@ def test_small_rows_match_oracle(simd, rng, dtype, C, n):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("C", [3, 10, 17, 32])
+@pytest.mark.parametrize("C", [3, 10, 17, 32, 48])
 def test_small_rows_do_not_depend_on_their_block(simd, rng, dtype, C):
     """A row's loss and gradient are the same bits wherever it sits in a block of W rows
     (its lane), and for any thread count; the rows around it are left as they are."""
