@@ -96,11 +96,22 @@ FL_INL void N_(vstore)(T *p, V v) { *(VU *)p = v; }
 FL_INL V N_(vset1)(T a) { V v = {0}; return v + a; }
 /* mask ? a : b, with mask lanes all-ones or zero (what vector comparisons give). */
 FL_INL V N_(vsel)(VI mask, V a, V b) { return (V)((mask & (VI)a) | (~mask & (VI)b)); }
-/* Loads up to W elements; the missing lanes read as `pad`. */
+/* Loads up to W elements; the missing lanes read as `pad`. AVX-512: one masked load
+ * (masked-off lanes do not fault); elsewhere through a buffer (W scalar stores and a
+ * reload: a row's tail paid that twice a row in the one-pass softmax). */
 FL_INL V N_(vload_part)(const T *p, int64_t n, T pad) {
+#if FL_X86_DISPATCH && FL_VBYTES == 64
+    const unsigned bits = n <= 0 ? 0u : n >= W ? (1u << W) - 1 : (1u << n) - 1;
+#if FL_DOUBLE
+    return (V)_mm512_mask_loadu_pd(_mm512_set1_pd(pad), (__mmask8)bits, p);
+#else
+    return (V)_mm512_mask_loadu_ps(_mm512_set1_ps(pad), (__mmask16)bits, p);
+#endif
+#else
     T buf[W];
     for (int j = 0; j < W; j++) buf[j] = j < n ? p[j] : pad;
     return N_(vload)(buf);
+#endif
 }
 FL_INL void N_(vstore_part)(T *p, V v, int64_t n) {
     for (int j = 0; j < n; j++) p[j] = v[j];
@@ -538,6 +549,7 @@ FL_INL T N_(src_one)(const void *x, int kind, int64_t k) {
 }
 /* W elements from element k of the source; with n < W, the first n and then `pad`. */
 FL_INL V N_(vload_src)(const void *x, int kind, int64_t k, int64_t n, T pad) {
+    if (n < W && kind == FL_NATIVE) return N_(vload_part)((const T *)x + k, n, pad);
     if (n < W) {
         T buf[W];
         for (int j = 0; j < W; j++) buf[j] = j < n ? N_(src_one)(x, kind, k + j) : pad;

@@ -242,7 +242,9 @@ CASES = (
     loss_cases("cross_entropy", FAMILY, fl.cross_entropy, ("x", "y"), make_labels,
                [size((2048, 32000), (128, 4000), "v32k", scaling=True),
                 size((512, 128256), (8, 128256), "v128k", large=True),
-                size((65536, 10), (8192, 10), "c10")],
+                size((65536, 10), (8192, 10), "c10"),
+                # 100 classes (CIFAR-100): rows of a few vectors ending in a partial one
+                size((32768, 100), (2048, 100), "c100")],
                numpy=np_cross_entropy, torch=torch_cross_entropy, jax=jax_cross_entropy,
                nbytes=_label_bytes, formula=_label_formula)
     # float16 / bfloat16 logits next to float32's v32k (issue #14): fastloss reads them
