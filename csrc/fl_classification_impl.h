@@ -251,10 +251,11 @@ static void N_(softcap_grad)(T *g, const T *xs, int64_t C, T cap) {
  * vector holds one class of W rows, so max, exp, sum, log and the rows' losses
  * (label_row_loss_v: float64 lanes) run across rows instead of wasting most lanes on a
  * short row. A block of W rows is read and written as whole vectors and transposed in
- * registers, tile by tile (vtranspose: W classes of W rows). A vector that runs past a row's end holds the
- * next row's head: its lanes go to classes >= C, unused; on the way back such a store
- * writes over the next row's head, which that row's own store (later) puts right, so
- * tiles are stored last to first and the block's last row stores only its own part. */
+ * registers, tile by tile (vtranspose: W classes of W rows). A vector that runs past a
+ * row's end holds the next row's head: its lanes go to classes >= C, unused; on the way
+ * back such a store writes over the next row's head, which that row's own store (later)
+ * puts right, so tiles are stored last to first and the block's last row stores only its
+ * own part. */
 FL_LABEL_ROW_LOSS(N_(label_row_loss_v), VD)
 typedef double N_(VDU) __attribute__((vector_size(W * 8), aligned(8), may_alias));
 static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,

@@ -563,10 +563,11 @@ FL_INL V N_(vload_src)(const void *x, int kind, int64_t k, int64_t n, T pad) {
 
 /* The lane-wise max of a group: FL_GROUP vectors from element k, n elements left in the
  * row (lanes past them read as -inf; NaN lanes: undefined; a row's last, partial group
- * reads only the vectors that hold its elements: a short row paid for FL_GROUP). The group's exponentials
- * then read it again from L1 (cheaper than holding it in too few registers): a row of T
- * from the row itself, a half row from `keep` (FL_GROUP W elements, padded with -inf),
- * where its converted values are stored here, so each is converted once. */
+ * reads only the vectors that hold its elements: a short row paid for FL_GROUP). The
+ * group's exponentials then read it again from L1 (cheaper than holding it in too few
+ * registers): a row of T from the row itself, a half row from `keep` (FL_GROUP W
+ * elements, padded with -inf), where its converted values are stored here, so each is
+ * converted once. */
 FL_INL V N_(group_max)(const void *x, int kind, int64_t k, int64_t n, T *keep) {
     V m = N_(vset1)(-(T)INFINITY);
     for (int i = 0; i < FL_GROUP && i * W < n; i++) {

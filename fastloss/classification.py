@@ -15,10 +15,10 @@ from . import _classification as _k
 from . import _config
 from ._blas import product
 from ._checks import (as_float_array, check_axis, check_broadcast, check_choice, check_class_axis,
-                      check_class_weight, check_grad_out, check_grad_outs, check_grad_request, check_ignore_index,
-                      check_linear_layer, check_names, check_no_overlap, check_real,
-                      check_reduction, check_same_shape, compute_dtype, half_bits, half_kind,
-                      result_dtype, whole_labels)
+                      check_class_weight, check_grad_out, check_grad_outs, check_grad_request,
+                      check_ignore_index, check_linear_layer, check_names, check_no_overlap,
+                      check_real, check_reduction, check_same_shape, compute_dtype, half_bits,
+                      half_kind, result_dtype, whole_labels)
 from ._mask import check_where, document, element_mask, independent
 from ._layout import as_rows, flat_full, grad_buffers, grad_rows, periodic
 from ._reduce import grad_scale, reduce_elements, reduce_rows

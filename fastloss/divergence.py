@@ -14,9 +14,8 @@ import numpy as np
 from . import _config
 from . import _divergence as _k
 from ._checks import (as_float_array, as_labels, check_class_axis, check_grad_outs, check_grad_request,
-                      check_ignore_index,
-                      check_no_overlap, check_real, check_reduction, check_same_shape,
-                      check_temperature, compute_dtype, half_bits, half_kind)
+                      check_ignore_index, check_no_overlap, check_real, check_reduction,
+                      check_same_shape, check_temperature, compute_dtype, half_bits, half_kind)
 from ._layout import as_rows, grad_rows
 from ._mask import check_where, document, independent
 from ._reduce import grad_scale, reduce_rows
