@@ -89,18 +89,14 @@ static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, 
  * element made the loss compute-bound): per lane and block the mantissas multiply in
  * float64 (vfrexp1: within 2^(+-FL_SUM_BLOCK / 2W)) and the exponents add; then one log per
  * lane and block of the product rounded to T, plus what that rounding lost, so the sum
- * keeps the accuracy of a sum of logs also where var is near 1 and the logs are small.
- * neg (if given, with var) is set to 1 when an entry of var is below 0 (NaN is not):
- * the check_nonnegative of _checks.py fused into the pass, which saves it a read of var. */
+ * keeps the accuracy of a sum of logs also where var is near 1 and the logs are small. */
 static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,
-                            T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum,
-                            int *neg) {
+                            T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum) {
     VD total = N_(dv_dzero)(), gvs = total, logs = total, exps = total, one = total + 1.0;
     const T half = (T)0.5, hg = (T)0.5 * gscale;
     const V vc = N_(vset1)(vconst < eps ? eps : vconst);  /* NaN stays NaN */
     const V lvc = N_(vlog)(vc);
     const int products = var && !lelem;
-    VI negs = N_(vset1)(0) < 0;
     for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
         const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0), accg = N_(vset1)(0), se = N_(vset1)(0);
@@ -111,7 +107,6 @@ static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *g
             V v, lv = N_(vset1)(0);
             if (var) {
                 v = N_(vload_n)(var + k, nk, 1);     /* padded lanes: v = 1, log v = 0 */
-                negs |= v < 0;
                 v = N_(vsel)(v < eps, N_(vset1)(eps), v);
                 if (products) {
                     V e;
@@ -148,7 +143,6 @@ static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *g
         }
     }
     if (gv_sum) *gv_sum = N_(dv_dsum)(gvs);
-    if (neg && N_(vany)(negs)) *neg = 1;
     if (!products) return N_(dv_dsum)(total);
     return N_(dv_dsum)(total) + 0.5 * (N_(dv_dsum)(logs) + FL_LN2 * N_(dv_dsum)(exps));
 }

@@ -325,12 +325,7 @@ def check_nonnegative(a, name, what):
     if a.size:
         m = np.min(a)
         if m < 0 or (m != m and np.any(a < 0)):
-            negative_entries(name, what)
-
-
-def negative_entries(name, what):
-    """check_nonnegative's error, also for a kernel that found the negative entry."""
-    raise ValueError(f"{name} has negative entries ({what})")
+            raise ValueError(f"{name} has negative entries ({what})")
 
 
 def check_names(value, name, allowed):

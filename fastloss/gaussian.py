@@ -17,7 +17,7 @@ from . import _gaussian as _k
 from ._checks import (as_float_array, check_broadcast, check_choice, check_covariance,
                       check_grad_out, check_grad_outs, check_grad_request, check_no_overlap,
                       check_nonnegative, check_real, check_reduction, check_var_layout, grad_out_names,
-                      negative_entries, result_dtype)
+                      result_dtype)
 from ._mask import broadcast_inputs, document, independent
 from ._layout import BroadcastGrad, flat_full, row_sums, unbroadcast
 from ._reduce import grad_scale, reduce_elements, reduce_rows, reduce_total
@@ -482,9 +482,6 @@ def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, where=None, re
     return loss, (gr.result(), gm.result(), glv.result())
 
 
-_VAR_RULE = "variances must be >= 0"
-
-
 def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, where=None, reduction="mean",
                       return_grad=False, grad_out=None):
     r"""PyTorch's gaussian_nll_loss.
@@ -547,11 +544,7 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, where=None, r
     check_broadcast(ta, xa.shape, "target", against="input")
     shape = xa.shape
     layout = check_var_layout(va, shape)
-    # PyTorch's check on var. An elementwise var is checked by the kernel in its pass over
-    # it (a read of var saved) when nothing the caller holds is written before the check.
-    fused_check = layout != "scalar" and layout != "row" and grad_out is None and where is None
-    if not fused_check:
-        check_nonnegative(va, "var", _VAR_RULE)
+    check_nonnegative(va, "var", "variances must be >= 0")     # PyTorch's check
     if where is not None:
         # var per row as (..., 1), so that it broadcasts against input
         vb = va.reshape(shape[:-1] + (1,)) if layout == "row" else va
@@ -580,16 +573,14 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, where=None, r
                 else np.ascontiguousarray(va).reshape(-1))
         # zeros: rows of no elements (D = 0), which the kernel skips, have gradient 0
         grow = np.zeros(nrows, dtype=dtype) if return_grad else None
-        total, _ = _k.nll(xf, tf, vrow, True, gx.buf if gx else None, grow, D, elem, e, cst, gs, nt)
+        total = _k.nll(xf, tf, vrow, True, gx.buf if gx else None, grow, D, elem, e, cst, gs, nt)
         if return_grad:
             gv.full[...] = (np.sum(grow, dtype=np.float64) if layout == "scalar"
                             else grow.reshape(va.shape))
     else:
         vf = flat_full(va, shape)
-        total, negative = _k.nll(xf, tf, vf, False, gx.buf if gx else None, gv.buf if gv else None,
-                                 max(D, 1), elem, e, cst, gs, nt)
-        if negative:
-            negative_entries("var", _VAR_RULE)
+        total = _k.nll(xf, tf, vf, False, gx.buf if gx else None, gv.buf if gv else None,
+                       max(D, 1), elem, e, cst, gs, nt)
     loss = reduce_elements(total, elem, shape, n, reduction, dtype)
     if not return_grad:
         return loss
