@@ -17,6 +17,9 @@
  * at AVX-512 and the baseline). */
 #define FL_SMALL_C 48
 #define FL_SMALL_C_F64 32
+/* Rows of at most this many classes (and more than the above) take the blocked row path. */
+#define FL_MID_C 256
+#define FL_MID_C_F64 256
 
 typedef struct {
     int64_t C;                 /* classes per row */

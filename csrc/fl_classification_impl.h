@@ -345,57 +345,172 @@ static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
     }
 }
 
-/* Softmax cross-entropy with integer labels, rows [0, n). Writes each row's loss
- * (already weighted) into loss[r]; with g, the gradient of sum_r loss[r] * gscale; with
- * st, each row's statistics (ignored rows too: their lse and argmax, not correct).
- * scratch: C elements of per-thread memory, used only with softcap. */
-static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
-                                const fl_xent_params *p, double *loss, T *scratch,
-                                const fl_xent_stats *st) {
+/* Row r of xent_label_rows on the row path (any class count and option): its loss
+ * (already weighted) into loss[r]; with g, the gradient of loss[r] * gscale; with st,
+ * its statistics (an ignored row's too: its lse and argmax, not correct). scratch: C
+ * elements of per-thread memory, used only with softcap. */
+static void N_(xent_label_row)(const T *x, T *g, int64_t r, const int64_t *y,
+                               const fl_xent_params *p, double *loss, T *scratch,
+                               const fl_xent_stats *st) {
     const int64_t C = p->C;
     const T *cw = (const T *)p->class_weight;
     const double eps = p->smoothing, gs = p->gscale;
     const T cap = (T)p->softcap;
     const int keep = C <= FL_MAX_CHUNKS * FL_CHUNK;
     T cm[FL_MAX_CHUNKS];
-    if (C <= (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C) && cap == 0) {
+    const T *xr = x + r * C;
+    T *gr = g ? g + r * C : NULL;
+    const int64_t yr = y[r];
+    const int counted = yr != p->ignore_index;
+    if (counted || st) {
+        /* the argmax of the logits as given: the cap's rounding can tie logits far above it */
+        int64_t am = st && cap > 0 ? N_(row_argmax)(xr, C) : 0;
+        if (cap > 0) { N_(softcap_row)(xr, scratch, C, cap); xr = scratch; }
+        T *gk = counted ? gr : NULL;             /* an ignored row: its statistics alone */
+        const double xy = counted ? xr[yr] : 0.0;   /* read before gk (maybe x) is written */
+        N_(wdev) wd = {NULL, cw, 1, 0, 0.0, 0.0, 0.0, -INFINITY};
+        N_(wdev) *wdp = eps > 0 && counted ? &wd : NULL;
+        int64_t *amp = st && cap == 0 ? &am : NULL;
+        T m;
+        const double s = gk && keep ? N_(row_exp_chunked)(xr, gk, C, &m, cm, wdp, amp)
+                                    : N_(row_online)(xr, C, &m, wdp, amp);
+        if (st) fl_put_stats(st, r, (double)m, log(s), am, counted && am == yr);
+        if (counted) {
+            const double wy = cw ? (double)cw[yr] : 1.0;
+            double a;
+            loss[r] = fl_label_row_loss(p, wy, (double)m, log(s), xy, wd.sd, &a);
+            if (gr) {
+                N_(row_grad_pass)(xr, gr, C, m, cm, keep, gs * a / s, cw,
+                                  (T)(gs * eps / (double)C));
+                gr[yr] -= (T)(gs * (1.0 - eps) * wy);
+                if (cap > 0) N_(softcap_grad)(gr, scratch, C, cap);
+            }
+            return;
+        }
+    }
+    loss[r] = 0.0;                               /* counts for nothing: zeroed after its stats */
+    if (gr) memset(gr, 0, (size_t)C * sizeof(T));
+}
+
+/* xent_label_rows for rows of more than FL_SMALL_C (float64: FL_SMALL_C_F64) and at most
+ * FL_MID_C classes, without softcap: blocks of W rows, each step (max, sum of
+ * exponentials, log, loss, gradient) taken across the block's rows before the next. The
+ * rows' horizontal max and sum become one transposition of W row vectors each
+ * (vtranspose) and their logs one vlog: independent work, where the row path's chains a
+ * row (a horizontal max, a float64 lane sum, libm's log) were most of a 100-class row's
+ * time. Lane by lane, so a row's result does not depend on its block. The sums and the
+ * log are in T, as in xent_label_small. Ignored rows, and rows holding a NaN or whose max
+ * is infinite, take the row path (xent_label_row), which gives them their meaning; the
+ * block's other rows are done first, and those rows are not written before. */
+static void N_(xent_label_mid)(const T *x, T *g, int64_t n, const int64_t *y,
+                               const fl_xent_params *p, double *loss, T *scratch,
+                               const fl_xent_stats *st) {
+    const int64_t C = p->C;
+    const T *cw = (const T *)p->class_weight;
+    const double eps = p->smoothing, gs = p->gscale;
+    const T bconst = (T)(gs * eps / (double)C);
+    for (int64_t r0 = 0; r0 < n; r0 += W) {
+        const int64_t nr = n - r0 < W ? n - r0 : W;
+        const T *xb = x + r0 * C;
+        /* the rows' max, and the sum of their elements: NaN iff a NaN (or +inf and -inf) */
+        V mv[W], zv[W];
+        for (int j = 0; j < W; j++) {
+            V mx = N_(vset1)(-(T)INFINITY), z = N_(vset1)(0);
+            for (int64_t k = 0; j < nr && k < C; k += W) {
+                const V v = N_(vload_n)(xb + j * C + k, C - k, -(T)INFINITY);
+                mx = N_(vmax_plain)(mx, v);
+                z += v;
+            }
+            mv[j] = mx;
+            zv[j] = z;
+        }
+        N_(vtranspose)(mv);
+        N_(vtranspose)(zv);
+        V m = mv[0], z = zv[0];
+        for (int c = 1; c < W; c++) {
+            m = N_(vmax_plain)(m, mv[c]);
+            z += zv[c];
+        }
+        const VI fin = (m > -(T)INFINITY) & (m < (T)INFINITY) & (z == z);
+        int row_path[W];
+        T xyb[W], wyb[W];
+        int64_t am[W];
+        for (int j = 0; j < W; j++) {
+            row_path[j] = j >= nr || !fin[j] || y[r0 + j] == p->ignore_index;
+            xyb[j] = row_path[j] ? 0 : xb[j * C + y[r0 + j]];   /* before g (maybe x) is written */
+            wyb[j] = row_path[j] || !cw ? 1 : cw[y[r0 + j]];
+            /* no NaN in the row: its first maximum is np.argmax's */
+            am[j] = st && !row_path[j] ? N_(row_find)(xb + j * C, C, m[j]) : 0;
+        }
+        /* sum exp(x - m), kept in g; with smoothing, sum_k w_k (m - x_k) (w_k = 0: none) */
+        V sv[W], dv[W];
+        for (int j = 0; j < W; j++) {
+            V s = N_(vset1)(0), d = N_(vset1)(0);
+            const T *xr = xb + j * C;
+            T *gr = g ? g + (r0 + j) * C : NULL;
+            for (int64_t k = 0; !row_path[j] && k < C; k += W) {
+                const int64_t nk = C - k;
+                /* the next block, while this one is computed (the max pass waited on memory) */
+                __builtin_prefetch(xr + W * C + k);
+                if (gr) __builtin_prefetch(gr + W * C + k, 1);
+                const V v = N_(vload_n)(xr + k, nk, -(T)INFINITY);
+                if (eps > 0) {
+                    const V w = cw ? N_(vload_n)(cw + k, nk, 0) : N_(vkeep_first)(N_(vset1)(1), nk);
+                    d += N_(vsel)(w != (T)0, w * (m[j] - v), N_(vset1)(0));
+                }
+                const V e = N_(vexp_le0)(v - m[j]);
+                if (gr) N_(vstore_n)(gr + k, e, nk);
+                s += e;
+            }
+            sv[j] = s;
+            dv[j] = d;
+        }
+        N_(vtranspose)(sv);
+        if (eps > 0) N_(vtranspose)(dv);
+        V s = sv[0], sd = dv[0];
+        for (int c = 1; c < W; c++) {
+            s += sv[c];
+            sd += dv[c];
+        }
+        const V logs = N_(vlog)(s);
+        VD a;
+        const VD l = N_(label_row_loss_v)(p, __builtin_convertvector(N_(vload)(wyb), VD),
+                                          __builtin_convertvector(m, VD),
+                                          __builtin_convertvector(logs, VD),
+                                          __builtin_convertvector(N_(vload)(xyb), VD),
+                                          __builtin_convertvector(sd, VD), &a);
+        const V scale = __builtin_convertvector(gs * a / __builtin_convertvector(s, VD), V);
+        for (int j = 0; j < nr; j++) {
+            const int64_t r = r0 + j;
+            if (row_path[j]) {
+                N_(xent_label_row)(x, g, r, y, p, loss, scratch, st);
+                continue;
+            }
+            loss[r] = l[j];
+            if (st) fl_put_stats(st, r, (double)m[j], (double)logs[j], am[j], am[j] == y[r]);
+            if (!g) continue;
+            T *gr = g + r * C;
+            N_(row_grad)(NULL, gr, C, m[j], scale[j], 1, cw, bconst);
+            gr[y[r]] -= (T)(gs * (1.0 - eps) * wyb[j]);
+        }
+    }
+}
+
+/* Softmax cross-entropy with integer labels, rows [0, n): xent_label_row for each row,
+ * rows of few classes (without softcap) in blocks of W rows. */
+static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
+                                const fl_xent_params *p, double *loss, T *scratch,
+                                const fl_xent_stats *st) {
+    const int64_t C = p->C;
+    if (C <= (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C) && p->softcap == 0) {
         N_(xent_label_small)(x, g, n, y, p, loss, st);
         return;
     }
-    for (int64_t r = 0; r < n; r++) {
-        const T *xr = x + r * C;
-        T *gr = g ? g + r * C : NULL;
-        const int64_t yr = y[r];
-        const int counted = yr != p->ignore_index;
-        if (counted || st) {
-            /* the argmax of the logits as given: the cap's rounding can tie logits far above it */
-            int64_t am = st && cap > 0 ? N_(row_argmax)(xr, C) : 0;
-            if (cap > 0) { N_(softcap_row)(xr, scratch, C, cap); xr = scratch; }
-            T *gk = counted ? gr : NULL;             /* an ignored row: its statistics alone */
-            const double xy = counted ? xr[yr] : 0.0;   /* read before gk (maybe x) is written */
-            N_(wdev) wd = {NULL, cw, 1, 0, 0.0, 0.0, 0.0, -INFINITY};
-            N_(wdev) *wdp = eps > 0 && counted ? &wd : NULL;
-            int64_t *amp = st && cap == 0 ? &am : NULL;
-            T m;
-            const double s = gk && keep ? N_(row_exp_chunked)(xr, gk, C, &m, cm, wdp, amp)
-                                        : N_(row_online)(xr, C, &m, wdp, amp);
-            if (st) fl_put_stats(st, r, (double)m, log(s), am, counted && am == yr);
-            if (counted) {
-                const double wy = cw ? (double)cw[yr] : 1.0;
-                double a;
-                loss[r] = fl_label_row_loss(p, wy, (double)m, log(s), xy, wd.sd, &a);
-                if (gr) {
-                    N_(row_grad_pass)(xr, gr, C, m, cm, keep, gs * a / s, cw,
-                                      (T)(gs * eps / (double)C));
-                    gr[yr] -= (T)(gs * (1.0 - eps) * wy);
-                    if (cap > 0) N_(softcap_grad)(gr, scratch, C, cap);
-                }
-                continue;
-            }
-        }
-        loss[r] = 0.0;                               /* counts for nothing: zeroed after its stats */
-        if (gr) memset(gr, 0, (size_t)C * sizeof(T));
+    if (C <= (FL_DOUBLE ? FL_MID_C_F64 : FL_MID_C) && p->softcap == 0) {
+        N_(xent_label_mid)(x, g, n, y, p, loss, scratch, st);
+        return;
     }
+    for (int64_t r = 0; r < n; r++) N_(xent_label_row)(x, g, r, y, p, loss, scratch, st);
 }
 
 #if !FL_DOUBLE

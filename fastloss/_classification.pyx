@@ -33,6 +33,7 @@ cdef extern from "fl_classification.h" nogil:
         int64_t *argmax
         unsigned char *correct
     int FL_SMALL_C
+    int FL_MID_C
     double fl_label_row_loss(const fl_xent_params *p, double wy, double m, double logs,
                              double xy, double sd, double *a)
     void fl_classification_set_half_level(int level)
@@ -210,7 +211,7 @@ def xent_half(int kind, const uint16_t[:, ::1] x, const int64_t[::1] y, const ui
     fastloss/_half.pxd): each block of rows is converted into per-thread float32 scratch,
     the float32 kernel runs there (its gradient in place), and the gradient block is
     converted back into g (or None). g may be x: a block is written after it is read.
-    Loss-only label rows of more than FL_SMALL_C classes without smoothing or softcap are
+    Loss-only label rows of more than FL_MID_C classes without smoothing or softcap are
     read as half directly (fl_xent_label_half; the scratch only for rows holding NaN or inf)."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
     cdef int64_t rpb = rows_per_block(C)
@@ -231,7 +232,7 @@ def xent_half(int kind, const uint16_t[:, ::1] x, const int64_t[::1] y, const ui
                                loss=&loss[0], scratch=&scratch[0, 0], width=scratch.shape[1],
                                kind=kind, slot=w, st=_stats(stats),
                                direct=g is None and t is None and softcap == 0 and smoothing == 0
-                                      and C > FL_SMALL_C)
+                                      and C > FL_MID_C)
     with nogil:
         run_blocks(_xent_half_block, &job, n_blocks(n, rpb), n_threads)
 

@@ -336,12 +336,13 @@ def test_one_pass_cross_entropy(simd, rng, dt3):
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("C", [3, 17, 33, 65, 100, 129, 200])
+@pytest.mark.parametrize("C", [3, 17, 33, 65, 100, 129, 200, 257, 300, 333])
 def test_one_pass_short_rows(simd, rng, dt3, C):
     """Rows shorter than a group or ending in a partial one (a group is 8 vectors: 16 to 128
     elements by level and dtype), the special values (special_rows) in that last group: the
-    one-pass loss (row_lse1, kl_row1) reads only the vectors that hold the row, and equals
-    the gradient path's loss, which reads the row its own way."""
+    one-pass loss (row_lse1, kl_row1; cross_entropy's above FL_MID_C = 256 classes) reads
+    only the vectors that hold the row, and equals the gradient path's loss, which reads the
+    row its own way."""
     from helpers import special_rows
     x = np.concatenate([special_rows(C), rng.standard_normal((6, C)) * 4]).astype(dt3)
     y = rng.integers(0, C, x.shape[0])
@@ -363,7 +364,7 @@ def test_one_pass_half_values_exact(simd, half):
     bits = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
     v = bits.view(half)
     v = v[np.isfinite(v.astype(np.float32))]
-    C = 165
+    C = 301                                   # above FL_MID_C: read as half (xent_label_half)
     x = np.full((v.size, C), -np.inf, dtype=half)
     pos = np.arange(v.size) % C
     x[np.arange(v.size), pos] = v

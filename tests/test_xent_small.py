@@ -1,9 +1,12 @@
-"""cross_entropy with labels on rows of at most 48 classes in float32 (FL_SMALL_C), 32 in
-float64 (FL_SMALL_C_F64; the classes above take the row path there): the kernel that
-reads a block of W rows as whole vectors, transposes it in registers (tiles of W classes)
-and writes the gradient back the same way. Every row count around the vector widths
-(2, 4, 8, 16 rows), class counts below, at and above one tile, every option, special
-values, in place, on every SIMD level."""
+"""cross_entropy with labels on rows of few classes: up to 48 classes in float32
+(FL_SMALL_C), 32 in float64 (FL_SMALL_C_F64), the kernel that reads a block of W rows as
+whole vectors, transposes it in registers (tiles of W classes) and writes the gradient back
+the same way; above that up to 256 classes (FL_MID_C), the blocked row kernel (each step
+across a block of W rows, the horizontal reductions by transposition), whose ignored rows
+and rows with a NaN or an infinite max take the row path, which the classes above take.
+Every row count around the vector widths (2, 4, 8, 16 rows), class counts below, at and
+above one tile and each kernel's limits, every option, special values, in place, on every
+SIMD level."""
 import numpy as np
 import pytest
 
@@ -12,7 +15,7 @@ import fastloss.reference as ref
 from helpers import assert_close
 
 DTYPES = [np.float32, np.float64]
-CLASSES = [1, 2, 3, 7, 8, 10, 16, 17, 31, 32, 33, 47, 48, 49]
+CLASSES = [1, 2, 3, 7, 8, 10, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 100, 255, 256, 257]
 ROWS = [1, 3, 16, 17, 37]
 
 
@@ -49,7 +52,7 @@ def test_small_rows_match_oracle(simd, rng, dtype, C, n):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("C", [3, 10, 17, 32, 48])
+@pytest.mark.parametrize("C", [3, 10, 17, 32, 48, 49, 100, 256])
 def test_small_rows_do_not_depend_on_their_block(simd, rng, dtype, C):
     """A row's loss and gradient are the same bits wherever it sits in a block of W rows
     (its lane), and for any thread count; the rows around it are left as they are."""
@@ -70,7 +73,7 @@ def test_small_rows_do_not_depend_on_their_block(simd, rng, dtype, C):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("C", [3, 10, 32])
+@pytest.mark.parametrize("C", [3, 10, 32, 49, 100, 256])
 def test_small_rows_special_values(simd, dtype, C):
     """A NaN or +inf in a row, or a row of only -inf: that row's loss and gradient are NaN
     (its neighbours in the block are not touched), unless the row is ignored (zero); a -inf
@@ -97,10 +100,11 @@ def test_small_rows_special_values(simd, dtype, C):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("C", [2, 10, 32])
+@pytest.mark.parametrize("C", [2, 10, 32, 49, 100, 256])
 def test_small_rows_stats(simd, rng, dtype, C):
     x, y = _case(rng, 37, C, dtype, True)
-    x[4, 1] = x[4, 0]                             # a tie: the first maximum
+    x[4, 1] = x[4, 0]
+    x[6, [1, C - 1]] = x[6].max() + 1             # a tie at the max: the first maximum
     loss, g, st = fl.cross_entropy(x, y, reduction="none", return_grad=True, return_stats=True)
     x64 = x.astype(np.float64)
     m = x64.max(-1)
