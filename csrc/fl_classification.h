@@ -17,9 +17,10 @@
  * at AVX-512 and the baseline). */
 #define FL_SMALL_C 48
 #define FL_SMALL_C_F64 32
-/* Rows of at most this many classes (and more than the above) take the blocked row path. */
-#define FL_MID_C 256
-#define FL_MID_C_F64 256
+/* Rows of more classes than those and at most FL_MID_C take the blocked row path
+ * (xent_label_mid's comment): one thread, 3.3M elements, it was faster from 49 to 2000
+ * classes at AVX-512, its sums are in T, and FL_SUM_BLOCK bounds a sum in T elsewhere. */
+#define FL_MID_C FL_SUM_BLOCK
 
 typedef struct {
     int64_t C;                 /* classes per row */

@@ -392,16 +392,91 @@ static void N_(xent_label_row)(const T *x, T *g, int64_t r, const int64_t *y,
     if (gr) memset(gr, 0, (size_t)C * sizeof(T));
 }
 
-/* xent_label_rows for rows of more than FL_SMALL_C (float64: FL_SMALL_C_F64) and at most
- * FL_MID_C classes, without softcap: blocks of W rows, each step (max, sum of
- * exponentials, log, loss, gradient) taken across the block's rows before the next. The
- * rows' horizontal max and sum become one transposition of W row vectors each
- * (vtranspose) and their logs one vlog: independent work, where the row path's chains a
- * row (a horizontal max, a float64 lane sum, libm's log) were most of a 100-class row's
- * time. Lane by lane, so a row's result does not depend on its block. The sums and the
- * log are in T, as in xent_label_small. Ignored rows, and rows holding a NaN or whose max
- * is infinite, take the row path (xent_label_row), which gives them their meaning; the
- * block's other rows are done first, and those rows are not written before. */
+/* The blocked row kernels (xent_label_mid, softmax_mid): rows of more than FL_SMALL_C
+ * (float64: FL_SMALL_C_F64) and at most FL_MID_C elements, in blocks of nr <= W rows, each
+ * step (max, sum of exponentials, log, ...) taken across the block's rows before the next.
+ * The rows' horizontal max and sum are one transposition of W row vectors each and their
+ * logs one vlog: independent work, where the row path's chains a row (a horizontal max, a
+ * float64 lane sum, libm's log) were most of a 100-class row's time. Lane j is row j, and a
+ * row's result does not depend on its block. The sums and the log are in T, as in
+ * xent_label_small: at most FL_MID_C terms a sum, as row_sumexp's blocks of FL_SUM_BLOCK.
+ * Rows holding a NaN or whose max is infinite take the row path, which gives them their
+ * meaning: the callers do them after the block's other rows and write them only then. */
+
+/* Lane j: the max of v[j]'s lanes (vtranspose: v is overwritten); NaN lanes as vmax_plain. */
+FL_INL V N_(vrows_max)(V *v) {
+    N_(vtranspose)(v);
+    V m = v[0];
+    for (int c = 1; c < W; c++) m = N_(vmax_plain)(m, v[c]);
+    return m;
+}
+/* Lane j: the sum of v[j]'s lanes, in one order for every lane (v is overwritten). */
+FL_INL V N_(vrows_sum)(V *v) {
+    N_(vtranspose)(v);
+    V s = v[0];
+    for (int c = 1; c < W; c++) s += v[c];
+    return s;
+}
+
+/* Each row's max (lanes past nr: -inf), and in *fin the lanes whose row holds no NaN and
+ * has a finite max (the sum of its elements is NaN iff it holds a NaN, or +inf and -inf). */
+FL_INL V N_(block_max)(const T *xb, int64_t nr, int64_t C, VI *fin) {
+    V mv[W], zv[W];
+    for (int j = 0; j < W; j++) {
+        V mx = N_(vset1)(-(T)INFINITY), z = N_(vset1)(0);
+        for (int64_t k = 0; j < nr && k < C; k += W) {
+            const V v = N_(vload_n)(xb + j * C + k, C - k, -(T)INFINITY);
+            mx = N_(vmax_plain)(mx, v);
+            z += v;
+        }
+        mv[j] = mx;
+        zv[j] = z;
+    }
+    const V m = N_(vrows_max)(mv), z = N_(vrows_sum)(zv);
+    *fin = (m > -(T)INFINITY) & (m < (T)INFINITY) & (z == z);
+    return m;
+}
+
+/* sum_k exp(x_k - m_j) of each row j < nr not marked skip[j] (the others: 0), the
+ * exponentials stored into eb's rows (or NULL; eb may be xb). The next block (rows nr to
+ * nr + W... of the array) is prefetched meanwhile: block_max waited on memory. */
+FL_INL V N_(block_sumexp)(const T *xb, T *eb, int64_t nr, int64_t C, V m, const int *skip) {
+    V sv[W];
+    for (int j = 0; j < W; j++) {
+        V s = N_(vset1)(0);
+        const T *xr = xb + j * C;
+        T *er = eb ? eb + j * C : NULL;
+        for (int64_t k = 0; j < nr && !skip[j] && k < C; k += W) {
+            __builtin_prefetch(xr + W * C + k);
+            if (er) __builtin_prefetch(er + W * C + k, 1);
+            const V e = N_(vexp_le0)(N_(vload_n)(xr + k, C - k, -(T)INFINITY) - m[j]);
+            if (er) N_(vstore_n)(er + k, e, C - k);
+            s += e;
+        }
+        sv[j] = s;
+    }
+    return N_(vrows_sum)(sv);
+}
+
+/* With label smoothing: sum_k w_k (m_j - x_k) of each row j < nr not skipped (w_k = class
+ * weight or 1; w_k = 0 adds nothing, even at x_k = -inf). */
+FL_INL V N_(block_wdist)(const T *xb, int64_t nr, int64_t C, V m, const int *skip, const T *cw) {
+    V dv[W];
+    for (int j = 0; j < W; j++) {
+        V d = N_(vset1)(0);
+        for (int64_t k = 0; j < nr && !skip[j] && k < C; k += W) {
+            const int64_t nk = C - k;
+            const V w = cw ? N_(vload_n)(cw + k, nk, 0) : N_(vkeep_first)(N_(vset1)(1), nk);
+            const V v = N_(vload_n)(xb + j * C + k, nk, 0);
+            d += N_(vsel)(w != (T)0, w * (m[j] - v), N_(vset1)(0));
+        }
+        dv[j] = d;
+    }
+    return N_(vrows_sum)(dv);
+}
+
+/* xent_label_rows on the blocked row path (above), without softcap; ignored rows take the
+ * row path (xent_label_row) too. */
 static void N_(xent_label_mid)(const T *x, T *g, int64_t n, const int64_t *y,
                                const fl_xent_params *p, double *loss, T *scratch,
                                const fl_xent_stats *st) {
@@ -412,26 +487,8 @@ static void N_(xent_label_mid)(const T *x, T *g, int64_t n, const int64_t *y,
     for (int64_t r0 = 0; r0 < n; r0 += W) {
         const int64_t nr = n - r0 < W ? n - r0 : W;
         const T *xb = x + r0 * C;
-        /* the rows' max, and the sum of their elements: NaN iff a NaN (or +inf and -inf) */
-        V mv[W], zv[W];
-        for (int j = 0; j < W; j++) {
-            V mx = N_(vset1)(-(T)INFINITY), z = N_(vset1)(0);
-            for (int64_t k = 0; j < nr && k < C; k += W) {
-                const V v = N_(vload_n)(xb + j * C + k, C - k, -(T)INFINITY);
-                mx = N_(vmax_plain)(mx, v);
-                z += v;
-            }
-            mv[j] = mx;
-            zv[j] = z;
-        }
-        N_(vtranspose)(mv);
-        N_(vtranspose)(zv);
-        V m = mv[0], z = zv[0];
-        for (int c = 1; c < W; c++) {
-            m = N_(vmax_plain)(m, mv[c]);
-            z += zv[c];
-        }
-        const VI fin = (m > -(T)INFINITY) & (m < (T)INFINITY) & (z == z);
+        VI fin;
+        const V m = N_(block_max)(xb, nr, C, &fin);
         int row_path[W];
         T xyb[W], wyb[W];
         int64_t am[W];
@@ -442,36 +499,8 @@ static void N_(xent_label_mid)(const T *x, T *g, int64_t n, const int64_t *y,
             /* no NaN in the row: its first maximum is np.argmax's */
             am[j] = st && !row_path[j] ? N_(row_find)(xb + j * C, C, m[j]) : 0;
         }
-        /* sum exp(x - m), kept in g; with smoothing, sum_k w_k (m - x_k) (w_k = 0: none) */
-        V sv[W], dv[W];
-        for (int j = 0; j < W; j++) {
-            V s = N_(vset1)(0), d = N_(vset1)(0);
-            const T *xr = xb + j * C;
-            T *gr = g ? g + (r0 + j) * C : NULL;
-            for (int64_t k = 0; !row_path[j] && k < C; k += W) {
-                const int64_t nk = C - k;
-                /* the next block, while this one is computed (the max pass waited on memory) */
-                __builtin_prefetch(xr + W * C + k);
-                if (gr) __builtin_prefetch(gr + W * C + k, 1);
-                const V v = N_(vload_n)(xr + k, nk, -(T)INFINITY);
-                if (eps > 0) {
-                    const V w = cw ? N_(vload_n)(cw + k, nk, 0) : N_(vkeep_first)(N_(vset1)(1), nk);
-                    d += N_(vsel)(w != (T)0, w * (m[j] - v), N_(vset1)(0));
-                }
-                const V e = N_(vexp_le0)(v - m[j]);
-                if (gr) N_(vstore_n)(gr + k, e, nk);
-                s += e;
-            }
-            sv[j] = s;
-            dv[j] = d;
-        }
-        N_(vtranspose)(sv);
-        if (eps > 0) N_(vtranspose)(dv);
-        V s = sv[0], sd = dv[0];
-        for (int c = 1; c < W; c++) {
-            s += sv[c];
-            sd += dv[c];
-        }
+        const V sd = eps > 0 ? N_(block_wdist)(xb, nr, C, m, row_path, cw) : N_(vset1)(0);
+        const V s = N_(block_sumexp)(xb, g ? g + r0 * C : NULL, nr, C, m, row_path);
         const V logs = N_(vlog)(s);
         VD a;
         const VD l = N_(label_row_loss_v)(p, __builtin_convertvector(N_(vload)(wyb), VD),
@@ -506,7 +535,7 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
         N_(xent_label_small)(x, g, n, y, p, loss, st);
         return;
     }
-    if (C <= (FL_DOUBLE ? FL_MID_C_F64 : FL_MID_C) && p->softcap == 0) {
+    if (C <= FL_MID_C && p->softcap == 0) {
         N_(xent_label_mid)(x, g, n, y, p, loss, scratch, st);
         return;
     }
@@ -681,36 +710,70 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
     }
 }
 
-/* Per row: lse[r] = log sum exp(x_r); with out, also softmax (log_out == 0) or
- * log-softmax (log_out == 1) into out (may alias x). */
-/* With shift (not NULL): shift[r] = the row max (0 for an all -inf row) and lse[r] the
- * log-sum-exp relative to it (m + log s would round away log s at large m). */
-static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_out, double *lse,
-                             double *shift) {
+/* Row r: lse[r] = log sum exp(x_r); with out, also softmax (log_out == 0) or log-softmax
+ * (log_out == 1) into out (may alias x). With shift (not NULL): shift[r] = the row max (0
+ * for an all -inf row) and lse[r] the log-sum-exp relative to it (m + log s would round
+ * away log s at large m). */
+static void N_(softmax_row)(const T *x, T *out, int64_t r, int64_t C, int log_out, double *lse,
+                            double *shift) {
     const int keep = C <= FL_MAX_CHUNKS * FL_CHUNK;
     T cm[FL_MAX_CHUNKS];
-    for (int64_t r = 0; r < n; r++) {
-        const T *xr = x + r * C;
-        T *orow = out ? out + r * C : NULL;
-        T m;
-        const double s = orow && !log_out && keep
-                         ? N_(row_exp_chunked)(xr, orow, C, &m, cm, NULL, NULL)
-                         : N_(row_online)(xr, C, &m, NULL, NULL);
-        if (shift) {
-            shift[r] = m == -INFINITY ? 0.0 : (double)m;
-            lse[r] = m > -INFINITY && m < INFINITY ? log(s) : m == -INFINITY ? -INFINITY : (double)NAN;
-        } else {
-            lse[r] = fl_row_lse((double)m, log(s));
-        }
-        if (!orow) continue;
-        if (log_out) {
-            /* (x - m) - log s, not x - lse: that would cancel at large logits */
-            const T ls = (T)log(s);
-            for (int64_t k = 0; k < C; k++) orow[k] = (xr[k] - m) - ls;
-        } else {
-            N_(row_grad_pass)(xr, orow, C, m, cm, keep, 1.0 / s, NULL, 0);
+    const T *xr = x + r * C;
+    T *orow = out ? out + r * C : NULL;
+    T m;
+    const double s = orow && !log_out && keep
+                     ? N_(row_exp_chunked)(xr, orow, C, &m, cm, NULL, NULL)
+                     : N_(row_online)(xr, C, &m, NULL, NULL);
+    if (shift) {
+        shift[r] = m == -INFINITY ? 0.0 : (double)m;
+        lse[r] = m > -INFINITY && m < INFINITY ? log(s) : m == -INFINITY ? -INFINITY : (double)NAN;
+    } else {
+        lse[r] = fl_row_lse((double)m, log(s));
+    }
+    if (!orow) return;
+    if (log_out) {
+        /* (x - m) - log s, not x - lse: that would cancel at large logits */
+        const T ls = (T)log(s);
+        for (int64_t k = 0; k < C; k++) orow[k] = (xr[k] - m) - ls;
+    } else {
+        N_(row_grad_pass)(xr, orow, C, m, cm, keep, 1.0 / s, NULL, 0);
+    }
+}
+
+/* softmax_row for rows [0, n): rows of more than FL_SMALL_C (float64: FL_SMALL_C_F64) and
+ * at most FL_MID_C elements on the blocked row path (xent_label_mid's comment). */
+static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_out, double *lse,
+                             double *shift) {
+    const int mid = C > (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C) && C <= FL_MID_C;
+    for (int64_t r0 = 0; mid && r0 < n; r0 += W) {
+        const int64_t nr = n - r0 < W ? n - r0 : W;
+        const T *xb = x + r0 * C;
+        T *ob = out ? out + r0 * C : NULL;
+        VI fin;
+        const V m = N_(block_max)(xb, nr, C, &fin);
+        int row_path[W];
+        for (int j = 0; j < W; j++) row_path[j] = j >= nr || !fin[j];
+        const V s = N_(block_sumexp)(xb, log_out ? NULL : ob, nr, C, m, row_path);
+        const V logs = N_(vlog)(s), inv = (T)1 / s;
+        for (int j = 0; j < nr; j++) {
+            const int64_t r = r0 + j;
+            if (row_path[j]) {
+                N_(softmax_row)(x, out, r, C, log_out, lse, shift);
+                continue;
+            }
+            if (shift) shift[r] = (double)m[j];
+            lse[r] = shift ? (double)logs[j] : (double)m[j] + (double)logs[j];
+            if (!ob) continue;
+            const T *xr = xb + j * C;
+            T *orow = ob + j * C;
+            if (log_out) {
+                for (int64_t k = 0; k < C; k++) orow[k] = (xr[k] - m[j]) - logs[j];
+            } else {
+                N_(row_grad)(NULL, orow, C, m[j], inv[j], 1, NULL, 0);
+            }
         }
     }
+    for (int64_t r = 0; !mid && r < n; r++) N_(softmax_row)(x, out, r, C, log_out, lse, shift);
 }
 
 /* Binary cross-entropy with logits (bce_logits_point) times w, one vector (masked_store).

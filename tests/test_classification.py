@@ -528,6 +528,33 @@ def test_softmax_family(simd, rng, dtype, C):
     assert_close(out, ref.log_softmax(x), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [33, 49, 64, 100, 255, 256, 257])
+def test_softmax_blocked_rows(simd, rng, dtype, C):
+    """Rows of 33/49 to 256 classes (float64/float32) run in blocks of W rows (softmax_rows'
+    blocked path): the special rows (NaN, +inf, all -inf: the row path) among finite ones in
+    one block, row counts around the vector widths, in place, and each row's bits the same
+    wherever it sits in a block."""
+    from helpers import special_rows
+    x = np.concatenate([_logits(rng, (7, C), np.float64), special_rows(C),
+                        _logits(rng, (20, C), np.float64)]).astype(dtype)
+    with np.errstate(invalid="ignore"):
+        want = [ref.logsumexp(x), ref.softmax(x), ref.log_softmax(x)]
+    got = [fl.logsumexp(x), fl.softmax(x), fl.log_softmax(x)]
+    for g, w, grad in zip(got, want, [False, True, False]):
+        assert np.array_equal(np.isnan(g), np.isnan(w))
+        ok = ~np.isnan(w)
+        assert_close(np.where(ok, g, 0), np.where(ok, w, 0), dtype, grad=grad)
+    for n in [1, 3, 16, 17]:
+        for k in [0, 5, 11]:
+            for f, full in zip([fl.logsumexp, fl.softmax, fl.log_softmax], got):
+                np.testing.assert_array_equal(f(x[k:k + n]), full[k:k + n])
+    for f, full in [(fl.softmax, got[1]), (fl.log_softmax, got[2])]:
+        out = x.copy()
+        assert f(out, out=out) is out
+        np.testing.assert_array_equal(out, full)
+
+
 def test_softmax_axis_and_scipy(rng):
     scipy_special = pytest.importorskip("scipy.special")
     x = rng.standard_normal((4, 5, 6))
