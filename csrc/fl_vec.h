@@ -96,9 +96,9 @@ FL_INL void N_(vstore)(T *p, V v) { *(VU *)p = v; }
 FL_INL V N_(vset1)(T a) { V v = {0}; return v + a; }
 /* mask ? a : b, with mask lanes all-ones or zero (what vector comparisons give). */
 FL_INL V N_(vsel)(VI mask, V a, V b) { return (V)((mask & (VI)a) | (~mask & (VI)b)); }
-/* Loads up to W elements; the missing lanes read as `pad`. AVX-512: one masked load
- * (masked-off lanes do not fault); elsewhere through a buffer (W scalar stores and a
- * reload: a row's tail paid that twice a row in the one-pass softmax). */
+/* Loads up to W elements; the missing lanes read as `pad`. AVX-512 and AVX2: one masked
+ * load (masked-off lanes do not fault); the baseline through a buffer (W scalar stores and
+ * a reload: a row's tail paid that twice a row in the one-pass softmax). */
 FL_INL V N_(vload_part)(const T *p, int64_t n, T pad) {
 #if FL_X86_DISPATCH && FL_VBYTES == 64
     const unsigned bits = n <= 0 ? 0u : n >= W ? (1u << W) - 1 : (1u << n) - 1;
@@ -107,6 +107,16 @@ FL_INL V N_(vload_part)(const T *p, int64_t n, T pad) {
 #else
     return (V)_mm512_mask_loadu_ps(_mm512_set1_ps(pad), (__mmask16)bits, p);
 #endif
+#elif FL_X86_DISPATCH && FL_VBYTES == 32
+    /* AVX2: one masked load (masked-off lanes read 0 and do not fault) and a blend */
+#if FL_DOUBLE
+    const VI lane = {0, 1, 2, 3}, on = lane < (TI)(n <= 0 ? 0 : n >= W ? W : n);
+    const V v = (V)_mm256_maskload_pd(p, (__m256i)on);
+#else
+    const VI lane = {0, 1, 2, 3, 4, 5, 6, 7}, on = lane < (TI)(n <= 0 ? 0 : n >= W ? W : n);
+    const V v = (V)_mm256_maskload_ps(p, (__m256i)on);
+#endif
+    return N_(vsel)(on, v, N_(vset1)(pad));
 #else
     T buf[W];
     for (int j = 0; j < W; j++) buf[j] = j < n ? p[j] : pad;
