@@ -458,20 +458,28 @@ FL_INL V N_(block_sumexp)(const T *xb, T *eb, int64_t nr, int64_t C, V m, const 
     return N_(vrows_sum)(sv);
 }
 
-/* With label smoothing: sum_k w_k (m_j - x_k) of each row j < nr not skipped (w_k = class
- * weight or 1; w_k = 0 adds nothing, even at x_k = -inf). */
-FL_INL V N_(block_wdist)(const T *xb, int64_t nr, int64_t C, V m, const int *skip, const T *cw) {
-    V dv[W];
+/* The weighted distance from the max (wdev's) of each row j < nr not skipped: sd_j =
+ * sum_k w_k (m_j - x_k) and, with st, st_j = sum_k w_k, for w_k = (tb ? t_k kt + add : 1)
+ * (cw ? cw_k : 1), tb the block's target rows (or NULL: label smoothing); w_k = 0 adds
+ * nothing, even at x_k = -inf. */
+FL_INL V N_(block_wdist)(const T *xb, const T *tb, T kt, T add, int64_t nr, int64_t C, V m,
+                         const int *skip, const T *cw, V *st) {
+    V dv[W], sv[W];
     for (int j = 0; j < W; j++) {
-        V d = N_(vset1)(0);
+        V d = N_(vset1)(0), a = N_(vset1)(0);
         for (int64_t k = 0; j < nr && !skip[j] && k < C; k += W) {
             const int64_t nk = C - k;
-            const V w = cw ? N_(vload_n)(cw + k, nk, 0) : N_(vkeep_first)(N_(vset1)(1), nk);
+            V w = tb ? N_(vload_n)(tb + j * C + k, nk, 0) * kt + add : N_(vset1)(1);
+            w = N_(vkeep_first)(w, nk);
+            if (cw) w *= N_(vload_n)(cw + k, nk, 0);
             const V v = N_(vload_n)(xb + j * C + k, nk, 0);
             d += N_(vsel)(w != (T)0, w * (m[j] - v), N_(vset1)(0));
+            a += w;
         }
         dv[j] = d;
+        sv[j] = a;
     }
+    if (st) *st = N_(vrows_sum)(sv);
     return N_(vrows_sum)(dv);
 }
 
@@ -499,7 +507,8 @@ static void N_(xent_label_mid)(const T *x, T *g, int64_t n, const int64_t *y,
             /* no NaN in the row: its first maximum is np.argmax's */
             am[j] = st && !row_path[j] ? N_(row_find)(xb + j * C, C, m[j]) : 0;
         }
-        const V sd = eps > 0 ? N_(block_wdist)(xb, nr, C, m, row_path, cw) : N_(vset1)(0);
+        const V sd = eps > 0 ? N_(block_wdist)(xb, NULL, 1, 0, nr, C, m, row_path, cw, NULL)
+                             : N_(vset1)(0);
         const V s = N_(block_sumexp)(xb, g ? g + r0 * C : NULL, nr, C, m, row_path);
         const V logs = N_(vlog)(s);
         VD a;
@@ -664,9 +673,29 @@ static void N_(xent_label_cols)(const T *x, T *g, int64_t C, int64_t D, int64_t 
  * smoothing eps the target is (1 - eps) t + eps / C. The loss is
  * sum_k w_k t'_k (m - x_k) + st log s, relative to the row max m (see fl_label_row_loss).
  * stats (or NULL): as xent_label_rows', correct when the argmax is the target's. */
-static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
-                               const fl_xent_params *p, double *loss, T *scratch,
-                               const fl_xent_stats *stats) {
+
+/* The gradient of a row, g = e f - gs w_k t'_k: e the kept exponentials (keep: g itself,
+ * chunk c's f scaled by chunk_factor(cm[c], m)) or recomputed from x. */
+static void N_(prob_row_grad)(const T *xr, const T *tr, T *gr, int64_t C, T m, const T *cm,
+                              int keep, double scale, T kt, T add, const T *cw, double gs) {
+    const T gsT = (T)gs;
+    if (!(m > -(T)INFINITY && m < (T)INFINITY)) { N_(row_nan)(gr, C); return; }
+    for (int64_t c = 0, b = 0; b < C; c++, b += FL_CHUNK) {
+        const int64_t end = C - b < FL_CHUNK ? C : b + FL_CHUNK;
+        const T f = (T)(keep ? scale * N_(chunk_factor)(cm[c], m) : scale);
+        for (int64_t k = b; k < end; k += W) {
+            int64_t nk = end - k;
+            V e = keep ? N_(vload_n)(gr + k, nk, 0) : N_(vexp_le0)(N_(vload_n)(xr + k, nk, 0) - m);
+            V tk = N_(vload_n)(tr + k, nk, 0) * kt + add;
+            if (cw) tk *= N_(vload_n)(cw + k, nk, 0);
+            N_(vstore_n)(gr + k, e * f - tk * gsT, nk);
+        }
+    }
+}
+
+/* Row r on the row path (any class count and option). */
+static void N_(xent_prob_row)(const T *x, const T *t, T *g, int64_t r, const fl_xent_params *p,
+                              double *loss, T *scratch, const fl_xent_stats *stats) {
     const int64_t C = p->C;
     const T *cw = (const T *)p->class_weight;
     const double zl = p->z_loss, gs = p->gscale;
@@ -674,40 +703,74 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
     const T cap = (T)p->softcap;
     const int keep = C <= FL_MAX_CHUNKS * FL_CHUNK;
     T cm[FL_MAX_CHUNKS];
-    for (int64_t r = 0; r < n; r++) {
-        const T *xr = x + r * C, *tr = t + r * C;
-        T *gr = g ? g + r * C : NULL;
-        int64_t am = stats && cap > 0 ? N_(row_argmax)(xr, C) : 0;   /* as xent_label_rows' */
-        if (cap > 0) { N_(softcap_row)(xr, scratch, C, cap); xr = scratch; }
-        /* st = sum_k w_k t'_k; sd = sum_k w_k t'_k (m - x_k) */
-        N_(wdev) wd = {tr, cw, kt, add, 0.0, 0.0, 0.0, -INFINITY};
-        int64_t *amp = stats && cap == 0 ? &am : NULL;
-        T m;
-        const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm, &wd, amp)
-                                    : N_(row_online)(xr, C, &m, &wd, amp);
-        if (stats) fl_put_stats(stats, r, (double)m, log(s), am, am == N_(row_argmax)(tr, C));
-        const double lse = (double)m + log(s), st = wd.st;
-        double l = wd.sd + st * log(s);
+    const T *xr = x + r * C, *tr = t + r * C;
+    T *gr = g ? g + r * C : NULL;
+    int64_t am = stats && cap > 0 ? N_(row_argmax)(xr, C) : 0;   /* as xent_label_row's */
+    if (cap > 0) { N_(softcap_row)(xr, scratch, C, cap); xr = scratch; }
+    /* st = sum_k w_k t'_k; sd = sum_k w_k t'_k (m - x_k) */
+    N_(wdev) wd = {tr, cw, kt, add, 0.0, 0.0, 0.0, -INFINITY};
+    int64_t *amp = stats && cap == 0 ? &am : NULL;
+    T m;
+    const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm, &wd, amp)
+                                : N_(row_online)(xr, C, &m, &wd, amp);
+    if (stats) fl_put_stats(stats, r, (double)m, log(s), am, am == N_(row_argmax)(tr, C));
+    const double lse = (double)m + log(s), st = wd.st;
+    double l = wd.sd + st * log(s);
+    if (zl > 0) l += zl * lse * lse;
+    loss[r] = l;
+    if (!gr) return;
+    N_(prob_row_grad)(xr, tr, gr, C, m, cm, keep, gs * (st + (zl > 0 ? 2.0 * zl * lse : 0.0)) / s,
+                      kt, add, cw, gs);
+    if (cap > 0) N_(softcap_grad)(gr, scratch, C, cap);
+}
+
+/* xent_prob_row for rows [0, n); rows of more than FL_SMALL_C (float64: FL_SMALL_C_F64) and
+ * at most FL_MID_C classes without softcap on the blocked row path (xent_label_mid's
+ * comment), the same formulas lane by lane. */
+static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
+                               const fl_xent_params *p, double *loss, T *scratch,
+                               const fl_xent_stats *stats) {
+    const int64_t C = p->C;
+    const T *cw = (const T *)p->class_weight;
+    const double zl = p->z_loss, gs = p->gscale;
+    const T kt = (T)(1.0 - p->smoothing), add = (T)(p->smoothing / (double)C);
+    const int mid = C > (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C) && C <= FL_MID_C
+                    && p->softcap == 0;
+    for (int64_t r0 = 0; mid && r0 < n; r0 += W) {
+        const int64_t nr = n - r0 < W ? n - r0 : W;
+        const T *xb = x + r0 * C, *tb = t + r0 * C;
+        VI fin;
+        const V m = N_(block_max)(xb, nr, C, &fin);
+        int row_path[W];
+        int64_t am[W];
+        for (int j = 0; j < W; j++) {
+            row_path[j] = j >= nr || !fin[j];
+            am[j] = stats && !row_path[j] ? N_(row_find)(xb + j * C, C, m[j]) : 0;
+        }
+        V st;
+        const V sd = N_(block_wdist)(xb, tb, kt, add, nr, C, m, row_path, cw, &st);
+        const V s = N_(block_sumexp)(xb, g ? g + r0 * C : NULL, nr, C, m, row_path);
+        const V logs = N_(vlog)(s);
+        const VD md = __builtin_convertvector(m, VD), ld = __builtin_convertvector(logs, VD);
+        const VD std = __builtin_convertvector(st, VD), lse = md + ld;
+        VD l = __builtin_convertvector(sd, VD) + std * ld;
         if (zl > 0) l += zl * lse * lse;
-        loss[r] = l;
-        if (gr) {
-            const double scale = gs * (st + (zl > 0 ? 2.0 * zl * lse : 0.0)) / s;
-            const T gsT = (T)gs;
-            if (!(m > -(T)INFINITY && m < (T)INFINITY)) { N_(row_nan)(gr, C); continue; }
-            for (int64_t c = 0, b = 0; b < C; c++, b += FL_CHUNK) {
-                const int64_t end = C - b < FL_CHUNK ? C : b + FL_CHUNK;
-                const T f = (T)(keep ? scale * N_(chunk_factor)(cm[c], m) : scale);
-                for (int64_t k = b; k < end; k += W) {
-                    int64_t nk = end - k;
-                    V e = keep ? N_(vload_n)(gr + k, nk, 0) : N_(vexp_le0)(N_(vload_n)(xr + k, nk, 0) - m);
-                    V tk = N_(vload_n)(tr + k, nk, 0) * kt + add;
-                    if (cw) tk *= N_(vload_n)(cw + k, nk, 0);
-                    N_(vstore_n)(gr + k, e * f - tk * gsT, nk);
-                }
+        const VD scale = gs * (zl > 0 ? std + 2.0 * zl * lse : std) / __builtin_convertvector(s, VD);
+        for (int j = 0; j < nr; j++) {
+            const int64_t r = r0 + j;
+            if (row_path[j]) {
+                N_(xent_prob_row)(x, t, g, r, p, loss, scratch, stats);
+                continue;
             }
-            if (cap > 0) N_(softcap_grad)(gr, scratch, C, cap);
+            loss[r] = l[j];
+            if (stats) fl_put_stats(stats, r, md[j], ld[j], am[j],
+                                    am[j] == N_(row_argmax)(tb + j * C, C));
+            const T mj = m[j];
+            if (g) N_(prob_row_grad)(NULL, tb + j * C, g + r * C, C, mj, &mj, 1, scale[j], kt, add,
+                                     cw, gs);
         }
     }
+    for (int64_t r = 0; !mid && r < n; r++) N_(xent_prob_row)(x, t, g, r, p, loss, scratch, stats);
 }
 
 /* Row r: lse[r] = log sum exp(x_r); with out, also softmax (log_out == 0) or log-softmax

@@ -43,11 +43,14 @@ def test_cross_entropy_labels_matrix(simd, rng, dtype, reduction, weighted, igno
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("weighted,smoothing,z_loss",
                          list(itertools.product([False, True], [0.0, 0.3], [0.0, 1e-2])))
-def test_cross_entropy_probs_matrix(simd, rng, dtype, reduction, weighted, smoothing, z_loss):
-    C = 21
-    x = _logits(rng, (9, C), dtype)
-    t = rng.dirichlet(np.ones(C), 9).astype(dtype)
+@pytest.mark.parametrize("C", [21, 49, 100, 256])
+def test_cross_entropy_probs_matrix(simd, rng, dtype, reduction, weighted, smoothing, z_loss, C):
+    """The row path, and 49 to 256 classes the blocked rows (a partial block included)."""
+    x = _logits(rng, (37, C), dtype)
+    t = rng.dirichlet(np.ones(C), 37).astype(dtype)
     t[0, :5] = 0.0
+    x[1, 3] = -np.inf                             # a class of probability 0 ...
+    t[1, 3] = 0.0                                 # ... and no target there: adds 0
     kw = dict(weight=rng.uniform(0.1, 2.0, C) if weighted else None, label_smoothing=smoothing,
               z_loss=z_loss, reduction=reduction, return_grad=True)
     check_loss_and_grads(fl.cross_entropy(x, t, **kw), ref.cross_entropy(x, t, **kw), dtype)

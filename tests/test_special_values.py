@@ -27,9 +27,19 @@ def _put(a, index, v):
     return a
 
 
-def _rows(name, value):
+def _wide(a, width, fill):
+    """a (2, 4) widened to `width` classes by columns of `fill` (None: fixed finite logits)."""
+    extra = (np.zeros((2, width - 4)) if fill is not None
+             else np.sin(np.arange(2 * (width - 4)).reshape(2, -1)) * 2)
+    return np.concatenate([a, extra], axis=1)
+
+
+def _rows(name, value, width=4):
     """(fast call, oracle call, inputs) for one row of SPECIAL: the special value goes into
-    row 0 of the named input (class 1, or the label's class 2 for "logit[label]")."""
+    row 0 of the named input (class 1, or the label's class 2 for "logit[label]"). width:
+    the class count (extra classes: finite logits, no target mass)."""
+    BASE, PROBS, PROBS0 = (_wide(globals()[k], width, f) for k, f in
+                           [("BASE", None), ("PROBS", 0.0), ("PROBS0", 0.0)])
     x1 = _put(BASE, (0, 1), value)
     xl = _put(BASE, (0, 2), value)
     e = lambda v: np.array([v, 1.0])   # noqa: E731  (elementwise losses: element 0)
@@ -176,10 +186,12 @@ def _check(actual, want):
 
 @pytest.mark.parametrize("case", list(SPECIAL), ids=[f"{k[0]}={k[1]}" for k in SPECIAL])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_special_values(case, dtype, simd):
+@pytest.mark.parametrize("width", [4, 100])
+def test_special_values(case, dtype, simd, width):
+    """width 100: the softmax rows' blocked path (the special row among a block's rows)."""
     name, value = case
     want_loss, want_grad = SPECIAL[case]
-    fname, args = _rows(name, value)
+    fname, args = _rows(name, value, width)
     loss, grad = _call(fl, fname, args, dtype)
     with np.errstate(all="ignore"):
         rloss, rgrad = _call(ref, fname, args, dtype)
