@@ -392,9 +392,9 @@ static void N_(xent_label_row)(const T *x, T *g, int64_t r, const int64_t *y,
     if (gr) memset(gr, 0, (size_t)C * sizeof(T));
 }
 
-/* The blocked row kernels (xent_label_mid, softmax_mid): rows of more than FL_SMALL_C
- * (float64: FL_SMALL_C_F64) and at most FL_MID_C elements, in blocks of nr <= W rows, each
- * step (max, sum of exponentials, log, ...) taken across the block's rows before the next.
+/* The blocked row path (xent_label_mid, xent_prob_rows, softmax_rows): rows of more than
+ * FL_SMALL_C (float64: FL_SMALL_C_F64) and at most FL_MID_C elements, in blocks of nr <= W
+ * rows, each step (max, sum of exponentials, log, ...) taken across the block's rows before the next.
  * The rows' horizontal max and sum are one transposition of W row vectors each and their
  * logs one vlog: independent work, where the row path's chains a row (a horizontal max, a
  * float64 lane sum, libm's log) were most of a 100-class row's time. Lane j is row j, and a
@@ -438,8 +438,8 @@ FL_INL V N_(block_max)(const T *xb, int64_t nr, int64_t C, VI *fin) {
 }
 
 /* sum_k exp(x_k - m_j) of each row j < nr not marked skip[j] (the others: 0), the
- * exponentials stored into eb's rows (or NULL; eb may be xb). The next block (rows nr to
- * nr + W... of the array) is prefetched meanwhile: block_max waited on memory. */
+ * exponentials stored into eb's rows (or NULL; eb may be xb). The next block's rows (W rows
+ * on) are prefetched meanwhile: block_max waited on memory. */
 FL_INL V N_(block_sumexp)(const T *xb, T *eb, int64_t nr, int64_t C, V m, const int *skip) {
     V sv[W];
     for (int j = 0; j < W; j++) {
@@ -534,8 +534,9 @@ static void N_(xent_label_mid)(const T *x, T *g, int64_t n, const int64_t *y,
     }
 }
 
-/* Softmax cross-entropy with integer labels, rows [0, n): xent_label_row for each row,
- * rows of few classes (without softcap) in blocks of W rows. */
+/* Softmax cross-entropy with integer labels, rows [0, n): xent_label_row for each row;
+ * without softcap, rows of at most FL_SMALL_C (float64: FL_SMALL_C_F64) classes in
+ * xent_label_small, of at most FL_MID_C in xent_label_mid. */
 static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
                                 const fl_xent_params *p, double *loss, T *scratch,
                                 const fl_xent_stats *st) {
@@ -755,7 +756,8 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
         const VD std = __builtin_convertvector(st, VD), lse = md + ld;
         VD l = __builtin_convertvector(sd, VD) + std * ld;
         if (zl > 0) l += zl * lse * lse;
-        const VD scale = gs * (zl > 0 ? std + 2.0 * zl * lse : std) / __builtin_convertvector(s, VD);
+        const VD a = zl > 0 ? std + 2.0 * zl * lse : std;   /* the coefficient of softmax */
+        const VD scale = gs * a / __builtin_convertvector(s, VD);
         for (int j = 0; j < nr; j++) {
             const int64_t r = r0 + j;
             if (row_path[j]) {

@@ -32,7 +32,6 @@ cdef extern from "fl_classification.h" nogil:
         double *lse
         int64_t *argmax
         unsigned char *correct
-    int FL_SMALL_C
     int FL_MID_C
     double fl_label_row_loss(const fl_xent_params *p, double wy, double m, double logs,
                              double xy, double sd, double *a)
