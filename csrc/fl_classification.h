@@ -17,9 +17,10 @@
  * at AVX-512 and the baseline). */
 #define FL_SMALL_C 48
 #define FL_SMALL_C_F64 32
-/* Rows of more classes than those and at most FL_MID_C take the blocked row path
- * (xent_label_mid's comment): one thread, 3.3M elements, it was faster from 49 to 2000
- * classes at AVX-512, its sums are in T, and FL_SUM_BLOCK bounds a sum in T elsewhere. */
+/* Rows of at most FL_MID_C classes (with labels: more than those) take the blocked row
+ * path (fl_classification_impl.h, above xent_label_mid): one thread, 3.3M elements, it was
+ * faster from 3 to 2000 classes at AVX-512, its sums are in T, and FL_SUM_BLOCK bounds a
+ * sum in T elsewhere. */
 #define FL_MID_C FL_SUM_BLOCK
 
 typedef struct {
@@ -73,6 +74,19 @@ static inline void fl_put_stats(const fl_xent_stats *st, int64_t r, double m, do
         return l;                                                                          \
     }
 FL_LABEL_ROW_LOSS(fl_label_row_loss, double)
+/* The same for probability targets: the loss sd + st logs (+ the z-loss), sd = sum_k w_k
+ * t'_k (m - x_k) and st = sum_k w_k t'_k (see xent_prob_row), and in *a the coefficient of
+ * softmax in its gradient. */
+#define FL_PROB_ROW_LOSS(NAME, D)                                                          \
+    static inline D NAME(const fl_xent_params *p, D m, D logs, D sd, D st, D *a) {         \
+        const double zl = p->z_loss;                                                       \
+        const D lse = m + logs;                                                            \
+        D l = sd + st * logs;                                                              \
+        *a = st;                                                                           \
+        if (zl > 0) { l += zl * lse * lse; *a += 2.0 * zl * lse; }                         \
+        return l;                                                                          \
+    }
+FL_PROB_ROW_LOSS(fl_prob_row_loss, double)
 
 #include "fl_half.h"           /* before the bodies: their half-row reads (fl_vec.h) */
 #define FL_BODY "fl_classification_impl.h"

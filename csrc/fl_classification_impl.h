@@ -257,6 +257,7 @@ static void N_(softcap_grad)(T *g, const T *xs, int64_t C, T cap) {
  * puts right, so tiles are stored last to first and the block's last row stores only its
  * own part. */
 FL_LABEL_ROW_LOSS(N_(label_row_loss_v), VD)
+FL_PROB_ROW_LOSS(N_(prob_row_loss_v), VD)
 typedef double N_(VDU) __attribute__((vector_size(W * 8), aligned(8), may_alias));
 static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
                                  const fl_xent_params *p, double *loss, const fl_xent_stats *st) {
@@ -392,16 +393,17 @@ static void N_(xent_label_row)(const T *x, T *g, int64_t r, const int64_t *y,
     if (gr) memset(gr, 0, (size_t)C * sizeof(T));
 }
 
-/* The blocked row path (xent_label_mid, xent_prob_rows, softmax_rows): rows of more than
- * FL_SMALL_C (float64: FL_SMALL_C_F64) and at most FL_MID_C elements, in blocks of nr <= W
- * rows, each step (max, sum of exponentials, log, ...) taken across the block's rows before the next.
- * The rows' horizontal max and sum are one transposition of W row vectors each and their
- * logs one vlog: independent work, where the row path's chains a row (a horizontal max, a
- * float64 lane sum, libm's log) were most of a 100-class row's time. Lane j is row j, and a
- * row's result does not depend on its block. The sums and the log are in T, as in
- * xent_label_small: at most FL_MID_C terms a sum, as row_sumexp's blocks of FL_SUM_BLOCK.
- * Rows holding a NaN or whose max is infinite take the row path, which gives them their
- * meaning: the callers do them after the block's other rows and write them only then. */
+/* The blocked row path (xent_label_mid, xent_prob_rows, softmax_rows): rows of at most
+ * FL_MID_C elements (labels: above FL_SMALL_C, float64 FL_SMALL_C_F64, which
+ * xent_label_small takes), in blocks of nr <= W rows, each step (max, sum of exponentials,
+ * log, ...) taken across the block's rows before the next. The rows' horizontal max and sum
+ * are one transposition of W row vectors each and their logs one vlog: independent work,
+ * where the row path's chains a row (a horizontal max, a float64 lane sum, libm's log) were
+ * most of a 100-class row's time. Lane j is row j, and a row's result does not depend on its
+ * block. The sums and the log are in T, as in xent_label_small: at most FL_MID_C terms a
+ * sum, as row_sumexp's blocks of FL_SUM_BLOCK. Rows holding a NaN or whose max is infinite
+ * take the row path, which gives them their meaning: the callers do them after the block's
+ * other rows and write them only then. */
 
 /* Lane j: the max of v[j]'s lanes (vtranspose: v is overwritten); NaN lanes as vmax_plain. */
 FL_INL V N_(vrows_max)(V *v) {
@@ -699,7 +701,7 @@ static void N_(xent_prob_row)(const T *x, const T *t, T *g, int64_t r, const fl_
                               double *loss, T *scratch, const fl_xent_stats *stats) {
     const int64_t C = p->C;
     const T *cw = (const T *)p->class_weight;
-    const double zl = p->z_loss, gs = p->gscale;
+    const double gs = p->gscale;
     const T kt = (T)(1.0 - p->smoothing), add = (T)(p->smoothing / (double)C);
     const T cap = (T)p->softcap;
     const int keep = C <= FL_MAX_CHUNKS * FL_CHUNK;
@@ -715,28 +717,23 @@ static void N_(xent_prob_row)(const T *x, const T *t, T *g, int64_t r, const fl_
     const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm, &wd, amp)
                                 : N_(row_online)(xr, C, &m, &wd, amp);
     if (stats) fl_put_stats(stats, r, (double)m, log(s), am, am == N_(row_argmax)(tr, C));
-    const double lse = (double)m + log(s), st = wd.st;
-    double l = wd.sd + st * log(s);
-    if (zl > 0) l += zl * lse * lse;
-    loss[r] = l;
+    double a;
+    loss[r] = fl_prob_row_loss(p, (double)m, log(s), wd.sd, wd.st, &a);
     if (!gr) return;
-    N_(prob_row_grad)(xr, tr, gr, C, m, cm, keep, gs * (st + (zl > 0 ? 2.0 * zl * lse : 0.0)) / s,
-                      kt, add, cw, gs);
+    N_(prob_row_grad)(xr, tr, gr, C, m, cm, keep, gs * a / s, kt, add, cw, gs);
     if (cap > 0) N_(softcap_grad)(gr, scratch, C, cap);
 }
 
-/* xent_prob_row for rows [0, n); rows of more than FL_SMALL_C (float64: FL_SMALL_C_F64) and
- * at most FL_MID_C classes without softcap on the blocked row path (xent_label_mid's
- * comment), the same formulas lane by lane. */
+/* xent_prob_row for rows [0, n); rows of at most FL_MID_C classes without softcap on the
+ * blocked row path (above xent_label_mid), the same formulas lane by lane. */
 static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
                                const fl_xent_params *p, double *loss, T *scratch,
                                const fl_xent_stats *stats) {
     const int64_t C = p->C;
     const T *cw = (const T *)p->class_weight;
-    const double zl = p->z_loss, gs = p->gscale;
+    const double gs = p->gscale;
     const T kt = (T)(1.0 - p->smoothing), add = (T)(p->smoothing / (double)C);
-    const int mid = C > (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C) && C <= FL_MID_C
-                    && p->softcap == 0;
+    const int mid = C <= FL_MID_C && p->softcap == 0;
     for (int64_t r0 = 0; mid && r0 < n; r0 += W) {
         const int64_t nr = n - r0 < W ? n - r0 : W;
         const T *xb = x + r0 * C, *tb = t + r0 * C;
@@ -753,10 +750,9 @@ static void N_(xent_prob_rows)(const T *x, const T *t, T *g, int64_t n,
         const V s = N_(block_sumexp)(xb, g ? g + r0 * C : NULL, nr, C, m, row_path);
         const V logs = N_(vlog)(s);
         const VD md = __builtin_convertvector(m, VD), ld = __builtin_convertvector(logs, VD);
-        const VD std = __builtin_convertvector(st, VD), lse = md + ld;
-        VD l = __builtin_convertvector(sd, VD) + std * ld;
-        if (zl > 0) l += zl * lse * lse;
-        const VD a = zl > 0 ? std + 2.0 * zl * lse : std;   /* the coefficient of softmax */
+        VD a;
+        const VD l = N_(prob_row_loss_v)(p, md, ld, __builtin_convertvector(sd, VD),
+                                         __builtin_convertvector(st, VD), &a);
         const VD scale = gs * a / __builtin_convertvector(s, VD);
         for (int j = 0; j < nr; j++) {
             const int64_t r = r0 + j;
@@ -805,11 +801,11 @@ static void N_(softmax_row)(const T *x, T *out, int64_t r, int64_t C, int log_ou
     }
 }
 
-/* softmax_row for rows [0, n): rows of more than FL_SMALL_C (float64: FL_SMALL_C_F64) and
- * at most FL_MID_C elements on the blocked row path (xent_label_mid's comment). */
+/* softmax_row for rows [0, n): rows of at most FL_MID_C elements on the blocked row path
+ * (above xent_label_mid). */
 static void N_(softmax_rows)(const T *x, T *out, int64_t n, int64_t C, int log_out, double *lse,
                              double *shift) {
-    const int mid = C > (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C) && C <= FL_MID_C;
+    const int mid = C <= FL_MID_C;
     for (int64_t r0 = 0; mid && r0 < n; r0 += W) {
         const int64_t nr = n - r0 < W ? n - r0 : W;
         const T *xb = x + r0 * C;
