@@ -541,8 +541,10 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
             const int64_t end = k0 + FL_SUM_BLOCK < Cv ? k0 + FL_SUM_BLOCK : Cv;
             V acc_a = N_(vset1)(0), acc_b = N_(vset1)(0);
             for (int64_t k = k0; k < end; k += W) {
-                __builtin_prefetch(ar + C + k);     /* the next row pair streams in meanwhile */
-                __builtin_prefetch(br + C + k);
+                /* the next row pair streams in meanwhile: a's here, b's in the next pass
+                 * (both here asked for more than memory gave, and the max pass waited) */
+                __builtin_prefetch(ar + C + k);
+                if (!scratch) __builtin_prefetch(br + C + k);
                 e = N_(js_exp)(N_(vload)(ar + k), N_(vload)(br + k), ma_h, mb_h, h, ith);
                 acc_a += e.ea;
                 acc_b += e.eb;
@@ -573,6 +575,7 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
             const int64_t end = k0 + FL_SUM_BLOCK < Cv ? k0 + FL_SUM_BLOCK : Cv;
             V acc_p = N_(vset1)(0), acc_q = N_(vset1)(0);
             for (int64_t k = k0; k < end; k += W) {
+                if (scratch) __builtin_prefetch(br + C + k);
                 V xa = N_(vload)(ar + k), xb = N_(vload)(br + k);
                 if (scratch) {
                     e.za = N_(dv_scaled)(xa, ma_h, h, ith);
