@@ -49,7 +49,8 @@ def reduce_rows(rows, shape, denom, reduction, dtype):
             masked.dtype = dtype
             return rows.reshape(shape)
         return rows.astype(dtype).reshape(shape)
-    return reduce_total(float(np.sum(rows)), denom, reduction, dtype)
+    # rows.sum(): the same pairwise sum as np.sum, without its 2 us of Python wrapping a call
+    return reduce_total(float(rows.sum()), denom, reduction, dtype)
 
 
 def reduce_elements(total, elem, shape, denom, reduction, dtype):
