@@ -476,7 +476,7 @@ FL_INL V N_(vfrexp1)(V x, V *ef) {
 /* log(2^ke x) for positive normal finite x (other lanes: garbage) at AVX-512 float32, by
  * the table fl_log_invc: x = 2^k z, log x = k ln2 + log c + log1p(r), r = z invc - 1 (one
  * FMA, exact for the interval holding 1; |r| < 0.03), log1p(r) to degree 5 (truncation
- * < 2^-29 relative). No division: half the time of the atanh form, <= 1.6 ulp (tested). */
+ * below 2^-27 of r). No division: half the time of the atanh form, <= 1.6 ulp (tested). */
 FL_INL V N_(vlog_table)(V x, VI ke) {
     const VI ix = (VI)x;
     const VI tmp = ix - 0x3f330000;

@@ -99,6 +99,23 @@ def test_special_values(simd, dtype):
         np.testing.assert_array_equal(np.signbit(got[signed]), np.signbit(expected[signed]), err_msg=fn)
 
 
+@pytest.mark.parametrize("fn", ["exp", "log", "log1p"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lane_bits_do_not_depend_on_the_vector(simd, fn, dtype):
+    """exp and log take a short path for vectors of ordinary lanes (all in exp's plain
+    range; all positive normal numbers for log): a lane's bits must not change when a
+    special value (0, inf, NaN, a subnormal, a negative) shares its vector."""
+    rng = np.random.default_rng(5)
+    x = (rng.uniform(-20, 20, 4096) if fn == "exp" else np.exp2(rng.uniform(-60, 60, 4096))).astype(dtype)
+    specials = np.array([0.0, np.inf, -np.inf, np.nan, -1.0, 1e-310 if dtype == np.float64 else 1e-40,
+                         1e4], dtype=dtype)
+    mixed = x.copy()
+    mixed[::7] = np.resize(specials, mixed[::7].shape)
+    keep = np.ones(x.shape, bool)
+    keep[::7] = False
+    np.testing.assert_array_equal(_run(fn, mixed)[keep], _run(fn, x)[keep])
+
+
 def test_exp_flushes_below_smallest_normal(simd):
     x = np.array([-87.4, -100.0, -1e30], dtype=np.float32)
     np.testing.assert_array_equal(_run("exp", x), 0.0)
