@@ -403,41 +403,8 @@ static void N_(xent_label_row)(const T *x, T *g, int64_t r, const int64_t *y,
  * block. The sums and the log are in T, as in xent_label_small: at most FL_MID_C terms a
  * sum, as row_sumexp's blocks of FL_SUM_BLOCK. Rows holding a NaN or whose max is infinite
  * take the row path, which gives them their meaning: the callers do them after the block's
- * other rows and write them only then. */
-
-/* Lane j: the max of v[j]'s lanes (vtranspose: v is overwritten); NaN lanes as vmax_plain. */
-FL_INL V N_(vrows_max)(V *v) {
-    N_(vtranspose)(v);
-    V m = v[0];
-    for (int c = 1; c < W; c++) m = N_(vmax_plain)(m, v[c]);
-    return m;
-}
-/* Lane j: the sum of v[j]'s lanes, in one order for every lane (v is overwritten). */
-FL_INL V N_(vrows_sum)(V *v) {
-    N_(vtranspose)(v);
-    V s = v[0];
-    for (int c = 1; c < W; c++) s += v[c];
-    return s;
-}
-
-/* Each row's max (lanes past nr: -inf), and in *fin the lanes whose row holds no NaN and
- * has a finite max (the sum of its elements is NaN iff it holds a NaN, or +inf and -inf). */
-FL_INL V N_(block_max)(const T *xb, int64_t nr, int64_t C, VI *fin) {
-    V mv[W], zv[W];
-    for (int j = 0; j < W; j++) {
-        V mx = N_(vset1)(-(T)INFINITY), z = N_(vset1)(0);
-        for (int64_t k = 0; j < nr && k < C; k += W) {
-            const V v = N_(vload_n)(xb + j * C + k, C - k, -(T)INFINITY);
-            mx = N_(vmax_plain)(mx, v);
-            z += v;
-        }
-        mv[j] = mx;
-        zv[j] = z;
-    }
-    const V m = N_(vrows_max)(mv), z = N_(vrows_sum)(zv);
-    *fin = (m > -(T)INFINITY) & (m < (T)INFINITY) & (z == z);
-    return m;
-}
+ * other rows and write them only then. block_max, vrows_max and vrows_sum: fl_vec.h (the
+ * divergences' entropy_mid takes them too). */
 
 /* sum_k exp(x_k - m_j) of each row j < nr not marked skip[j] (the others: 0), the
  * exponentials stored into eb's rows (or NULL; eb may be xb). The next block's rows (W rows

@@ -173,57 +173,113 @@ FL_INL N_(ent_v) N_(ent_vec)(V x, T m) {
     return o;
 }
 
-static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gscale,
-                             double *loss, T *scratch, int stream) {
+/* One row of entropy_rows (its loss into *loss; gr: NULL or its gradient). */
+static void N_(entropy_row)(const T *xr, T *gr, int64_t C, double gscale, double *loss,
+                            T *scratch, int stream) {
     T *se = scratch, *sz = scratch ? scratch + C : NULL;
     const int64_t Cv = C - C % W, nt = C - Cv;
-    for (int64_t r = 0; r < n; r++) {
-        const T *xr = x + r * C;
-        T *gr = g ? g + r * C : NULL;
-        const T m = N_(row_max)(xr, C);
-        if (N_(dv_bad_row)(m, 0, C, &loss[r], gr, NULL)) continue;
-        VD vs = N_(dv_dzero)(), vt = vs;
-        N_(ent_v) o;
-        for (int64_t b = 0; b < Cv; b += FL_SUM_BLOCK) {
-            const int64_t end = b + FL_SUM_BLOCK < Cv ? b + FL_SUM_BLOCK : Cv;
-            V as = N_(vset1)(0), at = N_(vset1)(0);
-            for (int64_t k = b; k < end; k += W) {
-                __builtin_prefetch(xr + C + k);     /* the next row streams in meanwhile */
-                o = N_(ent_vec)(N_(vload)(xr + k), m);
-                as += o.e;
-                at += o.e * o.z;
-                if (scratch) {
-                    N_(vstore)(se + k, o.e);
-                    N_(vstore)(sz + k, o.z);
-                }
-            }
-            vs = N_(dv_widen_add)(vs, as);
-            vt = N_(dv_widen_add)(vt, at);
-        }
-        if (nt) {
-            o = N_(ent_vec)(N_(vload_part)(xr + Cv, nt, -(T)INFINITY), m);
-            vs = N_(dv_widen_add)(vs, o.e);
-            vt = N_(dv_widen_add)(vt, o.e * o.z);
+    const T m = N_(row_max)(xr, C);
+    if (N_(dv_bad_row)(m, 0, C, loss, gr, NULL)) return;
+    VD vs = N_(dv_dzero)(), vt = vs;
+    N_(ent_v) o;
+    for (int64_t b = 0; b < Cv; b += FL_SUM_BLOCK) {
+        const int64_t end = b + FL_SUM_BLOCK < Cv ? b + FL_SUM_BLOCK : Cv;
+        V as = N_(vset1)(0), at = N_(vset1)(0);
+        for (int64_t k = b; k < end; k += W) {
+            __builtin_prefetch(xr + C + k);     /* the next row streams in meanwhile */
+            o = N_(ent_vec)(N_(vload)(xr + k), m);
+            as += o.e;
+            at += o.e * o.z;
             if (scratch) {
-                N_(vstore_part)(se + Cv, o.e, nt);
-                N_(vstore_part)(sz + Cv, o.z, nt);
+                N_(vstore)(se + k, o.e);
+                N_(vstore)(sz + k, o.z);
             }
         }
-        const double s = N_(dv_dsum)(vs), ts = N_(dv_dsum)(vt) / s;
-        loss[r] = log(s) - ts;
-        if (!gr) continue;
-        /* g = (z - ts) e (-gscale / s) */
-        const T c = (T)(-gscale / s), cts = (T)(gscale * ts / s);
+        vs = N_(dv_widen_add)(vs, as);
+        vt = N_(dv_widen_add)(vt, at);
+    }
+    if (nt) {
+        o = N_(ent_vec)(N_(vload_part)(xr + Cv, nt, -(T)INFINITY), m);
+        vs = N_(dv_widen_add)(vs, o.e);
+        vt = N_(dv_widen_add)(vt, o.e * o.z);
         if (scratch) {
-            N_(dv_write_row)(gr, C, sz, NULL, se, c, cts, 0, NULL, 0, stream);
-            continue;
-        }
-        for (int64_t k = 0; k < C; k += W) {
-            const int64_t nk = C - k < W ? C - k : W;
-            o = N_(ent_vec)(N_(vload_n)(xr + k, nk, -(T)INFINITY), m);
-            N_(vstore_n)(gr + k, N_(dv_fma)(o.z, N_(vset1)(c), N_(vset1)(cts)) * o.e, nk);
+            N_(vstore_part)(se + Cv, o.e, nt);
+            N_(vstore_part)(sz + Cv, o.z, nt);
         }
     }
+    const double s = N_(dv_dsum)(vs), ts = N_(dv_dsum)(vt) / s;
+    *loss = log(s) - ts;
+    if (!gr) return;
+    /* g = (z - ts) e (-gscale / s) */
+    const T c = (T)(-gscale / s), cts = (T)(gscale * ts / s);
+    if (scratch) {
+        N_(dv_write_row)(gr, C, sz, NULL, se, c, cts, 0, NULL, 0, stream);
+        return;
+    }
+    for (int64_t k = 0; k < C; k += W) {
+        const int64_t nk = C - k < W ? C - k : W;
+        o = N_(ent_vec)(N_(vload_n)(xr + k, nk, -(T)INFINITY), m);
+        N_(vstore_n)(gr + k, N_(dv_fma)(o.z, N_(vset1)(c), N_(vset1)(cts)) * o.e, nk);
+    }
+}
+
+/* entropy_rows for rows of at most FL_SUM_BLOCK classes, in blocks of nr <= W rows, each
+ * step across the block's rows, as cross-entropy's blocked row path
+ * (fl_classification_impl.h): block_max, each row's sums of e and e z in T (at most
+ * FL_SUM_BLOCK terms, as entropy_row's blocks), the W rows' sums one transposition each
+ * (vrows_sum) and their logs one vlog, where a row's fixed costs (a horizontal max, float64
+ * lane sums, libm's log) were most of a short row's time. The gradient pass recomputes e and
+ * z from x, still in L1; each row reads and writes only itself, so g may be x. Rows holding
+ * a NaN or whose max is not finite (or whose sum overflowed) take entropy_row. */
+static void N_(entropy_mid)(const T *x, T *g, int64_t n, int64_t C, double gscale,
+                            double *loss) {
+    for (int64_t r0 = 0; r0 < n; r0 += W) {
+        const int64_t nr = n - r0 < W ? n - r0 : W;
+        const T *xb = x + r0 * C;
+        VI fin;
+        const V m = N_(block_max)(xb, nr, C, &fin);
+        V sv[W], tv[W];
+        for (int j = 0; j < W; j++) {
+            V as = N_(vset1)(0), at = N_(vset1)(0);
+            for (int64_t k = 0; j < nr && fin[j] && k < C; k += W) {
+                __builtin_prefetch(xb + (W + j) * C + k);   /* the next block: block_max waited */
+                const N_(ent_v) o = N_(ent_vec)(N_(vload_n)(xb + j * C + k, C - k, -(T)INFINITY), m[j]);
+                as += o.e;
+                at += o.e * o.z;
+            }
+            sv[j] = as;
+            tv[j] = at;
+        }
+        const V s = N_(vrows_sum)(sv), t = N_(vrows_sum)(tv);
+        const VD sd = __builtin_convertvector(s, VD), ts = __builtin_convertvector(t, VD) / sd;
+        const VD l = __builtin_convertvector(N_(vlog)(s), VD) - ts;
+        for (int j = 0; j < nr; j++) {
+            const T *xr = xb + j * C;
+            T *gr = g ? g + (r0 + j) * C : NULL;
+            if (!fin[j]) {
+                N_(entropy_row)(xr, gr, C, gscale, &loss[r0 + j], NULL, 0);
+                continue;
+            }
+            loss[r0 + j] = l[j];
+            if (!gr) continue;
+            const V c = N_(vset1)((T)(-gscale / sd[j])), cts = N_(vset1)((T)(gscale * ts[j] / sd[j]));
+            for (int64_t k = 0; k < C; k += W) {
+                const int64_t nk = C - k < W ? C - k : W;
+                const N_(ent_v) o = N_(ent_vec)(N_(vload_n)(xr + k, nk, -(T)INFINITY), m[j]);
+                N_(vstore_n)(gr + k, N_(dv_fma)(o.z, c, cts) * o.e, nk);
+            }
+        }
+    }
+}
+
+static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gscale,
+                             double *loss, T *scratch, int stream) {
+    if (C <= FL_SUM_BLOCK) {
+        N_(entropy_mid)(x, g, n, C, gscale, loss);
+        return;
+    }
+    for (int64_t r = 0; r < n; r++)
+        N_(entropy_row)(x + r * C, g ? g + r * C : NULL, C, gscale, &loss[r], scratch, stream);
     N_(dv_fence)(stream);
 }
 

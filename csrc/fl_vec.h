@@ -705,6 +705,42 @@ FL_INL V N_(masked_store)(V l, V d, const uint8_t *m, T *lout, T *g, int64_t k, 
 
 /* Row helpers shared by the families. */
 
+/* The blocked row paths' helpers (fl_classification_impl.h, above xent_label_mid; entropy_mid):
+ * rows of a block of nr <= W rows, lane j for row j. */
+/* Lane j: the max of v[j]'s lanes (vtranspose: v is overwritten); NaN lanes as vmax_plain. */
+FL_INL V N_(vrows_max)(V *v) {
+    N_(vtranspose)(v);
+    V m = v[0];
+    for (int c = 1; c < W; c++) m = N_(vmax_plain)(m, v[c]);
+    return m;
+}
+/* Lane j: the sum of v[j]'s lanes, in one order for every lane (v is overwritten). */
+FL_INL V N_(vrows_sum)(V *v) {
+    N_(vtranspose)(v);
+    V s = v[0];
+    for (int c = 1; c < W; c++) s += v[c];
+    return s;
+}
+
+/* Each row's max (lanes past nr: -inf), and in *fin the lanes whose row holds no NaN and
+ * has a finite max (the sum of its elements is NaN iff it holds a NaN, or +inf and -inf). */
+FL_INL V N_(block_max)(const T *xb, int64_t nr, int64_t C, VI *fin) {
+    V mv[W], zv[W];
+    for (int j = 0; j < W; j++) {
+        V mx = N_(vset1)(-(T)INFINITY), z = N_(vset1)(0);
+        for (int64_t k = 0; j < nr && k < C; k += W) {
+            const V v = N_(vload_n)(xb + j * C + k, C - k, -(T)INFINITY);
+            mx = N_(vmax_plain)(mx, v);
+            z += v;
+        }
+        mv[j] = mx;
+        zv[j] = z;
+    }
+    const V m = N_(vrows_max)(mv), z = N_(vrows_sum)(zv);
+    *fin = (m > -(T)INFINITY) & (m < (T)INFINITY) & (z == z);
+    return m;
+}
+
 /* Max of n elements; NaN anywhere makes it NaN. */
 __attribute__((unused)) static T N_(row_max)(const T *x, int64_t n) {
     V vm = N_(vset1)(-(T)INFINITY);

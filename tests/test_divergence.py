@@ -36,6 +36,32 @@ def test_entropy_matrix(simd, rng, dtype, reduction, C):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("C", [1, 3, 10, 17, 100, 256])
+def test_entropy_blocked_rows(simd, rng, dtype, C):
+    """Rows of at most 256 classes run in blocks of rows (entropy_mid): a row holding a NaN,
+    an infinity or a sum that overflows takes the row path inside its block, and every row
+    has the bits it has alone, in place too."""
+    x = _logits(rng, (37, C), dtype)
+    x[3, 0], x[5, -1], x[8], x[13, 0] = np.nan, np.inf, -np.inf, -np.inf
+    if C >= 3:
+        x[11, :2], x[11, 2] = np.finfo(dtype).max / 2, -np.inf   # finite max, the sum overflows
+    loss, g = entropy(x, reduction="none", return_grad=True)
+    want, want_g = ref.entropy(x.astype(np.float64), reduction="none", return_grad=True)
+    tol = 2e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(loss, want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(g, want_g, rtol=tol, atol=tol)
+    bad = [3, 5, 8] + ([13] if C == 1 else [])         # C = 1: row 13 is all -inf
+    assert np.isnan(loss[bad]).all() and np.isfinite(np.delete(loss, bad)).all()
+    for i in range(x.shape[0]):
+        li, gi = entropy(x[i:i + 1], reduction="none", return_grad=True)
+        np.testing.assert_array_equal(li, loss[i:i + 1])
+        np.testing.assert_array_equal(gi, g[i:i + 1])
+    xc = x.copy()
+    entropy(xc, reduction="none", return_grad=True, grad_out=xc)
+    np.testing.assert_array_equal(xc, g)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("temperature", [1.0, 2.5])
 @pytest.mark.parametrize("C", [7, 37, 300])
