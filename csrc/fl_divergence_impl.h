@@ -406,9 +406,10 @@ FL_INL int N_(kl_row1_any_t)(const void *a, const void *b, int kind, int64_t C, 
                      : N_(kl_row1)(a, b, kind, C, h, ith, it, loss, am_a, am_b);
 }
 
-static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const int64_t *labels,
-                        const fl_div_params *p, double *loss, double *ce_loss, T *scratch,
-                        int64_t *am_a, int64_t *am_b) {
+/* kl_rows one row pair at a time (any class count and option). */
+static void N_(kl_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n, const int64_t *labels,
+                            const fl_div_params *p, double *loss, double *ce_loss, T *scratch,
+                            int64_t *am_a, int64_t *am_b) {
     const int64_t C = p->C, Cv = C - C % W, nt = C - Cv;
     T h, ith;
     N_(dv_temp)((T)p->inv_t, &h, &ith);
@@ -512,6 +513,86 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
         if (ce && gbr) gbr[y] -= (T)p->ce_scale;
     }
     N_(dv_fence)(stream);
+}
+
+/* kl_rows without labels or cross-entropy for rows of at most FL_SUM_BLOCK classes, in
+ * blocks of W row pairs, each step across the block's rows (as entropy_mid):
+ * KL = c + log(sb / sa), the ratio rounded to T and its log one vlog a block (no
+ * cancellation where p ~ q; exactly 0 where a == b). The gradient pass recomputes ea, eb
+ * and d from a and b, reading both of an element before writing either gradient, so ga and
+ * gb may be a or b, either way round. Pairs holding a NaN or a non-finite max take
+ * kl_row_path. am_a, am_b: as kl_rows' (a pair on this path holds no NaN: the first
+ * maximum is np.argmax's), found before the pair's gradients are written. */
+static void N_(kl_mid)(const T *a, const T *b, T *ga, T *gb, int64_t n, const fl_div_params *p,
+                       double *loss, int64_t *am_a, int64_t *am_b) {
+    const int64_t C = p->C;
+    T h, ith;
+    N_(dv_temp)((T)p->inv_t, &h, &ith);
+    for (int64_t r0 = 0; r0 < n; r0 += W) {
+        const int64_t nr = n - r0 < W ? n - r0 : W;
+        const T *ab = a + r0 * C, *bb = b + r0 * C;
+        VI fa, fb;
+        const V ma = N_(block_max)(ab, nr, C, &fa), mb = N_(block_max)(bb, nr, C, &fb);
+        const VI ok = fa & fb;
+        V sav[W], sbv[W], tv[W];
+        for (int j = 0; j < W; j++) {
+            V acc_a = N_(vset1)(0), acc_b = acc_a, acc_t = acc_a;
+            const T ma_h = ma[j] * h, mb_h = mb[j] * h;
+            for (int64_t k = 0; j < nr && ok[j] && k < C; k += W) {
+                __builtin_prefetch(ab + (W + j) * C + k);   /* the next block: block_max waited */
+                __builtin_prefetch(bb + (W + j) * C + k);
+                const N_(kl_v) o = N_(kl_vec)(N_(vload_n)(ab + j * C + k, C - k, -(T)INFINITY),
+                                              N_(vload_n)(bb + j * C + k, C - k, -(T)INFINITY),
+                                              ma_h, mb_h, h, ith);
+                acc_a += o.ea;
+                acc_b += o.eb;
+                acc_t += o.ea * o.d;
+            }
+            sav[j] = acc_a;
+            sbv[j] = acc_b;
+            tv[j] = acc_t;
+        }
+        const VD sa = __builtin_convertvector(N_(vrows_sum)(sav), VD);
+        const VD sb = __builtin_convertvector(N_(vrows_sum)(sbv), VD);
+        const VD c = __builtin_convertvector(N_(vrows_sum)(tv), VD) / sa;
+        const VD l = c + __builtin_convertvector(N_(vlog)(__builtin_convertvector(sb / sa, V)), VD);
+        for (int j = 0; j < nr; j++) {
+            const int64_t r = r0 + j;
+            T *gar = ga ? ga + r * C : NULL, *gbr = gb ? gb + r * C : NULL;
+            if (!ok[j]) {
+                N_(kl_row_path)(a + r * C, b + r * C, gar, gbr, 1, NULL, p, &loss[r], NULL, NULL,
+                                am_a ? am_a + r : NULL, am_b ? am_b + r : NULL);
+                continue;
+            }
+            loss[r] = l[j];
+            if (am_a) {
+                am_a[r] = N_(row_find)(a + r * C, C, ma[j]);
+                am_b[r] = N_(row_find)(b + r * C, C, mb[j]);
+            }
+            if (!gar && !gbr) continue;
+            /* as kl_row_path's: ga = (d pg - pc) ea, gb = (eb sa / sb - ea) qa */
+            const V pg = N_(vset1)((T)(p->gscale_p / sa[j])), pc = N_(vset1)((T)(c[j] * p->gscale_p / sa[j]));
+            const V rab = N_(vset1)((T)(sa[j] / sb[j])), qa = N_(vset1)((T)(p->gscale_q / sa[j]));
+            const T ma_h = ma[j] * h, mb_h = mb[j] * h;
+            for (int64_t k = 0; k < C; k += W) {
+                const int64_t nk = C - k < W ? C - k : W;
+                const N_(kl_v) o = N_(kl_vec)(N_(vload_n)(a + r * C + k, nk, -(T)INFINITY),
+                                              N_(vload_n)(b + r * C + k, nk, -(T)INFINITY),
+                                              ma_h, mb_h, h, ith);
+                if (gar) N_(vstore_n)(gar + k, N_(dv_fma)(o.d, pg, -pc) * o.ea, nk);
+                if (gbr) N_(vstore_n)(gbr + k, N_(dv_fma)(o.eb, rab, -o.ea) * qa, nk);
+            }
+        }
+    }
+}
+
+static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const int64_t *labels,
+                        const fl_div_params *p, double *loss, double *ce_loss, T *scratch,
+                        int64_t *am_a, int64_t *am_b) {
+    if (p->C <= FL_SUM_BLOCK && !labels && !ce_loss)
+        N_(kl_mid)(a, b, ga, gb, n, p, loss, am_a, am_b);
+    else
+        N_(kl_row_path)(a, b, ga, gb, n, labels, p, loss, ce_loss, scratch, am_a, am_b);
 }
 
 #if !FL_DOUBLE
