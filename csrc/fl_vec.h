@@ -478,11 +478,11 @@ FL_INL V N_(vfrexp1)(V x, V *ef) {
  * FMA, exact for the interval holding 1; |r| < 0.03), log1p(r) to degree 5 (truncation
  * below 2^-27 of r). No division: half the time of the atanh form, <= 1.6 ulp (tested). */
 FL_INL V N_(vlog_table)(V x, VI ke) {
-    const VI ix = (VI)x;
-    const VI tmp = ix - 0x3f330000;
+    /* unsigned: the bits of other lanes wrap instead of overflowing */
+    const N_(VUI) ix = (N_(VUI))x, tmp = ix - 0x3f330000u;
     const __m512i idx = (__m512i)(tmp >> 19);               /* vpermps reads the low 4 bits */
-    const V z = (V)(ix - (tmp & (TI)0xff800000));
-    const V kf = __builtin_convertvector((tmp >> 23) + ke, V);
+    const V z = (V)(ix - (tmp & 0xff800000u));
+    const V kf = __builtin_convertvector(((VI)tmp >> 23) + ke, V);   /* k, signed */
     const V invc = (V)_mm512_permutexvar_ps(idx, _mm512_loadu_ps(fl_log_invc));
     const V lch = (V)_mm512_permutexvar_ps(idx, _mm512_loadu_ps(fl_log_logc_hi));
     const V lcl = (V)_mm512_permutexvar_ps(idx, _mm512_loadu_ps(fl_log_logc_lo));
@@ -497,7 +497,7 @@ FL_INL V N_(vlog_table)(V x, VI ke) {
 FL_INL V N_(vlog)(V x) {
     const VI zero = {0};
     /* positive normal finite: the bits less 0x00800000 below 0x7f000000, unsigned */
-    if (__builtin_expect(!N_(vany)(~((N_(VUI))((VI)x - 0x00800000) < (TU)0x7f000000)), 1))
+    if (__builtin_expect(!N_(vany)(~((N_(VUI))x - 0x00800000u < (TU)0x7f000000)), 1))
         return N_(vlog_table)(x, zero);
     const VI sub = x < (T)SUBNORMAL_MIN;
     V res = N_(vlog_table)(N_(vsel)(sub, x * (T)SUBNORMAL_SCALE, x), sub & (TI)-SUBNORMAL_LOG2);
