@@ -17,11 +17,6 @@
  * at AVX-512 and the baseline). */
 #define FL_SMALL_C 48
 #define FL_SMALL_C_F64 32
-/* Rows of at most FL_MID_C classes (with labels: more than those) take the blocked row
- * path (fl_classification_impl.h, above xent_label_mid): one thread, 3.3M elements, it was
- * faster from 3 to 2000 classes at AVX-512, its sums are in T, and FL_SUM_BLOCK bounds a
- * sum in T elsewhere. */
-#define FL_MID_C FL_SUM_BLOCK
 
 typedef struct {
     int64_t C;                 /* classes per row */

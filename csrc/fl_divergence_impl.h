@@ -223,7 +223,7 @@ static void N_(entropy_row)(const T *xr, T *gr, int64_t C, double gscale, double
     }
 }
 
-/* entropy_rows for rows of at most FL_SUM_BLOCK classes, in blocks of nr <= W rows, each
+/* entropy_rows for rows of at most FL_MID_C classes, in blocks of nr <= W rows, each
  * step across the block's rows, as cross-entropy's blocked row path
  * (fl_classification_impl.h): block_max, each row's sums of e and e z in T (at most
  * FL_SUM_BLOCK terms, as entropy_row's blocks), the W rows' sums one transposition each
@@ -274,7 +274,7 @@ static void N_(entropy_mid)(const T *x, T *g, int64_t n, int64_t C, double gscal
 
 static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gscale,
                              double *loss, T *scratch, int stream) {
-    if (C <= FL_SUM_BLOCK) {
+    if (C <= FL_MID_C) {
         N_(entropy_mid)(x, g, n, C, gscale, loss);
         return;
     }
@@ -515,7 +515,7 @@ static void N_(kl_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n, con
     N_(dv_fence)(stream);
 }
 
-/* kl_rows without labels or cross-entropy for rows of at most FL_SUM_BLOCK classes, in
+/* kl_rows without labels or cross-entropy for rows of at most FL_MID_C classes, in
  * blocks of W row pairs, each step across the block's rows (as entropy_mid):
  * KL = c + log(sb / sa), the ratio rounded to T and its log one vlog a block (no
  * cancellation where p ~ q; exactly 0 where a == b). The gradient pass recomputes ea, eb
@@ -589,7 +589,7 @@ static void N_(kl_mid)(const T *a, const T *b, T *ga, T *gb, int64_t n, const fl
 static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const int64_t *labels,
                         const fl_div_params *p, double *loss, double *ce_loss, T *scratch,
                         int64_t *am_a, int64_t *am_b) {
-    if (p->C <= FL_SUM_BLOCK && !labels && !ce_loss)
+    if (p->C <= FL_MID_C && !labels && !ce_loss)
         N_(kl_mid)(a, b, ga, gb, n, p, loss, am_a, am_b);
     else
         N_(kl_row_path)(a, b, ga, gb, n, labels, p, loss, ce_loss, scratch, am_a, am_b);
@@ -599,7 +599,9 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
 /* kl_rows without gradients on float16 / bfloat16 row pairs (kind: fl_half.h): kl_row1
  * reads the half values straight into registers (each row read once, at its own width);
  * a pair it gives no result for (or a skipped one whose argmaxes are wanted) is converted
- * into scratch (2 C elements) for kl_rows. Same results as kl_rows on the float32 upcasts. */
+ * into scratch (2 C elements) for kl_rows. Same results as kl_rows on the float32 upcasts,
+ * whose loss-only rows take kl_row1 too: with labels, or of more than FL_MID_C classes (the
+ * caller converts shorter rows a block at a time for kl_mid). */
 static void N_(kl_rows_half)(int kind, const uint16_t *a, const uint16_t *b, int64_t n,
                              const int64_t *labels, const fl_div_params *p, double *loss,
                              T *scratch, int64_t *am_a, int64_t *am_b) {

@@ -30,6 +30,12 @@
  * then added into a float64 total. Fixed, so results do not depend on how rows or
  * blocks are split between threads (and changing it changes results). */
 #define FL_SUM_BLOCK 256
+/* Softmax rows of at most FL_MID_C classes take the blocked row paths (W rows at a time:
+ * block_max below; cross-entropy with labels above its transposed small-row kernel,
+ * probability targets, softmax, entropy, KL without labels): their sums are in T, and
+ * FL_SUM_BLOCK bounds a sum in T elsewhere. Above it a block's rows no longer stay in L1
+ * (cross-entropy at 1000 classes with float64 partials: the gradient 2x slower). */
+#define FL_MID_C FL_SUM_BLOCK
 /* Vectors per group of the one-pass softmax rows (row_lse1, kl_row1): a group's max is
  * taken in registers before its exponentials, and its per-lane sums go into float64. */
 #define FL_GROUP 8
