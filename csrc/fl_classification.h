@@ -10,13 +10,6 @@
  * softmax and recompute exp in the gradient pass. */
 #define FL_CHUNK 4096
 #define FL_MAX_CHUNKS 256
-/* Rows of at most this many classes take the transposed (many rows per vector) path:
- * FL_SMALL_C in float32 (half rows too: computed in float32), FL_SMALL_C_F64 in float64,
- * where the row path was as fast or faster past it (one thread, 2M elements: at 40 and 48
- * classes float32 took 1.5-4x less time this way at every level, float64 up to 1.6x more
- * at AVX-512 and the baseline). */
-#define FL_SMALL_C 48
-#define FL_SMALL_C_F64 32
 
 typedef struct {
     int64_t C;                 /* classes per row */

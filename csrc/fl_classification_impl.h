@@ -50,12 +50,6 @@ static int64_t N_(row_argmax)(const T *x, int64_t n) {
     N_(amax_chunk)(&am, x, 0, n, N_(row_max)(x, n), -(T)INFINITY);
     return am;
 }
-/* The same rule across W rows at once (a lane per row): lanes where v, class c, beats
- * the running max m take index c. Class indices fit TI (C < 2^31 for float32). */
-FL_INL VI N_(vamax_step)(VI am, V m, V v, int64_t c) {
-    const VI up = (v > m) | ((v != v) & (m == m));
-    return (up & ((VI){0} + (TI)c)) | (~up & am);
-}
 
 /* The weighted distance of a row from its max, gathered chunk by chunk while each chunk
  * is in L1 (row_online, row_exp_chunked): st = sum_k w_k and sd = sum_k w_k (m - x_k),
@@ -248,26 +242,21 @@ static void N_(softcap_grad)(T *g, const T *xs, int64_t C, T cap) {
 }
 
 /* xent_label_rows for rows of at most FL_SMALL_C (float64: FL_SMALL_C_F64) classes: a
- * vector holds one class of W rows, so max, exp, sum, log and the rows' losses
- * (label_row_loss_v: float64 lanes) run across rows instead of wasting most lanes on a
- * short row. A block of W rows is read and written as whole vectors and transposed in
- * registers, tile by tile (vtranspose: W classes of W rows). A vector that runs past a
- * row's end holds the next row's head: its lanes go to classes >= C, unused; on the way
- * back such a store writes over the next row's head, which that row's own store (later)
- * puts right, so tiles are stored last to first and the block's last row stores only its
- * own part. */
+ * vector holds one class of W rows (block_load_t, block_store_t), so max, exp, sum, log
+ * and the rows' losses (label_row_loss_v: float64 lanes) run across rows instead of
+ * wasting most lanes on a short row. */
 FL_LABEL_ROW_LOSS(N_(label_row_loss_v), VD)
 FL_PROB_ROW_LOSS(N_(prob_row_loss_v), VD)
 typedef double N_(VDU) __attribute__((vector_size(W * 8), aligned(8), may_alias));
 static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
                                  const fl_xent_params *p, double *loss, const fl_xent_stats *st) {
-    const int64_t C = p->C, nt = (C + W - 1) / W;   /* tiles of W classes */
+    const int64_t C = p->C;
     const T *cw = (const T *)p->class_weight;
     const double eps = p->smoothing, gs = p->gscale;
     const T bconst = (T)(gs * eps / (double)C);
     V xt[FL_SMALL_C];
     for (int64_t r0 = 0; r0 < n; r0 += W) {
-        const int64_t nr = n - r0 < W ? n - r0 : W, ne = nr * C;   /* elements in the block */
+        const int64_t nr = n - r0 < W ? n - r0 : W;
         const T *xb = x + r0 * C;
         /* the labels as lanes of T (exact: < FL_SMALL_C; compared as T, which every level
          * does in one instruction): an ignored row (and a lane past the rows) is -1 */
@@ -277,16 +266,7 @@ static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
         const V yv = N_(vload)(yb);
         const VI ign = yv < 0;
         const int any_ign = N_(vany)(ign);
-        for (int64_t t = 0; t < nt; t++) {
-            V v[W];
-            for (int j = 0; j < W; j++) {
-                const int64_t o = j * C + t * W;
-                v[j] = o + W <= ne ? N_(vload)(xb + o)
-                                   : o < ne ? N_(vload_first)(xb + o, ne - o) : N_(vset1)(0);
-            }
-            N_(vtranspose)(v);
-            for (int c = 0; c < W; c++) xt[t * W + c] = v[c];
-        }
+        N_(block_load_t)(xb, nr, C, xt);
         /* each row's label logit and weight (selected: cheaper than W scalar reads) */
         V m = xt[0], s = N_(vset1)(0), sd = N_(vset1)(0), xy = N_(vset1)(0), wy = N_(vset1)(1);
         VI am = {0};
@@ -324,25 +304,12 @@ static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
         const V scale = N_(vsel)(ign, N_(vset1)(0),
                                  __builtin_convertvector(gs * a / __builtin_convertvector(s, VD), V));
         const V cy = __builtin_convertvector(gs * (1.0 - eps) * wyd, V);   /* at the label */
-        for (int64_t t = nt - 1; t >= 0; t--) {
-            V v[W];
-            for (int c = 0; c < W; c++) {
-                const int64_t k = t * W + c;
-                V gk = N_(vset1)(0);
-                if (k < C) {
-                    gk = xt[k] * scale - (cw ? bconst * cw[k] : bconst);
-                    gk -= N_(vsel)(yv == (T)k, cy, N_(vset1)(0));
-                    if (any_ign) gk = N_(vsel)(ign, N_(vset1)(0), gk);
-                }
-                v[c] = gk;
-            }
-            N_(vtranspose)(v);
-            for (int j = 0; j < nr; j++) {
-                const int64_t o = j * C + t * W;
-                if (o + W <= ne) N_(vstore)(gb + o, v[j]);
-                else N_(vstore_first)(gb + o, v[j], C - t * W);
-            }
+        for (int64_t k = 0; k < C; k++) {
+            V gk = xt[k] * scale - (cw ? bconst * cw[k] : bconst);
+            gk -= N_(vsel)(yv == (T)k, cy, N_(vset1)(0));
+            xt[k] = any_ign ? N_(vsel)(ign, N_(vset1)(0), gk) : gk;
         }
+        N_(block_store_t)(gb, nr, C, xt);
     }
 }
 

@@ -165,12 +165,29 @@ static int N_(dv_bad_row)(T m1, T m2, int64_t C, double *loss, T *g1, T *g2) {
  * the partial vector at the row's end is handled after them (a tail inside the
  * loop makes GCC keep the accumulators in memory). */
 typedef struct { V e, z; } N_(ent_v);
-FL_INL N_(ent_v) N_(ent_vec)(V x, T m) {
+FL_INL N_(ent_v) N_(ent_vec_v)(V x, V m) {
     N_(ent_v) o;
     V z = x - m;
     o.e = N_(vexp_le0)(z);
     o.z = N_(dv_zero_if)(o.e == (T)0, z);
     return o;
+}
+FL_INL N_(ent_v) N_(ent_vec)(V x, T m) { return N_(ent_vec_v)(x, N_(vset1)(m)); }
+
+/* The rows of a transposed block (block_load_t) whose max is finite and who hold no NaN:
+ * ma and mb their maxima (vmax_nan), lanes past the rows count as finite. */
+FL_INL VI N_(dv_fin2)(V ma, V mb) {
+    return (ma > -(T)INFINITY) & (ma < (T)INFINITY) & (mb > -(T)INFINITY) & (mb < (T)INFINITY);
+}
+/* A row's lane of a transposed block: NaN where the row is no distribution (fin clear), 0
+ * where it is skipped (a label equal to ignore_index), as kl_row_path and js_row_path make
+ * those rows. */
+FL_INL V N_(dv_fix_lanes)(V v, VI fin, VI skip) {
+    return N_(vsel)(skip, N_(vset1)(0), N_(vsel)(fin, v, N_(vset1)((T)NAN)));
+}
+FL_INL VD N_(dv_fix_lanes_d)(VD v, VI fin, VI skip) {
+    for (int j = 0; j < W; j++) v[j] = skip[j] ? 0.0 : fin[j] ? v[j] : NAN;
+    return v;
 }
 
 /* One row of entropy_rows (its loss into *loss; gr: NULL or its gradient). */
@@ -272,8 +289,45 @@ static void N_(entropy_mid)(const T *x, T *g, int64_t n, int64_t C, double gscal
     }
 }
 
+/* entropy_rows for rows of at most FL_SMALL_C (float64: FL_SMALL_C_F64) classes, a vector
+ * holding one class of W rows (block_load_t), as kl_small: z and e stay in the block's
+ * arrays for the gradient, the sums are in T and the loss and gradient entropy_mid's. A
+ * row that is no distribution gets NaN lanes; g may be x. */
+static void N_(entropy_small)(const T *x, T *g, int64_t n, int64_t C, double gscale,
+                              double *loss) {
+    const VI none = {0};
+    V zt[FL_SMALL_C], et[FL_SMALL_C];
+    for (int64_t r0 = 0; r0 < n; r0 += W) {
+        const int64_t nr = n - r0 < W ? n - r0 : W;
+        N_(block_load_t)(x + r0 * C, nr, C, zt);
+        V m = zt[0];
+        for (int64_t k = 1; k < C; k++) m = N_(vmax_nan)(m, zt[k]);
+        const VI fin = N_(dv_fin2)(m, m);
+        V s = N_(vset1)(0), t = s;
+        for (int64_t k = 0; k < C; k++) {
+            const N_(ent_v) o = N_(ent_vec_v)(zt[k], m);
+            s += o.e;
+            t += o.e * o.z;
+            zt[k] = o.z;
+            et[k] = o.e;
+        }
+        const VD sd = __builtin_convertvector(s, VD), ts = __builtin_convertvector(t, VD) / sd;
+        const VD l = N_(dv_fix_lanes_d)(__builtin_convertvector(N_(vlog)(s), VD) - ts, fin, none);
+        for (int j = 0; j < nr; j++) loss[r0 + j] = l[j];
+        if (!g) continue;
+        const V c = __builtin_convertvector(-gscale / sd, V), cts = __builtin_convertvector(gscale * ts / sd, V);
+        for (int64_t k = 0; k < C; k++)
+            zt[k] = N_(dv_fix_lanes)(N_(dv_fma)(zt[k], c, cts) * et[k], fin, none);
+        N_(block_store_t)(g + r0 * C, nr, C, zt);
+    }
+}
+
 static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gscale,
                              double *loss, T *scratch, int stream) {
+    if (C <= (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C)) {
+        N_(entropy_small)(x, g, n, C, gscale, loss);
+        return;
+    }
     if (C <= FL_MID_C) {
         N_(entropy_mid)(x, g, n, C, gscale, loss);
         return;
@@ -288,7 +342,8 @@ static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gsca
  * so the result is never positive, also where x * it - m * it would be contracted to an
  * FMA (exact x * it minus a rounded m * it: +-1e13 at x = m = 1e30, T = 10); the difference
  * overflows only to -inf where (x - m) / T does, for any finite x, m and T. */
-FL_INL V N_(dv_scaled)(V x, T mh, T h, T ith) { return (x * h - mh) * ith; }
+FL_INL V N_(dv_scaled_v)(V x, V mh, T h, T ith) { return (x * h - mh) * ith; }
+FL_INL V N_(dv_scaled)(V x, T mh, T h, T ith) { return N_(dv_scaled_v)(x, N_(vset1)(mh), h, ith); }
 static void N_(dv_temp)(T it, T *h, T *ith) {
     *h = it < (T)1 ? (T)0.5 : (T)1;
     *ith = it / *h;
@@ -324,13 +379,16 @@ static int N_(dv_skip_row)(const fl_div_params *p, const int64_t *labels, int64_
  * am_a, am_b: NULL, or the argmax of each row of a and of b (np.argmax's rule), skipped
  * rows too; kl_rows' statistics, found with the maxima. */
 typedef struct { V ea, eb, d; } N_(kl_v);
-FL_INL N_(kl_v) N_(kl_vec)(V a, V b, T ma_h, T mb_h, T h, T ith) {
+FL_INL N_(kl_v) N_(kl_vec_v)(V a, V b, V ma_h, V mb_h, T h, T ith) {
     N_(kl_v) o;
-    V za = N_(dv_scaled)(a, ma_h, h, ith), zb = N_(dv_scaled)(b, mb_h, h, ith);
+    V za = N_(dv_scaled_v)(a, ma_h, h, ith), zb = N_(dv_scaled_v)(b, mb_h, h, ith);
     o.ea = N_(vexp_le0)(za);
     o.eb = N_(vexp_le0)(zb);
     o.d = N_(dv_zero_if)(o.ea == (T)0, za - zb);
     return o;
+}
+FL_INL N_(kl_v) N_(kl_vec)(V a, V b, T ma_h, T mb_h, T h, T ith) {
+    return N_(kl_vec_v)(a, b, N_(vset1)(ma_h), N_(vset1)(mb_h), h, ith);
 }
 
 /* The KL of one row pair without gradients in one read of each row (T, or half: kind,
@@ -586,10 +644,102 @@ static void N_(kl_mid)(const T *a, const T *b, T *ga, T *gb, int64_t n, const fl
     }
 }
 
+/* kl_rows for rows of at most FL_SMALL_C (float64: FL_SMALL_C_F64) classes, labels and the
+ * cross-entropy too, a vector holding one class of W rows (block_load_t), as
+ * xent_label_small: maxima, argmaxes (vamax_step), sums and logs run across rows, and ea,
+ * eb, d (and e1) stay in the block's arrays for the gradients. The sums are in T (at
+ * most FL_SMALL_C terms) and KL = c + log(sb / sa) as kl_mid's; a row that is no
+ * distribution gets NaN lanes and a skipped row 0, kl_row_path's results. Both blocks are
+ * read before either gradient is stored, so ga and gb may be a or b either way round. */
+static void N_(kl_small)(const T *a, const T *b, T *ga, T *gb, int64_t n, const int64_t *labels,
+                         const fl_div_params *p, double *loss, double *ce_loss, int64_t *am_a,
+                         int64_t *am_b) {
+    const int64_t C = p->C;
+    T h, ith;
+    N_(dv_temp)((T)p->inv_t, &h, &ith);
+    const int ce = ce_loss != NULL, ce_t1 = ce && p->inv_t == 1.0;   /* ce_t1: e1 is eb */
+    V at[FL_SMALL_C], bt[FL_SMALL_C], dt[FL_SMALL_C], et[FL_SMALL_C];
+    for (int64_t r0 = 0; r0 < n; r0 += W) {
+        const int64_t nr = n - r0 < W ? n - r0 : W;
+        /* labels as lanes of T (exact: < FL_SMALL_C): a skipped row is -1, as xent_label_small */
+        T yb[W];
+        for (int j = 0; j < W; j++)
+            yb[j] = labels && j < nr && labels[r0 + j] == p->ignore_index ? -1
+                    : ce && j < nr ? (T)labels[r0 + j] : 0;
+        const V yv = N_(vload)(yb);
+        const VI skip = yv < 0;
+        N_(block_load_t)(a + r0 * C, nr, C, at);
+        N_(block_load_t)(b + r0 * C, nr, C, bt);
+        V ma = at[0], mb = bt[0];
+        VI ia = {0}, ib = {0};
+        for (int64_t k = 1; k < C; k++) {
+            if (am_a) {
+                ia = N_(vamax_step)(ia, ma, at[k], k);
+                ib = N_(vamax_step)(ib, mb, bt[k], k);
+            }
+            ma = N_(vmax_nan)(ma, at[k]);
+            mb = N_(vmax_nan)(mb, bt[k]);
+        }
+        const VI fin = N_(dv_fin2)(ma, mb);
+        const V mah = ma * h, mbh = mb * h;
+        V sa = N_(vset1)(0), sb = sa, t = sa, s1 = sa, by = sa;
+        for (int64_t k = 0; k < C; k++) {
+            if (ce) by = N_(vsel)(yv == (T)k, bt[k], by);
+            if (ce && !ce_t1) {
+                et[k] = N_(vexp_le0)(bt[k] - mb);
+                s1 += et[k];
+            }
+            const N_(kl_v) o = N_(kl_vec_v)(at[k], bt[k], mah, mbh, h, ith);
+            sa += o.ea;
+            sb += o.eb;
+            t += o.ea * o.d;
+            at[k] = o.ea;
+            bt[k] = o.eb;
+            dt[k] = o.d;
+        }
+        if (ce_t1) s1 = sb;
+        const VD sad = __builtin_convertvector(sa, VD), sbd = __builtin_convertvector(sb, VD);
+        const VD c = __builtin_convertvector(t, VD) / sad;
+        const VD l = N_(dv_fix_lanes_d)(c + __builtin_convertvector(N_(vlog)(sb / sa), VD), fin, skip);
+        VD lce = {0};
+        if (ce)
+            lce = N_(dv_fix_lanes_d)(__builtin_convertvector(mb, VD) - __builtin_convertvector(by, VD)
+                                     + __builtin_convertvector(N_(vlog)(s1), VD), fin, skip);
+        for (int j = 0; j < nr; j++) {
+            loss[r0 + j] = l[j];
+            if (ce) ce_loss[r0 + j] = lce[j];
+            if (am_a) {
+                am_a[r0 + j] = ia[j];
+                am_b[r0 + j] = ib[j];
+            }
+        }
+        if (!ga && !gb) continue;
+        /* as kl_row_path's: ga = (d pg - pc) ea, gb = (eb sa / sb - ea) qa [+ e1 cs - ce_scale at y] */
+        const V pg = __builtin_convertvector(p->gscale_p / sad, V);
+        const V pc = __builtin_convertvector(c * p->gscale_p / sad, V);
+        const V rab = __builtin_convertvector(sad / sbd, V), qa = __builtin_convertvector(p->gscale_q / sad, V);
+        const V cs = ce ? __builtin_convertvector(p->ce_scale / __builtin_convertvector(s1, VD), V) : sa;
+        const V cy = N_(vset1)((T)p->ce_scale);
+        for (int64_t k = 0; k < C; k++) {
+            V gk = N_(dv_fma)(bt[k], rab, -at[k]) * qa;
+            if (ce) {
+                gk = N_(dv_fma)(ce_t1 ? bt[k] : et[k], cs, gk);
+                gk -= N_(vsel)(yv == (T)k, cy, N_(vset1)(0));
+            }
+            bt[k] = N_(dv_fix_lanes)(gk, fin, skip);
+            at[k] = N_(dv_fix_lanes)(N_(dv_fma)(dt[k], pg, -pc) * at[k], fin, skip);
+        }
+        if (ga) N_(block_store_t)(ga + r0 * C, nr, C, at);
+        if (gb) N_(block_store_t)(gb + r0 * C, nr, C, bt);
+    }
+}
+
 static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const int64_t *labels,
                         const fl_div_params *p, double *loss, double *ce_loss, T *scratch,
                         int64_t *am_a, int64_t *am_b) {
-    if (p->C <= FL_MID_C && !labels && !ce_loss)
+    if (p->C <= (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C))
+        N_(kl_small)(a, b, ga, gb, n, labels, p, loss, ce_loss, am_a, am_b);
+    else if (p->C <= FL_MID_C && !labels && !ce_loss)
         N_(kl_mid)(a, b, ga, gb, n, p, loss, am_a, am_b);
     else
         N_(kl_row_path)(a, b, ga, gb, n, labels, p, loss, ce_loss, scratch, am_a, am_b);
@@ -600,8 +750,9 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
  * reads the half values straight into registers (each row read once, at its own width);
  * a pair it gives no result for (or a skipped one whose argmaxes are wanted) is converted
  * into scratch (2 C elements) for kl_rows. Same results as kl_rows on the float32 upcasts,
- * whose loss-only rows take kl_row1 too: with labels, or of more than FL_MID_C classes (the
- * caller converts shorter rows a block at a time for kl_mid). */
+ * whose loss-only rows take kl_row1 too: of more than FL_MID_C classes, or with labels and
+ * more than FL_SMALL_C (the caller converts other rows a block at a time for kl_small and
+ * kl_mid). */
 static void N_(kl_rows_half)(int kind, const uint16_t *a, const uint16_t *b, int64_t n,
                              const int64_t *labels, const fl_div_params *p, double *loss,
                              T *scratch, int64_t *am_a, int64_t *am_b) {
@@ -633,26 +784,33 @@ static void N_(kl_rows_half)(int kind, const uint16_t *a, const uint16_t *b, int
  * beta = 0 or 1 makes m equal one side: JS is exactly 0.
  * scratch: NULL or 4 C elements (ea, eb, u, v); without it the later passes recompute. */
 typedef struct { V za, zb, ea, eb; } N_(js_e);
-FL_INL N_(js_e) N_(js_exp)(V a, V b, T ma_h, T mb_h, T h, T ith) {
+FL_INL N_(js_e) N_(js_exp_v)(V a, V b, V ma_h, V mb_h, T h, T ith) {
     N_(js_e) o;
-    o.za = N_(dv_scaled)(a, ma_h, h, ith);
-    o.zb = N_(dv_scaled)(b, mb_h, h, ith);
+    o.za = N_(dv_scaled_v)(a, ma_h, h, ith);
+    o.zb = N_(dv_scaled_v)(b, mb_h, h, ith);
     o.ea = N_(vexp_le0)(o.za);
     o.eb = N_(vexp_le0)(o.zb);
     return o;
 }
-/* u and v from the exponentials: one log per element. */
+FL_INL N_(js_e) N_(js_exp)(V a, V b, T ma_h, T mb_h, T h, T ith) {
+    return N_(js_exp_v)(a, b, N_(vset1)(ma_h), N_(vset1)(mb_h), h, ith);
+}
+/* u and v from the exponentials: one log per element (pa = beta / sa, pb = (1 - beta) / sb,
+ * la = log sa, lb = log sb). */
 typedef struct { V u, v; } N_(js_uv);
-FL_INL N_(js_uv) N_(js_log)(N_(js_e) e, T pa, T pb, T la, T lb) {
+FL_INL N_(js_uv) N_(js_log_v)(N_(js_e) e, V pa, V pb, V la, V lb) {
     N_(js_uv) o;
     V lm = N_(vlog)(e.ea * pa + e.eb * pb);
     o.u = N_(dv_zero_if)(e.ea == (T)0, e.za - la - lm);
     o.v = N_(dv_zero_if)(e.eb == (T)0, e.zb - lb - lm);
     return o;
 }
+FL_INL N_(js_uv) N_(js_log)(N_(js_e) e, T pa, T pb, T la, T lb) {
+    return N_(js_log_v)(e, N_(vset1)(pa), N_(vset1)(pb), N_(vset1)(la), N_(vset1)(lb));
+}
 
-static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
-                        const fl_div_params *p, double *loss, T *scratch) {
+static void N_(js_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n,
+                            const fl_div_params *p, double *loss, T *scratch) {
     const int64_t C = p->C, Cv = C - C % W, nt = C - Cv;
     T h, ith;
     N_(dv_temp)((T)p->inv_t, &h, &ith);
@@ -767,4 +925,157 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
         }
     }
     N_(dv_fence)(stream);
+}
+
+/* js_rows for 0 < beta < 1 and rows of at most FL_MID_C classes, in blocks of W row pairs
+ * (as kl_mid): the exponentials' sums, then u and v's weighted sums, then the gradients,
+ * each a pass over the block's rows in L1 that recomputes ea and eb from a and b; the
+ * rows' sums one transposition each and log sa, log sb one vlog a block. Each element of
+ * both rows is read before either gradient is written, so ga and gb may be a or b. Pairs
+ * holding a NaN or a non-finite max take js_row_path. */
+static void N_(js_mid)(const T *a, const T *b, T *ga, T *gb, int64_t n, const fl_div_params *p,
+                       double *loss) {
+    const int64_t C = p->C;
+    T h, ith;
+    N_(dv_temp)((T)p->inv_t, &h, &ith);
+    const double beta = p->beta;
+    for (int64_t r0 = 0; r0 < n; r0 += W) {
+        const int64_t nr = n - r0 < W ? n - r0 : W;
+        const T *ab = a + r0 * C, *bb = b + r0 * C;
+        VI fa, fb;
+        const V ma = N_(block_max)(ab, nr, C, &fa), mb = N_(block_max)(bb, nr, C, &fb);
+        const VI ok = fa & fb;
+        const V mah = ma * h, mbh = mb * h;
+        V sav[W], sbv[W];
+        for (int j = 0; j < W; j++) {
+            V acc_a = N_(vset1)(0), acc_b = acc_a;
+            for (int64_t k = 0; j < nr && ok[j] && k < C; k += W) {
+                __builtin_prefetch(ab + (W + j) * C + k);   /* the next block: block_max waited */
+                __builtin_prefetch(bb + (W + j) * C + k);
+                const N_(js_e) e = N_(js_exp)(N_(vload_n)(ab + j * C + k, C - k, -(T)INFINITY),
+                                              N_(vload_n)(bb + j * C + k, C - k, -(T)INFINITY),
+                                              mah[j], mbh[j], h, ith);
+                acc_a += e.ea;
+                acc_b += e.eb;
+            }
+            sav[j] = acc_a;
+            sbv[j] = acc_b;
+        }
+        const V sa = N_(vrows_sum)(sav), sb = N_(vrows_sum)(sbv);
+        const VD sad = __builtin_convertvector(sa, VD), sbd = __builtin_convertvector(sb, VD);
+        const V pa = __builtin_convertvector(beta / sad, V), pb = __builtin_convertvector((1.0 - beta) / sbd, V);
+        const V la = N_(vlog)(sa), lb = N_(vlog)(sb);
+        V kpv[W], kqv[W];
+        for (int j = 0; j < W; j++) {
+            V acc_p = N_(vset1)(0), acc_q = acc_p;
+            for (int64_t k = 0; j < nr && ok[j] && k < C; k += W) {
+                const N_(js_e) e = N_(js_exp)(N_(vload_n)(ab + j * C + k, C - k, -(T)INFINITY),
+                                              N_(vload_n)(bb + j * C + k, C - k, -(T)INFINITY),
+                                              mah[j], mbh[j], h, ith);
+                const N_(js_uv) uv = N_(js_log)(e, pa[j], pb[j], la[j], lb[j]);
+                acc_p += e.ea * uv.u;
+                acc_q += e.eb * uv.v;
+            }
+            kpv[j] = acc_p;
+            kqv[j] = acc_q;
+        }
+        const VD kp = __builtin_convertvector(N_(vrows_sum)(kpv), VD) / sad;
+        const VD kq = __builtin_convertvector(N_(vrows_sum)(kqv), VD) / sbd;
+        const VD l = beta * kp + (1.0 - beta) * kq;
+        for (int j = 0; j < nr; j++) {
+            const int64_t r = r0 + j;
+            T *gar = ga ? ga + r * C : NULL, *gbr = gb ? gb + r * C : NULL;
+            if (!ok[j]) {
+                N_(js_row_path)(a + r * C, b + r * C, gar, gbr, 1, p, &loss[r], NULL);
+                continue;
+            }
+            loss[r] = l[j];
+            if (!gar && !gbr) continue;
+            /* as js_row_path's: ga = (u - Kp) ea gpa, gb = (v - Kq) eb gqb */
+            const double wa = p->gscale_p * beta / sad[j], wb = p->gscale_q * (1.0 - beta) / sbd[j];
+            const V gpa = N_(vset1)((T)wa), gqb = N_(vset1)((T)wb);
+            const V kpg = N_(vset1)((T)(-kp[j] * wa)), kqg = N_(vset1)((T)(-kq[j] * wb));
+            for (int64_t k = 0; k < C; k += W) {
+                const int64_t nk = C - k < W ? C - k : W;
+                const N_(js_e) e = N_(js_exp)(N_(vload_n)(a + r * C + k, nk, -(T)INFINITY),
+                                              N_(vload_n)(b + r * C + k, nk, -(T)INFINITY),
+                                              mah[j], mbh[j], h, ith);
+                const N_(js_uv) uv = N_(js_log)(e, pa[j], pb[j], la[j], lb[j]);
+                if (gar) N_(vstore_n)(gar + k, N_(dv_fma)(uv.u, gpa, kpg) * e.ea, nk);
+                if (gbr) N_(vstore_n)(gbr + k, N_(dv_fma)(uv.v, gqb, kqg) * e.eb, nk);
+            }
+        }
+    }
+}
+
+/* js_rows for 0 < beta < 1 and rows of at most FL_SMALL_C (float64: FL_SMALL_C_F64)
+ * classes, a vector holding one class of W rows (block_load_t), as kl_small: za, zb,
+ * ea, eb and then u, v stay in the block's arrays, so each exponential and log is taken
+ * once. A row that is no distribution gets NaN lanes; ga and gb may be a or b. */
+static void N_(js_small)(const T *a, const T *b, T *ga, T *gb, int64_t n, const fl_div_params *p,
+                         double *loss) {
+    const int64_t C = p->C;
+    T h, ith;
+    N_(dv_temp)((T)p->inv_t, &h, &ith);
+    const double beta = p->beta;
+    const VI none = {0};
+    V at[FL_SMALL_C], bt[FL_SMALL_C], eat[FL_SMALL_C], ebt[FL_SMALL_C];
+    for (int64_t r0 = 0; r0 < n; r0 += W) {
+        const int64_t nr = n - r0 < W ? n - r0 : W;
+        N_(block_load_t)(a + r0 * C, nr, C, at);
+        N_(block_load_t)(b + r0 * C, nr, C, bt);
+        V ma = at[0], mb = bt[0];
+        for (int64_t k = 1; k < C; k++) {
+            ma = N_(vmax_nan)(ma, at[k]);
+            mb = N_(vmax_nan)(mb, bt[k]);
+        }
+        const VI fin = N_(dv_fin2)(ma, mb);
+        const V mah = ma * h, mbh = mb * h;
+        V sa = N_(vset1)(0), sb = sa;
+        for (int64_t k = 0; k < C; k++) {
+            const N_(js_e) e = N_(js_exp_v)(at[k], bt[k], mah, mbh, h, ith);
+            sa += e.ea;
+            sb += e.eb;
+            at[k] = e.za;
+            bt[k] = e.zb;
+            eat[k] = e.ea;
+            ebt[k] = e.eb;
+        }
+        const VD sad = __builtin_convertvector(sa, VD), sbd = __builtin_convertvector(sb, VD);
+        const V pa = __builtin_convertvector(beta / sad, V), pb = __builtin_convertvector((1.0 - beta) / sbd, V);
+        const V la = N_(vlog)(sa), lb = N_(vlog)(sb);
+        V kp = N_(vset1)(0), kq = kp;
+        for (int64_t k = 0; k < C; k++) {
+            const N_(js_e) e = {at[k], bt[k], eat[k], ebt[k]};
+            const N_(js_uv) uv = N_(js_log_v)(e, pa, pb, la, lb);
+            kp += e.ea * uv.u;
+            kq += e.eb * uv.v;
+            at[k] = uv.u;
+            bt[k] = uv.v;
+        }
+        const VD kpd = __builtin_convertvector(kp, VD) / sad, kqd = __builtin_convertvector(kq, VD) / sbd;
+        const VD l = N_(dv_fix_lanes_d)(beta * kpd + (1.0 - beta) * kqd, fin, none);
+        for (int j = 0; j < nr; j++) loss[r0 + j] = l[j];
+        if (!ga && !gb) continue;
+        /* as js_row_path's: ga = (u - Kp) ea gpa, gb = (v - Kq) eb gqb */
+        const VD wa = p->gscale_p * beta / sad, wb = p->gscale_q * (1.0 - beta) / sbd;
+        const V gpa = __builtin_convertvector(wa, V), gqb = __builtin_convertvector(wb, V);
+        const V kpg = __builtin_convertvector(-kpd * wa, V), kqg = __builtin_convertvector(-kqd * wb, V);
+        for (int64_t k = 0; k < C; k++) {
+            at[k] = N_(dv_fix_lanes)(N_(dv_fma)(at[k], gpa, kpg) * eat[k], fin, none);
+            bt[k] = N_(dv_fix_lanes)(N_(dv_fma)(bt[k], gqb, kqg) * ebt[k], fin, none);
+        }
+        if (ga) N_(block_store_t)(ga + r0 * C, nr, C, at);
+        if (gb) N_(block_store_t)(gb + r0 * C, nr, C, bt);
+    }
+}
+
+static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
+                        const fl_div_params *p, double *loss, T *scratch) {
+    if (!(p->beta > 0.0 && p->beta < 1.0) || p->C > FL_MID_C)
+        N_(js_row_path)(a, b, ga, gb, n, p, loss, scratch);
+    else if (p->C <= (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C))
+        N_(js_small)(a, b, ga, gb, n, p, loss);
+    else
+        N_(js_mid)(a, b, ga, gb, n, p, loss);
 }

@@ -64,25 +64,30 @@ def test_entropy_blocked_rows(simd, rng, dtype, C):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("temperature", [1.0, 0.3, 2.5])
 @pytest.mark.parametrize("C", [1, 3, 10, 17, 100, 256])
-def test_kl_blocked_rows(simd, rng, dtype, temperature, C):
-    """KL rows of at most 256 classes run in blocks of row pairs (kl_mid): a pair holding a
-    NaN or an infinity takes the row path inside its block, equal rows give exactly 0, and
-    every pair has the bits it has alone, in place either way round too."""
+@pytest.mark.parametrize("kind", ["kl", "js"])
+def test_pair_blocked_rows(simd, rng, dtype, temperature, C, kind):
+    """KL and JS rows of at most 256 classes run in blocks of row pairs (kl_mid, js_mid): a
+    pair holding a NaN or an infinity takes the row path inside its block, equal rows give
+    KL exactly 0, and every pair has the bits it has alone, in place either way round too."""
+    fn, oracle = {"kl": (kl_divergence, ref.kl_divergence),
+                  "js": (js_divergence, ref.js_divergence)}[kind]
     p, q = _logits(rng, (37, C), dtype, zeros=C > 1), _logits(rng, (37, C), dtype)
     p[3, 0], q[5, -1], p[8], q[13, 0] = np.nan, np.inf, -np.inf, -np.inf
     q[20] = p[20]
     kw = dict(temperature=temperature, reduction="none", return_grad=True)
-    loss, (ga, gb) = kl_divergence(p, q, **kw)
-    check_loss_and_grads((loss, (ga, gb)), ref.kl_divergence(p, q, **kw), dtype)
-    assert np.isnan(loss[[3, 5, 8]]).all() and loss[20] == 0
+    if kind == "js":
+        kw["beta"] = 0.3
+    loss, (ga, gb) = fn(p, q, **kw)
+    check_loss_and_grads((loss, (ga, gb)), oracle(p, q, **kw), dtype)
+    assert np.isnan(loss[[3, 5, 8]]).all() and (kind == "js" or loss[20] == 0)
     for i in range(p.shape[0]):
-        li, (gai, gbi) = kl_divergence(p[i:i + 1], q[i:i + 1], **kw)
+        li, (gai, gbi) = fn(p[i:i + 1], q[i:i + 1], **kw)
         np.testing.assert_array_equal(li, loss[i:i + 1])
         np.testing.assert_array_equal(gai, ga[i:i + 1])
         np.testing.assert_array_equal(gbi, gb[i:i + 1])
     for swap in (False, True):
         pc, qc = p.copy(), q.copy()
-        kl_divergence(pc, qc, grad_out=(qc, pc) if swap else (pc, qc), **kw)
+        fn(pc, qc, grad_out=(qc, pc) if swap else (pc, qc), **kw)
         np.testing.assert_array_equal(qc if swap else pc, ga)
         np.testing.assert_array_equal(pc if swap else qc, gb)
 
@@ -135,6 +140,31 @@ def test_distillation_matrix(simd, rng, dtype, reduction, labels, alpha, tempera
         y[::4] = -100
     kw = dict(temperature=temperature, target=y, alpha=alpha, reduction=reduction, return_grad=True)
     check_loss_and_grads(distillation_loss(s, t, **kw), ref.distillation_loss(s, t, **kw), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+@pytest.mark.parametrize("C", [1, 3, 10, 17, 32, 48, 100])
+def test_distillation_blocked_rows(simd, rng, dtype, temperature, C):
+    """Distillation with hard labels on rows of few classes (kl_small: the cross-entropy
+    and the skipped rows in the transposed block): rows with a NaN or an infinity and
+    ignored rows among the others, each row's bits as alone, the gradient over the
+    student's logits the same as into a separate buffer."""
+    s, t = _logits(rng, (37, C), dtype), _logits(rng, (37, C), dtype, zeros=C > 1)
+    s[3, 0], t[5, -1], s[8], t[13, 0] = np.nan, np.inf, -np.inf, -np.inf
+    y = rng.integers(0, C, 37)
+    y[[2, 5, 11, 30]] = -100
+    kw = dict(temperature=temperature, alpha=0.3, reduction="none", return_grad=True)
+    loss, g = distillation_loss(s, t, target=y, **kw)
+    check_loss_and_grads((loss, g), ref.distillation_loss(s, t, target=y, **kw), dtype)
+    assert np.isnan(loss[[3, 8]]).all() and (loss[[2, 5, 11, 30]] == 0).all()
+    for i in range(s.shape[0]):
+        li, gi = distillation_loss(s[i:i + 1], t[i:i + 1], target=y[i:i + 1], **kw)
+        np.testing.assert_array_equal(li, loss[i:i + 1])
+        np.testing.assert_array_equal(gi, g[i:i + 1])
+    x = s.copy()
+    distillation_loss(x, t, target=y, grad_out=x, **kw)
+    np.testing.assert_array_equal(x, g)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -147,7 +147,9 @@ def xp_distill(xp, s, t, y, T=T_DISTILL, alpha=0.5):
 
 # --- the cases ------------------------------------------------------------------------
 
-_ROWS = [size((1024, 8192), (64, 1024))]
+_ROWS = [size((1024, 8192), (64, 1024)),
+         # few classes (CIFAR-10-like heads): rows of a vector or less, a blocked path
+         size((65536, 10), (8192, 10), "c10")]
 
 CASES = (
     loss_cases("entropy", FAMILY, fl.entropy, ("p",), make_pair, _ROWS, numpy=np_entropy,
