@@ -573,73 +573,95 @@ static void N_(kl_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n, con
     N_(dv_fence)(stream);
 }
 
-/* kl_rows without labels or cross-entropy for rows of at most FL_MID_C classes, in
- * blocks of W row pairs, each step across the block's rows (as entropy_mid):
- * KL = c + log(sb / sa), the ratio rounded to T and its log one vlog a block (no
- * cancellation where p ~ q; exactly 0 where a == b). The gradient pass recomputes ea, eb
- * and d from a and b, reading both of an element before writing either gradient, so ga and
- * gb may be a or b, either way round. Pairs holding a NaN or a non-finite max take
- * kl_row_path. am_a, am_b: as kl_rows' (a pair on this path holds no NaN: the first
- * maximum is np.argmax's), found before the pair's gradients are written. */
-static void N_(kl_mid)(const T *a, const T *b, T *ga, T *gb, int64_t n, const fl_div_params *p,
-                       double *loss, int64_t *am_a, int64_t *am_b) {
+/* kl_rows for rows of at most FL_MID_C classes, in blocks of W row pairs, each step
+ * across the block's rows (as entropy_mid): KL = c + log(sb / sa), the ratio rounded to T
+ * and its log one vlog a block (no cancellation where p ~ q; exactly 0 where a == b); with
+ * ce_loss, b's cross-entropy (mb - b_y) + log s1 the same way. The gradient pass recomputes
+ * ea, eb, d (and e1) from a and b, reading both of an element before writing either
+ * gradient, so ga and gb may be a or b, either way round; b_y is read before. Pairs holding
+ * a NaN or a non-finite max, and skipped rows, take kl_row_path. am_a, am_b: as kl_rows'
+ * (a pair on this path holds no NaN: the first maximum is np.argmax's), found before the
+ * pair's gradients are written. */
+static void N_(kl_mid)(const T *a, const T *b, T *ga, T *gb, int64_t n, const int64_t *labels,
+                       const fl_div_params *p, double *loss, double *ce_loss, int64_t *am_a,
+                       int64_t *am_b) {
     const int64_t C = p->C;
     T h, ith;
     N_(dv_temp)((T)p->inv_t, &h, &ith);
+    const int ce = ce_loss != NULL, ce_t1 = ce && p->inv_t == 1.0;   /* ce_t1: e1 is eb */
     for (int64_t r0 = 0; r0 < n; r0 += W) {
         const int64_t nr = n - r0 < W ? n - r0 : W;
         const T *ab = a + r0 * C, *bb = b + r0 * C;
         VI fa, fb;
         const V ma = N_(block_max)(ab, nr, C, &fa), mb = N_(block_max)(bb, nr, C, &fb);
-        const VI ok = fa & fb;
-        V sav[W], sbv[W], tv[W];
+        VI ok = fa & fb;
+        T by[W] = {0};
+        for (int j = 0; labels && j < nr; j++) {
+            if (labels[r0 + j] == p->ignore_index) ok[j] = 0;
+            else if (ce) by[j] = bb[j * C + labels[r0 + j]];
+        }
+        V sav[W], sbv[W], tv[W], s1v[W];
         for (int j = 0; j < W; j++) {
-            V acc_a = N_(vset1)(0), acc_b = acc_a, acc_t = acc_a;
+            V acc_a = N_(vset1)(0), acc_b = acc_a, acc_t = acc_a, acc_1 = acc_a;
             const T ma_h = ma[j] * h, mb_h = mb[j] * h;
             for (int64_t k = 0; j < nr && ok[j] && k < C; k += W) {
                 __builtin_prefetch(ab + (W + j) * C + k);   /* the next block: block_max waited */
                 __builtin_prefetch(bb + (W + j) * C + k);
-                const N_(kl_v) o = N_(kl_vec)(N_(vload_n)(ab + j * C + k, C - k, -(T)INFINITY),
-                                              N_(vload_n)(bb + j * C + k, C - k, -(T)INFINITY),
+                const V bk = N_(vload_n)(bb + j * C + k, C - k, -(T)INFINITY);
+                const N_(kl_v) o = N_(kl_vec)(N_(vload_n)(ab + j * C + k, C - k, -(T)INFINITY), bk,
                                               ma_h, mb_h, h, ith);
                 acc_a += o.ea;
                 acc_b += o.eb;
                 acc_t += o.ea * o.d;
+                if (ce && !ce_t1) acc_1 += N_(vexp_le0)(bk - mb[j]);
             }
             sav[j] = acc_a;
             sbv[j] = acc_b;
             tv[j] = acc_t;
+            s1v[j] = acc_1;
         }
+        const V sbt = N_(vrows_sum)(sbv);
         const VD sa = __builtin_convertvector(N_(vrows_sum)(sav), VD);
-        const VD sb = __builtin_convertvector(N_(vrows_sum)(sbv), VD);
+        const VD sb = __builtin_convertvector(sbt, VD);
         const VD c = __builtin_convertvector(N_(vrows_sum)(tv), VD) / sa;
         const VD l = c + __builtin_convertvector(N_(vlog)(__builtin_convertvector(sb / sa, V)), VD);
+        const V s1 = ce_t1 ? sbt : ce ? N_(vrows_sum)(s1v) : N_(vset1)(1);
+        const VD lce = __builtin_convertvector(mb, VD) - __builtin_convertvector(N_(vload)(by), VD)
+                       + __builtin_convertvector(N_(vlog)(s1), VD);
         for (int j = 0; j < nr; j++) {
             const int64_t r = r0 + j;
             T *gar = ga ? ga + r * C : NULL, *gbr = gb ? gb + r * C : NULL;
             if (!ok[j]) {
-                N_(kl_row_path)(a + r * C, b + r * C, gar, gbr, 1, NULL, p, &loss[r], NULL, NULL,
+                N_(kl_row_path)(a + r * C, b + r * C, gar, gbr, 1, labels ? labels + r : NULL, p,
+                                &loss[r], ce ? ce_loss + r : NULL, NULL,
                                 am_a ? am_a + r : NULL, am_b ? am_b + r : NULL);
                 continue;
             }
             loss[r] = l[j];
+            if (ce) ce_loss[r] = lce[j];
             if (am_a) {
                 am_a[r] = N_(row_find)(a + r * C, C, ma[j]);
                 am_b[r] = N_(row_find)(b + r * C, C, mb[j]);
             }
             if (!gar && !gbr) continue;
-            /* as kl_row_path's: ga = (d pg - pc) ea, gb = (eb sa / sb - ea) qa */
+            /* as kl_row_path's: ga = (d pg - pc) ea, gb = (eb sa / sb - ea) qa [+ e1 cs - ce_scale at y] */
             const V pg = N_(vset1)((T)(p->gscale_p / sa[j])), pc = N_(vset1)((T)(c[j] * p->gscale_p / sa[j]));
             const V rab = N_(vset1)((T)(sa[j] / sb[j])), qa = N_(vset1)((T)(p->gscale_q / sa[j]));
+            const V cs = N_(vset1)((T)(ce ? p->ce_scale / (double)s1[j] : 0.0));
             const T ma_h = ma[j] * h, mb_h = mb[j] * h;
             for (int64_t k = 0; k < C; k += W) {
                 const int64_t nk = C - k < W ? C - k : W;
-                const N_(kl_v) o = N_(kl_vec)(N_(vload_n)(a + r * C + k, nk, -(T)INFINITY),
-                                              N_(vload_n)(b + r * C + k, nk, -(T)INFINITY),
+                const V bk = N_(vload_n)(b + r * C + k, nk, -(T)INFINITY);
+                const N_(kl_v) o = N_(kl_vec)(N_(vload_n)(a + r * C + k, nk, -(T)INFINITY), bk,
                                               ma_h, mb_h, h, ith);
                 if (gar) N_(vstore_n)(gar + k, N_(dv_fma)(o.d, pg, -pc) * o.ea, nk);
-                if (gbr) N_(vstore_n)(gbr + k, N_(dv_fma)(o.eb, rab, -o.ea) * qa, nk);
+                if (gbr) {
+                    V gk = N_(dv_fma)(o.eb, rab, -o.ea) * qa;
+                    if (ce) gk = N_(dv_fma)(ce_t1 ? o.eb : N_(vexp_le0)(bk - mb[j]), cs, gk);
+                    N_(vstore_n)(gbr + k, gk, nk);
+                }
             }
+            if (ce && gbr) gbr[labels[r]] -= (T)p->ce_scale;
         }
     }
 }
@@ -739,8 +761,8 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
                         int64_t *am_a, int64_t *am_b) {
     if (p->C <= (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C))
         N_(kl_small)(a, b, ga, gb, n, labels, p, loss, ce_loss, am_a, am_b);
-    else if (p->C <= FL_MID_C && !labels && !ce_loss)
-        N_(kl_mid)(a, b, ga, gb, n, p, loss, am_a, am_b);
+    else if (p->C <= FL_MID_C)
+        N_(kl_mid)(a, b, ga, gb, n, labels, p, loss, ce_loss, am_a, am_b);
     else
         N_(kl_row_path)(a, b, ga, gb, n, labels, p, loss, ce_loss, scratch, am_a, am_b);
 }
@@ -750,9 +772,8 @@ static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const i
  * reads the half values straight into registers (each row read once, at its own width);
  * a pair it gives no result for (or a skipped one whose argmaxes are wanted) is converted
  * into scratch (2 C elements) for kl_rows. Same results as kl_rows on the float32 upcasts,
- * whose loss-only rows take kl_row1 too: of more than FL_MID_C classes, or with labels and
- * more than FL_SMALL_C (the caller converts other rows a block at a time for kl_small and
- * kl_mid). */
+ * whose loss-only rows take kl_row1 too: of more than FL_MID_C classes (the caller converts
+ * shorter rows a block at a time for kl_small and kl_mid). */
 static void N_(kl_rows_half)(int kind, const uint16_t *a, const uint16_t *b, int64_t n,
                              const int64_t *labels, const fl_div_params *p, double *loss,
                              T *scratch, int64_t *am_a, int64_t *am_b) {

@@ -30,7 +30,6 @@ cdef extern from "fl_divergence.h" nogil:
         double ce_scale
     int FL_DIV_ROW_CACHE_BYTES
     int FL_MID_C
-    int FL_SMALL_C
     void fl_divergence_set_half_level(int level)
     # One declaration per kernel for both dtypes (csrc/fl_common.h's FL_CALL): the
     # kernel's T pointers are void pointers here.
@@ -253,10 +252,8 @@ cdef void _pair_half_block(void *job, int64_t b, int tid, const void *tag) noexc
     cdef uint16_t *gap = <uint16_t *>j.ga
     cdef uint16_t *gbp = <uint16_t *>j.gb
     # loss-only KL reads the half rows directly where the float32 kernel takes the same
-    # one-pass rows (kl_row1): not the blocked rows of kl_small (at most FL_SMALL_C) and
-    # kl_mid (at most FL_MID_C, no labels)
-    if (not j.js and not gap and not gbp and not j.ce_loss
-            and (C > FL_MID_C or (j.labels != NULL and C > FL_SMALL_C))):
+    # one-pass rows (kl_row1): not the blocked rows of kl_small and kl_mid (at most FL_MID_C)
+    if not j.js and not gap and not gbp and not j.ce_loss and C > FL_MID_C:
         fl_kl_rows_half(j.kind, <const uint16_t *>j.a + r0 * C, <const uint16_t *>j.b + r0 * C, nr,
                         j.labels + r0 if j.labels else NULL, j.p, j.loss + r0, s,
                         j.am_a + r0 if j.am_a else NULL, j.am_b + r0 if j.am_b else NULL)
@@ -282,8 +279,8 @@ def pair_rows_half(int kind, str loss_kind, const uint16_t[:, ::1] a, const uint
                    double[::1] loss, int64_t[:, ::1] argmax, int n_threads, double[::1] ce_loss=None,
                    double ce_scale=0.0):
     """pair_rows on half rows (kind: fastloss/_half.pxd). KL without gradients (and without
-    ce_loss) of more than FL_MID_C classes, or with labels and more than FL_SMALL_C, reads
-    the half rows directly (fl_kl_rows_half; the scratch only for rows holding NaN or inf)."""
+    ce_loss) of more than FL_MID_C classes reads the half rows directly (fl_kl_rows_half;
+    the scratch only for rows holding NaN or inf)."""
     cdef int64_t n = a.shape[0], C = a.shape[1]
     cdef int64_t rpb = rows_per_block(C)
     cdef int64_t w = scratch_row(rpb * C * 4, 4)

@@ -106,18 +106,24 @@ def test_matches_float32(simd, rng, half, name, reduction):
         assert_rounded(a, b)
 
 
-def test_distillation_with_target(simd, rng, half):
+@pytest.mark.parametrize("C", [500, 100, 10])
+@pytest.mark.parametrize("alpha", [0.3, 1.0])
+def test_distillation_with_target(simd, rng, half, C, alpha):
     """With a target both terms' gradient is computed in float32 in one pass and rounded
-    to half once."""
-    s, t = _pairs(rng, (30, 500), half)
-    y = rng.integers(0, 500, 30)
+    to half once; the loss alone (alpha = 1: the labels only skip rows, and above 256
+    classes the half rows are read directly) is the float32 call's on the upcast."""
+    s, t = _pairs(rng, (30, C), half)
+    y = rng.integers(0, C, 30)
     y[3] = -100
-    loss, g = fastloss.distillation_loss(s, t, target=y, alpha=0.3, return_grad=True)
-    loss32, g32 = fastloss.distillation_loss(s.astype(np.float32), t.astype(np.float32), target=y,
-                                             alpha=0.3, return_grad=True)
+    kw = dict(target=y, alpha=alpha, reduction="none")
+    s32, t32 = s.astype(np.float32), t.astype(np.float32)
+    loss, g = fastloss.distillation_loss(s, t, return_grad=True, **kw)
+    loss32, g32 = fastloss.distillation_loss(s32, t32, return_grad=True, **kw)
     assert_same_loss(loss, loss32)
     assert g.dtype == half
     assert_rounded(g, g32)
+    np.testing.assert_array_equal(fastloss.distillation_loss(s, t, **kw),
+                                  fastloss.distillation_loss(s32, t32, **kw))
 
 
 def test_logsumexp_softmax(simd, rng, half):
