@@ -87,12 +87,12 @@ static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, 
  * times gscale in float64 (a per-row variance). Gradients optional, scaled by gscale.
  * Without per-element losses the sum of log v is taken as log of products (a log an
  * element made the loss compute-bound): per lane and block the mantissas multiply in
- * float64 (vfrexp1: within 2^(+-FL_SUM_BLOCK / 2W)) and the exponents add; then one log per
+ * float64 (vfrexp1: within 2^(+-FL_SUM_BLOCK / 2W); dv_mul_halves) and the exponents add; then one log per
  * lane and block of the product rounded to T, plus what that rounding lost, so the sum
  * keeps the accuracy of a sum of logs also where var is near 1 and the logs are small. */
-static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,
-                            T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum) {
-    VD total = N_(dv_dzero)(), gvs = total, logs = total, exps = total, one = total + 1.0;
+FL_INL double N_(nll_body)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,
+                           T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum) {
+    VD total = N_(dv_dzero)(), gvs = total, logs = total, exps = total;
     const T half = (T)0.5, hg = (T)0.5 * gscale;
     const V vc = N_(vset1)(vconst < eps ? eps : vconst);  /* NaN stays NaN */
     const V lvc = N_(vlog)(vc);
@@ -100,7 +100,9 @@ static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *g
     for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
         const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0), accg = N_(vset1)(0), se = N_(vset1)(0);
-        VD pm = one;
+        N_(VDH) pm_lo = {0}, pm_hi = {0};
+        pm_lo += 1.0;
+        pm_hi += 1.0;
         for (int64_t k = b; k < end; k += W) {
             const int64_t nk = end - k;
             V d = N_(vload_n)(x + k, nk, 0) - N_(vload_n)(t + k, nk, 0);
@@ -110,7 +112,7 @@ static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *g
                 v = N_(vsel)(v < eps, N_(vset1)(eps), v);
                 if (products) {
                     V e;
-                    pm *= __builtin_convertvector(N_(vfrexp1)(v, &e), VD);
+                    N_(dv_mul_halves)(&pm_lo, &pm_hi, N_(vfrexp1)(v, &e));
                     se += e;
                 } else {
                     lv = N_(vlog)(v);
@@ -135,6 +137,7 @@ static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *g
         total = N_(dv_widen_add)(total, acc);
         if (gv_sum) gvs = N_(dv_widen_add)(gvs, accg);
         if (products) {
+            const VD pm = N_(dv_join)(pm_lo, pm_hi);
             const V p = __builtin_convertvector(pm, V);
             V lost = __builtin_convertvector(pm - __builtin_convertvector(p, VD), V) / p;
             lost = N_(vsel)(lost != lost, N_(vset1)(0), lost);   /* p = 0, inf or NaN: log p is all */
@@ -145,6 +148,14 @@ static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *g
     if (gv_sum) *gv_sum = N_(dv_dsum)(gvs);
     if (!products) return N_(dv_dsum)(total);
     return N_(dv_dsum)(total) + 0.5 * (N_(dv_dsum)(logs) + FL_LN2 * N_(dv_dsum)(exps));
+}
+/* nll_body, with the loss alone over a var array compiled apart (the arguments constant
+ * there): the general loop's branches kept it from registers at AVX2. */
+static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,
+                            T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum) {
+    if (var && !gx && !gv && !lelem && !gv_sum)
+        return N_(nll_body)(x, t, var, 0, NULL, NULL, NULL, n, eps, cst, gscale, NULL);
+    return N_(nll_body)(x, t, var, vconst, gx, gv, lelem, n, eps, cst, gscale, gv_sum);
 }
 
 /* --- mvn_kl: KL(N(mp, Sp) || N(mq, Sq)) of one pair of full covariances -------------

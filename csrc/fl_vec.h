@@ -854,3 +854,39 @@ FL_INL double N_(dv_dsum)(VD v) {
     return s;
 }
 FL_INL VD N_(dv_dzero)(void) { VD z = {0}; return z; }
+
+/* A float64 product carried from one loop iteration to the next, as two halves of W / 2
+ * lanes (float32; float64 keeps one VD in lo): a VD of float32's W lanes is twice the
+ * widest register, and GCC kept such a loop-carried VD in memory (AVX2, gaussian_nll_loss:
+ * stores, scalar reloads and inserts an iteration, 3 ns an element in cache). */
+#if FL_DOUBLE
+typedef VD N_(VDH);
+#else
+typedef double N_(VDH) __attribute__((vector_size(W * 4)));
+typedef float N_(VFH) __attribute__((vector_size(W * 2)));
+#endif
+/* *lo, *hi times v's lanes widened to float64 (lo: the first W / 2). */
+FL_INL void N_(dv_mul_halves)(N_(VDH) *lo, N_(VDH) *hi, V v) {
+#if FL_DOUBLE
+    (void)hi;
+    *lo *= v;
+#else
+    N_(VFH) l, h;
+    memcpy(&l, &v, sizeof l);
+    memcpy(&h, (const char *)&v + sizeof l, sizeof h);
+    *lo *= __builtin_convertvector(l, N_(VDH));
+    *hi *= __builtin_convertvector(h, N_(VDH));
+#endif
+}
+/* The VD of lanes lo then hi. */
+FL_INL VD N_(dv_join)(N_(VDH) lo, N_(VDH) hi) {
+#if FL_DOUBLE
+    (void)hi;
+    return lo;
+#else
+    VD r;
+    memcpy(&r, &lo, sizeof lo);
+    memcpy((char *)&r + sizeof lo, &hi, sizeof hi);
+    return r;
+#endif
+}
