@@ -104,7 +104,7 @@ static void N_(wdev_chunk)(N_(wdev) *wd, const T *x, int64_t b, int64_t n, T mc)
  * caller takes row_online's exact path, which gives those rows their meaning; else 1. */
 FL_INL int N_(row_lse1)(const void *x, int kind, int64_t C, T *m_out, double *s_out, int64_t *am) {
     T M = -(T)INFINITY;
-    VD acc = N_(dv_dzero)();
+    N_(VDH) acc_lo = {0}, acc_hi = {0};   /* the float64 lane sums, in halves (dv_widen_halves) */
     V zs = N_(vset1)(0);                  /* the sum of every x - M: NaN iff a NaN was seen */
     T keep[FL_GROUP * W];
     for (int64_t k = 0; k < C; k += FL_GROUP * W) {
@@ -116,7 +116,11 @@ FL_INL int N_(row_lse1)(const void *x, int kind, int64_t C, T *m_out, double *s_
             const T mc = N_(vhmax)(gm);
             if (mc == (T)INFINITY) return 0;
             if (am) *am = k + N_(group_find)(x, kind, k, n, mc);
-            if (M != -(T)INFINITY) acc *= exp((double)M - (double)mc);
+            if (M != -(T)INFINITY) {
+                const double f = exp((double)M - (double)mc);
+                acc_lo *= f;
+                acc_hi *= f;
+            }
             M = mc;
         }
         if (M == -(T)INFINITY) {          /* every element so far is -inf (or NaN): adds 0 */
@@ -129,11 +133,14 @@ FL_INL int N_(row_lse1)(const void *x, int kind, int64_t C, T *m_out, double *s_
             zs += z;
             s += N_(vexp_le0)(z);
         }
-        acc = N_(dv_widen_add)(acc, s);
+        N_(VDH) lo, hi;
+        N_(dv_widen_halves)(s, &lo, &hi);
+        acc_lo += lo;
+        acc_hi += hi;
     }
     if (N_(vany)(zs != zs)) return 0;
     *m_out = M;
-    *s_out = N_(dv_dsum)(acc);
+    *s_out = N_(dv_dsum)(N_(dv_join)(acc_lo, acc_hi));
     return 1;
 }
 

@@ -404,7 +404,8 @@ FL_INL N_(kl_v) N_(kl_vec)(V a, V b, T ma_h, T mb_h, T h, T ith) {
 FL_INL int N_(kl_row1)(const void *a, const void *b, int kind, int64_t C, T h, T ith, double it,
                        double *loss, int64_t *am_a, int64_t *am_b) {
     T Ma = -(T)INFINITY, Mb = -(T)INFINITY, ma_h = 0, mb_h = 0;
-    VD vsa = N_(dv_dzero)(), vsb = vsa, vt = vsa;
+    /* the float64 lane sums in halves (dv_widen_halves): [0] the first W / 2 lanes */
+    N_(VDH) vsa[2] = {{0}, {0}}, vsb[2] = {{0}, {0}}, vt[2] = {{0}, {0}};
     V zs = N_(vset1)(0);                  /* the sum of every za + zb: NaN iff a NaN was seen */
     T keep_a[FL_GROUP * W], keep_b[FL_GROUP * W];
     for (int64_t k = 0; k < C; k += FL_GROUP * W) {
@@ -425,10 +426,12 @@ FL_INL int N_(kl_row1)(const void *a, const void *b, int kind, int64_t C, T h, T
             if (am_b && cb > Mb) *am_b = k + N_(group_find)(b, kind, k, n, cb);
             if (Ma != -(T)INFINITY && Mb != -(T)INFINITY) {
                 const double da = ((double)na - (double)Ma) * it, db = ((double)nb - (double)Mb) * it;
-                const double fa = exp(-da);
-                vt = (vt + (db - da) * vsa) * fa;
-                vsa *= fa;
-                vsb *= exp(-db);
+                const double fa = exp(-da), fb = exp(-db);
+                for (int i = 0; i < 2; i++) {
+                    vt[i] = (vt[i] + (db - da) * vsa[i]) * fa;
+                    vsa[i] *= fa;
+                    vsb[i] *= fb;
+                }
             }
             Ma = na;
             Mb = nb;
@@ -446,13 +449,20 @@ FL_INL int N_(kl_row1)(const void *a, const void *b, int kind, int64_t C, T h, T
             acc_b += o.eb;
             acc_t += o.ea * o.d;
         }
-        vsa = N_(dv_widen_add)(vsa, acc_a);
-        vsb = N_(dv_widen_add)(vsb, acc_b);
-        vt = N_(dv_widen_add)(vt, acc_t);
+        N_(VDH) lo, hi;
+        N_(dv_widen_halves)(acc_a, &lo, &hi);
+        vsa[0] += lo;
+        vsa[1] += hi;
+        N_(dv_widen_halves)(acc_b, &lo, &hi);
+        vsb[0] += lo;
+        vsb[1] += hi;
+        N_(dv_widen_halves)(acc_t, &lo, &hi);
+        vt[0] += lo;
+        vt[1] += hi;
     }
     if (N_(vany)(zs != zs)) return 0;
-    const double sa = N_(dv_dsum)(vsa), sb = N_(dv_dsum)(vsb);
-    *loss = N_(dv_dsum)(vt) / sa - log(sa) + log(sb);
+    const double sa = N_(dv_dsum)(N_(dv_join)(vsa[0], vsa[1])), sb = N_(dv_dsum)(N_(dv_join)(vsb[0], vsb[1]));
+    *loss = N_(dv_dsum)(N_(dv_join)(vt[0], vt[1])) / sa - log(sa) + log(sb);
     return 1;
 }
 

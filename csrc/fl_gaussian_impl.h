@@ -95,7 +95,7 @@ static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, 
  * times gscale in float64 (a per-row variance). Gradients optional, scaled by gscale.
  * Without per-element losses the sum of log v is taken as log of products (a log an
  * element made the loss compute-bound): per lane and block the mantissas multiply in
- * float64 (vfrexp1: within 2^(+-FL_SUM_BLOCK / 2W); dv_mul_halves) and the exponents add; then one log per
+ * float64 (vfrexp1: within 2^(+-FL_SUM_BLOCK / 2W); in halves, dv_widen_halves) and the exponents add; then one log per
  * lane and block of the product rounded to T, plus what that rounding lost, so the sum
  * keeps the accuracy of a sum of logs also where var is near 1 and the logs are small. */
 FL_INL double N_(nll_body)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,
@@ -120,7 +120,10 @@ FL_INL double N_(nll_body)(const T *x, const T *t, const T *var, T vconst, T *gx
                 v = N_(vsel)(v < eps, N_(vset1)(eps), v);
                 if (products) {
                     V e;
-                    N_(dv_mul_halves)(&pm_lo, &pm_hi, N_(vfrexp1)(v, &e));
+                    N_(VDH) lo, hi;
+                    N_(dv_widen_halves)(N_(vfrexp1)(v, &e), &lo, &hi);
+                    pm_lo *= lo;
+                    pm_hi *= hi;
                     se += e;
                 } else {
                     lv = N_(vlog)(v);

@@ -855,27 +855,27 @@ FL_INL double N_(dv_dsum)(VD v) {
 }
 FL_INL VD N_(dv_dzero)(void) { VD z = {0}; return z; }
 
-/* A float64 product carried from one loop iteration to the next, as two halves of W / 2
- * lanes (float32; float64 keeps one VD in lo): a VD of float32's W lanes is twice the
- * widest register, and GCC kept such a loop-carried VD in memory (AVX2, gaussian_nll_loss:
- * stores, scalar reloads and inserts an iteration, 3 ns an element in cache). */
+/* A float64 sum or product carried from one loop iteration to the next, as two halves of
+ * W / 2 lanes (float32; float64 keeps one VD in lo): a VD of float32's W lanes is twice
+ * the widest register, and GCC kept such a loop-carried VD in memory (AVX2: stores, scalar
+ * reloads and inserts an iteration; gaussian_nll_loss took 3 ns an element in cache). */
 #if FL_DOUBLE
 typedef VD N_(VDH);
 #else
 typedef double N_(VDH) __attribute__((vector_size(W * 4)));
 typedef float N_(VFH) __attribute__((vector_size(W * 2)));
 #endif
-/* *lo, *hi times v's lanes widened to float64 (lo: the first W / 2). */
-FL_INL void N_(dv_mul_halves)(N_(VDH) *lo, N_(VDH) *hi, V v) {
+/* v's lanes widened to float64 as two halves, *lo the first W / 2 (float64: *lo = v, *hi 0). */
+FL_INL void N_(dv_widen_halves)(V v, N_(VDH) *lo, N_(VDH) *hi) {
 #if FL_DOUBLE
-    (void)hi;
-    *lo *= v;
+    *lo = v;
+    *hi = v * 0;
 #else
     N_(VFH) l, h;
     memcpy(&l, &v, sizeof l);
     memcpy(&h, (const char *)&v + sizeof l, sizeof h);
-    *lo *= __builtin_convertvector(l, N_(VDH));
-    *hi *= __builtin_convertvector(h, N_(VDH));
+    *lo = __builtin_convertvector(l, N_(VDH));
+    *hi = __builtin_convertvector(h, N_(VDH));
 #endif
 }
 /* The VD of lanes lo then hi. */
