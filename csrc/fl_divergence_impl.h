@@ -7,7 +7,9 @@
  * sums and the divergence, the last pass writes both gradients from the scratch
  * alone. A gradient may alias any input row: once the gradient pass starts, no
  * input is read again (rows too long for the scratch recompute from the inputs,
- * reading each element of both before writing it).
+ * reading each element of both before writing it). Rows of at most FL_MID_C classes
+ * run W rows at a time instead: transposed up to FL_SMALL_C (entropy_small, kl_small,
+ * js_small), each step across the block's rows above (entropy_mid, kl_mid, js_mid).
  *
  * A class with probability 0 (logit -inf, or an exponential that underflows)
  * contributes exactly 0 (0 * log 0 = 0), selected by `e == 0`. A row whose

@@ -38,9 +38,10 @@ def test_entropy_matrix(simd, rng, dtype, reduction, C):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("C", [1, 3, 10, 17, 100, 256])
 def test_entropy_blocked_rows(simd, rng, dtype, C):
-    """Rows of at most 256 classes run in blocks of rows (entropy_mid): a row holding a NaN,
-    an infinity or a sum that overflows takes the row path inside its block, and every row
-    has the bits it has alone, in place too."""
+    """Rows of at most 256 classes run in blocks of rows (transposed up to 48 classes, 32 in
+    float64: entropy_small; entropy_mid above): a row holding a NaN, an infinity or a sum
+    that overflows gets the row path's result inside its block, and every row has the bits
+    it has alone, in place too."""
     x = _logits(rng, (37, C), dtype)
     x[3, 0], x[5, -1], x[8], x[13, 0] = np.nan, np.inf, -np.inf, -np.inf
     if C >= 3:
@@ -66,9 +67,10 @@ def test_entropy_blocked_rows(simd, rng, dtype, C):
 @pytest.mark.parametrize("C", [1, 3, 10, 17, 100, 256])
 @pytest.mark.parametrize("kind", ["kl", "js"])
 def test_pair_blocked_rows(simd, rng, dtype, temperature, C, kind):
-    """KL and JS rows of at most 256 classes run in blocks of row pairs (kl_mid, js_mid): a
-    pair holding a NaN or an infinity takes the row path inside its block, equal rows give
-    KL exactly 0, and every pair has the bits it has alone, in place either way round too."""
+    """KL and JS rows of at most 256 classes run in blocks of row pairs (transposed up to 48
+    classes, 32 in float64: kl_small, js_small; kl_mid, js_mid above): a pair holding a NaN
+    or an infinity gets the row path's result inside its block, equal rows give KL exactly 0,
+    and every pair has the bits it has alone, in place either way round too."""
     fn, oracle = {"kl": (kl_divergence, ref.kl_divergence),
                   "js": (js_divergence, ref.js_divergence)}[kind]
     p, q = _logits(rng, (37, C), dtype, zeros=C > 1), _logits(rng, (37, C), dtype)
