@@ -484,7 +484,7 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
                                 const fl_xent_params *p, double *loss, T *scratch,
                                 const fl_xent_stats *st) {
     const int64_t C = p->C;
-    if (C <= (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C) && p->softcap == 0) {
+    if (N_(small_rows)(C) && p->softcap == 0) {
         N_(xent_label_small)(x, g, n, y, p, loss, st);
         return;
     }

@@ -326,7 +326,7 @@ static void N_(entropy_small)(const T *x, T *g, int64_t n, int64_t C, double gsc
 
 static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gscale,
                              double *loss, T *scratch, int stream) {
-    if (C <= (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C)) {
+    if (N_(small_rows)(C)) {
         N_(entropy_small)(x, g, n, C, gscale, loss);
         return;
     }
@@ -771,7 +771,7 @@ static void N_(kl_small)(const T *a, const T *b, T *ga, T *gb, int64_t n, const 
 static void N_(kl_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n, const int64_t *labels,
                         const fl_div_params *p, double *loss, double *ce_loss, T *scratch,
                         int64_t *am_a, int64_t *am_b) {
-    if (p->C <= (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C))
+    if (N_(small_rows)(p->C))
         N_(kl_small)(a, b, ga, gb, n, labels, p, loss, ce_loss, am_a, am_b);
     else if (p->C <= FL_MID_C)
         N_(kl_mid)(a, b, ga, gb, n, labels, p, loss, ce_loss, am_a, am_b);
@@ -1107,7 +1107,7 @@ static void N_(js_rows)(const T *a, const T *b, T *ga, T *gb, int64_t n,
                         const fl_div_params *p, double *loss, T *scratch) {
     if (!(p->beta > 0.0 && p->beta < 1.0) || p->C > FL_MID_C)
         N_(js_row_path)(a, b, ga, gb, n, p, loss, scratch);
-    else if (p->C <= (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C))
+    else if (N_(small_rows)(p->C))
         N_(js_small)(a, b, ga, gb, n, p, loss);
     else
         N_(js_mid)(a, b, ga, gb, n, p, loss);

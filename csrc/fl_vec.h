@@ -754,6 +754,8 @@ FL_INL void N_(block_load_t)(const T *xb, int64_t nr, int64_t C, V *xt) {
         for (int c = 0; c < W; c++) xt[t * W + c] = v[c];
     }
 }
+/* Rows of C classes take the transposed small-row path at this dtype. */
+FL_INL int N_(small_rows)(int64_t C) { return C <= (FL_DOUBLE ? FL_SMALL_C_F64 : FL_SMALL_C); }
 /* gt[k], k < C, back into the nr rows at gb, as block_load_t read them: a store that runs
  * past a row's end writes 0 over the next row's head, which that row's own store puts
  * right later (tiles last to first, rows in order), and the block's last row stores only
