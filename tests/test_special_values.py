@@ -245,3 +245,36 @@ def test_focal_target_outside_unit_interval(simd):
     loss = fl.sigmoid_focal_loss(x, t, alpha=-1, gamma=0.0, reduction="none")
     np.testing.assert_allclose(loss, fl.binary_cross_entropy_with_logits(x, t, reduction="none"),
                                rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C", [300, 1003, 4096 + 37])
+def test_long_rows_special_values(simd, dtype, C):
+    """Rows above the blocked path's 256 classes take row_max (four plain max chains, their
+    sums NaN-checked, else the NaN-sticky loop): a special value where the unrolled loop
+    reads it (0, 17, the middle) or the tail does (C - 1), +inf and -inf in one row, and
+    finite logits whose sums overflow to inf - inf; every row as the oracle's."""
+    rng = np.random.default_rng(C)
+    rows, where = [], [0, 17, C // 2, C - 1]
+    for v in (NAN, INF, -INF):
+        for k in where:
+            rows.append(_put(rng.standard_normal(C), k, v))
+    rows.append(_put(_put(rng.standard_normal(C), 3, INF), C - 2, -INF))
+    big = np.finfo(dtype).max
+    rows.append(_put(_put(rng.standard_normal(C), slice(0, 8), big), slice(40, 48), -big))
+    rows.append(_put(rng.standard_normal(C), C - 1, 50.0))            # the max in the tail
+    rows.append(_put(_put(rng.standard_normal(C) - 3, 5, 0.0), 9, -0.0))
+    x = np.array(rows).astype(dtype)
+    y = np.arange(len(rows)) % C
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+    with np.errstate(all="ignore"):
+        for f in (lambda m, x: m.cross_entropy(x, y, reduction="none", return_grad=True),
+                  lambda m, x: m.logsumexp(x, return_grad=True),
+                  lambda m, x: (m.softmax(x),), lambda m, x: (m.log_softmax(x),)):
+            for a, e in zip(f(fl, x), f(ref, x.astype(np.float64))):
+                # in the output's dtype: float32 log_softmax of -max - max is -inf
+                np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(e, dtype),
+                                           equal_nan=True, **tol)
+        for grad in (False, True):       # the argmax is the first NaN where there is one
+            stats = fl.cross_entropy(x, y, reduction="none", return_grad=grad, return_stats=True)[-1]
+            np.testing.assert_array_equal(stats.argmax, np.argmax(x, axis=-1))
