@@ -95,7 +95,8 @@ static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, 
  * times gscale in float64 (a per-row variance). Gradients optional, scaled by gscale.
  * Without per-element losses the sum of log v is taken as log of products (a log an
  * element made the loss compute-bound): per lane and block the mantissas multiply in
- * float64 (vfrexp1: within 2^(+-FL_SUM_BLOCK / 2W); in halves, dv_widen_halves) and the exponents add; then one log per
+ * float64 (vfrexp1: m in [0.699, 1.398), the product within 2^(+-0.52 FL_SUM_BLOCK / W);
+ * in halves, dv_widen_halves) and the exponents add; then one log per
  * lane and block of the product rounded to T, plus what that rounding lost, so the sum
  * keeps the accuracy of a sum of logs also where var is near 1 and the logs are small. */
 FL_INL double N_(nll_body)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,

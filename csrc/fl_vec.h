@@ -456,47 +456,42 @@ FL_INL V N_(vexpm1_le1)(V z) {
     return two_n * em + (two_n - (T)1.0);
 }
 
-/* x = m 2^ef exactly, m in [1, 2), for every finite x > 0 (subnormals included); other
- * lanes get values that vlog and vfrexp1 replace. AVX-512's getmant / getexp need no
- * rescaling and no integer work (and give a NaN mantissa for x < 0 or NaN). */
-FL_INL V N_(vsplit)(V x, V *ef) {
-#if FL_X86_DISPATCH && FL_VBYTES == 64
+/* x = m 2^ef exactly, m in [OFF, 2 OFF), OFF = 0.6992, for every finite x > 0: integer
+ * operations alone (x's bits less OFF's have e in their exponent field; m is x less e in
+ * its exponent), subnormals scaled up first unless `normal` (a constant: the caller knows
+ * every lane positive, normal and finite). Other lanes get values the callers replace.
+ * vlog's AVX-512 float32 table form splits x the same way. */
+FL_INL V N_(vsplit)(V x, V *ef, int normal) {
 #if FL_DOUBLE
-    *ef = (V)_mm512_getexp_pd((__m512d)x);
-    return (V)_mm512_getmant_pd((__m512d)x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_nan);
+    const TU off = 0x3fe6600000000000ULL;
 #else
-    *ef = (V)_mm512_getexp_ps((__m512)x);
-    return (V)_mm512_getmant_ps((__m512)x, _MM_MANT_NORM_1_2, _MM_MANT_SIGN_nan);
+    const TU off = 0x3f330000u;
 #endif
-#else
-#if FL_DOUBLE
-    const TI mant_mask = 0x000fffffffffffffLL, one_bits = 0x3ff0000000000000LL;
-#else
-    const TI mant_mask = 0x007fffff, one_bits = 0x3f800000;
-#endif
-    VI tiny = x < (T)SUBNORMAL_MIN;               /* subnormals: scale up first */
-    V xs = N_(vsel)(tiny, x * (T)SUBNORMAL_SCALE, x);
-    VI bits = (VI)xs;
-    VI e = ((bits >> MANT_BITS) & (TI)(2 * EXP_BIAS + 1)) - (TI)EXP_BIAS;
-    *ef = N_(vsel)(tiny, __builtin_convertvector(e, V) - (T)SUBNORMAL_LOG2, __builtin_convertvector(e, V));
-    return (V)((bits & mant_mask) | one_bits);
-#endif
+    const VI sub = normal ? (VI){0} : x < (T)SUBNORMAL_MIN;
+    const N_(VUI) is = (N_(VUI))(normal ? x : N_(vsel)(sub, x * (T)SUBNORMAL_SCALE, x)), tmp = is - off;
+    *ef = __builtin_convertvector(((VI)tmp >> MANT_BITS) - (sub & (TI)SUBNORMAL_LOG2), V);
+    return (V)(is - (tmp & ((N_(VUI)){0} - ((TU)1 << MANT_BITS))));
 }
 
-/* vsplit's m in [1, 2) moved to [sqrt(1/2), sqrt(2)) (ef adjusted): x near 1 gives m near 1. */
-FL_INL V N_(vcenter)(V m, V *ef) {
-    const VI hi = m > (T)1.41421356237309504880;
-    *ef = *ef + (V)(hi & (VI)N_(vset1)((T)1.0));
-    return N_(vsel)(hi, m * (T)0.5, m);
+/* Whether every lane of x is positive, normal and finite (the usual case: vsplit's
+ * `normal`): its bits less the smallest normal's below the span of normal numbers. */
+FL_INL int N_(vall_normal)(V x) {
+#if FL_DOUBLE
+    const TU min_normal = 0x0010000000000000ULL, span = 0x7fe0000000000000ULL;
+#else
+    const TU min_normal = 0x00800000u, span = 0x7f000000u;
+#endif
+    return !N_(vany)((VI)~((N_(VUI))x - min_normal < span));
 }
 
-/* x = m 2^ef, m in [sqrt(1/2), sqrt(2)), for x >= 0 or NaN, where x = 0, +inf and NaN give
- * m = x and ef = 0: a product of the m's and a sum of the ef's then give log of a product
- * of x's as log(prod m) + ln2 sum ef, one log for many elements (gaussian_nll_loss's sum
- * of log var); x near 1 keeps m near 1 and so log(prod m) small and accurate. */
+/* x = m 2^ef (vsplit), for x >= 0 or NaN, where x = 0, +inf and NaN give m = x and ef = 0:
+ * a product of the m's and a sum of the ef's then give log of a product of x's as
+ * log(prod m) + ln2 sum ef, one log for many elements (gaussian_nll_loss's sum of log
+ * var); x near 1 keeps m near 1 and so log(prod m) small and accurate. */
 FL_INL V N_(vfrexp1)(V x, V *ef) {
+    if (__builtin_expect(N_(vall_normal)(x), 1)) return N_(vsplit)(x, ef, 1);
     const VI normal = (x > (T)0) & (x < (T)INFINITY);
-    const V m = N_(vcenter)(N_(vsplit)(x, ef), ef);
+    const V m = N_(vsplit)(x, ef, 0);
     *ef = (V)(normal & (VI)*ef);
     return N_(vsel)(normal, m, x);
 }
@@ -525,9 +520,7 @@ FL_INL V N_(vlog_table)(V x, VI ke) {
  * the scaling and the selects: the same bits for less work. */
 FL_INL V N_(vlog)(V x) {
     const VI zero = {0};
-    /* positive normal finite: the bits less 0x00800000 below 0x7f000000, unsigned */
-    if (__builtin_expect(!N_(vany)(~((N_(VUI))x - 0x00800000u < (TU)0x7f000000)), 1))
-        return N_(vlog_table)(x, zero);
+    if (__builtin_expect(N_(vall_normal)(x), 1)) return N_(vlog_table)(x, zero);
     const VI sub = x < (T)SUBNORMAL_MIN;
     V res = N_(vlog_table)(N_(vsel)(sub, x * (T)SUBNORMAL_SCALE, x), sub & (TI)-SUBNORMAL_LOG2);
     res = N_(vsel)(x == (T)0.0, N_(vset1)(-(T)INFINITY), res);
@@ -547,28 +540,17 @@ FL_INL V N_(vlog_atanh)(V m, V ef) {
     return ef * N_(ln2_hi) + (two_s + (two_s * s2 * q + ef * N_(ln2_lo)));
 }
 
-/* log(x) = vlog_atanh(m, e), x = m 2^e, m in [OFF, 2 OFF), OFF = 0.6992, split by integer
- * operations alone (the bits less OFF's: their exponent field is e, and m is x less e in
- * its exponent), subnormals scaled up first. A vector of positive normal finite lanes
- * (the usual case) skips the scaling and the selects: the same bits for a third fewer
- * instructions (vsplit and vcenter's compares and blends, which it used before). */
+/* log(x) = vlog_atanh(m, e), x = m 2^e (vsplit). A vector of positive normal finite lanes
+ * (the usual case) skips the subnormal scaling and the selects: the same bits for a third
+ * of the time (AVX2 float32; the split used to take compares and blends). */
 FL_INL V N_(vlog)(V x) {
-#if FL_DOUBLE
-    const TU off = 0x3fe6600000000000ULL, min_normal = 0x0010000000000000ULL, span = 0x7fe0000000000000ULL;
-#else
-    const TU off = 0x3f330000u, min_normal = 0x00800000u, span = 0x7f000000u;
-#endif
-    const N_(VUI) exp_field = (N_(VUI)){0} - ((TU)1 << MANT_BITS);
-    const N_(VUI) ix = (N_(VUI))x;
-    if (__builtin_expect(!N_(vany)((VI)~(ix - min_normal < span)), 1)) {
-        const N_(VUI) tmp = ix - off;
-        return N_(vlog_atanh)((V)(ix - (tmp & exp_field)),
-                              __builtin_convertvector((VI)tmp >> MANT_BITS, V));
+    V ef;
+    if (__builtin_expect(N_(vall_normal)(x), 1)) {
+        const V m = N_(vsplit)(x, &ef, 1);
+        return N_(vlog_atanh)(m, ef);
     }
-    const VI sub = x < (T)SUBNORMAL_MIN;
-    const N_(VUI) is = (N_(VUI))N_(vsel)(sub, x * (T)SUBNORMAL_SCALE, x), tmp = is - off;
-    const VI e = ((VI)tmp >> MANT_BITS) - (sub & (TI)SUBNORMAL_LOG2);
-    V res = N_(vlog_atanh)((V)(is - (tmp & exp_field)), __builtin_convertvector(e, V));
+    const V m = N_(vsplit)(x, &ef, 0);
+    V res = N_(vlog_atanh)(m, ef);
     res = N_(vsel)(x == (T)0.0, N_(vset1)(-(T)INFINITY), res);
     res = N_(vsel)(x == (T)INFINITY, x, res);
     res = N_(vsel)(x < (T)0.0, N_(vset1)((T)NAN), res);
