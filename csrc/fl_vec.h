@@ -408,7 +408,7 @@ FL_INL V N_(vexp_le0)(V x) {
 #elif FL_X86_DISPATCH && FL_VBYTES == 32 && !FL_DOUBLE
     /* AVX2: x = (k/8) ln2 + r, |r| <= ln2/16, exp(x) = 2^(k>>3) 2^((k&7)/8) (1 + q), q the
      * Taylor polynomial of expm1 to degree 4 (truncation below 2^-29); the table replaces
-     * two of Horner's six dependent FMAs (about 10% a vector, a microbenchmark). */
+     * two of Horner's six dependent FMAs (vector_math: 0.34 -> 0.29 ns an element). */
     const V kf = x * 11.541560327111707f + N_(exp_shifter);     /* 8 / ln2 */
     const V k = kf - N_(exp_shifter);
     const V r = (x - k * (N_(ln2_hi) / 8)) - k * (N_(ln2_lo) / 8);
@@ -815,10 +815,10 @@ FL_INL V N_(block_max)(const T *xb, int64_t nr, int64_t C, VI *fin) {
 }
 
 /* Max of n elements; NaN anywhere makes it NaN. Four plain max chains and two sums
- * (NaN iff the elements hold a NaN, or +inf and -inf, as block_max's): vmax_nan's one
- * chain of compare, compare, or and blend took 5-6 cycles a vector, about as long as
- * the exponential of the elements read. A NaN sum takes the NaN-sticky loop (the same
- * bits as before: that loop alone). */
+ * (NaN iff the elements hold a NaN, or +inf and -inf, as block_max's and dv_max2's):
+ * vmax_nan's one dependent chain of compare, compare, or and blend a vector took 16% of
+ * cross-entropy 2048x32000's gradient samples (perf, AVX2), two thirds of its exponential
+ * pass. A NaN sum takes the NaN-sticky loop alone, so such rows keep its result. */
 __attribute__((unused)) static T N_(row_max)(const T *x, int64_t n) {
     V m0 = N_(vset1)(-(T)INFINITY), m1 = m0, m2 = m0, m3 = m0;
     V z0 = N_(vset1)(0), z1 = z0;
