@@ -96,51 +96,12 @@ FL_INL void N_(dv_fence)(int stream) {
 /* v, with the lanes where `m` is set replaced by 0. */
 FL_INL V N_(dv_zero_if)(VI m, V v) { return N_(vsel)(m, N_(vset1)((T)0), v); }
 
-/* Plain max (NaN may be lost): one maxps. */
-FL_INL V N_(dv_vmax)(V m, V x) { return N_(vsel)(x > m, x, m); }
-
-/* Maxima of two rows (NaN wins) in one sweep. The sweep takes plain maxima and
- * sums (a NaN anywhere makes the sum NaN), two independent chains per row; only
- * a row whose sum is NaN (a NaN, or +inf and -inf together, or finite overflow
- * meeting -inf) is swept again with the exact NaN-propagating max. */
-static void N_(dv_max2)(const T *a, const T *b, int64_t C, T *ma, T *mb) {
-    V a0 = N_(vset1)(-(T)INFINITY), a1 = a0, b0 = a0, b1 = a0;
-    V sa0 = N_(vset1)(0), sa1 = sa0, sb0 = sa0, sb1 = sa0;
-    int64_t k = 0;
-    for (; k + 2 * W <= C; k += 2 * W) {
-        V x0 = N_(vload)(a + k), x1 = N_(vload)(a + k + W);
-        V y0 = N_(vload)(b + k), y1 = N_(vload)(b + k + W);
-        a0 = N_(dv_vmax)(a0, x0); a1 = N_(dv_vmax)(a1, x1);
-        b0 = N_(dv_vmax)(b0, y0); b1 = N_(dv_vmax)(b1, y1);
-        sa0 += x0; sa1 += x1; sb0 += y0; sb1 += y1;
-    }
-    for (; k < C; k += W) {
-        const int64_t nk = C - k < W ? C - k : W;
-        V x0 = N_(vload_n)(a + k, nk, -(T)INFINITY), y0 = N_(vload_n)(b + k, nk, -(T)INFINITY);
-        a0 = N_(dv_vmax)(a0, x0);
-        b0 = N_(dv_vmax)(b0, y0);
-        sa0 += x0;
-        sb0 += y0;
-    }
-    V sa = sa0 + sa1, sb = sb0 + sb1;
-    V am = N_(dv_vmax)(a0, a1), bm = N_(dv_vmax)(b0, b1);
-    T xa = am[0], xb = bm[0];
-    double ta = 0.0, tb = 0.0;
-    for (int j = 0; j < W; j++) {
-        xa = am[j] > xa ? am[j] : xa;
-        xb = bm[j] > xb ? bm[j] : xb;
-        ta += (double)sa[j];
-        tb += (double)sb[j];
-    }
-    *ma = ta == ta ? xa : N_(row_max)(a, C);
-    *mb = tb == tb ? xb : N_(row_max)(b, C);
-}
-
-/* dv_max2, and with am_a (or NULL) the rows' argmaxes into *am_a, *am_b while the rows
- * are in cache. */
+/* Maxima of two rows (NaN wins), and with am_a (or NULL) the rows' argmaxes into *am_a,
+ * *am_b while the rows are in cache. */
 static void N_(dv_max2_at)(const T *a, const T *b, int64_t C, T *ma, T *mb, int64_t *am_a,
                            int64_t *am_b) {
-    N_(dv_max2)(a, b, C, ma, mb);
+    *ma = N_(row_max)(a, C);
+    *mb = N_(row_max)(b, C);
     if (!am_a) return;
     *am_a = N_(row_find)(a, C, *ma);
     *am_b = N_(row_find)(b, C, *mb);
@@ -855,7 +816,7 @@ static void N_(js_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n,
         const T *ar = a + r * C, *br = b + r * C;
         T *gar = ga ? ga + r * C : NULL, *gbr = gb ? gb + r * C : NULL;
         T ma, mb;
-        N_(dv_max2)(ar, br, C, &ma, &mb);
+        N_(dv_max2_at)(ar, br, C, &ma, &mb, NULL, NULL);
         if (N_(dv_bad_row)(ma, mb, C, &loss[r], gar, gbr)) continue;
         if (!(beta > 0.0 && beta < 1.0)) {
             /* m is p (or q): the divergence vanishes */

@@ -815,7 +815,7 @@ FL_INL V N_(block_max)(const T *xb, int64_t nr, int64_t C, VI *fin) {
 }
 
 /* Max of n elements; NaN anywhere makes it NaN. Four plain max chains and two sums
- * (NaN iff the elements hold a NaN, or +inf and -inf, as block_max's and dv_max2's):
+ * (NaN iff the elements hold a NaN, or +inf and -inf, as block_max's):
  * vmax_nan's one dependent chain of compare, compare, or and blend a vector took 16% of
  * cross-entropy 2048x32000's gradient samples (perf, AVX2), two thirds of its exponential
  * pass. A NaN sum takes the NaN-sticky loop alone, so such rows keep its result. */
