@@ -1,7 +1,8 @@
 # cython: language_level=3
 """What the compiled build can tell Python: OpenMP, its thread count, CPU SIMD level,
-and the kernels' elementwise block size; and the thread pools every kernel module
-runs its parallel loops on (csrc/fl_threadpool.h, cimported through _runtime.pxd)."""
+and the kernels' elementwise block size; the thread pools every kernel module runs its
+parallel loops on (csrc/fl_threadpool.h, cimported through _runtime.pxd); and the two
+parallel loops of its own: copy (the benchmark's floor) and any_negative (an input check)."""
 from libc.stdint cimport int64_t, uint8_t
 from libc.string cimport memcpy
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -133,6 +134,73 @@ def copy(src, dst, int n_threads):
     cdef CopyJob job = CopyJob(s.shape[0], &s[0], &d[0])
     with nogil:
         run_blocks(_copy_block, &job, (job.n + CBLK - 1) // CBLK, n_threads)
+
+
+cdef extern from *:
+    """
+    #include <string.h>
+    /* Whether an element of x[0, n) is below 0 (NaN and -0 are not): a compare and an or
+       a 16-byte vector (GCC's vector extensions, so float64 is vectorised too), no early
+       exit (the rare case). */
+    #define FL_ANY_NEG(name, T, TI)                                                       \
+    static int name(const T *x, int64_t n) {                                              \
+        typedef T V __attribute__((vector_size(16)));                                     \
+        typedef TI VI __attribute__((vector_size(16)));                                   \
+        const int w = 16 / sizeof(T);                                                     \
+        VI r = {0};                                                                       \
+        int64_t i = 0;                                                                    \
+        for (; i + w <= n; i += w) {                                                      \
+            V v;                                                                          \
+            memcpy(&v, x + i, sizeof v);                                                  \
+            r |= v < 0;                                                                   \
+        }                                                                                 \
+        int any = 0;                                                                      \
+        for (int j = 0; j < w; j++) any |= r[j] != 0;                                     \
+        for (; i < n; i++) any |= x[i] < 0;                                               \
+        return any;                                                                       \
+    }
+    FL_ANY_NEG(fl_any_neg_f32, float, int32_t)
+    FL_ANY_NEG(fl_any_neg_f64, double, int64_t)
+    """
+    int fl_any_neg_f32(const float *x, int64_t n) nogil
+    int fl_any_neg_f64(const double *x, int64_t n) nogil
+
+
+cdef struct SignJob:
+    int64_t n, per_block        # elements, elements per block
+    const void *x
+    bint f64
+    uint8_t *hit                # a flag per block: no two threads write one byte
+
+
+cdef void _neg_block(void *ctx, int64_t b, int tid, const void *tag) noexcept nogil:
+    cdef SignJob *j = <SignJob *>ctx
+    cdef int64_t s = b * j.per_block, m = min(j.per_block, j.n - s)
+    j.hit[b] = (fl_any_neg_f64(<const double *>j.x + s, m) if j.f64
+                else fl_any_neg_f32(<const float *>j.x + s, m))
+
+
+def any_negative(a, int n_threads):
+    """Whether the C-contiguous float32/float64 array a holds an entry below 0 (NaN and -0
+    do not count), read once on n_threads threads of the pool in 1 MiB blocks: the check
+    of an input's sign before a kernel (gaussian_nll_loss's var), where np.min took one
+    thread and as long as the loss on two."""
+    import numpy as np
+    if a.dtype not in (np.float32, np.float64) or not a.flags.c_contiguous:
+        raise ValueError(f"any_negative: a must be a C-contiguous float32/float64 array, got "
+                         f"{a.dtype} with strides {a.strides}")
+    if n_threads < 1:
+        raise ValueError(f"any_negative: n_threads must be >= 1, got {n_threads}")
+    cdef const uint8_t[::1] bytes_ = a.reshape(-1).view(np.uint8)
+    if bytes_.shape[0] == 0:
+        return False
+    cdef int64_t per = CBLK // a.dtype.itemsize
+    hit = np.zeros((a.size + per - 1) // per, dtype=np.uint8)
+    cdef uint8_t[::1] h = hit
+    cdef SignJob job = SignJob(a.size, per, &bytes_[0], a.dtype == np.float64, &h[0])
+    with nogil:
+        run_blocks(_neg_block, &job, h.shape[0], n_threads)
+    return bool(hit.any())
 
 
 def openmp_version():

@@ -145,3 +145,32 @@ def test_copy_rejects_read_only_dst_overlap_and_bad_thread_count():
         _runtime.copy(buf[:8], buf[4:12], 2)
     with pytest.raises(ValueError, match="n_threads must be >= 1, got 0"):
         _runtime.copy(src, np.zeros(8, np.uint8), 0)
+
+
+# --- _runtime.any_negative: the sign check of gaussian_nll_loss's var ---------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_any_negative_finds_one_entry_anywhere(dtype, n_threads):
+    """One negative entry at a block's first or last element, in a vector's tail lanes or
+    the last element, among NaN, -0.0 and +inf (none of which count), on 1-3 threads."""
+    per = _runtime.COPY_BLOCK // np.dtype(dtype).itemsize
+    n = 2 * per + 7
+    a = np.ones(n, dtype)
+    a[[3, per + 1, n - 3]] = [np.nan, -0.0, np.inf]
+    assert not _runtime.any_negative(a, n_threads)
+    for pos in [0, per - 1, per, 2 * per + 5, n - 1]:
+        for v in [-np.finfo(dtype).tiny / 4, -1.0, -np.inf]:   # a subnormal too
+            b = a.copy()
+            b[pos] = v
+            assert _runtime.any_negative(b, n_threads), (pos, v)
+            assert _runtime.any_negative(b.reshape(1, n), n_threads)   # any C-contiguous shape
+    assert not _runtime.any_negative(np.zeros(0, dtype), n_threads)
+
+
+def test_any_negative_rejects_bad_input():
+    for a in [np.zeros(8, np.int32), np.zeros(8, np.float16), np.zeros(16)[::2]]:
+        with pytest.raises(ValueError, match="C-contiguous float32/float64"):
+            _runtime.any_negative(a, 2)
+    with pytest.raises(ValueError, match="n_threads must be >= 1"):
+        _runtime.any_negative(np.zeros(8), 0)
