@@ -812,6 +812,7 @@ static void N_(js_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n,
     const int stream = p->stream;
     T *sa_buf = scratch, *sb_buf = scratch ? scratch + C : NULL;
     T *su_buf = scratch ? scratch + 2 * C : NULL, *sv_buf = scratch ? scratch + 3 * C : NULL;
+    const int keep_uv = scratch && (ga || gb);   /* the gradient pass reads u and v */
     for (int64_t r = 0; r < n; r++) {
         const T *ar = a + r * C, *br = b + r * C;
         T *gar = ga ? ga + r * C : NULL, *gbr = gb ? gb + r * C : NULL;
@@ -879,7 +880,7 @@ static void N_(js_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n,
                 uv = N_(js_log)(e, pa, pb, la, lb);
                 acc_p += e.ea * uv.u;
                 acc_q += e.eb * uv.v;
-                if (scratch) {
+                if (keep_uv) {
                     N_(vstore)(su_buf + k, uv.u);
                     N_(vstore)(sv_buf + k, uv.v);
                 }
@@ -893,7 +894,7 @@ static void N_(js_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n,
             uv = N_(js_log)(e, pa, pb, la, lb);
             vkp = N_(dv_widen_add)(vkp, e.ea * uv.u);
             vkq = N_(dv_widen_add)(vkq, e.eb * uv.v);
-            if (scratch) {
+            if (keep_uv) {
                 N_(vstore_part)(su_buf + Cv, uv.u, nt);
                 N_(vstore_part)(sv_buf + Cv, uv.v, nt);
             }
