@@ -183,8 +183,8 @@ cdef void _neg_block(void *ctx, int64_t b, int tid, const void *tag) noexcept no
 def any_negative(a, int n_threads):
     """Whether the C-contiguous float32/float64 array a holds an entry below 0 (NaN and -0
     do not count), read once on n_threads threads of the pool in 1 MiB blocks: the check
-    of an input's sign before a kernel (gaussian_nll_loss's var), where np.min took one
-    thread and as long as the loss on two."""
+    of an input's sign before a kernel (gaussian_nll_loss's var), where np.min reads on
+    one thread."""
     import numpy as np
     if a.dtype not in (np.float32, np.float64) or not a.flags.c_contiguous:
         raise ValueError(f"any_negative: a must be a C-contiguous float32/float64 array, got "
