@@ -13,8 +13,9 @@ static void N_(row_nan)(T *g, int64_t C) {
 /* sum_k exp(x_k - m) for m = max(x), optionally storing the exponentials in e (may
  * alias x). m NaN or infinite (a NaN in the row, or only infinities) gives NaN, as
  * x - m would. pf (or NULL): C elements prefetched meanwhile, the next chunk, so that
- * its max pass reads cache instead of waiting on memory (cross-entropy 2048 x 32000
- * into grad_out: about 10% on one thread). */
+ * its max pass reads cache instead of waiting on memory (with row_max's plain chains,
+ * row_max's share of cross-entropy 2048 x 32000's gradient samples fell from 16% to 5%:
+ * perf, AVX2). */
 static double N_(row_sumexp)(const T *x, T *e, int64_t C, T m, const T *pf) {
     if (!(m > -(T)INFINITY && m < (T)INFINITY)) {
         if (e) N_(row_nan)(e, C);

@@ -62,7 +62,7 @@ static const int32_t fl_exp2_16[16] = {0x3f800000, 0x3f7daac3, 0x3f7b95c2, 0x3f7
 /* Its even entries, the bits of 2^(j/8), j = 0..7, less j << 20: AVX2's table (one vpermps). */
 static const int32_t fl_exp2_8[8] = {0x3f800000, 0x3f7b95c2, 0x3f7837f0, 0x3f75fed7, 0x3f7504f3,
     0x3f75672a, 0x3f7744fd, 0x3f7ac0c7};
-/* vlog's table (AVX-512 float32): x = 2^k z, z in [OFF, 2 OFF), OFF = 0x3f330000 (0.6992),
+/* vlog_core's table (AVX-512 float32): x = 2^k z, z in [OFF, 2 OFF), OFF = 0x3f330000 (0.6992),
  * cut into 16 intervals by the 4 bits of z below its exponent field. Interval i holds
  * invc[i], 1 / (its midpoint) rounded, and log(1 / invc[i]) = logc_hi[i] + logc_lo[i]; the
  * interval holding 1 has invc = 1 and log c = 0, so that x near 1 keeps its relative
@@ -460,7 +460,7 @@ FL_INL V N_(vexpm1_le1)(V z) {
  * operations alone (x's bits less OFF's have e in their exponent field; m is x less e in
  * its exponent), subnormals scaled up first unless `normal` (a constant: the caller knows
  * every lane positive, normal and finite). Other lanes get values the callers replace.
- * vlog's AVX-512 float32 table form splits x the same way. */
+ * vlog_core's AVX-512 float32 table form takes its index from m. */
 FL_INL V N_(vsplit)(V x, V *ef, int normal) {
 #if FL_DOUBLE
     const TU off = 0x3fe6600000000000ULL;
@@ -473,9 +473,9 @@ FL_INL V N_(vsplit)(V x, V *ef, int normal) {
     return (V)(is - (tmp & ((N_(VUI)){0} - ((TU)1 << MANT_BITS))));
 }
 
-/* q = sum_{k<n} y^k / (2k + 3), the tail of 2 atanh(s) = 2s + 2s s^2 q(s^2) (vlog_atanh,
- * vlog1p_unit), by Horner's scheme (Estrin's, half as deep, measured no faster in BCE and
- * focal at AVX2). */
+/* q = sum_{k<n} y^k / (2k + 3), the tail of 2 atanh(s) = 2s + 2s s^2 q(s^2) (vlog_core's
+ * atanh form, vlog1p_unit), by Horner's scheme (Estrin's, half as deep, measured no faster
+ * in BCE and focal at AVX2). */
 FL_INL V N_(vatanh_tail)(V y, const int n) {
     V q = N_(vset1)((T)(1.0 / (2 * n + 1)));
     for (int k = n - 1; k >= 1; k--) q = q * y + (T)(1.0 / (2 * k + 1));
@@ -506,64 +506,48 @@ FL_INL V N_(vfrexp1)(V x, V *ef) {
 }
 
 #if FL_X86_DISPATCH && FL_VBYTES == 64 && !FL_DOUBLE
-/* log(2^ke x) for positive normal finite x (other lanes: garbage) at AVX-512 float32, by
- * the table fl_log_invc: x = 2^k z, log x = k ln2 + log c + log1p(r), r = z invc - 1 (one
- * FMA, exact for the interval holding 1; |r| < 0.03), log1p(r) to degree 5 (truncation
- * below 2^-27 of r). No division: half the time of the atanh form, <= 1.6 ulp (tested). */
-FL_INL V N_(vlog_table)(V x, VI ke) {
-    /* unsigned: the bits of other lanes wrap instead of overflowing */
-    const N_(VUI) ix = (N_(VUI))x, tmp = ix - 0x3f330000u;
-    const __m512i idx = (__m512i)(tmp >> 19);               /* vpermps reads the low 4 bits */
-    const V z = (V)(ix - (tmp & 0xff800000u));
-    const V kf = __builtin_convertvector(((VI)tmp >> 23) + ke, V);   /* k, signed */
+/* log(m 2^ef) for vsplit's m (positive normal finite x; other lanes: garbage) at AVX-512
+ * float32, by the table fl_log_invc: the 4 bits of m - OFF below its exponent field pick
+ * the interval, log = ef ln2 + log c + log1p(r), r = m invc - 1 (one FMA, exact for the
+ * interval holding 1; |r| < 0.03), log1p(r) to degree 5 (truncation below 2^-27 of r). No
+ * division: half the time of the atanh form, <= 1.6 ulp (tested). */
+FL_INL V N_(vlog_core)(V m, V ef) {
+    const __m512i idx = (__m512i)(((N_(VUI))m - 0x3f330000u) >> 19);   /* vpermps: low 4 bits */
     const V invc = (V)_mm512_permutexvar_ps(idx, _mm512_loadu_ps(fl_log_invc));
     const V lch = (V)_mm512_permutexvar_ps(idx, _mm512_loadu_ps(fl_log_logc_hi));
     const V lcl = (V)_mm512_permutexvar_ps(idx, _mm512_loadu_ps(fl_log_logc_lo));
-    const V r = (V)_mm512_fmsub_ps((__m512)z, (__m512)invc, _mm512_set1_ps(1.0f));
+    const V r = (V)_mm512_fmsub_ps((__m512)m, (__m512)invc, _mm512_set1_ps(1.0f));
     const V p = ((r * 0.2f - 0.25f) * r + (T)(1.0 / 3.0)) * r - 0.5f;
-    return (kf * N_(ln2_hi) + lch) + (r + (r * r * p + (kf * N_(ln2_lo) + lcl)));
-}
-
-/* log(x) for every x: vlog_table, subnormals scaled up first; 0 gives -inf, +inf +inf,
- * x < 0 NaN, NaN itself. A vector of positive normal finite lanes (the usual case) skips
- * the scaling and the selects: the same bits for less work. */
-FL_INL V N_(vlog)(V x) {
-    const VI zero = {0};
-    if (__builtin_expect(N_(vall_normal)(x), 1)) return N_(vlog_table)(x, zero);
-    const VI sub = x < (T)SUBNORMAL_MIN;
-    V res = N_(vlog_table)(N_(vsel)(sub, x * (T)SUBNORMAL_SCALE, x), sub & (TI)-SUBNORMAL_LOG2);
-    res = N_(vsel)(x == (T)0.0, N_(vset1)(-(T)INFINITY), res);
-    res = N_(vsel)(x == (T)INFINITY, x, res);
-    res = N_(vsel)(x < (T)0.0, N_(vset1)((T)NAN), res);
-    return N_(vsel)(x != x, x, res);
+    return (ef * N_(ln2_hi) + lch) + (r + (r * r * p + (ef * N_(ln2_lo) + lcl)));
 }
 #else
-/* log(m 2^ef) = ef*ln2 + 2*atanh(s), s = (m-1)/(m+1), for m near 1 (|s| <= 0.178). */
-FL_INL V N_(vlog_atanh)(V m, V ef) {
+/* log(m 2^ef) = ef*ln2 + 2*atanh(s), s = (m-1)/(m+1), for vsplit's m (|s| <= 0.178). */
+FL_INL V N_(vlog_core)(V m, V ef) {
     V s = (m - (T)1.0) / (m + (T)1.0);
     V s2 = s * s;
     V q = N_(vatanh_tail)(s2, LOG_TERMS - 1);
     V two_s = s + s;
     return ef * N_(ln2_hi) + (two_s + (two_s * s2 * q + ef * N_(ln2_lo)));
 }
+#endif
 
-/* log(x) = vlog_atanh(m, e), x = m 2^e (vsplit). A vector of positive normal finite lanes
- * (the usual case) skips the subnormal scaling and the selects: the same bits in about half
- * the time (AVX2 float32, with the split's compares and blends gone too). */
+/* log(x) for every x: vlog_core of vsplit's m and e; 0 gives -inf, +inf +inf, x < 0 NaN,
+ * NaN itself. A vector of positive normal finite lanes (the usual case) skips the
+ * subnormal scaling and the selects: the same bits in about half the time (AVX2 float32,
+ * with the split's compares and blends gone too). */
 FL_INL V N_(vlog)(V x) {
     V ef;
     if (__builtin_expect(N_(vall_normal)(x), 1)) {
         const V m = N_(vsplit)(x, &ef, 1);
-        return N_(vlog_atanh)(m, ef);
+        return N_(vlog_core)(m, ef);
     }
     const V m = N_(vsplit)(x, &ef, 0);
-    V res = N_(vlog_atanh)(m, ef);
+    V res = N_(vlog_core)(m, ef);
     res = N_(vsel)(x == (T)0.0, N_(vset1)(-(T)INFINITY), res);
     res = N_(vsel)(x == (T)INFINITY, x, res);
     res = N_(vsel)(x < (T)0.0, N_(vset1)((T)NAN), res);
     return N_(vsel)(x != x, x, res);
 }
-#endif
 
 /* log1p(x) = log(u) + (x - (u - 1)) / u with u = 1 + x rounded: the second term
  * restores what rounding 1 + x lost (Goldberg's trick). */
