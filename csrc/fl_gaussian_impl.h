@@ -92,7 +92,9 @@ static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, 
  *   dl/dx = (x - t) / v,  dl/dvar = 0.5 (1 / v - (x - t)^2 / v^2)
  * (the clamp passes the gradient straight through, as PyTorch's no-grad clamp).
  * var NULL: every element uses vconst, and *gv_sum (if given) gets sum dl/dvar
- * times gscale in float64 (a per-row variance). Gradients optional, scaled by gscale.
+ * times gscale in float64 (a per-row variance). Else *neg gets whether an entry of var
+ * is below 0 (PyTorch's check, here in the pass that reads var: a pass of its own cost
+ * the loss a fifth). Gradients optional, scaled by gscale.
  * Without per-element losses the sum of log v is taken as log of products (a log an
  * element made the loss compute-bound): per lane and block the mantissas multiply in
  * float64 (vfrexp1: m in [0.699, 1.398), the product within 2^(+-0.52 FL_SUM_BLOCK / W);
@@ -100,12 +102,13 @@ static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, 
  * lane and block of the product rounded to T, plus what that rounding lost, so the sum
  * keeps the accuracy of a sum of logs also where var is near 1 and the logs are small. */
 FL_INL double N_(nll_body)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,
-                           T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum) {
+                           T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum, int *neg) {
     VD total = N_(dv_dzero)(), gvs = total, logs = total, exps = total;
     const T half = (T)0.5, hg = (T)0.5 * gscale;
     const V vc = N_(vset1)(vconst < eps ? eps : vconst);  /* NaN stays NaN */
     const V lvc = N_(vlog)(vc);
     const int products = var && !lelem;
+    VI negs = {0};
     for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
         const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0), accg = N_(vset1)(0), se = N_(vset1)(0);
@@ -118,6 +121,7 @@ FL_INL double N_(nll_body)(const T *x, const T *t, const T *var, T vconst, T *gx
             V v, lv = N_(vset1)(0);
             if (var) {
                 v = N_(vload_n)(var + k, nk, 1);     /* padded lanes: v = 1, log v = 0 */
+                negs |= v < 0;                       /* NaN and -0 are not negative */
                 v = N_(vsel)(v < eps, N_(vset1)(eps), v);
                 if (products) {
                     V e;
@@ -158,16 +162,17 @@ FL_INL double N_(nll_body)(const T *x, const T *t, const T *var, T vconst, T *gx
         }
     }
     if (gv_sum) *gv_sum = N_(dv_dsum)(gvs);
+    if (var) *neg = N_(vany)(negs);
     if (!products) return N_(dv_dsum)(total);
     return N_(dv_dsum)(total) + 0.5 * (N_(dv_dsum)(logs) + FL_LN2 * N_(dv_dsum)(exps));
 }
 /* nll_body, with the loss alone over a var array compiled apart (the arguments constant
  * there): the general loop's branches kept it from registers at AVX2. */
 static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,
-                            T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum) {
+                            T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum, int *neg) {
     if (var && !gx && !gv && !lelem && !gv_sum)
-        return N_(nll_body)(x, t, var, 0, NULL, NULL, NULL, n, eps, cst, gscale, NULL);
-    return N_(nll_body)(x, t, var, vconst, gx, gv, lelem, n, eps, cst, gscale, gv_sum);
+        return N_(nll_body)(x, t, var, 0, NULL, NULL, NULL, n, eps, cst, gscale, NULL, neg);
+    return N_(nll_body)(x, t, var, vconst, gx, gv, lelem, n, eps, cst, gscale, gv_sum, neg);
 }
 
 /* --- mvn_kl: KL(N(mp, Sp) || N(mq, Sq)) of one pair of full covariances -------------

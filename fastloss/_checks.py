@@ -324,9 +324,9 @@ def check_var_layout(v, shape):
 def check_nonnegative(a, name, what):
     """ValueError when an entry of the float32/float64 array a is below 0 (NaN is not). A
     C-contiguous a is read once on the kernels' threads when they are several (any_negative:
-    np.min, one thread, took 2 ms of gaussian_nll_loss's 6-7 on two, 32 MB of var); else np.min
-    reads it (as fast on one thread), and only a NaN minimum, which would hide a negative entry,
-    looks again."""
+    np.min, one thread, took 2 ms of gaussian_nll_loss's grad_out call on two, 32 MB of var);
+    else np.min reads it (as fast on one thread), and only a NaN minimum, which would hide a
+    negative entry, looks again."""
     if not a.size:
         return
     nt = threads_for(a.size)
@@ -336,7 +336,12 @@ def check_nonnegative(a, name, what):
         m = np.min(a)
         bad = m < 0 or (m != m and np.any(a < 0))
     if bad:
-        raise ValueError(f"{name} has negative entries ({what})")
+        raise negative_entries(name, what)
+
+
+def negative_entries(name, what):
+    """check_nonnegative's error, for kernels that look for negative entries themselves."""
+    return ValueError(f"{name} has negative entries ({what})")
 
 
 def check_names(value, name, allowed):

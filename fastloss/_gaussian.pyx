@@ -27,7 +27,8 @@ cdef extern from "fl_gaussian.h" nogil:
     double fl_recon_block(const void *r, const void *x, int mode, void *g, void *lelem, int64_t n,
                           double gscale)
     double fl_nll_block(const void *x, const void *t, const void *var, double vconst, void *gx, void *gv,
-                        void *lelem, int64_t n, double eps, double cst, double gscale, double *gv_sum)
+                        void *lelem, int64_t n, double eps, double cst, double gscale, double *gv_sum,
+                        int *neg)
     ctypedef struct fl_mvn_out:
         void *g[4]
         int wide[4]
@@ -66,6 +67,7 @@ cdef struct ItemsJob:
     int mode
     double eps, cst, gscale
     double *part
+    unsigned char *neg
 
 
 cdef void _items_block(void *job, int64_t blk, int tid, const floating *tag) noexcept nogil:
@@ -82,6 +84,7 @@ cdef void _items_block(void *job, int64_t blk, int tid, const floating *tag) noe
     cdef floating *le = <floating *>j.le
     cdef int64_t i, s, m
     cdef double acc = 0.0, v, gsum
+    cdef int neg = 0
     for i in range(blk * j.per, min(blk * j.per + j.per, j.count)):
         s = i * j.width
         m = min(j.width, j.n - s)
@@ -95,12 +98,14 @@ cdef void _items_block(void *job, int64_t blk, int tid, const floating *tag) noe
         elif j.rows:
             gsum = 0.0
             v = fl_nll_block(a + s, b + s, NULL, c[i], g0 + s if g0 else NULL, NULL, le + s if le else NULL,
-                             m, j.eps, j.cst, j.gscale, &gsum)
+                             m, j.eps, j.cst, j.gscale, &gsum, NULL)
             if g1:
                 g1[i] = <floating> gsum
         else:
             v = fl_nll_block(a + s, b + s, c + s, 0, g0 + s if g0 else NULL, g1 + s if g1 else NULL,
-                             le + s if le else NULL, m, j.eps, j.cst, j.gscale, NULL)
+                             le + s if le else NULL, m, j.eps, j.cst, j.gscale, NULL, &neg)
+            if neg:
+                j.neg[blk] = 1
         if j.row_loss:
             j.row_loss[i] = v
         acc = acc + v
@@ -110,24 +115,28 @@ cdef void _items_block(void *job, int64_t blk, int tid, const floating *tag) noe
 cdef double _sum_items(_Kind kind, int64_t n, int64_t D, bint rows, const floating *a, const floating *b,
                        const floating *c, const floating *d, floating *g0, floating *g1, floating *g2,
                        floating *g3, floating *le, double *row_loss, int mode, double eps, double cst,
-                       double gscale, int n_threads):
+                       double gscale, int n_threads, bint *negative=NULL):
     """Sum of one Gaussian loss over flat arrays of n elements, in float64. The arrays are
     cut into items: rows of D elements (rows: a result per row, into row_loss when given)
     or blocks of ELEMENT_BLOCK elements. rows_per_block(D) rows (or one block) make a work
     item, whose sum goes to part[]; the parts are added in order, so the result does not
     depend on the thread count. Inputs a..d and gradients g0..g3 are the kernel's in its
-    order; _NLL with rows: c holds one variance per row and g1 gets the row's sum."""
+    order; _NLL with rows: c holds one variance per row and g1 gets the row's sum; _NLL
+    without: *negative gets whether an entry of c is below 0."""
     cdef int64_t width = D if rows else EBLK
     cdef int64_t count = (n // D if D > 0 else 0) if rows else n_blocks(n, EBLK)
     cdef int64_t per = rows_per_block(D) if rows else 1
     cdef double[::1] part = np.empty(n_blocks(count, per), dtype=np.float64)
     if count == 0:
         return 0.0
+    cdef unsigned char[::1] neg = np.zeros(part.shape[0], dtype=np.uint8)
     cdef ItemsJob job = ItemsJob(kind=kind, n=n, width=width, count=count, per=per, rows=rows, a=a, b=b, c=c,
                                  d=d, g0=g0, g1=g1, g2=g2, g3=g3, le=le, row_loss=row_loss, mode=mode, eps=eps,
-                                 cst=cst, gscale=gscale, part=&part[0])
+                                 cst=cst, gscale=gscale, part=&part[0], neg=&neg[0])
     with nogil:
         run_blocks(<block_fn>_items_block[floating], &job, part.shape[0], n_threads)
+    if negative:
+        negative[0] = np.any(neg)
     return ordered_sum(part)
 
 
@@ -166,14 +175,18 @@ def recon(const floating[::1] r, const floating[::1] x, int mode, floating[::1] 
 def nll(const floating[::1] x, const floating[::1] t, const floating[::1] var, bint var_per_row,
         floating[::1] gx, floating[::1] gv, int64_t D, floating[::1] elem_loss, double eps,
         double cst, double gscale, int n_threads):
-    """Sum of PyTorch's Gaussian NLL over flat x / t. var: one per element, or
-    (var_per_row) one per row of D elements, whose gradient gv is then the row's sum."""
+    """(Sum of PyTorch's Gaussian NLL over flat x / t, whether an entry of var is below 0).
+    var: one per element, or (var_per_row, not checked) one per row of D elements, whose
+    gradient gv is then the row's sum."""
     cdef int64_t n = x.shape[0]
+    cdef bint negative = False
     if n == 0:
-        return 0.0
-    return _sum_items(_NLL, n, D, var_per_row, &x[0], &t[0], &var[0], NULL, &gx[0] if gx is not None else NULL,
-                      &gv[0] if gv is not None else NULL, NULL, NULL,
-                      &elem_loss[0] if elem_loss is not None else NULL, NULL, 0, eps, cst, gscale, n_threads)
+        return 0.0, False
+    total = _sum_items(_NLL, n, D, var_per_row, &x[0], &t[0], &var[0], NULL, &gx[0] if gx is not None else NULL,
+                       &gv[0] if gv is not None else NULL, NULL, NULL,
+                       &elem_loss[0] if elem_loss is not None else NULL, NULL, 0, eps, cst, gscale, n_threads,
+                       &negative)
+    return total, negative
 
 
 # The arguments of mvn_kl (which see), its T pointers as void pointers.

@@ -17,7 +17,7 @@ from . import _gaussian as _k
 from ._checks import (as_float_array, check_broadcast, check_choice, check_covariance,
                       check_grad_out, check_grad_outs, check_grad_request, check_no_overlap,
                       check_nonnegative, check_real, check_reduction, check_var_layout, grad_out_names,
-                      result_dtype)
+                      negative_entries, result_dtype)
 from ._mask import broadcast_inputs, document, independent
 from ._layout import BroadcastGrad, flat_full, row_sums, unbroadcast
 from ._reduce import grad_scale, reduce_elements, reduce_rows, reduce_total
@@ -25,6 +25,8 @@ from ._reduce import grad_scale, reduce_elements, reduce_rows, reduce_total
 __all__ = ["gaussian_kl", "mvn_kl", "vae_loss", "gaussian_nll_loss"]
 
 _config.register_kernels(_k)
+
+VAR_NEGATIVE = "variances must be >= 0"
 
 # "none" on rows shorter than this: per-element losses summed by NumPy, instead of one
 # kernel call per row.
@@ -544,7 +546,11 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, where=None, r
     check_broadcast(ta, xa.shape, "target", against="input")
     shape = xa.shape
     layout = check_var_layout(va, shape)
-    check_nonnegative(va, "var", "variances must be >= 0")     # PyTorch's check
+    # PyTorch's var >= 0 check; the kernel makes it in its pass over a full var when
+    # it writes only arrays of its own (a pass of its own cost the loss a fifth)
+    in_kernel = layout == "full" and where is None and grad_out is None
+    if not in_kernel:
+        check_nonnegative(va, "var", VAR_NEGATIVE)
     if where is not None:
         # var per row as (..., 1), so that it broadcasts against input
         vb = va.reshape(shape[:-1] + (1,)) if layout == "row" else va
@@ -573,14 +579,16 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, where=None, r
                 else np.ascontiguousarray(va).reshape(-1))
         # zeros: rows of no elements (D = 0), which the kernel skips, have gradient 0
         grow = np.zeros(nrows, dtype=dtype) if return_grad else None
-        total = _k.nll(xf, tf, vrow, True, gx.buf if gx else None, grow, D, elem, e, cst, gs, nt)
+        total, _ = _k.nll(xf, tf, vrow, True, gx.buf if gx else None, grow, D, elem, e, cst, gs, nt)
         if return_grad:
             gv.full[...] = (np.sum(grow, dtype=np.float64) if layout == "scalar"
                             else grow.reshape(va.shape))
     else:
         vf = flat_full(va, shape)
-        total = _k.nll(xf, tf, vf, False, gx.buf if gx else None, gv.buf if gv else None,
-                       max(D, 1), elem, e, cst, gs, nt)
+        total, negative = _k.nll(xf, tf, vf, False, gx.buf if gx else None, gv.buf if gv else None,
+                                 max(D, 1), elem, e, cst, gs, nt)
+        if negative:
+            raise negative_entries("var", VAR_NEGATIVE)
     loss = reduce_elements(total, elem, shape, n, reduction, dtype)
     if not return_grad:
         return loss

@@ -460,8 +460,9 @@ def test_bad_gaussian_input(call, exc, match):
 @pytest.mark.parametrize("nthreads", [1, 2])
 def test_nll_negative_var_anywhere(dtype, nthreads, simd):
     """One negative var entry anywhere (first, middle, last element of several work items,
-    a vector's tail lanes) is a ValueError before any kernel, on every path and SIMD level
-    (a caller's grad_out left untouched); -0.0 is not negative."""
+    a vector's tail lanes) is a ValueError on every path and SIMD level: found by the kernel
+    when it writes only arrays of its own, else before it runs (a caller's grad_out left
+    untouched); -0.0 is not negative."""
     shape = (3, 40001)                        # several ELEMENT_BLOCK work items, a partial vector
     x = np.zeros(shape, dtype)
     for pos in [(0, 0), (1, 12345), (2, 39999), (2, 40000)]:
