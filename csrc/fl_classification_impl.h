@@ -27,7 +27,7 @@ static double N_(row_sumexp)(const T *x, T *e, int64_t C, T m, const T *pf) {
         V acc = N_(vset1)(0);
         int64_t k = b;
         for (; k + W <= end; k += W) {
-            if (pf) __builtin_prefetch(pf + k);
+            if (pf) FL_PREFETCH(pf, k, 0);
             V ek = N_(vexp_le0)(N_(vload)(x + k) - m);
             if (e) N_(vstore)(e + k, ek);
             acc += ek;
@@ -394,8 +394,8 @@ FL_INL V N_(block_sumexp)(const T *xb, T *eb, int64_t nr, int64_t C, V m, const 
         const T *xr = xb + j * C;
         T *er = eb ? eb + j * C : NULL;
         for (int64_t k = 0; j < nr && !skip[j] && k < C; k += W) {
-            __builtin_prefetch(xr + W * C + k);
-            if (er) __builtin_prefetch(er + W * C + k, 1);
+            FL_PREFETCH(xr, W * C + k, 0);
+            if (er) FL_PREFETCH(er, W * C + k, 1);
             const V e = N_(vexp_le0)(N_(vload_n)(xr + k, C - k, -(T)INFINITY) - m[j]);
             if (er) N_(vstore_n)(er + k, e, C - k);
             s += e;

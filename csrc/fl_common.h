@@ -42,6 +42,13 @@
 
 enum { FL_BASELINE = 0, FL_AVX2 = 1, FL_AVX512 = 2 };
 
+/* Prefetch element i of the array at p (rw 1: for writing). The kernels prefetch the next
+ * row or block, which after the last one lies past the array: a prefetch of any address
+ * is harmless, but forming such a pointer is not (undefined past one beyond the end), so
+ * the address is summed as an integer. */
+#define FL_PREFETCH(p, i, rw) \
+    __builtin_prefetch((const void *)((uintptr_t)(p) + (uintptr_t)(i) * sizeof(*(p))), rw)
+
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
 #define FL_X86_DISPATCH 1
 #include <immintrin.h>         /* the few per-level intrinsics of fl_vec.h and the bodies */

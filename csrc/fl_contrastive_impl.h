@@ -55,10 +55,10 @@ static void N_(ce_group_stats)(const T *S, int64_t nr, int64_t nc, double *rlse,
             /* the next row's segment of the tile: prefetched one row ahead (each
              * segment is a separate short stream the hardware prefetcher barely
              * starts on) */
-            const T *next = r + 2 < nr ? row + 2 * nc : S + (r + 2 - nr) * nc + c0 + FL_CE_COLS;
+            const int64_t next = r + 2 < nr ? (r + 2) * nc + c0 : (r + 2 - nr) * nc + c0 + FL_CE_COLS;
             V vm = ninf;
             for (int64_t v = 0; v < nv; v++) {
-                if ((v * W * (int64_t)sizeof(T)) % 64 == 0) __builtin_prefetch(next + v * W);
+                if ((v * W * (int64_t)sizeof(T)) % 64 == 0) FL_PREFETCH(S, next + v * W, 0);
                 V x = N_(vload_n)(row + v * W, cw - v * W, -(T)INFINITY);
                 vm = N_(vmax_nan)(vm, x);
                 cm[v] = N_(vmax_nan)(cm[v], x);

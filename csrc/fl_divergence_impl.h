@@ -166,7 +166,7 @@ static void N_(entropy_row)(const T *xr, T *gr, int64_t C, double gscale, double
         const int64_t end = b + FL_SUM_BLOCK < Cv ? b + FL_SUM_BLOCK : Cv;
         V as = N_(vset1)(0), at = N_(vset1)(0);
         for (int64_t k = b; k < end; k += W) {
-            __builtin_prefetch(xr + C + k);     /* the next row streams in meanwhile */
+            FL_PREFETCH(xr, C + k, 0);     /* the next row streams in meanwhile */
             o = N_(ent_vec)(N_(vload)(xr + k), m);
             as += o.e;
             at += o.e * o.z;
@@ -222,7 +222,7 @@ static void N_(entropy_mid)(const T *x, T *g, int64_t n, int64_t C, double gscal
         for (int j = 0; j < W; j++) {
             V as = N_(vset1)(0), at = N_(vset1)(0);
             for (int64_t k = 0; j < nr && fin[j] && k < C; k += W) {
-                __builtin_prefetch(xb + (W + j) * C + k);   /* the next block: block_max waited */
+                FL_PREFETCH(xb, (W + j) * C + k, 0);   /* the next block: block_max waited */
                 const N_(ent_v) o = N_(ent_vec)(N_(vload_n)(xb + j * C + k, C - k, -(T)INFINITY), m[j]);
                 as += o.e;
                 at += o.e * o.z;
@@ -476,8 +476,8 @@ static void N_(kl_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n, con
             V acc_a = N_(vset1)(0), acc_b = N_(vset1)(0), acc_t = N_(vset1)(0), acc_1 = acc_a;
             for (int64_t k = k0; k < end; k += W) {
                 /* the next row pair streams in while this one is computed */
-                __builtin_prefetch(ar + C + k);
-                __builtin_prefetch(br + C + k);
+                FL_PREFETCH(ar, C + k, 0);
+                FL_PREFETCH(br, C + k, 0);
                 const V bk = N_(vload)(br + k);
                 o = N_(kl_vec)(N_(vload)(ar + k), bk, ma_h, mb_h, h, ith);
                 acc_a += o.ea;
@@ -578,8 +578,8 @@ static void N_(kl_mid)(const T *a, const T *b, T *ga, T *gb, int64_t n, const in
             V acc_a = N_(vset1)(0), acc_b = acc_a, acc_t = acc_a, acc_1 = acc_a;
             const T ma_h = ma[j] * h, mb_h = mb[j] * h;
             for (int64_t k = 0; j < nr && ok[j] && k < C; k += W) {
-                __builtin_prefetch(ab + (W + j) * C + k);   /* the next block: block_max waited */
-                __builtin_prefetch(bb + (W + j) * C + k);
+                FL_PREFETCH(ab, (W + j) * C + k, 0);   /* the next block: block_max waited */
+                FL_PREFETCH(bb, (W + j) * C + k, 0);
                 const V bk = N_(vload_n)(bb + j * C + k, C - k, -(T)INFINITY);
                 const N_(kl_v) o = N_(kl_vec)(N_(vload_n)(ab + j * C + k, C - k, -(T)INFINITY), bk,
                                               ma_h, mb_h, h, ith);
@@ -835,8 +835,8 @@ static void N_(js_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n,
             for (int64_t k = k0; k < end; k += W) {
                 /* the next row pair streams in meanwhile: a's here, b's in the next pass
                  * (both here asked for more than memory gave, and the max pass waited) */
-                __builtin_prefetch(ar + C + k);
-                if (!scratch) __builtin_prefetch(br + C + k);
+                FL_PREFETCH(ar, C + k, 0);
+                if (!scratch) FL_PREFETCH(br, C + k, 0);
                 e = N_(js_exp)(N_(vload)(ar + k), N_(vload)(br + k), ma_h, mb_h, h, ith);
                 acc_a += e.ea;
                 acc_b += e.eb;
@@ -867,7 +867,7 @@ static void N_(js_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n,
             const int64_t end = k0 + FL_SUM_BLOCK < Cv ? k0 + FL_SUM_BLOCK : Cv;
             V acc_p = N_(vset1)(0), acc_q = N_(vset1)(0);
             for (int64_t k = k0; k < end; k += W) {
-                if (scratch) __builtin_prefetch(br + C + k);
+                if (scratch) FL_PREFETCH(br, C + k, 0);
                 V xa = N_(vload)(ar + k), xb = N_(vload)(br + k);
                 if (scratch) {
                     e.za = N_(dv_scaled)(xa, ma_h, h, ith);
@@ -945,8 +945,8 @@ static void N_(js_mid)(const T *a, const T *b, T *ga, T *gb, int64_t n, const fl
         for (int j = 0; j < W; j++) {
             V acc_a = N_(vset1)(0), acc_b = acc_a;
             for (int64_t k = 0; j < nr && ok[j] && k < C; k += W) {
-                __builtin_prefetch(ab + (W + j) * C + k);   /* the next block: block_max waited */
-                __builtin_prefetch(bb + (W + j) * C + k);
+                FL_PREFETCH(ab, (W + j) * C + k, 0);   /* the next block: block_max waited */
+                FL_PREFETCH(bb, (W + j) * C + k, 0);
                 const N_(js_e) e = N_(js_exp)(N_(vload_n)(ab + j * C + k, C - k, -(T)INFINITY),
                                               N_(vload_n)(bb + j * C + k, C - k, -(T)INFINITY),
                                               mah[j], mbh[j], h, ith);

@@ -390,7 +390,7 @@ static void N_(hard_cols)(const T *G, int64_t nr, int64_t nc, int64_t r0, int64_
             const TI li = (TI)lab[i];
             const VI iv = (VI)N_(vset1)(0) + (TI)i;
             for (int64_t v = 0; v < nv; v++) {
-                if ((v * W * (int64_t)sizeof(T)) % 64 == 0) __builtin_prefetch(next + v * W);
+                if ((v * W * (int64_t)sizeof(T)) % 64 == 0) FL_PREFETCH(next, v * W, 0);
                 V d = (si + sja[v]) - (T)2 * N_(vload_n)(gr + v * W, n - v * W, 0);
                 VI same = lja[v] == li;
                 V bp = bpa[v], bn = bna[v], dsum = dsa[v];
