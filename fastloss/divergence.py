@@ -446,10 +446,12 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
         if w_ce > 0 and not fused and return_stats and np.shares_memory(g2, s2):
             s2 = s2.copy()   # the cross-entropy pass writes g2 before the stats pass reads s2
     nt = _config.threads_for(2 * s2.size)
-    rows = np.zeros(n, dtype=np.float64)
+    # the rows' weighted sums in place: a temporary per term was a fresh page-faulted
+    # array per call once glibc trimmed its heap (574 faults a call at 65536 rows)
     if w_ce > 0 and not fused:
-        rows += w_ce * label_rows(s2, labels, ignore_index=ignore_index, gscale=gs * w_ce, grad=g2,
-                                  n_threads=nt)
+        rows = label_rows(s2, labels, ignore_index=ignore_index, gscale=gs * w_ce, grad=g2,
+                          n_threads=nt)
+        rows *= w_ce
     am = np.empty((2, n), np.int64) if return_stats else None
     if w_kl > 0 or return_stats:          # alpha = 0: the pass for the argmaxes alone
         kl = np.empty(n, dtype=np.float64)
@@ -457,9 +459,11 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
         _pair_rows("kl", t2, s2, None, g2 if w_kl > 0 else None, 1.0 / T, 0.5, 0.0,
                    gs * w_kl * T, labels, ignore_index, kl, am, nt, ce, gs * w_ce)
         if w_kl > 0:
-            rows += (w_kl * T * T) * kl
+            rows = kl
+            rows *= w_kl * T * T
         if fused:
-            rows += w_ce * ce
+            ce *= w_ce
+            rows += ce
     loss = reduce_rows(rows, row_shape, denom, reduction, compute_dtype(s))
     out = (loss, finish(g2)) if return_grad else (loss,)
     if return_stats:          # the kernel's a is the teacher
