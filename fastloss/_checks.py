@@ -324,7 +324,7 @@ def check_var_layout(v, shape):
 def check_nonnegative(a, name, what):
     """ValueError when an entry of the float32/float64 array a is below 0 (NaN is not). A
     C-contiguous a is read once on the kernels' threads when they are several (any_negative:
-    np.min, one thread, took 2 ms of gaussian_nll_loss's grad_out call on two, 32 MB of var);
+    32 MB of var, Zen 3 VM, 2026-12-03: 0.7-1.2 ms on two threads, np.min 1.3 ms on one);
     else np.min reads it (as fast on one thread), and only a NaN minimum, which would hide a
     negative entry, looks again."""
     if not a.size:

@@ -104,7 +104,7 @@ cdef void _items_block(void *job, int64_t blk, int tid, const floating *tag) noe
         else:
             v = fl_nll_block(a + s, b + s, c + s, 0, g0 + s if g0 else NULL, g1 + s if g1 else NULL,
                              le + s if le else NULL, m, j.eps, j.cst, j.gscale, NULL, &neg)
-            if neg:
+            if neg and j.neg:
                 j.neg[blk] = 1
         if j.row_loss:
             j.row_loss[i] = v
@@ -122,17 +122,21 @@ cdef double _sum_items(_Kind kind, int64_t n, int64_t D, bint rows, const floati
     item, whose sum goes to part[]; the parts are added in order, so the result does not
     depend on the thread count. Inputs a..d and gradients g0..g3 are the kernel's in its
     order; _NLL with rows: c holds one variance per row and g1 gets the row's sum; _NLL
-    without: *negative gets whether an entry of c is below 0."""
+    without: *negative (if given) gets whether an entry of c is below 0."""
     cdef int64_t width = D if rows else EBLK
     cdef int64_t count = (n // D if D > 0 else 0) if rows else n_blocks(n, EBLK)
     cdef int64_t per = rows_per_block(D) if rows else 1
     cdef double[::1] part = np.empty(n_blocks(count, per), dtype=np.float64)
     if count == 0:
         return 0.0
-    cdef unsigned char[::1] neg = np.zeros(part.shape[0], dtype=np.uint8)
+    cdef unsigned char[::1] neg = None
+    cdef unsigned char *negp = NULL
+    if negative:                        # a flag per work item: no write shared by threads
+        neg = np.zeros(part.shape[0], dtype=np.uint8)
+        negp = &neg[0]
     cdef ItemsJob job = ItemsJob(kind=kind, n=n, width=width, count=count, per=per, rows=rows, a=a, b=b, c=c,
                                  d=d, g0=g0, g1=g1, g2=g2, g3=g3, le=le, row_loss=row_loss, mode=mode, eps=eps,
-                                 cst=cst, gscale=gscale, part=&part[0], neg=&neg[0])
+                                 cst=cst, gscale=gscale, part=&part[0], neg=negp)
     with nogil:
         run_blocks(<block_fn>_items_block[floating], &job, part.shape[0], n_threads)
     if negative:

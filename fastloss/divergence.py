@@ -446,8 +446,9 @@ def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target
         if w_ce > 0 and not fused and return_stats and np.shares_memory(g2, s2):
             s2 = s2.copy()   # the cross-entropy pass writes g2 before the stats pass reads s2
     nt = _config.threads_for(2 * s2.size)
-    # the rows' weighted sums in place: a temporary per term was a fresh page-faulted
-    # array per call once glibc trimmed its heap (574 faults a call at 65536 rows)
+    # the rows' weighted sums in place: in a fresh process a temporary per term was a
+    # newly faulted array per call once glibc trimmed its heap (574 faults a call at
+    # 65536 rows, 224 now)
     if w_ce > 0 and not fused:
         rows = label_rows(s2, labels, ignore_index=ignore_index, gscale=gs * w_ce, grad=g2,
                           n_threads=nt)

@@ -26,7 +26,7 @@ __all__ = ["gaussian_kl", "mvn_kl", "vae_loss", "gaussian_nll_loss"]
 
 _config.register_kernels(_k)
 
-VAR_NEGATIVE = "variances must be >= 0"
+_VAR_NEGATIVE = "variances must be >= 0"
 
 # "none" on rows shorter than this: per-element losses summed by NumPy, instead of one
 # kernel call per row.
@@ -550,7 +550,7 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, where=None, r
     # it writes only arrays of its own (a pass of its own cost the loss a fifth)
     in_kernel = layout == "full" and where is None and grad_out is None
     if not in_kernel:
-        check_nonnegative(va, "var", VAR_NEGATIVE)
+        check_nonnegative(va, "var", _VAR_NEGATIVE)
     if where is not None:
         # var per row as (..., 1), so that it broadcasts against input
         vb = va.reshape(shape[:-1] + (1,)) if layout == "row" else va
@@ -588,7 +588,7 @@ def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, where=None, r
         total, negative = _k.nll(xf, tf, vf, False, gx.buf if gx else None, gv.buf if gv else None,
                                  max(D, 1), elem, e, cst, gs, nt)
         if negative:
-            raise negative_entries("var", VAR_NEGATIVE)
+            raise negative_entries("var", _VAR_NEGATIVE)
     loss = reduce_elements(total, elem, shape, n, reduction, dtype)
     if not return_grad:
         return loss
