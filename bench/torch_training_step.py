@@ -11,11 +11,13 @@
     update, with the loss taken by F.cross_entropy or fastloss.torch.cross_entropy on the
     (N, V) logits of torch's matmul, or by F.linear_cross_entropy /
     fastloss.torch.linear_cross_entropy without them.
+(c) Small batches, where per-call overhead is most of the time: cross-entropy forward +
+    backward at (64, 10) and (512, 1000), 200 calls per timing, microseconds per call.
 Each row runs in a fresh Python process (a step right after F.cross_entropy's in the
 same process is sometimes several times slower: the memory it frees is reclaimed while
 the next step faults in its own): one untimed call, then --repeats timed
 ones; the median wall time and the process's peak RSS (VmHWM, the inputs included; not
-ru_maxrss, which a child inherits from its parent) are printed. --part a or b runs one part.
+ru_maxrss, which a child inherits from its parent) are printed. --part a, b or c runs one part.
 torch.set_num_threads(n) and fastloss.set_num_threads(n) with n = --threads.
 """
 import argparse
@@ -30,25 +32,34 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 V = 32000
 
 
-def _case(method, n, hidden):
-    """A no-argument function that runs one step of `method`."""
+SMALL_CALLS = 200        # part (c): calls per timing
+
+
+def _case(method, n, hidden, classes=V):
+    """A no-argument function that runs one step of `method` (part (c): SMALL_CALLS steps)."""
     import torch
     import torch.nn.functional as F
     import fastloss
     import fastloss.torch as flt
     g = torch.Generator().manual_seed(0)
-    target = torch.randint(0, V, (n,), generator=g)
-    if method.startswith("xent"):
-        x = torch.randn(n, V, generator=g)
+    target = torch.randint(0, classes, (n,), generator=g)
+    if method.startswith(("xent", "small")):
+        x = torch.randn(n, classes, generator=g)
+        calls = SMALL_CALLS if method.startswith("small") else 1
+        method = "xent:" + method.split(":", 1)[1]
         if method == "xent:fastloss-numpy":
             xn, tn = x.numpy(), target.numpy()
-            return lambda: fastloss.cross_entropy(xn, tn, return_grad=True)
+            def direct():
+                for _ in range(calls):
+                    fastloss.cross_entropy(xn, tn, return_grad=True)
+            return direct
         fn = F.cross_entropy if method == "xent:F.cross_entropy" else flt.cross_entropy
         x.requires_grad_()
 
         def step():
-            fn(x, target).backward()
-            x.grad = None
+            for _ in range(calls):
+                fn(x, target).backward()
+                x.grad = None
         return step
     h = torch.randn(n, hidden, generator=g, requires_grad=True)
     w = (torch.randn(V, hidden, generator=g) * hidden ** -0.5).requires_grad_()
@@ -73,12 +84,12 @@ def _case(method, n, hidden):
     return step
 
 
-def _run_one(method, n, hidden, threads, repeats):
+def _run_one(method, n, hidden, threads, repeats, classes):
     import torch
     import fastloss
     torch.set_num_threads(threads)
     fastloss.set_num_threads(threads)
-    step = _case(method, n, hidden)
+    step = _case(method, n, hidden, classes)
     step()
     times = []
     for _ in range(repeats):
@@ -90,12 +101,21 @@ def _run_one(method, n, hidden, threads, repeats):
     print(json.dumps(dict(ms=1e3 * statistics.median(times), rss_mb=rss_mb)))
 
 
-def _measure(method, n, args):
+def _measure(method, n, args, classes=V):
     out = subprocess.run([sys.executable, __file__, "--one", method, "--n", str(n),
+                          "--classes", str(classes),
                           "--hidden", str(args.hidden), "--threads", str(args.threads),
                           "--repeats", str(args.repeats)],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _xent_rows(part, n, args, classes=V):
+    """Part (a)'s or (c)'s ("xent", "small") three cross-entropy rows at (n, classes), and
+    fastloss.torch's time."""
+    rows = {m: _measure(f"{part}:{m}", n, args, classes)
+            for m in ("F.cross_entropy", "fastloss.torch.cross_entropy", "fastloss-numpy")}
+    return rows, rows["fastloss.torch.cross_entropy"]["ms"]
 
 
 def main():
@@ -103,24 +123,30 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--hidden", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--part", choices=("a", "b", "all"), default="all")
+    ap.add_argument("--part", choices=("a", "b", "c", "all"), default="all")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--n", type=int, default=2048, help=argparse.SUPPRESS)
+    ap.add_argument("--classes", type=int, default=V, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        return _run_one(args.one, args.n, args.hidden, args.threads, args.repeats)
+        return _run_one(args.one, args.n, args.hidden, args.threads, args.repeats, args.classes)
 
     print(f"threads {args.threads}, float32, V = {V}, medians of {args.repeats}\n")
     if args.part in ("a", "all"):
         print("(a) cross-entropy forward + backward, 2048 x 32000")
-        rows = {m: _measure(m, 2048, args) for m in
-                ("xent:F.cross_entropy", "xent:fastloss.torch.cross_entropy",
-                 "xent:fastloss-numpy")}
-        ours = rows["xent:fastloss.torch.cross_entropy"]["ms"]
+        rows, ours = _xent_rows("xent", 2048, args)
         for m, r in rows.items():
-            print(f"  {m[5:]:34s} {r['ms']:8.1f} ms  {r['ms'] / ours:5.2f}x fastloss.torch's"
+            print(f"  {m:34s} {r['ms']:8.1f} ms  {r['ms'] / ours:5.2f}x fastloss.torch's"
                   f" time  peak RSS {r['rss_mb']:6.0f} MB")
-    if args.part == "a":
+    if args.part in ("c", "all"):
+        print(f"(c) small batches: cross-entropy forward + backward, per call ({SMALL_CALLS} "
+              "calls a timing)")
+        for n, c in ((64, 10), (512, 1000)):
+            rows, ours = _xent_rows("small", n, args, c)
+            for m, r in rows.items():
+                print(f"  {f'({n}, {c})':12s} {m:34s} {1e3 * r['ms'] / SMALL_CALLS:8.1f} us  "
+                      f"{r['ms'] / ours:5.2f}x fastloss.torch's time")
+    if args.part in ("a", "c"):
         return
     print(f"(b) training step of a linear LM head, hidden {args.hidden}")
     for n in (512, 2048):

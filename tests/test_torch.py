@@ -133,7 +133,9 @@ def test_same_as_the_numpy_call(case, monkeypatch):
         np.testing.assert_array_equal(d.grad.numpy(), g)
 
 
-def test_opcheck():
+def _op_calls():
+    """(name, tensors, options repr) of a few calls of the op, inputs requiring grad where
+    their gradient is asked for."""
     x, w, b = _t(5, 3).requires_grad_(), _t(4, 3, seed=2), _t(4, seed=3).requires_grad_()
     calls = [
         ("cross_entropy", [_t(3, 4, 2).requires_grad_(), torch.tensor([[0, 3], [1, 2], [3, 0]])],
@@ -149,8 +151,30 @@ def test_opcheck():
         names = [n for n in flt._SPECS[name].tensors][:len(tensors)]
         if name == "linear_cross_entropy":
             names = ["input", "linear_weight", "target", "linear_bias"]
-        options = repr(dict(opts, tensors=names, need=need))
+        yield name, tensors, repr(dict(opts, tensors=names, need=need))
+
+
+def test_opcheck():
+    for name, tensors, options in _op_calls():
         torch.library.opcheck(torch.ops.fastloss.loss.default, (name, tensors, options))
+
+
+def test_eager_path_is_the_op():
+    """Outside torch.compile the functions call the op's body through an autograd.Function
+    (the custom op's dispatch costs more than a small batch's loss): the same loss and
+    gradients as the op, for a grad_output other than 1."""
+    for name, tensors, options in _op_calls():
+        outs = []
+        for call in (lambda t: torch.ops.fastloss.loss.default(name, t, options),
+                     lambda t: flt._EagerLoss.apply(name, options, *t)):
+            leaves = [t.detach().clone().requires_grad_(t.requires_grad) for t in tensors]
+            loss = call(leaves)[0]
+            (loss * torch.linspace(0.5, 2.0, loss.numel()).reshape(loss.shape)).sum().backward()
+            outs.append([loss.detach()] + [t.grad for t in leaves if t.requires_grad])
+        for a, b in zip(*outs):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    x = _t(4, 3).requires_grad_()
+    assert type(flt.cross_entropy(x, torch.tensor([0, 1, 2, 0])).grad_fn).__name__ == "_EagerLossBackward"
 
 
 # --- parity with torch.nn.functional ----------------------------------------------------------
