@@ -12,9 +12,10 @@ fastloss's names and signatures (kl_divergence takes logits, as fastloss does: i
 torch's kl_div). The nn.Module drop-ins subclass their torch.nn namesakes.
 
 - One opaque op, torch.ops.fastloss.loss (torch.library.custom_op, with register_fake and
-  register_autograd), so torch.compile keeps it as one node; outside torch.compile the same
-  body and backward run as a torch.autograd.Function, whose dispatch costs less than the
-  custom op's (most of a small batch's time). The loss and its gradient come
+  register_autograd), so torch.compile (torch.jit.trace, make_fx) keeps it as one node;
+  called eagerly on plain tensors, the same body and backward run as a
+  torch.autograd.Function, whose dispatch costs less than the custom op's (most of a small
+  batch's time). The loss and its gradient come
   from one fused fastloss call in forward; backward scales the saved gradient by the incoming
   one: grad_output == 1 returns it as is, otherwise one multiply.
 - Gradient work only for inputs that require grad (none under torch.no_grad). An input that
@@ -288,7 +289,7 @@ class _EagerLoss(torch.autograd.Function):
     The custom op's dispatch and autograd wrapping cost more than a small batch's loss (a
     (64, 10) cross-entropy forward and backward: 510-740 us through the op, 210-250 us
     here, F.cross_entropy 74 us: bench/torch_training_step.py --part c); torch.compile
-    traces the op itself (_call)."""
+    and the other tracers take the op itself (_tracing)."""
 
     @staticmethod
     def forward(ctx, name, options, *tensors):   # no setup_context: apply would inspect.signature
@@ -335,9 +336,18 @@ def _call(name, tensors, **options):
             # ast.literal_eval, which has no literal for inf or nan
             raise ValueError(f"{where} {k} must be finite in fastloss.torch, got {v}")
     opts = repr(dict(options, tensors=list(given), need=need))
-    if torch.compiler.is_compiling():
+    if _tracing(given.values()):
         return _loss_op(name, list(given.values()), opts)[0]
     return _EagerLoss.apply(name, opts, *given.values())[0]
+
+
+def _tracing(tensors):
+    """Whether a tracer may see the call (torch.compile, torch.jit.trace, make_fx, fake or
+    other subclassed tensors): it takes the op, one node to them, not _EagerLoss, whose
+    forward they cannot follow into NumPy."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or torch._C._len_torch_dispatch_stack() > 0
+            or any(type(t) not in (torch.Tensor, torch.nn.Parameter) for t in tensors))
 
 
 # --- PyTorch's names and signatures -----------------------------------------------------------

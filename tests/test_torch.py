@@ -177,6 +177,20 @@ def test_eager_path_is_the_op():
     assert type(flt.cross_entropy(x, torch.tensor([0, 1, 2, 0])).grad_fn).__name__ == "_EagerLossBackward"
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
+def test_tracers_see_the_op():
+    """make_fx and torch.jit.trace record the op (the eager path's NumPy body would be
+    invisible to them: a traced graph with the loss baked in as a constant)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    y = torch.tensor([0, 1, 2, 0])
+    f = lambda a: flt.cross_entropy(a, y, label_smoothing=0.1)   # noqa: E731
+    gm = make_fx(f)(_t(4, 3))
+    assert torch.ops.fastloss.loss.default in [n.target for n in gm.graph.nodes]
+    traced = torch.jit.trace(f, (_t(4, 3),))
+    x = _t(4, 3, seed=5)
+    assert gm(x) == f(x) and traced(x) == f(x)
+
+
 # --- parity with torch.nn.functional ----------------------------------------------------------
 
 def _grad_and_value(f, x):
