@@ -173,8 +173,8 @@ def test_eager_path_is_the_op():
             outs.append([loss.detach()] + [t.grad for t in leaves if t.requires_grad])
         for a, b in zip(*outs):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
-    x = _t(4, 3).requires_grad_()
-    assert type(flt.cross_entropy(x, torch.tensor([0, 1, 2, 0])).grad_fn).__name__ == "_EagerLossBackward"
+    loss = flt.cross_entropy(_t(4, 3).requires_grad_(), torch.tensor([0, 1, 2, 0]))
+    assert type(loss.grad_fn).__name__ == "_EagerLossBackward"
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
