@@ -11,9 +11,13 @@ the update. The loss step is
   oracle        fastloss.reference.cross_entropy(z, y, return_grad=True) (plain NumPy, float64)
   numpy-f32     the same formula in float32 NumPy (max shift, exp, sum, log; softmax - onehot)
 and, as a whole step on PyTorch's ops, torch (the same MLP, F.cross_entropy, autograd,
-torch.set_num_threads(--threads)). Each variant's steps are interleaved with the others'
-(round robin in a rotating order, --repeats rounds after one untimed round); medians, plus fastloss.cross_entropy
-timed alone between two matmuls ("loss after matmul") and back to back ("loss hot").
+torch.set_num_threads(--threads)). Each variant runs in blocks of consecutive steps, as a
+training loop does: before a block, SETTLE_S of sleep lets the threads another variant left
+spinning go idle (OpenBLAS's spin for about 0.1 s after a product, and a step right after
+them ran up to 2.3x slower: PyTorch's, whose OpenMP threads then share the cores with them),
+then one untimed step, then --block timed ones; the variants take turns in a rotating order
+for --repeats rounds. Medians, plus fastloss.cross_entropy timed alone between two matmuls
+("loss after matmul") and back to back ("loss hot").
 """
 import argparse
 import os
@@ -26,6 +30,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this fastloss
 import fastloss  # noqa: E402
 import fastloss.reference as ref  # noqa: E402
+
+SETTLE_S = 0.3     # longer than OpenBLAS's idle spin (2^28 cycles by default)
 
 
 def numpy_f32_xent(z, y):
@@ -87,7 +93,8 @@ def torch_step(torch):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=10, help="rounds")
+    ap.add_argument("--block", type=int, default=3, help="timed steps a variant runs in a row")
     ap.add_argument("--shape", default="1024,512,1024,1000", help="N,D,H,C")
     args = ap.parse_args()
     N, D, H, C = (int(v) for v in args.shape.split(","))
@@ -131,20 +138,20 @@ def main():
 
     times = {k: [] for k in list(steps) + ["loss after matmul", "loss hot"]}
     names = list(steps)
-    for r in range(args.repeats + 1):
-        # rotate the order: each variant follows each other one equally often (a step
-        # right after torch's runs while torch's threads still spin)
+    for r in range(args.repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
+            time.sleep(SETTLE_S)
             steps[name]()
-            if r:
+            for _ in range(args.block):
+                t0 = time.perf_counter()
+                steps[name]()
                 times[name].append(time.perf_counter() - t0)
         for name, fn in (("loss after matmul", loss_after_matmul), ("loss hot", loss_hot)):
-            t = fn()
-            if r:
-                times[name].append(t)
-    print(f"MLP step N={N} D={D} H={H} C={C} float32, {args.threads} threads, "
-          f"median of {args.repeats} interleaved rounds")
+            fn()
+            for _ in range(args.block):
+                times[name].append(fn())
+    print(f"MLP step N={N} D={D} H={H} C={C} float32, {args.threads} threads, median of "
+          f"{args.repeats} rounds of {args.block} consecutive timed steps a variant")
     base = statistics.median(times["fastloss"])
     for name, ts in times.items():
         med = statistics.median(ts)
