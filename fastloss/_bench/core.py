@@ -208,6 +208,12 @@ REPEATS = {"default": (5, 100, 0.15), "quick": (3, 20, 0.02)}
 # pools, autograd set-up): one untimed call first. NumPy and SciPy are timed from the
 # first call on (their temporaries are new arrays on every call anyway).
 WARM_UP = ("fastloss", "torch", "jax")
+# Idle seconds before each implementation's (and each floor's and product's) calls, the
+# quick run's excepted: the threads the previous one left spinning go to sleep first, so
+# none is timed while another library's threads hold the cores. OpenBLAS's spin for 2^28
+# cycles (about 0.1 s) after a product: PyTorch right after NumPy's products took 1.5-2x
+# its time, fastloss's batch-hard triplet loss right after its products' timing 2.1x.
+SETTLE_S = 0.15
 
 
 # What runs, untimed, before each timed call (--after). "hot": nothing, calls back to
@@ -234,12 +240,14 @@ def before_call(after):
     return lambda: np.matmul(a, a, out=out)
 
 
-def time_calls(fn, min_repeats=5, max_repeats=100, budget_s=0.15, warm_up=True, before=None):
-    """Call fn once untimed (warm_up: JIT compilation, first touch, caches), then
-    time it with time.perf_counter until it ran at least min_repeats times and the
-    timed calls add up to budget_s, or max_repeats times (or, for slow calls, 3 times
-    adding up to 2.5 budget_s). `before` (or None) runs untimed ahead of every call
-    (before_call). Returns (first result, Timing)."""
+def time_calls(fn, min_repeats=5, max_repeats=100, budget_s=0.15, warm_up=True, before=None,
+               settle=0.0):
+    """Sleep `settle` seconds (SETTLE_S), call fn once untimed (warm_up: JIT
+    compilation, first touch, caches), then time it with time.perf_counter until it ran
+    at least min_repeats times and the timed calls add up to budget_s, or max_repeats
+    times (or, for slow calls, 3 times adding up to 2.5 budget_s). `before` (or None)
+    runs untimed ahead of every call (before_call). Returns (first result, Timing)."""
+    time.sleep(settle)
     first = fn() if warm_up else None
     t = Timing()
     total = 0.0

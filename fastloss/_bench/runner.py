@@ -104,6 +104,7 @@ class Runner:
         self.quick = quick
         self.after = "hot"          # core.AFTER; set between run() calls
         self.repeats = core.REPEATS["quick" if quick else "default"]
+        self.settle = 0.0 if quick else core.SETTLE_S
         self.seed = seed
         self.progress = progress or Progress(enabled=False)
         self.bandwidth = bandwidth
@@ -125,7 +126,7 @@ class Runner:
         case's data is)."""
         if (nbytes, threads) not in self._floors:
             build = core.copy_floor_impl(nbytes, threads)
-            _, t = time_calls(build(None), 3, 20, self.repeats[2] / 3)
+            _, t = time_calls(build(None), 3, 20, self.repeats[2] / 3, settle=self.settle)
             self._floors[nbytes, threads] = t.median
         return self._floors[nbytes, threads]
 
@@ -135,7 +136,8 @@ class Runner:
         key = (tuple(shapes), dtype, threads)
         if key not in self._products:
             with core.thread_limits(threads):
-                _, t = time_calls(core.products_impl(shapes, dtype)(None), *self.repeats)
+                _, t = time_calls(core.products_impl(shapes, dtype)(None), *self.repeats,
+                                  settle=self.settle)
             self._products[key] = t.median
         return self._products[key]
 
@@ -213,7 +215,7 @@ class Runner:
         try:
             fn = case.impls[impl](inputs)
             first, timing = time_calls(fn, lo, hi, budget, warm_up=impl in core.WARM_UP,
-                                       before=core.before_call(self.after))
+                                       before=core.before_call(self.after), settle=self.settle)
             summary = core.summarize(first)
             del first, fn
             return summary, timing, None
