@@ -111,8 +111,9 @@ def notes(results, bandwidth, copy_nbytes, thread_counts):
     pool_won = sum(r.floor_threads > 1 for r in multi)
     lines = [
         bandwidth_text(bandwidth, copy_nbytes),
-        "times: median of at least 3 calls (5 when fast), after one untimed warm-up call for "
-        "fastloss, torch and jax; vs PEER: peer time / fastloss time (> 1: fastloss is faster)",
+        f"times: median of at least 3 calls (5 when fast), after {core.SETTLE_S:g} s of idle time "
+        "(other libraries' threads stop spinning; not with --quick) and one untimed warm-up call "
+        "for fastloss, torch and jax; vs PEER: peer time / fastloss time (> 1: fastloss is faster)",
         "x floor: fastloss time / floor time, the floor being the faster of two copies of the "
         "bytes the case must move between already-touched buffers, each timed (median) in the "
         f"same run at that size: np.copyto (one thread) and {COPY_TEXT} on the row's threads "
