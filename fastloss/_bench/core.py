@@ -211,8 +211,8 @@ WARM_UP = ("fastloss", "torch", "jax")
 # Idle seconds before each implementation's (and each floor's and product's) calls, the
 # quick run's excepted: the threads the previous one left spinning go to sleep first, so
 # none is timed while another library's threads hold the cores. OpenBLAS's spin for 2^28
-# cycles (about 0.1 s) after a product: PyTorch right after NumPy's products took 1.5-2x
-# its time, fastloss's batch-hard triplet loss right after its products' timing 2.1x.
+# cycles (about 0.1 s) after a product: PyTorch's InfoNCE and NT-Xent gradients right after
+# NumPy's products took 1.5x and 1.9x their time with OpenBLAS's threads asleep.
 SETTLE_S = 0.15
 
 
