@@ -11,13 +11,13 @@ the update. The loss step is
   oracle        fastloss.reference.cross_entropy(z, y, return_grad=True) (plain NumPy, float64)
   numpy-f32     the same formula in float32 NumPy (max shift, exp, sum, log; softmax - onehot)
 and, as a whole step on PyTorch's ops, torch (the same MLP, F.cross_entropy, autograd,
-torch.set_num_threads(--threads)). Each variant runs in blocks of consecutive steps, as a
-training loop does: before a block, SETTLE_S of sleep lets the threads another variant left
-spinning go idle (OpenBLAS's spin for about 0.1 s after a product, and a step right after
-them ran up to 2.3x slower: PyTorch's, whose OpenMP threads then share the cores with them),
-then one untimed step, then --block timed ones; the variants take turns in a rotating order
-for --repeats rounds. Medians, plus fastloss.cross_entropy timed alone between two matmuls
-("loss after matmul") and back to back ("loss hot").
+torch.set_num_threads(--threads)), and fastloss.cross_entropy alone, each call right after a
+256x256 matmul ("loss after matmul") and back to back ("loss hot"). Each runs in blocks of
+consecutive calls, as a training loop does: before a block, the benchmark's SETTLE_S of
+sleep lets the threads the previous one left spinning go idle (OpenBLAS's, after a product:
+PyTorch's step right after NumPy's products took up to 2.3x its time), then one untimed
+call, then --block timed ones; they take turns in a rotating order for --repeats rounds.
+Medians.
 """
 import argparse
 import os
@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import fastloss  # noqa: E402
 import fastloss.reference as ref  # noqa: E402
 
-SETTLE_S = 0.3     # longer than OpenBLAS's idle spin (2^28 cycles by default)
+from fastloss._bench.core import SETTLE_S  # noqa: E402
 
 
 def numpy_f32_xent(z, y):
@@ -136,22 +136,24 @@ def main():
         fastloss.cross_entropy(zc, y, return_grad=True, grad_out=zc)
         return time.perf_counter() - t0
 
-    times = {k: [] for k in list(steps) + ["loss after matmul", "loss hot"]}
-    names = list(steps)
+    def timed(step):
+        def run():
+            t0 = time.perf_counter()
+            step()
+            return time.perf_counter() - t0
+        return run
+
+    runs = {name: timed(step) for name, step in steps.items()}
+    runs.update({"loss after matmul": loss_after_matmul, "loss hot": loss_hot})
+    times = {k: [] for k in runs}
+    names = list(runs)
     for r in range(args.repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
             time.sleep(SETTLE_S)
-            steps[name]()
-            for _ in range(args.block):
-                t0 = time.perf_counter()
-                steps[name]()
-                times[name].append(time.perf_counter() - t0)
-        for name, fn in (("loss after matmul", loss_after_matmul), ("loss hot", loss_hot)):
-            fn()
-            for _ in range(args.block):
-                times[name].append(fn())
+            runs[name]()
+            times[name] += [runs[name]() for _ in range(args.block)]
     print(f"MLP step N={N} D={D} H={H} C={C} float32, {args.threads} threads, median of "
-          f"{args.repeats} rounds of {args.block} consecutive timed steps a variant")
+          f"{args.repeats} rounds of {args.block} consecutive timed calls each")
     base = statistics.median(times["fastloss"])
     for name, ts in times.items():
         med = statistics.median(ts)

@@ -174,6 +174,18 @@ def test_copy_floor_impl_times_the_pool_copy_at_more_than_one_thread(monkeypatch
     assert set(bw) == {1, 3} and min(bw.values()) > 0 and len(calls) == 1 + 2
 
 
+def test_each_timing_starts_after_idle_time_except_quick(monkeypatch):
+    """A default run sleeps SETTLE_S before the copy floor's and each implementation's
+    calls (threads another library left spinning go idle first); --quick does not."""
+    slept = []
+    monkeypatch.setattr(core.time, "sleep", slept.append)
+    runner.Runner(quick=True, bandwidth={1: 1e9}).run([(_fake_case(np.sum), (4, 8))], ["float64"], [1])
+    assert slept == []
+    r = runner.Runner(bandwidth={1: 1e9}).run([(_fake_case(np.sum), (4, 8))], ["float64"], [1])[0]
+    assert r.status == {"fastloss": "ok", "numpy": "ok"}
+    assert slept == [core.SETTLE_S] * 3          # the floor, fastloss, numpy
+
+
 def test_runner_reports_a_failing_peer():
     def boom(x):
         raise RuntimeError("peer broke")

@@ -247,7 +247,8 @@ def time_calls(fn, min_repeats=5, max_repeats=100, budget_s=0.15, warm_up=True, 
     at least min_repeats times and the timed calls add up to budget_s, or max_repeats
     times (or, for slow calls, 3 times adding up to 2.5 budget_s). `before` (or None)
     runs untimed ahead of every call (before_call). Returns (first result, Timing)."""
-    time.sleep(settle)
+    if settle:
+        time.sleep(settle)
     first = fn() if warm_up else None
     t = Timing()
     total = 0.0
