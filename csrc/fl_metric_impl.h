@@ -284,10 +284,11 @@ static void N_(triplet_rows)(const T *a, const T *p, const T *n, T *ga, T *gp, T
  * Batch-hard triplet mining over the lower triangle of the distance matrix.
  * The caller walks blocks of rows [r0, r0 + nr) and computes, with BLAS, their
  * dot products G with the rows [0, r0 + nr) only; d_ij^2 = sqn_i + sqn_j - 2 G_ij.
- * hard_rows gives the block's anchors their candidates j < r0 + nr; hard_cols
- * gives the earlier anchors j < r0 the block's rows as candidates. Candidates of
- * an anchor arrive in increasing index order, so strict comparisons keep the
- * first index among ties. Best values/indices (-1: none yet) per anchor:
+ * Only G's lower triangle is read (G_ij of row i for j < i: syrk's output will do).
+ * hard_rows gives each anchor i of the block its candidates j < i; hard_cols then
+ * gives the anchors j < i, before the block or in it, each block row i as a
+ * candidate. Candidates of an anchor arrive in increasing index order, so strict
+ * comparisons keep the first index among ties. Best values/indices (-1: none yet) per anchor:
  * bp/bpi the farthest positive (same label, j != i), bn/bni the nearest
  * negative (other label); nanf != 0 when a NaN distance was seen. */
 
@@ -327,21 +328,22 @@ static void N_(hard_rows)(const T *G, int64_t nr, int64_t nc, int64_t r0, const 
         bpi -= 1;
         bni -= 1;
         VI jv = N_(viota)(0);
+        const int64_t nci = i < nc ? i : nc;    /* the lower triangle: j < i */
         int64_t j = 0;
-        for (; j + W <= nc; j += W, jv += W) {
+        for (; j + W <= nci; j += W, jv += W) {
             V d = (si + N_(vload)(sqn + j)) - (T)2 * N_(vload)(gr + j);
             VI same = N_(vload_lab)(lab + j, W, 0) == li;
-            FL_HARD_STEP(d, same, jv != (TI)i, jv);
+            FL_HARD_STEP(d, same, ones, jv);
         }
-        if (j < nc) {
-            const int64_t nj = nc - j;
+        if (j < nci) {
+            const int64_t nj = nci - j;
             const VI in = N_(vfirst)(nj);
             V d = (si + N_(vload_n)(sqn + j, nj, 0)) - (T)2 * N_(vload_n)(gr + j, nj, 0);
             d = N_(vsel)(in, d, N_(vset1)(0));
             VI same = N_(vload_lab)(lab + j, nj, 0) == li;
             /* padding lanes: "same" and "self", so neither positive nor negative */
             same |= ~in;
-            FL_HARD_STEP(d, same, (jv != (TI)i) & in, jv);
+            FL_HARD_STEP(d, same, in, jv);
         }
         int64_t pi = -1, ni = -1;
         T pbest = -(T)INFINITY, nbest = (T)INFINITY;
@@ -359,9 +361,10 @@ static void N_(hard_rows)(const T *G, int64_t nr, int64_t nc, int64_t r0, const 
     }
 }
 
-/* Anchors [c0, c1) (all before r0) against the block's rows r0 .. r0 + nr - 1 as
- * candidates. The anchors' running bests live in L1 (FL_HARD_CHUNK at a time) while
- * the block is swept row by row, each row's segment read sequentially. */
+/* Anchors [c0, c1) (c1 < r0 + nr) against each of the block's rows i = r0 .. r0 + nr - 1
+ * after them (anchor < i) as candidates. The anchors' running bests live in L1
+ * (FL_HARD_CHUNK at a time) while the block is swept row by row, each row's segment read
+ * sequentially. */
 #define FL_HARD_CHUNK 256
 static void N_(hard_cols)(const T *G, int64_t nr, int64_t nc, int64_t r0, int64_t c0, int64_t c1,
                           const T *sqn, const int32_t *lab, T *bp_io, int32_t *bpi_io, T *bn_io,
@@ -382,7 +385,7 @@ static void N_(hard_cols)(const T *G, int64_t nr, int64_t nc, int64_t r0, int64_
             lja[v] = N_(vload_lab)(lab + j, nj, 0);
             dsa[v] = N_(vset1)(0);
         }
-        for (int64_t r = 0; r < nr; r++) {
+        for (int64_t r = cs + 1 > r0 ? cs + 1 - r0 : 0; r < nr; r++) {
             const int64_t i = r0 + r;
             const T *gr = G + r * nc + cs;
             const T *next = r + 2 < nr ? gr + 2 * nc : gr;
@@ -392,10 +395,16 @@ static void N_(hard_cols)(const T *G, int64_t nr, int64_t nc, int64_t r0, int64_
             for (int64_t v = 0; v < nv; v++) {
                 if ((v * W * (int64_t)sizeof(T)) % 64 == 0) FL_PREFETCH(next, v * W, 0);
                 V d = (si + sja[v]) - (T)2 * N_(vload_n)(gr + v * W, n - v * W, 0);
-                VI same = lja[v] == li;
+                VI same = lja[v] == li, before = ~(same & 0);
+                if (cs + (v + 1) * W > i) {
+                    /* anchors from i on: not yet (G's upper triangle, not read as a number) */
+                    before = N_(viota)(cs + v * W) < (TI)i;
+                    same |= ~before;
+                    d = N_(vsel)(before, d, N_(vset1)(0));
+                }
                 V bp = bpa[v], bn = bna[v], dsum = dsa[v];
                 VI bpi = bpia[v], bni = bnia[v];
-                FL_HARD_STEP(d, same, ~(same & 0), iv);
+                FL_HARD_STEP(d, same, before, iv);
                 bpa[v] = bp; bna[v] = bn; bpia[v] = bpi; bnia[v] = bni; dsa[v] = dsum;
             }
         }

@@ -243,8 +243,9 @@ cdef void _hard_rows_block(void *job, int64_t b, int tid, const floating *tag) n
 def hard_rows(const floating[:, ::1] G, int64_t row0, const floating[::1] sqn, const int32_t[::1] lab,
               floating[::1] bp, int32_t[::1] bpi, floating[::1] bn, int32_t[::1] bni, int32_t[::1] nanf,
               int n_threads):
-    """Batch-hard mining, row part: anchors row0 .. row0 + len(G) over the candidates
-    0 .. G.shape[1] - 1 (G: their dot products); sets their best pairs."""
+    """Batch-hard mining, row part: each anchor i = row0 .. row0 + len(G) - 1 over the
+    candidates j < i (G: their dot products, read in its lower triangle); sets their best
+    pairs."""
     cdef int64_t nrow = G.shape[0], nc = G.shape[1]
     cdef int64_t rpb = rows_per_block(nc)
     if nrow == 0:
@@ -258,22 +259,22 @@ def hard_rows(const floating[:, ::1] G, int64_t row0, const floating[::1] sqn, c
 cdef void _hard_cols_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
     cdef HardJob *j = <HardJob *>job
     cdef int64_t c0 = b * HARD_COLS
-    fl_hard_cols(<const floating *>j.G, j.nrow, j.nc, j.row0, c0, min(c0 + HARD_COLS, j.row0), j.sqn, j.lab,
-                 j.bp, j.bpi, j.bn, j.bni, j.nanf)
+    fl_hard_cols(<const floating *>j.G, j.nrow, j.nc, j.row0, c0, min(c0 + HARD_COLS, j.row0 + j.nrow - 1),
+                 j.sqn, j.lab, j.bp, j.bpi, j.bn, j.bni, j.nanf)
 
 
 def hard_cols(const floating[:, ::1] G, int64_t row0, const floating[::1] sqn, const int32_t[::1] lab,
               floating[::1] bp, int32_t[::1] bpi, floating[::1] bn, int32_t[::1] bni, int32_t[::1] nanf,
               int n_threads):
-    """Batch-hard mining, column part: the anchors 0 .. row0 - 1 against the candidates
-    row0 .. row0 + len(G) - 1 (G's rows), updating their best pairs."""
+    """Batch-hard mining, column part: each candidate i = row0 .. row0 + len(G) - 1 (G's
+    rows, read in its lower triangle) for the anchors j < i, updating their best pairs."""
     cdef int64_t nrow = G.shape[0], nc = G.shape[1]
-    if nrow == 0 or row0 == 0:
+    if nrow == 0 or row0 + nrow <= 1:     # no anchor before a row
         return
     cdef HardJob job = HardJob(nrow=nrow, nc=nc, rpb=0, row0=row0, G=&G[0, 0], sqn=&sqn[0], lab=&lab[0],
                                bp=&bp[0], bpi=&bpi[0], bn=&bn[0], bni=&bni[0], nanf=&nanf[0])
     with nogil:
-        run_blocks(<block_fn>_hard_cols_block[floating], &job, n_blocks(row0, HARD_COLS), n_threads)
+        run_blocks(<block_fn>_hard_cols_block[floating], &job, n_blocks(row0 + nrow - 1, HARD_COLS), n_threads)
 
 
 cdef struct MinedJob:

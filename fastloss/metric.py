@@ -41,8 +41,10 @@ _METRICS = ("sqeuclidean", "euclidean", "cosine")
 
 # --- helpers ----------------------------------------------------------------------------
 
-# Rows per block of the batch-hard triangle walk.
+# Rows per block of the batch-hard triangle walk; with SciPy, up to HARD_SYRK_ROWS rows are
+# one block, the whole triangle from one syrk (4096 rows of float32: 64 MiB).
 HARD_BLOCK = 512
+HARD_SYRK_ROWS = 4096
 
 
 def _block_rows(n_rows, row_bytes, multiple=1):
@@ -409,21 +411,27 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
         check_no_overlap([("grad_out", grad)], [("embeddings", E), ("labels", lab)])
     rows = np.empty(N)
     if mining == "hard":
-        # Mining over the lower triangle: each block of rows against the rows up to its
-        # end (about half the products of the full matrix), then against the earlier
-        # anchors by columns.
+        # Mining over the lower triangle of the products, by rows then by columns: in one
+        # block when the whole triangle is at hand (the distances' Gd, or SciPy's syrk:
+        # half the products of a gemm, in one BLAS call), else in blocks of rows, each
+        # against the rows up to its end (about half the products of the full matrix).
         bp, bn = np.empty(N, dtype=dtype), np.empty(N, dtype=dtype)
         pos, neg, nanf = (np.empty(N, dtype=np.int32) for _ in range(3))
-        B = min(N, HARD_BLOCK)
-        buf = np.empty(B * N, dtype=dtype)
-        first = _operand_copy(E[:B]) if Gd is None else None   # only block 0 is E_b E_b^T
+        blas = _blas.scipy_blas(dtype) if N <= HARD_SYRK_ROWS else None
+        if Gd is None and blas is not None:
+            Gd = np.empty((N, N), dtype=dtype)
+            _blas.lower_gram(blas.syrk, E, Gd)
+        B = N if Gd is not None else min(N, HARD_BLOCK)
+        if Gd is None:
+            buf = np.empty(B * N, dtype=dtype)
+            first = _operand_copy(E[:B])        # block 0, E_b E_b^T, as a gemm
         for r0 in range(0, N, B):
             r1 = min(N, r0 + B)
-            blk = buf[:(r1 - r0) * r1].reshape(r1 - r0, r1)
             if Gd is None:
+                blk = buf[:(r1 - r0) * r1].reshape(r1 - r0, r1)
                 np.matmul(E[r0:r1], (first if r0 == 0 else E[:r1]).T, out=blk)
             else:
-                blk[...] = Gd[r0:r1, :r1]
+                blk = Gd
             ntb = _config.threads_for(blk.size)
             _k.hard_rows(blk, r0, sqT, lab32, bp, pos, bn, neg, nanf, ntb)
             _k.hard_cols(blk, r0, sqT, lab32, bp, pos, bn, neg, nanf, ntb)

@@ -416,9 +416,15 @@ def test_batch_all_torch(rng):
 
 
 @pytest.mark.parametrize("block", [7, 64, 512])
-def test_batch_hard_blocks_and_ties(rng, monkeypatch, block):
-    """The triangle walk (row and column parts) over several blocks, with exact ties
-    (duplicated rows): the first index wins, as the oracle's argmax/argmin."""
+@pytest.mark.parametrize("syrk", [True, False], ids=["syrk", "gemm"])
+def test_batch_hard_blocks_and_ties(rng, monkeypatch, block, syrk):
+    """The triangle walk (row and column parts) over several blocks of gemm products, or
+    one block of syrk's triangle, with exact ties (duplicated rows): the first index wins,
+    as the oracle's argmax/argmin."""
+    if syrk:
+        pytest.importorskip("scipy")
+    else:
+        monkeypatch.setattr(metric, "HARD_SYRK_ROWS", 0)
     monkeypatch.setattr(metric, "HARD_BLOCK", block)
     E = np.repeat(_emb(rng, (35, 3), np.float64), 2, axis=0)
     lab = rng.integers(0, 4, 70)
