@@ -424,7 +424,7 @@ def test_batch_hard_blocks_and_ties(rng, monkeypatch, block, syrk):
     if syrk:
         pytest.importorskip("scipy")
     else:
-        monkeypatch.setattr(metric, "HARD_SYRK_ROWS", 0)
+        monkeypatch.setattr(metric, "HARD_SYRK_BYTES", 0)
     monkeypatch.setattr(metric, "HARD_BLOCK", block)
     E = np.repeat(_emb(rng, (35, 3), np.float64), 2, axis=0)
     lab = rng.integers(0, 4, 70)
