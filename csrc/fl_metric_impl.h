@@ -288,8 +288,8 @@ static void N_(triplet_rows)(const T *a, const T *p, const T *n, T *ga, T *gp, T
  * hard_rows gives each anchor i of the block its candidates j < i; hard_cols then
  * gives the anchors j < i, before the block or in it, each block row i as a
  * candidate. Candidates of an anchor arrive in increasing index order, so strict
- * comparisons keep the first index among ties. Best values/indices (-1: none yet) per anchor:
- * bp/bpi the farthest positive (same label, j != i), bn/bni the nearest
+ * comparisons keep the first index among ties. Best values/indices (-1: none yet)
+ * per anchor: bp/bpi the farthest positive (same label, j != i), bn/bni the nearest
  * negative (other label); nanf != 0 when a NaN distance was seen. */
 
 /* Stores the lanes of an index vector as int32 (n < W: the first n). */
@@ -361,7 +361,7 @@ static void N_(hard_rows)(const T *G, int64_t nr, int64_t nc, int64_t r0, const 
     }
 }
 
-/* Anchors [c0, c1) (c1 < r0 + nr) against each of the block's rows i = r0 .. r0 + nr - 1
+/* Anchors [c0, c1) (c1 <= r0 + nr - 1) against each of the block's rows i = r0 .. r0 + nr - 1
  * after them (anchor < i) as candidates. The anchors' running bests live in L1
  * (FL_HARD_CHUNK at a time) while the block is swept row by row, each row's segment read
  * sequentially. */

@@ -419,21 +419,22 @@ def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mi
         # against the rows up to its end (about half the products of the full matrix).
         bp, bn = np.empty(N, dtype=dtype), np.empty(N, dtype=dtype)
         pos, neg, nanf = (np.empty(N, dtype=np.int32) for _ in range(3))
+        tri = Gd                                # the whole triangle, or None
         blas = _blas.scipy_blas(dtype) if N * N * dtype.itemsize <= HARD_SYRK_BYTES else None
-        if Gd is None and blas is not None:
-            Gd = np.empty((N, N), dtype=dtype)
-            _blas.lower_gram(blas.syrk, E, Gd)
-        B = N if Gd is not None else min(N, HARD_BLOCK)
-        if Gd is None:
+        if tri is None and blas is not None:
+            tri = np.empty((N, N), dtype=dtype)
+            _blas.lower_gram(blas.syrk, E, tri)
+        B = N if tri is not None else min(N, HARD_BLOCK)
+        if tri is None:
             buf = np.empty(B * N, dtype=dtype)
             first = _operand_copy(E[:B])        # block 0, E_b E_b^T, as a gemm
         for r0 in range(0, N, B):
             r1 = min(N, r0 + B)
-            if Gd is None:
+            if tri is None:
                 blk = buf[:(r1 - r0) * r1].reshape(r1 - r0, r1)
                 np.matmul(E[r0:r1], (first if r0 == 0 else E[:r1]).T, out=blk)
             else:
-                blk = Gd
+                blk = tri
             ntb = _config.threads_for(blk.size)
             _k.hard_rows(blk, r0, sqT, lab32, bp, pos, bn, neg, nanf, ntb)
             _k.hard_cols(blk, r0, sqT, lab32, bp, pos, bn, neg, nanf, ntb)
