@@ -14,6 +14,7 @@
 enum { FL_PNORM_1 = 0, FL_PNORM_2 = 1, FL_PNORM_INF = 2, FL_PNORM_GEN = 3 };
 /* Epilogues of pairwise_distances. */
 enum { FL_DIST_SQ = 0, FL_DIST_EUCLID = 1, FL_DIST_COSINE = 2 };
+#define FL_DIST_SYM_COLS 16   /* columns per block of dist_sym_cols: a multiple of every W */
 
 /* Rows per group of the log-sum-exp statistics kernel: a group's column
  * statistics are one record, merged across groups in group order, so the
@@ -40,7 +41,8 @@ static inline int64_t fl_all_mine_scratch_bytes(int64_t N) {
 #undef FL_BODY2
 
 #define FL_METRIC_KERNELS(X)                                                          \
-    X(sq_norms) X(normalize_rows) X(normalize_grad_rows) X(dist_rows) X(triplet_rows)  \
+    X(sq_norms) X(normalize_rows) X(normalize_grad_rows) X(dist_rows) X(dist_sym_cols) \
+    X(triplet_rows)                                                                   \
     X(hard_rows) X(hard_cols) X(hard_finish) X(hard_scatter) X(all_mine_rows)         \
     X(sym_add_tiles) X(sqrt_array)                                                    \
     X(ce_group_stats) X(ce_group_stats_bounded) X(ce_col_combine) X(ce_grad_rows)     \
@@ -52,6 +54,7 @@ FL_DISPATCH(metric, FL_METRIC_KERNELS)
 #define fl_normalize_rows(...) FL_CALL(fl_normalize_rows, __VA_ARGS__)
 #define fl_normalize_grad_rows(...) FL_CALL(fl_normalize_grad_rows, __VA_ARGS__)
 #define fl_dist_rows(...) FL_CALL(fl_dist_rows, __VA_ARGS__)
+#define fl_dist_sym_cols(...) FL_CALL(fl_dist_sym_cols, __VA_ARGS__)
 #define fl_triplet_rows(...) FL_CALL(fl_triplet_rows, __VA_ARGS__)
 #define fl_sqrt_array(...) FL_CALL(fl_sqrt_array, __VA_ARGS__)
 /* mining */

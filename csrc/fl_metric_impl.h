@@ -118,28 +118,65 @@ static void N_(normalize_grad_rows)(const T *x, const T *gh, T *g, int64_t n, in
  *   FL_DIST_COSINE  clip(1 - G a_r b_j, 0, 2)   (a, b: inverse norms, 0 for zero rows)
  * diag0 >= 0 (x is y): entry (r, diag0 + r) is a self-distance, set to exactly 0
  * unless the row is NaN. */
+FL_INL V N_(dist_v)(V g, T ar, V b, int mode) {
+    const V zero = N_(vset1)(0);
+    if (mode == FL_DIST_COSINE) {
+        const V d = (T)1 - g * ar * b;
+        return N_(vsel)(d < (T)0, zero, N_(vsel)(d > (T)2, N_(vset1)(2), d));
+    }
+    V d = (ar + b) - (T)2 * g;
+    d = N_(vsel)(d < (T)0, zero, d);
+    return mode == FL_DIST_EUCLID ? N_(vsqrt)(d) : d;
+}
+
 static void N_(dist_rows)(T *G, int64_t nr, int64_t M, int64_t diag0, const T *a, const T *b, int mode) {
-    const V zero = N_(vset1)(0), two = N_(vset1)(2);
     for (int64_t r = 0; r < nr; r++) {
         T *gr = G + r * M;
         const T ar = a[r];
-        if (mode == FL_DIST_COSINE) {
-            for (int64_t j = 0; j < M; j += W) {
-                V d = (T)1 - N_(vload_n)(gr + j, M - j, 0) * ar * N_(vload_n)(b + j, M - j, 0);
-                d = N_(vsel)(d < (T)0, zero, N_(vsel)(d > (T)2, two, d));
-                N_(vstore_n)(gr + j, d, M - j);
-            }
-        } else {
-            const int root = mode == FL_DIST_EUCLID;
-            for (int64_t j = 0; j < M; j += W) {
-                V d = (ar + N_(vload_n)(b + j, M - j, 0)) - (T)2 * N_(vload_n)(gr + j, M - j, 0);
-                d = N_(vsel)(d < (T)0, zero, d);
-                if (root) d = N_(vsqrt)(d);
-                N_(vstore_n)(gr + j, d, M - j);
-            }
-        }
+        for (int64_t j = 0; j < M; j += W)
+            N_(vstore_n)(gr + j, N_(dist_v)(N_(vload_n)(gr + j, M - j, 0), ar, N_(vload_n)(b + j, M - j, 0), mode),
+                         M - j);
         if (diag0 >= 0 && diag0 + r < M && ar == ar) gr[diag0 + r] = 0;
     }
+}
+
+/* The self-distances of x (N rows) from syrk's lower triangle: G (N x N) holds x x^T at
+ * j <= i; the columns [j0, j0 + nc) (j0 a multiple of W, nc <= W) of the lower triangle
+ * become distances as dist_rows makes them (a = b), and their mirror images the rows
+ * [j0, j0 + nc) right of the diagonal. Tiles of W x W below the diagonal tile are turned in
+ * registers (vtranspose), so each mirrored row is written left to right; the diagonal
+ * tile's lower half goes one element at a time. */
+static void N_(dist_sym_w)(T *G, int64_t N, int64_t j0, int64_t nc, const T *a, int mode) {
+    for (int64_t j = j0; j < j0 + nc; j++) {
+        for (int64_t i = j; i < j0 + nc; i++) {
+            const T d = N_(dist_v)(N_(vset1)(G[i * N + j]), a[i], N_(vset1)(a[j]), mode)[0];
+            G[i * N + j] = G[j * N + i] = i == j && a[i] == a[i] ? 0 : d;
+        }
+    }
+    if (j0 + nc == N) return;                   /* nc == W below: rows past the tile exist */
+    const V bj = N_(vload)(a + j0);
+    for (int64_t i0 = j0 + W; i0 < N; i0 += W) {
+        const int64_t nr = N - i0 < W ? N - i0 : W;
+        V v[W];
+        for (int64_t r = 0; r < nr; r++) {
+            T *g = G + (i0 + r) * N + j0;
+            v[r] = N_(dist_v)(N_(vload)(g), a[i0 + r], bj, mode);
+            N_(vstore)(g, v[r]);
+        }
+        if (nr == W) {
+            N_(vtranspose)(v);
+            for (int c = 0; c < W; c++) N_(vstore)(G + (j0 + c) * N + i0, v[c]);
+        } else {
+            for (int64_t r = 0; r < nr; r++)
+                for (int c = 0; c < W; c++) G[(j0 + c) * N + i0 + r] = v[r][c];
+        }
+    }
+}
+/* dist_sym_w over the columns [j0, j0 + nc), j0 a multiple of FL_DIST_SYM_COLS (a multiple
+ * of every level's W), nc <= FL_DIST_SYM_COLS. */
+static void N_(dist_sym_cols)(T *G, int64_t N, int64_t j0, int64_t nc, const T *a, int mode) {
+    for (int64_t s = j0; s < j0 + nc; s += W)
+        N_(dist_sym_w)(G, N, s, j0 + nc - s < W ? j0 + nc - s : W, a, mode);
 }
 
 /* ----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 
 cdef extern from "fl_metric.h" nogil:
     int FL_PNORM_1, FL_PNORM_2, FL_PNORM_INF, FL_PNORM_GEN
-    int FL_DIST_SQ, FL_DIST_EUCLID, FL_DIST_COSINE
+    int FL_DIST_SQ, FL_DIST_EUCLID, FL_DIST_COSINE, FL_DIST_SYM_COLS
     int FL_CE_GROUP, FL_CE_COLS
     void fl_metric_set_level(int level)
     int64_t fl_all_mine_scratch_bytes(int64_t N)
@@ -31,6 +31,7 @@ cdef extern from "fl_metric.h" nogil:
     void fl_normalize_grad_rows(const void *x, const void *gh, void *g, int64_t n, int64_t D, double eps,
                                 double gscale)
     void fl_dist_rows(void *G, int64_t nr, int64_t M, int64_t diag0, const void *a, const void *b, int mode)
+    void fl_dist_sym_cols(void *G, int64_t N, int64_t j0, int64_t nc, const void *a, int mode)
     void fl_triplet_rows(const void *a, const void *p, const void *n, void *ga, void *gp, void *gn,
                          int64_t nrows, int64_t D, int kind, double pexp, double eps, double margin,
                          int swap, int squared, double gscale, double *loss)
@@ -170,6 +171,24 @@ def dist_epilogue(floating[:, ::1] G, const floating[::1] a, const floating[::1]
     cdef DistJob job = DistJob(n=n, M=M, rpb=rpb, diag0=diag0, G=&G[0, 0], a=&a[0], b=&b[0], mode=mode)
     with nogil:
         run_blocks(<block_fn>_dist_block[floating], &job, n_blocks(n, rpb), n_threads)
+
+
+cdef void _dist_sym_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
+    cdef DistJob *j = <DistJob *>job
+    cdef int64_t j0 = b * FL_DIST_SYM_COLS     # the longest strips first
+    fl_dist_sym_cols(<floating *>j.G, j.n, j0, min(FL_DIST_SYM_COLS, j.n - j0), <const floating *>j.a, j.mode)
+
+
+def dist_sym(floating[:, ::1] G, const floating[::1] a, int mode, int n_threads):
+    """In place over G (N x N) holding x x^T in its lower triangle (syrk's): the whole
+    self-distance matrix, both triangles (see fl_dist_sym_cols)."""
+    cdef int64_t n = G.shape[0]
+    if n == 0:
+        return
+    cdef int64_t nb = n_blocks(n, FL_DIST_SYM_COLS)
+    cdef DistJob job = DistJob(n=n, M=n, rpb=nb, diag0=0, G=&G[0, 0], a=&a[0], b=&a[0], mode=mode)
+    with nogil:
+        run_blocks(<block_fn>_dist_sym_block[floating], &job, nb, n_threads)
 
 
 cdef struct TripletJob:

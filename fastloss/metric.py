@@ -152,7 +152,7 @@ def _points(a, name):
 def _distances(x, y, metric, dtype, out):
     """pairwise_distances of one (N, D) x and (M, D) y (None: x) into out (N, M)."""
     xa = np.ascontiguousarray(x, dtype=dtype)
-    yc = _operand_copy(xa) if y is None else np.ascontiguousarray(y, dtype=dtype)
+    yc = xa if y is None else np.ascontiguousarray(y, dtype=dtype)
     N, M = xa.shape[0], yc.shape[0]
     if N == 0 or M == 0:
         return
@@ -172,12 +172,21 @@ def _distances(x, y, metric, dtype, out):
         a = xn.astype(dtype)
         b = a if y is None else yn.astype(dtype)
         mode = _k.DIST_SQ if metric == "sqeuclidean" else _k.DIST_EUCLID
-    B = _block_rows(N, M * dtype.itemsize)
-    for r0 in range(0, N, B):
-        r1 = min(N, r0 + B)
-        blk = out[r0:r1]
-        np.matmul(xa[r0:r1], yc.T, out=blk)
-        _k.dist_epilogue(blk, a[r0:r1], b, r0 if y is None else -1, mode, nt)
+    blas = _blas.scipy_blas(dtype) if y is None and xa.shape[1] > 0 else None
+    if blas is not None:
+        # x with itself and SciPy: the lower triangle of x x^T (syrk: half the products of
+        # a gemm), then each distance computed once and mirrored (exactly symmetric)
+        _blas.lower_gram(blas.syrk, xa, out)
+        _k.dist_sym(out, a, mode, nt)
+    else:
+        if y is None:
+            yc = _operand_copy(xa)
+        B = _block_rows(N, M * dtype.itemsize)
+        for r0 in range(0, N, B):
+            r1 = min(N, r0 + B)
+            blk = out[r0:r1]
+            np.matmul(xa[r0:r1], yc.T, out=blk)
+            _k.dist_epilogue(blk, a[r0:r1], b, r0 if y is None else -1, mode, nt)
     # Rows whose squared norm is not finite in the dtype (inf or NaN entries, or overflow):
     # the identity would give NaN (inf - inf) for every pair, so they are recomputed
     # directly (the norms say which, at no cost).

@@ -58,6 +58,32 @@ def test_pairwise_distances_oracle(simd, rng, dtype, metric_name, self_):
         assert np.all(d >= 0)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("metric_name", ["sqeuclidean", "euclidean", "cosine"])
+@pytest.mark.parametrize("syrk", [True, False], ids=["syrk", "gemm"])
+def test_pairwise_self_syrk_and_gemm(simd, rng, monkeypatch, dtype, metric_name, syrk):
+    """x with itself: with SciPy the lower triangle from syrk, each distance computed once
+    and mirrored (tiles of the vector width in strips of 16 columns: sizes around both), else
+    NumPy's gemm; both match the oracle, the syrk path exactly symmetric."""
+    if syrk:
+        pytest.importorskip("scipy")
+    else:
+        monkeypatch.setattr(_blas, "scipy_blas", lambda dtype: None)
+    eps = np.finfo(dtype).eps
+    for N in (1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 47, 64, 100):
+        x = _emb(rng, (N, 6), dtype)
+        x[N // 2] = 0                               # a zero row (cosine: distance 1)
+        d = pairwise_distances(x, metric=metric_name)
+        r = ref.pairwise_distances(x, metric=metric_name)
+        scale = 2 * np.max(np.sum(np.asarray(x, np.float64) ** 2, axis=1))
+        atol = {"sqeuclidean": 64 * eps * scale, "euclidean": 64 * eps * np.sqrt(scale),
+                "cosine": 64 * eps}[metric_name]
+        np.testing.assert_allclose(d, r, rtol=TOL[np.dtype(dtype)]["rtol"] * 10, atol=atol)
+        assert np.all(np.diag(d) == 0) and np.all(d >= 0)
+        if syrk:
+            np.testing.assert_array_equal(d, d.T)
+
+
 def test_pairwise_distances_blocks_and_layouts(rng, monkeypatch):
     x = _emb(rng, (300, 10), np.float64)
     y = np.asfortranarray(_emb(rng, (120, 10), np.float64))
