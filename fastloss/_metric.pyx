@@ -186,7 +186,7 @@ def dist_sym(floating[:, ::1] G, const floating[::1] a, int mode, int n_threads)
     if n == 0:
         return
     cdef int64_t nb = n_blocks(n, FL_DIST_SYM_COLS)
-    cdef DistJob job = DistJob(n=n, M=n, rpb=nb, diag0=0, G=&G[0, 0], a=&a[0], b=&a[0], mode=mode)
+    cdef DistJob job = DistJob(n=n, M=n, rpb=0, diag0=0, G=&G[0, 0], a=&a[0], b=&a[0], mode=mode)
     with nogil:
         run_blocks(<block_fn>_dist_sym_block[floating], &job, nb, n_threads)
 
