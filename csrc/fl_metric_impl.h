@@ -434,7 +434,7 @@ static void N_(hard_cols)(const T *G, int64_t nr, int64_t nc, int64_t r0, int64_
                 V d = (si + sja[v]) - (T)2 * N_(vload_n)(gr + v * W, n - v * W, 0);
                 VI same = lja[v] == li, before = ~(same & 0);
                 if (cs + (v + 1) * W > i) {
-                    /* anchors from i on: not yet (G's upper triangle, not read as a number) */
+                    /* anchors from i on: not yet (G's upper triangle: loaded, masked out) */
                     before = N_(viota)(cs + v * W) < (TI)i;
                     same |= ~before;
                     d = N_(vsel)(before, d, N_(vset1)(0));

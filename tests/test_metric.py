@@ -441,17 +441,16 @@ def test_batch_all_torch(rng):
     np.testing.assert_allclose(g, tE.grad.numpy(), rtol=1e-9, atol=1e-13)
 
 
-@pytest.mark.parametrize("block", [7, 64, 512])
-@pytest.mark.parametrize("syrk", [True, False], ids=["syrk", "gemm"])
-def test_batch_hard_blocks_and_ties(rng, monkeypatch, block, syrk):
-    """The triangle walk (row and column parts) over several blocks of gemm products, or
-    one block of syrk's triangle, with exact ties (duplicated rows): the first index wins,
-    as the oracle's argmax/argmin."""
-    if syrk:
+@pytest.mark.parametrize("block", [7, 64, 512, None], ids=["7", "64", "512", "syrk"])
+def test_batch_hard_blocks_and_ties(rng, monkeypatch, block):
+    """The triangle walk (row and column parts) over blocks of that many rows of gemm
+    products, or (None) one block of syrk's triangle, with exact ties (duplicated rows):
+    the first index wins, as the oracle's argmax/argmin."""
+    if block is None:
         pytest.importorskip("scipy")
     else:
         monkeypatch.setattr(metric, "HARD_SYRK_BYTES", 0)
-    monkeypatch.setattr(metric, "HARD_BLOCK", block)
+        monkeypatch.setattr(metric, "HARD_BLOCK", block)
     E = np.repeat(_emb(rng, (35, 3), np.float64), 2, axis=0)
     lab = rng.integers(0, 4, 70)
     for kw in (dict(), dict(squared=True)):
