@@ -91,8 +91,9 @@ def pairwise_distances(x, y=None, *, metric="sqeuclidean"):
     Returns
     -------
     ndarray, shape (..., N, M)
-        The inputs' dtype (float64 if either is), computed in row blocks straight into the
-        output: no float64 or second (N, M) temporary.
+        The inputs' dtype (float64 if either is), computed straight into the output (row
+        blocks of products; x with itself and SciPy installed: one syrk's lower triangle,
+        mirrored, so exactly symmetric): no float64 or second (N, M) temporary.
 
     Notes
     -----
