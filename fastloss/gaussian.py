@@ -219,6 +219,11 @@ def _mvn_kl_kernel(arrs, dtype, batch, d, reduction, outs):
     _k.mvn_kl(*flat, d, nb, idx, tol_p, tol_q, grads, grad_scale(reduction, nb), per, status,
               _config.threads_for(nb * d ** 3))
     if status.any():
+        # the other matrices' gradients are written: no buffer keeps a mix of those and
+        # its old values
+        for out in outs or ():
+            if out is not None:
+                out[...] = np.nan
         check_covariance(arrs[1], "cov_p")
         check_covariance(arrs[3], "cov_q")
         for m, code, name in ((1, 1, "cov_p"), (3, 2, "cov_q")):
@@ -263,8 +268,9 @@ def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, where=None, reduction="mean", return_gra
         Means.
     cov_p, cov_q : array_like, shape (..., d, d)
         Covariances; batch dimensions broadcast together. A covariance that is not
-        symmetric positive definite, or holds NaN or inf: ValueError naming it (checked as
-        the matrices are factorised: `grad_out` may then hold other matrices' gradients).
+        symmetric positive definite, or holds NaN or inf: ValueError naming it, before
+        any gradient is written; for d <= 64 the batched kernel finds it while writing the
+        others' gradients, and the buffers of `grad_out` are then filled with NaN.
     reduction : {"mean", "sum", "none"}, default "mean"
         "mean" over distributions ("batchmean" is an alias); "none": the batch shape.
     return_grad : bool, default False

@@ -261,6 +261,31 @@ def test_mvn_kl_not_spd_index(rng, d):
         mvn_kl(mp, badp, mq, Sq, return_grad=True)
 
 
+@pytest.mark.parametrize("lapack", [False, True])
+def test_mvn_kl_error_and_grad_out(monkeypatch, rng, lapack):
+    """A covariance that is not SPD leaves no buffer of grad_out with other matrices'
+    gradients: the batched kernel, which writes those before it meets the bad one, fills
+    them with NaN; the LAPACK path (d > 64) raises before writing any."""
+    import fastloss.gaussian as fg
+    if lapack:
+        monkeypatch.setattr(fg, "_MVN_KERNEL_D", -1)
+    d = 3
+    mp, mq = rng.standard_normal((4, d)), rng.standard_normal((4, d))
+    Sp, Sq = _spd_scaled(rng, (4,), d), _spd_scaled(rng, (4,), d)
+    Sq[3] = -np.eye(d)                 # the last matrix: the others' gradients come first
+    outs = tuple(np.zeros_like(a) for a in (mp, Sp, mq, Sq))
+    with pytest.raises(ValueError, match=r"cov_q is not symmetric positive definite \(batch index \(3,\)\)"):
+        mvn_kl(mp, Sp, mq, Sq, return_grad=True, grad_out=outs)
+    for o in outs:
+        assert (~o.any() if lapack else np.isnan(o).all())
+    # a bad grad_out itself is rejected before anything is written
+    short = (np.zeros((3, d)),) + outs[1:]
+    keep = np.zeros_like(Sp)
+    with pytest.raises(ValueError, match="grad_out"):
+        mvn_kl(mp, Sp, mq, Sq, return_grad=True, grad_out=(short[0], keep, outs[2], outs[3]))
+    assert not keep.any()
+
+
 def test_mvn_kl_float32_symmetry_tolerance(rng):
     """float32 covariances with float64 means: the symmetry check keeps float32's
     tolerance (64 eps of the covariance's dtype), as check_covariance does."""
