@@ -17,5 +17,5 @@ def pytest_addoption(parser):
     g.addoption("--fl-threads", metavar="N,...", default=None,
                 help="thread counts (default: fastloss.get_num_threads())")
     g.addoption("--fl-no-floor", action="store_true",
-                help="leave out the copy rows (floor, floor_pool) that show each case's "
+                help="leave out the copy rows (floor:NAME) that show each case's "
                      "bandwidth floor")

@@ -3,9 +3,9 @@
 
 One test per case x implementation x dtype x thread count, grouped per case so that
 fastloss, its peers and the case's bandwidth floor appear in one table: the bytes the
-case must move copied by np.copyto on one thread ("floor") and, at more than one
-thread, by fastloss._runtime.copy on that many threads of fastloss's pool
-("floor_pool"); the floor is the faster of the two:
+case must move copied by each copy of fastloss._bench.core.floor_copies ("floor:NAME":
+np.copyto, fastloss._runtime.copy's streaming stores on 1 and the row's threads of
+fastloss's pool, its memcpy on the row's threads); the floor is the fastest of them:
 
     pytest bench/ --benchmark-only --benchmark-group-by=group
 
@@ -48,13 +48,12 @@ def pytest_generate_tests(metafunc):
     for case in cases:
         impls = [i for i in core.IMPLS if i in case.impls
                  and (i == "fastloss" or case.variant == case.peer_variant)]
-        if floor and case.nbytes is not None and case.variant == case.peer_variant:
-            impls.append("floor")
+        floored = floor and case.nbytes is not None and case.variant == case.peer_variant
         shape = case.shape_for(quick)
         for dtype in [case.dtype] if case.dtype else dtypes:     # half cases: their own
             for t in threads:
-                pool = ["floor_pool"] if "floor" in impls and t > 1 else []
-                for impl in impls + pool:
+                copies = [f"floor:{c}" for c in core.floor_copies(t)] if floored else []
+                for impl in impls + copies:
                     pid = f"{case.id}-{impl}-{dtype}-t{t}"
                     params.append(pytest.param((case, shape, impl, dtype, t), id=pid))
     metafunc.parametrize("bench_param", params)
@@ -74,13 +73,13 @@ def _inputs_for(case, shape, dtype):
 
 def test_bench(benchmark, bench_param):
     case, shape, impl, dtype, t = bench_param
-    floor = impl in ("floor", "floor_pool")
+    floor = impl.startswith("floor:")
     if not floor and core.peer(impl) is None:
         pytest.skip(f"{impl} not installed")
     inputs = _inputs_for(case, shape, dtype)
     nbytes = case.nbytes(shape, np.dtype(dtype).itemsize) if case.nbytes else None
     if floor:
-        build, label = core.copy_floor_impl(nbytes, t if impl == "floor_pool" else 1), impl
+        build, label = core.copy_floor_impl(nbytes, impl[len("floor:"):]), impl
     else:
         build = case.impls[impl]
         label = f"{impl} ({case.variant})" if impl == "fastloss" else impl

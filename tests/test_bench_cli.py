@@ -90,13 +90,13 @@ def _fake_case(peer_fn, variant="loss"):
 
 
 def test_runner_flags_a_peer_that_differs():
-    good = runner.Runner(quick=True, bandwidth={1: 1e9}).run(
+    good = runner.Runner(quick=True, bandwidth={"np.copyto": 1e9}).run(
         [(_fake_case(np.sum), (4, 8))], ["float64"], [1])[0]
     assert good.status == {"fastloss": "ok", "numpy": "ok"}
     assert good.speedup("numpy") > 0 and good.x_floor > 0 and good.nbytes == 32 * 8
     assert len(good.times["fastloss"].times) >= core.REPEATS["quick"][0]
 
-    bad = runner.Runner(quick=True, bandwidth={1: 1e9}).run(
+    bad = runner.Runner(quick=True, bandwidth={"np.copyto": 1e9}).run(
         [(_fake_case(lambda x: np.sum(x) + 1), (4, 8))], ["float64"], [1])[0]
     assert bad.status["numpy"] == "differs"
     from fastloss._bench import report
@@ -104,28 +104,33 @@ def test_runner_flags_a_peer_that_differs():
     assert " !" in text
 
 
-def test_floor_is_the_faster_copy_at_the_rows_threads():
-    run = runner.Runner(quick=True, bandwidth={1: 1e9})
+def test_floor_is_the_fastest_copy_at_the_rows_threads():
+    run = runner.Runner(quick=True, bandwidth={"np.copyto": 1e9})
     one, two = run.run([(_fake_case(np.sum), (4, 8))], ["float64"], [1, 2])
-    assert set(one.floor_times) == {1} and set(two.floor_times) == {1, 2}
-    assert one.floor_times[1] == two.floor_times[1]         # np.copyto timed once per size
+    assert set(one.floor_times) == {"np.copyto", "stream:1"}
+    assert set(two.floor_times) == {"np.copyto", "stream:1", "stream:2", "copy:2"}
+    assert one.floor_times["np.copyto"] == two.floor_times["np.copyto"]   # timed once per size
     for r in (one, two):
         assert r.floor_s == min(r.floor_times.values()) > 0
-        assert r.floor_times[r.floor_threads] == r.floor_s
+        assert r.floor_times[r.floor_copy] == r.floor_s
         assert r.x_floor == r.median("fastloss") / r.floor_s
-    # the table's and the JSON's x floor use the faster copy, whichever it is
+    # the table's and the JSON's x floor use the fastest copy, whichever it is
     from fastloss._bench import report
-    for times, fastest in (({1: 4e-3, 2: 1e-3}, 2), ({1: 1e-3, 2: 4e-3}, 1)):
+    for fastest in two.floor_times:
+        times = {c: (1e-3 if c == fastest else 4e-3) for c in two.floor_times}
         two.floor_times = times
-        assert two.floor_s == 1e-3 and two.floor_threads == fastest
+        assert two.floor_s == 1e-3 and two.floor_copy == fastest
         assert report.table_rows([two])[1][0][-1] == f"{two.median('fastloss') / 1e-3:.2f}"
         d = report.result_dict(two)
-        assert d["floor_s"] == 1e-3 and d["floor_threads"] == fastest
-        assert d["floor_times_s"] == {"1": times[1], "2": times[2]}
-        text = "\n".join(report.notes([one, two], {1: 2e10, 2: 3e10}, 64 << 20, [1, 2]))
-        assert f"faster in {int(fastest == 2)} of 1 rows with more than one thread" in text
-    assert ("copy bandwidth (the faster copy): 30.0 GB/s (np.copyto on one thread: 20.0 GB/s; "
-            "fastloss._runtime.copy on 2 threads: 30.0 GB/s;") in text
+        assert d["floor_s"] == 1e-3 and d["floor_copy"] == fastest
+        assert d["floor_times_s"] == times
+        bw = {"np.copyto": 2e10, "stream:1": 2.5e10, "stream:2": 3e10, "copy:2": 2.2e10}
+        text = "\n".join(report.notes([two], bw, 64 << 20, [1, 2]))
+        assert f"the fastest was {report.copy_text(fastest)} in 1 of 1 rows" in text
+    assert ("copy bandwidth (the fastest copy): 30.0 GB/s (np.copyto on one thread: 20.0 GB/s; "
+            "fastloss._runtime.copy (streaming stores) on 1 thread: 25.0 GB/s; "
+            "fastloss._runtime.copy (streaming stores) on 2 threads: 30.0 GB/s; "
+            "fastloss._runtime.copy (memcpy) on 2 threads: 22.0 GB/s;") in text
 
 
 def test_products_column_times_the_cases_products_at_the_rows_threads(monkeypatch):
@@ -138,7 +143,7 @@ def test_products_column_times_the_cases_products_at_the_rows_threads(monkeypatc
     monkeypatch.setattr(core, "products_impl", spy)
     case = dataclasses.replace(_fake_case(np.sum), products_formula="x @ y",
                                products=lambda shp: [(shp[0], shp[1], 3), (2, 2, 2)])
-    run = runner.Runner(quick=True, bandwidth={1: 1e9})
+    run = runner.Runner(quick=True, bandwidth={"np.copyto": 1e9})
     one, two = run.run([(case, (4, 8))], ["float64"], [1, 2])
     assert calls == [(((4, 8, 3), (2, 2, 2)), "float64")] * 2      # once per thread count
     for r in (one, two):
@@ -148,8 +153,8 @@ def test_products_column_times_the_cases_products_at_the_rows_threads(monkeypatc
     header, rows = report.table_rows([one, two])
     assert header[-1] == "x products" and rows[1][-1] == f"{two.x_products:.2f}"
     assert report.result_dict(two)["products_mkn"] == [(4, 8, 3), (2, 2, 2)]
-    assert "  x @ y: fake:loss" in report.notes([one, two], {1: 2e10}, 64 << 20, [1, 2])
-    plain = runner.Runner(quick=True, bandwidth={1: 1e9}).run(
+    assert "  x @ y: fake:loss" in report.notes([one, two], {"np.copyto": 2e10}, 64 << 20, [1, 2])
+    plain = runner.Runner(quick=True, bandwidth={"np.copyto": 1e9}).run(
         [(_fake_case(np.sum), (4, 8))], ["float64"], [1])
     assert "x products" not in report.table_rows(plain)[0]       # no products, no column
     # the benchmark's product formulas: the shapes the math needs
@@ -162,16 +167,21 @@ def test_products_column_times_the_cases_products_at_the_rows_threads(monkeypatc
     assert ids["triplet_margin_loss:loss"].products is None
 
 
-def test_copy_floor_impl_times_the_pool_copy_at_more_than_one_thread(monkeypatch):
+def test_copy_floor_impl_times_each_named_copy(monkeypatch):
     from fastloss import _runtime
     calls = []
-    monkeypatch.setattr(_runtime, "copy", lambda src, dst, n: calls.append((src.size, dst.size, n)))
-    core.copy_floor_impl(1000, 3)(None)()
-    assert calls == [(500, 500, 3)]
-    core.copy_floor_impl(1000, 1)(None)()                   # one thread: np.copyto
-    assert calls == [(500, 500, 3)]
+    monkeypatch.setattr(_runtime, "copy",
+                        lambda src, dst, n, stream: calls.append((src.size, dst.size, n, stream)))
+    core.copy_floor_impl(1000, "copy:3")(None)()
+    core.copy_floor_impl(1000, "stream:1")(None)()
+    assert calls == [(500, 500, 3, False), (500, 500, 1, True)]
+    core.copy_floor_impl(1000, "np.copyto")(None)()        # np.copyto: not the pool's copy
+    assert len(calls) == 2
+    assert core.floor_copies(1) == ["np.copyto", "stream:1"]
+    assert core.floor_copies(3) == ["np.copyto", "stream:1", "stream:3", "copy:3"]
     bw = core.copy_bandwidth(1 << 16, repeats=1, threads=3)
-    assert set(bw) == {1, 3} and min(bw.values()) > 0 and len(calls) == 1 + 2
+    assert list(bw) == core.floor_copies(3) and min(bw.values()) > 0
+    assert len(calls) == 2 + 2 * 3                           # each pool copy: warm-up, timed
 
 
 def test_each_timing_starts_after_idle_time_except_quick(monkeypatch):
@@ -179,17 +189,17 @@ def test_each_timing_starts_after_idle_time_except_quick(monkeypatch):
     calls (threads another library left spinning go idle first); --quick does not."""
     slept = []
     monkeypatch.setattr(core.time, "sleep", slept.append)
-    runner.Runner(quick=True, bandwidth={1: 1e9}).run([(_fake_case(np.sum), (4, 8))], ["float64"], [1])
+    runner.Runner(quick=True, bandwidth={"np.copyto": 1e9}).run([(_fake_case(np.sum), (4, 8))], ["float64"], [1])
     assert slept == []
-    r = runner.Runner(bandwidth={1: 1e9}).run([(_fake_case(np.sum), (4, 8))], ["float64"], [1])[0]
+    r = runner.Runner(bandwidth={"np.copyto": 1e9}).run([(_fake_case(np.sum), (4, 8))], ["float64"], [1])[0]
     assert r.status == {"fastloss": "ok", "numpy": "ok"}
-    assert slept == [core.SETTLE_S] * 3          # the floor, fastloss, numpy
+    assert slept == [core.SETTLE_S] * 4          # the two floors (1 thread), fastloss, numpy
 
 
 def test_runner_reports_a_failing_peer():
     def boom(x):
         raise RuntimeError("peer broke")
-    run = runner.Runner(quick=True, bandwidth={1: 1e9})
+    run = runner.Runner(quick=True, bandwidth={"np.copyto": 1e9})
     r = run.run([(_fake_case(boom), (4, 8))], ["float32"], [1])[0]
     assert r.status["numpy"].startswith("error: RuntimeError: peer broke")
     assert "numpy" not in r.times and r.status["fastloss"] == "ok"
@@ -199,7 +209,7 @@ def test_peers_agree_with_fastloss():
     """Every installed peer of every case computes fastloss's numbers (quick shapes,
     float64: a peer with another formula differs far beyond rounding; grad_out cases
     time the same peers as grad cases)."""
-    run = runner.Runner(quick=True, bandwidth={1: 1e9})
+    run = runner.Runner(quick=True, bandwidth={"np.copyto": 1e9})
     run.repeats = (1, 1, 0.0)
     cases = [c for c in all_cases() if not c.large and c.variant != "grad_out"]
     results = run.run([(c, c.shape_for(True)) for c in cases], ["float64"], [1])
@@ -223,8 +233,9 @@ def test_quick_filtered_run_and_json(capsys, tmp_path):
     rows = [line for line in lines if line.startswith(("softmax:fwd", "cross_entropy:c10"))]
     assert len(rows) == 4                                   # 2 cases x 2 thread counts
     assert "copy bandwidth" in out and "x floor" in out
-    assert "np.copyto on one thread: " in out and "fastloss._runtime.copy on 2 threads: " in out
-    assert "the multi-threaded copy was the faster in " in out and " of 2 rows with more" in out
+    assert "np.copyto on one thread: " in out
+    assert "fastloss._runtime.copy (streaming stores) on 2 threads: " in out
+    assert "the fastest was " in out and " of 4 rows" in out
     assert "[" in err                                       # the progress line
 
     doc = json.loads(path.read_text())
@@ -234,8 +245,8 @@ def test_quick_filtered_run_and_json(capsys, tmp_path):
     assert m["versions"]["numpy"] == np.__version__
     assert m["versions"]["fastloss"] == fastloss.__version__
     assert doc["settings"]["threads"] == [1, 2] and doc["settings"]["quick"] is True
-    bw = doc["copy_bandwidth_by_threads"]
-    assert set(bw) == {"1", "2"} and min(bw.values()) > 0
+    bw = doc["copy_bandwidth_by_copy"]
+    assert list(bw) == core.floor_copies(2) and min(bw.values()) > 0
     assert doc["copy_bandwidth_bytes_per_s"] == max(bw.values())
     res = doc["results"]
     assert [(r["case"], r["threads"]) for r in res] == [
@@ -245,9 +256,9 @@ def test_quick_filtered_run_and_json(capsys, tmp_path):
         assert r["status"]["fastloss"] == "ok" and r["median_s"]["fastloss"] > 0
         assert r["median_s"]["numpy"] > 0 and r["speedup"]["numpy"] > 0
         assert r["bytes"] > 0 and r["floor_s"] > 0 and r["x_floor"] > 0
-        floors = r["floor_times_s"]                         # 1: np.copyto, 2: the pool's copy
-        assert set(floors) == {"1", str(r["threads"])} and min(floors.values()) > 0
-        assert r["floor_s"] == min(floors.values()) == floors[str(r["floor_threads"])]
+        floors = r["floor_times_s"]
+        assert list(floors) == core.floor_copies(r["threads"]) and min(floors.values()) > 0
+        assert r["floor_s"] == min(floors.values()) == floors[r["floor_copy"]]
         assert r["x_floor"] == r["median_s"]["fastloss"] / r["floor_s"]
         assert r["dtype"] == "float32" and r["shape"] in ([8192, 10], [128, 1024])
     assert doc["scaling"] == []

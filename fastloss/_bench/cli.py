@@ -11,8 +11,9 @@ Time fastloss's functions, loss alone and loss + gradient, against NumPy (always
 SciPy (where it has the function), PyTorch and JAX (when installed), on default
 shapes that take about a minute on a 2-core machine. Also measures the copy
 bandwidth in the same run and prints, for memory-bound cases, fastloss's time as a
-multiple of the time the faster of two copies takes to move its bytes: np.copyto on
-one thread and fastloss's own copy on the row's threads (x floor)."""
+multiple of the time the fastest of several copies takes to move its bytes: np.copyto
+on one thread and fastloss's own copies, with streaming stores or memcpy, on 1 and the
+row's threads (x floor)."""
 
 EPILOG = """\
 examples:

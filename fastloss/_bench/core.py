@@ -371,21 +371,30 @@ def agree(ref, other, dtype):
 COPY_BYTES = {"default": 256 << 20, "quick": 64 << 20}
 
 
-def copy_floor_impl(nbytes, threads=1):
+def floor_copies(threads):
+    """The copies a row at `threads` threads is floored by, by name: "np.copyto" (one
+    thread), "stream:N" (fastloss._runtime.copy's non-temporal stores on N threads of
+    fastloss's pool; N = 1 and the row's) and "copy:N" (its memcpy blocks on the row's N
+    threads, when more than one). Streaming is the fastest pass over memory larger than the
+    caches (nothing read before it is written); memcpy, within them."""
+    names = ["np.copyto"] + [f"stream:{t}" for t in sorted({1, threads})]
+    return names + ([f"copy:{threads}"] if threads > 1 else [])
+
+
+def copy_floor_impl(nbytes, copy="np.copyto"):
     """build(inputs) for a copy moving nbytes (nbytes / 2 read, nbytes / 2 written) between
-    already-touched uint8 buffers: np.copyto (one thread) when threads is 1, else
-    fastloss._runtime.copy on that many threads of fastloss's pool (1 MiB blocks). A
-    case's floor is the faster of the two at its thread count (the pytest suite shows
-    both in each case's group)."""
+    already-touched uint8 buffers, by the copy named `copy` (floor_copies). A case's floor
+    is the fastest of its row's copies (the pytest suite shows each in the case's group)."""
     def build(_inputs):
         n = max(1, nbytes // 2)
         src = np.ones(n, dtype=np.uint8)
         dst = np.zeros(n, dtype=np.uint8)
         np.copyto(dst, src)
-        if threads == 1:
+        if copy == "np.copyto":
             return lambda: np.copyto(dst, src)
         from fastloss import _runtime
-        return lambda: _runtime.copy(src, dst, threads)
+        kind, threads = copy.split(":")
+        return lambda: _runtime.copy(src, dst, int(threads), kind == "stream")
     return build
 
 
@@ -407,13 +416,12 @@ def products_impl(shapes, dtype):
 
 def copy_bandwidth(nbytes=256 << 20, repeats=9, threads=1):
     """Read + write bandwidth in bytes/s of copying nbytes into an already-touched buffer
-    (no page faults), as {thread count: bytes/s}: 1 for np.copyto, `threads` (if more)
-    for fastloss._runtime.copy on that many threads. The larger is the speed at which
-    one pass over memory can go with fastloss's threads."""
+    (no page faults) by each copy of floor_copies(threads), as {name: bytes/s}. The
+    largest is the speed at which one pass over memory can go with fastloss's threads."""
     out = {}
-    for t in sorted({1, threads}):
-        _, tm = time_calls(copy_floor_impl(2 * nbytes, t)(None), repeats, repeats, 0.0)
-        out[t] = 2 * nbytes / tm.median
+    for c in floor_copies(threads):
+        _, tm = time_calls(copy_floor_impl(2 * nbytes, c)(None), repeats, repeats, 0.0)
+        out[c] = 2 * nbytes / tm.median
     return out
 
 

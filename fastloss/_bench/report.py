@@ -91,36 +91,44 @@ def _table(header, rows, markdown, left):
 
 
 COPY_NAME = "fastloss._runtime.copy"
-COPY_TEXT = f"{COPY_NAME} (fastloss's thread pool, 1 MiB memcpy blocks)"
 
 
-def _copy_on(threads):
-    return "np.copyto on one thread" if threads == 1 else f"{COPY_NAME} on {threads} threads"
+def copy_text(copy):
+    """A copy of core.floor_copies in words."""
+    if copy == "np.copyto":
+        return "np.copyto on one thread"
+    kind, threads = copy.split(":")
+    how = "streaming stores" if kind == "stream" else "memcpy"
+    return f"{COPY_NAME} ({how}) on {threads} thread{'s' if threads != '1' else ''}"
 
 
 def bandwidth_text(bandwidth, copy_nbytes):
-    """The copy-bandwidth line: the faster copy's, then each copy's ({threads: bytes/s})."""
-    each = "; ".join(f"{_copy_on(t)}: {bw / 1e9:.1f} GB/s" for t, bw in sorted(bandwidth.items()))
-    return (f"copy bandwidth (the faster copy): {max(bandwidth.values()) / 1e9:.1f} GB/s ({each}; "
+    """The copy-bandwidth line: the fastest copy's, then each copy's ({copy: bytes/s})."""
+    each = "; ".join(f"{copy_text(c)}: {bw / 1e9:.1f} GB/s" for c, bw in bandwidth.items())
+    return (f"copy bandwidth (the fastest copy): {max(bandwidth.values()) / 1e9:.1f} GB/s ({each}; "
             f"read + write, {copy_nbytes >> 20} MiB into an already-touched buffer, same run)")
 
 
 def notes(results, bandwidth, copy_nbytes, thread_counts):
     """The lines under the table: what the columns mean, bytes per case, peers."""
-    multi = [r for r in results if r.floor_times and r.threads > 1]
-    pool_won = sum(r.floor_threads > 1 for r in multi)
+    floored = [r for r in results if r.floor_times]
+    won = {}
+    for r in floored:
+        won[r.floor_copy] = won.get(r.floor_copy, 0) + 1
     lines = [
         bandwidth_text(bandwidth, copy_nbytes),
         f"times: median of at least 3 calls (5 when fast), after {core.SETTLE_S:g} s of idle time "
         "(other libraries' threads stop spinning; not with --quick) and one untimed warm-up call "
         "for fastloss, torch and jax; vs PEER: peer time / fastloss time (> 1: fastloss is faster)",
-        "x floor: fastloss time / floor time, the floor being the faster of two copies of the "
-        "bytes the case must move between already-touched buffers, each timed (median) in the "
-        f"same run at that size: np.copyto (one thread) and {COPY_TEXT} on the row's threads "
-        "(1-thread rows: np.copyto alone); 1.00: fastloss moves its data as fast as the "
-        "faster copy"
-        + (f"; the multi-threaded copy was the faster in {pool_won} of {len(multi)} rows with "
-           "more than one thread" if multi else "")
+        "x floor: fastloss time / floor time, the floor being the fastest of several copies of "
+        "the bytes the case must move between already-touched buffers, each timed (median) in "
+        "the same run at that size: np.copyto (one thread) and, on fastloss's thread pool "
+        f"(1 MiB blocks), {COPY_NAME} with streaming (non-temporal) stores on 1 thread and "
+        "on the row's, and with memcpy on the row's threads when more than one; 1.00: "
+        "fastloss moves its data as fast as the fastest copy"
+        + ("; the fastest was " + ", ".join(f"{copy_text(c)} in {n} of {len(floored)} rows"
+                                             for c, n in sorted(won.items(), key=lambda x: -x[1]))
+           if floored else "")
         + ". Bytes (s = bytes per element):",
     ]
     lines += _by_formula(results, lambda c: c.bytes_formula,
@@ -200,8 +208,8 @@ def result_dict(r):
         "status": dict(r.status),
         "speedup": {p: r.speedup(p) for p in r.times if p != "fastloss"},
         "bytes": r.nbytes, "bytes_formula": r.case.bytes_formula or None,
-        "floor_s": r.floor_s, "floor_threads": r.floor_threads,
-        "floor_times_s": {str(t): s for t, s in r.floor_times.items()} or None,
+        "floor_s": r.floor_s, "floor_copy": r.floor_copy,
+        "floor_times_s": dict(r.floor_times) or None,
         "x_floor": r.x_floor,
         "products_mkn": r.products, "products_s": r.products_s, "x_products": r.x_products,
     }
@@ -212,20 +220,20 @@ def write_json(path, machine, settings, bandwidth, results, scaling):
         "machine": machine,
         "settings": settings,
         "copy_bandwidth_bytes_per_s": max(bandwidth.values()),
-        "copy_bandwidth_by_threads": {str(t): bw for t, bw in bandwidth.items()},
+        "copy_bandwidth_by_copy": dict(bandwidth),
         "notes": {"jax_threads": core.JAX_THREADS_NOTE,
                   "speedup": "peer median / fastloss median",
-                  "x_floor": "fastloss median / floor_s; floor_s: the smaller of floor_times_s, "
-                             "the median times of copying `bytes` (half read, half written) "
-                             "into a touched buffer on 1 thread (np.copyto) and on the row's "
-                             "threads (fastloss._runtime.copy, fastloss's thread pool); "
-                             "floor_threads: which one it was",
+                  "x_floor": "fastloss median / floor_s; floor_s: the smallest of "
+                             "floor_times_s, the median times of copying `bytes` (half read, "
+                             "half written) into a touched buffer by each copy: np.copyto (1 "
+                             "thread), stream:N (fastloss._runtime.copy with streaming stores "
+                             "on N threads of fastloss's pool), copy:N (with memcpy); "
+                             "floor_copy: which one it was",
                   "x_products": "fastloss median / products_s; products_s: the median time of "
                                 "the matrix products products_mkn ((m, k, n): an m x k by k x n "
                                 "np.matmul into a preallocated output, BLAS on the row's threads)",
-                  "copy_bandwidth": "copy_bandwidth_bytes_per_s: the larger of "
-                                    "copy_bandwidth_by_threads (1: np.copyto, more: "
-                                    "fastloss._runtime.copy)"},
+                  "copy_bandwidth": "copy_bandwidth_bytes_per_s: the largest of "
+                                    "copy_bandwidth_by_copy (copies named as floor_times_s)"},
         "results": [result_dict(r) for r in results],
         "scaling": [result_dict(r) for r in scaling],
     }
@@ -295,7 +303,7 @@ def plot(path, results, scaling, machine, bandwidth):
                         alpha=1 if impl == "fastloss" else 0.8)
             if v == variants[0] and vr and vr[0].floor_s:
                 ax.plot(n, [r.floor_s for r in vr], ":", color=colors["floor"],
-                        label=f"floor: the faster copy of the bytes ({v})")
+                        label=f"floor: the fastest copy of the bytes ({v})")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("elements")

@@ -23,8 +23,8 @@ class Result:
     # impl -> "ok" | "not installed" | "differs" | "error: ..."
     status: dict = field(default_factory=dict)
     nbytes: int = None
-    # copy threads -> median time of copying the case's bytes (1: np.copyto; the row's
-    # thread count, if more: fastloss._runtime.copy); the floor is the faster
+    # copy (core.floor_copies) -> median time of copying the case's bytes; the floor is
+    # the fastest
     floor_times: dict = field(default_factory=dict)
     after: str = "hot"                            # core.AFTER: what ran before each call
     # Case.products at this shape, and their median time through NumPy's matmul at the
@@ -43,17 +43,17 @@ class Result:
 
     @property
     def floor_s(self):
-        """The faster copy's time (None: the case has no floor)."""
+        """The fastest copy's time (None: the case has no floor)."""
         return min(self.floor_times.values()) if self.floor_times else None
 
     @property
-    def floor_threads(self):
-        """Which copy the floor is: 1 np.copyto, more fastloss._runtime.copy."""
+    def floor_copy(self):
+        """Which copy the floor is (a name of core.floor_copies)."""
         return min(self.floor_times, key=self.floor_times.get) if self.floor_times else None
 
     @property
     def x_floor(self):
-        """fastloss median / the time the faster copy takes to move the case's bytes."""
+        """fastloss median / the time the fastest copy takes to move the case's bytes."""
         a = self.median("fastloss")
         return a / self.floor_s if a and self.floor_s else None
 
@@ -113,22 +113,21 @@ class Runner:
         self._products = {}
 
     def measure_bandwidth(self, threads=1):
-        """core.copy_bandwidth ({copy threads: bytes/s}) at 1 and `threads` threads."""
-        self.progress(f"measuring copy bandwidth (np.copyto; fastloss's copy on {threads} threads)")
+        """core.copy_bandwidth ({copy: bytes/s}) of the copies of a row at `threads` threads."""
+        self.progress(f"measuring copy bandwidth (np.copyto; fastloss's copies on 1 and {threads} threads)")
         self.bandwidth = core.copy_bandwidth(core.COPY_BYTES["quick" if self.quick else "default"],
                                              threads=threads)
         return self.bandwidth
 
-    def floor(self, nbytes, threads=1):
+    def floor(self, nbytes, copy="np.copyto"):
         """Median time of copying nbytes (nbytes / 2 read, nbytes / 2 written) into an
-        already-touched buffer on `threads` threads (core.copy_floor_impl): the time the
-        case's bytes take at copy speed, at the case's own size (so in cache where the
-        case's data is)."""
-        if (nbytes, threads) not in self._floors:
-            build = core.copy_floor_impl(nbytes, threads)
+        already-touched buffer by `copy` (core.copy_floor_impl): the time the case's bytes
+        take at copy speed, at the case's own size (so in cache where the case's data is)."""
+        if (nbytes, copy) not in self._floors:
+            build = core.copy_floor_impl(nbytes, copy)
             _, t = time_calls(build(None), 3, 20, self.repeats[2] / 3, settle=self.settle)
-            self._floors[nbytes, threads] = t.median
-        return self._floors[nbytes, threads]
+            self._floors[nbytes, copy] = t.median
+        return self._floors[nbytes, copy]
 
     def products_time(self, shapes, dtype, threads):
         """Median time of the matrix products shapes [(m, k, n), ...] through NumPy's matmul
@@ -178,7 +177,7 @@ class Runner:
         if case.nbytes is not None:
             res.nbytes = int(case.nbytes(shape, np.dtype(dtype).itemsize))
             self.progress(f"{head}: copy floor")
-            res.floor_times = {n: self.floor(res.nbytes, n) for n in sorted({1, t})}
+            res.floor_times = {c: self.floor(res.nbytes, c) for c in core.floor_copies(t)}
         if case.products is not None:
             res.products = [tuple(p) for p in case.products(shape)]
             self.progress(f"{head}: matrix products")
