@@ -17,27 +17,6 @@
  * its loss and gradient are NaN, and every other row has shifted logits in
  * [-inf, 0], which is all vexp_le0 handles. Float64 partial sums: fl_vec.h's VD. */
 
-/* Store of a full vector to a FL_VBYTES-aligned address that bypasses the caches
- * (x86 streaming store): a gradient far larger than the caches is written without
- * first being read in. Elsewhere a plain store. */
-FL_INL void N_(dv_stream)(T *p, V v) {
-#if FL_X86_DISPATCH && FL_VBYTES == 64 && FL_DOUBLE
-    _mm512_stream_pd(p, (__m512d)v);
-#elif FL_X86_DISPATCH && FL_VBYTES == 64
-    _mm512_stream_ps(p, (__m512)v);
-#elif FL_X86_DISPATCH && FL_VBYTES == 32 && FL_DOUBLE
-    _mm256_stream_pd(p, (__m256d)v);
-#elif FL_X86_DISPATCH && FL_VBYTES == 32
-    _mm256_stream_ps(p, (__m256)v);
-#elif FL_X86_DISPATCH && FL_VBYTES == 16 && FL_DOUBLE
-    _mm_stream_pd(p, (__m128d)v);
-#elif FL_X86_DISPATCH && FL_VBYTES == 16
-    _mm_stream_ps(p, (__m128)v);
-#else
-    N_(vstore)(p, v);
-#endif
-}
-
 /* a * b + c, fused (one rounding) on the levels that have FMA, via the intrinsic:
  * GCC's contraction of a plain a * b + c depends on the surrounding code, and the
  * row writer must round alike on its aligned, unaligned and partial paths. */
@@ -76,21 +55,12 @@ static void N_(dv_write_row)(T *g, int64_t C, const T *X, const T *Z, const T *Y
         int64_t h = (int64_t)(((FL_VBYTES - (uintptr_t)g % FL_VBYTES) % FL_VBYTES) / sizeof(T));
         if (h > C) h = C;
         if (h > 0) N_(vstore_part)(g, FL_WRITE_VEC(0, h), h);
-        for (k = h; k + W <= C; k += W) N_(dv_stream)(g + k, FL_WRITE_VEC(k, W));
+        for (k = h; k + W <= C; k += W) N_(vstream)(g + k, FL_WRITE_VEC(k, W));
     } else {
         for (; k + W <= C; k += W) N_(vstore)(g + k, FL_WRITE_VEC(k, W));
     }
     if (k < C) N_(vstore_part)(g + k, FL_WRITE_VEC(k, C - k), C - k);
 #undef FL_WRITE_VEC
-}
-
-/* Orders this thread's streaming stores before whatever follows (another thread's reads). */
-FL_INL void N_(dv_fence)(int stream) {
-#if FL_X86_DISPATCH
-    if (stream) _mm_sfence();
-#else
-    (void)stream;
-#endif
 }
 
 /* v, with the lanes where `m` is set replaced by 0. */
@@ -297,7 +267,7 @@ static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gsca
     }
     for (int64_t r = 0; r < n; r++)
         N_(entropy_row)(x + r * C, g ? g + r * C : NULL, C, gscale, &loss[r], scratch, stream);
-    N_(dv_fence)(stream);
+    N_(vstream_fence)(stream);
 }
 
 /* (x - m) / T for x <= m, the shifted logits at a temperature, as (x h - m h) ith with
@@ -543,7 +513,7 @@ static void N_(kl_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n, con
         /* the label's term; a streamed store above is seen by this thread's own read */
         if (ce && gbr) gbr[y] -= (T)p->ce_scale;
     }
-    N_(dv_fence)(stream);
+    N_(vstream_fence)(stream);
 }
 
 /* kl_rows for rows of at most FL_MID_C classes, in blocks of W row pairs, each step
@@ -919,7 +889,7 @@ static void N_(js_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n,
             if (gbr) N_(vstore_n)(gbr + k, N_(dv_fma)(uv.v, N_(vset1)(gqb), N_(vset1)(-kqg)) * e.eb, nk);
         }
     }
-    N_(dv_fence)(stream);
+    N_(vstream_fence)(stream);
 }
 
 /* js_rows for 0 < beta < 1 and rows of at most FL_MID_C classes, in blocks of W row pairs

@@ -107,7 +107,7 @@ FL_INL void N_(reg_point)(const int kind, V r, T p, V *l, V *d) {
  * m (or NULL): the where= mask, one byte per element: where it is 0, l and the gradient
  * are 0 (selected, so a NaN or inf there counts for nothing). */
 FL_INL V N_(reg_step)(const int kind, const T *x, const T *t, const T *w, const uint8_t *m,
-                      T *lout, T *g, int64_t k, int64_t nk, T p, T gscale) {
+                      T *lout, T *g, int64_t k, int64_t nk, T p, T gscale, int stream) {
     V r = N_(vload_n)(x + k, nk, 0) - N_(vload_n)(t + k, nk, 0);
     V l, d;
     N_(reg_point)(kind, r, p, &l, &d);
@@ -116,7 +116,7 @@ FL_INL V N_(reg_step)(const int kind, const T *x, const T *t, const T *w, const 
         l *= wk;
         d *= wk;
     }
-    return N_(masked_store)(l, d * gscale, m, lout, g, k, nk);
+    return N_(masked_store)(l, d * gscale, m, lout, g, k, nk, stream);
 }
 
 /* One block of n elements: returns sum(w * l) (float64 over FL_SUM_BLOCK
@@ -124,14 +124,15 @@ FL_INL V N_(reg_step)(const int kind, const T *x, const T *t, const T *w, const 
  * w is NULL (all ones) or n weights aligned with x, m NULL or n mask bytes. The partial
  * vector is handled after the loop, so the loop's accumulator never lives across a call. */
 FL_INL double N_(reg_impl)(const int kind, const T *x, const T *t, const T *w,
-                           const uint8_t *m, T *lout, T *g, int64_t n, T p, T gscale) {
+                           const uint8_t *m, T *lout, T *g, int64_t n, T p, T gscale, int stream) {
     double total = 0.0;
     for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
         const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0);
         int64_t k = b;
-        for (; k + W <= end; k += W) acc += N_(reg_step)(kind, x, t, w, m, lout, g, k, W, p, gscale);
-        if (k < end) acc += N_(reg_step)(kind, x, t, w, m, lout, g, k, end - k, p, gscale);
+        for (; k + W <= end; k += W)
+            acc += N_(reg_step)(kind, x, t, w, m, lout, g, k, W, p, gscale, stream);
+        if (k < end) acc += N_(reg_step)(kind, x, t, w, m, lout, g, k, end - k, p, gscale, stream);
         total += N_(vhsum)(acc);
     }
     return total;
@@ -140,15 +141,18 @@ FL_INL double N_(reg_impl)(const int kind, const T *x, const T *t, const T *w,
 /* Each loss as a separate, fully specialised loop (kind is checked by the caller); the
  * masked loop apart, so that the unmasked one carries no mask test. */
 static double N_(reg_block)(int kind, const T *x, const T *t, const T *w, const uint8_t *m,
-                            T *lout, T *g, int64_t n, T p, T gscale) {
-#define FL_REG_CASE(k, str) case FL_REG_##k: return m \
-    ? N_(reg_impl)(FL_REG_##k, x, t, w, m, lout, g, n, p, gscale) \
-    : N_(reg_impl)(FL_REG_##k, x, t, w, NULL, lout, g, n, p, gscale);
+                            T *lout, T *g, int64_t n, T p, T gscale, int stream) {
+    double total = NAN;
+    stream = N_(elementwise_stream)(stream, g);
+#define FL_REG_CASE(k, str) case FL_REG_##k: total = m \
+    ? N_(reg_impl)(FL_REG_##k, x, t, w, m, lout, g, n, p, gscale, stream) \
+    : N_(reg_impl)(FL_REG_##k, x, t, w, NULL, lout, g, n, p, gscale, stream); break;
     switch (kind) {
     FL_REG_KINDS(FL_REG_CASE)
     }
 #undef FL_REG_CASE
-    return NAN;
+    N_(vstream_fence)(stream);
+    return total;
 }
 
 /* --- bounding boxes: (x1, y1, x2, y2) per box, 4 contiguous values ------------------

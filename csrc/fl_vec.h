@@ -705,20 +705,61 @@ FL_INL int N_(group_nan)(const void *x, int kind, int64_t k, int64_t n) {
     return N_(vany)(nan);
 }
 
+/* Store of a full vector to a FL_VBYTES-aligned address that bypasses the caches
+ * (x86 streaming store): an output far larger than the caches is written without first
+ * being read in. Elsewhere a plain store. The caller fences (vstream_fence). */
+FL_INL void N_(vstream)(T *p, V v) {
+#if FL_X86_DISPATCH && FL_VBYTES == 64 && FL_DOUBLE
+    _mm512_stream_pd(p, (__m512d)v);
+#elif FL_X86_DISPATCH && FL_VBYTES == 64
+    _mm512_stream_ps(p, (__m512)v);
+#elif FL_X86_DISPATCH && FL_VBYTES == 32 && FL_DOUBLE
+    _mm256_stream_pd(p, (__m256d)v);
+#elif FL_X86_DISPATCH && FL_VBYTES == 32
+    _mm256_stream_ps(p, (__m256)v);
+#elif FL_X86_DISPATCH && FL_VBYTES == 16 && FL_DOUBLE
+    _mm_stream_pd(p, (__m128d)v);
+#elif FL_X86_DISPATCH && FL_VBYTES == 16
+    _mm_stream_ps(p, (__m128)v);
+#else
+    N_(vstore)(p, v);
+#endif
+}
+
+/* Orders this thread's streaming stores before whatever follows (another thread's reads). */
+FL_INL void N_(vstream_fence)(int stream) {
+#if FL_X86_DISPATCH
+    if (stream) _mm_sfence();
+#else
+    (void)stream;
+#endif
+}
+
 /* The end of one vector of nk <= W elements of an elementwise loss at offset k, loss l and
  * gradient d (already times gscale): m (or NULL) is the where= mask, one byte per element;
  * where it is 0, l and d are selected to 0 (after the scale: an inf scale, nothing kept,
  * gives 0 there too, and so does a NaN or inf input). Stores l (lout) and d (g) where
- * asked; returns l with the lanes past nk zeroed, for the sum. */
-FL_INL V N_(masked_store)(V l, V d, const uint8_t *m, T *lout, T *g, int64_t k, int64_t nk) {
+ * asked, a whole vector of d with a streaming store if `stream` (g + k is then
+ * FL_VBYTES-aligned: elementwise_stream); returns l with the lanes past nk zeroed, for the
+ * sum. */
+FL_INL V N_(masked_store)(V l, V d, const uint8_t *m, T *lout, T *g, int64_t k, int64_t nk,
+                          int stream) {
     if (m) {
         const VI keep = N_(vkeep_bytes)(m, k, nk);
         l = N_(vsel)(keep, l, N_(vset1)(0));
         d = N_(vsel)(keep, d, N_(vset1)(0));
     }
     if (lout) N_(vstore_n)(lout + k, l, nk);
-    if (g) N_(vstore_n)(g + k, d, nk);
+    if (g && stream && nk == W) N_(vstream)(g + k, d);
+    else if (g) N_(vstore_n)(g + k, d, nk);
     return N_(vkeep_first)(l, nk);
+}
+
+/* Whether an elementwise kernel writes its gradient g with streaming stores: asked for
+ * (an output larger than the caches) and g aligned to whole vectors, as every vector of a
+ * block then is (blocks and vectors start at multiples of W elements from g). */
+FL_INL int N_(elementwise_stream)(int stream, const T *g) {
+    return stream && g && ((uintptr_t)g % FL_VBYTES) == 0;
 }
 
 /* Row helpers shared by the families. */

@@ -14,7 +14,7 @@ from libc.stdint cimport int64_t, uint16_t
 
 from ._blocks cimport n_blocks, rows_per_block, scratch_row
 from ._half cimport fl_float_to_half, fl_half_to_float
-from ._runtime cimport block_fn, run_blocks
+from ._runtime cimport block_fn, run_blocks, stream_output
 
 import numpy as np
 
@@ -44,19 +44,6 @@ cdef extern from "fl_divergence.h" nogil:
     void fl_kl_rows_half(int kind, const uint16_t *a, const uint16_t *b, int64_t n, const int64_t *labels,
                          const fl_div_params *p, double *loss, float *scratch, int64_t *am_a,
                          int64_t *am_b)
-
-# Gradients of at least this many bytes are written with streaming stores (they
-# cannot stay in cache anyway, and a streaming store does not read the line first).
-cdef int64_t _stream_bytes = 16 * 1024 * 1024
-
-
-def set_stream_bytes(int64_t nbytes):
-    """Threshold (bytes per gradient array) for streaming stores; returns the old one."""
-    global _stream_bytes
-    old = _stream_bytes
-    _stream_bytes = nbytes
-    return old
-
 
 def set_level(int level):
     fl_divergence_set_half_level(level)
@@ -113,7 +100,7 @@ def entropy(const floating[:, ::1] x, floating[:, ::1] g, double gscale, double[
     if n == 0:
         return
     cdef floating *gp = &g[0, 0] if g is not None else NULL
-    cdef int stream = gp != NULL and n * C * <int64_t> sizeof(floating) >= _stream_bytes
+    cdef int stream = gp != NULL and stream_output(n * C * <int64_t> sizeof(floating))
     if _cached(C, sizeof(floating)) and gp != NULL:
         scratch = _thread_rows(n_threads, 2 * C, sizeof(floating))
     cdef floating *sp = &scratch[0, 0] if scratch is not None else NULL
@@ -190,7 +177,7 @@ def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floa
     cdef double *cep = &ce_loss[0] if ce_loss is not None else NULL
     cdef fl_div_params p = fl_div_params(
         C=C, inv_t=inv_t, beta=beta, gscale_p=gscale_p, gscale_q=gscale_q, ignore_index=ignore_index,
-        stream=(gap != NULL or gbp != NULL) and n * C * <int64_t> sizeof(floating) >= _stream_bytes,
+        stream=(gap != NULL or gbp != NULL) and stream_output(n * C * <int64_t> sizeof(floating)),
         ce_scale=ce_scale)
     if _cached(C, sizeof(floating)) and (gap != NULL or gbp != NULL or js):
         scratch = _thread_rows(n_threads, _pair_cache_rows(js, cep != NULL, inv_t) * C, sizeof(floating))

@@ -13,7 +13,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t, uint8_t
 
 from ._blocks cimport BOX_BLOCK as BBLK, ELEMENT_BLOCK as EBLK, n_blocks, ordered_sum
-from ._runtime cimport block_fn, run_blocks
+from ._runtime cimport block_fn, run_blocks, stream_output
 
 import numpy as np
 
@@ -24,7 +24,7 @@ cdef extern from "fl_regression.h" nogil:
     # One declaration per kernel for both dtypes (csrc/fl_common.h's FL_CALL): the
     # kernel's T pointers are void pointers here, its T scalars doubles.
     double fl_reg_block(int kind, const void *x, const void *t, const void *w, const uint8_t *m,
-                        void *lout, void *g, int64_t n, double param, double gscale)
+                        void *lout, void *g, int64_t n, double param, double gscale, int stream)
     double fl_box_block(int kind, const void *b1, const void *b2, void *lout, void *g1, void *g2,
                         int64_t n, double eps, double gscale)
     int64_t fl_box_first_bad(const void *boxes, int64_t n)
@@ -51,6 +51,7 @@ cdef struct ElementJob:
     void *g
     double param, gscale
     double *part
+    int stream                   # write g with streaming stores (stream_output)
 
 
 cdef void _element_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
@@ -62,7 +63,7 @@ cdef void _element_block(void *job, int64_t b, int tid, const floating *tag) noe
     j.part[b] = fl_reg_block(j.kind, <const floating *>j.x + s, <const floating *>j.t + s,
                              w + s % j.w_period if w else NULL, j.m + s if j.m else NULL,
                              lp + s if lp else NULL, gp + s if gp else NULL,
-                             min(EBLK, j.n - s), j.param, j.gscale)
+                             min(EBLK, j.n - s), j.param, j.gscale, j.stream)
 
 
 def elementwise(str name, const floating[::1] x, const floating[::1] t, const floating[::1] w,
@@ -87,8 +88,11 @@ def elementwise(str name, const floating[::1] x, const floating[::1] t, const fl
     cdef floating *gp = &g[0] if g is not None else NULL
     cdef const uint8_t *mp = &m[0] if m is not None else NULL
     cdef ElementJob job = ElementJob(kind=kind, n=n, w_period=w_period, x=&x[0], t=&t[0], w=wp,
-                                     m=mp, lout=lp, g=gp,
-                                     param=param, gscale=gscale, part=&part[0])
+                                     m=mp, lout=lp, g=gp, param=param, gscale=gscale, part=&part[0],
+                                     # log-cosh is bound by its arithmetic, and measured slower
+                                     # with streaming stores (as the sigmoid losses)
+                                     stream=gp != NULL and name != "log_cosh"
+                                     and stream_output(n * sizeof(floating)))
     with nogil:
         run_blocks(<block_fn>_element_block[floating], &job, part.shape[0], n_threads)
     return ordered_sum(part)

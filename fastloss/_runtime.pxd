@@ -8,3 +8,6 @@ ctypedef void (*block_fn)(void *ctx, int64_t block, int tid, const void *tag) no
 # Run fn for every block in [0, n_blocks) on up to n_threads threads, the caller one of
 # them (csrc/fl_threadpool.h); returns when all are done.
 cdef void run_blocks(block_fn fn, void *ctx, int64_t n_blocks, int n_threads) noexcept nogil
+
+# Whether an output of nbytes is written with streaming stores (set_stream_bytes).
+cdef bint stream_output(int64_t nbytes) noexcept nogil

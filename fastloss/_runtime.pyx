@@ -66,6 +66,23 @@ cdef void run_blocks(block_fn fn, void *ctx, int64_t n_blocks, int n_threads) no
     fl_run_blocks(fn, ctx, n_blocks, n_threads)
 
 
+# Outputs (gradients) of at least this many bytes are written with streaming stores: they
+# cannot stay in cache anyway, and a streaming store does not read the line first.
+cdef int64_t _stream_bytes = 16 * 1024 * 1024
+
+
+cdef bint stream_output(int64_t nbytes) noexcept nogil:
+    return nbytes >= _stream_bytes
+
+
+def set_stream_bytes(int64_t nbytes):
+    """Threshold (bytes per output array) for streaming stores (tests); returns the old one."""
+    global _stream_bytes
+    old = _stream_bytes
+    _stream_bytes = nbytes
+    return old
+
+
 cdef void _record_block(void *ctx, int64_t b, int tid, const void *tag) noexcept nogil:
     cdef int64_t *out = <int64_t *>ctx
     cdef timespec t0, t

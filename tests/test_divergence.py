@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastloss
-from fastloss import _divergence as _k
+from fastloss import _divergence as _k, _runtime
 from fastloss.divergence import distillation_loss, entropy, js_divergence, kl_divergence
 from fastloss.gaussian import gaussian_kl, gaussian_nll_loss, vae_loss
 from fastloss.reference import divergence as ref
@@ -366,7 +366,7 @@ def test_streaming_stores_match(rng, fn):
             "entropy": lambda a, b, **k: entropy(a, **k),
             "distill": lambda a, b, **k: distillation_loss(a, b, target=y, **k)}[fn]
     want = call(p, q, return_grad=True)
-    old = _k.set_stream_bytes(0)
+    old = _runtime.set_stream_bytes(0)
     try:
         for off in range(3):
             mem = np.zeros(2 * p.size + 8, np.float32)
@@ -378,7 +378,7 @@ def test_streaming_stores_match(rng, fn):
                             want[1] if fn in ("kl", "js") else [want[1]]):
                 np.testing.assert_array_equal(a, b)
     finally:
-        _k.set_stream_bytes(old)
+        _runtime.set_stream_bytes(old)
 
 
 def test_bitwise_identical_across_threads(rng):

@@ -698,3 +698,34 @@ def test_box_bad_input():
     with pytest.raises(ValueError, match=r"grad_out\[0\] must not overlap boxes1"):
         g1 = good.copy()
         generalized_box_iou_loss(g1, good, return_grad=True, grad_out=(g1, np.zeros((3, 4))))
+
+
+@pytest.mark.parametrize("fn", ["mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_elementwise_streaming_stores_match(rng, fn, dtype):
+    """Regression gradients past the streaming threshold go out with streaming stores where grad_out
+    is aligned to whole vectors (plain stores elsewhere): the same bits and the same loss
+    either way, with a mask and weights, nothing written outside grad_out."""
+    n = 3 * 16384 + 1001                           # several blocks and a partial one
+    x = rng.standard_normal(n).astype(dtype)
+    t = rng.standard_normal(n).astype(dtype)
+    kw = {"reduction": "sum", "return_grad": True}
+    extras = [{}, {"where": rng.random(n) < 0.9}]
+    if fn == "mse_loss":
+        extras.append({"weight": rng.random(n).astype(dtype)})
+    call = getattr(fl, fn)
+    item = np.dtype(dtype).itemsize
+    for extra in extras:
+        want = call(x, t, **kw, **extra)
+        old = _runtime.set_stream_bytes(0)
+        try:
+            mem = np.empty(n + 256 // item, dtype)
+            start = (-mem.ctypes.data % 64) // item      # 64-byte aligned: every SIMD level
+            for off in (start, start + 1, start + 3, start + 32 // item):
+                mem[...] = 7
+                got = call(x, t, **kw, **extra, grad_out=mem[off:off + n])
+                assert got[0] == want[0]
+                np.testing.assert_array_equal(mem[off:off + n], want[1])
+                assert (mem[:off] == 7).all() and (mem[off + n:] == 7).all()
+        finally:
+            _runtime.set_stream_bytes(old)
