@@ -794,7 +794,7 @@ FL_INL V N_(bce_step)(const T *x, const T *t, const T *w, const T *pw, const uin
         l *= wk;
         d *= wk;
     }
-    return N_(masked_store)(l, d * gscale, m, lout, g, k, nk, 0);
+    return N_(masked_store)(l, d * gscale, m, lout, g, k, nk, NULL);
 }
 
 /* n elements: returns sum l (float64 over FL_SUM_BLOCK pieces); the partial vector is
@@ -851,7 +851,7 @@ FL_INL V N_(focal_step)(const int sq, const T *x, const T *t, const uint8_t *m, 
         df = N_(vsel)(one_minus_pt == (T)0, N_(vset1)(0), gamma * f / one_minus_pt * dpt);
     }
     const V at = a0 + a1 * tk;
-    return N_(masked_store)(at * ce * f, at * (dce * f + ce * df) * gscale, m, lout, g, k, nk, 0);
+    return N_(masked_store)(at * ce * f, at * (dce * f + ce * df) * gscale, m, lout, g, k, nk, NULL);
 }
 
 FL_INL double N_(focal_impl)(const int sq, const T *x, const T *t, const uint8_t *m, T *lout,

@@ -107,7 +107,7 @@ FL_INL void N_(reg_point)(const int kind, V r, T p, V *l, V *d) {
  * m (or NULL): the where= mask, one byte per element: where it is 0, l and the gradient
  * are 0 (selected, so a NaN or inf there counts for nothing). */
 FL_INL V N_(reg_step)(const int kind, const T *x, const T *t, const T *w, const uint8_t *m,
-                      T *lout, T *g, int64_t k, int64_t nk, T p, T gscale, int stream) {
+                      T *lout, T *g, int64_t k, int64_t nk, T p, T gscale, N_(swriter) *sw) {
     V r = N_(vload_n)(x + k, nk, 0) - N_(vload_n)(t + k, nk, 0);
     V l, d;
     N_(reg_point)(kind, r, p, &l, &d);
@@ -116,7 +116,7 @@ FL_INL V N_(reg_step)(const int kind, const T *x, const T *t, const T *w, const 
         l *= wk;
         d *= wk;
     }
-    return N_(masked_store)(l, d * gscale, m, lout, g, k, nk, stream);
+    return N_(masked_store)(l, d * gscale, m, lout, g, k, nk, sw);
 }
 
 /* One block of n elements: returns sum(w * l) (float64 over FL_SUM_BLOCK
@@ -124,15 +124,17 @@ FL_INL V N_(reg_step)(const int kind, const T *x, const T *t, const T *w, const 
  * w is NULL (all ones) or n weights aligned with x, m NULL or n mask bytes. The partial
  * vector is handled after the loop, so the loop's accumulator never lives across a call. */
 FL_INL double N_(reg_impl)(const int kind, const T *x, const T *t, const T *w,
-                           const uint8_t *m, T *lout, T *g, int64_t n, T p, T gscale, int stream) {
+                           const uint8_t *m, T *lout, T *g, int64_t n, T p, T gscale,
+                           N_(swriter) *sw) {
     double total = 0.0;
     for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
         const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0);
         int64_t k = b;
         for (; k + W <= end; k += W)
-            acc += N_(reg_step)(kind, x, t, w, m, lout, g, k, W, p, gscale, stream);
-        if (k < end) acc += N_(reg_step)(kind, x, t, w, m, lout, g, k, end - k, p, gscale, stream);
+            acc += N_(reg_step)(kind, x, t, w, m, lout, g, k, W, p, gscale, sw);
+        if (k < end) acc += N_(reg_step)(kind, x, t, w, m, lout, g, k, end - k, p, gscale, sw);
+        else if (sw && end == n) N_(sw_end)(sw, g, n, N_(vset1)(0), 0);   /* ends on a whole vector */
         total += N_(vhsum)(acc);
     }
     return total;
@@ -143,15 +145,15 @@ FL_INL double N_(reg_impl)(const int kind, const T *x, const T *t, const T *w,
 static double N_(reg_block)(int kind, const T *x, const T *t, const T *w, const uint8_t *m,
                             T *lout, T *g, int64_t n, T p, T gscale, int stream) {
     double total = NAN;
-    stream = N_(elementwise_stream)(stream, g);
+    N_(swriter) sw0, *sw = N_(sw_begin)(&sw0, stream, g);
 #define FL_REG_CASE(k, str) case FL_REG_##k: total = m \
-    ? N_(reg_impl)(FL_REG_##k, x, t, w, m, lout, g, n, p, gscale, stream) \
-    : N_(reg_impl)(FL_REG_##k, x, t, w, NULL, lout, g, n, p, gscale, stream); break;
+    ? N_(reg_impl)(FL_REG_##k, x, t, w, m, lout, g, n, p, gscale, sw) \
+    : N_(reg_impl)(FL_REG_##k, x, t, w, NULL, lout, g, n, p, gscale, sw); break;
     switch (kind) {
     FL_REG_KINDS(FL_REG_CASE)
     }
 #undef FL_REG_CASE
-    N_(vstream_fence)(stream);
+    N_(vstream_fence)(sw != NULL);
     return total;
 }
 

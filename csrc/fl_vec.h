@@ -735,31 +735,63 @@ FL_INL void N_(vstream_fence)(int stream) {
 #endif
 }
 
+/* The streaming writer of an elementwise kernel's gradient g (one block of it): whole
+ * vectors go out with streaming stores to FL_VBYTES-aligned addresses, whatever g's own
+ * alignment, so the kernel's vector grid (and its sums) stays where it is. With g `a`
+ * elements short of an aligned address (0 < a < W), the aligned vector ending at element
+ * k + a is the last vector's lanes [a, W) and the new one's [0, a) (one two-source
+ * shuffle); the block's first a and last W - a elements are stored plainly. At SSE2, or
+ * where g is not aligned to its element, a misaligned g keeps plain stores (sw_begin
+ * returns NULL). */
+typedef struct { V prev; VI idx; int64_t a; } N_(swriter);
+FL_INL N_(swriter) *N_(sw_begin)(N_(swriter) *sw, int stream, const T *g) {
+    if (!stream || !g || (uintptr_t)g % sizeof(T)) return NULL;
+    const int64_t a = (int64_t)(((FL_VBYTES - (uintptr_t)g % FL_VBYTES) % FL_VBYTES) / sizeof(T));
+    if (a && FL_VBYTES < 32) return NULL;
+    sw->a = a;
+    for (int j = 0; j < W; j++) sw->idx[j] = (TI)(a + j);
+    return sw;
+}
+/* The full vector d of elements [k, k + W) (k a multiple of W, in order). */
+FL_INL void N_(sw_put)(N_(swriter) *sw, T *g, int64_t k, V d) {
+    if (!sw->a) {
+        N_(vstream)(g + k, d);
+    } else if (k == 0) {
+        N_(vstore_part)(g, d, sw->a);
+    } else {
+        N_(vstream)(g + k - W + sw->a, __builtin_shuffle(sw->prev, d, sw->idx));
+    }
+    sw->prev = d;
+}
+/* After the block's last vector: its elements not yet stored (the previous vector's lanes
+ * [a, W), then the partial vector d of nk < W elements at k, if nk). */
+FL_INL void N_(sw_end)(N_(swriter) *sw, T *g, int64_t k, V d, int64_t nk) {
+    if (sw->a && k > 0) {
+        T tmp[W];
+        N_(vstore)(tmp, sw->prev);
+        memcpy(g + k - W + sw->a, tmp + sw->a, (size_t)(W - sw->a) * sizeof(T));
+    }
+    if (nk) N_(vstore_part)(g + k, d, nk);
+}
+
 /* The end of one vector of nk <= W elements of an elementwise loss at offset k, loss l and
  * gradient d (already times gscale): m (or NULL) is the where= mask, one byte per element;
  * where it is 0, l and d are selected to 0 (after the scale: an inf scale, nothing kept,
  * gives 0 there too, and so does a NaN or inf input). Stores l (lout) and d (g) where
- * asked, a whole vector of d with a streaming store if `stream` (g + k is then
- * FL_VBYTES-aligned: elementwise_stream); returns l with the lanes past nk zeroed, for the
- * sum. */
+ * asked, d's whole vectors through the streaming writer sw if there is one (a partial
+ * vector ends the block: sw_end); returns l with the lanes past nk zeroed, for the sum. */
 FL_INL V N_(masked_store)(V l, V d, const uint8_t *m, T *lout, T *g, int64_t k, int64_t nk,
-                          int stream) {
+                          N_(swriter) *sw) {
     if (m) {
         const VI keep = N_(vkeep_bytes)(m, k, nk);
         l = N_(vsel)(keep, l, N_(vset1)(0));
         d = N_(vsel)(keep, d, N_(vset1)(0));
     }
     if (lout) N_(vstore_n)(lout + k, l, nk);
-    if (g && stream && nk == W) N_(vstream)(g + k, d);
+    if (g && sw && nk == W) N_(sw_put)(sw, g, k, d);
+    else if (g && sw) N_(sw_end)(sw, g, k, d, nk);
     else if (g) N_(vstore_n)(g + k, d, nk);
     return N_(vkeep_first)(l, nk);
-}
-
-/* Whether an elementwise kernel writes its gradient g with streaming stores: asked for
- * (an output larger than the caches) and g aligned to whole vectors, as every vector of a
- * block then is (blocks and vectors start at multiples of W elements from g). */
-FL_INL int N_(elementwise_stream)(int stream, const T *g) {
-    return stream && g && ((uintptr_t)g % FL_VBYTES) == 0;
 }
 
 /* Row helpers shared by the families. */

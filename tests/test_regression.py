@@ -702,11 +702,12 @@ def test_box_bad_input():
 
 @pytest.mark.parametrize("fn", ["mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_elementwise_streaming_stores_match(rng, fn, dtype):
-    """Regression gradients past the streaming threshold go out with streaming stores where grad_out
-    is aligned to whole vectors (plain stores elsewhere): the same bits and the same loss
-    either way, with a mask and weights, nothing written outside grad_out."""
-    n = 3 * 16384 + 1001                           # several blocks and a partial one
+@pytest.mark.parametrize("n", [3 * 16384 + 1001, 2 * 16384, 16384 + 16, 5])
+def test_elementwise_streaming_stores_match(rng, fn, dtype, n):
+    """Regression gradients past the streaming threshold go out with streaming stores,
+    shifted onto aligned addresses where grad_out is not aligned to whole vectors: the same
+    bits and the same loss as plain stores, with a mask and weights, at every offset, for
+    blocks ending on a whole vector or a partial one; nothing written outside grad_out."""
     x = rng.standard_normal(n).astype(dtype)
     t = rng.standard_normal(n).astype(dtype)
     kw = {"reduction": "sum", "return_grad": True}
@@ -715,13 +716,13 @@ def test_elementwise_streaming_stores_match(rng, fn, dtype):
         extras.append({"weight": rng.random(n).astype(dtype)})
     call = getattr(fl, fn)
     item = np.dtype(dtype).itemsize
+    mem = np.empty(n + 256 // item, dtype)
+    start = (-mem.ctypes.data % 64) // item          # 64-byte aligned: every SIMD level
     for extra in extras:
         want = call(x, t, **kw, **extra)
         old = _runtime.set_stream_bytes(0)
         try:
-            mem = np.empty(n + 256 // item, dtype)
-            start = (-mem.ctypes.data % 64) // item      # 64-byte aligned: every SIMD level
-            for off in (start, start + 1, start + 3, start + 32 // item):
+            for off in range(start, start + 64 // item + 1):
                 mem[...] = 7
                 got = call(x, t, **kw, **extra, grad_out=mem[off:off + n])
                 assert got[0] == want[0]
