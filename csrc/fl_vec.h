@@ -740,14 +740,25 @@ FL_INL void N_(vstream_fence)(int stream) {
  * alignment, so the kernel's vector grid (and its sums) stays where it is. With g `a`
  * elements short of an aligned address (0 < a < W), the aligned vector ending at element
  * k + a is the last vector's lanes [a, W) and the new one's [0, a) (one two-source
- * shuffle); the block's first a and last W - a elements are stored plainly. At SSE2, or
- * where g is not aligned to its element, a misaligned g keeps plain stores (sw_begin
- * returns NULL). */
+ * shuffle: GCC's __builtin_shuffle with a run-time index); the block's first a and last
+ * W - a elements are stored plainly. At SSE2, built by Clang, or where g is not aligned
+ * to its element, a misaligned g keeps plain stores (sw_begin returns NULL). */
+#ifndef FL_SW_SHIFT
+#if defined(__GNUC__) && !defined(__clang__)
+#define FL_SW_SHIFT(a, b, idx) __builtin_shuffle(a, b, idx)
+#else
+#define FL_SW_SHIFT(a, b, idx) (a)      /* never taken: sw_begin refuses a misaligned g */
+#endif
+#endif
 typedef struct { V prev; VI idx; int64_t a; } N_(swriter);
 FL_INL N_(swriter) *N_(sw_begin)(N_(swriter) *sw, int stream, const T *g) {
     if (!stream || !g || (uintptr_t)g % sizeof(T)) return NULL;
     const int64_t a = (int64_t)(((FL_VBYTES - (uintptr_t)g % FL_VBYTES) % FL_VBYTES) / sizeof(T));
+#if defined(__GNUC__) && !defined(__clang__)
     if (a && FL_VBYTES < 32) return NULL;
+#else
+    if (a) return NULL;
+#endif
     sw->a = a;
     for (int j = 0; j < W; j++) sw->idx[j] = (TI)(a + j);
     return sw;
@@ -759,7 +770,7 @@ FL_INL void N_(sw_put)(N_(swriter) *sw, T *g, int64_t k, V d) {
     } else if (k == 0) {
         N_(vstore_part)(g, d, sw->a);
     } else {
-        N_(vstream)(g + k - W + sw->a, __builtin_shuffle(sw->prev, d, sw->idx));
+        N_(vstream)(g + k - W + sw->a, FL_SW_SHIFT(sw->prev, d, sw->idx));
     }
     sw->prev = d;
 }
