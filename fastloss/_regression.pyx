@@ -89,10 +89,7 @@ def elementwise(str name, const floating[::1] x, const floating[::1] t, const fl
     cdef const uint8_t *mp = &m[0] if m is not None else NULL
     cdef ElementJob job = ElementJob(kind=kind, n=n, w_period=w_period, x=&x[0], t=&t[0], w=wp,
                                      m=mp, lout=lp, g=gp, param=param, gscale=gscale, part=&part[0],
-                                     # log-cosh is bound by its arithmetic, and measured slower
-                                     # with streaming stores (as the sigmoid losses)
-                                     stream=gp != NULL and name != "log_cosh"
-                                     and stream_output(n * sizeof(floating)))
+                                     stream=gp != NULL and stream_output(n * sizeof(floating)))
     with nogil:
         run_blocks(<block_fn>_element_block[floating], &job, part.shape[0], n_threads)
     return ordered_sum(part)

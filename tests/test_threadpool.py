@@ -112,14 +112,18 @@ def test_forked_child_gets_its_own_pool_threads(tmp_path):
 
 # --- _runtime.copy: the benchmark's multi-threaded copy floor --------------------------
 
-@pytest.mark.parametrize("n", [0, 1, 1001, _runtime.COPY_BLOCK, 3 * _runtime.COPY_BLOCK + 12345])
+@pytest.mark.parametrize("n", [0, 1, 63, 1001, _runtime.COPY_BLOCK, 3 * _runtime.COPY_BLOCK + 12345])
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
-def test_copy_is_bit_equal(rng, n, n_threads):
-    src = rng.integers(0, 256, n, dtype=np.uint8)
-    dst = np.zeros(n + 7, dtype=np.uint8)        # bytes past the end stay untouched
-    _runtime.copy(src, dst[:n], n_threads)
-    np.testing.assert_array_equal(dst[:n], src)
-    assert not dst[n:].any()
+@pytest.mark.parametrize("stream", [False, True], ids=["memcpy", "stream"])
+def test_copy_is_bit_equal(rng, n, n_threads, stream):
+    """Both copies, from and to any alignment (streaming stores go to 16-byte-aligned
+    addresses, memcpy around them); bytes outside dst stay untouched."""
+    src = rng.integers(0, 256, n + 16, dtype=np.uint8)
+    for so, do in ((0, 0), (3, 0), (0, 5), (7, 11)):
+        dst = np.zeros(n + 32, dtype=np.uint8)
+        _runtime.copy(src[so:so + n], dst[do:do + n], n_threads, stream)
+        np.testing.assert_array_equal(dst[do:do + n], src[so:so + n])
+        assert not dst[:do].any() and not dst[do + n:].any()
 
 
 @pytest.mark.parametrize("src, dst, exc, match", [
