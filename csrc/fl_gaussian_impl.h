@@ -13,77 +13,114 @@
  * mq / lvq NULL: 0 (the standard normal). Gradients (each optional) are scaled
  * by gscale; lelem (optional) gets the per-element loss. Returns sum l (float64
  * over blocks of FL_SUM_BLOCK). */
-FL_INL double N_(gauss_kl_body)(const T *mp, const T *lvp, const T *mq, const T *lvq,
-                                T *gmp, T *glvp, T *gmq, T *glvq, T *lelem, int64_t n, T gscale) {
-    VD total = N_(dv_dzero)();
+/* One vector of nk <= W elements at offset k (gauss_kl_body's arguments): stores what is
+ * asked, returns l with the lanes past nk zeroed. */
+FL_INL V N_(gauss_kl_step)(const T *mp, const T *lvp, const T *mq, const T *lvq, T *gmp, T *glvp,
+                           T *gmq, T *glvq, T *lelem, int64_t k, int64_t nk, T gscale,
+                           N_(swriter) *sw) {
     const T half = (T)0.5, hg = (T)0.5 * gscale;
+    V m = N_(vload_n)(mp + k, nk, 0), lv = N_(vload_n)(lvp + k, nk, 0);
+    V dm = mq ? m - N_(vload_n)(mq + k, nk, 0) : m;
+    V lq, iq, rr;
+    if (lvq) {
+        lq = N_(vload_n)(lvq + k, nk, 0);
+        iq = N_(vexp)(-lq);
+        rr = N_(vexp)(lv - lq);
+    } else {
+        lq = N_(vset1)(0);
+        iq = N_(vset1)(1);
+        rr = N_(vexp)(lv);
+    }
+    V gm = dm * iq;                 /* (mp - mq) / vq */
+    V dm2 = dm * gm;
+    V l = half * ((lq - lv) + (rr - (T)1) + dm2);
+    l = N_(vkeep_first)(l, nk);
+    if (lelem) N_(vstore_n)(lelem + k, l, nk);
+    if (gmp) N_(sw_store)(sw ? &sw[0] : NULL, gmp, k, gm * gscale, nk);
+    if (glvp) N_(sw_store)(sw ? &sw[1] : NULL, glvp, k, (rr - (T)1) * hg, nk);
+    if (gmq) N_(sw_store)(sw ? &sw[2] : NULL, gmq, k, gm * -gscale, nk);
+    if (glvq) N_(sw_store)(sw ? &sw[3] : NULL, glvq, k, ((T)1 - rr - dm2) * hg, nk);
+    return l;
+}
+FL_INL double N_(gauss_kl_body)(const T *mp, const T *lvp, const T *mq, const T *lvq,
+                                T *gmp, T *glvp, T *gmq, T *glvq, T *lelem, int64_t n, T gscale,
+                                N_(swriter) *sw) {
+    VD total = N_(dv_dzero)();
     for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
         const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0);
-        for (int64_t k = b; k < end; k += W) {
-            const int64_t nk = end - k;
-            V m = N_(vload_n)(mp + k, nk, 0), lv = N_(vload_n)(lvp + k, nk, 0);
-            V dm = mq ? m - N_(vload_n)(mq + k, nk, 0) : m;
-            V lq, iq, rr;
-            if (lvq) {
-                lq = N_(vload_n)(lvq + k, nk, 0);
-                iq = N_(vexp)(-lq);
-                rr = N_(vexp)(lv - lq);
-            } else {
-                lq = N_(vset1)(0);
-                iq = N_(vset1)(1);
-                rr = N_(vexp)(lv);
-            }
-            V gm = dm * iq;                 /* (mp - mq) / vq */
-            V dm2 = dm * gm;
-            V l = half * ((lq - lv) + (rr - (T)1) + dm2);
-            l = N_(vkeep_first)(l, nk);
-            acc += l;
-            if (lelem) N_(vstore_n)(lelem + k, l, nk);
-            if (gmp) N_(vstore_n)(gmp + k, gm * gscale, nk);
-            if (glvp) N_(vstore_n)(glvp + k, (rr - (T)1) * hg, nk);
-            if (gmq) N_(vstore_n)(gmq + k, gm * -gscale, nk);
-            if (glvq) N_(vstore_n)(glvq + k, ((T)1 - rr - dm2) * hg, nk);
-        }
+        int64_t k = b;
+        for (; k + W <= end; k += W)        /* whole vectors: nk a constant */
+            acc += N_(gauss_kl_step)(mp, lvp, mq, lvq, gmp, glvp, gmq, glvq, lelem, k, W, gscale, sw);
+        if (k < end)
+            acc += N_(gauss_kl_step)(mp, lvp, mq, lvq, gmp, glvp, gmq, glvq, lelem, k, end - k, gscale, sw);
         total = N_(dv_widen_add)(total, acc);
+    }
+    if (sw) {
+        T *g[4] = {gmp, glvp, gmq, glvq};
+        for (int i = 0; i < 4; i++)
+            if (g[i]) N_(sw_finish)(&sw[i], g[i], n);
     }
     return N_(dv_dsum)(total);
 }
 /* gauss_kl_body, with the loss alone against the standard normal compiled apart (as
- * nll_block's: the general loop's branches cost it registers at AVX2). */
+ * nll_block's: the general loop's branches cost it registers at AVX2). stream: the
+ * gradients go out through streaming writers (fl_vec.h's swriter). */
 static double N_(gauss_kl_block)(const T *mp, const T *lvp, const T *mq, const T *lvq,
-                                 T *gmp, T *glvp, T *gmq, T *glvq, T *lelem, int64_t n, T gscale) {
+                                 T *gmp, T *glvp, T *gmq, T *glvq, T *lelem, int64_t n, T gscale,
+                                 int stream) {
     if (!mq && !lvq && !gmp && !glvp && !gmq && !glvq && !lelem)
-        return N_(gauss_kl_body)(mp, lvp, NULL, NULL, NULL, NULL, NULL, NULL, NULL, n, gscale);
-    return N_(gauss_kl_body)(mp, lvp, mq, lvq, gmp, glvp, gmq, glvq, lelem, n, gscale);
+        return N_(gauss_kl_body)(mp, lvp, NULL, NULL, NULL, NULL, NULL, NULL, NULL, n, gscale, NULL);
+    N_(swriter) sw[4];              /* each follows its own gradient's alignment */
+    T *g[4] = {gmp, glvp, gmq, glvq};
+    int on = stream;                /* all streamed, or none */
+    for (int i = 0; i < 4 && on; i++)
+        if (g[i] && !N_(sw_begin)(&sw[i], 1, g[i])) on = 0;
+    double s;
+    if (!mq && !lvq && gmp && glvp && !gmq && !glvq && !lelem)   /* a VAE's prior term */
+        s = N_(gauss_kl_body)(mp, lvp, NULL, NULL, gmp, glvp, NULL, NULL, NULL, n, gscale, on ? sw : NULL);
+    else
+        s = N_(gauss_kl_body)(mp, lvp, mq, lvq, gmp, glvp, gmq, glvq, lelem, n, gscale, on ? sw : NULL);
+    N_(vstream_fence)(on);
+    return s;
 }
 
-/* Reconstruction loss over n elements of recon r and data x: mode 0: squared error
+/* One vector of nk <= W elements at offset k of recon_block (below): returns its losses,
+ * the lanes past nk zeroed.
+ * Reconstruction loss over n elements of recon r and data x: mode 0: squared error
  * (r - x)^2 (sqerr_point), mode 1: binary cross-entropy with logits r and targets x
  * (bce_logits_point, no positive weight), the same per-element values as mse_loss and
- * binary_cross_entropy_with_logits. Gradient (optional) scaled by gscale; lelem optional.
- * Returns sum l in float64. */
-static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, int64_t n, T gscale) {
+ * binary_cross_entropy_with_logits. Gradient (optional) scaled by gscale, streamed with
+ * stream (fl_vec.h's swriter); lelem optional. Returns sum l in float64. */
+FL_INL V N_(recon_step)(const T *r, const T *x, int mode, T *g, T *lelem, int64_t k, int64_t nk,
+                        T gscale, N_(swriter) *sw) {
+    V rk = N_(vload_n)(r + k, nk, 0), xk = N_(vload_n)(x + k, nk, 0);
+    V l, gk;
+    if (mode == 0) {
+        N_(sqerr_point)(rk - xk, &l, &gk);     /* padded lanes: l = 0 */
+    } else {
+        N_(bce_logits_point)(rk, xk, NULL, nk, &l, &gk, NULL, NULL);
+        l = N_(vkeep_first)(l, nk);
+    }
+    if (lelem) N_(vstore_n)(lelem + k, l, nk);
+    if (g) N_(sw_store)(sw, g, k, gk * gscale, nk);
+    return l;
+}
+static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, int64_t n, T gscale,
+                              int stream) {
+    N_(swriter) sw0, *sw = N_(sw_begin)(&sw0, stream, g);
     VD total = N_(dv_dzero)();
     for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
         const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
         V acc = N_(vset1)(0);
-        for (int64_t k = b; k < end; k += W) {
-            const int64_t nk = end - k;
-            V rk = N_(vload_n)(r + k, nk, 0), xk = N_(vload_n)(x + k, nk, 0);
-            V l, gk;
-            if (mode == 0) {
-                N_(sqerr_point)(rk - xk, &l, &gk);     /* padded lanes: l = 0 */
-            } else {
-                N_(bce_logits_point)(rk, xk, NULL, nk, &l, &gk, NULL, NULL);
-                l = N_(vkeep_first)(l, nk);
-            }
-            acc += l;
-            if (lelem) N_(vstore_n)(lelem + k, l, nk);
-            if (g) N_(vstore_n)(g + k, gk * gscale, nk);
-        }
+        int64_t k = b;
+        for (; k + W <= end; k += W)        /* whole vectors: nk a constant */
+            acc += N_(recon_step)(r, x, mode, g, lelem, k, W, gscale, sw);
+        if (k < end) acc += N_(recon_step)(r, x, mode, g, lelem, k, end - k, gscale, sw);
         total = N_(dv_widen_add)(total, acc);
     }
+    N_(sw_finish)(sw, g, n);
+    N_(vstream_fence)(sw != NULL);
     return N_(dv_dsum)(total);
 }
 
@@ -101,78 +138,103 @@ static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, 
  * in halves, dv_widen_halves) and the exponents add; then one log per
  * lane and block of the product rounded to T, plus what that rounding lost, so the sum
  * keeps the accuracy of a sum of logs also where var is near 1 and the logs are small. */
-FL_INL double N_(nll_body)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,
-                           T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum, int *neg) {
-    VD total = N_(dv_dzero)(), gvs = total, logs = total, exps = total;
+/* nll_body's per-block sums (the loss, dl/dvar, and the products' exponents and mantissas). */
+typedef struct { V acc, accg, se; N_(VDH) pm_lo, pm_hi; VI negs; } N_(nll_sums);
+/* One vector of nk <= W elements at offset k of nll_body (which see), into the sums u. */
+FL_INL void N_(nll_step)(const T *x, const T *t, const T *var, V vc, V lvc, T *gx, T *gv, T *lelem,
+                         int64_t k, int64_t nk, T eps, T cst, T gscale, int want_gv_sum,
+                         int products, N_(nll_sums) *u, N_(swriter) *sw) {
     const T half = (T)0.5, hg = (T)0.5 * gscale;
+    V d = N_(vload_n)(x + k, nk, 0) - N_(vload_n)(t + k, nk, 0);
+    V v, lv = N_(vset1)(0);
+    if (var) {
+        v = N_(vload_n)(var + k, nk, 1);     /* padded lanes: v = 1, log v = 0 */
+        u->negs |= v < 0;                    /* NaN and -0 are not negative */
+        v = N_(vsel)(v < eps, N_(vset1)(eps), v);
+        if (products) {
+            V e;
+            N_(VDH) lo, hi;
+            N_(dv_widen_halves)(N_(vfrexp1)(v, &e), &lo, &hi);
+            u->pm_lo *= lo;
+            u->pm_hi *= hi;
+            u->se += e;
+        } else {
+            lv = N_(vlog)(v);
+        }
+    } else {
+        v = vc;
+        lv = lvc;
+    }
+    V iv = (T)1 / v;
+    V gxk = d * iv;
+    V d2 = d * gxk;                               /* (x - t)^2 / v */
+    V l = half * (lv + d2) + cst;
+    V gvk = (((T)1 - d2) * iv) * hg;
+    l = N_(vkeep_first)(l, nk);
+    gvk = N_(vkeep_first)(gvk, nk);
+    u->acc += l;
+    if (want_gv_sum) u->accg += gvk;
+    if (lelem) N_(vstore_n)(lelem + k, l, nk);
+    if (gx) N_(sw_store)(sw ? &sw[0] : NULL, gx, k, gxk * gscale, nk);
+    if (gv) N_(sw_store)(sw ? &sw[1] : NULL, gv, k, gvk, nk);
+}
+FL_INL double N_(nll_body)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,
+                           T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum, int *neg,
+                           N_(swriter) *sw) {
+    VD total = N_(dv_dzero)(), gvs = total, logs = total, exps = total;
     const V vc = N_(vset1)(vconst < eps ? eps : vconst);  /* NaN stays NaN */
     const V lvc = N_(vlog)(vc);
     const int products = var && !lelem;
-    VI negs = {0};
+    N_(nll_sums) u;
+    u.negs = (VI){0};
     for (int64_t b = 0; b < n; b += FL_SUM_BLOCK) {
         const int64_t end = b + FL_SUM_BLOCK < n ? b + FL_SUM_BLOCK : n;
-        V acc = N_(vset1)(0), accg = N_(vset1)(0), se = N_(vset1)(0);
-        N_(VDH) pm_lo = {0}, pm_hi = {0};
-        pm_lo += 1.0;
-        pm_hi += 1.0;
-        for (int64_t k = b; k < end; k += W) {
-            const int64_t nk = end - k;
-            V d = N_(vload_n)(x + k, nk, 0) - N_(vload_n)(t + k, nk, 0);
-            V v, lv = N_(vset1)(0);
-            if (var) {
-                v = N_(vload_n)(var + k, nk, 1);     /* padded lanes: v = 1, log v = 0 */
-                negs |= v < 0;                       /* NaN and -0 are not negative */
-                v = N_(vsel)(v < eps, N_(vset1)(eps), v);
-                if (products) {
-                    V e;
-                    N_(VDH) lo, hi;
-                    N_(dv_widen_halves)(N_(vfrexp1)(v, &e), &lo, &hi);
-                    pm_lo *= lo;
-                    pm_hi *= hi;
-                    se += e;
-                } else {
-                    lv = N_(vlog)(v);
-                }
-            } else {
-                v = vc;
-                lv = lvc;
-            }
-            V iv = (T)1 / v;
-            V gxk = d * iv;
-            V d2 = d * gxk;                               /* (x - t)^2 / v */
-            V l = half * (lv + d2) + cst;
-            V gvk = (((T)1 - d2) * iv) * hg;
-            l = N_(vkeep_first)(l, nk);
-            gvk = N_(vkeep_first)(gvk, nk);
-            acc += l;
-            if (gv_sum) accg += gvk;
-            if (lelem) N_(vstore_n)(lelem + k, l, nk);
-            if (gx) N_(vstore_n)(gx + k, gxk * gscale, nk);
-            if (gv) N_(vstore_n)(gv + k, gvk, nk);
-        }
-        total = N_(dv_widen_add)(total, acc);
-        if (gv_sum) gvs = N_(dv_widen_add)(gvs, accg);
+        u.acc = u.accg = u.se = N_(vset1)(0);
+        u.pm_lo = (N_(VDH)){0} + 1.0;
+        u.pm_hi = u.pm_lo;
+        int64_t k = b;
+        for (; k + W <= end; k += W)        /* whole vectors: nk a constant */
+            N_(nll_step)(x, t, var, vc, lvc, gx, gv, lelem, k, W, eps, cst, gscale, gv_sum != NULL,
+                         products, &u, sw);
+        if (k < end)
+            N_(nll_step)(x, t, var, vc, lvc, gx, gv, lelem, k, end - k, eps, cst, gscale,
+                         gv_sum != NULL, products, &u, sw);
+        total = N_(dv_widen_add)(total, u.acc);
+        if (gv_sum) gvs = N_(dv_widen_add)(gvs, u.accg);
         if (products) {
-            const VD pm = N_(dv_join)(pm_lo, pm_hi);
+            const VD pm = N_(dv_join)(u.pm_lo, u.pm_hi);
             const V p = __builtin_convertvector(pm, V);
             V lost = __builtin_convertvector(pm - __builtin_convertvector(p, VD), V) / p;
             lost = N_(vsel)(lost != lost, N_(vset1)(0), lost);   /* p = 0, inf or NaN: log p is all */
             logs = N_(dv_widen_add)(logs, N_(vlog)(p) + lost);
-            exps = N_(dv_widen_add)(exps, se);
+            exps = N_(dv_widen_add)(exps, u.se);
         }
     }
+    if (sw && gx) N_(sw_finish)(&sw[0], gx, n);
+    if (sw && gv) N_(sw_finish)(&sw[1], gv, n);
     if (gv_sum) *gv_sum = N_(dv_dsum)(gvs);
-    if (var) *neg = N_(vany)(negs);
+    if (var) *neg = N_(vany)(u.negs);
     if (!products) return N_(dv_dsum)(total);
     return N_(dv_dsum)(total) + 0.5 * (N_(dv_dsum)(logs) + FL_LN2 * N_(dv_dsum)(exps));
 }
 /* nll_body, with the loss alone over a var array compiled apart (the arguments constant
- * there): the general loop's branches kept it from registers at AVX2. */
+ * there): the general loop's branches kept it from registers at AVX2. stream: the
+ * gradients go out through streaming writers (fl_vec.h's swriter). */
 static double N_(nll_block)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,
-                            T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum, int *neg) {
+                            T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum, int *neg,
+                            int stream) {
     if (var && !gx && !gv && !lelem && !gv_sum)
-        return N_(nll_body)(x, t, var, 0, NULL, NULL, NULL, n, eps, cst, gscale, NULL, neg);
-    return N_(nll_body)(x, t, var, vconst, gx, gv, lelem, n, eps, cst, gscale, gv_sum, neg);
+        return N_(nll_body)(x, t, var, 0, NULL, NULL, NULL, n, eps, cst, gscale, NULL, neg, NULL);
+    N_(swriter) sw[2];
+    const int on = stream && (!gx || N_(sw_begin)(&sw[0], 1, gx)) && (!gv || N_(sw_begin)(&sw[1], 1, gv));
+    double s;
+    if (var && gx && gv && !lelem && !gv_sum)       /* both gradients, per-element var */
+        s = N_(nll_body)(x, t, var, 0, gx, gv, NULL, n, eps, cst, gscale, NULL, neg, on ? sw : NULL);
+    else
+        s = N_(nll_body)(x, t, var, vconst, gx, gv, lelem, n, eps, cst, gscale, gv_sum, neg,
+                         on ? sw : NULL);
+    N_(vstream_fence)(on);
+    return s;
 }
 
 /* --- mvn_kl: KL(N(mp, Sp) || N(mq, Sq)) of one pair of full covariances -------------

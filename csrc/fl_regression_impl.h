@@ -134,9 +134,9 @@ FL_INL double N_(reg_impl)(const int kind, const T *x, const T *t, const T *w,
         for (; k + W <= end; k += W)
             acc += N_(reg_step)(kind, x, t, w, m, lout, g, k, W, p, gscale, sw);
         if (k < end) acc += N_(reg_step)(kind, x, t, w, m, lout, g, k, end - k, p, gscale, sw);
-        else if (sw && end == n) N_(sw_end)(sw, g, n, N_(vset1)(0), 0);   /* ends on a whole vector */
         total += N_(vhsum)(acc);
     }
+    N_(sw_finish)(sw, g, n);
     return total;
 }
 

@@ -784,6 +784,17 @@ FL_INL void N_(sw_end)(N_(swriter) *sw, T *g, int64_t k, V d, int64_t nk) {
     }
     if (nk) N_(vstore_part)(g + k, d, nk);
 }
+/* The vector d at offset k of g (k a multiple of W, in order), of min(nk, W) elements:
+ * through sw, or plainly where sw is NULL. A partial vector (nk < W) ends g. */
+FL_INL void N_(sw_store)(N_(swriter) *sw, T *g, int64_t k, V d, int64_t nk) {
+    if (!sw) N_(vstore_n)(g + k, d, nk);
+    else if (nk >= W) N_(sw_put)(sw, g, k, d);
+    else N_(sw_end)(sw, g, k, d, nk);
+}
+/* After g's last element (n of them): sw's last elements, unless a partial vector ended g. */
+FL_INL void N_(sw_finish)(N_(swriter) *sw, T *g, int64_t n) {
+    if (sw && n % W == 0) N_(sw_end)(sw, g, n, N_(vset1)(0), 0);
+}
 
 /* The end of one vector of nk <= W elements of an elementwise loss at offset k, loss l and
  * gradient d (already times gscale): m (or NULL) is the where= mask, one byte per element;
@@ -799,9 +810,7 @@ FL_INL V N_(masked_store)(V l, V d, const uint8_t *m, T *lout, T *g, int64_t k, 
         d = N_(vsel)(keep, d, N_(vset1)(0));
     }
     if (lout) N_(vstore_n)(lout + k, l, nk);
-    if (g && sw && nk == W) N_(sw_put)(sw, g, k, d);
-    else if (g && sw) N_(sw_end)(sw, g, k, d, nk);
-    else if (g) N_(vstore_n)(g + k, d, nk);
+    if (g) N_(sw_store)(sw, g, k, d, nk);
     return N_(vkeep_first)(l, nk);
 }
 

@@ -13,7 +13,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 
 from ._blocks cimport ELEMENT_BLOCK as EBLK, n_blocks, ordered_sum, rows_per_block, scratch_row
-from ._runtime cimport block_fn, run_blocks
+from ._runtime cimport block_fn, run_blocks, stream_output
 
 import numpy as np
 
@@ -23,12 +23,12 @@ cdef extern from "fl_gaussian.h" nogil:
     # kernel's T pointers are void pointers here, its T scalars doubles.
     double fl_gauss_kl_block(const void *mp, const void *lvp, const void *mq, const void *lvq,
                              void *gmp, void *glvp, void *gmq, void *glvq, void *lelem, int64_t n,
-                             double gscale)
+                             double gscale, int stream)
     double fl_recon_block(const void *r, const void *x, int mode, void *g, void *lelem, int64_t n,
-                          double gscale)
+                          double gscale, int stream)
     double fl_nll_block(const void *x, const void *t, const void *var, double vconst, void *gx, void *gv,
                         void *lelem, int64_t n, double eps, double cst, double gscale, double *gv_sum,
-                        int *neg)
+                        int *neg, int stream)
     ctypedef struct fl_mvn_out:
         void *g[4]
         int wide[4]
@@ -68,6 +68,7 @@ cdef struct ItemsJob:
     double eps, cst, gscale
     double *part
     unsigned char *neg
+    int stream                          # write the gradients with streaming stores (stream_output)
 
 
 cdef void _items_block(void *job, int64_t blk, int tid, const floating *tag) noexcept nogil:
@@ -91,19 +92,19 @@ cdef void _items_block(void *job, int64_t blk, int tid, const floating *tag) noe
         if j.kind == _KL:
             v = fl_gauss_kl_block(a + s, b + s, c + s if c else NULL, d + s if d else NULL,
                                   g0 + s if g0 else NULL, g1 + s if g1 else NULL, g2 + s if g2 else NULL,
-                                  g3 + s if g3 else NULL, le + s if le else NULL, m, j.gscale)
+                                  g3 + s if g3 else NULL, le + s if le else NULL, m, j.gscale, j.stream)
         elif j.kind == _RECON:
             v = fl_recon_block(a + s, b + s, j.mode, g0 + s if g0 else NULL, le + s if le else NULL, m,
-                               j.gscale)
+                               j.gscale, j.stream)
         elif j.rows:
             gsum = 0.0
             v = fl_nll_block(a + s, b + s, NULL, c[i], g0 + s if g0 else NULL, NULL, le + s if le else NULL,
-                             m, j.eps, j.cst, j.gscale, &gsum, NULL)
+                             m, j.eps, j.cst, j.gscale, &gsum, NULL, j.stream)
             if g1:
                 g1[i] = <floating> gsum
         else:
             v = fl_nll_block(a + s, b + s, c + s, 0, g0 + s if g0 else NULL, g1 + s if g1 else NULL,
-                             le + s if le else NULL, m, j.eps, j.cst, j.gscale, NULL, &neg)
+                             le + s if le else NULL, m, j.eps, j.cst, j.gscale, NULL, &neg, j.stream)
             if neg and j.neg:
                 j.neg[blk] = 1
         if j.row_loss:
@@ -136,7 +137,9 @@ cdef double _sum_items(_Kind kind, int64_t n, int64_t D, bint rows, const floati
         negp = &neg[0]
     cdef ItemsJob job = ItemsJob(kind=kind, n=n, width=width, count=count, per=per, rows=rows, a=a, b=b, c=c,
                                  d=d, g0=g0, g1=g1, g2=g2, g3=g3, le=le, row_loss=row_loss, mode=mode, eps=eps,
-                                 cst=cst, gscale=gscale, part=&part[0], neg=negp)
+                                 cst=cst, gscale=gscale, part=&part[0], neg=negp,
+                                 stream=(g0 != NULL or g1 != NULL or g2 != NULL or g3 != NULL)
+                                 and stream_output(n * sizeof(floating)))
     with nogil:
         run_blocks(<block_fn>_items_block[floating], &job, part.shape[0], n_threads)
     if negative:

@@ -14,7 +14,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t, int32_t
 
 from ._blocks cimport COMBINE_COLS, HARD_COLS, SCATTER_COLS, n_blocks, rows_per_block, scratch_row
-from ._runtime cimport block_fn, run_blocks
+from ._runtime cimport block_fn, run_blocks, stream_output
 
 import numpy as np
 
@@ -34,7 +34,7 @@ cdef extern from "fl_metric.h" nogil:
     void fl_dist_sym_cols(void *G, int64_t N, int64_t j0, int64_t nc, const void *a, int mode)
     void fl_triplet_rows(const void *a, const void *p, const void *n, void *ga, void *gp, void *gn,
                          int64_t nrows, int64_t D, int kind, double pexp, double eps, double margin,
-                         int swap, int squared, double gscale, double *loss)
+                         int swap, int squared, double gscale, double *loss, int stream)
     void fl_hard_rows(const void *G, int64_t nr, int64_t nc, int64_t r0, const void *sqn, const int32_t *lab,
                       void *bp, int32_t *bpi, void *bn, int32_t *bni, int32_t *nanf)
     void fl_hard_cols(const void *G, int64_t nr, int64_t nc, int64_t r0, int64_t c0, int64_t c1,
@@ -202,6 +202,7 @@ cdef struct TripletJob:
     int kind, swap, squared
     double pexp, eps, margin, gscale
     double *loss
+    int stream                   # write the gradients with streaming stores (stream_output)
 
 
 cdef void _triplet_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
@@ -213,7 +214,7 @@ cdef void _triplet_block(void *job, int64_t b, int tid, const floating *tag) noe
     fl_triplet_rows(<const floating *>j.a + o, <const floating *>j.p + o, <const floating *>j.n + o,
                     ga + o if ga else NULL, gp + o if gp else NULL, gn + o if gn else NULL,
                     min(j.rpb, j.N - r0), j.D, j.kind, j.pexp, j.eps, j.margin, j.swap, j.squared,
-                    j.gscale, j.loss + r0)
+                    j.gscale, j.loss + r0, j.stream)
 
 
 def triplet(const floating[:, ::1] a, const floating[:, ::1] p, const floating[:, ::1] n,
@@ -235,7 +236,8 @@ def triplet(const floating[:, ::1] a, const floating[:, ::1] p, const floating[:
     cdef floating *gnp = &gn[0, 0] if ga is not None else NULL
     cdef TripletJob job = TripletJob(N=N, D=D, rpb=rpb, a=&a[0, 0], p=&p[0, 0], n=&n[0, 0], ga=gap, gp=gpp,
                                      gn=gnp, kind=kind, swap=swap, squared=squared, pexp=pexp, eps=eps,
-                                     margin=margin, gscale=gscale, loss=&loss[0])
+                                     margin=margin, gscale=gscale, loss=&loss[0],
+                                     stream=gap != NULL and stream_output(N * D * sizeof(floating)))
     with nogil:
         run_blocks(<block_fn>_triplet_block[floating], &job, n_blocks(N, rpb), n_threads)
 

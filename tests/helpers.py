@@ -83,3 +83,32 @@ def special_rows(C):
     x[9, :C // 2 + 1] = -np.inf                   # a first group of -inf (the exact path)
     x[9, far] = 1.0
     return x
+
+
+def check_streamed_grads(call, shapes, dtype):
+    """call(grad_out) -> (loss, gradients) with the gradients' `shapes` (a tuple of arrays,
+    or one array for one shape): with every output streamed (the threshold at 0), the same
+    bits as the plain stores of the default threshold, each buffer at several offsets from a
+    64-byte line (and not all at the same one), nothing written outside a buffer."""
+    from fastloss import _runtime
+    want = call(None)
+    want_g = want[1] if isinstance(want[1], tuple) else (want[1],)
+    item = np.dtype(dtype).itemsize
+    sizes = [int(np.prod(s)) for s in shapes]
+    old = _runtime.set_stream_bytes(0)
+    try:
+        for off in range(64 // item + 1):
+            mems, bufs = [], []
+            for i, (s, n) in enumerate(zip(shapes, sizes)):
+                mem = np.full(n + 256 // item, 7, dtype)
+                o = (-mem.ctypes.data % 64) // item + (off + 3 * i) % (64 // item + 1)
+                mems.append((mem, o, n))
+                bufs.append(mem[o:o + n].reshape(s))
+            got = call(tuple(bufs) if len(bufs) > 1 else bufs[0])
+            got_g = got[1] if isinstance(got[1], tuple) else (got[1],)
+            np.testing.assert_array_equal(got[0], want[0])
+            for g, w, (mem, o, n) in zip(got_g, want_g, mems):
+                np.testing.assert_array_equal(g, w)
+                assert (mem[:o] == 7).all() and (mem[o + n:] == 7).all()
+    finally:
+        _runtime.set_stream_bytes(old)

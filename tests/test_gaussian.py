@@ -605,3 +605,38 @@ def test_vae_bce_special_is_bce(rng, value, arg):
     kl = gaussian_kl(mu, lv, reduction="none")
     np.testing.assert_allclose(loss, np.sum(bl, axis=1) + kl, rtol=1e-13)
     np.testing.assert_array_equal(gr, bg)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ["kl_prior", "kl_full", "kl_rows", "nll", "nll_row_var", "nll_none",
+                                  "vae_mse", "vae_bce"])
+def test_streamed_gradients_match(rng, case, dtype):
+    """Gradients past the streaming threshold (set to 0 here) go out with streaming
+    stores: the same bits as plain stores from any alignment of each grad_out buffer, over
+    several element blocks and a partial vector at the end."""
+    from helpers import check_streamed_grads
+    shape = (257, 131)                                 # 33667 elements: three blocks and a tail
+    a, b, c, d = (rng.standard_normal(shape).astype(dtype) for _ in range(4))
+    var = rng.uniform(0.1, 2.0, shape).astype(dtype)
+    kw = {"return_grad": True}
+    if case == "kl_prior":
+        call, shapes = lambda g: gaussian_kl(a, b, **kw, grad_out=g), (shape, shape)
+    elif case == "kl_full":
+        call, shapes = lambda g: gaussian_kl(a, b, c, d, **kw, grad_out=g), (shape,) * 4
+    elif case == "kl_rows":
+        call, shapes = lambda g: gaussian_kl(a, b, reduction="none", **kw, grad_out=g), (shape, shape)
+    elif case == "nll":
+        call, shapes = lambda g: gaussian_nll_loss(a, b, var, **kw, grad_out=g), (shape, shape)
+    elif case == "nll_row_var":
+        v = var[:, :1].copy()
+        call, shapes = lambda g: gaussian_nll_loss(a, b, v, **kw, grad_out=g), (shape, v.shape)
+    elif case == "nll_none":
+        call, shapes = (lambda g: gaussian_nll_loss(a, b, var, reduction="none", **kw, grad_out=g),
+                        (shape, shape))
+    else:
+        x = rng.random(shape).astype(dtype)
+        mu, lv = a[:, :32].copy(), b[:, :32].copy()
+        rl = "mse" if case == "vae_mse" else "bce"
+        call = lambda g: vae_loss(a, x, mu, lv, recon_loss=rl, **kw, grad_out=g)
+        shapes = (shape, mu.shape, mu.shape)
+    check_streamed_grads(call, shapes, dtype)

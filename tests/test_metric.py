@@ -764,3 +764,17 @@ def test_concurrent_python_threads():
     for res in results:
         for u, v in zip(expected, res):
             np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("D", [32, 33])
+@pytest.mark.parametrize("opts", [{}, {"swap": True}, {"p": 1.0}])
+def test_triplet_streamed_gradients_match(rng, dtype, D, opts):
+    """Triplet gradients past the streaming threshold (set to 0 here) go out with streaming
+    stores where D is a whole number of vectors (a block's rows as one run; else plain): the
+    same bits as plain stores from any alignment, with inactive, active and NaN rows."""
+    from helpers import check_streamed_grads
+    a, p, n = (rng.standard_normal((1500, D)).astype(dtype) for _ in range(3))
+    a[7, 3] = np.nan
+    check_streamed_grads(lambda g: triplet_margin_loss(a, p, n, return_grad=True, grad_out=g, **opts),
+                         (a.shape,) * 3, dtype)
