@@ -110,6 +110,37 @@ def test_a_dropped_gradient_is_reused_without_page_faults():
     np.testing.assert_array_equal(g, _mse_grad(x))
 
 
+def test_several_mid_sized_gradients_are_reused_without_page_faults():
+    """Below 4 MiB glibc's heap would serve one such gradient again, but not two freed
+    together (it trims its top): gaussian_kl's two 1 MiB gradients come from the pool."""
+    mu, lv = _data(1 << 18).reshape(8192, 32), _data(1 << 18, seed=1).reshape(8192, 32) * 0.5
+    g = fl.gaussian_kl(mu, lv, return_grad=True)[1]
+    ptrs = [_ptr(a) for a in g]
+    want = [a.copy() for a in g]
+    assert not any(a.flags.owndata for a in g)
+    del g
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    g = fl.gaussian_kl(mu, lv, return_grad=True)[1]
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    assert [_ptr(a) for a in g] == ptrs
+    assert faults < 64, faults                  # fresh memory: 512 faults (4 KiB pages)
+    for a, w in zip(g, want):
+        np.testing.assert_array_equal(a, w)
+
+
+def test_the_pool_keeps_at_most_max_owners():
+    kept = []
+    for k in range(_pool.MAX_OWNERS + 8):     # a new size each call, every third kept alive
+        x = _data((64 << 10) // 4 + 1024 * k, seed=k)
+        _, g = _mse(x)
+        np.testing.assert_array_equal(g, _mse_grad(x))
+        if k % 3 == 0:
+            kept.append((x, g))
+        assert len(_pool._owners) <= _pool.MAX_OWNERS
+    for x, g in kept:
+        np.testing.assert_array_equal(g, _mse_grad(x))
+
+
 def test_small_gradients_are_plain_arrays():
     _, g = _mse(_data(1000))
     assert g.flags.owndata
