@@ -6,14 +6,7 @@
 
 #include "fl_pointwise.h"
 
-/* Diagonal Gaussian KL(N(mp, exp(lvp)) || N(mq, exp(lvq))) over n elements:
- *   l = 0.5 (lvq - lvp + r + (mp - mq)^2 / vq - 1),  r = exp(lvp - lvq), 1 / vq = exp(-lvq),
- *   dl/dmp = (mp - mq) / vq = -dl/dmq,  dl/dlvp = 0.5 (r - 1),
- *   dl/dlvq = 0.5 (1 - r - (mp - mq)^2 / vq).
- * mq / lvq NULL: 0 (the standard normal). Gradients (each optional) are scaled
- * by gscale; lelem (optional) gets the per-element loss. Returns sum l (float64
- * over blocks of FL_SUM_BLOCK). */
-/* One vector of nk <= W elements at offset k (gauss_kl_body's arguments): stores what is
+/* One vector of nk <= W elements at offset k of gauss_kl_body (below): stores what is
  * asked, returns l with the lanes past nk zeroed. */
 FL_INL V N_(gauss_kl_step)(const T *mp, const T *lvp, const T *mq, const T *lvq, T *gmp, T *glvp,
                            T *gmq, T *glvq, T *lelem, int64_t k, int64_t nk, T gscale,
@@ -42,6 +35,13 @@ FL_INL V N_(gauss_kl_step)(const T *mp, const T *lvp, const T *mq, const T *lvq,
     if (glvq) N_(sw_store)(sw ? &sw[3] : NULL, glvq, k, ((T)1 - rr - dm2) * hg, nk);
     return l;
 }
+/* Diagonal Gaussian KL(N(mp, exp(lvp)) || N(mq, exp(lvq))) over n elements:
+ *   l = 0.5 (lvq - lvp + r + (mp - mq)^2 / vq - 1),  r = exp(lvp - lvq), 1 / vq = exp(-lvq),
+ *   dl/dmp = (mp - mq) / vq = -dl/dmq,  dl/dlvp = 0.5 (r - 1),
+ *   dl/dlvq = 0.5 (1 - r - (mp - mq)^2 / vq).
+ * mq / lvq NULL: 0 (the standard normal). Gradients (each optional) are scaled
+ * by gscale; lelem (optional) gets the per-element loss; sw (or NULL): the gradients'
+ * streaming writers, in their order. Returns sum l (float64 over blocks of FL_SUM_BLOCK). */
 FL_INL double N_(gauss_kl_body)(const T *mp, const T *lvp, const T *mq, const T *lvq,
                                 T *gmp, T *glvp, T *gmq, T *glvq, T *lelem, int64_t n, T gscale,
                                 N_(swriter) *sw) {
@@ -124,23 +124,9 @@ static double N_(recon_block)(const T *r, const T *x, int mode, T *g, T *lelem, 
     return N_(dv_dsum)(total);
 }
 
-/* PyTorch's Gaussian negative log-likelihood over n elements, v = max(var, eps):
- *   l = 0.5 (log v + (x - t)^2 / v) + cst,
- *   dl/dx = (x - t) / v,  dl/dvar = 0.5 (1 / v - (x - t)^2 / v^2)
- * (the clamp passes the gradient straight through, as PyTorch's no-grad clamp).
- * var NULL: every element uses vconst, and *gv_sum (if given) gets sum dl/dvar
- * times gscale in float64 (a per-row variance). Else *neg gets whether an entry of var
- * is below 0 (PyTorch's check, here in the pass that reads var: a pass of its own cost
- * the loss a fifth). Gradients optional, scaled by gscale.
- * Without per-element losses the sum of log v is taken as log of products (a log an
- * element made the loss compute-bound): per lane and block the mantissas multiply in
- * float64 (vfrexp1: m in [0.699, 1.398), the product within 2^(+-0.52 FL_SUM_BLOCK / W);
- * in halves, dv_widen_halves) and the exponents add; then one log per
- * lane and block of the product rounded to T, plus what that rounding lost, so the sum
- * keeps the accuracy of a sum of logs also where var is near 1 and the logs are small. */
 /* nll_body's per-block sums (the loss, dl/dvar, and the products' exponents and mantissas). */
 typedef struct { V acc, accg, se; N_(VDH) pm_lo, pm_hi; VI negs; } N_(nll_sums);
-/* One vector of nk <= W elements at offset k of nll_body (which see), into the sums u. */
+/* One vector of nk <= W elements at offset k of nll_body (below), into the sums u. */
 FL_INL void N_(nll_step)(const T *x, const T *t, const T *var, V vc, V lvc, T *gx, T *gv, T *lelem,
                          int64_t k, int64_t nk, T eps, T cst, T gscale, int want_gv_sum,
                          int products, N_(nll_sums) *u, N_(swriter) *sw) {
@@ -178,6 +164,21 @@ FL_INL void N_(nll_step)(const T *x, const T *t, const T *var, V vc, V lvc, T *g
     if (gx) N_(sw_store)(sw ? &sw[0] : NULL, gx, k, gxk * gscale, nk);
     if (gv) N_(sw_store)(sw ? &sw[1] : NULL, gv, k, gvk, nk);
 }
+/* PyTorch's Gaussian negative log-likelihood over n elements, v = max(var, eps):
+ *   l = 0.5 (log v + (x - t)^2 / v) + cst,
+ *   dl/dx = (x - t) / v,  dl/dvar = 0.5 (1 / v - (x - t)^2 / v^2)
+ * (the clamp passes the gradient straight through, as PyTorch's no-grad clamp).
+ * var NULL: every element uses vconst, and *gv_sum (if given) gets sum dl/dvar
+ * times gscale in float64 (a per-row variance). Else *neg gets whether an entry of var
+ * is below 0 (PyTorch's check, here in the pass that reads var: a pass of its own cost
+ * the loss a fifth). Gradients optional, scaled by gscale.
+ * Without per-element losses the sum of log v is taken as log of products (a log an
+ * element made the loss compute-bound): per lane and block the mantissas multiply in
+ * float64 (vfrexp1: m in [0.699, 1.398), the product within 2^(+-0.52 FL_SUM_BLOCK / W);
+ * in halves, dv_widen_halves) and the exponents add; then one log per
+ * lane and block of the product rounded to T, plus what that rounding lost, so the sum
+ * keeps the accuracy of a sum of logs also where var is near 1 and the logs are small.
+ * sw (or NULL): the streaming writers of gx and gv. */
 FL_INL double N_(nll_body)(const T *x, const T *t, const T *var, T vconst, T *gx, T *gv,
                            T *lelem, int64_t n, T eps, T cst, T gscale, double *gv_sum, int *neg,
                            N_(swriter) *sw) {
