@@ -24,6 +24,10 @@ cdef enum:
     COMBINE_COLS = 1024
     # Bytes per cache line: per-thread scratch rows are padded to whole lines.
     CACHE_LINE = 64
+    # Fewest elements a kernel call streams out (a row kernel's row): shorter runs spent more
+    # on each call's writer than streaming saved (gaussian_kl, reduction="none", 2 threads:
+    # rows of 128 took 5.5 -> 11 ms streamed, of 512 no faster, of 1024 3.3-3.7 -> 3.1-3.2).
+    STREAM_RUN = 1024
 
 
 cdef inline int64_t n_blocks(int64_t n, int64_t size) noexcept nogil:

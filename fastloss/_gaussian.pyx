@@ -12,7 +12,7 @@ are identical for any number of threads.
 from cython cimport floating
 from libc.stdint cimport int64_t
 
-from ._blocks cimport ELEMENT_BLOCK as EBLK, n_blocks, ordered_sum, rows_per_block, scratch_row
+from ._blocks cimport ELEMENT_BLOCK as EBLK, STREAM_RUN, n_blocks, ordered_sum, rows_per_block, scratch_row
 from ._runtime cimport block_fn, run_blocks, stream_output
 
 import numpy as np
@@ -139,7 +139,7 @@ cdef double _sum_items(_Kind kind, int64_t n, int64_t D, bint rows, const floati
                                  d=d, g0=g0, g1=g1, g2=g2, g3=g3, le=le, row_loss=row_loss, mode=mode, eps=eps,
                                  cst=cst, gscale=gscale, part=&part[0], neg=negp,
                                  stream=(g0 != NULL or g1 != NULL or g2 != NULL or g3 != NULL)
-                                 and stream_output(n * sizeof(floating)))
+                                 and stream_output(n * sizeof(floating)) and width >= STREAM_RUN)
     with nogil:
         run_blocks(<block_fn>_items_block[floating], &job, part.shape[0], n_threads)
     if negative:
