@@ -86,10 +86,11 @@ def special_rows(C):
 
 
 def check_streamed_grads(call, shapes, dtype):
-    """call(grad_out) -> (loss, gradients) with the gradients' `shapes` (a tuple of arrays,
-    or one array for one shape): with every output streamed (the threshold at 0), the same
-    bits as the plain stores of the default threshold, each buffer at several offsets from a
-    64-byte line (and not all at the same one), nothing written outside a buffer."""
+    """call(grad_out) -> (loss, gradients), grad_out None or arrays of the gradients'
+    `shapes` (a tuple; one array where there is one shape): with every output streamed (the
+    threshold at 0), the same bits as the plain stores of the default threshold, each buffer
+    at several offsets from a 64-byte line (and not all at the same one), nothing written
+    outside a buffer."""
     from fastloss import _runtime
     want = call(None)
     want_g = want[1] if isinstance(want[1], tuple) else (want[1],)
