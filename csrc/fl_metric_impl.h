@@ -274,10 +274,9 @@ FL_INL void N_(triplet_body)(const T *a, const T *p, const T *n, T *ga, T *gp, T
                              double margin, int swap, int squared, double gs, double *loss,
                              int stream) {
     const T te = (T)eps, tp = (T)pexp, pm1 = (T)(pexp - 1.0);
-    N_(swriter) sw3[3], *sw = sw3;
-    if (!(stream && ga && D % W == 0 && N_(sw_begin)(&sw3[0], 1, ga) && N_(sw_begin)(&sw3[1], 1, gp)
-          && N_(sw_begin)(&sw3[2], 1, gn)))
-        sw = NULL;
+    N_(swriter) sw3[3];
+    T *const g[3] = {ga, gp, gn};
+    N_(swriter) *sw = N_(sw_begin_all)(sw3, stream && ga && D % W == 0, g, 3);
     for (int64_t r = 0; r < nrows; r++) {
         const T *ar = a + r * D, *pr = p + r * D, *nr = n + r * D;
         double c1, c2, c3 = 0.0, d3 = 0.0;
@@ -321,11 +320,7 @@ FL_INL void N_(triplet_body)(const T *a, const T *p, const T *n, T *ga, T *gp, T
             N_(sw_store)(sw ? &sw[2] : NULL, gn, o + k, u2 + u3, nk);
         }
     }
-    if (sw) {
-        N_(sw_finish)(&sw[0], ga, nrows * D);
-        N_(sw_finish)(&sw[1], gp, nrows * D);
-        N_(sw_finish)(&sw[2], gn, nrows * D);
-    }
+    N_(sw_finish_all)(sw, g, 3, nrows * D);
     N_(vstream_fence)(sw != NULL);
 }
 /* triplet_body, with the Euclidean distance (the default) compiled apart: its norm

@@ -795,6 +795,18 @@ FL_INL void N_(sw_store)(N_(swriter) *sw, T *g, int64_t k, V d, int64_t nk) {
 FL_INL void N_(sw_finish)(N_(swriter) *sw, T *g, int64_t n) {
     if (sw && n % W == 0) N_(sw_end)(sw, g, n, N_(vset1)(0), 0);
 }
+/* Writers sw[i] for a kernel's gradients g[i], i < ng (NULL entries: not written): sw when
+ * every one of them streams (each at its own alignment), else NULL: all stored plainly. */
+FL_INL N_(swriter) *N_(sw_begin_all)(N_(swriter) *sw, int stream, T *const *g, int ng) {
+    for (int i = 0; i < ng; i++)
+        if (g[i] && !N_(sw_begin)(&sw[i], stream, g[i])) return NULL;
+    return stream ? sw : NULL;
+}
+/* sw_finish for each gradient of sw_begin_all's (sw NULL: nothing to do). */
+FL_INL void N_(sw_finish_all)(N_(swriter) *sw, T *const *g, int ng, int64_t n) {
+    for (int i = 0; sw && i < ng; i++)
+        if (g[i]) N_(sw_finish)(&sw[i], g[i], n);
+}
 
 /* The end of one vector of nk <= W elements of an elementwise loss at offset k, loss l and
  * gradient d (already times gscale): m (or NULL) is the where= mask, one byte per element;
