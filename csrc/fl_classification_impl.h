@@ -191,19 +191,39 @@ static void N_(row_grad)(const T *x, T *g, int64_t C, T m, T scale, int in_place
     }
 }
 
+/* Chunk [b, b + n) of a row of half values (kind: fl_half.h) into f + b as float32 (hf
+ * NULL: nothing to do), and the reverse; float32 only (no half rows in float64). */
+FL_INL void N_(half_in)(int kind, const uint16_t *hf, T *f, int64_t b, int64_t n) {
+#if FL_DOUBLE
+    (void)kind; (void)hf; (void)f; (void)b; (void)n;
+#else
+    if (hf) fl_half_to_float(kind, hf + b, f + b, n);
+#endif
+}
+FL_INL void N_(half_out)(int kind, const T *f, uint16_t *hf, int64_t b, int64_t n) {
+#if FL_DOUBLE
+    (void)kind; (void)f; (void)hf; (void)b; (void)n;
+#else
+    if (hf) fl_float_to_half(kind, f + b, hf + b, n);
+#endif
+}
+
 /* Pass A of a row whose exponentials are kept (its gradient is wanted): per chunk c
  * of FL_CHUNK elements, the chunk max cm[c] and exp(x - cm[c]) into e (may alias x).
  * Each chunk is read from memory once and is still in L1 for its exp pass; the row's
  * max m goes to *m_out and the result is s = sum exp(x - m). Chunk c's exponentials
  * are exp(cm[c] - m) times too large: chunk_factor. A row whose max is NaN or +inf, or
- * all of whose entries are -inf, gives NaN. wd, am: as row_online's. */
+ * all of whose entries are -inf, gives NaN. wd, am: as row_online's. hx (or NULL): the
+ * row as half values (kind), each chunk converted into e when it is reached (x is e):
+ * the row is read once at its own width, the next chunk prefetched meanwhile. */
 static double N_(row_exp_chunked)(const T *x, T *e, int64_t C, T *m_out, T *cm, N_(wdev) *wd,
-                                  int64_t *am) {
+                                  int64_t *am, const uint16_t *hx, int kind) {
     double sc[FL_MAX_CHUNKS];
     const int64_t nc = (C + FL_CHUNK - 1) / FL_CHUNK;
     T m = -(T)INFINITY;
     for (int64_t c = 0; c < nc; c++) {
         const int64_t b = c * FL_CHUNK, n = C - b < FL_CHUNK ? C - b : FL_CHUNK;
+        N_(half_in)(kind, hx, e, b, n);
         const T mc = N_(row_max)(x + b, n);
         cm[c] = mc;
         N_(amax_chunk)(am, x, b, n, mc, m);            /* before e (maybe x) is written */
@@ -213,7 +233,8 @@ static double N_(row_exp_chunked)(const T *x, T *e, int64_t C, T *m_out, T *cm, 
             sc[c] = 0.0;
             continue;
         }
-        sc[c] = N_(row_sumexp)(x + b, e + b, n, mc, x + b + n);
+        /* prefetched meanwhile: n elements of T from there, the next chunk (a half row's next two) */
+        sc[c] = N_(row_sumexp)(x + b, e + b, n, mc, hx ? (const T *)(hx + b + n) : x + b + n);
         if (mc > m || mc != mc) m = mc;    /* NaN sticks */
     }
     *m_out = m;
@@ -229,15 +250,21 @@ FL_INL double N_(chunk_factor)(T cmc, T m) {
 
 /* The gradient pass of a softmax row: g = e * scale - bconst * (w ? w : 1), where e are
  * the kept exponentials of row_exp_chunked (keep: e is g itself, rescaled per chunk) or
- * are recomputed from x (rows too long to keep). */
+ * are recomputed from x (rows too long to keep). hg (or NULL; keep only): each chunk of g
+ * also converted into half values (kind) while it is in L1. */
 static void N_(row_grad_pass)(const T *x, T *g, int64_t C, T m, const T *cm, int keep,
-                              double scale, const T *w, T bconst) {
-    if (!(m > -(T)INFINITY && m < (T)INFINITY)) { N_(row_nan)(g, C); return; }
+                              double scale, const T *w, T bconst, uint16_t *hg, int kind) {
+    if (!(m > -(T)INFINITY && m < (T)INFINITY)) {
+        N_(row_nan)(g, C);
+        N_(half_out)(kind, g, hg, 0, C);
+        return;
+    }
     if (!keep) { N_(row_grad)(x, g, C, m, (T)scale, 0, w, bconst); return; }
     for (int64_t c = 0, b = 0; b < C; c++, b += FL_CHUNK) {
         const int64_t n = C - b < FL_CHUNK ? C - b : FL_CHUNK;
         N_(row_grad)(NULL, g + b, n, m, (T)(scale * N_(chunk_factor)(cm[c], m)), 1,
                      w ? w + b : NULL, bconst);
+        N_(half_out)(kind, g, hg, b, n);
     }
 }
 
@@ -324,6 +351,12 @@ static void N_(xent_label_small)(const T *x, T *g, int64_t n, const int64_t *y,
     }
 }
 
+/* What the label takes off its own element of a row's gradient (the softmax pass's
+ * gscale (1 - eps) w_y), in T as the element is. */
+FL_INL T N_(label_term)(const fl_xent_params *p, double wy) {
+    return (T)(p->gscale * (1.0 - p->smoothing) * wy);
+}
+
 /* Row r of xent_label_rows on the row path (any class count and option): its loss
  * (already weighted) into loss[r]; with g, the gradient of loss[r] * gscale; with st,
  * its statistics (an ignored row's too: its lse and argmax, not correct). scratch: C
@@ -351,7 +384,7 @@ static void N_(xent_label_row)(const T *x, T *g, int64_t r, const int64_t *y,
         N_(wdev) *wdp = eps > 0 && counted ? &wd : NULL;
         int64_t *amp = st && cap == 0 ? &am : NULL;
         T m;
-        const double s = gk && keep ? N_(row_exp_chunked)(xr, gk, C, &m, cm, wdp, amp)
+        const double s = gk && keep ? N_(row_exp_chunked)(xr, gk, C, &m, cm, wdp, amp, NULL, 0)
                                     : N_(row_online)(xr, C, &m, wdp, amp);
         if (st) fl_put_stats(st, r, (double)m, log(s), am, counted && am == yr);
         if (counted) {
@@ -360,8 +393,8 @@ static void N_(xent_label_row)(const T *x, T *g, int64_t r, const int64_t *y,
             loss[r] = fl_label_row_loss(p, wy, (double)m, log(s), xy, wd.sd, &a);
             if (gr) {
                 N_(row_grad_pass)(xr, gr, C, m, cm, keep, gs * a / s, cw,
-                                  (T)(gs * eps / (double)C));
-                gr[yr] -= (T)(gs * (1.0 - eps) * wy);
+                                  (T)(gs * eps / (double)C), NULL, 0);
+                gr[yr] -= N_(label_term)(p, wy);
                 if (cap > 0) N_(softcap_grad)(gr, scratch, C, cap);
             }
             return;
@@ -476,7 +509,7 @@ static void N_(xent_label_mid)(const T *x, T *g, int64_t n, const int64_t *y,
             if (!g) continue;
             T *gr = g + r * C;
             N_(row_grad)(NULL, gr, C, m[j], scale[j], 1, cw, bconst);
-            gr[y[r]] -= (T)(gs * (1.0 - eps) * wyb[j]);
+            gr[y[r]] -= N_(label_term)(p, wyb[j]);
         }
     }
 }
@@ -500,14 +533,65 @@ static void N_(xent_label_rows)(const T *x, T *g, int64_t n, const int64_t *y,
 }
 
 #if !FL_DOUBLE
-/* xent_label_rows on float16 / bfloat16 rows (kind: fl_half.h), loss only, without label
- * smoothing or softcap (the other cases convert a block into float32 first): row_lse1
- * reads the half values straight into registers, so each row is read once at its own
- * width. A row holding a NaN or +inf is converted into scratch (C elements) for
+/* xent_label_half with a gradient g (half values, kind), for rows of more than FL_MID_C
+ * and at most FL_MAX_CHUNKS * FL_CHUNK classes, without softcap: each chunk of a row is
+ * converted into the row's float32 scratch (C elements) when row_exp_chunked reaches it,
+ * and each chunk of the gradient is converted back while it is in L1 (row_grad_pass), so
+ * the row is read and written once at its own width, with no pass over memory that only
+ * converts. The label's element, taken off in float32 after the pass, is converted
+ * again. Same results as xent_label_rows on the float32 upcast, its gradient then
+ * rounded; g may alias x (a row is read before it is written). */
+static void N_(xent_label_half_grad)(int kind, const uint16_t *x, uint16_t *g, int64_t n,
+                                     const int64_t *y, const fl_xent_params *p, double *loss,
+                                     T *scratch, const fl_xent_stats *st) {
+    const int64_t C = p->C;
+    const T *cw = (const T *)p->class_weight;
+    const double eps = p->smoothing, gs = p->gscale;
+    T cm[FL_MAX_CHUNKS];
+    for (int64_t r = 0; r < n; r++) {
+        const uint16_t *xr = x + r * C;
+        uint16_t *gr = g + r * C;
+        const int64_t yr = y[r];
+        int64_t am = 0;
+        T m;
+        loss[r] = 0.0;
+        if (yr == p->ignore_index) {             /* its statistics alone, gradient 0 */
+            if (st) {
+                fl_half_to_float(kind, xr, scratch, C);
+                const double s = N_(row_online)(scratch, C, &m, NULL, &am);
+                fl_put_stats(st, r, (double)m, log(s), am, 0);
+            }
+            memset(gr, 0, (size_t)C * sizeof(uint16_t));
+            continue;
+        }
+        const double xy = N_(src_one)(xr, kind, yr);
+        N_(wdev) wd = {NULL, cw, 1, 0, 0.0, 0.0, 0.0, -INFINITY};
+        const double s = N_(row_exp_chunked)(scratch, scratch, C, &m, cm, eps > 0 ? &wd : NULL,
+                                             st ? &am : NULL, xr, kind);
+        if (st) fl_put_stats(st, r, (double)m, log(s), am, am == yr);
+        const double wy = cw ? (double)cw[yr] : 1.0;
+        double a;
+        loss[r] = fl_label_row_loss(p, wy, (double)m, log(s), xy, wd.sd, &a);
+        N_(row_grad_pass)(scratch, scratch, C, m, cm, 1, gs * a / s, cw,
+                          (T)(gs * eps / (double)C), gr, kind);
+        scratch[yr] -= N_(label_term)(p, wy);
+        fl_float_to_half(kind, scratch + yr, gr + yr, 1);
+    }
+}
+
+/* xent_label_rows on float16 / bfloat16 rows (kind: fl_half.h), without softcap, for rows
+ * of more than FL_MID_C classes (the other cases convert a block into float32 first).
+ * With a gradient g: xent_label_half_grad. Loss only (and without label smoothing):
+ * row_lse1 reads the half values straight into registers, so each row is read once at
+ * its own width; a row holding a NaN or +inf is converted into scratch (C elements) for
  * row_online's exact path. Same results as xent_label_rows on the float32 upcast. */
-static void N_(xent_label_half)(int kind, const uint16_t *x, int64_t n, const int64_t *y,
-                                const fl_xent_params *p, double *loss, T *scratch,
-                                const fl_xent_stats *st) {
+static void N_(xent_label_half)(int kind, const uint16_t *x, uint16_t *g, int64_t n,
+                                const int64_t *y, const fl_xent_params *p, double *loss,
+                                T *scratch, const fl_xent_stats *st) {
+    if (g) {
+        N_(xent_label_half_grad)(kind, x, g, n, y, p, loss, scratch, st);
+        return;
+    }
     const int64_t C = p->C;
     const T *cw = (const T *)p->class_weight;
     for (int64_t r = 0; r < n; r++) {
@@ -611,7 +695,7 @@ static void N_(xent_label_cols)(const T *x, T *g, int64_t C, int64_t D, int64_t 
             if (yj == p->ignore_index) {
                 for (int64_t c = 0; c < C; c++) g[c * D + d + j] = 0;
             } else {
-                g[yj * D + d + j] -= (T)(gs * (1.0 - eps) * (cw ? (double)cw[yj] : 1.0));
+                g[yj * D + d + j] -= N_(label_term)(p, cw ? (double)cw[yj] : 1.0);
             }
         }
     }
@@ -659,7 +743,7 @@ static void N_(xent_prob_row)(const T *x, const T *t, T *g, int64_t r, const fl_
     N_(wdev) wd = {tr, cw, kt, add, 0.0, 0.0, 0.0, -INFINITY};
     int64_t *amp = stats && cap == 0 ? &am : NULL;
     T m;
-    const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm, &wd, amp)
+    const double s = gr && keep ? N_(row_exp_chunked)(xr, gr, C, &m, cm, &wd, amp, NULL, 0)
                                 : N_(row_online)(xr, C, &m, &wd, amp);
     if (stats) fl_put_stats(stats, r, (double)m, log(s), am, am == N_(row_argmax)(tr, C));
     double a;
@@ -728,7 +812,7 @@ static void N_(softmax_row)(const T *x, T *out, int64_t r, int64_t C, int log_ou
     T *orow = out ? out + r * C : NULL;
     T m;
     const double s = orow && !log_out && keep
-                     ? N_(row_exp_chunked)(xr, orow, C, &m, cm, NULL, NULL)
+                     ? N_(row_exp_chunked)(xr, orow, C, &m, cm, NULL, NULL, NULL, 0)
                      : N_(row_online)(xr, C, &m, NULL, NULL);
     if (shift) {
         shift[r] = m == -INFINITY ? 0.0 : (double)m;
@@ -742,7 +826,7 @@ static void N_(softmax_row)(const T *x, T *out, int64_t r, int64_t C, int log_ou
         const T ls = (T)log(s);
         for (int64_t k = 0; k < C; k++) orow[k] = (xr[k] - m) - ls;
     } else {
-        N_(row_grad_pass)(xr, orow, C, m, cm, keep, 1.0 / s, NULL, 0);
+        N_(row_grad_pass)(xr, orow, C, m, cm, keep, 1.0 / s, NULL, 0, NULL, 0);
     }
 }
 

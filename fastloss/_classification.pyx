@@ -33,6 +33,8 @@ cdef extern from "fl_classification.h" nogil:
         int64_t *argmax
         unsigned char *correct
     int FL_MID_C
+    int FL_CHUNK
+    int FL_MAX_CHUNKS
     double fl_label_row_loss(const fl_xent_params *p, double wy, double m, double logs,
                              double xy, double sd, double *a)
     void fl_classification_set_half_level(int level)
@@ -47,8 +49,8 @@ cdef extern from "fl_classification.h" nogil:
                            double *loss, void *scratch, const fl_xent_stats *st)
     void fl_softmax_rows(const void *x, void *out, int64_t n, int64_t C, int log_out, double *lse,
                          double *shift)
-    # float32 only: loss-only label rows of half values, read without a float32 copy
-    void fl_xent_label_half(int kind, const uint16_t *x, int64_t n, const int64_t *y,
+    # float32 only: label rows of half values, read without a float32 copy of the block
+    void fl_xent_label_half(int kind, const uint16_t *x, uint16_t *g, int64_t n, const int64_t *y,
                             const fl_xent_params *p, double *loss, float *scratch,
                             const fl_xent_stats *st)
     int64_t fl_label_scan(const int64_t *y, int64_t n, int64_t C, int64_t ignore, int64_t *counted)
@@ -190,7 +192,8 @@ cdef void _xent_half_block(void *job, int64_t b, int tid, const void *tag) noexc
     cdef fl_xent_stats sb
     cdef const fl_xent_stats *st = _stats_at(&j.st, r0, &sb)
     if j.direct:
-        fl_xent_label_half(j.kind, <const uint16_t *>j.x + r0 * C, nr, j.y + r0, j.p, j.loss + r0, xs, st)
+        fl_xent_label_half(j.kind, <const uint16_t *>j.x + r0 * C, gp + r0 * C if gp else NULL, nr,
+                           j.y + r0, j.p, j.loss + r0, xs, st)
         return
     fl_half_to_float(j.kind, <const uint16_t *>j.x + r0 * C, xs, m)
     if not j.t:
@@ -210,8 +213,9 @@ def xent_half(int kind, const uint16_t[:, ::1] x, const int64_t[::1] y, const ui
     fastloss/_half.pxd): each block of rows is converted into per-thread float32 scratch,
     the float32 kernel runs there (its gradient in place), and the gradient block is
     converted back into g (or None). g may be x: a block is written after it is read.
-    Loss-only label rows of more than FL_MID_C classes without smoothing or softcap are
-    read as half directly (fl_xent_label_half; the scratch only for rows holding NaN or inf)."""
+    Label rows of more than FL_MID_C classes without softcap (loss only: and without
+    smoothing; with a gradient: and at most FL_MAX_CHUNKS * FL_CHUNK classes) are read as
+    half directly, chunk by chunk (fl_xent_label_half), with no pass that only converts."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
     cdef int64_t rpb = rows_per_block(C)
     cdef int64_t w = scratch_row(rpb * C * 4, 4), slots = 1 if t is None else 2
@@ -230,8 +234,9 @@ def xent_half(int kind, const uint16_t[:, ::1] x, const int64_t[::1] y, const ui
     cdef XentJob job = XentJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], y=yp, t=tp, g=gp, p=&p,
                                loss=&loss[0], scratch=&scratch[0, 0], width=scratch.shape[1],
                                kind=kind, slot=w, st=_stats(stats),
-                               direct=g is None and t is None and softcap == 0 and smoothing == 0
-                                      and C > FL_MID_C)
+                               direct=t is None and softcap == 0 and C > FL_MID_C
+                                      and (smoothing == 0 if g is None
+                                           else C <= <int64_t>FL_MAX_CHUNKS * FL_CHUNK))
     with nogil:
         run_blocks(_xent_half_block, &job, n_blocks(n, rpb), n_threads)
 

@@ -162,6 +162,30 @@ def test_grad_out_and_in_place(rng, half, name, n_threads):
         np.testing.assert_array_equal(a.view(np.uint16), c.view(np.uint16))
 
 
+@pytest.mark.parametrize("C", [300, 9000])
+def test_direct_gradient_rows(simd, rng, half, C):
+    """Label rows of more than 256 classes with a gradient are read and written as half a
+    chunk at a time (xent_label_half_grad): loss, statistics and gradient are exactly the
+    float32 call's on the upcast, its gradient rounded by the kernels' own conversion; with
+    rows holding inf, NaN or only -inf, a whole chunk of -inf (C = 9000: three chunks),
+    an ignored row, and label smoothing with class weights and the z-loss."""
+    x = _logits(rng, (9, C), half)
+    x[0, 5], x[1], x[2, C - 1], x[3, :C // 2] = np.inf, -np.inf, np.nan, -np.inf
+    y = rng.integers(0, C, 9)
+    y[3], y[4] = C - 1, -100
+    x32 = x.astype(np.float32)
+    for opts in ({}, dict(label_smoothing=0.1, weight=rng.random(C) + 0.5, z_loss=1e-3)):
+        kw = dict(opts, reduction="none", return_grad=True, return_stats=True)
+        loss, g, st = fastloss.cross_entropy(x, y, **kw)
+        loss32, g32, st32 = fastloss.cross_entropy(x32, y, **kw)
+        np.testing.assert_array_equal(loss, loss32)
+        for a, b in zip(st, st32):
+            np.testing.assert_array_equal(a, b)
+        kind = 0 if half == np.float16 else 1
+        np.testing.assert_array_equal(g.view(np.uint16), _to_half(kind, g32.ravel()).reshape(g.shape))
+        assert np.isnan(g[:3].astype(np.float32)).all() and not g[4].any()
+
+
 def test_special_values(simd, rng, half):
     """inf, -inf and NaN in half logits give what the float32 call gives on the upcast."""
     x = _logits(rng, (8, 20), half)
