@@ -23,7 +23,8 @@ that costs more than the loss itself).
   input (probability targets, teacher logits, weights) raises TypeError: wrap it in
   jax.lax.stop_gradient. The losses over a whole batch (batch_hard_triplet_loss,
   info_nce_loss, nt_xent_loss), and inputs broadcast against the per-sample loss
-  (a var per row in gaussian_nll_loss), are differentiable only when reduced.
+  (a var per row in gaussian_nll_loss, a prior mean or covariance shared by the batch in
+  gaussian_kl and mvn_kl), are differentiable only when reduced.
 - dtypes: float32, or float64 under jax_enable_x64; float16/bfloat16 inputs are computed
   in float32 and their gradients come back in their own dtype.
 - vmap (the callback's vmap_method): a reduced loss is computed once per batch element
@@ -65,6 +66,7 @@ class _Spec(NamedTuple):
     out: str                # shape of the reduction="none" loss (see _Call.loss_shape)
     per_sample: tuple = ()  # inputs indexed like the per-sample loss; () if coupled
     neg: tuple = ()         # (input, source): its gradient is minus the source's
+    matrices: tuple = ()    # "last": inputs with two trailing dims of their own, not one
 
 
 _ROWS = ("logits", "target")
@@ -90,7 +92,7 @@ _SPECS = {
                                (("target", "input"),)),
     "gaussian_kl": _Spec(("mu_p", "logvar_p", "mu_q", "logvar_q"), "last",
                          ("mu_p", "logvar_p", "mu_q", "logvar_q")),
-    "mvn_kl": _Spec(("mu_p", "cov_p", "mu_q", "cov_q"), "last"),
+    "mvn_kl": _Spec(("mu_p", "cov_p", "mu_q", "cov_q"), "last", matrices=("cov_p", "cov_q")),
     "vae_loss": _Spec(("recon", "mu", "logvar"), "first"),
     "generalized_box_iou_loss": _Spec(("boxes1", "boxes2"), "last", ("boxes1", "boxes2")),
     "distance_box_iou_loss": _Spec(("boxes1", "boxes2"), "last", ("boxes1", "boxes2")),
@@ -125,21 +127,33 @@ class _Call(NamedTuple):
     def reduced(self):
         return self.name != "logsumexp" and self.kw("reduction") != "none"
 
+    def own_dims(self, name):
+        """"last": the trailing dims of input `name` that are its own (not the loss's)."""
+        return 2 if name in self.spec.matrices else 1
+
     def loss_shape(self):
         if self.reduced:
             return ()
         s = self.shapes[0]
         axes = np.atleast_1d(self.kw("axis", -1)) + len(s)
+        # "last": the inputs' leading dims broadcast together (a shared prior mean)
         return {"rows": lambda: tuple(d for i, d in enumerate(s) if i not in axes),
-                "elem": lambda: s, "last": lambda: s[:-1], "first": lambda: s[:1],
-                "pairs": lambda: (2 * s[0],)}[self.spec.out]()
+                "elem": lambda: s, "first": lambda: s[:1], "pairs": lambda: (2 * s[0],),
+                "last": lambda: np.broadcast_shapes(*(t[:len(t) - self.own_dims(n)] for n, t
+                                                      in zip(self.arrays, self.shapes)))
+                }[self.spec.out]()
 
     def per_sample(self, name):
-        """Whether `name` is indexed like the per-sample loss (one row or element each)."""
+        """Whether `name` is indexed like the per-sample loss (one row or element each, not
+        broadcast over the samples)."""
         i = self.arrays.index(name)
-        ndim, first = len(self.shapes[i]), len(self.shapes[0])
+        shape, first = self.shapes[i], len(self.shapes[0])
+        if name not in self.spec.per_sample:
+            return False
+        if self.spec.out == "last":
+            return shape[:len(shape) - self.own_dims(name)] == self.loss_shape()
         labels = self.spec.out == "rows" and np.issubdtype(self.dtypes[i], np.integer)
-        return name in self.spec.per_sample and (ndim == first or labels and ndim == first - 1)
+        return len(shape) == first or labels and len(shape) == first - 1
 
     def cotangent_layout(self, name):
         """How a reduction="none" cotangent lines up with `name`'s gradient, or None."""

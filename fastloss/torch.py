@@ -72,8 +72,10 @@ __all__ = [
 # returns gradients for (its gradient tuple's order); none: how a reduction="none" loss
 # lines up with the gradients: "axis" (the class axis option is removed), "lead" (the loss
 # is the leading dims of each input), "batch" (a sample's loss depends on the whole batch);
-# shape: the reduction="none" loss shape from the tensors' shapes and the options.
-_Spec = namedtuple("_Spec", "tensors diff none shape")
+# shape: the reduction="none" loss shape from the tensors' shapes and the options;
+# event ("lead"): the trailing dims of a differentiable input that are not the loss's, for
+# all of them or by name; None: the loss is each input's axis 0 (vae_loss).
+_Spec = namedtuple("_Spec", "tensors diff none shape event", defaults=(0,))
 
 
 def _bcast(*names):
@@ -95,7 +97,7 @@ def _lead(name, dims=-1):
 _ELEMENTWISE = _Spec(("input", "target", "weight"), ("input",), "lead",
                      _bcast("input", "target", "weight"))
 _BOXES = _Spec(("boxes1", "boxes2"), ("boxes1", "boxes2"), "lead",
-               lambda s, o: torch.broadcast_shapes(s["boxes1"], s["boxes2"])[:-1])
+               lambda s, o: torch.broadcast_shapes(s["boxes1"], s["boxes2"])[:-1], 1)
 _SPECS = {
     "cross_entropy": _Spec(("logits", "target", "weight"), ("logits",), "axis",
                            _drop_axis("logits")),
@@ -118,11 +120,11 @@ _SPECS = {
                                _drop_axis("student_logits", "teacher_logits")),
     "gaussian_kl": _Spec(("mu_p", "logvar_p", "mu_q", "logvar_q"),
                          ("mu_p", "logvar_p", "mu_q", "logvar_q"), "lead",
-                         lambda s, o: torch.broadcast_shapes(*s.values())[:-1]),
+                         lambda s, o: torch.broadcast_shapes(*s.values())[:-1], 1),
     "mvn_kl": _Spec(("mu_p", "cov_p", "mu_q", "cov_q"), ("mu_p", "cov_p", "mu_q", "cov_q"),
-                    "lead", _lead("mu_p")),
+                    "lead", _lead("mu_p"), {"mu_p": 1, "cov_p": 2, "mu_q": 1, "cov_q": 2}),
     "vae_loss": _Spec(("recon", "x", "mu", "logvar"), ("recon", "mu", "logvar"), "lead",
-                      _lead("mu")),
+                      _lead("mu", 1), None),
     "gaussian_nll_loss": _Spec(("input", "target", "var"), ("input", "var"), "lead",
                                _bcast("input", "target", "var")),
     "mse_loss": _ELEMENTWISE, "l1_loss": _ELEMENTWISE, "huber_loss": _ELEMENTWISE,
@@ -131,7 +133,7 @@ _SPECS = {
     "complete_box_iou_loss": _BOXES,
     "triplet_margin_loss": _Spec(("anchor", "positive", "negative"),
                                  ("anchor", "positive", "negative"), "lead",
-                                 lambda s, o: torch.broadcast_shapes(*s.values())[:-1]),
+                                 lambda s, o: torch.broadcast_shapes(*s.values())[:-1], 1),
     "batch_hard_triplet_loss": _Spec(("embeddings", "labels"), ("embeddings",), "batch",
                                      _lead("embeddings", 1)),
     "info_nce_loss": _Spec(("query", "key"), ("query", "key"), "batch", _lead("query", 1)),
@@ -243,8 +245,26 @@ def _setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)   # else backward gets full-size zeros for the gradients
 
 
-def _scale(ctx, g, go):
-    """The gradient g of (the sum of) the losses, scaled by the incoming gradient go."""
+def _per_sample(ctx, name, g, go):
+    """go shaped to multiply the gradient g of input `name` when each sample's loss touches
+    only its own slice of that input (reduction="none", the input not broadcast over the
+    samples: g's dims are the loss's and then the input's own); None otherwise."""
+    spec = ctx.spec
+    if spec.none == "axis" and g.dim() == go.dim() + 1:
+        axis = ctx.opts["axis"] % g.dim()
+        if g.shape[:axis] + g.shape[axis + 1:] == go.shape:
+            return go.unsqueeze(axis)
+    elif spec.none == "lead":
+        event = spec.event.get(name) if isinstance(spec.event, dict) else spec.event
+        event = g.dim() - go.dim() if event is None else event
+        if g.dim() == go.dim() + event and g.shape[:go.dim()] == go.shape:
+            return go.reshape(go.shape + (1,) * event)
+    return None
+
+
+def _scale(ctx, name, g, go):
+    """The gradient g of (the sum of) the losses with respect to input `name`, scaled by
+    the incoming gradient go."""
     # values are known only in eager mode: traced (fake, functional) tensors take the
     # branch-free path
     compiling = type(go) is not torch.Tensor or torch.compiler.is_compiling()
@@ -252,13 +272,9 @@ def _scale(ctx, g, go):
         if not compiling and go.item() == 1.0:
             return g                           # loss.backward(): the saved gradient as is
         return g * go
-    if ctx.spec.none != "batch":
-        if ctx.spec.none == "axis":
-            go_b = go.unsqueeze(ctx.opts["axis"] % g.dim())
-        else:
-            go_b = go.reshape(go.shape + (1,) * (g.dim() - go.dim()))
-        if go_b.dim() == g.dim() and torch.broadcast_shapes(go_b.shape, g.shape) == g.shape:
-            return g * go_b                    # each sample's loss touches its own slice
+    go_b = _per_sample(ctx, name, g, go)
+    if go_b is not None:
+        return g * go_b
     first = go.reshape(-1)[:1]
     msg = (f"fastloss.torch.{ctx.name}: with reduction='none' the gradient of one sample's "
            "loss reaches other samples (or a broadcast input), so backward takes only a "
@@ -277,7 +293,7 @@ def _backward(ctx, grads):
         return None, [None] * len(ctx.names), None
     saved = dict(zip(_grad_names(ctx.spec, ctx.names), ctx.saved_tensors))
     # an empty saved gradient: not asked for (or an empty input, whose gradient is empty)
-    return None, [_scale(ctx, saved[n], go) if n in saved and saved[n].numel() else None
+    return None, [_scale(ctx, n, saved[n], go) if n in saved and saved[n].numel() else None
                   for n in ctx.names], None
 
 
@@ -392,6 +408,8 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction="none")
 
 def logsumexp(input, dim=-1, keepdim=False):
     """torch.logsumexp over one dim."""
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"fastloss.torch.logsumexp: dim must be one int, got {dim!r}")
     out = _call("logsumexp", dict(x=input), axis=dim)
     return out.unsqueeze(dim) if keepdim else out
 
@@ -409,7 +427,9 @@ def l1_loss(input, target, *, reduction="mean", weight=None):
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
-    """F.huber_loss."""
+    """F.huber_loss; with a weight, reduction="mean" is sum(w l) / sum(w) (fastloss's rule
+    for every regression loss, as F.mse_loss and F.l1_loss), where F.huber_loss takes
+    mean(w l)."""
     return _call("huber_loss", dict(input=input, target=target, weight=weight), delta=delta,
                  reduction=reduction)
 

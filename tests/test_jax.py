@@ -307,6 +307,27 @@ def test_errors():
                                rtol=1e-6)
 
 
+@pytest.mark.parametrize("n", [3, 4])
+def test_broadcast_inputs_with_reduction_none(x64, n):
+    """A prior mean (gaussian_kl, mvn_kl) broadcast over the batch: the per-sample losses
+    have the batch's shape, as the NumPy call's; the broadcast input's gradient needs a
+    reduced loss (also where the batch is as long as its own axis, n = 3), the other
+    inputs' gradients still take one cotangent per sample."""
+    rng = np.random.default_rng(n)
+    mu, lv = rng.standard_normal(3), rng.standard_normal((n, 3))
+    a = rng.standard_normal((n, 3, 3))
+    mq, cov = rng.standard_normal((n, 3)), a @ a.transpose(0, 2, 1) + np.eye(3)
+    w = jnp.arange(1.0, n + 1)
+    for f, args in ((flj.gaussian_kl, (mu, lv)), (flj.mvn_kl, (mu, cov, mq, cov))):
+        loss = f(*map(jnp.asarray, args), reduction="none")
+        np.testing.assert_array_equal(loss, getattr(fastloss, f.__name__)(*args, reduction="none"))
+        with pytest.raises(TypeError, match='reduction="none"'):
+            jax.grad(lambda m: (f(m, *args[1:], reduction="none") * w).sum())(jnp.asarray(mu))
+    g = jax.grad(lambda v: (flj.gaussian_kl(mu, v, reduction="none") * w).sum())(jnp.asarray(lv))
+    want = 0.5 * (np.exp(lv) - 1) * np.asarray(w)[:, None]      # d KL(N(mu, e^v) || N(0, 1)) / dv
+    np.testing.assert_allclose(g, want, rtol=1e-13)
+
+
 def test_training_step_matches_optax():
     """A jitted SGD step of a linear classifier: the same parameters as with optax's loss."""
     r = np.random.default_rng(7)

@@ -146,6 +146,8 @@ def _op_calls():
          [True, False, True]),
         ("triplet_margin_loss", [_t(4, 3).requires_grad_() for _ in range(3)],
          dict(reduction="none"), [True, True, True]),
+        ("vae_loss", [_t(4, 5).requires_grad_(), _t(4, 5, seed=2), _t(4, 2, 3, seed=3).requires_grad_(),
+                      _t(4, 2, 3, seed=4).requires_grad_()], dict(reduction="none"), [True, True, True]),
     ]
     for name, tensors, opts, need in calls:
         names = [n for n in flt._SPECS[name].tensors][:len(tensors)]
@@ -331,6 +333,35 @@ def test_coupled_losses_with_reduction_none():
     loss = flt.gaussian_nll_loss(x, _t(4, 3, seed=2), v, reduction="none")
     with pytest.raises(RuntimeError, match="grad_output with one value"):
         (loss * torch.arange(loss.numel()).reshape(loss.shape)).sum().backward()
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_broadcast_inputs_with_reduction_none(n):
+    """An input broadcast over the samples (a shared prior mean, one covariance for the
+    batch) couples them: backward takes a uniform grad_output only and
+    gives the "sum" call's gradient, also where the batch is as long as the input's own axis
+    (n = 3: the shapes line up by accident)."""
+    calls = [
+        (lambda mu, lv, **kw: flt.gaussian_kl(mu, lv, **kw), [_t(3), _t(n, 3, seed=2)]),
+        (lambda mp, cp, **kw: flt.mvn_kl(mp, cp, _t(n, 3, seed=3), _spd(n, 3, 4), **kw),
+         [_t(n, 3), _spd(1, 3, 2)[0]]),
+    ]
+    for f, tensors in calls:
+        leaves = [t.clone().requires_grad_() for t in tensors]
+        loss = f(*leaves, reduction="none")
+        weights = torch.arange(loss.numel(), dtype=loss.dtype).reshape(loss.shape)
+        with pytest.raises(RuntimeError, match="grad_output with one value"):
+            (loss * weights).sum().backward(retain_graph=True)
+        (2 * loss).sum().backward()
+        want = [t.clone().requires_grad_() for t in tensors]
+        (2 * f(*want, reduction="sum")).backward()
+        for a, b in zip(leaves, want):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-14, atol=1e-15)
+
+
+def test_logsumexp_takes_one_dim():
+    with pytest.raises(TypeError, match="dim must be one int"):
+        flt.logsumexp(_t(3, 4), dim=(0, 1))
 
 
 def _recording(monkeypatch, name):
