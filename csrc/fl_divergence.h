@@ -19,6 +19,9 @@ typedef struct {
     int64_t ignore_index;      /* rows whose label (kl_rows' labels argument) equals this are skipped */
     int stream;                /* write gradients with streaming stores (far larger than the caches) */
     double ce_scale;           /* kl_rows with ce_loss: the gradient scale of b's cross-entropy */
+    const void *next_a, *next_b;   /* NULL, or for a call on one row pair above FL_MID_C, where the
+                                      next pair really is (half rows converted one at a time: its
+                                      half values), prefetched while this one is computed */
 } fl_div_params;
 
 #include "fl_half.h"           /* before the bodies: their half-row reads (fl_vec.h) */

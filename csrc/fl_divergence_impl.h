@@ -125,7 +125,7 @@ FL_INL VD N_(dv_fix_lanes_d)(VD v, VI fin, VI skip) {
 
 /* One row of entropy_rows (its loss into *loss; gr: NULL or its gradient). */
 static void N_(entropy_row)(const T *xr, T *gr, int64_t C, double gscale, double *loss,
-                            T *scratch, int stream) {
+                            T *scratch, int stream, const T *next) {
     T *se = scratch, *sz = scratch ? scratch + C : NULL;
     const int64_t Cv = C - C % W, nt = C - Cv;
     const T m = N_(row_max)(xr, C);
@@ -136,7 +136,7 @@ static void N_(entropy_row)(const T *xr, T *gr, int64_t C, double gscale, double
         const int64_t end = b + FL_SUM_BLOCK < Cv ? b + FL_SUM_BLOCK : Cv;
         V as = N_(vset1)(0), at = N_(vset1)(0);
         for (int64_t k = b; k < end; k += W) {
-            FL_PREFETCH(xr, C + k, 0);     /* the next row streams in meanwhile */
+            FL_PREFETCH(next, k, 0);       /* the next row streams in meanwhile */
             o = N_(ent_vec)(N_(vload)(xr + k), m);
             as += o.e;
             at += o.e * o.z;
@@ -207,7 +207,7 @@ static void N_(entropy_mid)(const T *x, T *g, int64_t n, int64_t C, double gscal
             const T *xr = xb + j * C;
             T *gr = g ? g + (r0 + j) * C : NULL;
             if (!fin[j]) {
-                N_(entropy_row)(xr, gr, C, gscale, &loss[r0 + j], NULL, 0);
+                N_(entropy_row)(xr, gr, C, gscale, &loss[r0 + j], NULL, 0, xr + C);
                 continue;
             }
             loss[r0 + j] = l[j];
@@ -255,8 +255,10 @@ static void N_(entropy_small)(const T *x, T *g, int64_t n, int64_t C, double gsc
     }
 }
 
+/* next: NULL, or for n = 1 above FL_MID_C, where the next row really is (as fl_div_params'
+ * next_a). */
 static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gscale,
-                             double *loss, T *scratch, int stream) {
+                             double *loss, T *scratch, int stream, const void *next) {
     if (N_(small_rows)(C)) {
         N_(entropy_small)(x, g, n, C, gscale, loss);
         return;
@@ -266,7 +268,8 @@ static void N_(entropy_rows)(const T *x, T *g, int64_t n, int64_t C, double gsca
         return;
     }
     for (int64_t r = 0; r < n; r++)
-        N_(entropy_row)(x + r * C, g ? g + r * C : NULL, C, gscale, &loss[r], scratch, stream);
+        N_(entropy_row)(x + r * C, g ? g + r * C : NULL, C, gscale, &loss[r], scratch, stream,
+                        next ? (const T *)next : x + (r + 1) * C);
     N_(vstream_fence)(stream);
 }
 
@@ -420,6 +423,8 @@ static void N_(kl_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n, con
     T *s1_buf = ce_t1 ? sb_buf : ce && scratch ? scratch + 3 * C : NULL;
     for (int64_t r = 0; r < n; r++) {
         const T *ar = a + r * C, *br = b + r * C;
+        const T *na = p->next_a ? (const T *)p->next_a : ar + C;
+        const T *nb = p->next_b ? (const T *)p->next_b : br + C;
         T *gar = ga ? ga + r * C : NULL, *gbr = gb ? gb + r * C : NULL;
         int64_t *pa = am_a ? am_a + r : NULL, *pb = am_b ? am_b + r : NULL;
         T ma, mb;
@@ -446,8 +451,8 @@ static void N_(kl_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n, con
             V acc_a = N_(vset1)(0), acc_b = N_(vset1)(0), acc_t = N_(vset1)(0), acc_1 = acc_a;
             for (int64_t k = k0; k < end; k += W) {
                 /* the next row pair streams in while this one is computed */
-                FL_PREFETCH(ar, C + k, 0);
-                FL_PREFETCH(br, C + k, 0);
+                FL_PREFETCH(na, k, 0);
+                FL_PREFETCH(nb, k, 0);
                 const V bk = N_(vload)(br + k);
                 o = N_(kl_vec)(N_(vload)(ar + k), bk, ma_h, mb_h, h, ith);
                 acc_a += o.ea;
@@ -785,6 +790,8 @@ static void N_(js_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n,
     const int keep_uv = scratch && (ga || gb);   /* the gradient pass reads u and v */
     for (int64_t r = 0; r < n; r++) {
         const T *ar = a + r * C, *br = b + r * C;
+        const T *na = p->next_a ? (const T *)p->next_a : ar + C;
+        const T *nb = p->next_b ? (const T *)p->next_b : br + C;
         T *gar = ga ? ga + r * C : NULL, *gbr = gb ? gb + r * C : NULL;
         T ma, mb;
         N_(dv_max2_at)(ar, br, C, &ma, &mb, NULL, NULL);
@@ -805,8 +812,8 @@ static void N_(js_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n,
             for (int64_t k = k0; k < end; k += W) {
                 /* the next row pair streams in meanwhile: a's here, b's in the next pass
                  * (both here asked for more than memory gave, and the max pass waited) */
-                FL_PREFETCH(ar, C + k, 0);
-                if (!scratch) FL_PREFETCH(br, C + k, 0);
+                FL_PREFETCH(na, k, 0);
+                if (!scratch) FL_PREFETCH(nb, k, 0);
                 e = N_(js_exp)(N_(vload)(ar + k), N_(vload)(br + k), ma_h, mb_h, h, ith);
                 acc_a += e.ea;
                 acc_b += e.eb;
@@ -837,7 +844,7 @@ static void N_(js_row_path)(const T *a, const T *b, T *ga, T *gb, int64_t n,
             const int64_t end = k0 + FL_SUM_BLOCK < Cv ? k0 + FL_SUM_BLOCK : Cv;
             V acc_p = N_(vset1)(0), acc_q = N_(vset1)(0);
             for (int64_t k = k0; k < end; k += W) {
-                if (scratch) FL_PREFETCH(br, C + k, 0);
+                if (scratch) FL_PREFETCH(nb, k, 0);
                 V xa = N_(vload)(ar + k), xb = N_(vload)(br + k);
                 if (scratch) {
                     e.za = N_(dv_scaled)(xa, ma_h, h, ith);

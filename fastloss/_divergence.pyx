@@ -28,13 +28,15 @@ cdef extern from "fl_divergence.h" nogil:
         int64_t ignore_index
         int stream
         double ce_scale
+        const void *next_a
+        const void *next_b
     int FL_DIV_ROW_CACHE_BYTES
     int FL_MID_C
     void fl_divergence_set_half_level(int level)
     # One declaration per kernel for both dtypes (csrc/fl_common.h's FL_CALL): the
     # kernel's T pointers are void pointers here.
     void fl_entropy_rows(const void *x, void *g, int64_t n, int64_t C, double gscale, double *loss,
-                         void *scratch, int stream)
+                         void *scratch, int stream, const void *next)
     void fl_kl_rows(const void *a, const void *b, void *ga, void *gb, int64_t n, const int64_t *labels,
                     const fl_div_params *p, double *loss, double *ce_loss, void *scratch, int64_t *am_a,
                     int64_t *am_b)
@@ -88,7 +90,7 @@ cdef void _entropy_block(void *job, int64_t b, int tid, const floating *tag) noe
     cdef floating *sp = <floating *>j.scratch
     fl_entropy_rows(<const floating *>j.x + r0 * C, g + r0 * C if g else NULL,
                     min(j.rows_per_block, j.n - r0), C, j.gscale, j.loss + r0,
-                    sp + tid * j.width if sp else NULL, j.stream)
+                    sp + tid * j.width if sp else NULL, j.stream, NULL)
 
 
 def entropy(const floating[:, ::1] x, floating[:, ::1] g, double gscale, double[::1] loss,
@@ -143,11 +145,17 @@ cdef void _pair_block(void *job, int64_t blk, int tid, const floating *tag) noex
     cdef floating *sp = <floating *>j.scratch
     if sp:
         sp += tid * j.width
+    _pair_kernel(j, a, b, ga + r0 * C if ga else NULL, gb + r0 * C if gb else NULL, r0, nr, j.p, sp)
+
+
+cdef inline void _pair_kernel(const PairJob *j, const floating *a, const floating *b, floating *ga,
+                              floating *gb, int64_t r0, int64_t nr, const fl_div_params *p,
+                              floating *sp) noexcept nogil:
+    """j's kernel on its rows r0 .. r0 + nr, found at a, b (gradients into ga, gb), with p."""
     if j.js:
-        fl_js_rows(a, b, ga + r0 * C if ga else NULL, gb + r0 * C if gb else NULL, nr, j.p, j.loss + r0, sp)
+        fl_js_rows(a, b, ga, gb, nr, p, j.loss + r0, sp)
     else:
-        fl_kl_rows(a, b, ga + r0 * C if ga else NULL, gb + r0 * C if gb else NULL, nr,
-                   j.labels + r0 if j.labels else NULL, j.p, j.loss + r0,
+        fl_kl_rows(a, b, ga, gb, nr, j.labels + r0 if j.labels else NULL, p, j.loss + r0,
                    j.ce_loss + r0 if j.ce_loss else NULL, sp,
                    j.am_a + r0 if j.am_a else NULL, j.am_b + r0 if j.am_b else NULL)
 
@@ -178,7 +186,7 @@ def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floa
     cdef fl_div_params p = fl_div_params(
         C=C, inv_t=inv_t, beta=beta, gscale_p=gscale_p, gscale_q=gscale_q, ignore_index=ignore_index,
         stream=(gap != NULL or gbp != NULL) and stream_output(n * C * <int64_t> sizeof(floating)),
-        ce_scale=ce_scale)
+        ce_scale=ce_scale, next_a=NULL, next_b=NULL)
     if _cached(C, sizeof(floating)) and (gap != NULL or gbp != NULL or js):
         scratch = _thread_rows(n_threads, _pair_cache_rows(js, cep != NULL, inv_t) * C, sizeof(floating))
     cdef floating *sp = &scratch[0, 0] if scratch is not None else NULL
@@ -199,16 +207,30 @@ def pair_rows(str kind, const floating[:, ::1] a, const floating[:, ::1] b, floa
 # rows they read, which must not be another thread's scratch (its lines would bounce
 # between the cores).
 
+cdef inline int64_t _half_step(int64_t C, int64_t nr) noexcept nogil:
+    """Rows converted and computed at a time in a half block of nr rows: one above FL_MID_C
+    (the next row's half values prefetched while the float32 kernel runs on this one:
+    converting the whole block first would be a pass over memory with no work beside it),
+    the whole block for the kernels blocked across rows."""
+    return 1 if C > FL_MID_C else nr
+
+
 cdef void _entropy_half_block(void *job, int64_t b, int tid, const void *tag) noexcept nogil:
     cdef EntropyJob *j = <EntropyJob *>job
     cdef int64_t r0 = b * j.rows_per_block, C = j.C
-    cdef int64_t nr = min(j.rows_per_block, j.n - r0)
+    cdef int64_t nr = min(j.rows_per_block, j.n - r0), step = _half_step(C, nr)
     cdef float *xs = <float *>j.scratch + tid * j.width
+    cdef const uint16_t *x = <const uint16_t *>j.x
     cdef uint16_t *gp = <uint16_t *>j.g
-    fl_half_to_float(j.kind, <const uint16_t *>j.x + r0 * C, xs, nr * C)
-    fl_entropy_rows(xs, xs if gp else NULL, nr, C, j.gscale, j.loss + r0, xs + j.slot if j.cache else NULL, 0)
-    if gp:
-        fl_float_to_half(j.kind, xs, gp + r0 * C, nr * C)
+    cdef int64_t r = r0, k
+    while r < r0 + nr:
+        k = min(step, r0 + nr - r)
+        fl_half_to_float(j.kind, x + r * C, xs, k * C)
+        fl_entropy_rows(xs, xs if gp else NULL, k, C, j.gscale, j.loss + r,
+                        xs + j.slot if j.cache else NULL, 0, x + (r + 1) * C if k == 1 else NULL)
+        if gp:
+            fl_float_to_half(j.kind, xs, gp + r * C, k * C)
+        r += k
 
 
 def entropy_half(int kind, const uint16_t[:, ::1] x, uint16_t[:, ::1] g, double gscale,
@@ -233,7 +255,7 @@ def entropy_half(int kind, const uint16_t[:, ::1] x, uint16_t[:, ::1] g, double 
 cdef void _pair_half_block(void *job, int64_t b, int tid, const void *tag) noexcept nogil:
     cdef PairJob *j = <PairJob *>job
     cdef int64_t r0 = b * j.rows_per_block, C = j.C, w = j.slot
-    cdef int64_t nr = min(j.rows_per_block, j.n - r0), m = nr * C
+    cdef int64_t nr = min(j.rows_per_block, j.n - r0)
     cdef float *s = <float *>j.scratch + tid * j.width
     cdef float *cache = s + 2 * w if j.cache else NULL
     cdef uint16_t *gap = <uint16_t *>j.ga
@@ -245,19 +267,22 @@ cdef void _pair_half_block(void *job, int64_t b, int tid, const void *tag) noexc
                         j.labels + r0 if j.labels else NULL, j.p, j.loss + r0, s,
                         j.am_a + r0 if j.am_a else NULL, j.am_b + r0 if j.am_b else NULL)
         return
-    fl_half_to_float(j.kind, <const uint16_t *>j.a + r0 * C, s, m)
-    fl_half_to_float(j.kind, <const uint16_t *>j.b + r0 * C, s + w, m)
-    if j.js:
-        fl_js_rows(s, s + w, s if gap else NULL, s + w if gbp else NULL, nr, j.p, j.loss + r0, cache)
-    else:
-        fl_kl_rows(s, s + w, s if gap else NULL, s + w if gbp else NULL, nr,
-                   j.labels + r0 if j.labels else NULL, j.p, j.loss + r0,
-                   j.ce_loss + r0 if j.ce_loss else NULL, cache,
-                   j.am_a + r0 if j.am_a else NULL, j.am_b + r0 if j.am_b else NULL)
-    if gap:
-        fl_float_to_half(j.kind, s, gap + r0 * C, m)
-    if gbp:
-        fl_float_to_half(j.kind, s + w, gbp + r0 * C, m)
+    cdef const uint16_t *a = <const uint16_t *>j.a
+    cdef const uint16_t *bh = <const uint16_t *>j.b
+    cdef int64_t step = _half_step(C, nr), r = r0, k
+    cdef fl_div_params p = j.p[0]
+    while r < r0 + nr:
+        k = min(step, r0 + nr - r)
+        fl_half_to_float(j.kind, a + r * C, s, k * C)
+        fl_half_to_float(j.kind, bh + r * C, s + w, k * C)
+        if k == 1:
+            p.next_a, p.next_b = a + (r + 1) * C, bh + (r + 1) * C
+        _pair_kernel(j, s, s + w, s if gap else NULL, s + w if gbp else NULL, r, k, &p, cache)
+        if gap:
+            fl_float_to_half(j.kind, s, gap + r * C, k * C)
+        if gbp:
+            fl_float_to_half(j.kind, s + w, gbp + r * C, k * C)
+        r += k
 
 
 def pair_rows_half(int kind, str loss_kind, const uint16_t[:, ::1] a, const uint16_t[:, ::1] b,
@@ -276,7 +301,7 @@ def pair_rows_half(int kind, str loss_kind, const uint16_t[:, ::1] a, const uint
     cdef double *cep = &ce_loss[0] if ce_loss is not None else NULL
     cdef fl_div_params p = fl_div_params(
         C=C, inv_t=inv_t, beta=beta, gscale_p=gscale_p, gscale_q=gscale_q, ignore_index=ignore_index,
-        stream=0, ce_scale=ce_scale)
+        stream=0, ce_scale=ce_scale, next_a=NULL, next_b=NULL)
     if n == 0:
         return
     cdef uint16_t *gap = &ga[0, 0] if ga is not None else NULL

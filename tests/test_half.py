@@ -186,9 +186,11 @@ def test_direct_gradient_rows(simd, rng, half, C):
         assert np.isnan(g[:3].astype(np.float32)).all() and not g[4].any()
 
 
-def test_special_values(simd, rng, half):
-    """inf, -inf and NaN in half logits give what the float32 call gives on the upcast."""
-    x = _logits(rng, (8, 20), half)
+@pytest.mark.parametrize("C", [20, 300])
+def test_special_values(simd, rng, half, C):
+    """inf, -inf and NaN in half logits give what the float32 call gives on the upcast
+    (C = 300: rows converted one at a time, above 256 classes)."""
+    x = _logits(rng, (8, C), half)
     x[0, 3], x[1, :] = np.inf, -np.inf
     x[2, 5], x[3, 0] = np.nan, -np.inf
     y = np.arange(8)
