@@ -26,7 +26,9 @@ that costs more than the loss itself).
   (a var per row in gaussian_nll_loss, a prior mean or covariance shared by the batch in
   gaussian_kl and mvn_kl), are differentiable only when reduced.
 - dtypes: float32, or float64 under jax_enable_x64; float16/bfloat16 inputs are computed
-  in float32 and their gradients come back in their own dtype.
+  in float32 and their gradients come back in their own dtype. Mixed float inputs are
+  computed in the NumPy call's dtype (the divergences, the Gaussian and metric losses
+  promote their float inputs together; the others follow their first input).
 - vmap (the callback's vmap_method): a reduced loss is computed once per batch element
   ("sequential"). With reduction="none" the row and elementwise losses, whose arrays all
   have the first input's number of dimensions (integer labels one fewer), take the whole
@@ -67,6 +69,8 @@ class _Spec(NamedTuple):
     per_sample: tuple = ()  # inputs indexed like the per-sample loss; () if coupled
     neg: tuple = ()         # (input, source): its gradient is minus the source's
     matrices: tuple = ()    # "last": inputs with two trailing dims of their own, not one
+    promote: bool = False   # compute dtype from every float input (else the first's), as NumPy
+    fixed_rank: bool = False  # "last": no leading dims beyond the samples' (vmap: one call each)
 
 
 _ROWS = ("logits", "target")
@@ -79,29 +83,34 @@ _SPECS = {
     "sigmoid_focal_loss": _Spec(("logits",), "elem", _ROWS),
     "logsumexp": _Spec(("x",), "rows", ("x",)),
     "entropy": _Spec(("logits",), "rows", ("logits",)),
-    "kl_divergence": _Spec(("p_logits", "q_logits"), "rows", ("p_logits", "q_logits")),
-    "js_divergence": _Spec(("p_logits", "q_logits"), "rows", ("p_logits", "q_logits")),
+    "kl_divergence": _Spec(("p_logits", "q_logits"), "rows", ("p_logits", "q_logits"),
+                           promote=True),
+    "js_divergence": _Spec(("p_logits", "q_logits"), "rows", ("p_logits", "q_logits"),
+                           promote=True),
     "distillation_loss": _Spec(("student_logits",), "rows",
-                               ("student_logits", "teacher_logits", "target")),
+                               ("student_logits", "teacher_logits", "target"), promote=True),
     "mse_loss": _DIFF,
     "l1_loss": _DIFF,
     "huber_loss": _DIFF,
     "smooth_l1_loss": _DIFF,
     "log_cosh_loss": _DIFF,
     "gaussian_nll_loss": _Spec(("input", "var"), "elem", ("input", "target", "var"),
-                               (("target", "input"),)),
+                               (("target", "input"),), promote=True),
     "gaussian_kl": _Spec(("mu_p", "logvar_p", "mu_q", "logvar_q"), "last",
-                         ("mu_p", "logvar_p", "mu_q", "logvar_q")),
-    "mvn_kl": _Spec(("mu_p", "cov_p", "mu_q", "cov_q"), "last", matrices=("cov_p", "cov_q")),
-    "vae_loss": _Spec(("recon", "mu", "logvar"), "first"),
+                         ("mu_p", "logvar_p", "mu_q", "logvar_q"), promote=True),
+    "mvn_kl": _Spec(("mu_p", "cov_p", "mu_q", "cov_q"), "last",
+                    ("mu_p", "cov_p", "mu_q", "cov_q"), matrices=("cov_p", "cov_q"), promote=True),
+    "vae_loss": _Spec(("recon", "mu", "logvar"), "first", ("recon", "x", "mu", "logvar"),
+                      promote=True),
     "generalized_box_iou_loss": _Spec(("boxes1", "boxes2"), "last", ("boxes1", "boxes2")),
     "distance_box_iou_loss": _Spec(("boxes1", "boxes2"), "last", ("boxes1", "boxes2")),
     "complete_box_iou_loss": _Spec(("boxes1", "boxes2"), "last", ("boxes1", "boxes2")),
     "triplet_margin_loss": _Spec(("anchor", "positive", "negative"), "last",
-                                 ("anchor", "positive", "negative")),
+                                 ("anchor", "positive", "negative"), promote=True,
+                                 fixed_rank=True),
     "batch_hard_triplet_loss": _Spec(("embeddings",), "first"),
-    "info_nce_loss": _Spec(("query", "key"), "first"),
-    "nt_xent_loss": _Spec(("z1", "z2"), "pairs"),
+    "info_nce_loss": _Spec(("query", "key"), "first", promote=True),
+    "nt_xent_loss": _Spec(("z1", "z2"), "pairs", promote=True),
 }
 
 __all__ = list(_SPECS)
@@ -152,6 +161,8 @@ class _Call(NamedTuple):
             return False
         if self.spec.out == "last":
             return shape[:len(shape) - self.own_dims(name)] == self.loss_shape()
+        if self.spec.out == "first":
+            return shape[:1] == self.loss_shape()
         labels = self.spec.out == "rows" and np.issubdtype(self.dtypes[i], np.integer)
         return len(shape) == first or labels and len(shape) == first - 1
 
@@ -198,7 +209,9 @@ def _callback(call, want, arrays):
               for a in arrays]
     shapes = (jax.ShapeDtypeStruct(call.loss_shape(), call.dtype),
               *(jax.ShapeDtypeStruct(call.shapes[call.arrays.index(w)], call.dtype) for w in want))
-    batched = not call.reduced and all(call.per_sample(n) for n in call.arrays)
+    # the whole vmapped batch in one call where the kernels take any leading dims
+    batched = (not call.reduced and call.spec.out in ("rows", "elem", "last")
+               and not call.spec.fixed_rank and all(call.per_sample(n) for n in call.arrays))
     method = "broadcast_all" if batched else "sequential"
     if _buffer_callback is not None:
         # Fresh output buffers, not the gradient over the input (input_output_aliases):
@@ -287,10 +300,12 @@ def _wrap(name):
         static = {k: tuple(v) if isinstance(v, list) else v
                   for k, v in bound.arguments.items() if k not in arrays}
         first = next(iter(arrays.values()), None)
-        if first is None or not jnp.issubdtype(first.dtype, jnp.floating):
+        floats = [a.dtype for a in (arrays.values() if _SPECS[name].promote else [first])
+                  if a is not None and jnp.issubdtype(a.dtype, jnp.floating)]
+        if not floats:
             dtype = jnp.dtype(jnp.result_type(float))   # ints, bool: float64 (float32 without x64)
         else:
-            dtype = jnp.dtype(jnp.promote_types(first.dtype, jnp.float32))
+            dtype = jnp.dtype(jnp.promote_types(jnp.result_type(*floats), jnp.float32))
         if "axis" in static and _SPECS[name].out == "rows":
             static["axis"] = _from_the_end(static["axis"], first.ndim)
         call = _Call(name, tuple(arrays), tuple(a.shape for a in arrays.values()),

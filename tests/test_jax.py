@@ -94,6 +94,53 @@ def _check_numpy_call(name, keys, opts):
     np.testing.assert_allclose(jax.jit(lambda *a: f(*a, **opts))(*jargs), loss, rtol=1e-14)
 
 
+@pytest.mark.parametrize("name,keys,opts", CASES, ids=[f"{c[0]}-{c[1][-1]}" for c in CASES])
+def test_mixed_float_dtypes_are_the_numpy_calls(x64, name, keys, opts):
+    """float32 first and float64 after it (and the reverse): the NumPy call's compute dtype,
+    value and gradients (each in its input's dtype)."""
+    for first, rest in ((np.float32, np.float64), (np.float64, np.float32)):
+        args = [a.astype(first if i == 0 else rest) if a.dtype.kind == "f" else a
+                for i, a in enumerate(_args(keys, _data()))]
+        loss, grads = getattr(fastloss, name)(*args, **opts, return_grad=True)
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        params = list(flj.__dict__[name].__signature__.parameters)
+        argnums = [i for i, k in enumerate(params[:len(args)]) if k in flj._SPECS[name].grads]
+        f = getattr(flj, name)
+        val = f(*map(jnp.asarray, args), **opts)
+        assert val.dtype == np.asarray(loss).dtype
+        np.testing.assert_array_equal(val, loss)
+        jgrads = jax.grad(lambda *a: f(*a, **opts).sum(), argnums=argnums)(*map(jnp.asarray, args))
+        for i, jg, g in zip(argnums, jgrads, grads):
+            assert jg.dtype == args[i].dtype
+            np.testing.assert_array_equal(jg, g.astype(args[i].dtype))
+
+
+def test_per_sample_gradients_of_vae_and_mvn_kl(x64):
+    """reduction="none" with one cotangent per sample: vae_loss and mvn_kl take it (their
+    inputs are per sample), each row's gradient the NumPy call's on that row."""
+    r = np.random.default_rng(3)
+    w = np.arange(1.0, 5.0)
+    cov = np.stack([np.eye(3) * (i + 1) for i in range(4)])
+    for name, args in (("vae_loss", [r.standard_normal(s) for s in ((4, 5), (4, 5), (4, 2), (4, 2))]),
+                       ("mvn_kl", [r.standard_normal((4, 3)), cov, r.standard_normal((4, 3)), cov])):
+        f = getattr(flj, name)
+        g = jax.grad(lambda a0: (f(a0, *map(jnp.asarray, args[1:]), reduction="none") * w).sum())(
+            jnp.asarray(args[0]))
+        want = np.concatenate([w[i] * getattr(fastloss, name)(*(a[i:i + 1] for a in args),
+                                                              reduction="sum", return_grad=True)[1][0]
+                               for i in range(4)])
+        np.testing.assert_allclose(g, want, rtol=1e-13)
+
+
+def test_vmap_of_a_per_sample_loss_of_fixed_rank(x64):
+    """triplet_margin_loss takes (N, D) inputs: vmap of its "none" loss runs one call per
+    batch element, as a loop does."""
+    a, p, n = np.random.default_rng(4).standard_normal((3, 2, 6, 4))
+    got = jax.vmap(lambda *v: flj.triplet_margin_loss(*v, reduction="none"))(a, p, n)
+    want = np.stack([fastloss.triplet_margin_loss(a[b], p[b], n[b], reduction="none") for b in range(2)])
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
 # optax parity, per example (reduction="none") with a random cotangent per row, float64.
 def _per_row(v):
     return v.sum(-1) if v.ndim == 2 else v
