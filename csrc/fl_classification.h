@@ -90,11 +90,13 @@ FL_DISPATCH(classification, FL_CLASSIFICATION_KERNELS)
  * fl_classification_set_half_level picks (with every other kernel's, and the half
  * conversions'). */
 static __typeof__(&xent_label_half_f32_baseline) fl_xent_label_half = xent_label_half_f32_baseline;
+static __typeof__(&softmax_half_f32_baseline) fl_softmax_half = softmax_half_f32_baseline;
 static __typeof__(&label_scan_f32_baseline) fl_label_scan = label_scan_f32_baseline;
 static void fl_classification_set_half_level(int level) {
     fl_classification_set_level(level);
     fl_half_set_level(level);
     fl_xent_label_half = FL_LEVEL_FN(xent_label_half, f32, level);
+    fl_softmax_half = FL_LEVEL_FN(softmax_half, f32, level);
     fl_label_scan = FL_LEVEL_FN(label_scan, f32, level);
 }
 

@@ -618,6 +618,45 @@ static void N_(xent_label_half)(int kind, const uint16_t *x, uint16_t *g, int64_
     }
 }
 
+/* softmax_rows on float16 / bfloat16 rows (kind) of more than FL_MID_C and at most
+ * FL_MAX_CHUNKS * FL_CHUNK elements, out (or NULL: the lse alone) in the same half format,
+ * each row read once at its own width: softmax through row_exp_chunked and row_grad_pass a
+ * chunk at a time (as xent_label_half_grad); the lse alone and log-softmax from row_lse1's
+ * one read (a row holding NaN or +inf converted into scratch for row_online), log-softmax's
+ * chunks then converted in and out of scratch. Same results as softmax_rows on the float32
+ * upcast, rounded; out may alias x. scratch: C elements. */
+static void N_(softmax_half)(int kind, const uint16_t *x, uint16_t *out, int64_t n, int64_t C,
+                             int log_out, double *lse, T *scratch) {
+    T cm[FL_MAX_CHUNKS];
+    for (int64_t r = 0; r < n; r++) {
+        const uint16_t *xr = x + r * C;
+        uint16_t *orow = out ? out + r * C : NULL;
+        T m;
+        double s;
+        if (orow && !log_out) {
+            s = N_(row_exp_chunked)(scratch, scratch, C, &m, cm, NULL, NULL, xr, kind);
+            lse[r] = fl_row_lse((double)m, log(s));
+            N_(row_grad_pass)(scratch, scratch, C, m, cm, 1, 1.0 / s, NULL, 0, orow, kind);
+            continue;
+        }
+        const int ok = kind == FL_BFLOAT16 ? N_(row_lse1)(xr, FL_BFLOAT16, C, &m, &s, NULL)
+                                           : N_(row_lse1)(xr, FL_FLOAT16, C, &m, &s, NULL);
+        if (!ok) {
+            fl_half_to_float(kind, xr, scratch, C);
+            s = N_(row_online)(scratch, C, &m, NULL, NULL);
+        }
+        lse[r] = fl_row_lse((double)m, log(s));
+        if (!orow) continue;
+        const T ls = (T)log(s);      /* softmax_row's log-softmax: (x - m) - log s */
+        for (int64_t b = 0; b < C; b += FL_CHUNK) {
+            const int64_t nk = C - b < FL_CHUNK ? C - b : FL_CHUNK;
+            N_(half_in)(kind, xr, scratch, b, nk);
+            for (int64_t k = b; k < b + nk; k++) scratch[k] = (scratch[k] - m) - ls;
+            N_(half_out)(kind, scratch, orow, b, nk);
+        }
+    }
+}
+
 /* The check of integer labels (fastloss/_checks.py's check_label_array) in one pass: the
  * number of counted labels (!= ignore) into *counted, and the index of the first counted
  * label outside [0, C), or -1. Branch-free (one unsigned compare catches both ends), so

@@ -53,6 +53,8 @@ cdef extern from "fl_classification.h" nogil:
     void fl_xent_label_half(int kind, const uint16_t *x, uint16_t *g, int64_t n, const int64_t *y,
                             const fl_xent_params *p, double *loss, float *scratch,
                             const fl_xent_stats *st)
+    void fl_softmax_half(int kind, const uint16_t *x, uint16_t *out, int64_t n, int64_t C, int log_out,
+                         double *lse, float *scratch)
     int64_t fl_label_scan(const int64_t *y, int64_t n, int64_t C, int64_t ignore, int64_t *counted)
     double fl_bce_block(const void *x, const void *t, const void *w, const void *pw, const uint8_t *m,
                         void *lout, void *g, int64_t n, double gscale)
@@ -296,6 +298,7 @@ cdef struct SoftmaxJob:
     float *scratch               # softmax_rows_half: per-thread rows of `width` items
     int64_t width
     int kind                     # softmax_rows_half: the half format
+    bint direct                  # softmax_rows_half: rows read as half (fl_softmax_half), no block copy
 
 
 cdef void _softmax_block(void *job, int64_t b, int tid, const floating *tag) noexcept nogil:
@@ -321,7 +324,7 @@ def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, bint log_out,
         sp = &shift[0]
     cdef SoftmaxJob job = SoftmaxJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], out=op, log_out=log_out,
                                      lse=&lse[0], shift=sp,
-                                     scratch=NULL, width=0, kind=0)
+                                     scratch=NULL, width=0, kind=0, direct=False)
     with nogil:
         run_blocks(<block_fn>_softmax_block[floating], &job, n_blocks(n, rpb), n_threads)
 
@@ -332,6 +335,10 @@ cdef void _softmax_half_block(void *job, int64_t b, int tid, const void *tag) no
     cdef int64_t nr = min(j.rows_per_block, j.n - r0)
     cdef float *xs = j.scratch + tid * j.width
     cdef uint16_t *op = <uint16_t *>j.out
+    if j.direct:
+        fl_softmax_half(j.kind, <const uint16_t *>j.x + r0 * C, op + r0 * C if op else NULL, nr, C,
+                        j.log_out, j.lse + r0, xs)
+        return
     fl_half_to_float(j.kind, <const uint16_t *>j.x + r0 * C, xs, nr * C)
     fl_softmax_rows(xs, xs if op else NULL, nr, C, j.log_out, j.lse + r0, NULL)
     if op:
@@ -340,7 +347,9 @@ cdef void _softmax_half_block(void *job, int64_t b, int tid, const void *tag) no
 
 def softmax_rows_half(int kind, const uint16_t[:, ::1] x, uint16_t[:, ::1] out, bint log_out,
                       double[::1] lse, int n_threads):
-    """softmax_rows on half rows, a block at a time through float32 scratch (as xent_half)."""
+    """softmax_rows on half rows, a block at a time through float32 scratch (as xent_half);
+    rows of more than FL_MID_C (and at most FL_MAX_CHUNKS * FL_CHUNK) elements are read as
+    half directly (fl_softmax_half)."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
     cdef int64_t rpb = rows_per_block(C)
     cdef float[:, ::1] scratch
@@ -350,7 +359,7 @@ def softmax_rows_half(int kind, const uint16_t[:, ::1] x, uint16_t[:, ::1] out, 
     cdef uint16_t *op = &out[0, 0] if out is not None else NULL
     cdef SoftmaxJob job = SoftmaxJob(n=n, C=C, rows_per_block=rpb, x=&x[0, 0], out=op, log_out=log_out,
                                      lse=&lse[0], shift=NULL, scratch=&scratch[0, 0], width=scratch.shape[1],
-                                     kind=kind)
+                                     kind=kind, direct=FL_MID_C < C <= <int64_t>FL_MAX_CHUNKS * FL_CHUNK)
     with nogil:
         run_blocks(_softmax_half_block, &job, n_blocks(n, rpb), n_threads)
 
