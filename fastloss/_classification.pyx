@@ -215,9 +215,9 @@ def xent_half(int kind, const uint16_t[:, ::1] x, const int64_t[::1] y, const ui
     fastloss/_half.pxd): each block of rows is converted into per-thread float32 scratch,
     the float32 kernel runs there (its gradient in place), and the gradient block is
     converted back into g (or None). g may be x: a block is written after it is read.
-    Label rows of more than FL_MID_C classes without softcap (loss only: and without
-    smoothing; with a gradient: and at most FL_MAX_CHUNKS * FL_CHUNK classes) are read as
-    half directly, chunk by chunk (fl_xent_label_half), with no pass that only converts."""
+    Label rows of more than FL_MID_C classes without softcap are read as half directly
+    (fl_xent_label_half), with no pass that only converts: loss only (without smoothing) in
+    registers, with a gradient (at most FL_MAX_CHUNKS * FL_CHUNK classes) a chunk at a time."""
     cdef int64_t n = x.shape[0], C = x.shape[1]
     cdef int64_t rpb = rows_per_block(C)
     cdef int64_t w = scratch_row(rpb * C * 4, 4), slots = 1 if t is None else 2

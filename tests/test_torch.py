@@ -338,9 +338,9 @@ def test_coupled_losses_with_reduction_none():
 @pytest.mark.parametrize("n", [3, 4])
 def test_broadcast_inputs_with_reduction_none(n):
     """An input broadcast over the samples (a shared prior mean, one covariance for the
-    batch) couples them: backward takes a uniform grad_output only and
-    gives the "sum" call's gradient, also where the batch is as long as the input's own axis
-    (n = 3: the shapes line up by accident)."""
+    batch) couples them: backward takes a uniform grad_output only and gives the "sum"
+    call's gradient, also where the batch is as long as the input's own axis (n = 3: the
+    shapes line up by accident)."""
     calls = [
         (lambda mu, lv, **kw: flt.gaussian_kl(mu, lv, **kw), [_t(3), _t(n, 3, seed=2)]),
         (lambda mp, cp, **kw: flt.mvn_kl(mp, cp, _t(n, 3, seed=3), _spd(n, 3, 4), **kw),
