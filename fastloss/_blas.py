@@ -73,6 +73,9 @@ def lower_gram(syrk, x, out):
     """out's lower triangle (diagonal included) = x @ x.T's, by syrk (half the products of
     a gemm; NumPy sends x @ x.T to syrk too but then mirrors the triangle serially); out's
     other entries are left as they were. out: C-ordered."""
+    if x.shape[1] == 0 or out.size == 0:         # empty vectors: zeros (BLAS rejects k = 0)
+        out[...] = 0
+        return
     # in Fortran order out.T's upper triangle is out's lower one, and x x^T = (x^T)^T x^T
     _into(out.T, syrk(1.0, x.T, trans=1, lower=0, c=out.T, overwrite_c=True, beta=0.0))
 
@@ -80,6 +83,8 @@ def lower_gram(syrk, x, out):
 def lower_symm(symm, s, x, out):
     """out = S @ x for the symmetric S whose lower triangle s holds (lower_gram's); s, x and
     out C-ordered."""
+    if out.size == 0:                            # f2py rejects empty operands
+        return
     # in Fortran order out.T = x^T S, S's lower triangle being s.T's upper one
     _into(out.T, symm(1.0, s.T, x.T, side=1, lower=0, c=out.T, overwrite_c=True, beta=0.0))
 

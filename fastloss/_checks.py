@@ -4,6 +4,8 @@ Everything here runs before any kernel: a bad argument raises a ValueError,
 TypeError or IndexError naming it, and the kernels only ever see arrays whose
 shapes, dtypes and index ranges are known to be right.
 """
+import functools
+import inspect
 import math
 import operator
 
@@ -383,6 +385,30 @@ def check_no_overlap(outputs, inputs, in_place=()):
             if shared:
                 allowed = f" (it may be exactly {' or '.join(in_place)})" if in_place else ""
                 raise ValueError(f"{name} must not overlap {other_name}{allowed}")
+
+
+def grad_out_apart(*own):
+    """Decorator of a public loss: its grad_out (an array, or a tuple of arrays and None) must
+    not share memory with any array argument the caller gave besides `own`, the inputs it has
+    gradients for (the function checks those itself, where an output may be one exactly):
+    targets, weights, labels and where= masks, which the masked and labelled paths copy
+    before a kernel's own check sees them. ValueError naming both, before anything runs."""
+    def wrap(fn):
+        names = list(inspect.signature(fn).parameters)
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            go = kwargs.get("grad_out")
+            if go is not None:
+                bufs = go if isinstance(go, tuple) else (go,)
+                outs = [(n, b) for n, b in grad_out_names(bufs) if isinstance(b, np.ndarray)]
+                for name, a in [*zip(names, args), *kwargs.items()]:
+                    if name not in own and name != "grad_out" and isinstance(a, np.ndarray):
+                        for out_name, b in outs:
+                            check_no_overlap([(out_name, b)], [(name, a)])
+            return fn(*args, **kwargs)
+        return checked
+    return wrap
 
 
 def grad_out_names(buffers):

@@ -34,13 +34,15 @@ class MaskedCall:
 
 
 def check_where(where, shape):
-    """where as a boolean array of the per-item loss's rank that broadcasts to its shape
-    (not broadcast: a mask per row of elements stays that small)."""
+    """where as a C-contiguous boolean array of the per-item loss's rank that broadcasts to
+    its shape (not broadcast: a mask per row of elements stays that small). C order: the
+    masked sums (np.sum(..., where=)) add in the order of their operands' memory, so a
+    Fortran-ordered or strided mask would change a loss's last bits."""
     w = np.asarray(where)
     if w.dtype != np.bool_:
         raise TypeError(f"where must be a boolean array, got dtype {w.dtype}")
     check_broadcast(w, shape, "where", against="the per-item loss")
-    return w.reshape((1,) * (len(shape) - w.ndim) + w.shape)
+    return np.ascontiguousarray(w.reshape((1,) * (len(shape) - w.ndim) + w.shape))
 
 
 def element_mask(where, shape):

@@ -17,8 +17,8 @@ from ._blas import product
 from ._checks import (as_float_array, check_axis, check_broadcast, check_choice, check_class_axis,
                       check_class_weight, check_grad_out, check_grad_outs, check_grad_request,
                       check_ignore_index, check_linear_layer, check_names, check_no_overlap,
-                      check_real, check_reduction, check_same_shape, compute_dtype, half_bits,
-                      half_kind, result_dtype, whole_labels)
+                      check_real, check_reduction, check_same_shape, compute_dtype, grad_out_apart,
+                      half_bits, half_kind, result_dtype, whole_labels)
 from ._mask import check_where, document, element_mask, independent
 from ._layout import as_rows, flat_full, grad_buffers, grad_rows, periodic
 from ._reduce import grad_scale, reduce_elements, reduce_rows
@@ -42,6 +42,7 @@ class CrossEntropyStats(NamedTuple):
     correct: np.ndarray
 
 
+@grad_out_apart("logits")
 def cross_entropy(logits, target, *, axis=-1, weight=None, ignore_index=-100, label_smoothing=0.0,
                   z_loss=0.0, softcap=None, target_kind=None, where=None, reduction="mean",
                   return_grad=False, grad_out=None, return_stats=False):
@@ -277,6 +278,7 @@ LINEAR_BLOCK_BYTES = 128 << 20
 _LINEAR_GRADS = ("input", "linear_weight", "linear_bias")
 
 
+@grad_out_apart("input", "linear_weight", "linear_bias")
 def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
                          ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None,
                          where=None, reduction="mean", return_grad=False, grad_out=None, grad_wrt=None,
@@ -509,6 +511,7 @@ def _sigmoid_setup(logits, target, reduction, return_grad, grad_out):
     return x, flat_full(x, x.shape), flat_full(t, x.shape), reduction, g
 
 
+@grad_out_apart("logits")
 def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None, where=None,
                                      reduction="mean", return_grad=False, grad_out=None):
     r"""PyTorch's binary_cross_entropy_with_logits (soft targets allowed, no clamping).
@@ -590,6 +593,7 @@ def _weight(w, x, name):
     return w
 
 
+@grad_out_apart("logits")
 def sigmoid_focal_loss(logits, target, *, alpha=0.25, gamma=2.0, where=None, reduction="mean",
                        return_grad=False, grad_out=None):
     r"""torchvision's sigmoid_focal_loss.
@@ -701,6 +705,7 @@ def _softmax_call(x, axis, out, log_out, want_out, name="out"):
     return compute_dtype(x), lse.reshape(x.shape[:ax] + x.shape[ax + 1:]), (finish(o2) if want_out else None)
 
 
+@grad_out_apart("x")
 def logsumexp(x, *, axis=-1, return_grad=False, grad_out=None):
     r"""log(sum(exp(x))) along axis, without overflow.
 

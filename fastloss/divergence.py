@@ -15,7 +15,8 @@ from . import _config
 from . import _divergence as _k
 from ._checks import (as_float_array, as_labels, check_class_axis, check_grad_outs, check_grad_request,
                       check_ignore_index, check_no_overlap, check_real, check_reduction,
-                      check_same_shape, check_temperature, compute_dtype, half_bits, half_kind)
+                      check_same_shape, check_temperature, compute_dtype, grad_out_apart, half_bits,
+                      half_kind)
 from ._layout import as_rows, grad_rows
 from ._mask import check_where, document, independent
 from ._reduce import grad_scale, reduce_rows
@@ -114,6 +115,7 @@ def _pair_rows(kind, a2, b2, ga, gb, *args):
 
 # --- discrete distributions -----------------------------------------------------------
 
+@grad_out_apart("logits")
 def entropy(logits, *, axis=-1, labels=None, ignore_index=-100, where=None, reduction="mean",
             return_grad=False, grad_out=None):
     r"""Shannon entropy H(softmax(logits)) of each distribution along `axis` (nats).
@@ -185,6 +187,7 @@ def entropy(logits, *, axis=-1, labels=None, ignore_index=-100, where=None, redu
     return (loss, finish(g2)) if return_grad else loss
 
 
+@grad_out_apart("p_logits", "q_logits")
 def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, labels=None, ignore_index=-100,
                   where=None, reduction="mean", return_grad=False, grad_out=None, return_stats=False):
     r"""KL(softmax(p_logits / T) || softmax(q_logits / T)) of each distribution along `axis`.
@@ -271,6 +274,7 @@ def kl_divergence(p_logits, q_logits, *, axis=-1, temperature=1.0, labels=None, 
                       ["p_logits", "q_logits"], return_stats)
 
 
+@grad_out_apart("p_logits", "q_logits")
 def js_divergence(p_logits, q_logits, *, beta=0.5, axis=-1, temperature=1.0, labels=None,
                   ignore_index=-100, where=None, reduction="mean", return_grad=False,
                   grad_out=None):
@@ -337,6 +341,7 @@ def js_divergence(p_logits, q_logits, *, beta=0.5, axis=-1, temperature=1.0, lab
                       ["p_logits", "q_logits"])
 
 
+@grad_out_apart("student_logits")
 def distillation_loss(student_logits, teacher_logits, *, temperature=1.0, target=None, alpha=0.5,
                       axis=-1, ignore_index=-100, where=None, reduction="mean", return_grad=False,
                       grad_out=None, return_stats=False):

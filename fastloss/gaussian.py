@@ -16,8 +16,8 @@ from . import _config, _pool
 from . import _gaussian as _k
 from ._checks import (as_float_array, check_broadcast, check_choice, check_covariance,
                       check_grad_out, check_grad_outs, check_grad_request, check_no_overlap,
-                      check_nonnegative, check_real, check_reduction, check_var_layout, grad_out_names,
-                      negative_entries, result_dtype)
+                      check_nonnegative, check_real, check_reduction, check_var_layout, grad_out_apart,
+                      grad_out_names, negative_entries, result_dtype)
 from ._mask import broadcast_inputs, document, independent
 from ._layout import BroadcastGrad, flat_full, row_sums, unbroadcast
 from ._reduce import grad_scale, reduce_elements, reduce_rows, reduce_total
@@ -69,6 +69,7 @@ def _broadcast_shape(arrays, names):
 
 # --- continuous distributions ---------------------------------------------------------
 
+@grad_out_apart("mu_p", "logvar_p", "mu_q", "logvar_q")
 def gaussian_kl(mu_p, logvar_p, mu_q=None, logvar_q=None, *, where=None, reduction="mean",
                 return_grad=False, grad_out=None):
     r"""KL(N(mu_p, exp(logvar_p)) || N(mu_q, exp(logvar_q))) of diagonal Gaussians.
@@ -255,6 +256,7 @@ def _cholesky(c, name):
         raise _spd_error(c, name) from None
 
 
+@grad_out_apart("mu_p", "cov_p", "mu_q", "cov_q")
 def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, where=None, reduction="mean", return_grad=False,
            grad_out=None):
     r"""KL(N(mu_p, cov_p) || N(mu_q, cov_q)) of full-covariance multivariate normals.
@@ -385,6 +387,7 @@ def mvn_kl(mu_p, cov_p, mu_q, cov_q, *, where=None, reduction="mean", return_gra
     return loss, tuple(_summed(gi, a.shape, dtype, out) for gi, a, out in zip(g, arrs, outs))
 
 
+@grad_out_apart("recon", "mu", "logvar")
 def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, where=None, reduction="mean",
              return_grad=False, grad_out=None):
     r"""VAE loss per sample (axis 0 is the batch).
@@ -490,6 +493,7 @@ def vae_loss(recon, x, mu, logvar, *, recon_loss="mse", beta=1.0, where=None, re
     return loss, (gr.result(), gm.result(), glv.result())
 
 
+@grad_out_apart("input", "var")
 def gaussian_nll_loss(input, target, var, *, full=False, eps=1e-6, where=None, reduction="mean",
                       return_grad=False, grad_out=None):
     r"""PyTorch's gaussian_nll_loss.

@@ -19,7 +19,7 @@ from . import _blas, _config
 from . import _metric as _k
 from ._checks import (as_float_array, as_labels, check_choice, check_grad_request, check_matrix,
                       check_no_overlap, check_real, check_reduction, check_same_shape,
-                      check_temperature, grad_out_names, result_dtype)
+                      check_temperature, grad_out_apart, grad_out_names, result_dtype)
 from ._layout import grad_buffers
 from ._mask import compact, document, independent
 from ._reduce import grad_scale, reduce_rows
@@ -221,6 +221,7 @@ def _direct(v, w, metric):
 
 # --- triplet margin loss ----------------------------------------------------------------
 
+@grad_out_apart("anchor", "positive", "negative")
 def triplet_margin_loss(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e-6, swap=False,
                         squared=False, where=None, reduction="mean", return_grad=False,
                         grad_out=None):
@@ -323,6 +324,7 @@ def triplet_margin_loss(anchor, positive, negative, *, margin=1.0, p=2.0, eps=1e
 
 # --- batch-hard / batch-all triplet loss ------------------------------------------------
 
+@grad_out_apart("embeddings")
 def batch_hard_triplet_loss(embeddings, labels, *, margin=1.0, squared=False, mining="hard",
                             where=None, reduction="mean", return_grad=False, grad_out=None):
     r"""Triplet loss with triplets mined inside the batch from integer labels.
@@ -644,6 +646,7 @@ def _logit_grad_back(dS, qs, kh, r0, gq, gk, full):
         gk += dS.T @ qs[r0:r1]
 
 
+@grad_out_apart("query", "key")
 def info_nce_loss(query, key, *, temperature=0.07, symmetric=False, normalize=True,
                   where=None, reduction="mean", return_grad=False, grad_out=None):
     r"""InfoNCE: softmax cross-entropy of ``q k^T / temperature`` with row i's positive at column i.
@@ -724,6 +727,7 @@ def info_nce_loss(query, key, *, temperature=0.07, symmetric=False, normalize=Tr
 
 # --- NT-Xent (SimCLR) -------------------------------------------------------------------
 
+@grad_out_apart("z1", "z2")
 def nt_xent_loss(z1, z2, *, temperature=0.5, where=None, reduction="mean", return_grad=False,
                  grad_out=None):
     r"""SimCLR's NT-Xent loss over the 2N views ``z = [z1; z2]``.

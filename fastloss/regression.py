@@ -12,7 +12,7 @@ import numpy as np
 from . import _config
 from . import _regression as _k
 from ._checks import (as_float_array, check_broadcast, check_grad_request, check_no_overlap,
-                      check_real, check_reduction, check_same_shape)
+                      check_real, check_reduction, check_same_shape, grad_out_apart)
 from ._layout import flat_full, grad_buffers, periodic
 from ._mask import check_where, document, element_mask, independent
 from ._reduce import grad_scale, reduce_elements
@@ -110,6 +110,7 @@ def _elementwise_doc(summary, math, notes, params="", example=""):
 """ + example
 
 
+@grad_out_apart("input")
 def mse_loss(input, target, *, weight=None, where=None, reduction="mean", return_grad=False,
              grad_out=None):
     return _elementwise("mse", input, target, 0.0, weight, where, reduction, return_grad, grad_out)
@@ -126,6 +127,7 @@ mse_loss.__doc__ = _elementwise_doc(
     """)
 
 
+@grad_out_apart("input")
 def l1_loss(input, target, *, weight=None, where=None, reduction="mean", return_grad=False,
             grad_out=None):
     return _elementwise("l1", input, target, 0.0, weight, where, reduction, return_grad, grad_out)
@@ -142,6 +144,7 @@ l1_loss.__doc__ = _elementwise_doc(
     """)
 
 
+@grad_out_apart("input")
 def huber_loss(input, target, *, delta=1.0, weight=None, where=None, reduction="mean",
                return_grad=False,
                grad_out=None):
@@ -166,6 +169,7 @@ huber_loss.__doc__ = _elementwise_doc(
     """)
 
 
+@grad_out_apart("input")
 def smooth_l1_loss(input, target, *, beta=1.0, weight=None, where=None, reduction="mean",
                    return_grad=False,
                    grad_out=None):
@@ -190,6 +194,7 @@ smooth_l1_loss.__doc__ = _elementwise_doc(
     """)
 
 
+@grad_out_apart("input")
 def log_cosh_loss(input, target, *, weight=None, where=None, reduction="mean", return_grad=False,
                   grad_out=None):
     return _elementwise("log_cosh", input, target, 0.0, weight, where, reduction, return_grad,
@@ -307,6 +312,7 @@ def _box_doc(summary, math, notes, example):
 """ + example
 
 
+@grad_out_apart("boxes1", "boxes2")
 def generalized_box_iou_loss(boxes1, boxes2, *, eps=1e-7, where=None, reduction="mean",
                              return_grad=False,
                              grad_out=None):
@@ -324,6 +330,7 @@ generalized_box_iou_loss.__doc__ = _box_doc(
     """)
 
 
+@grad_out_apart("boxes1", "boxes2")
 def distance_box_iou_loss(boxes1, boxes2, *, eps=1e-7, where=None, reduction="mean",
                           return_grad=False,
                           grad_out=None):
@@ -341,6 +348,7 @@ distance_box_iou_loss.__doc__ = _box_doc(
     """)
 
 
+@grad_out_apart("boxes1", "boxes2")
 def complete_box_iou_loss(boxes1, boxes2, *, eps=1e-7, where=None, reduction="mean",
                           return_grad=False,
                           grad_out=None):

@@ -778,3 +778,16 @@ def test_triplet_streamed_gradients_match(rng, dtype, D, opts):
     a[7, 3] = np.nan
     check_streamed_grads(lambda g: triplet_margin_loss(a, p, n, return_grad=True, grad_out=g, **opts),
                          (a.shape,) * 3, dtype)
+
+
+def test_zero_width_embeddings(capfd):
+    """D = 0 (every distance 0, every similarity 0): the reference's values and empty
+    gradients, with no BLAS call (OpenBLAS's syrk rejects k = 0 on stderr)."""
+    z, lab = np.zeros((4, 0)), np.array([0, 0, 1, 1])
+    for name, args in (("nt_xent_loss", (z, z)), ("info_nce_loss", (z, z)),
+                       ("batch_hard_triplet_loss", (z, lab))):
+        loss, g = getattr(fl, name)(*args, return_grad=True)
+        np.testing.assert_allclose(loss, getattr(ref, name)(*args), rtol=1e-15)
+        assert all(gi.shape == (4, 0) for gi in (g if isinstance(g, tuple) else (g,)))
+    np.testing.assert_array_equal(fl.pairwise_distances(z), np.zeros((4, 4)))
+    assert "DSYRK" not in capfd.readouterr().err

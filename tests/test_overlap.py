@@ -392,3 +392,45 @@ def test_merged_axes_softmax_overlap(axis):
         fl.softmax(x, axis=axis, out=buf[1:].reshape(3, 4, 5))
     y = x.copy()
     assert np.array_equal(fl.softmax(y, axis=axis, out=y), fl.softmax(x, axis=axis))
+
+
+def _sharing(arr, shape):
+    """(a copy of arr, a float64 buffer of `shape`) in one raw buffer, the buffer starting 8
+    bytes before the copy: every output element writes over it."""
+    raw = np.zeros(8 * (int(np.prod(shape)) + arr.size) + 64, np.uint8)
+    a = raw[8:8 + arr.nbytes].view(arr.dtype).reshape(arr.shape)
+    a[...] = arr
+    return a, raw[:8 * int(np.prod(shape))].view(np.float64).reshape(shape)
+
+
+def _aux_cases():
+    """(label, name of the shared argument, call(shared, out)): grad_out over a where= mask,
+    labels or a target, which the masked and labelled paths copy before a kernel's own
+    check sees them (found by fuzzing: the caller's array was overwritten, or the mask read
+    back half written)."""
+    rng = np.random.default_rng(3)
+    N, C = 33, 40
+    x, t = rng.normal(size=(N, C)), rng.normal(size=(N, C))
+    y, keep, m = rng.integers(0, C, N), rng.uniform(size=N) < 0.8, rng.uniform(size=(N, C)) < 0.5
+    return [
+        ("mse where", "where", m, lambda s, o: fl.mse_loss(x, t, where=s, return_grad=True, grad_out=o)),
+        ("cross_entropy where", "target", y,
+         lambda s, o: fl.cross_entropy(x, s, where=keep, return_grad=True, grad_out=o)),
+        ("entropy labels", "labels", y, lambda s, o: fl.entropy(x, labels=s, return_grad=True, grad_out=o)),
+        ("kl labels", "labels", y, lambda s, o: fl.kl_divergence(x, t, labels=s, return_grad=True,
+                                                                 grad_out=(o, np.empty((N, C))))),
+        ("batch_hard where", "labels", y % 3,
+         lambda s, o: fl.batch_hard_triplet_loss(x, s, where=keep, return_grad=True, grad_out=o)),
+        ("gaussian_nll where", "target", t,
+         lambda s, o: fl.gaussian_nll_loss(x, s, np.ones((N, C)), where=np.ones((N, C), bool),
+                                           return_grad=True, grad_out=(o, np.empty((N, C))))),
+    ]
+
+
+@pytest.mark.parametrize("label,name,arr,call", _aux_cases(), ids=[c[0] for c in _aux_cases()])
+def test_grad_out_over_a_mask_labels_or_target_raises(label, name, arr, call):
+    shared, out = _sharing(arr, (33, 40))
+    before = shared.copy()
+    with pytest.raises(ValueError, match=f"must not overlap {name}"):
+        call(shared, out)
+    np.testing.assert_array_equal(shared, before)
