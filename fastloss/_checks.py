@@ -395,17 +395,19 @@ def grad_out_apart(*own):
     before a kernel's own check sees them. ValueError naming both, before anything runs."""
     def wrap(fn):
         names = list(inspect.signature(fn).parameters)
+        skip = frozenset(own) | {"grad_out"}
 
         @functools.wraps(fn)
         def checked(*args, **kwargs):
             go = kwargs.get("grad_out")
             if go is not None:
                 bufs = go if isinstance(go, tuple) else (go,)
-                outs = [(n, b) for n, b in grad_out_names(bufs) if isinstance(b, np.ndarray)]
-                for name, a in [*zip(names, args), *kwargs.items()]:
-                    if name not in own and name != "grad_out" and isinstance(a, np.ndarray):
-                        for out_name, b in outs:
-                            check_no_overlap([(out_name, b)], [(name, a)])
+                for name, a in (*zip(names, args), *kwargs.items()):
+                    if isinstance(a, np.ndarray) and name not in skip:
+                        for i, b in enumerate(bufs):
+                            # the bounds test first (cheap), the exact one in check_no_overlap
+                            if isinstance(b, np.ndarray) and np.may_share_memory(a, b):
+                                check_no_overlap(grad_out_names(bufs)[i:i + 1], [(name, a)])
             return fn(*args, **kwargs)
         return checked
     return wrap
