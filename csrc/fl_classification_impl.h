@@ -214,10 +214,12 @@ FL_INL void N_(half_out)(int kind, const T *f, uint16_t *hf, int64_t b, int64_t 
  * max m goes to *m_out and the result is s = sum exp(x - m). Chunk c's exponentials
  * are exp(cm[c] - m) times too large: chunk_factor. A row whose max is NaN or +inf, or
  * all of whose entries are -inf, gives NaN. wd, am: as row_online's. hx (or NULL): the
- * row as half values (kind), each chunk converted into e when it is reached (x is e):
- * the row is read once at its own width, the next chunk prefetched meanwhile. */
+ * row as half values (kind), each chunk converted into e when it is reached and read
+ * there (x unused): the row is read once at its own width, the next chunk prefetched
+ * meanwhile. */
 static double N_(row_exp_chunked)(const T *x, T *e, int64_t C, T *m_out, T *cm, N_(wdev) *wd,
                                   int64_t *am, const uint16_t *hx, int kind) {
+    if (hx) x = e;
     double sc[FL_MAX_CHUNKS];
     const int64_t nc = (C + FL_CHUNK - 1) / FL_CHUNK;
     T m = -(T)INFINITY;
@@ -554,8 +556,8 @@ static void N_(xent_label_half_grad)(int kind, const uint16_t *x, uint16_t *g, i
         const int64_t yr = y[r];
         int64_t am = 0;
         T m;
-        loss[r] = 0.0;
-        if (yr == p->ignore_index) {             /* its statistics alone, gradient 0 */
+        if (yr == p->ignore_index) {             /* its statistics alone, loss and gradient 0 */
+            loss[r] = 0.0;
             if (st) {
                 fl_half_to_float(kind, xr, scratch, C);
                 const double s = N_(row_online)(scratch, C, &m, NULL, &am);
@@ -566,14 +568,14 @@ static void N_(xent_label_half_grad)(int kind, const uint16_t *x, uint16_t *g, i
         }
         const double xy = N_(src_one)(xr, kind, yr);
         N_(wdev) wd = {NULL, cw, 1, 0, 0.0, 0.0, 0.0, -INFINITY};
-        const double s = N_(row_exp_chunked)(scratch, scratch, C, &m, cm, eps > 0 ? &wd : NULL,
+        const double s = N_(row_exp_chunked)(NULL, scratch, C, &m, cm, eps > 0 ? &wd : NULL,
                                              st ? &am : NULL, xr, kind);
         if (st) fl_put_stats(st, r, (double)m, log(s), am, am == yr);
         const double wy = cw ? (double)cw[yr] : 1.0;
         double a;
         loss[r] = fl_label_row_loss(p, wy, (double)m, log(s), xy, wd.sd, &a);
-        N_(row_grad_pass)(scratch, scratch, C, m, cm, 1, gs * a / s, cw,
-                          (T)(gs * eps / (double)C), gr, kind);
+        N_(row_grad_pass)(NULL, scratch, C, m, cm, 1, gs * a / s, cw, (T)(gs * eps / (double)C),
+                          gr, kind);
         scratch[yr] -= N_(label_term)(p, wy);
         fl_float_to_half(kind, scratch + yr, gr + yr, 1);
     }
@@ -634,9 +636,9 @@ static void N_(softmax_half)(int kind, const uint16_t *x, uint16_t *out, int64_t
         T m;
         double s;
         if (orow && !log_out) {
-            s = N_(row_exp_chunked)(scratch, scratch, C, &m, cm, NULL, NULL, xr, kind);
+            s = N_(row_exp_chunked)(NULL, scratch, C, &m, cm, NULL, NULL, xr, kind);
             lse[r] = fl_row_lse((double)m, log(s));
-            N_(row_grad_pass)(scratch, scratch, C, m, cm, 1, 1.0 / s, NULL, 0, orow, kind);
+            N_(row_grad_pass)(NULL, scratch, C, m, cm, 1, 1.0 / s, NULL, 0, orow, kind);
             continue;
         }
         const int ok = kind == FL_BFLOAT16 ? N_(row_lse1)(xr, FL_BFLOAT16, C, &m, &s, NULL)

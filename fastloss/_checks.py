@@ -389,10 +389,11 @@ def check_no_overlap(outputs, inputs, in_place=()):
 
 def grad_out_apart(*own):
     """Decorator of a public loss: its grad_out (an array, or a tuple of arrays and None) must
-    not share memory with any array argument the caller gave besides `own`, the inputs it has
-    gradients for (the function checks those itself, where an output may be one exactly):
-    targets, weights, labels and where= masks, which the masked and labelled paths copy
-    before a kernel's own check sees them. ValueError naming both, before anything runs."""
+    not share memory with any array argument as the caller gave it besides `own`: targets,
+    weights, labels and where= masks, checked here once for every path (the masked and
+    labelled ones copy them). ValueError naming both, before anything runs. `own`, the
+    inputs with gradients, the function checks itself, after converting them, with the
+    outputs against each other and its exact in-place uses."""
     def wrap(fn):
         names = list(inspect.signature(fn).parameters)
         skip = frozenset(own) | {"grad_out"}

@@ -52,8 +52,7 @@ def _elementwise(name, input, target, param, weight, where, reduction, return_gr
                                  where=mask.view(bool).reshape(-1, period), dtype=np.float64))
     g = grad_buffers(grad_out, ["input"], x.shape, x.dtype)[0] if return_grad else None
     if grad_out is not None:
-        check_no_overlap([("grad_out", g)], [("input", x), ("target", t), ("weight", wa)],
-                         in_place=("input",))
+        check_no_overlap([("grad_out", g)], [("input", x)], in_place=("input",))
     lout = np.empty(n, dtype=x.dtype) if reduction == "none" else None
     total = _k.elementwise(name, flat_full(x, x.shape), flat_full(t, x.shape), w, period, mask,
                            lout, g.reshape(-1) if g is not None else None, param,

@@ -394,6 +394,15 @@ def test_merged_axes_softmax_overlap(axis):
     assert np.array_equal(fl.softmax(y, axis=axis, out=y), fl.softmax(x, axis=axis))
 
 
+def test_every_loss_checks_its_other_arguments():
+    """Every public function with a grad_out is under _checks.grad_out_apart, the one check of
+    its targets, weights, labels and masks."""
+    for name in fl.__all__:
+        fn = getattr(fl, name)
+        if callable(fn) and "grad_out" in inspect.signature(fn).parameters:
+            assert fn.__code__ is _checks.grad_out_apart()(lambda: 0).__code__, name
+
+
 def _sharing(arr, shape):
     """(a copy of arr, a float64 buffer of `shape`) in one raw buffer, the buffer starting 8
     bytes before the copy: every output element writes over it."""
